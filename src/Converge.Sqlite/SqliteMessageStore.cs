@@ -1,0 +1,486 @@
+using System.Collections.Concurrent;
+using System.Data.Common;
+using Converge.Contracts;
+using Converge.Storage;
+using Microsoft.Data.Sqlite;
+
+namespace Converge.Sqlite;
+
+/// <summary>
+/// The embedded store: one SQLite file in WAL mode. SQLite allows one writer at a time, so writers in this
+/// process queue on an in-process gate (never spinning on SQLITE_BUSY among themselves) and group their work
+/// into few commits; other processes on the same file wait on SQLite's busy timeout.
+/// </summary>
+public sealed class SqliteMessageStore : IMessageStore
+{
+    const int MaxPooledSessions = 16;
+    const int PurgeChunk = 5000;
+
+    readonly SqliteStoreOptions _options;
+    readonly TimeProvider _time;
+    readonly string _connectionString;
+    readonly string _fullPath;
+    readonly SemaphoreSlim _writeGate = new(1, 1);
+    readonly ConcurrentBag<SqliteSession> _sessions = [];
+
+    /// <summary>Creates the store; nothing is opened until first use. Call <see cref="MigrateAsync"/> before anything else.</summary>
+    public SqliteMessageStore(SqliteStoreOptions options, TimeProvider timeProvider)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _options = options;
+        _time = timeProvider ?? throw new ArgumentNullException(nameof(timeProvider));
+        _fullPath = System.IO.Path.GetFullPath(options.Path);
+        _connectionString = new SqliteConnectionStringBuilder { DataSource = _fullPath, Pooling = false }.ToString();
+        Schema = new SqliteSchema(options.TablePrefix);
+    }
+
+    /// <inheritdoc />
+    public string Name => "sqlite";
+
+    /// <inheritdoc />
+    public CommitSignals Signals { get; } = new();
+
+    /// <summary>The database file.</summary>
+    public string Path => _fullPath;
+
+    internal SqliteSchema Schema { get; }
+
+    internal DateTimeOffset Now => _time.GetUtcNow();
+
+    /// <summary>Opens a new connection to the store's file with the store's settings; the caller disposes it.</summary>
+    public SqliteConnection OpenConnection()
+    {
+        var connection = new SqliteConnection(_connectionString);
+        connection.Open();
+        using var pragma = connection.CreateCommand();
+        pragma.CommandText = $"PRAGMA busy_timeout = {(long)_options.BusyTimeout.TotalMilliseconds}; PRAGMA synchronous = {(_options.Durability == SqliteDurability.Full ? "FULL" : "NORMAL")};";
+        pragma.ExecuteNonQuery();
+        return connection;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask MigrateAsync(CancellationToken cancellationToken)
+    {
+        await _writeGate.WaitAsync(cancellationToken);
+        try
+        {
+            using var connection = OpenConnection();
+            using (var wal = connection.CreateCommand())
+            {
+                wal.CommandText = "PRAGMA journal_mode = WAL";
+                var mode = wal.ExecuteScalar() as string;
+                if (!string.Equals(mode, "wal", StringComparison.OrdinalIgnoreCase))
+                {
+                    throw new InvalidOperationException($"SQLite refused WAL mode for {_fullPath} (it reported '{mode}'). Put the file on a local disk.");
+                }
+            }
+
+            // BEGIN IMMEDIATE takes the write lock first, so two processes starting at once migrate one after the other.
+            using var transaction = connection.BeginTransaction(deferred: false);
+            Execute(connection, transaction, Schema.CreateMigrations);
+            var current = Convert.ToInt32(Scalar(connection, transaction, Schema.CurrentVersion), System.Globalization.CultureInfo.InvariantCulture);
+            for (var version = current + 1; version <= Schema.Versions.Count; version++)
+            {
+                Execute(connection, transaction, Schema.Versions[version - 1]);
+                using var record = connection.CreateCommand();
+                record.Transaction = transaction;
+                record.CommandText = Schema.RecordVersion;
+                record.With("$version", version).With("$at", Now.UtcTicks).ExecuteNonQuery();
+            }
+
+            transaction.Commit();
+        }
+        finally
+        {
+            _writeGate.Release();
+        }
+    }
+
+    /// <summary>The schema version of the file, or 0 when Converge has never migrated it.</summary>
+    public int GetSchemaVersion()
+    {
+        using var connection = OpenConnection();
+        using var command = connection.CreateCommand();
+        command.CommandText = $"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = {Schema.Migrations.Replace('"', '\'')}";
+        if (Convert.ToInt64(command.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture) == 0)
+        {
+            return 0;
+        }
+
+        command.CommandText = Schema.CurrentVersion;
+        return Convert.ToInt32(command.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<IStoreTransaction> BeginAsync(CancellationToken cancellationToken)
+    {
+        await _writeGate.WaitAsync(cancellationToken);
+        SqliteSession? session = null;
+        try
+        {
+            session = Rent();
+            return SqliteStoreTransaction.Owned(this, session);
+        }
+        catch
+        {
+            if (session is not null)
+            {
+                session.Broken = true;
+                Return(session);
+            }
+
+            _writeGate.Release();
+            throw;
+        }
+    }
+
+    internal void EndWrite(SqliteSession session)
+    {
+        Return(session);
+        _writeGate.Release();
+    }
+
+    /// <inheritdoc />
+    public IStoreTransaction Enlist(DbTransaction transaction)
+    {
+        ArgumentNullException.ThrowIfNull(transaction);
+        if (transaction is not SqliteTransaction sqlite || sqlite.Connection is not { } connection)
+        {
+            throw new ArgumentException($"The outbox needs an open transaction on the store's SQLite file; got {transaction.GetType().Name}.", nameof(transaction));
+        }
+
+        if (!string.Equals(System.IO.Path.GetFullPath(connection.DataSource), _fullPath, StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"The transaction is on '{connection.DataSource}', but the store is '{_fullPath}'. Open the connection on the store's file so the message commits with your writes.", nameof(transaction));
+        }
+
+        return SqliteStoreTransaction.Enlisted(this, sqlite);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, CancellationToken cancellationToken)
+    {
+        // A read first: an idle poll never takes the write lock.
+        var now = Now;
+        if (!Read(session => session.Commands.Get(Schema.AnyVisible, null).With("$queue", queue).With("$now", now.UtcTicks).ExecuteScalar() is not null))
+        {
+            return [];
+        }
+
+        await _writeGate.WaitAsync(cancellationToken);
+        var session = Rent();
+        try
+        {
+            now = Now;
+            var token = Guid.NewGuid();
+            var claimed = new List<QueuedMessage>(Math.Min(max, 1024));
+            using (var reader = session.Commands.Get(Schema.Claim, null)
+                .With("$until", (now + lease).UtcTicks)
+                .With("$token", token)
+                .With("$queue", queue)
+                .With("$now", now.UtcTicks)
+                .With("$max", max)
+                .ExecuteReader())
+            {
+                while (reader.Read())
+                {
+                    claimed.Add(new QueuedMessage
+                    {
+                        Id = reader.GetInt64(0),
+                        Priority = reader.GetInt32(1),
+                        Attempt = reader.GetInt32(2),
+                        History = SqliteMapping.ReadHistory(reader, 3),
+                        Envelope = SqliteMapping.ReadEnvelope(reader, 4),
+                        Queue = queue,
+                        LeaseToken = token,
+                    });
+                }
+            }
+
+            claimed.Sort(static (a, b) => a.Priority != b.Priority ? b.Priority.CompareTo(a.Priority) : a.Id.CompareTo(b.Id));
+            return claimed;
+        }
+        catch
+        {
+            session.Broken = true;
+            throw;
+        }
+        finally
+        {
+            EndWrite(session);
+        }
+    }
+
+    /// <inheritdoc />
+    public ValueTask<DateTimeOffset?> NextVisibleAtAsync(string queue, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Read(session =>
+            session.Commands.Get(Schema.NextVisible, null).With("$queue", queue).ExecuteScalar() is long ticks
+                ? SqliteMapping.FromTicks(ticks)
+                : (DateTimeOffset?)null));
+
+    /// <inheritdoc />
+    public async ValueTask<int> RenewLeasesAsync(IReadOnlyList<QueuedMessage> messages, TimeSpan lease, CancellationToken cancellationToken)
+    {
+        var until = (Now + lease).UtcTicks;
+        return await WriteAsync(
+            (session, transaction) => messages.Sum(m => session.Commands.Get(Schema.Renew, transaction).With("$until", until).With("$id", m.Id).With("$token", m.LeaseToken).ExecuteNonQuery()),
+            cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask ReleaseAsync(IReadOnlyList<QueuedMessage> messages, bool countAttempt, CancellationToken cancellationToken)
+    {
+        var now = Now.UtcTicks;
+        var queues = await WriteAsync(
+            (session, transaction) =>
+            {
+                foreach (var m in messages)
+                {
+                    session.Commands.Get(Schema.Release, transaction).With("$now", now).With("$uncount", countAttempt ? 0 : 1).With("$id", m.Id).With("$token", m.LeaseToken).ExecuteNonQuery();
+                }
+
+                return messages.Select(m => m.Queue).Distinct().ToList();
+            },
+            cancellationToken);
+        queues.ForEach(Signals.RingQueue);
+    }
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<LogEvent>> ReadLogAsync(long afterPosition, int max, CancellationToken cancellationToken) =>
+        ValueTask.FromResult<IReadOnlyList<LogEvent>>(Read(session => ReadEvents(session.Commands.Get(Schema.ReadLog, null).With("$after", afterPosition).With("$max", max))));
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<LogEvent>> ReadStreamAsync(string stream, long fromVersion, int max, CancellationToken cancellationToken) =>
+        ValueTask.FromResult<IReadOnlyList<LogEvent>>(Read(session => ReadEvents(session.Commands.Get(Schema.ReadStream, null).With("$stream", stream).With("$from", fromVersion).With("$max", max))));
+
+    static List<LogEvent> ReadEvents(SqliteCommand command)
+    {
+        var events = new List<LogEvent>();
+        using var reader = command.ExecuteReader();
+        while (reader.Read())
+        {
+            events.Add(new LogEvent(reader.GetInt64(0), reader.GetString(1), reader.GetInt64(2), SqliteMapping.ReadEnvelope(reader, 3)));
+        }
+
+        return events;
+    }
+
+    /// <inheritdoc />
+    public ValueTask<ConsumerGroupState?> GetConsumerGroupAsync(string group, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Read(session =>
+        {
+            using var reader = session.Commands.Get(Schema.GetGroup, null).With("$name", group).ExecuteReader();
+            return reader.Read()
+                ? new ConsumerGroupState(reader.GetString(0), reader.GetInt64(1), reader.GetInt32(2), reader.IsDBNull(3) ? null : reader.GetString(3), SqliteMapping.FromTicks(reader.GetInt64(4)))
+                : null;
+        }));
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(string? source, int max, CancellationToken cancellationToken) =>
+        ValueTask.FromResult<IReadOnlyList<DeadLetter>>(Read(session => ReadDeadLetters(session.Commands.Get(Schema.ListDeadLetters, null).With("$source", source).With("$max", max))));
+
+    static List<DeadLetter> ReadDeadLetters(SqliteCommand command)
+    {
+        var letters = new List<DeadLetter>();
+        using var reader = command.ExecuteReader();
+        while (reader.Read())
+        {
+            letters.Add(new DeadLetter
+            {
+                Id = reader.GetInt64(0),
+                Source = reader.GetString(1),
+                Priority = reader.GetInt32(2),
+                Reason = reader.GetString(3),
+                Exception = reader.IsDBNull(4) ? null : reader.GetString(4),
+                Attempts = reader.GetInt32(5),
+                History = SqliteMapping.ReadHistory(reader, 6),
+                DeadLetteredAt = SqliteMapping.FromTicks(reader.GetInt64(7)),
+                LogPosition = reader.IsDBNull(8) ? null : reader.GetInt64(8),
+                Envelope = SqliteMapping.ReadEnvelope(reader, 9),
+            });
+        }
+
+        return letters;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<bool> RetryDeadLetterAsync(long id, CancellationToken cancellationToken)
+    {
+        var queue = await WriteAsync(
+            (session, transaction) =>
+            {
+                var letter = ReadDeadLetters(session.Commands.Get(Schema.GetDeadLetter, transaction).With("$id", id)) is [var found, ..] ? found : null;
+                if (letter is null || letter.LogPosition is not null)
+                {
+                    return null;
+                }
+
+                session.Commands.Get(Schema.Enqueue, transaction)
+                    .With("$queue", letter.Source)
+                    .With("$priority", letter.Priority)
+                    .With("$visible_at", Now.UtcTicks)
+                    .WithEnvelope(letter.Envelope)
+                    .ExecuteNonQuery();
+                session.Commands.Get(Schema.DeleteDeadLetter, transaction).With("$id", id).ExecuteNonQuery();
+                return letter.Source;
+            },
+            cancellationToken);
+        if (queue is null)
+        {
+            return false;
+        }
+
+        Signals.RingQueue(queue);
+        return true;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<bool> DiscardDeadLetterAsync(long id, CancellationToken cancellationToken) =>
+        await WriteAsync((session, transaction) => session.Commands.Get(Schema.DeleteDeadLetter, transaction).With("$id", id).ExecuteNonQuery() == 1, cancellationToken);
+
+    /// <inheritdoc />
+    public async ValueTask<int> PurgeInboxAsync(DateTimeOffset handledBefore, CancellationToken cancellationToken)
+    {
+        // In chunks, so that a large clean-up never holds the write lock for long.
+        var sql = $"DELETE FROM {Schema.Inbox} WHERE (consumer, message_id) IN (SELECT consumer, message_id FROM {Schema.Inbox} WHERE handled_at < $cutoff LIMIT {PurgeChunk})";
+        var total = 0;
+        int deleted;
+        do
+        {
+            deleted = await WriteAsync((session, transaction) => session.Commands.Get(sql, transaction).With("$cutoff", handledBefore.UtcTicks).ExecuteNonQuery(), cancellationToken);
+            total += deleted;
+        }
+        while (deleted == PurgeChunk);
+        return total;
+    }
+
+    /// <inheritdoc />
+    public ValueTask<StoreStatus> GetStatusAsync(CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Read(session =>
+        {
+            var now = Now.UtcTicks;
+            var deadLetters = new Dictionary<string, long>(StringComparer.Ordinal);
+            using (var reader = session.Commands.Get(Schema.DeadLetterCounts, null).ExecuteReader())
+            {
+                while (reader.Read())
+                {
+                    deadLetters[reader.GetString(0)] = reader.GetInt64(1);
+                }
+            }
+
+            var queues = new List<QueueStatus>();
+            using (var reader = session.Commands.Get(Schema.QueueStatus, null).With("$now", now).ExecuteReader())
+            {
+                while (reader.Read())
+                {
+                    var name = reader.GetString(0);
+                    queues.Add(new QueueStatus(name, reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3), deadLetters.GetValueOrDefault(name)));
+                }
+            }
+
+            foreach (var (source, count) in deadLetters)
+            {
+                if (!source.StartsWith("log:", StringComparison.Ordinal) && queues.All(q => q.Queue != source))
+                {
+                    queues.Add(new QueueStatus(source, 0, 0, 0, count));
+                }
+            }
+
+            var head = (long)session.Commands.Get(Schema.LogHead, null).ExecuteScalar()!;
+            var groups = new List<ConsumerGroupStatus>();
+            using (var reader = session.Commands.Get(Schema.GroupStatus, null).ExecuteReader())
+            {
+                while (reader.Read())
+                {
+                    var position = reader.GetInt64(1);
+                    groups.Add(new ConsumerGroupStatus(reader.GetString(0), position, head - position, reader.GetInt32(2), reader.IsDBNull(3) ? null : reader.GetString(3)));
+                }
+            }
+
+            var inbox = (long)session.Commands.Get(Schema.InboxCount, null).ExecuteScalar()!;
+            queues.Sort((a, b) => string.CompareOrdinal(a.Queue, b.Queue));
+            return new StoreStatus(queues, deadLetters.Values.Sum(), head, groups, inbox);
+        }));
+
+    T Read<T>(Func<SqliteSession, T> read)
+    {
+        var session = Rent();
+        try
+        {
+            return read(session);
+        }
+        catch
+        {
+            session.Broken = true;
+            throw;
+        }
+        finally
+        {
+            Return(session);
+        }
+    }
+
+    async ValueTask<T> WriteAsync<T>(Func<SqliteSession, SqliteTransaction, T> write, CancellationToken cancellationToken)
+    {
+        await _writeGate.WaitAsync(cancellationToken);
+        var session = Rent();
+        try
+        {
+            using var transaction = session.Connection.BeginTransaction(deferred: false);
+            var result = write(session, transaction);
+            transaction.Commit();
+            return result;
+        }
+        catch
+        {
+            session.Broken = true;
+            throw;
+        }
+        finally
+        {
+            EndWrite(session);
+        }
+    }
+
+    SqliteSession Rent() => _sessions.TryTake(out var session) ? session : new SqliteSession(OpenConnection());
+
+    void Return(SqliteSession session)
+    {
+        if (session.Broken || _sessions.Count >= MaxPooledSessions)
+        {
+            session.Dispose();
+            return;
+        }
+
+        _sessions.Add(session);
+    }
+
+    static void Execute(SqliteConnection connection, SqliteTransaction transaction, string sql)
+    {
+        using var command = connection.CreateCommand();
+        command.Transaction = transaction;
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
+
+    static object? Scalar(SqliteConnection connection, SqliteTransaction transaction, string sql)
+    {
+        using var command = connection.CreateCommand();
+        command.Transaction = transaction;
+        command.CommandText = sql;
+        return command.ExecuteScalar();
+    }
+
+    /// <inheritdoc />
+    public ValueTask DisposeAsync()
+    {
+        while (_sessions.TryTake(out var session))
+        {
+            session.Dispose();
+        }
+
+        _writeGate.Dispose();
+        return ValueTask.CompletedTask;
+    }
+}

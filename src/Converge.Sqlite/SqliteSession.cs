@@ -1,0 +1,134 @@
+using System.Runtime.CompilerServices;
+using System.Text.Json;
+using Converge.Contracts;
+using Converge.Storage;
+using Microsoft.Data.Sqlite;
+
+namespace Converge.Sqlite;
+
+/// <summary>Prepared commands of one connection, reused across calls (statement preparation dominates small writes).</summary>
+internal sealed class CommandCache
+{
+    static readonly ConditionalWeakTable<SqliteConnection, CommandCache> ForeignConnections = new();
+    readonly Dictionary<string, SqliteCommand> _commands = new(ReferenceEqualityComparer.Instance);
+    readonly SqliteConnection _connection;
+
+    public CommandCache(SqliteConnection connection) => _connection = connection;
+
+    /// <summary>The cache of a connection Converge does not own (an enlisted outbox transaction).</summary>
+    public static CommandCache For(SqliteConnection connection) => ForeignConnections.GetValue(connection, static c => new CommandCache(c));
+
+    public SqliteCommand Get(string sql, SqliteTransaction? transaction)
+    {
+        if (!_commands.TryGetValue(sql, out var command))
+        {
+            command = _connection.CreateCommand();
+            command.CommandText = sql;
+            _commands[sql] = command;
+        }
+
+        command.Transaction = transaction;
+        return command;
+    }
+
+    public void Dispose()
+    {
+        foreach (var command in _commands.Values)
+        {
+            command.Dispose();
+        }
+
+        _commands.Clear();
+    }
+}
+
+/// <summary>A connection Converge owns, with its prepared commands.</summary>
+internal sealed class SqliteSession : IDisposable
+{
+    public SqliteSession(SqliteConnection connection)
+    {
+        Connection = connection;
+        Commands = new CommandCache(connection);
+    }
+
+    public SqliteConnection Connection { get; }
+
+    public CommandCache Commands { get; }
+
+    /// <summary>Set when the connection may be in an unknown state; it is then closed instead of reused.</summary>
+    public bool Broken { get; set; }
+
+    public void Dispose()
+    {
+        Commands.Dispose();
+        Connection.Dispose();
+    }
+}
+
+/// <summary>Maps envelopes to parameters and rows back to envelopes.</summary>
+internal static class SqliteMapping
+{
+    static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+
+    public static SqliteCommand With(this SqliteCommand command, string name, object? value)
+    {
+        var parameters = command.Parameters;
+        var index = parameters.IndexOf(name);
+        if (index < 0)
+        {
+            parameters.AddWithValue(name, value ?? DBNull.Value);
+        }
+        else
+        {
+            parameters[index].Value = value ?? DBNull.Value;
+        }
+
+        return command;
+    }
+
+    public static SqliteCommand WithEnvelope(this SqliteCommand command, Envelope envelope) => command
+        .With("$message_id", envelope.MessageId)
+        .With("$message_type", envelope.MessageType)
+        .With("$correlation_id", envelope.CorrelationId)
+        .With("$causation_id", envelope.CausationId)
+        .With("$sent_at", envelope.SentAt.UtcTicks)
+        .With("$as_of", envelope.AsOf?.UtcTicks)
+        .With("$headers", envelope.Headers.Count == 0 ? null : JsonSerializer.Serialize(envelope.Headers, Json))
+        .With("$body", ToArray(envelope.Body));
+
+    /// <summary>Reads the eight envelope columns starting at <paramref name="first"/>.</summary>
+    public static Envelope ReadEnvelope(SqliteDataReader reader, int first) => new()
+    {
+        MessageId = reader.GetGuid(first),
+        MessageType = reader.GetString(first + 1),
+        CorrelationId = reader.IsDBNull(first + 2) ? null : reader.GetString(first + 2),
+        CausationId = reader.IsDBNull(first + 3) ? null : reader.GetGuid(first + 3),
+        SentAt = FromTicks(reader.GetInt64(first + 4)),
+        AsOf = reader.IsDBNull(first + 5) ? null : FromTicks(reader.GetInt64(first + 5)),
+        Headers = reader.IsDBNull(first + 6)
+            ? Envelope.EmptyHeaders
+            : JsonSerializer.Deserialize<Dictionary<string, string>>(reader.GetString(first + 6), Json) ?? Envelope.EmptyHeaders,
+        Body = reader.IsDBNull(first + 7) ? Array.Empty<byte>() : (byte[])reader.GetValue(first + 7),
+    };
+
+    public static string? WriteHistory(IReadOnlyList<AttemptRecord> history, AttemptRecord? next)
+    {
+        if (next is null && history.Count == 0)
+        {
+            return null;
+        }
+
+        var all = next is null ? history : [.. history, next];
+        return JsonSerializer.Serialize(all, Json);
+    }
+
+    public static IReadOnlyList<AttemptRecord> ReadHistory(SqliteDataReader reader, int ordinal) =>
+        reader.IsDBNull(ordinal) ? [] : JsonSerializer.Deserialize<List<AttemptRecord>>(reader.GetString(ordinal), Json) ?? [];
+
+    public static DateTimeOffset FromTicks(long ticks) => new(ticks, TimeSpan.Zero);
+
+    static byte[] ToArray(ReadOnlyMemory<byte> body) =>
+        System.Runtime.InteropServices.MemoryMarshal.TryGetArray(body, out var segment) && segment.Offset == 0 && segment.Count == segment.Array!.Length
+            ? segment.Array
+            : body.ToArray();
+}

@@ -1,0 +1,199 @@
+using System.Data.Common;
+using Converge.Contracts;
+using Converge.Storage;
+using Microsoft.Data.Sqlite;
+
+namespace Converge.Sqlite;
+
+/// <summary>A write transaction on the SQLite file: Converge's own (holding the process's write gate) or the caller's.</summary>
+internal sealed class SqliteStoreTransaction : IStoreTransaction
+{
+    readonly SqliteMessageStore _store;
+    readonly SqliteSession? _session;
+    readonly CommandCache _commands;
+    readonly SqliteTransaction _transaction;
+    List<Action>? _afterCommit;
+    bool _finished;
+
+    SqliteStoreTransaction(SqliteMessageStore store, SqliteSession? session, CommandCache commands, SqliteTransaction transaction)
+    {
+        _store = store;
+        _session = session;
+        _commands = commands;
+        _transaction = transaction;
+    }
+
+    public DbTransaction Transaction => _transaction;
+
+    SqliteSchema Sql => _store.Schema;
+
+    public static SqliteStoreTransaction Owned(SqliteMessageStore store, SqliteSession session) =>
+        new(store, session, session.Commands, session.Connection.BeginTransaction(deferred: false));
+
+    public static SqliteStoreTransaction Enlisted(SqliteMessageStore store, SqliteTransaction transaction) =>
+        new(store, null, CommandCache.For(transaction.Connection!), transaction);
+
+    SqliteCommand Command(string sql) => _commands.Get(sql, _transaction);
+
+    public ValueTask EnqueueAsync(OutgoingMessage message, CancellationToken cancellationToken)
+    {
+        var now = _store.Now;
+        Command(Sql.Enqueue)
+            .With("$queue", message.Queue)
+            .With("$priority", message.Priority)
+            .With("$visible_at", (message.DueAt is { } due && due > now ? due : now).UtcTicks)
+            .WithEnvelope(message.Envelope)
+            .ExecuteNonQuery();
+        var queue = message.Queue;
+        var signals = _store.Signals;
+        OnCommitted(() => signals.RingQueue(queue));
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask<IReadOnlyList<LogEvent>> AppendAsync(string stream, long? expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken)
+    {
+        var version = (long)Command(Sql.StreamVersion).With("$stream", stream).ExecuteScalar()!;
+        if (expectedVersion is { } expected && expected != version)
+        {
+            throw new StreamVersionConflictException(stream, expected, version);
+        }
+
+        var stored = new List<LogEvent>(events.Count);
+        var append = Command(Sql.Append);
+        foreach (var envelope in events)
+        {
+            version++;
+            var position = (long)append.With("$stream", stream).With("$stream_version", version).WithEnvelope(envelope).ExecuteScalar()!;
+            stored.Add(new LogEvent(position, stream, version, envelope));
+        }
+
+        var signals = _store.Signals;
+        OnCommitted(signals.Log.Ring);
+        return ValueTask.FromResult<IReadOnlyList<LogEvent>>(stored);
+    }
+
+    public ValueTask<bool> TryRecordInboxAsync(string consumer, Guid messageId, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Command(Sql.RecordInbox)
+            .With("$consumer", consumer)
+            .With("$message_id", messageId)
+            .With("$at", _store.Now.UtcTicks)
+            .ExecuteNonQuery() == 1);
+
+    public ValueTask<bool> CompleteAsync(QueuedMessage message, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Command(Sql.Complete).With("$id", message.Id).With("$token", message.LeaseToken).ExecuteNonQuery() == 1);
+
+    public ValueTask<bool> RetryLaterAsync(QueuedMessage message, DateTimeOffset dueAt, AttemptRecord failure, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Command(Sql.RetryLater)
+            .With("$due", dueAt.UtcTicks)
+            .With("$history", SqliteMapping.WriteHistory(message.History, failure))
+            .With("$id", message.Id)
+            .With("$token", message.LeaseToken)
+            .ExecuteNonQuery() == 1);
+
+    public ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, string? exception, AttemptRecord? failure, CancellationToken cancellationToken)
+    {
+        if (Command(Sql.Complete).With("$id", message.Id).With("$token", message.LeaseToken).ExecuteNonQuery() != 1)
+        {
+            return ValueTask.FromResult(false);
+        }
+
+        InsertDeadLetter(message.Queue, message.Envelope, message.Priority, reason, exception, message.Attempt, SqliteMapping.WriteHistory(message.History, failure), null);
+        return ValueTask.FromResult(true);
+    }
+
+    public ValueTask ParkEventAsync(string group, LogEvent logEvent, string reason, string? exception, int attempts, CancellationToken cancellationToken)
+    {
+        InsertDeadLetter("log:" + group, logEvent.Envelope, 0, reason, exception, attempts, null, logEvent.Position);
+        return ValueTask.CompletedTask;
+    }
+
+    void InsertDeadLetter(string source, Envelope envelope, int priority, string reason, string? exception, int attempts, string? history, long? logPosition) =>
+        Command(Sql.InsertDeadLetter)
+            .With("$source", source)
+            .With("$priority", priority)
+            .WithEnvelope(envelope)
+            .With("$reason", reason)
+            .With("$exception", exception)
+            .With("$attempts", attempts)
+            .With("$history", history)
+            .With("$at", _store.Now.UtcTicks)
+            .With("$log_position", logPosition)
+            .ExecuteNonQuery();
+
+    public ValueTask<bool> SaveConsumerGroupAsync(string group, long expectedPosition, long position, int failedAttempts, string? lastError, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Command(Sql.SaveGroup)
+            .With("$name", group)
+            .With("$position", position)
+            .With("$failed_attempts", failedAttempts)
+            .With("$last_error", lastError)
+            .With("$at", _store.Now.UtcTicks)
+            .With("$expected", expectedPosition)
+            .ExecuteNonQuery() == 1);
+
+    public void OnCommitted(Action callback)
+    {
+        if (_session is null)
+        {
+            CommitHooks.OnCommitted(_transaction.Connection!, callback);
+            return;
+        }
+
+        (_afterCommit ??= []).Add(callback);
+    }
+
+    public ValueTask CommitAsync(CancellationToken cancellationToken)
+    {
+        if (_session is null)
+        {
+            throw new InvalidOperationException("This transaction belongs to the caller: commit it with the DbTransaction you passed in.");
+        }
+
+        ObjectDisposedException.ThrowIf(_finished, this);
+        try
+        {
+            _transaction.Commit();
+        }
+        catch
+        {
+            _session.Broken = true;
+            throw;
+        }
+
+        Finish();
+        if (_afterCommit is { } callbacks)
+        {
+            foreach (var callback in callbacks)
+            {
+                callback();
+            }
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        if (_session is not null && !_finished)
+        {
+            try
+            {
+                _transaction.Dispose();
+            }
+            catch (SqliteException)
+            {
+                _session.Broken = true;
+            }
+
+            Finish();
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    void Finish()
+    {
+        _finished = true;
+        _transaction.Dispose();
+        _store.EndWrite(_session!);
+    }
+}

@@ -1,0 +1,55 @@
+using Microsoft.Extensions.Logging;
+
+namespace Converge.Diagnostics;
+
+/// <summary>Source-generated log messages. Event ids are stable: dashboards and alerts may depend on them.</summary>
+internal static partial class Log
+{
+    [LoggerMessage(EventId = 1000, Level = LogLevel.Information, Message = "Converge started on {Store}: {Queues} queue(s), {Groups} consumer group(s)")]
+    public static partial void Started(ILogger logger, string store, int queues, int groups);
+
+    [LoggerMessage(EventId = 1001, Level = LogLevel.Information, Message = "Converge stopped")]
+    public static partial void Stopped(ILogger logger);
+
+    [LoggerMessage(EventId = 1100, Level = LogLevel.Warning, Message = "Message {MessageId} ({MessageType}) on queue {Queue} failed attempt {Attempt}; retrying at {DueAt}")]
+    public static partial void RetryScheduled(ILogger logger, Exception exception, Guid messageId, string messageType, string queue, int attempt, DateTimeOffset dueAt);
+
+    [LoggerMessage(EventId = 1101, Level = LogLevel.Error, Message = "Message {MessageId} ({MessageType}) on queue {Queue} dead-lettered: {Reason}")]
+    public static partial void DeadLettered(ILogger logger, Exception? exception, Guid messageId, string messageType, string queue, string reason);
+
+    [LoggerMessage(EventId = 1102, Level = LogLevel.Debug, Message = "Message {MessageId} on queue {Queue} was handled before; acknowledged as a duplicate")]
+    public static partial void Duplicate(ILogger logger, Guid messageId, string queue);
+
+    [LoggerMessage(EventId = 1103, Level = LogLevel.Warning, Message = "Message {MessageId} on queue {Queue}: the lease was lost to another consumer; its effects were rolled back")]
+    public static partial void LeaseLost(ILogger logger, Guid messageId, string queue);
+
+    [LoggerMessage(EventId = 1200, Level = LogLevel.Error, Message = "Consumer of queue {Queue} failed outside a handler; its batch of {Count} is released for redelivery")]
+    public static partial void BatchFailed(ILogger logger, Exception exception, string queue, int count);
+
+    [LoggerMessage(EventId = 1201, Level = LogLevel.Error, Message = "Consumer of queue {Queue} could not claim work; retrying in {Delay}")]
+    public static partial void ClaimFailed(ILogger logger, Exception exception, string queue, TimeSpan delay);
+
+    [LoggerMessage(EventId = 1300, Level = LogLevel.Warning, Message = "Consumer group {Group} failed at position {Position} (attempt {Attempt}); retrying in {Delay}")]
+    public static partial void EventFailed(ILogger logger, Exception exception, string group, long position, int attempt, TimeSpan delay);
+
+    [LoggerMessage(EventId = 1301, Level = LogLevel.Error, Message = "Consumer group {Group} parked the event at position {Position} after {Attempts} attempts and moved on")]
+    public static partial void EventParked(ILogger logger, Exception exception, string group, long position, int attempts);
+
+    [LoggerMessage(EventId = 1302, Level = LogLevel.Error, Message = "Consumer group {Group} is stalled at position {Position} after {Attempts} attempts; set ParkPoisonEvents or fix the handler")]
+    public static partial void GroupStalled(ILogger logger, Exception exception, string group, long position, int attempts);
+
+    [LoggerMessage(EventId = 1303, Level = LogLevel.Debug, Message = "Consumer group {Group} lost its checkpoint race at position {Position}; re-reading")]
+    public static partial void CheckpointConflict(ILogger logger, string group, long position);
+
+    [LoggerMessage(EventId = 1304, Level = LogLevel.Error, Message = "Consumer group {Group} failed outside a handler; retrying in {Delay}")]
+    public static partial void GroupLoopFailed(ILogger logger, Exception exception, string group, TimeSpan delay);
+
+    [LoggerMessage(EventId = 1400, Level = LogLevel.Information, Message = "Deleted {Count} inbox records handled before {Cutoff}")]
+    public static partial void InboxPurged(ILogger logger, int count, DateTimeOffset cutoff);
+
+    [LoggerMessage(EventId = 1401, Level = LogLevel.Error, Message = "Inbox clean-up failed; trying again in {Delay}")]
+    public static partial void InboxPurgeFailed(ILogger logger, Exception exception, TimeSpan delay);
+
+    [LoggerMessage(EventId = 1500, Level = LogLevel.Error, Message = "A message observer threw; observers must not throw")]
+    public static partial void ObserverFailed(ILogger logger, Exception exception);
+}

@@ -1,0 +1,196 @@
+using Converge.Runtime;
+using Converge.Storage;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+
+namespace Converge.Hosting;
+
+/// <summary>Registers Converge in a service collection.</summary>
+public static class ConvergeServiceCollectionExtensions
+{
+    /// <summary>
+    /// Adds Converge: the store, <see cref="IMessageBus"/>, and a hosted service that migrates the store and runs
+    /// the consumers. <paramref name="configure"/> must choose a store (for example <c>o.UseSqlite("app.db")</c>)
+    /// and register every message type; the options are validated when the host starts, with messages that
+    /// name the fix.
+    /// </summary>
+    public static IServiceCollection AddConverge(this IServiceCollection services, Action<ConvergeOptions> configure)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        ArgumentNullException.ThrowIfNull(configure);
+        var options = new ConvergeOptions();
+        configure(options);
+        foreach (var register in options.ServiceRegistrations)
+        {
+            register(services);
+        }
+
+        services.AddSingleton(options);
+        services.AddSingleton<IOptions<ConvergeOptions>>(Options.Create(options));
+        services.TryAddSingleton<ILoggerFactory>(NullLoggerFactory.Instance);
+        services.TryAdd(ServiceDescriptor.Singleton(typeof(ILogger<>), typeof(Logger<>)));
+        services.TryAddSingleton(sp =>
+        {
+            ConvergeOptionsValidator.ThrowIfInvalid(options);
+            return options.StoreFactory!(new StoreContext(options.TimeProvider, sp));
+        });
+        services.TryAddSingleton<ObserverSet>();
+        services.TryAddSingleton<MessageBus>();
+        services.TryAddSingleton<IMessageBus>(sp => sp.GetRequiredService<MessageBus>());
+        services.TryAddSingleton<ConvergeHost>();
+        services.AddHostedService(sp => sp.GetRequiredService<ConvergeHost>());
+        return services;
+    }
+}
+
+/// <summary>Checks <see cref="ConvergeOptions"/> once, before anything runs.</summary>
+public static class ConvergeOptionsValidator
+{
+    /// <summary>Throws an <see cref="OptionsValidationException"/> listing every problem and its fix.</summary>
+    public static void ThrowIfInvalid(ConvergeOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var errors = options.Validate().ToList();
+        if (errors.Count > 0)
+        {
+            throw new OptionsValidationException(nameof(ConvergeOptions), typeof(ConvergeOptions), errors);
+        }
+    }
+}
+
+/// <summary>
+/// The hosted service: migrates the store at start-up, then runs one consumer per configured queue, one runner
+/// per consumer group, and the inbox clean-up. On stop it stops claiming, lets in-flight batches finish until
+/// the host's shutdown timeout, then cancels them and hands their messages back.
+/// </summary>
+public sealed class ConvergeHost : IHostedService, IAsyncDisposable
+{
+    readonly ConvergeOptions _options;
+    readonly IMessageStore _store;
+    readonly IServiceProvider _services;
+    readonly ILogger<ConvergeHost> _logger;
+    readonly CancellationTokenSource _stopping = new();
+    readonly CancellationTokenSource _abort = new();
+    Task _running = Task.CompletedTask;
+
+    /// <summary>Created by dependency injection.</summary>
+    public ConvergeHost(ConvergeOptions options, IMessageStore store, IServiceProvider services, ILogger<ConvergeHost> logger)
+    {
+        _options = options;
+        _store = store;
+        _services = services;
+        _logger = logger;
+    }
+
+    /// <inheritdoc />
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        ConvergeOptionsValidator.ThrowIfInvalid(_options);
+        await _store.MigrateAsync(cancellationToken);
+        if (!_options.RunConsumers)
+        {
+            return;
+        }
+
+        var bus = _services.GetRequiredService<MessageBus>();
+        var observers = _services.GetRequiredService<ObserverSet>();
+        var scopes = _services.GetRequiredService<IServiceScopeFactory>();
+        var loggers = _services.GetRequiredService<ILoggerFactory>();
+        var work = new List<Task>();
+        foreach (var queue in _options.Queues.Values)
+        {
+            var consumer = new QueueConsumer(queue, _options, _store, bus, observers, scopes, loggers.CreateLogger($"Converge.Queue.{queue.Name}"));
+            work.Add(consumer.RunAsync(_stopping.Token, _abort.Token));
+        }
+
+        foreach (var group in _options.ConsumerGroups.Values)
+        {
+            var runner = new ConsumerGroupRunner(group, _options, _store, bus, observers, scopes, loggers.CreateLogger($"Converge.Group.{group.Name}"));
+            work.Add(Task.Run(() => runner.RunAsync(_stopping.Token, _abort.Token), CancellationToken.None));
+        }
+
+        work.Add(Task.Run(() => PurgeInboxAsync(_stopping.Token), CancellationToken.None));
+        _running = Task.WhenAll(work);
+        Diagnostics.Log.Started(_logger, _store.Name, _options.Queues.Count, _options.ConsumerGroups.Count);
+    }
+
+    /// <inheritdoc />
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await _stopping.CancelAsync();
+        using (cancellationToken.Register(() => _abort.Cancel()))
+        {
+            try
+            {
+                await _running;
+            }
+            catch (OperationCanceledException)
+            {
+                // Aborted in-flight work was handed back to the store.
+            }
+        }
+
+        Diagnostics.Log.Stopped(_logger);
+    }
+
+    async Task PurgeInboxAsync(CancellationToken stopping)
+    {
+        while (!stopping.IsCancellationRequested)
+        {
+            var wait = _options.InboxCleanupInterval;
+            try
+            {
+                var cutoff = _options.TimeProvider.GetUtcNow() - _options.InboxRetention;
+                var deleted = await _store.PurgeInboxAsync(cutoff, stopping);
+                if (deleted > 0)
+                {
+                    Diagnostics.Log.InboxPurged(_logger, deleted, cutoff);
+                }
+            }
+            catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception exception)
+            {
+                Diagnostics.ConvergeDiagnostics.ConsumerErrors.Add(1);
+                wait = _options.PollInterval * 10;
+                Diagnostics.Log.InboxPurgeFailed(_logger, exception, wait);
+            }
+
+            try
+            {
+                await Task.Delay(wait, _options.TimeProvider, stopping);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        if (!_stopping.IsCancellationRequested)
+        {
+            await _stopping.CancelAsync();
+            await _abort.CancelAsync();
+            try
+            {
+                await _running;
+            }
+            catch (OperationCanceledException)
+            {
+                // Stopped.
+            }
+        }
+
+        _stopping.Dispose();
+        _abort.Dispose();
+    }
+}

@@ -1,0 +1,175 @@
+using Converge.Diagnostics;
+using Converge.Storage;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Converge.Runtime;
+
+/// <summary>
+/// Reads the log in order for one consumer group. Handler writes and the advanced checkpoint commit in one
+/// transaction; the checkpoint only moves if no other process moved it first, so two processes running the
+/// same group never both apply an event.
+/// </summary>
+internal sealed class ConsumerGroupRunner
+{
+    const string Savepoint = "converge_event";
+
+    readonly SubscriptionOptions _group;
+    readonly ConvergeOptions _options;
+    readonly IMessageStore _store;
+    readonly MessageBus _bus;
+    readonly ObserverSet _observers;
+    readonly IServiceScopeFactory _scopes;
+    readonly ILogger _logger;
+    readonly Dictionary<string, HandlerRegistration[]> _handlers;
+
+    public ConsumerGroupRunner(SubscriptionOptions group, ConvergeOptions options, IMessageStore store, MessageBus bus, ObserverSet observers, IServiceScopeFactory scopes, ILogger logger)
+    {
+        _group = group;
+        _options = options;
+        _store = store;
+        _bus = bus;
+        _observers = observers;
+        _scopes = scopes;
+        _logger = logger;
+        _handlers = options.Handlers
+            .Where(h => h.Group == group.Name)
+            .GroupBy(h => options.Messages.GetName(h.MessageType), StringComparer.Ordinal)
+            .ToDictionary(g => g.Key, g => g.ToArray(), StringComparer.Ordinal);
+    }
+
+    public async Task RunAsync(CancellationToken stopping, CancellationToken abort)
+    {
+        ConsumerGroupState? state = null;
+        var loopFailures = 0;
+        while (!stopping.IsCancellationRequested)
+        {
+            try
+            {
+                state ??= await _store.GetConsumerGroupAsync(_group.Name, stopping)
+                    ?? new ConsumerGroupState(_group.Name, 0, 0, null, _options.TimeProvider.GetUtcNow());
+                var events = await _store.ReadLogAsync(state.Position, _group.BatchSize, stopping);
+                if (events.Count == 0)
+                {
+                    await _store.Signals.Log.WaitAsync(_options.PollInterval, _options.TimeProvider, stopping);
+                    continue;
+                }
+
+                var (next, failure) = await ProcessAsync(state, events, abort);
+                state = next;
+                loopFailures = 0;
+                if (failure is not null)
+                {
+                    await Task.Delay(failure.Value, _options.TimeProvider, stopping);
+                }
+            }
+            catch (OperationCanceledException) when (stopping.IsCancellationRequested || abort.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception exception)
+            {
+                ConvergeDiagnostics.ConsumerErrors.Add(1);
+                state = null;
+                var delay = _options.Retry.DelayBefore(++loopFailures + 1, _options.Random.NextDouble());
+                Log.GroupLoopFailed(_logger, exception, _group.Name, delay);
+                try
+                {
+                    await Task.Delay(delay, _options.TimeProvider, stopping);
+                }
+                catch (OperationCanceledException)
+                {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// <returns>The new state (<c>null</c> to re-read after a lost race) and, after a failure, how long to wait.</returns>
+    async Task<(ConsumerGroupState? State, TimeSpan? RetryIn)> ProcessAsync(ConsumerGroupState state, IReadOnlyList<LogEvent> events, CancellationToken abort)
+    {
+        var done = new List<(LogEvent Event, HandlingOutcome Outcome)>(events.Count);
+        var position = state.Position;
+        var failedAttempts = state.FailedAttempts;
+        string? lastError = state.LastError;
+        TimeSpan? retryIn = null;
+        await using var transaction = await _store.BeginAsync(abort);
+        foreach (var logEvent in events)
+        {
+            if (!_handlers.TryGetValue(logEvent.Envelope.MessageType, out var handlers))
+            {
+                position = logEvent.Position;
+                continue;
+            }
+
+            var db = transaction.Transaction;
+            await db.SaveAsync(Savepoint, abort);
+            try
+            {
+                var type = _options.Messages.TryGetType(logEvent.Envelope.MessageType, out var registered) ? registered : handlers[0].MessageType;
+                var body = _options.Serializer.Deserialize(logEvent.Envelope.Body.Span, type);
+                await using var scope = _scopes.CreateAsyncScope();
+                var context = new MessageContext(_bus, transaction, logEvent.Envelope, null, _group.Name, failedAttempts + 1, scope.ServiceProvider);
+                foreach (var handler in handlers)
+                {
+                    await handler.Invoker.InvokeAsync(scope.ServiceProvider, body, context, abort);
+                }
+
+                await db.ReleaseAsync(Savepoint, abort);
+                position = logEvent.Position;
+                failedAttempts = 0;
+                lastError = null;
+                done.Add((logEvent, HandlingOutcome.Completed));
+            }
+            catch (Exception exception) when (!abort.IsCancellationRequested)
+            {
+                await db.RollbackAsync(Savepoint, abort);
+                await db.ReleaseAsync(Savepoint, abort);
+                failedAttempts++;
+                lastError = $"{exception.GetType().Name}: {exception.Message}";
+                var permanent = !_options.Retry.IsTransient(exception);
+                if ((failedAttempts >= _options.Retry.MaxAttempts || permanent) && _group.ParkPoisonEvents)
+                {
+                    await transaction.ParkEventAsync(_group.Name, logEvent, DeadLetterReasons.PoisonEvent, exception.ToString(), failedAttempts, abort);
+                    Log.EventParked(_logger, exception, _group.Name, logEvent.Position, failedAttempts);
+                    done.Add((logEvent, HandlingOutcome.DeadLettered));
+                    position = logEvent.Position;
+                    failedAttempts = 0;
+                    lastError = null;
+                    continue;
+                }
+
+                var delay = _options.Retry.DelayBefore(Math.Min(failedAttempts, _options.Retry.MaxAttempts) + 1, _options.Random.NextDouble());
+                if (failedAttempts >= _options.Retry.MaxAttempts)
+                {
+                    Log.GroupStalled(_logger, exception, _group.Name, logEvent.Position, failedAttempts);
+                }
+                else
+                {
+                    Log.EventFailed(_logger, exception, _group.Name, logEvent.Position, failedAttempts, delay);
+                }
+
+                retryIn = delay;
+                break;
+            }
+        }
+
+        if (!await transaction.SaveConsumerGroupAsync(_group.Name, state.Position, position, failedAttempts, lastError, abort))
+        {
+            Log.CheckpointConflict(_logger, _group.Name, state.Position);
+            return (null, null);
+        }
+
+        await transaction.CommitAsync(CancellationToken.None);
+        foreach (var (logEvent, outcome) in done)
+        {
+            ConvergeDiagnostics.EventsHandled.Add(1, new KeyValuePair<string, object?>("outcome", outcome));
+            if (_observers.Any)
+            {
+                _observers.EventHandled(logEvent, _group.Name, outcome);
+            }
+        }
+
+        return (new ConsumerGroupState(_group.Name, position, failedAttempts, lastError, _options.TimeProvider.GetUtcNow()), retryIn);
+    }
+}

@@ -1,0 +1,276 @@
+using System.Text.RegularExpressions;
+using Converge.Contracts;
+using Converge.Storage;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Converge.Runtime;
+
+/// <summary>Everything Converge needs to run in one process. Validated once at start-up.</summary>
+public sealed partial class ConvergeOptions
+{
+    readonly Dictionary<string, QueueOptions> _queues = new(StringComparer.Ordinal);
+    readonly Dictionary<string, SubscriptionOptions> _groups = new(StringComparer.Ordinal);
+    readonly Dictionary<Type, string> _routes = [];
+    readonly List<HandlerRegistration> _handlers = [];
+    readonly List<Action<IServiceCollection>> _serviceRegistrations = [];
+
+    /// <summary>The explicit type-name registry. Every message and event type must be registered.</summary>
+    public MessageTypeRegistry Messages { get; } = new();
+
+    /// <summary>The serializer. Default: System.Text.Json with web defaults.</summary>
+    public IMessageSerializer Serializer { get; set; } = new SystemTextJsonMessageSerializer();
+
+    /// <summary>Largest body accepted, in bytes. Larger sends throw; larger received messages are dead-lettered. Default 256 KiB.</summary>
+    public int MaxMessageSize { get; set; } = 256 * 1024;
+
+    /// <summary>How often consumers look for work written by other processes. Default 500 ms.</summary>
+    public TimeSpan PollInterval { get; set; } = TimeSpan.FromMilliseconds(500);
+
+    /// <summary>How long a claimed message stays invisible to others; renewed while it is being handled. Default 30 s.</summary>
+    public TimeSpan LeaseDuration { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Retry policy for queue handlers and consumer groups.</summary>
+    public RetryOptions Retry { get; } = new();
+
+    /// <summary>How long inbox records are kept for duplicate detection. Default 7 days.</summary>
+    public TimeSpan InboxRetention { get; set; } = TimeSpan.FromDays(7);
+
+    /// <summary>How often expired inbox records are deleted. Default 1 hour.</summary>
+    public TimeSpan InboxCleanupInterval { get; set; } = TimeSpan.FromHours(1);
+
+    /// <summary>Whether this process runs consumers. <c>false</c> makes a send-only process. Default <c>true</c>.</summary>
+    public bool RunConsumers { get; set; } = true;
+
+    /// <summary>The clock. Default <see cref="TimeProvider.System"/>; tests pass a manual one.</summary>
+    public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
+
+    /// <summary>The random source for retry jitter. Default <see cref="SharedRandomSource"/>.</summary>
+    public IRandomSource Random { get; set; } = SharedRandomSource.Instance;
+
+    /// <summary>Creates the store. Set by a provider's extension such as <c>UseSqlite</c>.</summary>
+    public Func<StoreContext, IMessageStore>? StoreFactory { get; set; }
+
+    /// <summary>Queues with handlers in this process, by name.</summary>
+    public IReadOnlyDictionary<string, QueueOptions> Queues => _queues;
+
+    /// <summary>Consumer groups in this process, by name.</summary>
+    public IReadOnlyDictionary<string, SubscriptionOptions> ConsumerGroups => _groups;
+
+    /// <summary>Which queue each message type is sent to by default.</summary>
+    public IReadOnlyDictionary<Type, string> Routes => _routes;
+
+    internal IReadOnlyList<HandlerRegistration> Handlers => _handlers;
+
+    internal IReadOnlyList<Action<IServiceCollection>> ServiceRegistrations => _serviceRegistrations;
+
+    /// <summary>Configures <paramref name="queue"/> (created on first use).</summary>
+    public ConvergeOptions Queue(string queue, Action<QueueOptions> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        configure(GetQueue(queue));
+        return this;
+    }
+
+    /// <summary>Sends <typeparamref name="TMessage"/> to <paramref name="queue"/> unless a send names another queue.</summary>
+    public ConvergeOptions Route<TMessage>(string queue)
+    {
+        ValidateName(queue, "queue");
+        _routes[typeof(TMessage)] = queue;
+        return this;
+    }
+
+    /// <summary>
+    /// Handles <typeparamref name="TMessage"/> from <paramref name="queue"/> with <typeparamref name="THandler"/>,
+    /// resolved from a new DI scope per message (registered as scoped unless already registered). Also routes the
+    /// type to the queue when it has no route yet. One handler per message type per queue.
+    /// </summary>
+    public ConvergeOptions Handle<TMessage, THandler>(string queue)
+        where THandler : class, IHandler<TMessage>
+    {
+        GetQueue(queue);
+        _routes.TryAdd(typeof(TMessage), queue);
+        _handlers.Add(new HandlerRegistration(queue, null, typeof(TMessage), typeof(THandler), HandlerInvoker.For<TMessage, THandler>()));
+        _serviceRegistrations.Add(static services => services.AddScopedIfMissing<THandler>());
+        return this;
+    }
+
+    /// <summary>
+    /// Subscribes consumer group <paramref name="group"/> to <typeparamref name="TEvent"/> in the log. The group
+    /// reads every event in order from its checkpoint; the checkpoint commits with the handler's writes.
+    /// </summary>
+    public ConvergeOptions Subscribe<TEvent, THandler>(string group, Action<SubscriptionOptions>? configure = null)
+        where THandler : class, IHandler<TEvent>
+    {
+        ValidateName(group, "consumer group");
+        if (!_groups.TryGetValue(group, out var options))
+        {
+            _groups[group] = options = new SubscriptionOptions(group);
+        }
+
+        configure?.Invoke(options);
+        _handlers.Add(new HandlerRegistration(null, group, typeof(TEvent), typeof(THandler), HandlerInvoker.For<TEvent, THandler>()));
+        _serviceRegistrations.Add(static services => services.AddScopedIfMissing<THandler>());
+        return this;
+    }
+
+    QueueOptions GetQueue(string queue)
+    {
+        ValidateName(queue, "queue");
+        if (!_queues.TryGetValue(queue, out var options))
+        {
+            _queues[queue] = options = new QueueOptions(queue);
+        }
+
+        return options;
+    }
+
+    internal static void ValidateName(string name, string what)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(name);
+        if (!NamePattern().IsMatch(name))
+        {
+            throw new ArgumentException($"The {what} name '{name}' is not valid: use letters, digits, '.', '-', '_' and ':' (at most 200).", nameof(name));
+        }
+    }
+
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")]
+    private static partial Regex NamePattern();
+
+    internal IEnumerable<string> Validate()
+    {
+        if (StoreFactory is null)
+        {
+            yield return "No store is configured. Call options.UseSqlite(\"converge.db\") (package Converge.Sqlite) or another provider's Use... method.";
+        }
+
+        if (MaxMessageSize < 1024)
+        {
+            yield return $"MaxMessageSize is {MaxMessageSize} bytes; set at least 1024.";
+        }
+
+        if (LeaseDuration < TimeSpan.FromSeconds(1))
+        {
+            yield return $"LeaseDuration is {LeaseDuration}; set at least 1 second so a lease outlives one renewal round.";
+        }
+
+        if (PollInterval <= TimeSpan.Zero)
+        {
+            yield return $"PollInterval is {PollInterval}; set a positive interval (default 500 ms).";
+        }
+
+        if (InboxRetention <= TimeSpan.Zero || InboxCleanupInterval <= TimeSpan.Zero)
+        {
+            yield return "InboxRetention and InboxCleanupInterval must be positive (defaults 7 days and 1 hour).";
+        }
+
+        foreach (var error in Retry.Validate())
+        {
+            yield return error;
+        }
+
+        foreach (var queue in _queues.Values)
+        {
+            foreach (var error in queue.Validate())
+            {
+                yield return error;
+            }
+        }
+
+        foreach (var handler in _handlers)
+        {
+            if (!Messages.IsRegistered(handler.MessageType))
+            {
+                yield return $"{handler.MessageType.Name} is handled by {handler.HandlerType.Name} but has no type name. Call options.Messages.Register<{handler.MessageType.Name}>(\"name\", version: 1).";
+            }
+        }
+
+        foreach (var duplicate in _handlers.Where(h => h.Queue is not null).GroupBy(h => (h.Queue, h.MessageType)).Where(g => g.Count() > 1))
+        {
+            yield return $"Queue '{duplicate.Key.Queue}' has {duplicate.Count()} handlers for {duplicate.Key.MessageType.Name}; a command has one handler per queue. Publish an event to the log for several consumers.";
+        }
+    }
+}
+
+/// <summary>Settings of one queue's consumer in this process.</summary>
+public sealed class QueueOptions
+{
+    internal QueueOptions(string name) => Name = name;
+
+    /// <summary>The queue name.</summary>
+    public string Name { get; }
+
+    /// <summary>
+    /// Consumers working this queue at once in this process. Default 1: on SQLite writes are serialized, so more
+    /// consumers only help handlers that wait on something else.
+    /// </summary>
+    public int Concurrency { get; set; } = 1;
+
+    /// <summary>
+    /// Messages claimed, handled and committed together. Larger batches commit less often (much faster on a
+    /// durable disk); a failure in one message never affects the others. Default 256.
+    /// </summary>
+    public int BatchSize { get; set; } = 256;
+
+    internal IEnumerable<string> Validate()
+    {
+        if (Concurrency is < 1 or > 1024)
+        {
+            yield return $"Queue '{Name}': Concurrency is {Concurrency}; use 1 to 1024.";
+        }
+
+        if (BatchSize is < 1 or > 10_000)
+        {
+            yield return $"Queue '{Name}': BatchSize is {BatchSize}; use 1 to 10000.";
+        }
+    }
+}
+
+/// <summary>Settings of one consumer group in this process.</summary>
+public sealed class SubscriptionOptions
+{
+    internal SubscriptionOptions(string name) => Name = name;
+
+    /// <summary>The group name.</summary>
+    public string Name { get; }
+
+    /// <summary>Events read and handled per transaction. Default 256.</summary>
+    public int BatchSize { get; set; } = 256;
+
+    /// <summary>
+    /// What the group does with an event that still fails after <see cref="RetryOptions.MaxAttempts"/>: when
+    /// <c>true</c> it is parked in the dead letters and the group moves on; when <c>false</c> (the default) the
+    /// group stops at it and keeps retrying at the maximum backoff, so no event is skipped unless you say so.
+    /// </summary>
+    public bool ParkPoisonEvents { get; set; }
+}
+
+/// <summary>What a store factory receives.</summary>
+/// <param name="TimeProvider">The clock every store reading of "now" must use.</param>
+/// <param name="Services">The application's services.</param>
+public sealed record StoreContext(TimeProvider TimeProvider, IServiceProvider Services);
+
+internal sealed record HandlerRegistration(string? Queue, string? Group, Type MessageType, Type HandlerType, HandlerInvoker Invoker);
+
+internal abstract class HandlerInvoker
+{
+    public static HandlerInvoker For<TMessage, THandler>() where THandler : class, IHandler<TMessage> => new Typed<TMessage, THandler>();
+
+    public abstract Task InvokeAsync(IServiceProvider services, object message, MessageContext context, CancellationToken cancellationToken);
+
+    sealed class Typed<TMessage, THandler> : HandlerInvoker where THandler : class, IHandler<TMessage>
+    {
+        public override Task InvokeAsync(IServiceProvider services, object message, MessageContext context, CancellationToken cancellationToken) =>
+            services.GetRequiredService<THandler>().HandleAsync((TMessage)message, context, cancellationToken);
+    }
+}
+
+internal static class ServiceCollectionHelpers
+{
+    public static void AddScopedIfMissing<T>(this IServiceCollection services) where T : class
+    {
+        if (!services.Any(d => d.ServiceType == typeof(T)))
+        {
+            services.AddScoped<T>();
+        }
+    }
+}

@@ -1,0 +1,25 @@
+using System.Data.Common;
+using Converge.Storage;
+
+namespace Converge.Runtime;
+
+/// <summary>
+/// Sends commands to queues and publishes events to the log. The overloads that take a <see cref="DbTransaction"/>
+/// are the outbox: the message commits or rolls back with the caller's own writes in that transaction.
+/// </summary>
+public interface IMessageBus
+{
+    /// <summary>Sends <paramref name="message"/> in its own transaction; returns its message id.</summary>
+    ValueTask<Guid> SendAsync<T>(T message, SendOptions? options = null, CancellationToken cancellationToken = default) where T : notnull;
+
+    /// <summary>Sends <paramref name="message"/> inside the caller's open <paramref name="transaction"/> on the store's database.</summary>
+    ValueTask<Guid> SendAsync<T>(T message, DbTransaction transaction, SendOptions? options = null, CancellationToken cancellationToken = default) where T : notnull;
+
+    /// <summary>Appends <paramref name="event"/> to <paramref name="stream"/> in its own transaction.</summary>
+    /// <exception cref="StreamVersionConflictException">The stream is not at <see cref="PublishOptions.ExpectedVersion"/>.</exception>
+    ValueTask<LogEvent> PublishAsync<T>(string stream, T @event, PublishOptions? options = null, CancellationToken cancellationToken = default) where T : notnull;
+
+    /// <summary>Appends <paramref name="event"/> to <paramref name="stream"/> inside the caller's open <paramref name="transaction"/>.</summary>
+    /// <exception cref="StreamVersionConflictException">The stream is not at <see cref="PublishOptions.ExpectedVersion"/>.</exception>
+    ValueTask<LogEvent> PublishAsync<T>(string stream, T @event, DbTransaction transaction, PublishOptions? options = null, CancellationToken cancellationToken = default) where T : notnull;
+}

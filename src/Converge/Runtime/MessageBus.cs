@@ -1,0 +1,175 @@
+using System.Data.Common;
+using System.Diagnostics;
+using Converge.Contracts;
+using Converge.Diagnostics;
+using Converge.Storage;
+
+namespace Converge.Runtime;
+
+internal sealed class MessageBus : IMessageBus
+{
+    readonly ConvergeOptions _options;
+    readonly IMessageStore _store;
+    readonly ObserverSet _observers;
+
+    public MessageBus(ConvergeOptions options, IMessageStore store, ObserverSet observers)
+    {
+        _options = options;
+        _store = store;
+        _observers = observers;
+    }
+
+    public async ValueTask<Guid> SendAsync<T>(T message, SendOptions? options = null, CancellationToken cancellationToken = default) where T : notnull
+    {
+        await using var transaction = await _store.BeginAsync(cancellationToken);
+        var id = await SendCoreAsync(transaction, message, options, null, cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+        return id;
+    }
+
+    public ValueTask<Guid> SendAsync<T>(T message, DbTransaction transaction, SendOptions? options = null, CancellationToken cancellationToken = default) where T : notnull =>
+        SendCoreAsync(_store.Enlist(transaction), message, options, null, cancellationToken);
+
+    public async ValueTask<LogEvent> PublishAsync<T>(string stream, T @event, PublishOptions? options = null, CancellationToken cancellationToken = default) where T : notnull
+    {
+        await using var transaction = await _store.BeginAsync(cancellationToken);
+        var stored = await PublishCoreAsync(transaction, stream, @event, options, null, cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+        return stored;
+    }
+
+    public ValueTask<LogEvent> PublishAsync<T>(string stream, T @event, DbTransaction transaction, PublishOptions? options = null, CancellationToken cancellationToken = default) where T : notnull =>
+        PublishCoreAsync(_store.Enlist(transaction), stream, @event, options, null, cancellationToken);
+
+    internal async ValueTask<Guid> SendCoreAsync<T>(IStoreTransaction transaction, T message, SendOptions? options, Envelope? cause, CancellationToken cancellationToken) where T : notnull
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        var type = message.GetType();
+        var queue = options?.Queue ?? (_options.Routes.TryGetValue(type, out var routed) ? routed : null)
+            ?? throw new InvalidOperationException($"{type.Name} has no queue. Call options.Route<{type.Name}>(\"queue\") or pass SendOptions.Queue.");
+        var now = _options.TimeProvider.GetUtcNow();
+        using var activity = ConvergeDiagnostics.ActivitySource.StartActivity($"send {queue}", ActivityKind.Producer);
+        var envelope = CreateEnvelope(message, type, options?.MessageId, options?.CorrelationId, options?.AsOf, options?.Headers, cause, now);
+        activity?.SetTag("messaging.message.id", envelope.MessageId);
+        activity?.SetTag("converge.correlation_id", envelope.CorrelationId);
+
+        var dueAt = options?.DueAt ?? (options?.Delay is { } delay ? now + delay : null);
+        await transaction.EnqueueAsync(new OutgoingMessage(queue, envelope, dueAt, options?.Priority ?? 0), cancellationToken);
+        transaction.OnCommitted(() =>
+        {
+            ConvergeDiagnostics.MessagesSent.Add(1);
+            _observers.Sent(envelope, queue);
+        });
+        return envelope.MessageId;
+    }
+
+    internal async ValueTask<LogEvent> PublishCoreAsync<T>(IStoreTransaction transaction, string stream, T @event, PublishOptions? options, Envelope? cause, CancellationToken cancellationToken) where T : notnull
+    {
+        ArgumentNullException.ThrowIfNull(@event);
+        ArgumentException.ThrowIfNullOrWhiteSpace(stream);
+        var now = _options.TimeProvider.GetUtcNow();
+        using var activity = ConvergeDiagnostics.ActivitySource.StartActivity($"publish {stream}", ActivityKind.Producer);
+        var envelope = CreateEnvelope(@event, @event.GetType(), options?.MessageId, options?.CorrelationId, options?.AsOf, options?.Headers, cause, now);
+        var stored = await transaction.AppendAsync(stream, options?.ExpectedVersion, [envelope], cancellationToken);
+        transaction.OnCommitted(() =>
+        {
+            ConvergeDiagnostics.EventsAppended.Add(stored.Count);
+            _observers.Appended(stored);
+        });
+        return stored[0];
+    }
+
+    Envelope CreateEnvelope(object body, Type type, Guid? messageId, string? correlationId, DateTimeOffset? asOf, IDictionary<string, string>? extraHeaders, Envelope? cause, DateTimeOffset now)
+    {
+        var typeName = _options.Messages.GetName(type);
+        var bytes = _options.Serializer.Serialize(body, type);
+        if (bytes.Length > _options.MaxMessageSize)
+        {
+            throw new MessageTooLargeException(typeName, bytes.Length, _options.MaxMessageSize);
+        }
+
+        return new Envelope
+        {
+            MessageId = messageId ?? Guid.CreateVersion7(now),
+            MessageType = typeName,
+            CorrelationId = correlationId ?? cause?.CorrelationId,
+            CausationId = cause?.MessageId,
+            SentAt = now,
+            AsOf = asOf,
+            Headers = BuildHeaders(extraHeaders),
+            Body = bytes,
+        };
+    }
+
+    static IReadOnlyDictionary<string, string> BuildHeaders(IDictionary<string, string>? extra)
+    {
+        var current = Activity.Current;
+        if (current is null && (extra is null || extra.Count == 0))
+        {
+            return Envelope.EmptyHeaders;
+        }
+
+        var headers = extra is null ? new Dictionary<string, string>(StringComparer.Ordinal) : new Dictionary<string, string>(extra, StringComparer.Ordinal);
+        if (current?.Id is { } traceParent && current.IdFormat == ActivityIdFormat.W3C)
+        {
+            headers[ConvergeDiagnostics.TraceParentHeader] = traceParent;
+            if (current.TraceStateString is { Length: > 0 } traceState)
+            {
+                headers[ConvergeDiagnostics.TraceStateHeader] = traceState;
+            }
+        }
+
+        return headers;
+    }
+}
+
+/// <summary>Fans notifications out to every registered observer, shielding the dispatcher from their failures.</summary>
+internal sealed class ObserverSet
+{
+    readonly IMessageObserver[] _observers;
+    readonly Microsoft.Extensions.Logging.ILogger _logger;
+
+    public ObserverSet(IEnumerable<IMessageObserver> observers, Microsoft.Extensions.Logging.ILogger<ObserverSet> logger)
+    {
+        _observers = [.. observers];
+        _logger = logger;
+    }
+
+    public bool Any => _observers.Length != 0;
+
+    public void Sent(Envelope envelope, string queue)
+    {
+        foreach (var observer in _observers)
+        {
+            try { observer.OnSent(envelope, queue); }
+            catch (Exception exception) { Log.ObserverFailed(_logger, exception); }
+        }
+    }
+
+    public void Appended(IReadOnlyList<LogEvent> events)
+    {
+        foreach (var observer in _observers)
+        {
+            try { observer.OnAppended(events); }
+            catch (Exception exception) { Log.ObserverFailed(_logger, exception); }
+        }
+    }
+
+    public void Handled(Envelope envelope, string queue, HandlingOutcome outcome)
+    {
+        foreach (var observer in _observers)
+        {
+            try { observer.OnHandled(envelope, queue, outcome); }
+            catch (Exception exception) { Log.ObserverFailed(_logger, exception); }
+        }
+    }
+
+    public void EventHandled(LogEvent logEvent, string group, HandlingOutcome outcome)
+    {
+        foreach (var observer in _observers)
+        {
+            try { observer.OnEventHandled(logEvent, group, outcome); }
+            catch (Exception exception) { Log.ObserverFailed(_logger, exception); }
+        }
+    }
+}

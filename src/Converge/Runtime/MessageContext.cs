@@ -1,0 +1,63 @@
+using System.Data.Common;
+using Converge.Contracts;
+using Converge.Storage;
+
+namespace Converge.Runtime;
+
+/// <summary>What a handler knows about the message it handles, and the transaction its effects join.</summary>
+public sealed class MessageContext
+{
+    readonly MessageBus _bus;
+    readonly IStoreTransaction _transaction;
+
+    internal MessageContext(MessageBus bus, IStoreTransaction transaction, Envelope envelope, string? queue, string? group, int attempt, IServiceProvider services)
+    {
+        _bus = bus;
+        _transaction = transaction;
+        Envelope = envelope;
+        Queue = queue;
+        ConsumerGroup = group;
+        Attempt = attempt;
+        Services = services;
+    }
+
+    /// <summary>The message as received.</summary>
+    public Envelope Envelope { get; }
+
+    /// <summary>The message id.</summary>
+    public Guid MessageId => Envelope.MessageId;
+
+    /// <summary>The business transaction id, if the message carries one.</summary>
+    public string? CorrelationId => Envelope.CorrelationId;
+
+    /// <summary>A key for idempotent calls to services outside the store: stable across redeliveries of this message.</summary>
+    public string IdempotencyKey => Envelope.MessageId.ToString("N");
+
+    /// <summary>The queue the message came from; <c>null</c> for a log event.</summary>
+    public string? Queue { get; }
+
+    /// <summary>The consumer group handling a log event; <c>null</c> for a queue message.</summary>
+    public string? ConsumerGroup { get; }
+
+    /// <summary>The 1-based attempt number.</summary>
+    public int Attempt { get; }
+
+    /// <summary>The DI scope of this message.</summary>
+    public IServiceProvider Services { get; }
+
+    /// <summary>
+    /// The open transaction on the store's database that records this message as handled. Writes made through
+    /// it (use <c>transaction.Connection</c> and set each command's <c>Transaction</c>) commit exactly when the
+    /// message is acknowledged, and roll back when the handler throws.
+    /// </summary>
+    public ValueTask<DbTransaction> GetTransactionAsync(CancellationToken cancellationToken = default) =>
+        ValueTask.FromResult(_transaction.Transaction);
+
+    /// <summary>Sends a message in this handler's transaction; it carries this message's correlation id and is caused by it.</summary>
+    public ValueTask<Guid> SendAsync<T>(T message, SendOptions? options = null, CancellationToken cancellationToken = default) where T : notnull =>
+        _bus.SendCoreAsync(_transaction, message, options, Envelope, cancellationToken);
+
+    /// <summary>Publishes an event in this handler's transaction; it carries this message's correlation id and is caused by it.</summary>
+    public ValueTask<LogEvent> PublishAsync<T>(string stream, T @event, PublishOptions? options = null, CancellationToken cancellationToken = default) where T : notnull =>
+        _bus.PublishCoreAsync(_transaction, stream, @event, options, Envelope, cancellationToken);
+}

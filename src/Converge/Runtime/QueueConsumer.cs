@@ -1,0 +1,347 @@
+using System.Diagnostics;
+using Converge.Contracts;
+using Converge.Diagnostics;
+using Converge.Storage;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Converge.Runtime;
+
+/// <summary>
+/// Works one queue: claims batches under a lease, runs each message's handler inside one store transaction
+/// (a savepoint per message, so one failure never undoes the others), records the inbox entry and the
+/// outcome, and commits the batch at once.
+/// </summary>
+internal sealed class QueueConsumer
+{
+    const string Savepoint = "converge_message";
+
+    readonly QueueOptions _queue;
+    readonly ConvergeOptions _options;
+    readonly IMessageStore _store;
+    readonly MessageBus _bus;
+    readonly ObserverSet _observers;
+    readonly IServiceScopeFactory _scopes;
+    readonly ILogger _logger;
+    readonly Dictionary<string, HandlerRegistration> _handlers;
+
+    public QueueConsumer(QueueOptions queue, ConvergeOptions options, IMessageStore store, MessageBus bus, ObserverSet observers, IServiceScopeFactory scopes, ILogger logger)
+    {
+        _queue = queue;
+        _options = options;
+        _store = store;
+        _bus = bus;
+        _observers = observers;
+        _scopes = scopes;
+        _logger = logger;
+        _handlers = options.Handlers
+            .Where(h => h.Queue == queue.Name)
+            .ToDictionary(h => options.Messages.GetName(h.MessageType), StringComparer.Ordinal);
+    }
+
+    public Task RunAsync(CancellationToken stopping, CancellationToken abort) =>
+        Task.WhenAll(Enumerable.Range(0, _queue.Concurrency).Select(_ => Task.Run(() => WorkAsync(stopping, abort), CancellationToken.None)));
+
+    async Task WorkAsync(CancellationToken stopping, CancellationToken abort)
+    {
+        var bell = _store.Signals.Queue(_queue.Name);
+        var failures = 0;
+        while (!stopping.IsCancellationRequested)
+        {
+            IReadOnlyList<QueuedMessage> batch;
+            try
+            {
+                batch = await _store.ClaimAsync(_queue.Name, _queue.BatchSize, _options.LeaseDuration, stopping);
+                if (batch.Count == 0)
+                {
+                    await WaitForWorkAsync(bell, stopping);
+                    continue;
+                }
+
+                failures = 0;
+            }
+            catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception exception)
+            {
+                ConvergeDiagnostics.ConsumerErrors.Add(1);
+                var delay = _options.Retry.DelayBefore(++failures + 1, _options.Random.NextDouble());
+                Log.ClaimFailed(_logger, exception, _queue.Name, delay);
+                await DelayQuietlyAsync(delay, stopping);
+                continue;
+            }
+
+            await ProcessWithRenewalAsync(batch, abort);
+        }
+    }
+
+    async Task WaitForWorkAsync(Doorbell bell, CancellationToken stopping)
+    {
+        var wait = _options.PollInterval;
+        var next = await _store.NextVisibleAtAsync(_queue.Name, stopping);
+        if (next is { } visibleAt)
+        {
+            var untilVisible = visibleAt - _options.TimeProvider.GetUtcNow();
+            if (untilVisible <= TimeSpan.Zero)
+            {
+                return;
+            }
+
+            wait = untilVisible < wait ? untilVisible : wait;
+        }
+
+        await bell.WaitAsync(wait, _options.TimeProvider, stopping);
+    }
+
+    async Task ProcessWithRenewalAsync(IReadOnlyList<QueuedMessage> batch, CancellationToken abort)
+    {
+        using var renewal = CancellationTokenSource.CreateLinkedTokenSource(abort);
+        var renewing = RenewLeasesAsync(batch, renewal.Token);
+        try
+        {
+            await ProcessAsync(batch, abort);
+        }
+        catch (Exception exception)
+        {
+            // The batch transaction rolled back: nothing of it took effect. Hand the messages back at once
+            // (counting the attempt, so a message that breaks every batch still reaches the dead letters).
+            if (!abort.IsCancellationRequested)
+            {
+                ConvergeDiagnostics.ConsumerErrors.Add(1);
+                Log.BatchFailed(_logger, exception, _queue.Name, batch.Count);
+            }
+
+            await ReleaseQuietlyAsync(batch, countAttempt: !abort.IsCancellationRequested);
+        }
+        finally
+        {
+            await renewal.CancelAsync();
+            await renewing;
+        }
+    }
+
+    async Task RenewLeasesAsync(IReadOnlyList<QueuedMessage> batch, CancellationToken cancellationToken)
+    {
+        var interval = _options.LeaseDuration / 3;
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(interval, _options.TimeProvider, cancellationToken);
+                await _store.RenewLeasesAsync(batch, _options.LeaseDuration, cancellationToken);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // The batch finished.
+        }
+        catch (Exception exception)
+        {
+            // Losing a renewal only risks a duplicate delivery, which the inbox absorbs.
+            ConvergeDiagnostics.ConsumerErrors.Add(1);
+            Log.ClaimFailed(_logger, exception, _queue.Name, interval);
+        }
+    }
+
+    async Task ProcessAsync(IReadOnlyList<QueuedMessage> batch, CancellationToken abort)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var outcomes = new (QueuedMessage Message, HandlingOutcome? Outcome)[batch.Count];
+        await using (var transaction = await _store.BeginAsync(abort))
+        {
+            for (var i = 0; i < batch.Count; i++)
+            {
+                outcomes[i] = (batch[i], await HandleOneAsync(transaction, batch[i], abort));
+            }
+
+            await transaction.CommitAsync(CancellationToken.None);
+        }
+
+        foreach (var (message, outcome) in outcomes)
+        {
+            if (outcome is { } committed)
+            {
+                ConvergeDiagnostics.MessagesHandled.Add(1, new KeyValuePair<string, object?>("outcome", committed));
+                if (_observers.Any)
+                {
+                    _observers.Handled(message.Envelope, message.Queue, committed);
+                }
+            }
+        }
+
+        ConvergeDiagnostics.BatchDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+    }
+
+    /// <returns>The outcome, or <c>null</c> when the lease was lost and nothing was recorded.</returns>
+    async ValueTask<HandlingOutcome?> HandleOneAsync(IStoreTransaction transaction, QueuedMessage message, CancellationToken abort)
+    {
+        var envelope = message.Envelope;
+        if (Decode(message, out var registration, out var body) is { } rejection)
+        {
+            return await DeadLetterAsync(transaction, message, rejection.Reason, rejection.Exception, abort);
+        }
+
+        if (message.Attempt > _options.Retry.MaxAttempts)
+        {
+            // Delivered more often than allowed without ever recording a failure: it broke its batch (or the
+            // process) each time. Stop here rather than loop.
+            return await DeadLetterAsync(transaction, message, DeadLetterReasons.MaxAttemptsExceeded, null, abort);
+        }
+
+        var db = transaction.Transaction;
+        await db.SaveAsync(Savepoint, abort);
+        try
+        {
+            if (!await transaction.TryRecordInboxAsync(_queue.Name, envelope.MessageId, abort))
+            {
+                await transaction.CompleteAsync(message, abort);
+                await db.ReleaseAsync(Savepoint, abort);
+                Log.Duplicate(_logger, envelope.MessageId, _queue.Name);
+                return HandlingOutcome.Duplicate;
+            }
+
+            using (var activity = StartActivity(envelope))
+            {
+                await using var scope = _scopes.CreateAsyncScope();
+                var context = new MessageContext(_bus, transaction, envelope, _queue.Name, null, message.Attempt, scope.ServiceProvider);
+                await registration!.Invoker.InvokeAsync(scope.ServiceProvider, body!, context, abort);
+            }
+
+            if (!await transaction.CompleteAsync(message, abort))
+            {
+                await db.RollbackAsync(Savepoint, abort);
+                await db.ReleaseAsync(Savepoint, abort);
+                Log.LeaseLost(_logger, envelope.MessageId, _queue.Name);
+                return null;
+            }
+
+            await db.ReleaseAsync(Savepoint, abort);
+            return HandlingOutcome.Completed;
+        }
+        catch (Exception exception) when (!abort.IsCancellationRequested)
+        {
+            await db.RollbackAsync(Savepoint, abort);
+            await db.ReleaseAsync(Savepoint, abort);
+            return await RecordFailureAsync(transaction, message, exception, abort);
+        }
+    }
+
+    async ValueTask<HandlingOutcome?> RecordFailureAsync(IStoreTransaction transaction, QueuedMessage message, Exception exception, CancellationToken abort)
+    {
+        var now = _options.TimeProvider.GetUtcNow();
+        var failure = new AttemptRecord(message.Attempt, now, $"{exception.GetType().Name}: {exception.Message}");
+        if (!_options.Retry.IsTransient(exception))
+        {
+            return await DeadLetterAsync(transaction, message, DeadLetterReasons.PermanentFailure, exception, abort, failure);
+        }
+
+        if (message.Attempt >= _options.Retry.MaxAttempts)
+        {
+            return await DeadLetterAsync(transaction, message, DeadLetterReasons.MaxAttemptsExceeded, exception, abort, failure);
+        }
+
+        var delay = (exception as HandlerFailureException)?.NextRetryDelay
+            ?? _options.Retry.DelayBefore(message.Attempt + 1, _options.Random.NextDouble());
+        var dueAt = now + delay;
+        if (!await transaction.RetryLaterAsync(message, dueAt, failure, abort))
+        {
+            Log.LeaseLost(_logger, message.Envelope.MessageId, _queue.Name);
+            return null;
+        }
+
+        Log.RetryScheduled(_logger, exception, message.Envelope.MessageId, message.Envelope.MessageType, _queue.Name, message.Attempt, dueAt);
+        return HandlingOutcome.RetryScheduled;
+    }
+
+    async ValueTask<HandlingOutcome?> DeadLetterAsync(IStoreTransaction transaction, QueuedMessage message, string reason, Exception? exception, CancellationToken abort, AttemptRecord? failure = null)
+    {
+        failure ??= new AttemptRecord(message.Attempt, _options.TimeProvider.GetUtcNow(), exception is null ? reason : $"{exception.GetType().Name}: {exception.Message}");
+        if (!await transaction.DeadLetterAsync(message, reason, exception?.ToString(), failure, abort))
+        {
+            Log.LeaseLost(_logger, message.Envelope.MessageId, _queue.Name);
+            return null;
+        }
+
+        Log.DeadLettered(_logger, exception, message.Envelope.MessageId, message.Envelope.MessageType, _queue.Name, reason);
+        return HandlingOutcome.DeadLettered;
+    }
+
+    (string Reason, Exception? Exception)? Decode(QueuedMessage message, out HandlerRegistration? registration, out object? body)
+    {
+        registration = null;
+        body = null;
+        var envelope = message.Envelope;
+        if (envelope.Body.Length > _options.MaxMessageSize)
+        {
+            return (DeadLetterReasons.TooLarge, new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, _options.MaxMessageSize));
+        }
+
+        if (!_options.Messages.TryGetType(envelope.MessageType, out var type))
+        {
+            return (DeadLetterReasons.UnknownType, new InvalidOperationException($"'{envelope.MessageType}' is not a registered message type in this process."));
+        }
+
+        if (!_handlers.TryGetValue(envelope.MessageType, out registration))
+        {
+            return (DeadLetterReasons.NoHandler, new InvalidOperationException($"Queue '{_queue.Name}' has no handler for '{envelope.MessageType}'."));
+        }
+
+        try
+        {
+            body = _options.Serializer.Deserialize(envelope.Body.Span, type);
+            return null;
+        }
+        catch (Exception exception)
+        {
+            return (DeadLetterReasons.DeserializationFailed, exception);
+        }
+    }
+
+    static Activity? StartActivity(Envelope envelope)
+    {
+        if (!ConvergeDiagnostics.ActivitySource.HasListeners())
+        {
+            return null;
+        }
+
+        ActivityContext parent = default;
+        if (envelope.Headers.TryGetValue(ConvergeDiagnostics.TraceParentHeader, out var traceParent))
+        {
+            envelope.Headers.TryGetValue(ConvergeDiagnostics.TraceStateHeader, out var traceState);
+            ActivityContext.TryParse(traceParent, traceState, out parent);
+        }
+
+        var activity = ConvergeDiagnostics.ActivitySource.StartActivity($"handle {envelope.MessageType}", ActivityKind.Consumer, parent);
+        activity?.SetTag("messaging.message.id", envelope.MessageId);
+        activity?.SetTag("converge.correlation_id", envelope.CorrelationId);
+        return activity;
+    }
+
+    async Task ReleaseQuietlyAsync(IReadOnlyList<QueuedMessage> batch, bool countAttempt)
+    {
+        try
+        {
+            await _store.ReleaseAsync(batch, countAttempt, CancellationToken.None);
+        }
+        catch (Exception exception)
+        {
+            // The leases expire on their own; the messages are redelivered then.
+            ConvergeDiagnostics.ConsumerErrors.Add(1);
+            Log.BatchFailed(_logger, exception, _queue.Name, batch.Count);
+        }
+    }
+
+    async Task DelayQuietlyAsync(TimeSpan delay, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await Task.Delay(delay, _options.TimeProvider, cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            // Stopping.
+        }
+    }
+}

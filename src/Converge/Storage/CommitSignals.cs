@@ -1,0 +1,65 @@
+using System.Collections.Concurrent;
+
+namespace Converge.Storage;
+
+/// <summary>
+/// In-process wake-ups: a store rings a queue's bell after committing a message to it, so a consumer in the
+/// same process starts at once instead of at its next poll.
+/// </summary>
+public sealed class CommitSignals
+{
+    readonly ConcurrentDictionary<string, Doorbell> _queues = new(StringComparer.Ordinal);
+
+    /// <summary>The bell rung when events are appended to the log.</summary>
+    public Doorbell Log { get; } = new();
+
+    /// <summary>The bell of one queue.</summary>
+    public Doorbell Queue(string queue) => _queues.GetOrAdd(queue, static _ => new Doorbell());
+
+    /// <summary>Rings the bell of <paramref name="queue"/>.</summary>
+    public void RingQueue(string queue)
+    {
+        if (_queues.TryGetValue(queue, out var bell))
+        {
+            bell.Ring();
+        }
+    }
+}
+
+/// <summary>An auto-reset signal: a ring is remembered until the next wait consumes it.</summary>
+public sealed class Doorbell
+{
+    TaskCompletionSource _waiter = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    int _rung;
+
+    /// <summary>Wakes the current waiter, or the next one if none is waiting.</summary>
+    public void Ring()
+    {
+        Volatile.Write(ref _rung, 1);
+        Interlocked.Exchange(ref _waiter, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+    }
+
+    /// <summary>Waits until rung or <paramref name="timeout"/> passes on <paramref name="timeProvider"/>; <c>true</c> when rung.</summary>
+    public async Task<bool> WaitAsync(TimeSpan timeout, TimeProvider timeProvider, CancellationToken cancellationToken)
+    {
+        // Take the waiter before checking the flag: a ring between the two completes this waiter.
+        var waiter = Volatile.Read(ref _waiter).Task;
+        if (Interlocked.Exchange(ref _rung, 0) == 1)
+        {
+            return true;
+        }
+
+        using var delayCancellation = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var delay = Task.Delay(timeout, timeProvider, delayCancellation.Token);
+        var first = await Task.WhenAny(waiter, delay);
+        await delayCancellation.CancelAsync();
+        cancellationToken.ThrowIfCancellationRequested();
+        if (first == waiter)
+        {
+            Interlocked.Exchange(ref _rung, 0);
+            return true;
+        }
+
+        return Interlocked.Exchange(ref _rung, 0) == 1;
+    }
+}

@@ -1,0 +1,116 @@
+using System.Data.Common;
+using Converge.Contracts;
+
+namespace Converge.Storage;
+
+/// <summary>
+/// A durable store: the queue, the log, the inbox and the dead letters on one database. Every implementation
+/// passes the conformance suite in Converge.Testing. Implementations are thread-safe.
+/// </summary>
+public interface IMessageStore : IAsyncDisposable
+{
+    /// <summary>A short name for diagnostics, such as <c>sqlite</c>.</summary>
+    string Name { get; }
+
+    /// <summary>Signals rung after this process commits queue or log writes.</summary>
+    CommitSignals Signals { get; }
+
+    /// <summary>Applies pending schema migrations. Safe when several processes start at once.</summary>
+    ValueTask MigrateAsync(CancellationToken cancellationToken);
+
+    /// <summary>Begins a write transaction owned by Converge. Dispose without commit rolls back.</summary>
+    ValueTask<IStoreTransaction> BeginAsync(CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Wraps the caller's own open transaction on the same database (the outbox). The caller commits or rolls
+    /// back; Converge's writes share its fate. Throws when the transaction belongs to another kind of database.
+    /// </summary>
+    IStoreTransaction Enlist(DbTransaction transaction);
+
+    /// <summary>Claims up to <paramref name="max"/> visible messages of <paramref name="queue"/> under a lease.</summary>
+    ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, CancellationToken cancellationToken);
+
+    /// <summary>When the next message of <paramref name="queue"/> becomes visible; <c>null</c> when the queue is empty.</summary>
+    ValueTask<DateTimeOffset?> NextVisibleAtAsync(string queue, CancellationToken cancellationToken);
+
+    /// <summary>Extends the leases still held; returns how many were extended.</summary>
+    ValueTask<int> RenewLeasesAsync(IReadOnlyList<QueuedMessage> messages, TimeSpan lease, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Gives leased messages back, visible now. With <paramref name="countAttempt"/> <c>false</c> (a graceful
+    /// shutdown) the attempt is not counted; with <c>true</c> (a failed batch) it is.
+    /// </summary>
+    ValueTask ReleaseAsync(IReadOnlyList<QueuedMessage> messages, bool countAttempt, CancellationToken cancellationToken);
+
+    /// <summary>Reads up to <paramref name="max"/> events after <paramref name="afterPosition"/>, in position order.</summary>
+    ValueTask<IReadOnlyList<LogEvent>> ReadLogAsync(long afterPosition, int max, CancellationToken cancellationToken);
+
+    /// <summary>Reads events of one stream from <paramref name="fromVersion"/> (1-based), in version order.</summary>
+    ValueTask<IReadOnlyList<LogEvent>> ReadStreamAsync(string stream, long fromVersion, int max, CancellationToken cancellationToken);
+
+    /// <summary>The state of a consumer group; <c>null</c> when it has never run.</summary>
+    ValueTask<ConsumerGroupState?> GetConsumerGroupAsync(string group, CancellationToken cancellationToken);
+
+    /// <summary>Lists dead letters, newest first, optionally of one source only.</summary>
+    ValueTask<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(string? source, int max, CancellationToken cancellationToken);
+
+    /// <summary>Moves a dead letter back onto its queue with a fresh attempt count; <c>false</c> when it does not exist or came from the log.</summary>
+    ValueTask<bool> RetryDeadLetterAsync(long id, CancellationToken cancellationToken);
+
+    /// <summary>Deletes a dead letter; <c>false</c> when it does not exist.</summary>
+    ValueTask<bool> DiscardDeadLetterAsync(long id, CancellationToken cancellationToken);
+
+    /// <summary>Deletes inbox records handled before <paramref name="handledBefore"/>; returns how many.</summary>
+    ValueTask<int> PurgeInboxAsync(DateTimeOffset handledBefore, CancellationToken cancellationToken);
+
+    /// <summary>Queue depths, dead letters, log head and consumer-group lag.</summary>
+    ValueTask<StoreStatus> GetStatusAsync(CancellationToken cancellationToken);
+}
+
+/// <summary>
+/// One write transaction: either Converge's own (from <see cref="IMessageStore.BeginAsync"/>) or the caller's
+/// (from <see cref="IMessageStore.Enlist"/>). Everything written through it commits or rolls back together
+/// with the caller's own writes on <see cref="Transaction"/>.
+/// </summary>
+public interface IStoreTransaction : IAsyncDisposable
+{
+    /// <summary>The underlying transaction; use its connection for the caller's own writes.</summary>
+    DbTransaction Transaction { get; }
+
+    /// <summary>Puts a message on a queue.</summary>
+    ValueTask EnqueueAsync(OutgoingMessage message, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Appends events to a stream; <paramref name="expectedVersion"/> <c>null</c> appends at any version, 0 requires a
+    /// new stream. Returns the stored events with their positions.
+    /// </summary>
+    /// <exception cref="StreamVersionConflictException">The stream is not at <paramref name="expectedVersion"/>.</exception>
+    ValueTask<IReadOnlyList<LogEvent>> AppendAsync(string stream, long? expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken);
+
+    /// <summary>Records that <paramref name="consumer"/> handled <paramref name="messageId"/>; <c>false</c> when it already had.</summary>
+    ValueTask<bool> TryRecordInboxAsync(string consumer, Guid messageId, CancellationToken cancellationToken);
+
+    /// <summary>Removes a handled message; <c>false</c> when the lease was lost to another consumer.</summary>
+    ValueTask<bool> CompleteAsync(QueuedMessage message, CancellationToken cancellationToken);
+
+    /// <summary>Makes a failed message visible again at <paramref name="dueAt"/>, recording the attempt.</summary>
+    ValueTask<bool> RetryLaterAsync(QueuedMessage message, DateTimeOffset dueAt, AttemptRecord failure, CancellationToken cancellationToken);
+
+    /// <summary>Moves a message to the dead letters with its reason; <c>false</c> when the lease was lost.</summary>
+    ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, string? exception, AttemptRecord? failure, CancellationToken cancellationToken);
+
+    /// <summary>Parks a log event a consumer group could not handle.</summary>
+    ValueTask ParkEventAsync(string group, LogEvent logEvent, string reason, string? exception, int attempts, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Stores a consumer group's checkpoint and failure count if the stored position is still
+    /// <paramref name="expectedPosition"/>; <c>false</c> when another process moved it first (then roll back).
+    /// </summary>
+    ValueTask<bool> SaveConsumerGroupAsync(string group, long expectedPosition, long position, int failedAttempts, string? lastError, CancellationToken cancellationToken);
+
+    /// <summary>Runs <paramref name="callback"/> after the transaction commits (never when it rolls back).</summary>
+    void OnCommitted(Action callback);
+
+    /// <summary>Commits a transaction Converge owns; for an enlisted transaction, throws (the caller commits).</summary>
+    ValueTask CommitAsync(CancellationToken cancellationToken);
+}
