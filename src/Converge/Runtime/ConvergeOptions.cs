@@ -71,6 +71,14 @@ public sealed partial class ConvergeOptions
         return this;
     }
 
+    /// <summary>Configures consumer group <paramref name="group"/> (created on first use).</summary>
+    public ConvergeOptions ConsumerGroup(string group, Action<SubscriptionOptions> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        configure(GetGroup(group));
+        return this;
+    }
+
     /// <summary>Sends <typeparamref name="TMessage"/> to <paramref name="queue"/> unless a send names another queue.</summary>
     public ConvergeOptions Route<TMessage>(string queue)
     {
@@ -101,12 +109,7 @@ public sealed partial class ConvergeOptions
     public ConvergeOptions Subscribe<TEvent, THandler>(string group, Action<SubscriptionOptions>? configure = null)
         where THandler : class, IHandler<TEvent>
     {
-        ValidateName(group, "consumer group");
-        if (!_groups.TryGetValue(group, out var options))
-        {
-            _groups[group] = options = new SubscriptionOptions(group);
-        }
-
+        var options = GetGroup(group);
         configure?.Invoke(options);
         _handlers.Add(new HandlerRegistration(null, group, typeof(TEvent), typeof(THandler), HandlerInvoker.For<TEvent, THandler>()));
         _serviceRegistrations.Add(static services => services.AddScopedIfMissing<THandler>());
@@ -124,6 +127,17 @@ public sealed partial class ConvergeOptions
         return options;
     }
 
+    SubscriptionOptions GetGroup(string group)
+    {
+        ValidateName(group, "consumer group");
+        if (!_groups.TryGetValue(group, out var options))
+        {
+            _groups[group] = options = new SubscriptionOptions(group);
+        }
+
+        return options;
+    }
+
     internal static void ValidateName(string name, string what)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
@@ -135,6 +149,8 @@ public sealed partial class ConvergeOptions
 
     [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")]
     private static partial Regex NamePattern();
+
+    static readonly TimeSpan MaxInterval = TimeSpan.FromDays(30);
 
     internal IEnumerable<string> Validate()
     {
@@ -163,6 +179,11 @@ public sealed partial class ConvergeOptions
             yield return "InboxRetention and InboxCleanupInterval must be positive (defaults 7 days and 1 hour).";
         }
 
+        if (InboxCleanupInterval > MaxInterval || PollInterval > MaxInterval || LeaseDuration > MaxInterval || Retry.MaxDelay > MaxInterval)
+        {
+            yield return $"InboxCleanupInterval, PollInterval, LeaseDuration and Retry.MaxDelay must each be at most {MaxInterval.TotalDays} days (a timer limit).";
+        }
+
         foreach (var error in Retry.Validate())
         {
             yield return error;
@@ -187,6 +208,16 @@ public sealed partial class ConvergeOptions
         foreach (var duplicate in _handlers.Where(h => h.Queue is not null).GroupBy(h => (h.Queue, h.MessageType)).Where(g => g.Count() > 1))
         {
             yield return $"Queue '{duplicate.Key.Queue}' has {duplicate.Count()} handlers for {duplicate.Key.MessageType.Name}; a command has one handler per queue. Publish an event to the log for several consumers.";
+        }
+
+        foreach (var duplicate in _handlers.Where(h => h.Group is not null).GroupBy(h => (h.Group, h.MessageType, h.HandlerType)).Where(g => g.Count() > 1))
+        {
+            yield return $"Consumer group '{duplicate.Key.Group}' subscribes {duplicate.Key.HandlerType.Name} to {duplicate.Key.MessageType.Name} {duplicate.Count()} times; each event would be handled that often. Subscribe once and use options.ConsumerGroup(\"{duplicate.Key.Group}\", g => ...) to change its settings.";
+        }
+
+        foreach (var group in _groups.Values.Where(g => g.BatchSize is < 1 or > 10_000))
+        {
+            yield return $"Consumer group '{group.Name}': BatchSize is {group.BatchSize}; use 1 to 10000.";
         }
     }
 }

@@ -1,0 +1,95 @@
+using System.Data.Common;
+using Converge.Runtime;
+
+namespace Converge.Testing.Conformance;
+
+/// <summary>A command whose <see cref="Behavior"/> tells the conformance handler what to do.</summary>
+/// <param name="Key">Written to the effect row.</param>
+/// <param name="Behavior"><c>ok</c>, <c>permanent</c> (fail, not retryable), <c>transient</c> (always fail, retryable) or <c>fail-N</c> (fail the first N attempts).</param>
+public sealed record ConformanceCommand(string Key, string Behavior = "ok");
+
+/// <summary>An event for consumer-group tests.</summary>
+/// <param name="Key">Written to the effect row.</param>
+/// <param name="Behavior"><c>ok</c> or <c>transient</c> (always fail).</param>
+public sealed record ConformanceEvent(string Key, string Behavior = "ok");
+
+/// <summary>Writes one effect row in the message's transaction, then fails if told to (rolling the row back).</summary>
+public sealed class ConformanceCommandHandler : IHandler<ConformanceCommand>
+{
+    /// <inheritdoc />
+    public async Task HandleAsync(ConformanceCommand message, MessageContext context, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        ArgumentNullException.ThrowIfNull(context);
+        await Effects.WriteAsync(await context.GetTransactionAsync(cancellationToken), context.MessageId, context.Queue!, message.Key, cancellationToken);
+        switch (message.Behavior)
+        {
+            case "permanent":
+                throw new HandlerFailureException("refused for good", nonRetryable: true);
+            case "transient":
+                throw new TimeoutException("the downstream service timed out");
+            case var failN when failN.StartsWith("fail-", StringComparison.Ordinal) && context.Attempt <= int.Parse(failN[5..], System.Globalization.CultureInfo.InvariantCulture):
+                throw new TimeoutException($"attempt {context.Attempt} fails");
+        }
+    }
+}
+
+/// <summary>Writes one effect row per event in the consumer group's transaction.</summary>
+public sealed class ConformanceEventHandler : IHandler<ConformanceEvent>
+{
+    /// <inheritdoc />
+    public async Task HandleAsync(ConformanceEvent message, MessageContext context, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        ArgumentNullException.ThrowIfNull(context);
+        await Effects.WriteAsync(await context.GetTransactionAsync(cancellationToken), context.MessageId, "log:" + context.ConsumerGroup, message.Key, cancellationToken);
+        if (message.Behavior == "transient")
+        {
+            throw new TimeoutException("the projection's dependency timed out");
+        }
+    }
+}
+
+/// <summary>The effect table the conformance handlers write to, in plain SQL every store's database accepts.</summary>
+public static class Effects
+{
+    /// <summary>The table's DDL.</summary>
+    public const string CreateTable = "CREATE TABLE IF NOT EXISTS conformance_effects (message_id VARCHAR(64) NOT NULL, consumer VARCHAR(200) NOT NULL, item_key VARCHAR(200) NOT NULL)";
+
+    /// <summary>Inserts one effect row inside <paramref name="transaction"/>.</summary>
+    public static async Task WriteAsync(DbTransaction transaction, Guid messageId, string consumer, string key, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(transaction);
+        await using var command = transaction.Connection!.CreateCommand();
+        command.Transaction = transaction;
+        command.CommandText = "INSERT INTO conformance_effects (message_id, consumer, item_key) VALUES (@id, @consumer, @key)";
+        Add(command, "@id", messageId.ToString("N"));
+        Add(command, "@consumer", consumer);
+        Add(command, "@key", key);
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <summary>Counts effect rows, optionally of one key.</summary>
+    public static async Task<long> CountAsync(DbConnection connection, string? key = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(connection);
+        await using var command = connection.CreateCommand();
+        command.CommandText = key is null
+            ? "SELECT count(*) FROM conformance_effects"
+            : "SELECT count(*) FROM conformance_effects WHERE item_key = @key";
+        if (key is not null)
+        {
+            Add(command, "@key", key);
+        }
+
+        return Convert.ToInt64(await command.ExecuteScalarAsync(cancellationToken), System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    static void Add(DbCommand command, string name, object value)
+    {
+        var parameter = command.CreateParameter();
+        parameter.ParameterName = name;
+        parameter.Value = value;
+        command.Parameters.Add(parameter);
+    }
+}
