@@ -321,8 +321,8 @@ public abstract class MessageStoreConformanceTests
         await using var host = await StartAsync();
         await EnqueueRawAsync(host.Store, RawEnvelope("conformance.command@1", "{\"key\":\"second-chance\"}"u8.ToArray()));
         await EnqueueRawAsync(host.Store, RawEnvelope("nobody.knows@1", "{}"u8.ToArray()));
-        await WaitForAsync(async () => (await StatusAsync(host)).DeadLetters == 0 && await CountEffectsAsync(host, "second-chance") == 1
-            || (await host.Store.ListDeadLettersAsync(null, 10, CancellationToken.None)).Count == 1);
+        await WaitForAsync(async () => await CountEffectsAsync(host, "second-chance") == 1
+            && (await host.Store.ListDeadLettersAsync(null, 10, CancellationToken.None)).Count == 1);
         var unknown = Assert.Single(await host.Store.ListDeadLettersAsync(null, 10, CancellationToken.None));
 
         Assert.True(await host.Store.DiscardDeadLetterAsync(unknown.Id, CancellationToken.None));
