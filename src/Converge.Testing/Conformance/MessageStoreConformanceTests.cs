@@ -166,6 +166,28 @@ public abstract class MessageStoreConformanceTests
         Assert.Equal(2, redelivered.Attempt);
     }
 
+    /// <summary>Renewing a lease keeps the message from other consumers for another full lease.</summary>
+    [Fact]
+    public async Task Renewed_lease_keeps_the_message_invisible()
+    {
+        var time = new ManualTimeProvider();
+        await using var host = await StartAsync(configure: o => { o.RunConsumers = false; o.TimeProvider = time; });
+        await host.Bus.SendAsync(new ConformanceCommand("long-running"));
+        var claimed = await host.Store.ClaimAsync(Queue, 1, TimeSpan.FromSeconds(10), CancellationToken.None);
+
+        time.Advance(TimeSpan.FromSeconds(8));
+        var renewed = await host.Store.RenewLeasesAsync(claimed, TimeSpan.FromSeconds(10), CancellationToken.None);
+        time.Advance(TimeSpan.FromSeconds(8));
+        var stillLeased = await host.Store.ClaimAsync(Queue, 1, TimeSpan.FromSeconds(10), CancellationToken.None);
+        time.Advance(TimeSpan.FromSeconds(3));
+        var expired = await host.Store.ClaimAsync(Queue, 1, TimeSpan.FromSeconds(10), CancellationToken.None);
+
+        Assert.Equal(1, renewed);
+        Assert.Empty(stillLeased);
+        Assert.Single(expired);
+        Assert.Equal(0, await host.Store.RenewLeasesAsync(claimed, TimeSpan.FromSeconds(10), CancellationToken.None));
+    }
+
     /// <summary>Once a lease passed to another consumer, the first one can no longer complete, retry or dead-letter the message.</summary>
     [Fact]
     public async Task Competing_consumers_never_both_complete_one_message()

@@ -1,0 +1,201 @@
+using System.Diagnostics;
+using Converge.Diagnostics;
+using Converge.Runtime;
+using Converge.Storage;
+using Converge.Testing;
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Converge.Sqlite.Tests;
+
+public sealed record Probe(string Key);
+
+/// <summary>Lets a test see inside a running handler.</summary>
+public sealed class ProbeSignals
+{
+    public TaskCompletionSource<string?> Started { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public bool BlockUntilCancelled { get; set; }
+}
+
+public sealed class ProbeHandler(ProbeSignals signals) : IHandler<Probe>
+{
+    public async Task HandleAsync(Probe message, MessageContext context, CancellationToken cancellationToken)
+    {
+        signals.Started.TrySetResult(Activity.Current?.TraceId.ToString());
+        if (signals.BlockUntilCancelled)
+        {
+            await Task.Delay(Timeout.InfiniteTimeSpan, cancellationToken);
+        }
+    }
+}
+
+public sealed class SqliteStoreTests : IDisposable
+{
+    readonly string _folder = Directory.CreateTempSubdirectory("converge-sqlite-").FullName;
+
+    string DbPath(string name = "store") => Path.Combine(_folder, name + ".db");
+
+    public void Dispose() => Directory.Delete(_folder, recursive: true);
+
+    Task<ConvergeTestHost> StartAsync(ProbeSignals signals, Action<ConvergeOptions>? configure = null, string name = "store") =>
+        ConvergeTestHost.StartAsync(
+            o =>
+            {
+                o.UseSqlite(DbPath(name));
+                o.Messages.Register<Probe>("test.probe");
+                o.Handle<Probe, ProbeHandler>("probes");
+                configure?.Invoke(o);
+            },
+            services => services.AddSingleton(signals));
+
+    [Fact]
+    public async Task The_file_is_in_WAL_mode_and_commits_with_synchronous_FULL_by_default()
+    {
+        await using var store = new SqliteMessageStore(new SqliteStoreOptions { Path = DbPath() }, TimeProvider.System);
+        await store.MigrateAsync(CancellationToken.None);
+        await using var connection = store.OpenConnection();
+        await using var command = connection.CreateCommand();
+
+        command.CommandText = "PRAGMA journal_mode";
+        Assert.Equal("wal", command.ExecuteScalar());
+        command.CommandText = "PRAGMA synchronous";
+        Assert.Equal(2L, command.ExecuteScalar());
+    }
+
+    [Fact]
+    public async Task Normal_durability_sets_synchronous_NORMAL()
+    {
+        await using var store = new SqliteMessageStore(new SqliteStoreOptions { Path = DbPath(), Durability = SqliteDurability.Normal }, TimeProvider.System);
+        await using var connection = store.OpenConnection();
+        await using var command = connection.CreateCommand();
+
+        command.CommandText = "PRAGMA synchronous";
+        Assert.Equal(1L, command.ExecuteScalar());
+    }
+
+    [Fact]
+    public async Task Processes_starting_at_once_migrate_the_schema_once()
+    {
+        // Separate store instances share nothing in memory, like separate processes: only SQLite's lock orders them.
+        var stores = Enumerable.Range(0, 6).Select(_ => new SqliteMessageStore(new SqliteStoreOptions { Path = DbPath() }, TimeProvider.System)).ToList();
+
+        await Task.WhenAll(stores.Select(s => Task.Run(async () => await s.MigrateAsync(CancellationToken.None))));
+
+        Assert.All(stores, s => Assert.Equal(1, s.GetSchemaVersion()));
+        await using var connection = stores[0].OpenConnection();
+        await using var command = connection.CreateCommand();
+        command.CommandText = "SELECT count(*) FROM converge_schema_migrations";
+        Assert.Equal(1L, command.ExecuteScalar());
+        foreach (var store in stores)
+        {
+            await store.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task A_table_prefix_keeps_two_stores_apart_in_one_file()
+    {
+        await using var first = new SqliteMessageStore(new SqliteStoreOptions { Path = DbPath(), TablePrefix = "app_one_" }, TimeProvider.System);
+        await using var second = new SqliteMessageStore(new SqliteStoreOptions { Path = DbPath(), TablePrefix = "app_two_" }, TimeProvider.System);
+        await first.MigrateAsync(CancellationToken.None);
+        await second.MigrateAsync(CancellationToken.None);
+        await using (var transaction = await first.BeginAsync(CancellationToken.None))
+        {
+            await transaction.AppendAsync("s", null, [new Contracts.Envelope { MessageId = Guid.NewGuid(), MessageType = "x@1", SentAt = DateTimeOffset.UnixEpoch, Body = "{}"u8.ToArray() }], CancellationToken.None);
+            await transaction.CommitAsync(CancellationToken.None);
+        }
+
+        Assert.Equal(1, (await first.GetStatusAsync(CancellationToken.None)).LogPosition);
+        Assert.Equal(0, (await second.GetStatusAsync(CancellationToken.None)).LogPosition);
+    }
+
+    [Theory]
+    [InlineData("Converge_")]
+    [InlineData("x; DROP TABLE y; --")]
+    [InlineData("1abc")]
+    public void Invalid_table_prefixes_are_refused_with_the_rule(string prefix)
+    {
+        var error = Assert.Throws<ArgumentException>(() => new SqliteMessageStore(new SqliteStoreOptions { Path = DbPath(), TablePrefix = prefix }, TimeProvider.System));
+
+        Assert.Contains("lower-case letters", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Enlisting_a_transaction_on_another_file_is_refused_with_both_paths()
+    {
+        var signals = new ProbeSignals();
+        await using var host = await StartAsync(signals, o => o.RunConsumers = false);
+        await using var other = new SqliteConnection($"Data Source={DbPath("other")}");
+        other.Open();
+        await using var transaction = other.BeginTransaction();
+
+        var error = await Assert.ThrowsAsync<ArgumentException>(async () => await host.Bus.SendAsync(new Probe("x"), transaction));
+
+        Assert.Contains("other.db", error.Message, StringComparison.Ordinal);
+        Assert.Contains("store.db", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_message_sent_in_the_callers_transaction_wakes_the_consumer_without_polling()
+    {
+        var signals = new ProbeSignals();
+        await using var host = await StartAsync(signals, o => o.PollInterval = TimeSpan.FromMinutes(10));
+        var store = (SqliteMessageStore)host.Store;
+        await using var connection = store.OpenConnection();
+
+        await using (var transaction = connection.BeginTransaction())
+        {
+            await host.Bus.SendAsync(new Probe("woken"), transaction);
+            await transaction.CommitAsync();
+        }
+
+        // With a ten-minute poll interval, only the commit hook can make this finish in time.
+        await signals.Started.Task.WaitAsync(TimeSpan.FromSeconds(20));
+    }
+
+    [Fact]
+    public async Task Shutdown_hands_in_flight_messages_back_without_counting_the_attempt()
+    {
+        var signals = new ProbeSignals { BlockUntilCancelled = true };
+        var host = await StartAsync(signals, o => o.LeaseDuration = TimeSpan.FromMinutes(10));
+        await host.Bus.SendAsync(new Probe("in-flight"));
+        await signals.Started.Task.WaitAsync(TimeSpan.FromSeconds(20));
+
+        using (var expired = new CancellationTokenSource())
+        {
+            await expired.CancelAsync();
+            await host.Services.GetRequiredService<Hosting.ConvergeHost>().StopAsync(expired.Token);
+        }
+
+        var status = await host.Store.GetStatusAsync(CancellationToken.None);
+        var queue = Assert.Single(status.Queues);
+        Assert.Equal((1L, 0L), (queue.Ready, queue.InFlight));
+        var again = Assert.Single(await host.Store.ClaimAsync("probes", 1, TimeSpan.FromSeconds(30), CancellationToken.None));
+        Assert.Equal(1, again.Attempt);
+        await host.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task Trace_context_travels_from_the_sender_to_the_handler()
+    {
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = source => source.Name is ConvergeDiagnostics.Name or "test",
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+        };
+        ActivitySource.AddActivityListener(listener);
+        using var testSource = new ActivitySource("test");
+        var signals = new ProbeSignals();
+        await using var host = await StartAsync(signals);
+
+        string sentTrace;
+        using (var parent = testSource.StartActivity("place order"))
+        {
+            sentTrace = parent!.TraceId.ToString();
+            await host.Bus.SendAsync(new Probe("traced"));
+        }
+
+        Assert.Equal(sentTrace, await signals.Started.Task.WaitAsync(TimeSpan.FromSeconds(20)));
+    }
+}
