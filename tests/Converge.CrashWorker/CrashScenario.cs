@@ -1,0 +1,55 @@
+using Converge.Runtime;
+using Converge.Sqlite;
+
+namespace Converge.CrashWorker;
+
+/// <summary>The message of the crash test: <see cref="Seq"/> numbers it from 0.</summary>
+public sealed record CrashMessage(int Seq);
+
+/// <summary>Writes one effect row per message, in the transaction that records the message as handled.</summary>
+public sealed class EffectHandler : IHandler<CrashMessage>
+{
+    public async Task HandleAsync(CrashMessage message, MessageContext context, CancellationToken cancellationToken)
+    {
+        var transaction = await context.GetTransactionAsync(cancellationToken);
+        await using var command = transaction.Connection!.CreateCommand();
+        command.Transaction = transaction;
+        command.CommandText = $"INSERT INTO {CrashScenario.EffectsTable} (message_id, seq) VALUES (@message_id, @seq)";
+        var id = command.CreateParameter();
+        id.ParameterName = "@message_id";
+        id.Value = context.MessageId;
+        command.Parameters.Add(id);
+        var seq = command.CreateParameter();
+        seq.ParameterName = "@seq";
+        seq.Value = message.Seq;
+        command.Parameters.Add(seq);
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+}
+
+/// <summary>
+/// What the crash worker and the crash test share: one configuration, so the test's send-only host and the
+/// worker agree on the type name, the queue and the store. This file is compiled into both.
+/// </summary>
+public static class CrashScenario
+{
+    public const string MessageTypeName = "crash.message";
+    public const string Queue = "crash";
+    public const string EffectsTable = "effects";
+
+    /// <summary>No unique constraint on purpose: an effect applied twice shows as a second row.</summary>
+    public const string CreateEffectsTable = $"CREATE TABLE IF NOT EXISTS {EffectsTable} (message_id BLOB NOT NULL, seq INTEGER NOT NULL)";
+
+    /// <summary>A short lease, so that messages claimed by a killed worker come back quickly.</summary>
+    public static readonly TimeSpan LeaseDuration = TimeSpan.FromSeconds(2);
+
+    public static void Configure(ConvergeOptions options, string databasePath, bool runConsumers)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.UseSqlite(databasePath);
+        options.Messages.Register<CrashMessage>(MessageTypeName);
+        options.Handle<CrashMessage, EffectHandler>(Queue);
+        options.LeaseDuration = LeaseDuration;
+        options.RunConsumers = runConsumers;
+    }
+}

@@ -1,0 +1,48 @@
+// Converge.CrashWorker <db-path>
+//
+// Works the crash test's queue on the given SQLite file until it is killed, receives SIGINT/SIGTERM, or its
+// standard input closes (so a worker never outlives the test process that started it). Warnings and errors
+// go to standard error.
+using Converge.CrashWorker;
+using Converge.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
+
+if (args.Length != 1)
+{
+    await Console.Error.WriteLineAsync("usage: Converge.CrashWorker <db-path>");
+    return 2;
+}
+
+var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+builder.Logging.SetMinimumLevel(LogLevel.Warning);
+builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
+builder.Services.Configure<ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
+builder.Services.AddConverge(o => CrashScenario.Configure(o, args[0], runConsumers: true));
+
+using var host = builder.Build();
+await host.StartAsync();
+
+// A dedicated thread, not the thread pool: the read blocks for the whole life of the process.
+var lifetime = host.Services.GetRequiredService<IHostApplicationLifetime>();
+var inputWatcher = new Thread(() =>
+{
+    using var input = Console.OpenStandardInput();
+    var buffer = new byte[64];
+    while (input.Read(buffer) > 0)
+    {
+        // Input is ignored; only its end matters.
+    }
+
+    lifetime.StopApplication();
+})
+{
+    IsBackground = true,
+    Name = "stdin watcher",
+};
+inputWatcher.Start();
+
+await host.WaitForShutdownAsync();
+return 0;

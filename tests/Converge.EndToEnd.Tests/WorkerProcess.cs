@@ -1,0 +1,182 @@
+using System.Diagnostics;
+using System.Reflection;
+using System.Text;
+
+namespace Converge.EndToEnd.Tests;
+
+/// <summary>One run of Converge.CrashWorker as a separate OS process, with its output collected.</summary>
+internal sealed class WorkerProcess : IDisposable
+{
+    readonly Process _process;
+    readonly Task _outputDone;
+
+    WorkerProcess(Process process, int number, Task outputDone)
+    {
+        _process = process;
+        Number = number;
+        _outputDone = outputDone;
+    }
+
+    public int Number { get; }
+
+    public bool HasExited => _process.HasExited;
+
+    public int ExitCode => _process.ExitCode;
+
+    /// <summary>The worker's program, from the metadata the build writes into this assembly.</summary>
+    public static string WorkerPath { get; } = FindWorker();
+
+    /// <summary>Starts worker <paramref name="number"/> on <paramref name="databasePath"/>; its output lines go to <paramref name="log"/>.</summary>
+    public static WorkerProcess Start(string databasePath, int number, WorkerLog log)
+    {
+        var start = new ProcessStartInfo(DotnetHost())
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        start.ArgumentList.Add(WorkerPath);
+        start.ArgumentList.Add(databasePath);
+        var process = new Process { StartInfo = start };
+        if (!process.Start())
+        {
+            throw new InvalidOperationException($"Could not start the crash worker {WorkerPath}.");
+        }
+
+        var outputDone = Task.WhenAll(Copy(process.StandardOutput, number, log), Copy(process.StandardError, number, log));
+        return new WorkerProcess(process, number, outputDone);
+    }
+
+    /// <summary>
+    /// Copies <paramref name="reader"/> to the log on a dedicated thread until the worker closes it. Not on the
+    /// thread pool: a pipe read there blocks a pool thread, and with two per worker on a small machine the pool
+    /// starves, which delays this test's polling and makes it miss its kill points.
+    /// </summary>
+    static Task Copy(StreamReader reader, int number, WorkerLog log)
+    {
+        var done = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var thread = new Thread(() =>
+        {
+            try
+            {
+                while (reader.ReadLine() is { } line)
+                {
+                    log.Add(number, line);
+                }
+            }
+            catch (IOException)
+            {
+                // The pipe broke with the process.
+            }
+            finally
+            {
+                done.SetResult();
+            }
+        })
+        {
+            IsBackground = true,
+            Name = $"crash worker {number} output",
+        };
+        thread.Start();
+        return done.Task;
+    }
+
+    /// <summary>Kills the worker with SIGKILL (what <see cref="Process.Kill()"/> sends on Unix) and waits until it is gone.</summary>
+    public async Task KillAsync(TimeSpan timeout)
+    {
+        _process.Kill();
+        await WaitForExitAsync(timeout);
+    }
+
+    /// <summary>Closes the worker's standard input, which asks it to stop gracefully, and waits for it to exit.</summary>
+    public async Task<int> StopAsync(TimeSpan timeout)
+    {
+        _process.StandardInput.Close();
+        await WaitForExitAsync(timeout);
+        return _process.ExitCode;
+    }
+
+    async Task WaitForExitAsync(TimeSpan timeout)
+    {
+        using var cancel = new CancellationTokenSource(timeout);
+        await _process.WaitForExitAsync(cancel.Token);
+        await _outputDone.WaitAsync(cancel.Token);
+    }
+
+    public void Dispose()
+    {
+        try
+        {
+            if (!_process.HasExited)
+            {
+                _process.Kill();
+                _process.WaitForExit(TimeSpan.FromSeconds(10));
+            }
+        }
+        catch (InvalidOperationException)
+        {
+            // Never started or already gone.
+        }
+
+        _process.Dispose();
+    }
+
+    static string FindWorker()
+    {
+        var path = typeof(WorkerProcess).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
+            .SingleOrDefault(a => a.Key == "CrashWorkerPath")?.Value;
+        if (string.IsNullOrEmpty(path) || !File.Exists(path))
+        {
+            throw new InvalidOperationException($"The crash worker was not found at '{path}'. Build tests/Converge.EndToEnd.Tests, which builds tests/Converge.CrashWorker and records its path.");
+        }
+
+        return path;
+    }
+
+    /// <summary>The dotnet host: the one running this test when the CLI says so, else the one on the PATH.</summary>
+    static string DotnetHost()
+    {
+        if (Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host))
+        {
+            return host;
+        }
+
+        var current = Environment.ProcessPath;
+        return current is not null && Path.GetFileNameWithoutExtension(current) == "dotnet" ? current : "dotnet";
+    }
+}
+
+/// <summary>Everything the workers wrote, labelled by worker, for failure messages.</summary>
+internal sealed class WorkerLog
+{
+    readonly Lock _gate = new();
+    readonly StringBuilder _text = new();
+
+    public void Add(int worker, string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+
+        lock (_gate)
+        {
+            _text.Append("[worker ").Append(worker).Append("] ").AppendLine(line);
+        }
+    }
+
+    /// <summary>The last <paramref name="max"/> characters, or a note that the workers wrote nothing.</summary>
+    public string Tail(int max = 6000)
+    {
+        lock (_gate)
+        {
+            if (_text.Length == 0)
+            {
+                return "(the workers wrote nothing to stdout or stderr)";
+            }
+
+            return _text.Length <= max ? _text.ToString() : "..." + _text.ToString(_text.Length - max, max);
+        }
+    }
+}
