@@ -516,16 +516,25 @@ public abstract class MessageStoreConformanceTests
     public async Task Inbox_records_are_purged_after_retention()
     {
         var time = new ManualTimeProvider();
-        // The host's own clean-up would purge during Advance; push it out so the store call is what is tested.
-        await using var host = await StartAsync(configure: o => { o.TimeProvider = time; o.InboxCleanupInterval = TimeSpan.FromDays(30); });
-        await host.SendAndWaitAsync(new ConformanceCommand("old"));
+        await using var host = await StartAsync(configure: o => { o.TimeProvider = time; o.RunConsumers = false; });
+        await RecordInboxAsync(host.Store, Guid.NewGuid());
         time.Advance(TimeSpan.FromDays(8));
-        await host.SendAndWaitAsync(new ConformanceCommand("new"));
+        var recent = Guid.NewGuid();
+        await RecordInboxAsync(host.Store, recent);
 
         var purged = await host.Store.PurgeInboxAsync(time.GetUtcNow() - TimeSpan.FromDays(7), CancellationToken.None);
 
         Assert.Equal(1, purged);
         Assert.Equal(1, (await StatusAsync(host)).InboxRecords);
+        Assert.False(await RecordInboxAsync(host.Store, recent));
+    }
+
+    static async Task<bool> RecordInboxAsync(IMessageStore store, Guid messageId)
+    {
+        await using var transaction = await store.BeginAsync(CancellationToken.None);
+        var recorded = await transaction.TryRecordInboxAsync(Queue, messageId, CancellationToken.None);
+        await transaction.CommitAsync(CancellationToken.None);
+        return recorded;
     }
 
     /// <summary>Messages and events sent from a handler carry its correlation id and name it as their cause.</summary>
