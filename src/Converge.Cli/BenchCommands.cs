@@ -23,7 +23,7 @@ internal static class BenchCommands
         var durability = new Option<string>("--durability") { Description = "SQLite synchronous setting of the store.", DefaultValueFactory = _ => "full" };
         durability.AcceptOnlyFromAmong("full", "normal");
         var runs = new Option<int>("--runs") { Description = "Measured runs, each on a fresh file; figures are medians.", HelpName = "K", DefaultValueFactory = _ => 1 };
-        var warmup = new Option<int>("--warmup") { Description = "Messages of an unreported warm-up run first (0 to skip).", HelpName = "N", DefaultValueFactory = _ => 1000 };
+        var warmup = new Option<int>("--warmup") { Description = "Messages of an unreported warm-up run first, sent as fast as possible so the code is fully compiled before measuring (at most --count; 0 to skip).", HelpName = "N", DefaultValueFactory = _ => 20_000 };
         var json = CommonOptions.Json();
         AtLeast(count, 1);
         AtLeast(runs, 1);
