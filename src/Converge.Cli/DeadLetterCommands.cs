@@ -109,16 +109,16 @@ internal static class DeadLetterCommands
             {
                 var console = output.Console();
                 var verb = retry ? "Moved back to its queue" : "Discarded";
-                if (report.Ids.Count == 0 && report.Skipped.Count == 0)
+                if (report.Letters.Count == 0 && report.Skipped.Count == 0)
                 {
                     console.WriteLine(report.Source is null ? $"No dead letters to {name}." : $"No dead letters from '{report.Source}' to {name}.");
                 }
                 else
                 {
                     var table = CliOutput.Table("Id", "Source", "Result");
-                    foreach (var (letterId, letterSource) in report.Ids.Zip(report.Sources))
+                    foreach (var letter in report.Letters)
                     {
-                        CliOutput.AddRow(table, letterId, letterSource, verb);
+                        CliOutput.AddRow(table, letter.Id, letter.Source, verb);
                     }
 
                     foreach (var skipped in report.Skipped)
@@ -154,14 +154,13 @@ internal static class DeadLetterCommands
             throw new CliException(CliApp.Failure, $"Dead letter {id} was removed by someone else before it could be {(retry ? "retried" : "discarded")}.");
         }
 
-        return new ActionReport(name, null, [id], [letter.Source], 1, []);
+        return new ActionReport(name, null, [new ActedLetter(id, letter.Source)], 1, []);
     }
 
     static async Task<ActionReport> AllAsync(SqliteMessageStore store, string name, bool retry, string? source, CancellationToken cancellationToken)
     {
         var letters = await store.ListDeadLettersAsync(source, int.MaxValue, cancellationToken);
-        var ids = new List<long>();
-        var sources = new List<string>();
+        var acted = new List<ActedLetter>();
         var skipped = new List<SkippedLetter>();
 
         // Oldest first, so retried messages go back in the order they originally failed.
@@ -178,8 +177,7 @@ internal static class DeadLetterCommands
                 : await store.DiscardDeadLetterAsync(letter.Id, cancellationToken);
             if (done)
             {
-                ids.Add(letter.Id);
-                sources.Add(letter.Source);
+                acted.Add(new ActedLetter(letter.Id, letter.Source));
             }
             else
             {
@@ -187,7 +185,7 @@ internal static class DeadLetterCommands
             }
         }
 
-        return new ActionReport(name, source, ids, sources, ids.Count, skipped);
+        return new ActionReport(name, source, acted, acted.Count, skipped);
     }
 
     static EntryReport Entry(DeadLetter letter) => new(
@@ -218,7 +216,9 @@ internal static class DeadLetterCommands
         string? LastError,
         long? LogPosition);
 
-    internal sealed record ActionReport(string Action, string? Source, IReadOnlyList<long> Ids, IReadOnlyList<string> Sources, int Count, IReadOnlyList<SkippedLetter> Skipped);
+    internal sealed record ActionReport(string Action, string? Source, IReadOnlyList<ActedLetter> Letters, int Count, IReadOnlyList<SkippedLetter> Skipped);
+
+    internal sealed record ActedLetter(long Id, string Source);
 
     internal sealed record SkippedLetter(long Id, string Source, string Why);
 }

@@ -39,7 +39,9 @@ public sealed class DeadLetterTests
         host.Tracker.Track(messageId, "work");
         var retry = await Cli.RunAsync("dead-letters", "retry", "--db", db, id.ToString(System.Globalization.CultureInfo.InvariantCulture), "--json");
         Assert.True(retry.ExitCode == 0, retry.ToString());
-        Assert.Equal([id], retry.Json().GetProperty("ids").EnumerateArray().Select(e => e.GetInt64()));
+        var retried = Assert.Single(retry.Json().GetProperty("letters").EnumerateArray());
+        Assert.Equal(id, retried.GetProperty("id").GetInt64());
+        Assert.Equal("work", retried.GetProperty("source").GetString());
         await host.WaitForQuiescenceAsync();
         Assert.Equal(1, failSwitch.Handled);
 
