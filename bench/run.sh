@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-dotnet build src/Converge.Cli -c Release -nologo -v quiet
+dotnet build src/Converge.Cli -c Release -nologo -v quiet >&2
 converge() { dotnet src/Converge.Cli/bin/Release/net10.0/Converge.Cli.dll "$@"; }
 
 echo "== bench ceiling" >&2
