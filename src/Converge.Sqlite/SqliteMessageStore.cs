@@ -22,6 +22,7 @@ public sealed class SqliteMessageStore : IMessageStore
     readonly string _fullPath;
     readonly SemaphoreSlim _writeGate = new(1, 1);
     readonly ConcurrentBag<SqliteSession> _sessions = [];
+    readonly ConcurrentDictionary<string, bool> _committingElsewhere = new(StringComparer.Ordinal);
 
     /// <summary>Creates the store; nothing is opened until first use. Call <see cref="MigrateAsync"/> before anything else.</summary>
     public SqliteMessageStore(SqliteStoreOptions options, TimeProvider timeProvider)
@@ -135,6 +136,13 @@ public sealed class SqliteMessageStore : IMessageStore
         }
     }
 
+    /// <summary>Called from the commit hook of a caller's transaction that enqueued to <paramref name="queue"/>.</summary>
+    internal void RingBeforeVisible(string queue)
+    {
+        _committingElsewhere[queue] = true;
+        Signals.RingQueue(queue);
+    }
+
     internal void EndWrite(SqliteSession session)
     {
         Return(session);
@@ -161,9 +169,11 @@ public sealed class SqliteMessageStore : IMessageStore
     /// <inheritdoc />
     public async ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, CancellationToken cancellationToken)
     {
-        // A read first: an idle poll never takes the write lock.
+        // A read first: an idle poll never takes the write lock. Not after a caller's commit rang this queue: that
+        // ring comes from SQLite's commit hook, before the commit is visible to readers, so the read could miss it
+        // and the consumer would sleep until its next poll. The claim's write waits for that commit instead.
         var now = Now;
-        if (!Read(session => session.Commands.Get(Schema.AnyVisible, null).With("$queue", queue).With("$now", now.UtcTicks).ExecuteScalar() is not null))
+        if (!_committingElsewhere.TryRemove(queue, out _) && !Read(session => session.Commands.Get(Schema.AnyVisible, null).With("$queue", queue).With("$now", now.UtcTicks).ExecuteScalar() is not null))
         {
             return [];
         }

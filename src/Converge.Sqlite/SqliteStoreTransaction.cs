@@ -45,8 +45,8 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
             .WithEnvelope(message.Envelope)
             .ExecuteNonQuery();
         var queue = message.Queue;
-        var signals = _store.Signals;
-        OnCommitted(() => signals.RingQueue(queue));
+        var store = _store;
+        OnCommitted(_session is null ? () => store.RingBeforeVisible(queue) : () => store.Signals.RingQueue(queue));
         return ValueTask.CompletedTask;
     }
 

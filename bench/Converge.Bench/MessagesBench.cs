@@ -1,0 +1,405 @@
+using System.Data.Common;
+using System.Diagnostics;
+using Converge.Hosting;
+using Converge.Runtime;
+using Converge.Sqlite;
+using Converge.Storage;
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+
+namespace Converge.Bench;
+
+/// <summary>What the messages bench runs.</summary>
+public sealed class MessagesBenchSettings
+{
+    /// <summary>Messages per run.</summary>
+    public required int Count { get; init; }
+
+    /// <summary>Messages per second in fixed-rate mode; <c>null</c> for throughput mode (send as fast as possible).</summary>
+    public double? Rate { get; init; }
+
+    /// <summary>The database file; <c>null</c> for a temporary file deleted afterwards. Must not exist.</summary>
+    public string? DbPath { get; init; }
+
+    /// <summary>The queue's batch size; <c>null</c> keeps the library default.</summary>
+    public int? BatchSize { get; init; }
+
+    /// <summary>Commit durability of the store.</summary>
+    public SqliteDurability Durability { get; init; } = SqliteDurability.Full;
+
+    /// <summary>Measured runs, each on a fresh file; figures are the median over runs.</summary>
+    public int Runs { get; init; } = 1;
+
+    /// <summary>
+    /// Messages of an unreported warm-up run first, in throughput mode whatever the mode measured (so the code the
+    /// measured runs use is compiled at its final tier); at most <see cref="Count"/>; 0 skips it.
+    /// </summary>
+    public int WarmupCount { get; init; } = 20_000;
+
+    /// <summary>Messages per sending transaction in throughput mode.</summary>
+    public int SendBatchSize { get; init; } = 1000;
+
+    /// <summary>A run fails when no message completes for this long.</summary>
+    public TimeSpan StallTimeout { get; init; } = TimeSpan.FromSeconds(60);
+}
+
+/// <summary>Figures of one verified run.</summary>
+/// <param name="Messages">Messages sent and handled.</param>
+/// <param name="Seconds">From the first send to the last committed handling.</param>
+/// <param name="PerSecond">Messages / seconds.</param>
+/// <param name="P50Ms">Median latency.</param>
+/// <param name="P99Ms">99th percentile latency.</param>
+/// <param name="MaxMs">Largest latency.</param>
+/// <param name="SendP50Ms">Median time from when a message was due to be sent until its sending transaction committed.</param>
+/// <param name="SendP99Ms">99th percentile of that.</param>
+/// <param name="SendMaxMs">Largest of that.</param>
+/// <param name="BatchSize">The queue's batch size in force.</param>
+public sealed record MessagesRunResult(int Messages, double Seconds, double PerSecond, double P50Ms, double P99Ms, double MaxMs, double SendP50Ms, double SendP99Ms, double SendMaxMs, int BatchSize);
+
+/// <summary>The bench's answer: medians over the runs, and each run's throughput.</summary>
+public sealed record MessagesBenchReport(
+    string Mode,
+    int Messages,
+    double Seconds,
+    double PerSecond,
+    double P50Ms,
+    double P99Ms,
+    double MaxMs,
+    double SendP50Ms,
+    double SendP99Ms,
+    double SendMaxMs,
+    double? Rate,
+    int BatchSize,
+    string Durability,
+    int Runs,
+    IReadOnlyList<double>? PerSecondRuns,
+    bool Verified);
+
+/// <summary>
+/// End to end through the library: messages sent through the outbox (the caller's own transaction on the
+/// store's file), claimed by the queue consumer of an in-process host, handled by a handler that writes one row
+/// in the message's transaction, and observed after the commit. Every run is verified.
+/// </summary>
+public static class MessagesBench
+{
+    const string Queue = "bench";
+
+    /// <summary>Runs the warm-up and <see cref="MessagesBenchSettings.Runs"/> verified runs.</summary>
+    /// <exception cref="BenchVerificationException">A run lost, duplicated or failed messages, or stalled.</exception>
+    public static async Task<MessagesBenchReport> RunAsync(MessagesBenchSettings settings, TextWriter progress, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        ArgumentNullException.ThrowIfNull(progress);
+        ArgumentOutOfRangeException.ThrowIfLessThan(settings.Count, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(settings.Runs, 1);
+        if (settings.DbPath is { } given && BenchFiles.Exists(given))
+        {
+            throw new InvalidOperationException($"{given} already exists; the bench needs a new file (it is recreated for every run).");
+        }
+
+        var temp = settings.DbPath is null ? BenchFiles.NewTempFolder() : null;
+        try
+        {
+            var path = settings.DbPath ?? Path.Combine(temp!, "bench.db");
+            if (settings.WarmupCount > 0)
+            {
+                var warmup = Math.Min(settings.WarmupCount, settings.Count);
+                var warmupPath = path + ".warmup";
+                try
+                {
+                    await progress.WriteLineAsync($"warm-up: {warmup} messages");
+                    await RunOnceAsync(warmupPath, warmup, new MessagesBenchSettings
+                    {
+                        Count = warmup,
+                        BatchSize = settings.BatchSize,
+                        Durability = settings.Durability,
+                        SendBatchSize = settings.SendBatchSize,
+                        StallTimeout = settings.StallTimeout,
+                    }, cancellationToken);
+                }
+                finally
+                {
+                    BenchFiles.Delete(warmupPath);
+                }
+            }
+
+            var results = new List<MessagesRunResult>();
+            for (var run = 1; run <= settings.Runs; run++)
+            {
+                BenchFiles.Delete(path);
+                var result = await RunOnceAsync(path, settings.Count, settings, cancellationToken);
+                results.Add(result);
+                await progress.WriteLineAsync($"run {run}/{settings.Runs}: {result.Messages} messages in {result.Seconds:0.000} s, {result.PerSecond:0} msg/s, p50 {result.P50Ms:0.00} ms, p99 {result.P99Ms:0.00} ms, max {result.MaxMs:0.00} ms; sending p50 {result.SendP50Ms:0.00} ms, p99 {result.SendP99Ms:0.00} ms, max {result.SendMaxMs:0.00} ms (verified)");
+            }
+
+            return new MessagesBenchReport(
+                Mode: settings.Rate is null ? "throughput" : "rate",
+                Messages: settings.Count,
+                Seconds: Round(Median(results.Select(r => r.Seconds)), 3),
+                PerSecond: Round(Median(results.Select(r => r.PerSecond)), 1),
+                P50Ms: Round(Median(results.Select(r => r.P50Ms)), 3),
+                P99Ms: Round(Median(results.Select(r => r.P99Ms)), 3),
+                MaxMs: Round(Median(results.Select(r => r.MaxMs)), 3),
+                SendP50Ms: Round(Median(results.Select(r => r.SendP50Ms)), 3),
+                SendP99Ms: Round(Median(results.Select(r => r.SendP99Ms)), 3),
+                SendMaxMs: Round(Median(results.Select(r => r.SendMaxMs)), 3),
+                Rate: settings.Rate,
+                BatchSize: results[0].BatchSize,
+                Durability: settings.Durability == SqliteDurability.Full ? "full" : "normal",
+                Runs: settings.Runs,
+                PerSecondRuns: settings.Runs > 1 ? results.Select(r => Round(r.PerSecond, 1)).ToList() : null,
+                Verified: true);
+        }
+        finally
+        {
+            if (temp is not null)
+            {
+                BenchFiles.DeleteFolder(temp);
+            }
+        }
+    }
+
+    /// <summary>One run on a new file at <paramref name="path"/>, verified before its figures are returned.</summary>
+    static async Task<MessagesRunResult> RunOnceAsync(string path, int count, MessagesBenchSettings settings, CancellationToken cancellationToken)
+    {
+        var observer = new CompletionObserver(count);
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Services.AddSingleton<IMessageObserver>(observer);
+        builder.Services.AddConverge(o =>
+        {
+            o.UseSqlite(path, s => s.Durability = settings.Durability);
+            o.Messages.Register<BenchMessage>("bench.message");
+            o.Handle<BenchMessage, BenchHandler>(Queue);
+            o.Queue(Queue, q =>
+            {
+                if (settings.BatchSize is { } batchSize)
+                {
+                    q.BatchSize = batchSize;
+                }
+            });
+        });
+
+        var host = builder.Build();
+        var stopped = false;
+        try
+        {
+            await host.StartAsync(cancellationToken);
+            var store = (SqliteMessageStore)host.Services.GetRequiredService<IMessageStore>();
+            var bus = host.Services.GetRequiredService<IMessageBus>();
+            var batch = host.Services.GetRequiredService<ConvergeOptions>().Queues[Queue].BatchSize;
+            await CreateEffectsTableAsync(store, cancellationToken);
+
+            // Latency is measured from the moment each message was due to be sent: its scheduled time at a fixed
+            // rate (so a late sender cannot hide queueing), or when its sending transaction began otherwise.
+            var sentAt = new long[count];
+            var committedAt = new long[count];
+            using var stopSending = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            var start = Stopwatch.GetTimestamp() + (settings.Rate is null ? 0 : Stopwatch.Frequency / 100);
+            var sending = Task.Run(
+                () => settings.Rate is { } rate
+                    ? SendAtRateAsync(store, bus, count, rate, start, sentAt, committedAt, stopSending.Token)
+                    : SendInBatchesAsync(store, bus, count, settings.SendBatchSize, sentAt, committedAt, stopSending.Token),
+                CancellationToken.None);
+
+            try
+            {
+                await WaitForCompletionAsync(observer, sending, count, settings.StallTimeout, cancellationToken);
+                await sending;
+            }
+            catch
+            {
+                await stopSending.CancelAsync();
+                await sending.ContinueWith(static _ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                throw;
+            }
+
+            await host.StopAsync(CancellationToken.None);
+            stopped = true;
+            await VerifyAsync(store, count, cancellationToken);
+            return Figures(count, start, sentAt, committedAt, observer.CompletedAt, batch);
+        }
+        finally
+        {
+            if (!stopped)
+            {
+                await host.StopAsync(CancellationToken.None);
+            }
+
+            if (host is IAsyncDisposable asyncDisposable)
+            {
+                await asyncDisposable.DisposeAsync();
+            }
+            else
+            {
+                host.Dispose();
+            }
+        }
+    }
+
+    static async Task CreateEffectsTableAsync(SqliteMessageStore store, CancellationToken cancellationToken)
+    {
+        await using var connection = store.OpenConnection();
+        await using var command = connection.CreateCommand();
+        command.CommandText = "CREATE TABLE bench_effects (seq INTEGER NOT NULL, message_id BLOB NOT NULL)";
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <summary>Throughput mode: transactions of <paramref name="perTransaction"/> messages, back to back.</summary>
+    static async Task SendInBatchesAsync(SqliteMessageStore store, IMessageBus bus, int count, int perTransaction, long[] sentAt, long[] committedAt, CancellationToken cancellationToken)
+    {
+        await using var connection = store.OpenConnection();
+        for (var first = 0; first < count; first += perTransaction)
+        {
+            var began = Stopwatch.GetTimestamp();
+            var last = Math.Min(count, first + perTransaction);
+            await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+            for (var seq = first; seq < last; seq++)
+            {
+                sentAt[seq] = began;
+                await bus.SendAsync(new BenchMessage(seq), transaction, cancellationToken: cancellationToken);
+            }
+
+            await transaction.CommitAsync(cancellationToken);
+            Array.Fill(committedAt, Stopwatch.GetTimestamp(), first, last - first);
+        }
+    }
+
+    /// <summary>Fixed-rate mode: message i is sent at <paramref name="start"/> + i / rate, one per transaction.</summary>
+    static async Task SendAtRateAsync(SqliteMessageStore store, IMessageBus bus, int count, double rate, long start, long[] sentAt, long[] committedAt, CancellationToken cancellationToken)
+    {
+        var interval = Stopwatch.Frequency / rate;
+        await using var connection = store.OpenConnection();
+        for (var seq = 0; seq < count; seq++)
+        {
+            var due = start + (long)(seq * interval);
+            sentAt[seq] = due;
+            await PreciseWait.UntilAsync(due, cancellationToken);
+            await SendOneAsync(connection, bus, seq, cancellationToken);
+            committedAt[seq] = Stopwatch.GetTimestamp();
+        }
+    }
+
+    static async Task SendOneAsync(SqliteConnection connection, IMessageBus bus, int seq, CancellationToken cancellationToken)
+    {
+        await using DbTransaction transaction = await connection.BeginTransactionAsync(cancellationToken);
+        await bus.SendAsync(new BenchMessage(seq), transaction, cancellationToken: cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+    }
+
+    static async Task WaitForCompletionAsync(CompletionObserver observer, Task sending, int count, TimeSpan stallTimeout, CancellationToken cancellationToken)
+    {
+        var progress = observer.Completed;
+        var progressAt = Stopwatch.GetTimestamp();
+        while (true)
+        {
+            try
+            {
+                await observer.Done.WaitAsync(TimeSpan.FromMilliseconds(250), cancellationToken);
+                return;
+            }
+            catch (TimeoutException)
+            {
+                // Check the sender and progress below.
+            }
+
+            if (sending.IsFaulted || sending.IsCanceled)
+            {
+                await sending;
+            }
+
+            var completed = observer.Completed;
+            if (completed != progress)
+            {
+                progress = completed;
+                progressAt = Stopwatch.GetTimestamp();
+            }
+            else if (Stopwatch.GetElapsedTime(progressAt) > stallTimeout)
+            {
+                throw new BenchVerificationException($"stalled: {completed} of {count} messages completed and none for {stallTimeout.TotalSeconds:0} s (sender {(sending.IsCompleted ? "finished" : "still sending")}).");
+            }
+        }
+    }
+
+    static async Task VerifyAsync(SqliteMessageStore store, int count, CancellationToken cancellationToken)
+    {
+        long rows, distinct, min, max;
+        await using (var connection = store.OpenConnection())
+        await using (var command = connection.CreateCommand())
+        {
+            command.CommandText = "SELECT count(*), count(DISTINCT seq), coalesce(min(seq), -1), coalesce(max(seq), -1) FROM bench_effects";
+            await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+            await reader.ReadAsync(cancellationToken);
+            (rows, distinct, min, max) = (reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3));
+        }
+
+        var status = await store.GetStatusAsync(cancellationToken);
+        var left = status.Queues.Sum(q => q.Ready + q.Scheduled + q.InFlight);
+        var problems = new List<string>();
+        if (rows != count || distinct != count || min != 0 || max != count - 1)
+        {
+            problems.Add($"bench_effects has {rows} rows with {distinct} distinct seq (range {min}..{max}); expected exactly {count} rows, seq 0..{count - 1}");
+        }
+
+        if (left != 0)
+        {
+            problems.Add($"{left} messages are still on the queues");
+        }
+
+        if (status.DeadLetters != 0)
+        {
+            problems.Add($"{status.DeadLetters} dead letters");
+        }
+
+        if (status.InboxRecords != count)
+        {
+            problems.Add($"{status.InboxRecords} inbox records; expected {count}");
+        }
+
+        if (problems.Count > 0)
+        {
+            throw new BenchVerificationException("verification failed: " + string.Join("; ", problems) + $" ({store.Path}).");
+        }
+    }
+
+    static MessagesRunResult Figures(int count, long start, long[] sentAt, long[] committedAt, long[] completedAt, int batchSize)
+    {
+        var latencies = new double[count];
+        var sending = new double[count];
+        var last = long.MinValue;
+        for (var i = 0; i < count; i++)
+        {
+            latencies[i] = ToMilliseconds(completedAt[i] - sentAt[i]);
+            sending[i] = ToMilliseconds(committedAt[i] - sentAt[i]);
+            last = Math.Max(last, completedAt[i]);
+        }
+
+        Array.Sort(latencies);
+        Array.Sort(sending);
+        var seconds = ToMilliseconds(last - start) / 1000;
+        return new MessagesRunResult(
+            count,
+            seconds,
+            count / seconds,
+            Percentile(latencies, 0.50),
+            Percentile(latencies, 0.99),
+            latencies[^1],
+            Percentile(sending, 0.50),
+            Percentile(sending, 0.99),
+            sending[^1],
+            batchSize);
+    }
+
+    /// <summary>Nearest-rank percentile of sorted values.</summary>
+    static double Percentile(double[] sorted, double p) => sorted[Math.Clamp((int)Math.Ceiling(p * sorted.Length) - 1, 0, sorted.Length - 1)];
+
+    static double ToMilliseconds(long ticks) => ticks * 1000.0 / Stopwatch.Frequency;
+
+    internal static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[(sorted.Length / 2) - 1] + sorted[sorted.Length / 2]) / 2;
+    }
+
+    internal static double Round(double value, int digits) => Math.Round(value, digits, MidpointRounding.AwayFromZero);
+}

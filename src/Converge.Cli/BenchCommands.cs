@@ -1,0 +1,163 @@
+using System.CommandLine;
+using System.CommandLine.Parsing;
+using Converge.Bench;
+using Converge.Sqlite;
+
+namespace Converge.Cli;
+
+/// <summary><c>converge bench messages|ceiling</c>: what the library and the disk can do here.</summary>
+internal static class BenchCommands
+{
+    public static Command Create(CliOutput output) => new("bench", "Measure end-to-end message throughput and latency, or the raw SQLite ceiling of this disk.")
+    {
+        Messages(output),
+        Ceiling(output),
+    };
+
+    static Command Messages(CliOutput output)
+    {
+        var count = new Option<int>("--count") { Description = "Messages per run.", HelpName = "N", Required = true };
+        var rate = new Option<double?>("--rate") { Description = "Send at this fixed rate (messages per second, one per transaction) and measure latency from each message's scheduled time. Without it: send as fast as possible in transactions of 1,000.", HelpName = "R" };
+        var db = new Option<string>("--db") { Description = "Where to put the bench database (a new file; kept after the last run). Default: a temporary file, deleted.", HelpName = "FILE" };
+        var batchSize = new Option<int?>("--batch-size") { Description = "The queue's BatchSize (default: the library default).", HelpName = "B" };
+        var durability = new Option<string>("--durability") { Description = "SQLite synchronous setting of the store.", DefaultValueFactory = _ => "full" };
+        durability.AcceptOnlyFromAmong("full", "normal");
+        var runs = new Option<int>("--runs") { Description = "Measured runs, each on a fresh file; figures are medians.", HelpName = "K", DefaultValueFactory = _ => 1 };
+        var warmup = new Option<int>("--warmup") { Description = "Messages of an unreported warm-up run first, sent as fast as possible so the code is fully compiled before measuring (at most --count; 0 to skip).", HelpName = "N", DefaultValueFactory = _ => 20_000 };
+        var json = CommonOptions.Json();
+        AtLeast(count, 1);
+        AtLeast(runs, 1);
+        AtLeast(warmup, 0);
+        batchSize.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int?>() is { } b && b is < 1 or > 10_000)
+            {
+                result.AddError("--batch-size must be between 1 and 10000.");
+            }
+        });
+        rate.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<double?>() is { } r && !(r > 0 && double.IsFinite(r)))
+            {
+                result.AddError("--rate must be a positive number of messages per second.");
+            }
+        });
+
+        var command = new Command("messages", "Send N messages through the outbox to an in-process consumer whose handler writes one row per message, and verify every one was handled exactly once.")
+        {
+            count, rate, db, batchSize, durability, runs, warmup, json,
+        };
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var path = parsed.GetValue(db);
+            if (path is not null && (File.Exists(path) || Directory.Exists(path)))
+            {
+                throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file: the bench recreates it for every run.");
+            }
+
+            var settings = new MessagesBenchSettings
+            {
+                Count = parsed.GetValue(count),
+                Rate = parsed.GetValue(rate),
+                DbPath = path is null ? null : Path.GetFullPath(path),
+                BatchSize = parsed.GetValue(batchSize),
+                Durability = parsed.GetValue(durability) == "normal" ? SqliteDurability.Normal : SqliteDurability.Full,
+                Runs = parsed.GetValue(runs),
+                WarmupCount = parsed.GetValue(warmup),
+            };
+            var report = await MessagesBench.RunAsync(settings, output.Error, cancellationToken);
+            if (parsed.GetValue(json))
+            {
+                await output.WriteJsonAsync(report);
+                return CliApp.Success;
+            }
+
+            var table = CliOutput.Table("Figure", "Value");
+            CliOutput.AddRow(table, "mode", report.Rate is null ? "throughput (send as fast as possible)" : $"fixed rate {CliOutput.Format(report.Rate)} msg/s");
+            CliOutput.AddRow(table, "messages", report.Messages);
+            CliOutput.AddRow(table, "seconds", report.Seconds);
+            CliOutput.AddRow(table, "messages per second", report.PerSecond);
+            CliOutput.AddRow(table, "latency p50 (ms)", report.P50Ms);
+            CliOutput.AddRow(table, "latency p99 (ms)", report.P99Ms);
+            CliOutput.AddRow(table, "latency max (ms)", report.MaxMs);
+            CliOutput.AddRow(table, "batch size", report.BatchSize);
+            CliOutput.AddRow(table, "durability", report.Durability);
+            CliOutput.AddRow(table, "runs", report.Runs);
+            if (report.PerSecondRuns is { } each)
+            {
+                CliOutput.AddRow(table, "per run (msg/s)", string.Join(", ", each.Select(v => CliOutput.Format(v))));
+            }
+
+            CliOutput.AddRow(table, "verified", "every message handled exactly once, queue empty");
+            output.Console().Write(table);
+            return CliApp.Success;
+        });
+        return command;
+    }
+
+    static Command Ceiling(CliOutput output)
+    {
+        var db = new Option<string>("--db") { Description = "Where to put the scratch database (a new file; deleted afterwards). Default: a temporary file.", HelpName = "FILE" };
+        var commits = new Option<int>("--commits") { Description = "Single-row transactions to commit.", HelpName = "N", DefaultValueFactory = _ => 5_000 };
+        var rows = new Option<int>("--rows") { Description = "Rows to insert in batched transactions.", HelpName = "N", DefaultValueFactory = _ => 500_000 };
+        var batchRows = new Option<int>("--batch-rows") { Description = "Rows per batched transaction.", HelpName = "N", DefaultValueFactory = _ => 1_000 };
+        var json = CommonOptions.Json();
+        AtLeast(commits, 1);
+        AtLeast(batchRows, 1);
+        AtLeast(rows, 1);
+        var command = new Command("ceiling", "Measure raw SQLite on this disk (WAL, synchronous=FULL, prepared commands, one connection): single-row commits per second and rows per second in batches.")
+        {
+            db, commits, rows, batchRows, json,
+        };
+        command.Validators.Add(result =>
+        {
+            if (result.GetValue(rows) < result.GetValue(batchRows))
+            {
+                result.AddError("--rows must be at least --batch-rows.");
+            }
+        });
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var path = parsed.GetValue(db);
+            if (path is not null && (File.Exists(path) || Directory.Exists(path)))
+            {
+                throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new scratch file (it is deleted afterwards).");
+            }
+
+            var settings = new CeilingBenchSettings
+            {
+                DbPath = path is null ? null : Path.GetFullPath(path),
+                SingleRowCommits = parsed.GetValue(commits),
+                BatchedRows = parsed.GetValue(rows),
+                BatchRows = parsed.GetValue(batchRows),
+            };
+            var result = await Task.Run(() => CeilingBench.Run(settings, output.Error, cancellationToken), cancellationToken);
+            if (parsed.GetValue(json))
+            {
+                await output.WriteJsonAsync(result);
+                return CliApp.Success;
+            }
+
+            var table = CliOutput.Table("Figure", "Value");
+            CliOutput.AddRow(table, "single-row commits per second", result.SingleRowCommitsPerSecond);
+            CliOutput.AddRow(table, "mean commit (ms)", result.SingleRowCommitMs);
+            CliOutput.AddRow(table, $"rows per second in transactions of {result.BatchRows:N0}", result.BatchedRowsPerSecond);
+            CliOutput.AddRow(table, "single-row commits", result.SingleRowCommits);
+            CliOutput.AddRow(table, "batched rows", result.BatchedRows);
+            CliOutput.AddRow(table, "journal mode / synchronous", $"{result.JournalMode} / {result.Synchronous}");
+            CliOutput.AddRow(table, "SQLite", result.SqliteVersion);
+            output.Console().Write(table);
+            return CliApp.Success;
+        });
+        return command;
+    }
+
+    static void AtLeast(Option<int> option, int minimum) =>
+        option.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int>() < minimum)
+            {
+                result.AddError($"{option.Name} must be at least {minimum}.");
+            }
+        });
+}

@@ -1,0 +1,224 @@
+using System.CommandLine;
+using Converge.Sqlite;
+using Converge.Storage;
+using Spectre.Console;
+
+namespace Converge.Cli;
+
+/// <summary><c>converge dead-letters list|retry|discard</c>.</summary>
+internal static class DeadLetterCommands
+{
+    public static Command Create(CliOutput output) => new("dead-letters", "List dead letters, put them back on their queues, or discard them.")
+    {
+        List(output),
+        Act(output, "retry", "Move dead letters back onto their queues with a fresh attempt count (after fixing the cause).", retry: true),
+        Act(output, "discard", "Delete dead letters for good.", retry: false),
+    };
+
+    static Command List(CliOutput output)
+    {
+        var db = CommonOptions.Db();
+        var prefix = CommonOptions.TablePrefix();
+        var json = CommonOptions.Json();
+        var source = new Option<string>("--source") { Description = "Only dead letters from this queue (or log:GROUP for parked events).", HelpName = "QUEUE" };
+        var max = new Option<int>("--max") { Description = "Show at most this many, newest first.", HelpName = "N", DefaultValueFactory = _ => 50 };
+        max.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int>() < 1)
+            {
+                result.AddError("--max must be at least 1.");
+            }
+        });
+
+        var command = new Command("list", "List dead letters, newest first: why, how often tried, and the last error.") { db, source, max, prefix, json };
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var path = parsed.GetRequiredValue(db);
+            await using var store = await StoreAccess.OpenExistingAsync(path, parsed.GetRequiredValue(prefix));
+            var from = parsed.GetValue(source);
+            var limit = parsed.GetValue(max);
+            var letters = await store.ListDeadLettersAsync(from, limit, cancellationToken);
+            long? total = from is null ? (await store.GetStatusAsync(cancellationToken)).DeadLetters : null;
+            var report = new ListReport(store.Path, from, [.. letters.Select(Entry)], letters.Count, total);
+            if (parsed.GetValue(json))
+            {
+                await output.WriteJsonAsync(report);
+                return CliApp.Success;
+            }
+
+            var console = output.Console();
+            if (letters.Count == 0)
+            {
+                console.WriteLine(from is null ? "No dead letters." : $"No dead letters from '{from}'.");
+                return CliApp.Success;
+            }
+
+            var table = CliOutput.Table("Id", "Source", "Message type", "Reason", "Attempts", "Dead-lettered at", "Message id", "Correlation id", "Last error");
+            foreach (var e in report.DeadLetters)
+            {
+                CliOutput.AddRow(table, e.Id, e.Source, e.MessageType, e.Reason, e.Attempts, e.DeadLetteredAt, e.MessageId, e.CorrelationId, e.LastError);
+            }
+
+            console.Write(table);
+            console.WriteLine(total is { } all && all > letters.Count
+                ? $"Showing the newest {letters.Count} of {all}; pass --max to see more."
+                : $"{letters.Count} dead letter(s). Retry with: converge dead-letters retry --db {path} ID (or --all)");
+            return CliApp.Success;
+        });
+        return command;
+    }
+
+    static Command Act(CliOutput output, string name, string description, bool retry)
+    {
+        var db = CommonOptions.Db();
+        var prefix = CommonOptions.TablePrefix();
+        var json = CommonOptions.Json();
+        var id = new Argument<long?>("ID") { Description = "The dead letter's id, as 'converge dead-letters list' shows it.", Arity = ArgumentArity.ZeroOrOne };
+        var all = new Option<bool>("--all") { Description = $"{(retry ? "Retry" : "Discard")} every dead letter (of --source, when given)." };
+        var source = new Option<string>("--source") { Description = "With --all: only dead letters from this queue (or log:GROUP).", HelpName = "QUEUE" };
+        var command = new Command(name, description) { id, db, all, source, prefix, json };
+        command.Validators.Add(result =>
+        {
+            // Tokens, not the value: an ID that is not a number is reported by the parser, and reading it would throw.
+            var hasId = result.GetResult(id) is { Tokens.Count: > 0 };
+            var hasAll = result.GetValue(all);
+            if (hasId == hasAll)
+            {
+                result.AddError(hasId
+                    ? $"Pass either an ID or --all, not both."
+                    : $"Say which dead letters to {name}: an ID (see 'converge dead-letters list --db FILE'), or --all.");
+            }
+            else if (hasId && result.GetValue(source) is not null)
+            {
+                result.AddError("--source selects dead letters for --all; with an ID, leave it out.");
+            }
+        });
+
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var path = parsed.GetRequiredValue(db);
+            await using var store = await StoreAccess.OpenExistingAsync(path, parsed.GetRequiredValue(prefix));
+            var report = parsed.GetValue(id) is { } one
+                ? await OneAsync(store, path, name, retry, one, cancellationToken)
+                : await AllAsync(store, name, retry, parsed.GetValue(source), cancellationToken);
+            if (parsed.GetValue(json))
+            {
+                await output.WriteJsonAsync(report);
+            }
+            else
+            {
+                var console = output.Console();
+                var verb = retry ? "Moved back to its queue" : "Discarded";
+                if (report.Letters.Count == 0 && report.Skipped.Count == 0)
+                {
+                    console.WriteLine(report.Source is null ? $"No dead letters to {name}." : $"No dead letters from '{report.Source}' to {name}.");
+                }
+                else
+                {
+                    var table = CliOutput.Table("Id", "Source", "Result");
+                    foreach (var letter in report.Letters)
+                    {
+                        CliOutput.AddRow(table, letter.Id, letter.Source, verb);
+                    }
+
+                    foreach (var skipped in report.Skipped)
+                    {
+                        CliOutput.AddRow(table, skipped.Id, skipped.Source, skipped.Why);
+                    }
+
+                    console.Write(table);
+                    console.WriteLine($"{report.Count} dead letter(s) {(retry ? "retried" : "discarded")}, {report.Skipped.Count} skipped.");
+                }
+            }
+
+            return CliApp.Success;
+        });
+        return command;
+    }
+
+    static async Task<ActionReport> OneAsync(SqliteMessageStore store, string path, string name, bool retry, long id, CancellationToken cancellationToken)
+    {
+        // Look the letter up first, so a failure says exactly why (unknown, or a parked event that has no queue).
+        var letter = (await store.ListDeadLettersAsync(null, int.MaxValue, cancellationToken)).FirstOrDefault(l => l.Id == id)
+            ?? throw new CliException(CliApp.Failure, $"No dead letter has id {id} in {path}. List them with: converge dead-letters list --db {path}");
+        if (retry && letter.LogPosition is { } position)
+        {
+            throw new CliException(CliApp.Failure, $"Dead letter {id} is an event parked by consumer group '{letter.Source["log:".Length..]}' (log position {position}); it has no queue to go back to. Handle it by hand, then discard it.");
+        }
+
+        var done = retry
+            ? await store.RetryDeadLetterAsync(id, cancellationToken)
+            : await store.DiscardDeadLetterAsync(id, cancellationToken);
+        if (!done)
+        {
+            throw new CliException(CliApp.Failure, $"Dead letter {id} was removed by someone else before it could be {(retry ? "retried" : "discarded")}.");
+        }
+
+        return new ActionReport(name, null, [new ActedLetter(id, letter.Source)], 1, []);
+    }
+
+    static async Task<ActionReport> AllAsync(SqliteMessageStore store, string name, bool retry, string? source, CancellationToken cancellationToken)
+    {
+        var letters = await store.ListDeadLettersAsync(source, int.MaxValue, cancellationToken);
+        var acted = new List<ActedLetter>();
+        var skipped = new List<SkippedLetter>();
+
+        // Oldest first, so retried messages go back in the order they originally failed.
+        foreach (var letter in letters.Reverse())
+        {
+            if (retry && letter.LogPosition is not null)
+            {
+                skipped.Add(new SkippedLetter(letter.Id, letter.Source, "skipped: a parked log event has no queue"));
+                continue;
+            }
+
+            var done = retry
+                ? await store.RetryDeadLetterAsync(letter.Id, cancellationToken)
+                : await store.DiscardDeadLetterAsync(letter.Id, cancellationToken);
+            if (done)
+            {
+                acted.Add(new ActedLetter(letter.Id, letter.Source));
+            }
+            else
+            {
+                skipped.Add(new SkippedLetter(letter.Id, letter.Source, "skipped: already removed by someone else"));
+            }
+        }
+
+        return new ActionReport(name, source, acted, acted.Count, skipped);
+    }
+
+    static EntryReport Entry(DeadLetter letter) => new(
+        letter.Id,
+        letter.Source,
+        letter.Envelope.MessageType,
+        letter.Reason,
+        letter.Attempts,
+        letter.DeadLetteredAt,
+        letter.Envelope.MessageId,
+        letter.Envelope.CorrelationId,
+        letter.History.Count > 0 ? letter.History[^1].Error : FirstLine(letter.Exception),
+        letter.LogPosition);
+
+    static string? FirstLine(string? text) => text?.Split('\n', 2)[0].TrimEnd('\r');
+
+    internal sealed record ListReport(string Db, string? Source, IReadOnlyList<EntryReport> DeadLetters, int Count, long? Total);
+
+    internal sealed record EntryReport(
+        long Id,
+        string Source,
+        string MessageType,
+        string Reason,
+        int Attempts,
+        DateTimeOffset DeadLetteredAt,
+        Guid MessageId,
+        string? CorrelationId,
+        string? LastError,
+        long? LogPosition);
+
+    internal sealed record ActionReport(string Action, string? Source, IReadOnlyList<ActedLetter> Letters, int Count, IReadOnlyList<SkippedLetter> Skipped);
+
+    internal sealed record ActedLetter(long Id, string Source);
+
+    internal sealed record SkippedLetter(long Id, string Source, string Why);
+}

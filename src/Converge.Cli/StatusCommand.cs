@@ -1,0 +1,98 @@
+using System.CommandLine;
+using Converge.Storage;
+using Spectre.Console;
+
+namespace Converge.Cli;
+
+/// <summary><c>converge status</c>: queue depths, dead letters, log head, consumer-group lag and inbox size.</summary>
+internal static class StatusCommand
+{
+    public static Command Create(CliOutput output)
+    {
+        var db = CommonOptions.Db();
+        var prefix = CommonOptions.TablePrefix();
+        var json = CommonOptions.Json();
+        var command = new Command("status", "Show queue depths (ready, scheduled, in flight, dead letters), the log head, consumer-group lag and inbox records.")
+        {
+            db,
+            prefix,
+            json,
+        };
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var path = parsed.GetRequiredValue(db);
+            await using var store = await StoreAccess.OpenExistingAsync(path, parsed.GetRequiredValue(prefix));
+            var version = store.GetSchemaVersion();
+            var status = await store.GetStatusAsync(cancellationToken);
+            var report = new StatusReport(
+                store.Path,
+                version,
+                [.. status.Queues.Select(q => new QueueReport(q.Queue, q.Ready, q.Scheduled, q.InFlight, q.DeadLetters))],
+                status.DeadLetters,
+                status.LogPosition,
+                [.. status.ConsumerGroups.Select(g => new GroupReport(g.Group, g.Position, g.Lag, g.FailedAttempts, g.LastError))],
+                status.InboxRecords);
+            if (parsed.GetValue(json))
+            {
+                await output.WriteJsonAsync(report);
+            }
+            else
+            {
+                Render(output.Console(), report);
+            }
+
+            return CliApp.Success;
+        });
+        return command;
+    }
+
+    static void Render(IAnsiConsole console, StatusReport report)
+    {
+        console.WriteLine($"Store {report.Db} (schema version {report.SchemaVersion})");
+        var queues = CliOutput.Table("Queue", "Ready", "Scheduled", "In flight", "Dead letters");
+        foreach (var q in report.Queues)
+        {
+            CliOutput.AddRow(queues, q.Queue, q.Ready, q.Scheduled, q.InFlight, q.DeadLetters);
+        }
+
+        if (report.Queues.Count == 0)
+        {
+            console.WriteLine("Queues: none hold messages or dead letters.");
+        }
+        else
+        {
+            console.Write(queues);
+        }
+
+        var summary = CliOutput.Table("Dead letters (all)", "Log head", "Inbox records");
+        CliOutput.AddRow(summary, report.DeadLetters, report.LogPosition, report.InboxRecords);
+        console.Write(summary);
+
+        if (report.ConsumerGroups.Count == 0)
+        {
+            console.WriteLine("Consumer groups: none has a checkpoint yet.");
+            return;
+        }
+
+        var groups = CliOutput.Table("Consumer group", "Position", "Lag", "Failed attempts", "Last error");
+        foreach (var g in report.ConsumerGroups)
+        {
+            CliOutput.AddRow(groups, g.Group, g.Position, g.Lag, g.FailedAttempts, g.LastError);
+        }
+
+        console.Write(groups);
+    }
+
+    internal sealed record StatusReport(
+        string Db,
+        int SchemaVersion,
+        IReadOnlyList<QueueReport> Queues,
+        long DeadLetters,
+        long LogPosition,
+        IReadOnlyList<GroupReport> ConsumerGroups,
+        long InboxRecords);
+
+    internal sealed record QueueReport(string Queue, long Ready, long Scheduled, long InFlight, long DeadLetters);
+
+    internal sealed record GroupReport(string Group, long Position, long Lag, int FailedAttempts, string? LastError);
+}

@@ -1,0 +1,79 @@
+using System.Text.Json;
+
+namespace Converge.Cli.Tests;
+
+public sealed class BenchTests
+{
+    [Fact]
+    public async Task Bench_messages_reports_verified_figures_as_json()
+    {
+        var result = await Cli.RunAsync("bench", "messages", "--count", "300", "--warmup", "0", "--json");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var json = result.Json();
+        Assert.Equal(300, json.GetProperty("messages").GetInt32());
+        Assert.True(json.GetProperty("seconds").GetDouble() > 0);
+        Assert.True(json.GetProperty("per_second").GetDouble() > 0);
+        var p50 = json.GetProperty("p50_ms").GetDouble();
+        var p99 = json.GetProperty("p99_ms").GetDouble();
+        var max = json.GetProperty("max_ms").GetDouble();
+        Assert.True(p50 > 0 && p50 <= p99 && p99 <= max, $"p50 {p50}, p99 {p99}, max {max}");
+        Assert.Equal(JsonValueKind.Null, json.GetProperty("rate").ValueKind);
+        Assert.Equal(256, json.GetProperty("batch_size").GetInt32());
+        Assert.Equal("full", json.GetProperty("durability").GetString());
+        Assert.Equal(1, json.GetProperty("runs").GetInt32());
+        Assert.True(json.GetProperty("verified").GetBoolean());
+    }
+
+    [Fact]
+    public async Task Bench_messages_at_a_fixed_rate_reports_the_median_and_each_run()
+    {
+        using var temp = new TempFolder();
+        var db = temp.File("bench.db");
+
+        var result = await Cli.RunAsync("bench", "messages", "--count", "200", "--rate", "2000", "--runs", "2", "--batch-size", "50", "--durability", "normal", "--warmup", "0", "--db", db, "--json");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var json = result.Json();
+        Assert.Equal(2000, json.GetProperty("rate").GetDouble());
+        Assert.Equal(2, json.GetProperty("runs").GetInt32());
+        Assert.Equal(50, json.GetProperty("batch_size").GetInt32());
+        Assert.Equal("normal", json.GetProperty("durability").GetString());
+        var runs = json.GetProperty("per_second_runs").EnumerateArray().Select(e => e.GetDouble()).ToList();
+        Assert.Equal(2, runs.Count);
+        Assert.Equal((runs[0] + runs[1]) / 2, json.GetProperty("per_second").GetDouble(), 0.2);
+        Assert.True(File.Exists(db), "the last run's store is kept when --db is given");
+
+        // The kept store is a Converge store the other commands can read.
+        var status = await Cli.RunAsync("status", "--db", db, "--json");
+        Assert.Equal(200, status.Json().GetProperty("inbox_records").GetInt64());
+    }
+
+    [Fact]
+    public async Task Bench_refuses_to_overwrite_an_existing_file()
+    {
+        using var temp = new TempFolder();
+        var db = temp.File("precious.db");
+        await File.WriteAllTextAsync(db, "keep me");
+
+        var result = await Cli.RunAsync("bench", "messages", "--count", "10", "--db", db, "--json");
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("already exists", result.Error, StringComparison.Ordinal);
+        Assert.Equal("keep me", await File.ReadAllTextAsync(db));
+    }
+
+    [Fact]
+    public async Task Bench_ceiling_reports_its_fields()
+    {
+        var result = await Cli.RunAsync("bench", "ceiling", "--commits", "50", "--rows", "2000", "--batch-rows", "500", "--json");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var json = result.Json();
+        Assert.True(json.GetProperty("single_row_commits_per_second").GetDouble() > 0);
+        Assert.True(json.GetProperty("batched_rows_per_second").GetDouble() > 0);
+        Assert.Equal(500, json.GetProperty("batch_rows").GetInt32());
+        Assert.Equal("wal", json.GetProperty("journal_mode").GetString());
+        Assert.Equal("full", json.GetProperty("synchronous").GetString());
+    }
+}
