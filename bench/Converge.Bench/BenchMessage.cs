@@ -14,22 +14,11 @@ public sealed record BenchMessage(int Seq);
 /// </summary>
 internal sealed class BenchHandler : IHandler<BenchMessage>
 {
-    public async Task HandleAsync(BenchMessage message, MessageContext context, CancellationToken cancellationToken)
-    {
-        var transaction = await context.GetTransactionAsync(cancellationToken);
-        await using var command = transaction.Connection!.CreateCommand();
-        command.Transaction = transaction;
-        command.CommandText = "INSERT INTO bench_effects (seq, message_id) VALUES ($seq, $message_id)";
-        var seq = command.CreateParameter();
-        seq.ParameterName = "$seq";
-        seq.Value = message.Seq;
-        command.Parameters.Add(seq);
-        var id = command.CreateParameter();
-        id.ParameterName = "$message_id";
-        id.Value = context.MessageId;
-        command.Parameters.Add(id);
-        await command.ExecuteNonQueryAsync(cancellationToken);
-    }
+    public async Task HandleAsync(BenchMessage message, MessageContext context, CancellationToken cancellationToken) =>
+        await context.ExecuteAsync(
+            "INSERT INTO bench_effects (seq, message_id) VALUES ($seq, $message_id)",
+            [("$seq", message.Seq), ("$message_id", context.MessageId)],
+            cancellationToken);
 }
 
 /// <summary>

@@ -37,11 +37,24 @@ public sealed class MessagesBenchSettings
     /// </summary>
     public int WarmupCount { get; init; } = 20_000;
 
+    /// <summary>Whose transaction the sender writes its outbox messages in. Default <see cref="OutboxSender.Converge"/>.</summary>
+    public OutboxSender Sender { get; init; } = OutboxSender.Converge;
+
     /// <summary>Messages per sending transaction in throughput mode.</summary>
     public int SendBatchSize { get; init; } = 1000;
 
     /// <summary>A run fails when no message completes for this long.</summary>
     public TimeSpan StallTimeout { get; init; } = TimeSpan.FromSeconds(60);
+}
+
+/// <summary>Whose transaction outbox sends are made in.</summary>
+public enum OutboxSender
+{
+    /// <summary><c>bus.BeginTransactionAsync()</c>: a transaction that queues with Converge's own writers.</summary>
+    Converge,
+
+    /// <summary>The caller's own <c>SqliteConnection.BeginTransaction()</c> on the store's file.</summary>
+    Own,
 }
 
 /// <summary>Figures of one verified run.</summary>
@@ -72,6 +85,7 @@ public sealed record MessagesBenchReport(
     double? Rate,
     int BatchSize,
     string Durability,
+    string Sender,
     int Runs,
     IReadOnlyList<double>? PerSecondRuns,
     bool Verified);
@@ -115,6 +129,7 @@ public static class MessagesBench
                         BatchSize = settings.BatchSize,
                         Durability = settings.Durability,
                         SendBatchSize = settings.SendBatchSize,
+                        Sender = settings.Sender,
                         StallTimeout = settings.StallTimeout,
                     }, cancellationToken);
                 }
@@ -147,6 +162,7 @@ public static class MessagesBench
                 Rate: settings.Rate,
                 BatchSize: results[0].BatchSize,
                 Durability: settings.Durability == SqliteDurability.Full ? "full" : "normal",
+                Sender: settings.Sender == OutboxSender.Converge ? "converge" : "own",
                 Runs: settings.Runs,
                 PerSecondRuns: settings.Runs > 1 ? results.Select(r => Round(r.PerSecond, 1)).ToList() : null,
                 Verified: true);
@@ -198,8 +214,8 @@ public static class MessagesBench
             var start = Stopwatch.GetTimestamp() + (settings.Rate is null ? 0 : Stopwatch.Frequency / 100);
             var sending = Task.Run(
                 () => settings.Rate is { } rate
-                    ? SendAtRateAsync(store, bus, count, rate, start, sentAt, committedAt, stopSending.Token)
-                    : SendInBatchesAsync(store, bus, count, settings.SendBatchSize, sentAt, committedAt, stopSending.Token),
+                    ? SendAtRateAsync(store, bus, settings.Sender, count, rate, start, sentAt, committedAt, stopSending.Token)
+                    : SendInBatchesAsync(store, bus, settings.Sender, count, settings.SendBatchSize, sentAt, committedAt, stopSending.Token),
                 CancellationToken.None);
 
             try
@@ -246,18 +262,18 @@ public static class MessagesBench
     }
 
     /// <summary>Throughput mode: transactions of <paramref name="perTransaction"/> messages, back to back.</summary>
-    static async Task SendInBatchesAsync(SqliteMessageStore store, IMessageBus bus, int count, int perTransaction, long[] sentAt, long[] committedAt, CancellationToken cancellationToken)
+    static async Task SendInBatchesAsync(SqliteMessageStore store, IMessageBus bus, OutboxSender sender, int count, int perTransaction, long[] sentAt, long[] committedAt, CancellationToken cancellationToken)
     {
         await using var connection = store.OpenConnection();
         for (var first = 0; first < count; first += perTransaction)
         {
             var began = Stopwatch.GetTimestamp();
             var last = Math.Min(count, first + perTransaction);
-            await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+            await using var transaction = await OutboxTransaction.BeginAsync(sender, bus, connection, cancellationToken);
             for (var seq = first; seq < last; seq++)
             {
                 sentAt[seq] = began;
-                await bus.SendAsync(new BenchMessage(seq), transaction, cancellationToken: cancellationToken);
+                await bus.SendAsync(new BenchMessage(seq), transaction.Transaction, cancellationToken: cancellationToken);
             }
 
             await transaction.CommitAsync(cancellationToken);
@@ -266,7 +282,7 @@ public static class MessagesBench
     }
 
     /// <summary>Fixed-rate mode: message i is sent at <paramref name="start"/> + i / rate, one per transaction.</summary>
-    static async Task SendAtRateAsync(SqliteMessageStore store, IMessageBus bus, int count, double rate, long start, long[] sentAt, long[] committedAt, CancellationToken cancellationToken)
+    static async Task SendAtRateAsync(SqliteMessageStore store, IMessageBus bus, OutboxSender sender, int count, double rate, long start, long[] sentAt, long[] committedAt, CancellationToken cancellationToken)
     {
         var interval = Stopwatch.Frequency / rate;
         await using var connection = store.OpenConnection();
@@ -275,16 +291,59 @@ public static class MessagesBench
             var due = start + (long)(seq * interval);
             sentAt[seq] = due;
             await PreciseWait.UntilAsync(due, cancellationToken);
-            await SendOneAsync(connection, bus, seq, cancellationToken);
+            await using (var transaction = await OutboxTransaction.BeginAsync(sender, bus, connection, cancellationToken))
+            {
+                await bus.SendAsync(new BenchMessage(seq), transaction.Transaction, cancellationToken: cancellationToken);
+                await transaction.CommitAsync(cancellationToken);
+            }
+
             committedAt[seq] = Stopwatch.GetTimestamp();
         }
     }
 
-    static async Task SendOneAsync(SqliteConnection connection, IMessageBus bus, int seq, CancellationToken cancellationToken)
+    /// <summary>The sender's transaction, whichever kind was asked for.</summary>
+    sealed class OutboxTransaction : IAsyncDisposable
     {
-        await using DbTransaction transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await bus.SendAsync(new BenchMessage(seq), transaction, cancellationToken: cancellationToken);
-        await transaction.CommitAsync(cancellationToken);
+        readonly IStoreTransaction? _converge;
+        readonly DbTransaction? _own;
+
+        OutboxTransaction(IStoreTransaction? converge, DbTransaction? own)
+        {
+            _converge = converge;
+            _own = own;
+        }
+
+        public DbTransaction Transaction => _converge?.Transaction ?? _own!;
+
+        public static async Task<OutboxTransaction> BeginAsync(OutboxSender sender, IMessageBus bus, SqliteConnection connection, CancellationToken cancellationToken) =>
+            sender == OutboxSender.Converge
+                ? new OutboxTransaction(await bus.BeginTransactionAsync(cancellationToken), null)
+                : new OutboxTransaction(null, await connection.BeginTransactionAsync(cancellationToken));
+
+        public async Task CommitAsync(CancellationToken cancellationToken)
+        {
+            if (_converge is not null)
+            {
+                await _converge.CommitAsync(cancellationToken);
+            }
+            else
+            {
+                await _own!.CommitAsync(cancellationToken);
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            if (_converge is not null)
+            {
+                await _converge.DisposeAsync();
+            }
+
+            if (_own is not null)
+            {
+                await _own.DisposeAsync();
+            }
+        }
     }
 
     static async Task WaitForCompletionAsync(CompletionObserver observer, Task sending, int count, TimeSpan stallTimeout, CancellationToken cancellationToken)

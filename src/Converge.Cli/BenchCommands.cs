@@ -22,6 +22,8 @@ internal static class BenchCommands
         var batchSize = new Option<int?>("--batch-size") { Description = "The queue's BatchSize (default: the library default).", HelpName = "B" };
         var durability = new Option<string>("--durability") { Description = "SQLite synchronous setting of the store.", DefaultValueFactory = _ => "full" };
         durability.AcceptOnlyFromAmong("full", "normal");
+        var sender = new Option<string>("--sender") { Description = "Whose transaction the outbox sends are made in: 'converge' (bus.BeginTransactionAsync, queued with Converge's own writers) or 'own' (the caller's own SqliteConnection transaction).", DefaultValueFactory = _ => "converge" };
+        sender.AcceptOnlyFromAmong("converge", "own");
         var runs = new Option<int>("--runs") { Description = "Measured runs, each on a fresh file; figures are medians.", HelpName = "K", DefaultValueFactory = _ => 1 };
         var warmup = new Option<int>("--warmup") { Description = "Messages of an unreported warm-up run first, sent as fast as possible so the code is fully compiled before measuring (at most --count; 0 to skip).", HelpName = "N", DefaultValueFactory = _ => 20_000 };
         var json = CommonOptions.Json();
@@ -45,7 +47,7 @@ internal static class BenchCommands
 
         var command = new Command("messages", "Send N messages through the outbox to an in-process consumer whose handler writes one row per message, and verify every one was handled exactly once.")
         {
-            count, rate, db, batchSize, durability, runs, warmup, json,
+            count, rate, db, batchSize, durability, sender, runs, warmup, json,
         };
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
@@ -62,6 +64,7 @@ internal static class BenchCommands
                 DbPath = path is null ? null : Path.GetFullPath(path),
                 BatchSize = parsed.GetValue(batchSize),
                 Durability = parsed.GetValue(durability) == "normal" ? SqliteDurability.Normal : SqliteDurability.Full,
+                Sender = parsed.GetValue(sender) == "own" ? OutboxSender.Own : OutboxSender.Converge,
                 Runs = parsed.GetValue(runs),
                 WarmupCount = parsed.GetValue(warmup),
             };
@@ -82,6 +85,7 @@ internal static class BenchCommands
             CliOutput.AddRow(table, "latency max (ms)", report.MaxMs);
             CliOutput.AddRow(table, "batch size", report.BatchSize);
             CliOutput.AddRow(table, "durability", report.Durability);
+            CliOutput.AddRow(table, "outbox sender", report.Sender);
             CliOutput.AddRow(table, "runs", report.Runs);
             if (report.PerSecondRuns is { } each)
             {

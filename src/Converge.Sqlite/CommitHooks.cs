@@ -7,14 +7,14 @@ namespace Converge.Sqlite;
 /// <summary>
 /// Runs callbacks when a caller's own transaction commits. The caller commits with its own
 /// <c>DbTransaction</c>, which offers no event, so this listens to SQLite's commit and rollback hooks on the
-/// connection. The commit hook fires just before the commit finishes; that is safe for wake-ups because a
-/// consumer claims with a write, which waits for this commit to release the write lock.
+/// connection. The commit hook fires just before the commit is visible to other connections, so the callbacks
+/// are handed to the store, which runs them once it has seen the commit finish.
 /// </summary>
 internal static class CommitHooks
 {
     static readonly ConditionalWeakTable<sqlite3, Pending> Hooks = new();
 
-    public static void OnCommitted(SqliteConnection connection, Action callback)
+    public static void OnCommitted(SqliteConnection connection, SqliteMessageStore store, Action callback)
     {
         var handle = connection.Handle ?? throw new InvalidOperationException("The connection is not open.");
         var pending = Hooks.GetValue(handle, static h =>
@@ -24,14 +24,14 @@ internal static class CommitHooks
             raw.sqlite3_rollback_hook(h, static s => ((Pending)s).RolledBack(), state);
             return state;
         });
-        pending.Add(callback);
+        pending.Add(store, callback);
     }
 
     sealed class Pending
     {
-        List<Action> _callbacks = [];
+        List<(SqliteMessageStore Store, Action Callback)> _callbacks = [];
 
-        public void Add(Action callback) => _callbacks.Add(callback);
+        public void Add(SqliteMessageStore store, Action callback) => _callbacks.Add((store, callback));
 
         public int Committed()
         {
@@ -39,9 +39,9 @@ internal static class CommitHooks
             if (callbacks.Count > 0)
             {
                 _callbacks = [];
-                foreach (var callback in callbacks)
+                foreach (var group in callbacks.GroupBy(c => c.Store))
                 {
-                    callback();
+                    group.Key.AfterForeignCommit([.. group.Select(c => c.Callback)]);
                 }
             }
 

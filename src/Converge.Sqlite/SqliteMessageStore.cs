@@ -22,7 +22,6 @@ public sealed class SqliteMessageStore : IMessageStore
     readonly string _fullPath;
     readonly SemaphoreSlim _writeGate = new(1, 1);
     readonly ConcurrentBag<SqliteSession> _sessions = [];
-    readonly ConcurrentDictionary<string, bool> _committingElsewhere = new(StringComparer.Ordinal);
 
     /// <summary>Creates the store; nothing is opened until first use. Call <see cref="MigrateAsync"/> before anything else.</summary>
     public SqliteMessageStore(SqliteStoreOptions options, TimeProvider timeProvider)
@@ -136,12 +135,27 @@ public sealed class SqliteMessageStore : IMessageStore
         }
     }
 
-    /// <summary>Called from the commit hook of a caller's transaction that enqueued to <paramref name="queue"/>.</summary>
-    internal void RingBeforeVisible(string queue)
+    /// <summary>
+    /// Runs the callbacks of a caller's transaction once its commit is visible. Called from SQLite's commit hook,
+    /// which fires while the committing connection still holds the write lock: taking the write lock here waits
+    /// for that commit to finish, so consumers woken afterwards find what it wrote.
+    /// </summary>
+    internal void AfterForeignCommit(Action[] callbacks) => _ = Task.Run(async () =>
     {
-        _committingElsewhere[queue] = true;
-        Signals.RingQueue(queue);
-    }
+        try
+        {
+            await WriteAsync(static (_, _) => 0, CancellationToken.None);
+        }
+        catch (SqliteException)
+        {
+            // Could not confirm; wake anyway: consumers fall back to polling if they find nothing.
+        }
+
+        foreach (var callback in callbacks)
+        {
+            callback();
+        }
+    });
 
     internal void EndWrite(SqliteSession session)
     {
@@ -169,11 +183,9 @@ public sealed class SqliteMessageStore : IMessageStore
     /// <inheritdoc />
     public async ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, CancellationToken cancellationToken)
     {
-        // A read first: an idle poll never takes the write lock. Not after a caller's commit rang this queue: that
-        // ring comes from SQLite's commit hook, before the commit is visible to readers, so the read could miss it
-        // and the consumer would sleep until its next poll. The claim's write waits for that commit instead.
+        // A read first: an idle poll never takes the write lock.
         var now = Now;
-        if (!_committingElsewhere.TryRemove(queue, out _) && !Read(session => session.Commands.Get(Schema.AnyVisible, null).With("$queue", queue).With("$now", now.UtcTicks).ExecuteScalar() is not null))
+        if (!Read(session => session.Commands.Get(Schema.AnyVisible, null).With("$queue", queue).With("$now", now.UtcTicks).ExecuteScalar() is not null))
         {
             return [];
         }

@@ -132,6 +132,10 @@ internal sealed class SqliteSchema
         InboxCount = $"SELECT count(*) FROM {Inbox}";
     }
 
+    public const string Savepoint = "SAVEPOINT converge_item";
+    public const string RollbackToSavepoint = "ROLLBACK TO converge_item";
+    public const string ReleaseSavepoint = "RELEASE converge_item";
+
     public string Queue { get; }
     public string Inbox { get; }
     public string Log { get; }

@@ -1,4 +1,5 @@
 using System.Data.Common;
+using System.Runtime.CompilerServices;
 using Converge.Contracts;
 using Converge.Storage;
 using Microsoft.Data.Sqlite;
@@ -27,11 +28,20 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
 
     SqliteSchema Sql => _store.Schema;
 
-    public static SqliteStoreTransaction Owned(SqliteMessageStore store, SqliteSession session) =>
-        new(store, session, session.Commands, session.Connection.BeginTransaction(deferred: false));
+    static readonly ConditionalWeakTable<SqliteTransaction, SqliteStoreTransaction> OwnedTransactions = new();
 
+    public static SqliteStoreTransaction Owned(SqliteMessageStore store, SqliteSession session)
+    {
+        var owned = new SqliteStoreTransaction(store, session, session.Commands, session.Connection.BeginTransaction(deferred: false));
+        OwnedTransactions.Add(owned._transaction, owned);
+        return owned;
+    }
+
+    /// <summary>The caller's transaction, or Converge's own when the caller passes back one it got from <see cref="Owned"/>.</summary>
     public static SqliteStoreTransaction Enlisted(SqliteMessageStore store, SqliteTransaction transaction) =>
-        new(store, null, CommandCache.For(transaction.Connection!), transaction);
+        OwnedTransactions.TryGetValue(transaction, out var owned) && !owned._finished
+            ? owned
+            : new(store, null, CommandCache.For(transaction.Connection!), transaction);
 
     SqliteCommand Command(string sql) => _commands.Get(sql, _transaction);
 
@@ -45,8 +55,8 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
             .WithEnvelope(message.Envelope)
             .ExecuteNonQuery();
         var queue = message.Queue;
-        var store = _store;
-        OnCommitted(_session is null ? () => store.RingBeforeVisible(queue) : () => store.Signals.RingQueue(queue));
+        var signals = _store.Signals;
+        OnCommitted(() => signals.RingQueue(queue));
         return ValueTask.CompletedTask;
     }
 
@@ -130,11 +140,43 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
             .With("$expected", expectedPosition)
             .ExecuteNonQuery() == 1);
 
+    public ValueTask<int> ExecuteAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        var command = Command(sql);
+        command.Parameters.Clear();
+        foreach (var (name, value) in parameters)
+        {
+            command.Parameters.AddWithValue(name, value ?? DBNull.Value);
+        }
+
+        return ValueTask.FromResult(command.ExecuteNonQuery());
+    }
+
+    public ValueTask SavepointAsync(CancellationToken cancellationToken)
+    {
+        Command(SqliteSchema.Savepoint).ExecuteNonQuery();
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask RollbackToSavepointAsync(CancellationToken cancellationToken)
+    {
+        Command(SqliteSchema.RollbackToSavepoint).ExecuteNonQuery();
+        Command(SqliteSchema.ReleaseSavepoint).ExecuteNonQuery();
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask ReleaseSavepointAsync(CancellationToken cancellationToken)
+    {
+        Command(SqliteSchema.ReleaseSavepoint).ExecuteNonQuery();
+        return ValueTask.CompletedTask;
+    }
+
     public void OnCommitted(Action callback)
     {
         if (_session is null)
         {
-            CommitHooks.OnCommitted(_transaction.Connection!, callback);
+            CommitHooks.OnCommitted(_transaction.Connection!, _store, callback);
             return;
         }
 

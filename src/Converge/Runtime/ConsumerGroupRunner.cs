@@ -12,8 +12,6 @@ namespace Converge.Runtime;
 /// </summary>
 internal sealed class ConsumerGroupRunner
 {
-    const string Savepoint = "converge_event";
-
     readonly SubscriptionOptions _group;
     readonly ConvergeOptions _options;
     readonly IMessageStore _store;
@@ -102,8 +100,7 @@ internal sealed class ConsumerGroupRunner
                 continue;
             }
 
-            var db = transaction.Transaction;
-            await db.SaveAsync(Savepoint, abort);
+                await transaction.SavepointAsync(abort);
             try
             {
                 var type = _options.Messages.TryGetType(logEvent.Envelope.MessageType, out var registered) ? registered : handlers[0].MessageType;
@@ -115,7 +112,7 @@ internal sealed class ConsumerGroupRunner
                     await handler.Invoker.InvokeAsync(scope.ServiceProvider, body, context, abort);
                 }
 
-                await db.ReleaseAsync(Savepoint, abort);
+                await transaction.ReleaseSavepointAsync(abort);
                 position = logEvent.Position;
                 failedAttempts = 0;
                 lastError = null;
@@ -123,8 +120,7 @@ internal sealed class ConsumerGroupRunner
             }
             catch (Exception exception) when (!abort.IsCancellationRequested)
             {
-                await db.RollbackAsync(Savepoint, abort);
-                await db.ReleaseAsync(Savepoint, abort);
+                await transaction.RollbackToSavepointAsync(abort);
                 failedAttempts++;
                 lastError = $"{exception.GetType().Name}: {exception.Message}";
                 var permanent = !_options.Retry.IsTransient(exception);

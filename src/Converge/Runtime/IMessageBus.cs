@@ -9,6 +9,16 @@ namespace Converge.Runtime;
 /// </summary>
 public interface IMessageBus
 {
+    /// <summary>
+    /// Begins a transaction on the store's database for your own writes and the messages that announce them (the
+    /// outbox): pass <see cref="IStoreTransaction.Transaction"/> to the <c>SendAsync</c> and <c>PublishAsync</c>
+    /// overloads, write with its connection, then <see cref="IStoreTransaction.CommitAsync"/>. Consumers in this
+    /// process are woken as soon as it commits. On SQLite this transaction waits its turn with Converge's own
+    /// writers instead of competing for the file's lock, so prefer it to a transaction of your own there.
+    /// Disposing without committing rolls back.
+    /// </summary>
+    ValueTask<IStoreTransaction> BeginTransactionAsync(CancellationToken cancellationToken = default);
+
     /// <summary>Sends <paramref name="message"/> in its own transaction; returns its message id.</summary>
     ValueTask<Guid> SendAsync<T>(T message, SendOptions? options = null, CancellationToken cancellationToken = default) where T : notnull;
 

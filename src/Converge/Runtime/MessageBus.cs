@@ -19,6 +19,8 @@ internal sealed class MessageBus : IMessageBus
         _observers = observers;
     }
 
+    public ValueTask<IStoreTransaction> BeginTransactionAsync(CancellationToken cancellationToken = default) => _store.BeginAsync(cancellationToken);
+
     public async ValueTask<Guid> SendAsync<T>(T message, SendOptions? options = null, CancellationToken cancellationToken = default) where T : notnull
     {
         await using var transaction = await _store.BeginAsync(cancellationToken);

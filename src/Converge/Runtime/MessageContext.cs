@@ -53,6 +53,27 @@ public sealed class MessageContext
     public ValueTask<DbTransaction> GetTransactionAsync(CancellationToken cancellationToken = default) =>
         ValueTask.FromResult(_transaction.Transaction);
 
+    /// <summary>
+    /// Executes <paramref name="sql"/> in the message's transaction and returns the rows affected. Parameters are
+    /// (name, value) pairs, named as the database expects (<c>@name</c> works on every store). The store may keep
+    /// the statement prepared across messages, so this is the cheapest way to write a few rows per message.
+    /// </summary>
+    public ValueTask<int> ExecuteAsync(string sql, params (string Name, object? Value)[] parameters) =>
+        ExecuteAsync(sql, parameters, CancellationToken.None);
+
+    /// <inheritdoc cref="ExecuteAsync(string, ValueTuple{string, object}[])"/>
+    public ValueTask<int> ExecuteAsync(string sql, (string Name, object? Value)[] parameters, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        var pairs = new KeyValuePair<string, object?>[parameters.Length];
+        for (var i = 0; i < parameters.Length; i++)
+        {
+            pairs[i] = new KeyValuePair<string, object?>(parameters[i].Name, parameters[i].Value);
+        }
+
+        return _transaction.ExecuteAsync(sql, pairs, cancellationToken);
+    }
+
     /// <summary>Sends a message in this handler's transaction; it carries this message's correlation id and is caused by it.</summary>
     public ValueTask<Guid> SendAsync<T>(T message, SendOptions? options = null, CancellationToken cancellationToken = default) where T : notnull =>
         _bus.SendCoreAsync(_transaction, message, options, Envelope, cancellationToken);

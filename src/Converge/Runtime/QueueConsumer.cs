@@ -14,8 +14,6 @@ namespace Converge.Runtime;
 /// </summary>
 internal sealed class QueueConsumer
 {
-    const string Savepoint = "converge_message";
-
     readonly QueueOptions _queue;
     readonly ConvergeOptions _options;
     readonly IMessageStore _store;
@@ -45,6 +43,9 @@ internal sealed class QueueConsumer
     async Task WorkAsync(CancellationToken stopping, CancellationToken abort)
     {
         var bell = _store.Signals.Queue(_queue.Name);
+        var inFlight = new InFlight();
+        var renewEvery = _options.LeaseDuration / 3;
+        using var renewal = _options.TimeProvider.CreateTimer(_ => RenewIfLong(inFlight), null, renewEvery, renewEvery);
         var failures = 0;
         while (!stopping.IsCancellationRequested)
         {
@@ -73,7 +74,7 @@ internal sealed class QueueConsumer
                 continue;
             }
 
-            await ProcessWithRenewalAsync(batch, abort);
+            await ProcessWithRenewalAsync(batch, inFlight, abort);
         }
     }
 
@@ -95,10 +96,9 @@ internal sealed class QueueConsumer
         await bell.WaitAsync(wait, _options.TimeProvider, stopping);
     }
 
-    async Task ProcessWithRenewalAsync(IReadOnlyList<QueuedMessage> batch, CancellationToken abort)
+    async Task ProcessWithRenewalAsync(IReadOnlyList<QueuedMessage> batch, InFlight inFlight, CancellationToken abort)
     {
-        using var renewal = CancellationTokenSource.CreateLinkedTokenSource(abort);
-        var renewing = RenewLeasesAsync(batch, renewal.Token);
+        inFlight.Start(batch, _options.TimeProvider.GetUtcNow());
         try
         {
             await ProcessAsync(batch, abort);
@@ -117,31 +117,87 @@ internal sealed class QueueConsumer
         }
         finally
         {
-            await renewal.CancelAsync();
-            await renewing;
+            inFlight.Stop();
         }
     }
 
-    async Task RenewLeasesAsync(IReadOnlyList<QueuedMessage> batch, CancellationToken cancellationToken)
+    /// <summary>
+    /// Called by the worker's renewal timer: extends the leases of a batch that has been in flight for a third of the
+    /// lease, so a long batch is not redelivered to another consumer while it is still being handled.
+    /// </summary>
+    void RenewIfLong(InFlight inFlight)
     {
         var interval = _options.LeaseDuration / 3;
-        try
+        if (inFlight.TakeForRenewal(_options.TimeProvider.GetUtcNow(), interval) is not { } batch)
         {
-            while (true)
+            return;
+        }
+
+        _ = Task.Run(async () =>
+        {
+            try
             {
-                await Task.Delay(interval, _options.TimeProvider, cancellationToken);
-                await _store.RenewLeasesAsync(batch, _options.LeaseDuration, cancellationToken);
+                await _store.RenewLeasesAsync(batch, _options.LeaseDuration, CancellationToken.None);
+            }
+            catch (Exception exception)
+            {
+                // Losing a renewal only risks a duplicate delivery, which the inbox absorbs.
+                ConvergeDiagnostics.ConsumerErrors.Add(1);
+                Log.ClaimFailed(_logger, exception, _queue.Name, interval);
+            }
+            finally
+            {
+                inFlight.RenewalDone();
+            }
+        });
+    }
+
+    /// <summary>The batch a worker is handling, shared with its renewal timer.</summary>
+    sealed class InFlight
+    {
+        readonly object _lock = new();
+        IReadOnlyList<QueuedMessage>? _batch;
+        DateTimeOffset _renewedAt;
+        bool _renewing;
+
+        public void Start(IReadOnlyList<QueuedMessage> batch, DateTimeOffset now)
+        {
+            lock (_lock)
+            {
+                _batch = batch;
+                _renewedAt = now;
             }
         }
-        catch (OperationCanceledException)
+
+        public void Stop()
         {
-            // The batch finished.
+            lock (_lock)
+            {
+                _batch = null;
+            }
         }
-        catch (Exception exception)
+
+        public IReadOnlyList<QueuedMessage>? TakeForRenewal(DateTimeOffset now, TimeSpan interval)
         {
-            // Losing a renewal only risks a duplicate delivery, which the inbox absorbs.
-            ConvergeDiagnostics.ConsumerErrors.Add(1);
-            Log.ClaimFailed(_logger, exception, _queue.Name, interval);
+            lock (_lock)
+            {
+                if (_batch is null || _renewing || now - _renewedAt < interval)
+                {
+                    return null;
+                }
+
+                _renewing = true;
+                _renewedAt = now;
+                return _batch;
+            }
+        }
+
+        public void RenewalDone()
+        {
+            lock (_lock)
+            {
+                _renewing = false;
+            }
         }
     }
 
@@ -190,14 +246,13 @@ internal sealed class QueueConsumer
             return await DeadLetterAsync(transaction, message, DeadLetterReasons.MaxAttemptsExceeded, null, abort);
         }
 
-        var db = transaction.Transaction;
-        await db.SaveAsync(Savepoint, abort);
+        await transaction.SavepointAsync(abort);
         try
         {
             if (!await transaction.TryRecordInboxAsync(_queue.Name, envelope.MessageId, abort))
             {
                 await transaction.CompleteAsync(message, abort);
-                await db.ReleaseAsync(Savepoint, abort);
+                await transaction.ReleaseSavepointAsync(abort);
                 Log.Duplicate(_logger, envelope.MessageId, _queue.Name);
                 return HandlingOutcome.Duplicate;
             }
@@ -211,19 +266,17 @@ internal sealed class QueueConsumer
 
             if (!await transaction.CompleteAsync(message, abort))
             {
-                await db.RollbackAsync(Savepoint, abort);
-                await db.ReleaseAsync(Savepoint, abort);
+                await transaction.RollbackToSavepointAsync(abort);
                 Log.LeaseLost(_logger, envelope.MessageId, _queue.Name);
                 return null;
             }
 
-            await db.ReleaseAsync(Savepoint, abort);
+            await transaction.ReleaseSavepointAsync(abort);
             return HandlingOutcome.Completed;
         }
         catch (Exception exception) when (!abort.IsCancellationRequested)
         {
-            await db.RollbackAsync(Savepoint, abort);
-            await db.ReleaseAsync(Savepoint, abort);
+            await transaction.RollbackToSavepointAsync(abort);
             return await RecordFailureAsync(transaction, message, exception, abort);
         }
     }

@@ -22,7 +22,8 @@ public interface IMessageStore : IAsyncDisposable
     ValueTask<IStoreTransaction> BeginAsync(CancellationToken cancellationToken);
 
     /// <summary>
-    /// Wraps the caller's own open transaction on the same database (the outbox). The caller commits or rolls
+    /// Wraps the caller's own open transaction on the same database (the outbox). A transaction begun by
+    /// <see cref="BeginAsync"/> is recognised and returned as is. The caller commits or rolls
     /// back; Converge's writes share its fate. Throws when the transaction belongs to another kind of database.
     /// </summary>
     IStoreTransaction Enlist(DbTransaction transaction);
@@ -107,6 +108,22 @@ public interface IStoreTransaction : IAsyncDisposable
     /// <paramref name="expectedPosition"/>; <c>false</c> when another process moved it first (then roll back).
     /// </summary>
     ValueTask<bool> SaveConsumerGroupAsync(string group, long expectedPosition, long position, int failedAttempts, string? lastError, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Executes <paramref name="sql"/> with <paramref name="parameters"/> in this transaction and returns the number
+    /// of rows affected. Stores may prepare the statement once per connection and reuse it, which makes repeated
+    /// small writes much cheaper than a new command each time.
+    /// </summary>
+    ValueTask<int> ExecuteAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken);
+
+    /// <summary>Marks the point that <see cref="RollbackToSavepointAsync"/> returns to (one level; not nested).</summary>
+    ValueTask SavepointAsync(CancellationToken cancellationToken);
+
+    /// <summary>Undoes everything since <see cref="SavepointAsync"/> and ends the savepoint.</summary>
+    ValueTask RollbackToSavepointAsync(CancellationToken cancellationToken);
+
+    /// <summary>Keeps everything since <see cref="SavepointAsync"/> and ends the savepoint.</summary>
+    ValueTask ReleaseSavepointAsync(CancellationToken cancellationToken);
 
     /// <summary>Runs <paramref name="callback"/> after the transaction commits (never when it rolls back).</summary>
     void OnCommitted(Action callback);
