@@ -35,7 +35,7 @@ public sealed class MessagesBenchSettings
     /// Messages of an unreported warm-up run first, in throughput mode whatever the mode measured (so the code the
     /// measured runs use is compiled at its final tier); at most <see cref="Count"/>; 0 skips it.
     /// </summary>
-    public int WarmupCount { get; init; } = 20_000;
+    public int WarmupCount { get; init; } = 100_000;
 
     /// <summary>Whose transaction the sender writes its outbox messages in. Default <see cref="OutboxSender.Converge"/>.</summary>
     public OutboxSender Sender { get; init; } = OutboxSender.Converge;

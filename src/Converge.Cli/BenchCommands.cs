@@ -25,7 +25,7 @@ internal static class BenchCommands
         var sender = new Option<string>("--sender") { Description = "Whose transaction the outbox sends are made in: 'converge' (bus.BeginTransactionAsync, queued with Converge's own writers) or 'own' (the caller's own SqliteConnection transaction).", DefaultValueFactory = _ => "converge" };
         sender.AcceptOnlyFromAmong("converge", "own");
         var runs = new Option<int>("--runs") { Description = "Measured runs, each on a fresh file; figures are medians.", HelpName = "K", DefaultValueFactory = _ => 1 };
-        var warmup = new Option<int>("--warmup") { Description = "Messages of an unreported warm-up run first, sent as fast as possible so the code is fully compiled before measuring (at most --count; 0 to skip).", HelpName = "N", DefaultValueFactory = _ => 20_000 };
+        var warmup = new Option<int>("--warmup") { Description = "Messages of an unreported warm-up run first, sent as fast as possible so the runtime has reached its steady state (tiered compilation, heap sizes) before measuring; at most --count, so by default one full-size run; 0 to skip.", HelpName = "N", DefaultValueFactory = _ => 100_000 };
         var json = CommonOptions.Json();
         AtLeast(count, 1);
         AtLeast(runs, 1);

@@ -14,6 +14,7 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
     readonly CommandCache _commands;
     readonly SqliteTransaction _transaction;
     List<Action>? _afterCommit;
+    HashSet<string>? _queuesWritten;
     bool _finished;
 
     SqliteStoreTransaction(SqliteMessageStore store, SqliteSession? session, CommandCache commands, SqliteTransaction transaction)
@@ -54,9 +55,17 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
             .With("$visible_at", (message.DueAt is { } due && due > now ? due : now).UtcTicks)
             .WithEnvelope(message.Envelope)
             .ExecuteNonQuery();
-        var queue = message.Queue;
-        var signals = _store.Signals;
-        OnCommitted(() => signals.RingQueue(queue));
+        if (_session is null)
+        {
+            var queue = message.Queue;
+            var signals = _store.Signals;
+            OnCommitted(() => signals.RingQueue(queue));
+        }
+        else
+        {
+            (_queuesWritten ??= new HashSet<string>(StringComparer.Ordinal)).Add(message.Queue);
+        }
+
         return ValueTask.CompletedTask;
     }
 
@@ -202,6 +211,14 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
         }
 
         Finish();
+        if (_queuesWritten is { } queues)
+        {
+            foreach (var queue in queues)
+            {
+                _store.Signals.RingQueue(queue);
+            }
+        }
+
         if (_afterCommit is { } callbacks)
         {
             foreach (var callback in callbacks)

@@ -23,5 +23,9 @@ public static class ConvergeDiagnostics
     internal static readonly Counter<long> EventsAppended = Meter.CreateCounter<long>("converge.events.appended", "{event}", "Events committed to the log.");
     internal static readonly Counter<long> EventsHandled = Meter.CreateCounter<long>("converge.events.handled", "{event}", "Events a consumer group finished with, by outcome.");
     internal static readonly Counter<long> ConsumerErrors = Meter.CreateCounter<long>("converge.consumer.errors", "{error}", "Failures of a consumer loop outside any handler (store unavailable, commit failed).");
+    /// <summary>The "outcome" tag of each <see cref="Runtime.HandlingOutcome"/>, boxed once.</summary>
+    internal static readonly KeyValuePair<string, object?>[] OutcomeTags =
+        [.. Enum.GetValues<Runtime.HandlingOutcome>().Select(o => new KeyValuePair<string, object?>("outcome", o.ToString().ToLowerInvariant()))];
+
     internal static readonly Histogram<double> BatchDuration = Meter.CreateHistogram<double>("converge.batch.duration", "ms", "Time to handle and commit one batch.");
 }

@@ -159,7 +159,7 @@ internal sealed class ConsumerGroupRunner
         await transaction.CommitAsync(CancellationToken.None);
         foreach (var (logEvent, outcome) in done)
         {
-            ConvergeDiagnostics.EventsHandled.Add(1, new KeyValuePair<string, object?>("outcome", outcome));
+            ConvergeDiagnostics.EventsHandled.Add(1, ConvergeDiagnostics.OutcomeTags[(int)outcome]);
             if (_observers.Any)
             {
                 _observers.EventHandled(logEvent, _group.Name, outcome);

@@ -57,11 +57,15 @@ internal sealed class MessageBus : IMessageBus
 
         var dueAt = options?.DueAt ?? (options?.Delay is { } delay ? now + delay : null);
         await transaction.EnqueueAsync(new OutgoingMessage(queue, envelope, dueAt, options?.Priority ?? 0), cancellationToken);
-        transaction.OnCommitted(() =>
+        if (_observers.Any || ConvergeDiagnostics.MessagesSent.Enabled)
         {
-            ConvergeDiagnostics.MessagesSent.Add(1);
-            _observers.Sent(envelope, queue);
-        });
+            transaction.OnCommitted(() =>
+            {
+                ConvergeDiagnostics.MessagesSent.Add(1);
+                _observers.Sent(envelope, queue);
+            });
+        }
+
         return envelope.MessageId;
     }
 

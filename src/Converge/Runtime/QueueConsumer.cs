@@ -205,11 +205,20 @@ internal sealed class QueueConsumer
     {
         var started = Stopwatch.GetTimestamp();
         var outcomes = new (QueuedMessage Message, HandlingOutcome? Outcome)[batch.Count];
+
+        // Decode before taking the store's write lock: on SQLite only one transaction writes at a time, so work
+        // done outside it can overlap with senders.
+        var decoded = new Decoded[batch.Count];
+        for (var i = 0; i < batch.Count; i++)
+        {
+            decoded[i] = Decode(batch[i]);
+        }
+
         await using (var transaction = await _store.BeginAsync(abort))
         {
             for (var i = 0; i < batch.Count; i++)
             {
-                outcomes[i] = (batch[i], await HandleOneAsync(transaction, batch[i], abort));
+                outcomes[i] = (batch[i], await HandleOneAsync(transaction, batch[i], decoded[i], abort));
             }
 
             await transaction.CommitAsync(CancellationToken.None);
@@ -219,7 +228,7 @@ internal sealed class QueueConsumer
         {
             if (outcome is { } committed)
             {
-                ConvergeDiagnostics.MessagesHandled.Add(1, new KeyValuePair<string, object?>("outcome", committed));
+                ConvergeDiagnostics.MessagesHandled.Add(1, ConvergeDiagnostics.OutcomeTags[(int)committed]);
                 if (_observers.Any)
                 {
                     _observers.Handled(message.Envelope, message.Queue, committed);
@@ -231,12 +240,12 @@ internal sealed class QueueConsumer
     }
 
     /// <returns>The outcome, or <c>null</c> when the lease was lost and nothing was recorded.</returns>
-    async ValueTask<HandlingOutcome?> HandleOneAsync(IStoreTransaction transaction, QueuedMessage message, CancellationToken abort)
+    async ValueTask<HandlingOutcome?> HandleOneAsync(IStoreTransaction transaction, QueuedMessage message, Decoded decoded, CancellationToken abort)
     {
         var envelope = message.Envelope;
-        if (Decode(message, out var registration, out var body) is { } rejection)
+        if (decoded.RejectedFor is { } reason)
         {
-            return await DeadLetterAsync(transaction, message, rejection.Reason, rejection.Exception, abort);
+            return await DeadLetterAsync(transaction, message, reason, decoded.Error, abort);
         }
 
         if (message.Attempt > _options.Retry.MaxAttempts)
@@ -261,7 +270,7 @@ internal sealed class QueueConsumer
             {
                 await using var scope = _scopes.CreateAsyncScope();
                 var context = new MessageContext(_bus, transaction, envelope, _queue.Name, null, message.Attempt, scope.ServiceProvider);
-                await registration!.Invoker.InvokeAsync(scope.ServiceProvider, body!, context, abort);
+                await decoded.Registration!.Invoker.InvokeAsync(scope.ServiceProvider, decoded.Body!, context, abort);
             }
 
             if (!await transaction.CompleteAsync(message, abort))
@@ -321,34 +330,34 @@ internal sealed class QueueConsumer
         return HandlingOutcome.DeadLettered;
     }
 
-    (string Reason, Exception? Exception)? Decode(QueuedMessage message, out HandlerRegistration? registration, out object? body)
+    /// <summary>A claimed message made ready to handle, or the reason it cannot be.</summary>
+    readonly record struct Decoded(HandlerRegistration? Registration, object? Body, string? RejectedFor, Exception? Error);
+
+    Decoded Decode(QueuedMessage message)
     {
-        registration = null;
-        body = null;
         var envelope = message.Envelope;
         if (envelope.Body.Length > _options.MaxMessageSize)
         {
-            return (DeadLetterReasons.TooLarge, new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, _options.MaxMessageSize));
+            return new(null, null, DeadLetterReasons.TooLarge, new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, _options.MaxMessageSize));
         }
 
         if (!_options.Messages.TryGetType(envelope.MessageType, out var type))
         {
-            return (DeadLetterReasons.UnknownType, new InvalidOperationException($"'{envelope.MessageType}' is not a registered message type in this process."));
+            return new(null, null, DeadLetterReasons.UnknownType, new InvalidOperationException($"'{envelope.MessageType}' is not a registered message type in this process."));
         }
 
-        if (!_handlers.TryGetValue(envelope.MessageType, out registration))
+        if (!_handlers.TryGetValue(envelope.MessageType, out var registration))
         {
-            return (DeadLetterReasons.NoHandler, new InvalidOperationException($"Queue '{_queue.Name}' has no handler for '{envelope.MessageType}'."));
+            return new(null, null, DeadLetterReasons.NoHandler, new InvalidOperationException($"Queue '{_queue.Name}' has no handler for '{envelope.MessageType}'."));
         }
 
         try
         {
-            body = _options.Serializer.Deserialize(envelope.Body.Span, type);
-            return null;
+            return new(registration, _options.Serializer.Deserialize(envelope.Body.Span, type), null, null);
         }
         catch (Exception exception)
         {
-            return (DeadLetterReasons.DeserializationFailed, exception);
+            return new(null, null, DeadLetterReasons.DeserializationFailed, exception);
         }
     }
 

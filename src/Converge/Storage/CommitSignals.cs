@@ -35,7 +35,12 @@ public sealed class Doorbell
     /// <summary>Wakes the current waiter, or the next one if none is waiting.</summary>
     public void Ring()
     {
-        Volatile.Write(ref _rung, 1);
+        // Already rung and not yet consumed: the next wait returns at once anyway.
+        if (Interlocked.Exchange(ref _rung, 1) == 1)
+        {
+            return;
+        }
+
         Interlocked.Exchange(ref _waiter, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
     }
 
