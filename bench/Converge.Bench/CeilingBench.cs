@@ -23,6 +23,9 @@ public sealed class CeilingBenchSettings
 /// <param name="SingleRowCommits">Transactions of one row committed.</param>
 /// <param name="SingleRowCommitsPerSecond">Commits per second: the bound on anything that commits per message.</param>
 /// <param name="SingleRowCommitMs">Mean time of one commit.</param>
+/// <param name="SingleRowCommitP50Ms">Median time of one single-row transaction (begin, insert, commit).</param>
+/// <param name="SingleRowCommitP99Ms">99th percentile of that: the disk's own latency tail, beneath any message latency.</param>
+/// <param name="SingleRowCommitMaxMs">Slowest single-row transaction.</param>
 /// <param name="BatchedRows">Rows inserted in the batched part.</param>
 /// <param name="BatchRows">Rows per transaction in the batched part.</param>
 /// <param name="BatchedRowsPerSecond">Rows per second in transactions of <paramref name="BatchRows"/>.</param>
@@ -33,6 +36,9 @@ public sealed record CeilingResult(
     int SingleRowCommits,
     double SingleRowCommitsPerSecond,
     double SingleRowCommitMs,
+    double SingleRowCommitP50Ms,
+    double SingleRowCommitP99Ms,
+    double SingleRowCommitMaxMs,
     int BatchedRows,
     int BatchRows,
     double BatchedRowsPerSecond,
@@ -79,18 +85,22 @@ public static class CeilingBench
             insert.Prepare();
 
             progress.WriteLine($"single-row commits: {settings.SingleRowCommits}");
+            var commitMs = new double[settings.SingleRowCommits];
             var started = Stopwatch.GetTimestamp();
             for (var i = 0; i < settings.SingleRowCommits; i++)
             {
                 cancellationToken.ThrowIfCancellationRequested();
+                var one = Stopwatch.GetTimestamp();
                 begin.ExecuteNonQuery();
                 seq.Value = i;
                 id.Value = Guid.NewGuid();
                 insert.ExecuteNonQuery();
                 commit.ExecuteNonQuery();
+                commitMs[i] = Stopwatch.GetElapsedTime(one).TotalMilliseconds;
             }
 
             var singleSeconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+            Array.Sort(commitMs);
 
             var batches = settings.BatchedRows / settings.BatchRows;
             progress.WriteLine($"batched rows: {batches * settings.BatchRows} in transactions of {settings.BatchRows}");
@@ -115,6 +125,9 @@ public static class CeilingBench
                 settings.SingleRowCommits,
                 MessagesBench.Round(settings.SingleRowCommits / singleSeconds, 1),
                 MessagesBench.Round(singleSeconds * 1000 / settings.SingleRowCommits, 4),
+                MessagesBench.Round(NearestRank(commitMs, 0.50), 3),
+                MessagesBench.Round(NearestRank(commitMs, 0.99), 3),
+                MessagesBench.Round(commitMs[^1], 3),
                 row,
                 settings.BatchRows,
                 MessagesBench.Round(row / batchedSeconds, 1),
@@ -131,6 +144,9 @@ public static class CeilingBench
             }
         }
     }
+
+    static double NearestRank(double[] sorted, double quantile) =>
+        sorted[Math.Clamp((int)Math.Ceiling(quantile * sorted.Length) - 1, 0, sorted.Length - 1)];
 
     static SqliteCommand Prepare(SqliteConnection connection, string sql)
     {

@@ -1,7 +1,6 @@
 // Quick start: a shop writes an order and announces it through the outbox; the inventory service reserves
 // stock exactly once (inbox) and publishes an event to the log; a projection reads the log in order. One
 // order names an unknown product and ends in the dead letters with its reason.
-using System.Data.Common;
 using Converge.Hosting;
 using Converge.Runtime;
 using Converge.Sqlite;
@@ -44,10 +43,9 @@ var orders = Enumerable.Range(1, 20).Select(i => (Id: $"order-{i}", Sku: i == 13
 Guid firstMessage = default;
 foreach (var order in orders)
 {
-    await using var connection = store.OpenConnection();
-    await using var transaction = (DbTransaction)await connection.BeginTransactionAsync();
-    await Sql.ExecuteAsync(transaction, "INSERT INTO orders (id, sku, quantity) VALUES (@id, @sku, @q)", ("@id", order.Id), ("@sku", order.Sku), ("@q", order.Quantity));
-    var id = await bus.SendAsync(new ReserveStock(order.Id, order.Sku, order.Quantity), transaction, new SendOptions { CorrelationId = order.Id });
+    await using var transaction = await bus.BeginTransactionAsync();
+    await transaction.ExecuteAsync("INSERT INTO orders (id, sku, quantity) VALUES (@id, @sku, @q)", [new("@id", order.Id), new("@sku", order.Sku), new("@q", order.Quantity)], CancellationToken.None);
+    var id = await bus.SendAsync(new ReserveStock(order.Id, order.Sku, order.Quantity), transaction.Transaction, new SendOptions { CorrelationId = order.Id });
     firstMessage = firstMessage == default ? id : firstMessage;
     await transaction.CommitAsync();
 }

@@ -1,4 +1,3 @@
-using System.Data.Common;
 using Converge.Runtime;
 using Converge.Sqlite;
 
@@ -20,8 +19,10 @@ public sealed class ReserveStockHandler : IHandler<ReserveStock>
             throw new HandlerFailureException($"Unknown product '{message.Sku}'", nonRetryable: true);
         }
 
-        var transaction = await context.GetTransactionAsync(cancellationToken);
-        await Sql.ExecuteAsync(transaction, "INSERT INTO reservations (order_id, sku, quantity) VALUES (@o, @s, @q)", ("@o", message.OrderId), ("@s", message.Sku), ("@q", message.Quantity));
+        await context.ExecuteAsync(
+            "INSERT INTO reservations (order_id, sku, quantity) VALUES (@o, @s, @q)",
+            [("@o", message.OrderId), ("@s", message.Sku), ("@q", message.Quantity)],
+            cancellationToken);
         await context.PublishAsync("order-" + message.OrderId, new StockReserved(message.OrderId, message.Sku, message.Quantity), cancellationToken: cancellationToken);
     }
 }
@@ -30,31 +31,14 @@ public sealed class ReserveStockHandler : IHandler<ReserveStock>
 public sealed class OrderSummaryProjection : IHandler<StockReserved>
 {
     public async Task HandleAsync(StockReserved message, MessageContext context, CancellationToken cancellationToken) =>
-        await Sql.ExecuteAsync(
-            await context.GetTransactionAsync(cancellationToken),
+        await context.ExecuteAsync(
             "INSERT INTO order_summary (order_id, status, reserved_at) VALUES (@o, 'reserved', @at)",
-            ("@o", message.OrderId),
-            ("@at", context.Envelope.SentAt.ToString("O")));
+            [("@o", message.OrderId), ("@at", context.Envelope.SentAt.ToString("O"))],
+            cancellationToken);
 }
 
 internal static class Sql
 {
-    public static async Task ExecuteAsync(DbTransaction transaction, string sql, params (string Name, object Value)[] parameters)
-    {
-        await using var command = transaction.Connection!.CreateCommand();
-        command.Transaction = transaction;
-        command.CommandText = sql;
-        foreach (var (name, value) in parameters)
-        {
-            var parameter = command.CreateParameter();
-            parameter.ParameterName = name;
-            parameter.Value = value;
-            command.Parameters.Add(parameter);
-        }
-
-        await command.ExecuteNonQueryAsync();
-    }
-
     public static async Task ExecuteAsync(SqliteMessageStore store, string sql)
     {
         await using var connection = store.OpenConnection();

@@ -145,6 +145,7 @@ internal static class BenchCommands
             var table = CliOutput.Table("Figure", "Value");
             CliOutput.AddRow(table, "single-row commits per second", result.SingleRowCommitsPerSecond);
             CliOutput.AddRow(table, "mean commit (ms)", result.SingleRowCommitMs);
+            CliOutput.AddRow(table, "commit p50 / p99 / max (ms)", $"{CliOutput.Format(result.SingleRowCommitP50Ms)} / {CliOutput.Format(result.SingleRowCommitP99Ms)} / {CliOutput.Format(result.SingleRowCommitMaxMs)}");
             CliOutput.AddRow(table, $"rows per second in transactions of {result.BatchRows:N0}", result.BatchedRowsPerSecond);
             CliOutput.AddRow(table, "single-row commits", result.SingleRowCommits);
             CliOutput.AddRow(table, "batched rows", result.BatchedRows);

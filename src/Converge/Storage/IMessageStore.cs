@@ -129,5 +129,5 @@ public interface IStoreTransaction : IAsyncDisposable
     void OnCommitted(Action callback);
 
     /// <summary>Commits a transaction Converge owns; for an enlisted transaction, throws (the caller commits).</summary>
-    ValueTask CommitAsync(CancellationToken cancellationToken);
+    ValueTask CommitAsync(CancellationToken cancellationToken = default);
 }
