@@ -365,12 +365,11 @@ public sealed class SqliteMessageStore : IMessageStore
     public async ValueTask<int> PurgeInboxAsync(DateTimeOffset handledBefore, CancellationToken cancellationToken)
     {
         // In chunks, so that a large clean-up never holds the write lock for long.
-        var sql = $"DELETE FROM {Schema.Inbox} WHERE (consumer, message_id) IN (SELECT consumer, message_id FROM {Schema.Inbox} WHERE handled_at < $cutoff LIMIT {PurgeChunk})";
         var total = 0;
         int deleted;
         do
         {
-            deleted = await WriteAsync((session, transaction) => session.Commands.Get(sql, transaction).With("$cutoff", handledBefore.UtcTicks).ExecuteNonQuery(), cancellationToken);
+            deleted = await WriteAsync((session, transaction) => session.Commands.Get(Schema.PurgeInbox, transaction).With("$cutoff", handledBefore.UtcTicks).With("$chunk", PurgeChunk).ExecuteNonQuery(), cancellationToken);
             total += deleted;
         }
         while (deleted == PurgeChunk);

@@ -98,7 +98,7 @@ internal sealed class SqliteSchema
         Release = $"UPDATE {Queue} SET visible_at = $now, lease_token = NULL, attempts = attempts - $uncount WHERE id = $id AND lease_token = $token";
         Renew = $"UPDATE {Queue} SET visible_at = $until WHERE id = $id AND lease_token = $token";
         RecordInbox = $"INSERT INTO {Inbox} (consumer, message_id, handled_at) VALUES ($consumer, $message_id, $at) ON CONFLICT DO NOTHING";
-        PurgeInbox = $"DELETE FROM {Inbox} WHERE handled_at < $cutoff";
+        PurgeInbox = $"DELETE FROM {Inbox} WHERE (consumer, message_id) IN (SELECT consumer, message_id FROM {Inbox} WHERE handled_at < $cutoff LIMIT $chunk)";
 
         InsertDeadLetter = $"""
             INSERT INTO {DeadLetters} (source, priority, {envelopeColumns}, reason, exception, attempts, history, dead_lettered_at, log_position)

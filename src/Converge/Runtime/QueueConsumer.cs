@@ -143,7 +143,7 @@ internal sealed class QueueConsumer
             {
                 // Losing a renewal only risks a duplicate delivery, which the inbox absorbs.
                 ConvergeDiagnostics.ConsumerErrors.Add(1);
-                Log.ClaimFailed(_logger, exception, _queue.Name, interval);
+                Log.RenewalFailed(_logger, exception, _queue.Name, batch.Count);
             }
             finally
             {
