@@ -11,19 +11,10 @@ public sealed class EffectHandler : IHandler<CrashMessage>
 {
     public async Task HandleAsync(CrashMessage message, MessageContext context, CancellationToken cancellationToken)
     {
-        var transaction = await context.GetTransactionAsync(cancellationToken);
-        await using var command = transaction.Connection!.CreateCommand();
-        command.Transaction = transaction;
-        command.CommandText = $"INSERT INTO {CrashScenario.EffectsTable} (message_id, seq) VALUES (@message_id, @seq)";
-        var id = command.CreateParameter();
-        id.ParameterName = "@message_id";
-        id.Value = context.MessageId;
-        command.Parameters.Add(id);
-        var seq = command.CreateParameter();
-        seq.ParameterName = "@seq";
-        seq.Value = message.Seq;
-        command.Parameters.Add(seq);
-        await command.ExecuteNonQueryAsync(cancellationToken);
+        await context.ExecuteAsync(
+            $"INSERT INTO {CrashScenario.EffectsTable} (message_id, seq) VALUES (@message_id, @seq)",
+            [("@message_id", context.MessageId), ("@seq", message.Seq)],
+            cancellationToken);
     }
 }
 
