@@ -96,7 +96,7 @@ internal sealed class MessageBus : IMessageBus
 
         return new Envelope
         {
-            MessageId = messageId ?? Guid.CreateVersion7(now),
+            MessageId = messageId ?? MessageIds.New(now),
             MessageType = typeName,
             CorrelationId = correlationId ?? cause?.CorrelationId,
             CausationId = cause?.MessageId,
