@@ -155,6 +155,55 @@ public sealed class SqliteStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task Several_consumers_of_one_queue_in_one_process_handle_each_message_once()
+    {
+        var signals = new ProbeSignals();
+        await using var host = await StartAsync(signals, o => o.Queue("probes", q => { q.Concurrency = 3; q.BatchSize = 4; }));
+        await using (var transaction = await host.Bus.BeginTransactionAsync())
+        {
+            for (var i = 0; i < 200; i++)
+            {
+                await host.Bus.SendAsync(new Probe("p" + i), transaction.Transaction);
+            }
+
+            await transaction.CommitAsync();
+        }
+
+        await WaitForAsync(async () => (await host.Store.GetStatusAsync(CancellationToken.None)).InboxRecords == 200);
+        var status = await host.Store.GetStatusAsync(CancellationToken.None);
+        Assert.Equal((0L, 0L), (status.Queues.Sum(q => q.Ready + q.InFlight), status.DeadLetters));
+    }
+
+    [Fact]
+    public async Task A_message_sent_by_another_process_is_noticed_within_the_poll_interval()
+    {
+        var signals = new ProbeSignals();
+        await using var consumer = await StartAsync(signals, o => o.PollInterval = TimeSpan.FromMilliseconds(100));
+        await using var otherProcess = new SqliteMessageStore(new SqliteStoreOptions { Path = DbPath() }, TimeProvider.System);
+
+        // A separate store instance shares no signals with the consumer, as another process would not.
+        await using (var transaction = await otherProcess.BeginAsync(CancellationToken.None))
+        {
+            await transaction.EnqueueAsync(
+                new OutgoingMessage("probes", new Contracts.Envelope { MessageId = Guid.NewGuid(), MessageType = "test.probe@1", SentAt = DateTimeOffset.UnixEpoch, Body = "{\"key\":\"x\"}"u8.ToArray() }),
+                CancellationToken.None);
+            await transaction.CommitAsync(CancellationToken.None);
+        }
+
+        await signals.Started.Task.WaitAsync(TimeSpan.FromSeconds(20));
+    }
+
+    static async Task WaitForAsync(Func<Task<bool>> condition)
+    {
+        var deadline = TimeProvider.System.GetTimestamp() + (20 * TimeProvider.System.TimestampFrequency);
+        while (!await condition())
+        {
+            Assert.True(TimeProvider.System.GetTimestamp() < deadline, "The awaited condition did not become true in time.");
+            await Task.Delay(TimeSpan.FromMilliseconds(10));
+        }
+    }
+
+    [Fact]
     public async Task Shutdown_hands_in_flight_messages_back_without_counting_the_attempt()
     {
         var signals = new ProbeSignals { BlockUntilCancelled = true };
