@@ -49,22 +49,29 @@ public sealed class EntityFrameworkOutboxTests : IDisposable
         return (long)(await count.ExecuteScalarAsync())!;
     }
 
+    /// <summary>EF Core writes an order and the bus sends its message, both in one Converge transaction.</summary>
+    static async Task SaveOrderAndSendAsync(ConvergeTestHost host, string orderId, bool commit)
+    {
+        await using var transaction = await host.Bus.BeginTransactionAsync();
+        var options = new DbContextOptionsBuilder<ShopDb>().UseSqlite(transaction.Transaction.Connection!).Options;
+        await using var db = new ShopDb(options);
+        await db.Database.UseTransactionAsync(transaction.Transaction);
+        db.Orders.Add(new ShopOrder { Id = orderId, Quantity = 1 });
+        await db.SaveChangesAsync();
+        await host.Bus.SendAsync(new Probe(orderId), transaction.Transaction);
+        if (commit)
+        {
+            await transaction.CommitAsync();
+        }
+    }
+
     [Fact]
     public async Task SaveChanges_and_the_outbox_send_commit_together()
     {
         var (host, signals) = await StartAsync();
         await using var _ = host;
 
-        await using (var transaction = await host.Bus.BeginTransactionAsync())
-        {
-            var options = new DbContextOptionsBuilder<ShopDb>().UseSqlite(transaction.Transaction.Connection!).Options;
-            await using var db = new ShopDb(options);
-            await db.Database.UseTransactionAsync(transaction.Transaction);
-            db.Orders.Add(new ShopOrder { Id = "o-1", Quantity = 2 });
-            await db.SaveChangesAsync();
-            await host.Bus.SendAsync(new Probe("o-1"), transaction.Transaction);
-            await transaction.CommitAsync();
-        }
+        await SaveOrderAndSendAsync(host, "o-1", commit: true);
 
         await signals.Started.Task.WaitAsync(TimeSpan.FromSeconds(20));
         Assert.Equal(1, await CountOrdersAsync(host));
@@ -76,15 +83,7 @@ public sealed class EntityFrameworkOutboxTests : IDisposable
         var (host, _) = await StartAsync();
         await using var __ = host;
 
-        await using (var transaction = await host.Bus.BeginTransactionAsync())
-        {
-            var options = new DbContextOptionsBuilder<ShopDb>().UseSqlite(transaction.Transaction.Connection!).Options;
-            await using var db = new ShopDb(options);
-            await db.Database.UseTransactionAsync(transaction.Transaction);
-            db.Orders.Add(new ShopOrder { Id = "o-2", Quantity = 1 });
-            await db.SaveChangesAsync();
-            await host.Bus.SendAsync(new Probe("o-2"), transaction.Transaction);
-        }
+        await SaveOrderAndSendAsync(host, "o-2", commit: false);
 
         Assert.Equal(0, await CountOrdersAsync(host));
         Assert.Empty((await host.Store.GetStatusAsync(CancellationToken.None)).Queues);

@@ -103,8 +103,7 @@ internal sealed class ConsumerGroupRunner
                 await transaction.SavepointAsync(abort);
             try
             {
-                var type = _options.Messages.TryGetType(logEvent.Envelope.MessageType, out var registered) ? registered : handlers[0].MessageType;
-                var body = _options.Serializer.Deserialize(logEvent.Envelope.Body.Span, type);
+                var body = _options.Serializer.Deserialize(logEvent.Envelope.Body.Span, handlers[0].MessageType);
                 await using var scope = _scopes.CreateAsyncScope();
                 var context = new MessageContext(_bus, transaction, logEvent.Envelope, null, _group.Name, failedAttempts + 1, scope.ServiceProvider);
                 foreach (var handler in handlers)

@@ -341,19 +341,17 @@ internal sealed class QueueConsumer
             return new(null, null, DeadLetterReasons.TooLarge, new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, _options.MaxMessageSize));
         }
 
-        if (!_options.Messages.TryGetType(envelope.MessageType, out var type))
-        {
-            return new(null, null, DeadLetterReasons.UnknownType, new InvalidOperationException($"'{envelope.MessageType}' is not a registered message type in this process."));
-        }
-
+        // A handler's registration carries its type; the registry is only asked to tell "unknown" from "no handler".
         if (!_handlers.TryGetValue(envelope.MessageType, out var registration))
         {
-            return new(null, null, DeadLetterReasons.NoHandler, new InvalidOperationException($"Queue '{_queue.Name}' has no handler for '{envelope.MessageType}'."));
+            return _options.Messages.TryGetType(envelope.MessageType, out _)
+                ? new(null, null, DeadLetterReasons.NoHandler, new InvalidOperationException($"Queue '{_queue.Name}' has no handler for '{envelope.MessageType}'."))
+                : new(null, null, DeadLetterReasons.UnknownType, new InvalidOperationException($"'{envelope.MessageType}' is not a registered message type in this process."));
         }
 
         try
         {
-            return new(registration, _options.Serializer.Deserialize(envelope.Body.Span, type), null, null);
+            return new(registration, _options.Serializer.Deserialize(envelope.Body.Span, registration.MessageType), null, null);
         }
         catch (Exception exception)
         {
