@@ -424,6 +424,100 @@ public sealed class SqliteMessageStore : IMessageStore
             return new StoreStatus(queues, deadLetters.Values.Sum(), head, groups, inbox);
         }));
 
+    /// <inheritdoc />
+    public ValueTask<SagaInstance?> GetSagaAsync(string transactionId, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Read(session =>
+        {
+            using var reader = session.Commands.Get(Schema.LoadSaga, null).With("$transaction_id", transactionId).ExecuteReader();
+            return reader.Read() ? SqliteMapping.ReadSaga(reader) : null;
+        }));
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<SagaInstance>> QuerySagasAsync(SagaQuery query, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        return ValueTask.FromResult<IReadOnlyList<SagaInstance>>(Read(session =>
+        {
+            var found = new List<SagaInstance>();
+            using var reader = session.Commands.Get(Schema.QuerySagas, null)
+                .With("$state", query.State is { } state ? SagaStates.ToText(state) : null)
+                .With("$definition", query.Definition)
+                .With("$version", query.Version)
+                .With("$max", query.Max)
+                .ExecuteReader();
+            while (reader.Read())
+            {
+                found.Add(SqliteMapping.ReadSaga(reader));
+            }
+
+            return found;
+        }));
+    }
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<SagaCount>> CountSagasAsync(CancellationToken cancellationToken) =>
+        ValueTask.FromResult<IReadOnlyList<SagaCount>>(Read(session =>
+        {
+            var counts = new List<SagaCount>();
+            using var reader = session.Commands.Get(Schema.CountSagas, null).ExecuteReader();
+            while (reader.Read())
+            {
+                counts.Add(new SagaCount(reader.GetString(0), reader.GetInt32(1), SagaStates.Parse(reader.GetString(2)), reader.GetInt64(3)));
+            }
+
+            return counts;
+        }));
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) =>
+        ValueTask.FromResult<IReadOnlyList<SagaLogEntry>>(Read(session =>
+        {
+            var entries = new List<SagaLogEntry>();
+            using var reader = session.Commands.Get(Schema.ReadSagaLog, null).With("$transaction_id", transactionId).ExecuteReader();
+            while (reader.Read())
+            {
+                entries.Add(new SagaLogEntry(
+                    reader.GetString(1),
+                    SqliteMapping.FromTicks(reader.GetInt64(2)),
+                    reader.GetString(3),
+                    reader.IsDBNull(4) ? null : reader.GetString(4),
+                    reader.IsDBNull(5) ? null : reader.GetGuid(5),
+                    reader.IsDBNull(6) ? null : reader.GetString(6),
+                    reader.IsDBNull(7) ? null : reader.GetString(7))
+                { Id = reader.GetInt64(0) });
+            }
+
+            return entries;
+        }));
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<FlowItem>> ReadFlowAsync(string correlationId, CancellationToken cancellationToken) =>
+        ValueTask.FromResult<IReadOnlyList<FlowItem>>(Read(session =>
+        {
+            var items = new List<FlowItem>();
+            void Collect(string sql, string wherePrefix, string status, bool handled)
+            {
+                using var reader = session.Commands.Get(sql, null).With("$correlation_id", correlationId).ExecuteReader();
+                while (reader.Read())
+                {
+                    items.Add(new FlowItem(
+                        reader.GetGuid(0),
+                        reader.IsDBNull(1) ? "?" : reader.GetString(1),
+                        reader.IsDBNull(2) ? null : reader.GetGuid(2),
+                        reader.IsDBNull(3) ? DateTimeOffset.MinValue : SqliteMapping.FromTicks(reader.GetInt64(3)),
+                        wherePrefix + reader.GetString(4),
+                        status,
+                        handled ? SqliteMapping.FromTicks(reader.GetInt64(5)) : null));
+                }
+            }
+
+            Collect(Schema.FlowInbox, "queue:", "handled", handled: true);
+            Collect(Schema.FlowQueue, "queue:", "pending", handled: false);
+            Collect(Schema.FlowDeadLetters, "dead-letters:", "dead-lettered", handled: false);
+            Collect(Schema.FlowLog, "log:", "appended", handled: false);
+            return items;
+        }));
+
     T Read<T>(Func<SqliteSession, T> read)
     {
         var session = Rent();

@@ -11,6 +11,8 @@ internal sealed class SqliteSchema
         Groups = Quote(prefix + "consumer_groups");
         DeadLetters = Quote(prefix + "dead_letters");
         Migrations = Quote(prefix + "schema_migrations");
+        Sagas = Quote(prefix + "sagas");
+        SagaLog = Quote(prefix + "saga_log");
         const string envelopeColumns = "message_id, message_type, correlation_id, causation_id, sent_at, as_of, headers, body";
 
         Versions =
@@ -79,6 +81,40 @@ internal sealed class SqliteSchema
                 log_position INTEGER);
             CREATE INDEX {Quote(prefix + "dead_letters_source")} ON {DeadLetters} (source);
             """,
+            $"""
+            ALTER TABLE {Inbox} ADD COLUMN message_type TEXT;
+            ALTER TABLE {Inbox} ADD COLUMN correlation_id TEXT;
+            ALTER TABLE {Inbox} ADD COLUMN causation_id BLOB;
+            ALTER TABLE {Inbox} ADD COLUMN sent_at INTEGER;
+            CREATE INDEX {Quote(prefix + "inbox_correlation")} ON {Inbox} (correlation_id) WHERE correlation_id IS NOT NULL;
+            CREATE INDEX {Quote(prefix + "dead_letters_correlation")} ON {DeadLetters} (correlation_id) WHERE correlation_id IS NOT NULL;
+            CREATE TABLE {Sagas} (
+                transaction_id TEXT PRIMARY KEY,
+                definition TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                state TEXT NOT NULL,
+                step_index INTEGER NOT NULL,
+                awaiting BLOB,
+                step_attempt INTEGER NOT NULL,
+                steps TEXT NOT NULL,
+                data BLOB NOT NULL,
+                failure TEXT,
+                concurrency_version INTEGER NOT NULL,
+                started_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL);
+            CREATE INDEX {Quote(prefix + "sagas_state")} ON {Sagas} (state, started_at);
+            CREATE INDEX {Quote(prefix + "sagas_definition")} ON {Sagas} (definition, version, started_at);
+            CREATE TABLE {SagaLog} (
+                id INTEGER PRIMARY KEY,
+                transaction_id TEXT NOT NULL,
+                at INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                step TEXT,
+                message_id BLOB,
+                message_type TEXT,
+                detail TEXT);
+            CREATE INDEX {Quote(prefix + "saga_log_transaction")} ON {SagaLog} (transaction_id, id);
+            """,
         ];
 
         CreateMigrations = $"CREATE TABLE IF NOT EXISTS {Migrations} (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)";
@@ -97,7 +133,7 @@ internal sealed class SqliteSchema
         RetryLater = $"UPDATE {Queue} SET visible_at = $due, lease_token = NULL, history = $history WHERE id = $id AND lease_token = $token";
         Release = $"UPDATE {Queue} SET visible_at = $now, lease_token = NULL, attempts = attempts - $uncount WHERE id = $id AND lease_token = $token";
         Renew = $"UPDATE {Queue} SET visible_at = $until WHERE id = $id AND lease_token = $token";
-        RecordInbox = $"INSERT INTO {Inbox} (consumer, message_id, handled_at) VALUES ($consumer, $message_id, $at) ON CONFLICT DO NOTHING";
+        RecordInbox = $"INSERT INTO {Inbox} (consumer, message_id, handled_at, message_type, correlation_id, causation_id, sent_at) VALUES ($consumer, $message_id, $at, $message_type, $correlation_id, $causation_id, $sent_at) ON CONFLICT DO NOTHING";
         PurgeInbox = $"DELETE FROM {Inbox} WHERE (consumer, message_id) IN (SELECT consumer, message_id FROM {Inbox} WHERE handled_at < $cutoff LIMIT $chunk)";
 
         InsertDeadLetter = $"""
@@ -130,7 +166,46 @@ internal sealed class SqliteSchema
         LogHead = $"SELECT coalesce(max(position), 0) FROM {Log}";
         GroupStatus = $"SELECT name, position, failed_attempts, last_error FROM {Groups} ORDER BY name";
         InboxCount = $"SELECT count(*) FROM {Inbox}";
+
+        const string sagaColumns = "transaction_id, definition, version, state, step_index, awaiting, step_attempt, steps, data, failure, concurrency_version, started_at, updated_at";
+        LoadSaga = $"SELECT {sagaColumns} FROM {Sagas} WHERE transaction_id = $transaction_id";
+        InsertSaga = $"""
+            INSERT INTO {Sagas} ({sagaColumns})
+            VALUES ($transaction_id, $definition, $version, $state, $step_index, $awaiting, $step_attempt, $steps, $data, $failure, $concurrency_version, $started_at, $updated_at)
+            ON CONFLICT (transaction_id) DO NOTHING
+            """;
+        UpdateSaga = $"""
+            UPDATE {Sagas} SET state = $state, step_index = $step_index, awaiting = $awaiting, step_attempt = $step_attempt, data = $data,
+                failure = $failure, concurrency_version = $concurrency_version, updated_at = $updated_at
+            WHERE transaction_id = $transaction_id AND concurrency_version = $expected
+            """;
+        QuerySagas = $"""
+            SELECT {sagaColumns} FROM {Sagas}
+            WHERE ($state IS NULL OR state = $state) AND ($definition IS NULL OR definition = $definition) AND ($version IS NULL OR version = $version)
+            ORDER BY started_at DESC, transaction_id LIMIT $max
+            """;
+        CountSagas = $"SELECT definition, version, state, count(*) FROM {Sagas} GROUP BY definition, version, state ORDER BY definition, version, state";
+        AppendSagaLog = $"INSERT INTO {SagaLog} (transaction_id, at, kind, step, message_id, message_type, detail) VALUES ($transaction_id, $at, $kind, $step, $message_id, $message_type, $detail)";
+        ReadSagaLog = $"SELECT id, transaction_id, at, kind, step, message_id, message_type, detail FROM {SagaLog} WHERE transaction_id = $transaction_id ORDER BY id";
+        FlowInbox = $"SELECT message_id, message_type, causation_id, sent_at, consumer, handled_at FROM {Inbox} WHERE correlation_id = $correlation_id";
+        FlowQueue = $"SELECT message_id, message_type, causation_id, sent_at, queue FROM {Queue} WHERE correlation_id = $correlation_id";
+        FlowDeadLetters = $"SELECT message_id, message_type, causation_id, sent_at, source FROM {DeadLetters} WHERE correlation_id = $correlation_id";
+        FlowLog = $"SELECT message_id, message_type, causation_id, sent_at, stream FROM {Log} WHERE correlation_id = $correlation_id";
     }
+
+    public string Sagas { get; }
+    public string SagaLog { get; }
+    public string LoadSaga { get; }
+    public string InsertSaga { get; }
+    public string UpdateSaga { get; }
+    public string QuerySagas { get; }
+    public string CountSagas { get; }
+    public string AppendSagaLog { get; }
+    public string ReadSagaLog { get; }
+    public string FlowInbox { get; }
+    public string FlowQueue { get; }
+    public string FlowDeadLetters { get; }
+    public string FlowLog { get; }
 
     public const string Savepoint = "SAVEPOINT converge_item";
     public const string RollbackToSavepoint = "ROLLBACK TO converge_item";

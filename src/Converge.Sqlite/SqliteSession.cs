@@ -111,6 +111,37 @@ internal static class SqliteMapping
         Body = reader.IsDBNull(first + 7) ? Array.Empty<byte>() : (byte[])reader.GetValue(first + 7),
     };
 
+    public static SqliteCommand WithSaga(this SqliteCommand command, SagaInstance instance) => command
+        .With("$transaction_id", instance.TransactionId)
+        .With("$state", SagaStates.ToText(instance.State))
+        .With("$step_index", instance.StepIndex)
+        .With("$awaiting", instance.Awaiting)
+        .With("$step_attempt", instance.StepAttempt)
+        .With("$data", ToArray(instance.Data))
+        .With("$failure", instance.Failure)
+        .With("$concurrency_version", instance.ConcurrencyVersion)
+        .With("$updated_at", instance.UpdatedAt.UtcTicks);
+
+    /// <summary>Reads the thirteen saga columns in schema order.</summary>
+    public static SagaInstance ReadSaga(SqliteDataReader reader) => new()
+    {
+        TransactionId = reader.GetString(0),
+        Definition = reader.GetString(1),
+        Version = reader.GetInt32(2),
+        State = SagaStates.Parse(reader.GetString(3)),
+        StepIndex = reader.GetInt32(4),
+        Awaiting = reader.IsDBNull(5) ? null : reader.GetGuid(5),
+        StepAttempt = reader.GetInt32(6),
+        Steps = JsonSerializer.Deserialize<string[]>(reader.GetString(7), Json) ?? [],
+        Data = (byte[])reader.GetValue(8),
+        Failure = reader.IsDBNull(9) ? null : reader.GetString(9),
+        ConcurrencyVersion = reader.GetInt64(10),
+        StartedAt = FromTicks(reader.GetInt64(11)),
+        UpdatedAt = FromTicks(reader.GetInt64(12)),
+    };
+
+    public static string WriteSteps(IReadOnlyList<string> steps) => JsonSerializer.Serialize(steps, Json);
+
     public static string? WriteHistory(IReadOnlyList<AttemptRecord> history, AttemptRecord? next)
     {
         if (next is null && history.Count == 0)

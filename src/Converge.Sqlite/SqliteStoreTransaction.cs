@@ -91,12 +91,70 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
         return ValueTask.FromResult<IReadOnlyList<LogEvent>>(stored);
     }
 
-    public ValueTask<bool> TryRecordInboxAsync(string consumer, Guid messageId, CancellationToken cancellationToken) =>
+    public ValueTask<bool> TryRecordInboxAsync(string consumer, Envelope envelope, CancellationToken cancellationToken) =>
         ValueTask.FromResult(Command(Sql.RecordInbox)
             .With("$consumer", consumer)
-            .With("$message_id", messageId)
+            .With("$message_id", envelope.MessageId)
             .With("$at", _store.Now.UtcTicks)
+            .With("$message_type", envelope.MessageType)
+            .With("$correlation_id", envelope.CorrelationId)
+            .With("$causation_id", envelope.CausationId)
+            .With("$sent_at", envelope.SentAt.UtcTicks)
             .ExecuteNonQuery() == 1);
+
+    public ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken)
+    {
+        using var reader = Command(Sql.LoadSaga).With("$transaction_id", transactionId).ExecuteReader();
+        return ValueTask.FromResult(reader.Read() ? SqliteMapping.ReadSaga(reader) : null);
+    }
+
+    public ValueTask<bool> InsertSagaAsync(SagaInstance instance, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(instance);
+        instance.ConcurrencyVersion = 1;
+        instance.UpdatedAt = _store.Now;
+        return ValueTask.FromResult(Command(Sql.InsertSaga)
+            .WithSaga(instance)
+            .With("$definition", instance.Definition)
+            .With("$version", instance.Version)
+            .With("$steps", SqliteMapping.WriteSteps(instance.Steps))
+            .With("$started_at", instance.StartedAt.UtcTicks)
+            .ExecuteNonQuery() == 1);
+    }
+
+    public ValueTask<bool> UpdateSagaAsync(SagaInstance instance, long expectedVersion, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(instance);
+        instance.ConcurrencyVersion = expectedVersion + 1;
+        instance.UpdatedAt = _store.Now;
+        var saved = Command(Sql.UpdateSaga).WithSaga(instance).With("$expected", expectedVersion).ExecuteNonQuery() == 1;
+        if (!saved)
+        {
+            instance.ConcurrencyVersion = expectedVersion;
+        }
+
+        return ValueTask.FromResult(saved);
+    }
+
+    public ValueTask AppendSagaLogAsync(IReadOnlyList<SagaLogEntry> entries, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(entries);
+        var command = Command(Sql.AppendSagaLog);
+        foreach (var entry in entries)
+        {
+            command
+                .With("$transaction_id", entry.TransactionId)
+                .With("$at", entry.At.UtcTicks)
+                .With("$kind", entry.Kind)
+                .With("$step", entry.Step)
+                .With("$message_id", entry.MessageId)
+                .With("$message_type", entry.MessageType)
+                .With("$detail", entry.Detail)
+                .ExecuteNonQuery();
+        }
+
+        return ValueTask.CompletedTask;
+    }
 
     public ValueTask<bool> CompleteAsync(QueuedMessage message, CancellationToken cancellationToken) =>
         ValueTask.FromResult(Command(Sql.Complete).With("$id", message.Id).With("$token", message.LeaseToken).ExecuteNonQuery() == 1);

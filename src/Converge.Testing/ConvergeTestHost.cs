@@ -43,6 +43,9 @@ public sealed class ConvergeTestHost : IAsyncDisposable
     /// <summary>The store.</summary>
     public IMessageStore Store => Services.GetRequiredService<IMessageStore>();
 
+    /// <summary>Starts sagas and reads the saga log.</summary>
+    public Sagas.ISagaClient Sagas => Services.GetRequiredService<Sagas.ISagaClient>();
+
     /// <summary>The options in force.</summary>
     public ConvergeOptions Options => Services.GetRequiredService<ConvergeOptions>();
 
@@ -110,6 +113,36 @@ public sealed class ConvergeTestHost : IAsyncDisposable
         catch (TimeoutException)
         {
             throw new TimeoutException($"Still pending after {wait}: {Tracker.DescribePending()}");
+        }
+    }
+
+    /// <summary>
+    /// Waits until the saga instance of <paramref name="transactionId"/> satisfies <paramref name="until"/> (default: it
+    /// has ended) and returns it; throws <see cref="TimeoutException"/> with its state and log otherwise.
+    /// </summary>
+    public async Task<SagaInstance> WaitForSagaAsync(string transactionId, Func<SagaInstance, bool>? until = null, TimeSpan? timeout = null)
+    {
+        until ??= static instance => SagaStates.IsEnded(instance.State);
+        var wait = timeout ?? DefaultTimeout;
+        var started = TimeProvider.System.GetTimestamp();
+        while (true)
+        {
+            if (await Store.GetSagaAsync(transactionId, CancellationToken.None) is { } instance && until(instance))
+            {
+                return instance;
+            }
+
+            if (TimeProvider.System.GetElapsedTime(started) > wait)
+            {
+                var current = await Store.GetSagaAsync(transactionId, CancellationToken.None);
+                var log = await Store.ReadSagaLogAsync(transactionId, CancellationToken.None);
+                throw new TimeoutException(
+                    $"Saga '{transactionId}' did not reach the awaited condition within {wait}; it is {(current is null ? "missing" : SagaStates.ToText(current.State) + " at step " + current.StepIndex)}. Log:\n" +
+                    string.Join("\n", log.Select(e => $"  {e.Kind} {e.Step} {e.MessageType} {e.Detail}")));
+            }
+
+            // Real time on purpose, as in WaitForQuiescenceAsync: the work happens on the consumers' own threads.
+            await Task.Delay(TimeSpan.FromMilliseconds(2), TimeProvider.System);
         }
     }
 

@@ -532,7 +532,8 @@ public abstract class MessageStoreConformanceTests
     static async Task<bool> RecordInboxAsync(IMessageStore store, Guid messageId)
     {
         await using var transaction = await store.BeginAsync(CancellationToken.None);
-        var recorded = await transaction.TryRecordInboxAsync(Queue, messageId, CancellationToken.None);
+        var envelope = new Envelope { MessageId = messageId, MessageType = "conformance.probe@1", SentAt = DateTimeOffset.UnixEpoch, Body = Array.Empty<byte>() };
+        var recorded = await transaction.TryRecordInboxAsync(Queue, envelope, CancellationToken.None);
         await transaction.CommitAsync(CancellationToken.None);
         return recorded;
     }

@@ -41,6 +41,9 @@ public static class ConvergeServiceCollectionExtensions
         services.TryAddSingleton<ObserverSet>();
         services.TryAddSingleton<MessageBus>();
         services.TryAddSingleton<IMessageBus>(sp => sp.GetRequiredService<MessageBus>());
+        services.TryAddSingleton(new Faults.FaultInjector(options.Faults));
+        services.TryAddSingleton<Sagas.SagaEngine>();
+        services.TryAddSingleton<Sagas.ISagaClient, Sagas.SagaClient>();
         services.TryAddSingleton<ConvergeHost>();
         services.AddHostedService(sp => sp.GetRequiredService<ConvergeHost>());
         return services;

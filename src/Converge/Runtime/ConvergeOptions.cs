@@ -1,5 +1,7 @@
 using System.Text.RegularExpressions;
 using Converge.Contracts;
+using Converge.Faults;
+using Converge.Sagas;
 using Converge.Storage;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -14,8 +16,22 @@ public sealed partial class ConvergeOptions
     readonly List<HandlerRegistration> _handlers = [];
     readonly List<Action<IServiceCollection>> _serviceRegistrations = [];
 
+    readonly List<string> _sagaErrors = [];
+
+    /// <summary>Creates options with Converge's own message types registered.</summary>
+    public ConvergeOptions()
+    {
+        Messages.Register<SagaStepTimeout>(SagaStepTimeout.TypeName);
+        Messages.Register<SagaStepFailed>(SagaStepFailed.TypeName);
+    }
+
     /// <summary>The explicit type-name registry. Every message and event type must be registered.</summary>
     public MessageTypeRegistry Messages { get; } = new();
+
+    /// <summary>Fault injection for tests and canaries. Off by default.</summary>
+    public FaultPlanOptions Faults { get; } = new();
+
+    internal SagaRegistry SagaRegistry { get; } = new();
 
     /// <summary>The serializer. Default: System.Text.Json with web defaults.</summary>
     public IMessageSerializer Serializer { get; set; } = new SystemTextJsonMessageSerializer();
@@ -116,6 +132,35 @@ public sealed partial class ConvergeOptions
         return this;
     }
 
+    /// <summary>
+    /// Registers an orchestrated saga definition. Register every version whose instances may still be running; new
+    /// instances start on the newest. All versions of one saga share its reply queue, <paramref name="queue"/>
+    /// (default <c>sagas.NAME</c>, fixed by the first version registered), where replies and timeouts are handled;
+    /// tune it with <see cref="Queue"/>. Every command and reply type the saga uses must be registered in
+    /// <see cref="Messages"/>, and every command type needs a route (or a queue in its step).
+    /// </summary>
+    public ConvergeOptions AddSaga<TSaga>(string? queue = null) where TSaga : ISagaDefinition, new()
+    {
+        var model = new TSaga().Build();
+        var replyQueue = SagaRegistry.Versions(model.Name).Count > 0 ? SagaRegistry.QueueOf(model.Name) : queue ?? "sagas." + model.Name;
+        GetQueue(replyQueue);
+        if (!SagaRegistry.Add(model, replyQueue))
+        {
+            _sagaErrors.Add($"Saga '{model.Name}' version {model.Version} is registered twice ({typeof(TSaga).Name}); give the new definition a higher Version.");
+            return this;
+        }
+
+        foreach (var type in model.ReplyTypes.Append(typeof(SagaStepTimeout)).Append(typeof(SagaStepFailed)))
+        {
+            if (!_handlers.Any(h => h.Queue == replyQueue && h.MessageType == type))
+            {
+                _handlers.Add(new HandlerRegistration(replyQueue, null, type, typeof(SagaEngine), SagaInvoker.Instance));
+            }
+        }
+
+        return this;
+    }
+
     QueueOptions GetQueue(string queue)
     {
         ValidateName(queue, "queue");
@@ -182,6 +227,11 @@ public sealed partial class ConvergeOptions
         if (InboxCleanupInterval > MaxInterval || PollInterval > MaxInterval || LeaseDuration > MaxInterval || Retry.MaxDelay > MaxInterval)
         {
             yield return $"InboxCleanupInterval, PollInterval, LeaseDuration and Retry.MaxDelay must each be at most {MaxInterval.TotalDays} days (a timer limit).";
+        }
+
+        foreach (var error in _sagaErrors.Concat(Faults.Validate()))
+        {
+            yield return error;
         }
 
         foreach (var error in Retry.Validate())

@@ -19,6 +19,8 @@ internal sealed class MessageBus : IMessageBus
         _observers = observers;
     }
 
+    internal DateTimeOffset Now => _options.TimeProvider.GetUtcNow();
+
     public ValueTask<IStoreTransaction> BeginTransactionAsync(CancellationToken cancellationToken = default) => _store.BeginAsync(cancellationToken);
 
     public async ValueTask<Guid> SendAsync<T>(T message, SendOptions? options = null, CancellationToken cancellationToken = default) where T : notnull

@@ -66,6 +66,24 @@ public interface IMessageStore : IAsyncDisposable
 
     /// <summary>Queue depths, dead letters, log head and consumer-group lag.</summary>
     ValueTask<StoreStatus> GetStatusAsync(CancellationToken cancellationToken);
+
+    /// <summary>The saga instance of <paramref name="transactionId"/>; <c>null</c> when there is none.</summary>
+    ValueTask<SagaInstance?> GetSagaAsync(string transactionId, CancellationToken cancellationToken);
+
+    /// <summary>Saga instances matching <paramref name="query"/>, most recently started first.</summary>
+    ValueTask<IReadOnlyList<SagaInstance>> QuerySagasAsync(SagaQuery query, CancellationToken cancellationToken);
+
+    /// <summary>Instances counted per definition, version and state.</summary>
+    ValueTask<IReadOnlyList<SagaCount>> CountSagasAsync(CancellationToken cancellationToken);
+
+    /// <summary>Everything that happened to the saga instance of <paramref name="transactionId"/>, oldest first.</summary>
+    ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Every message and event that carries <paramref name="correlationId"/>: handled (from the inbox), still queued,
+    /// dead-lettered, or appended to the log. Unordered; the flow view orders them by causation.
+    /// </summary>
+    ValueTask<IReadOnlyList<FlowItem>> ReadFlowAsync(string correlationId, CancellationToken cancellationToken);
 }
 
 /// <summary>
@@ -88,8 +106,11 @@ public interface IStoreTransaction : IAsyncDisposable
     /// <exception cref="StreamVersionConflictException">The stream is not at <paramref name="expectedVersion"/>.</exception>
     ValueTask<IReadOnlyList<LogEvent>> AppendAsync(string stream, long? expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken);
 
-    /// <summary>Records that <paramref name="consumer"/> handled <paramref name="messageId"/>; <c>false</c> when it already had.</summary>
-    ValueTask<bool> TryRecordInboxAsync(string consumer, Guid messageId, CancellationToken cancellationToken);
+    /// <summary>
+    /// Records that <paramref name="consumer"/> handled <paramref name="envelope"/> (its id, type, correlation and
+    /// causation, which the flow view reads back); <c>false</c> when it already had.
+    /// </summary>
+    ValueTask<bool> TryRecordInboxAsync(string consumer, Envelope envelope, CancellationToken cancellationToken);
 
     /// <summary>Removes a handled message; <c>false</c> when the lease was lost to another consumer.</summary>
     ValueTask<bool> CompleteAsync(QueuedMessage message, CancellationToken cancellationToken);
@@ -115,6 +136,21 @@ public interface IStoreTransaction : IAsyncDisposable
     /// small writes much cheaper than a new command each time.
     /// </summary>
     ValueTask<int> ExecuteAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken);
+
+    /// <summary>Loads the saga instance of <paramref name="transactionId"/> inside this transaction; <c>null</c> when none.</summary>
+    ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken);
+
+    /// <summary>Stores a new saga instance; <c>false</c> when one with its transaction id already exists.</summary>
+    ValueTask<bool> InsertSagaAsync(SagaInstance instance, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Saves <paramref name="instance"/> if the stored one is still at <paramref name="expectedVersion"/>, and sets its
+    /// <see cref="SagaInstance.ConcurrencyVersion"/> to the next version; <c>false</c> when another writer saved first.
+    /// </summary>
+    ValueTask<bool> UpdateSagaAsync(SagaInstance instance, long expectedVersion, CancellationToken cancellationToken);
+
+    /// <summary>Appends entries to the saga log.</summary>
+    ValueTask AppendSagaLogAsync(IReadOnlyList<SagaLogEntry> entries, CancellationToken cancellationToken);
 
     /// <summary>Marks the point that <see cref="RollbackToSavepointAsync"/> returns to (one level; not nested).</summary>
     ValueTask SavepointAsync(CancellationToken cancellationToken);

@@ -1,0 +1,441 @@
+using System.Globalization;
+using Converge.Contracts;
+using Converge.Faults;
+using Converge.Runtime;
+using Converge.Storage;
+
+namespace Converge.Sagas;
+
+/// <summary>The definitions registered in this process, by name and version.</summary>
+internal sealed class SagaRegistry
+{
+    readonly Dictionary<string, SortedList<int, SagaModel>> _byName = new(StringComparer.Ordinal);
+    readonly Dictionary<string, string> _queues = new(StringComparer.Ordinal);
+
+    public IEnumerable<SagaModel> All => _byName.Values.SelectMany(v => v.Values);
+
+    public bool Add(SagaModel model, string queue)
+    {
+        if (!_byName.TryGetValue(model.Name, out var versions))
+        {
+            _byName[model.Name] = versions = [];
+            _queues[model.Name] = queue;
+        }
+
+        return versions.TryAdd(model.Version, model);
+    }
+
+    public string QueueOf(string saga) => _queues[saga];
+
+    public SagaModel? Find(string saga, int version) =>
+        _byName.TryGetValue(saga, out var versions) && versions.TryGetValue(version, out var model) ? model : null;
+
+    public SagaModel Newest(string saga) =>
+        _byName.TryGetValue(saga, out var versions)
+            ? versions.Values[^1]
+            : throw new InvalidOperationException($"No saga named '{saga}' is registered. Call options.AddSaga<TSaga>() in AddConverge.");
+
+    public IReadOnlyList<int> Versions(string saga) => _byName.TryGetValue(saga, out var versions) ? [.. versions.Keys] : [];
+}
+
+/// <summary>
+/// Runs orchestrated sagas: starts instances and advances them on replies and timeouts. Every transition loads the
+/// instance, decides, sends the next commands, saves the instance under optimistic concurrency and appends to the
+/// saga log, all in the transaction of the message that caused it.
+/// </summary>
+internal sealed class SagaEngine
+{
+    readonly ConvergeOptions _options;
+    readonly IMessageStore _store;
+    readonly MessageBus _bus;
+    readonly FaultInjector _faults;
+
+    public SagaEngine(ConvergeOptions options, IMessageStore store, MessageBus bus, FaultInjector faults)
+    {
+        _options = options;
+        _store = store;
+        _bus = bus;
+        _faults = faults;
+    }
+
+    SagaRegistry Registry => _options.SagaRegistry;
+
+    public async ValueTask<bool> StartAsync(IStoreTransaction transaction, string saga, string transactionId, object data, Envelope? cause, IServiceProvider services, CancellationToken cancellationToken)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(transactionId);
+        ArgumentNullException.ThrowIfNull(data);
+        var model = Registry.Newest(saga);
+        if (!model.DataType.IsInstanceOfType(data))
+        {
+            throw new ArgumentException($"Saga '{saga}' version {model.Version} takes {model.DataType.Name} data, not {data.GetType().Name}.", nameof(data));
+        }
+
+        if (await transaction.LoadSagaAsync(transactionId, cancellationToken) is not null)
+        {
+            return false;
+        }
+
+        var now = _options.TimeProvider.GetUtcNow();
+        var instance = new SagaInstance
+        {
+            TransactionId = transactionId,
+            Definition = model.Name,
+            Version = model.Version,
+            State = SagaState.Running,
+            StepIndex = 0,
+            Steps = [.. model.Steps.Select(s => s.Name)],
+            Data = ReadOnlyMemory<byte>.Empty,
+            StartedAt = now,
+            UpdatedAt = now,
+        };
+        var transition = new Transition(this, transaction, model, instance, data, cause, services, now);
+        transition.Log(SagaLogKinds.Started, null, null, null, "version " + model.Version.ToString(CultureInfo.InvariantCulture));
+        await transition.SendStepAsync(cancellationToken);
+        instance.Data = Serialize(model, transition.Data);
+        if (!await transaction.InsertSagaAsync(instance, cancellationToken))
+        {
+            throw new SagaConcurrencyException(transactionId, 0);
+        }
+
+        await transaction.AppendSagaLogAsync(transition.Entries, cancellationToken);
+        return true;
+    }
+
+    public async Task HandleAsync(object message, MessageContext context, CancellationToken cancellationToken)
+    {
+        var transaction = context.Transaction;
+        var envelope = context.Envelope;
+        var transactionId = envelope.CorrelationId
+            ?? throw new HandlerFailureException($"A {envelope.MessageType} reached saga queue '{context.Queue}' without a transaction id; replies must be sent with context.ReplyAsync.", nonRetryable: true);
+        var instance = await transaction.LoadSagaAsync(transactionId, cancellationToken)
+            ?? throw new HandlerFailureException($"No saga instance has transaction id '{transactionId}' ({envelope.MessageType} on '{context.Queue}').", nonRetryable: true);
+        var model = Registry.Find(instance.Definition, instance.Version)
+            ?? throw new HandlerFailureException(
+                $"Saga '{instance.Definition}' version {instance.Version} is not registered in this process, but instance '{transactionId}' started on it and must finish on it. " +
+                $"Registered versions: {string.Join(", ", Registry.Versions(instance.Definition))}. Register the version {instance.Version} definition again (keep old versions until their instances end); the message waits in the dead letters for a retry.",
+                nonRetryable: true);
+
+        var expected = instance.ConcurrencyVersion;
+        var now = _options.TimeProvider.GetUtcNow();
+        var transition = new Transition(this, transaction, model, instance, null, envelope, context.Services, now);
+        var changed = message is SagaStepTimeout timeout
+            ? await transition.OnTimeoutAsync(timeout, cancellationToken)
+            : await transition.OnReplyAsync(message, cancellationToken);
+        if (changed)
+        {
+            if (transition.HasData)
+            {
+                instance.Data = Serialize(model, transition.Data);
+            }
+
+            if (!await transaction.UpdateSagaAsync(instance, expected, cancellationToken))
+            {
+                throw new SagaConcurrencyException(transactionId, expected);
+            }
+        }
+
+        if (transition.Entries.Count > 0)
+        {
+            await transaction.AppendSagaLogAsync(transition.Entries, cancellationToken);
+        }
+    }
+
+    byte[] Serialize(SagaModel model, object data) => _options.Serializer.Serialize(data, model.DataType);
+
+    object Deserialize(SagaModel model, SagaInstance instance) =>
+        _options.Serializer.Deserialize(instance.Data.Span, model.DataType)
+        ?? throw new InvalidOperationException($"Saga '{instance.TransactionId}' has empty data.");
+
+    /// <summary>Why a reply that is not the awaited one changes nothing, read from the committed saga log.</summary>
+    async ValueTask<string> ClassifyIgnoredAsync(SagaInstance instance, Envelope envelope, CancellationToken cancellationToken)
+    {
+        if (envelope.CausationId is not { } command)
+        {
+            return "not a reply: it names no command it answers";
+        }
+
+        var log = await _store.ReadSagaLogAsync(instance.TransactionId, cancellationToken);
+        var answered = "to " + command.ToString("N");
+        if (log.Any(e => e.Kind == SagaLogKinds.ReplyReceived && e.Detail is { } detail && detail.EndsWith(answered, StringComparison.Ordinal)))
+        {
+            return $"duplicate: command {command:N} was already answered";
+        }
+
+        if (log.FirstOrDefault(e => e.MessageId == command && e.Kind is SagaLogKinds.CommandSent or SagaLogKinds.CompensationSent) is { } sent)
+        {
+            var now = SagaStates.IsEnded(instance.State) ? $"the saga has {SagaStates.ToText(instance.State)}" : $"the saga now awaits {instance.Awaiting:N}";
+            return $"late: command {command:N} (step '{sent.Step}') is no longer awaited; {now}";
+        }
+
+        return $"unknown: this saga never sent command {command:N}";
+    }
+
+    /// <summary>One transition of one instance: what it decides, sends and logs while handling one message.</summary>
+    sealed class Transition
+    {
+        readonly SagaEngine _engine;
+        readonly IStoreTransaction _transaction;
+        readonly SagaModel _model;
+        readonly SagaInstance _instance;
+        readonly Envelope? _cause;
+        readonly IServiceProvider _services;
+        readonly DateTimeOffset _now;
+        object? _data;
+
+        public Transition(SagaEngine engine, IStoreTransaction transaction, SagaModel model, SagaInstance instance, object? data, Envelope? cause, IServiceProvider services, DateTimeOffset now)
+        {
+            _engine = engine;
+            _transaction = transaction;
+            _model = model;
+            _instance = instance;
+            _data = data;
+            _cause = cause;
+            _services = services;
+            _now = now;
+        }
+
+        public List<SagaLogEntry> Entries { get; } = new(4);
+
+        public bool HasData => _data is not null;
+
+        public object Data => _data ??= _engine.Deserialize(_model, _instance);
+
+        SagaStepModel Current => _model.Steps[_instance.StepIndex];
+
+        public void Log(string kind, string? step, Guid? messageId, string? messageType, string? detail) =>
+            Entries.Add(new SagaLogEntry(_instance.TransactionId, _now, kind, step, messageId, messageType, detail));
+
+        public async ValueTask<bool> OnTimeoutAsync(SagaStepTimeout timeout, CancellationToken cancellationToken)
+        {
+            if (_instance.Awaiting != timeout.CommandId)
+            {
+                // The step was answered in time; the timer simply runs out.
+                return false;
+            }
+
+            Log(SagaLogKinds.TimeoutFired, timeout.Step, _cause?.MessageId, _cause?.MessageType, $"no reply to {timeout.CommandId:N}");
+            if (_instance.State == SagaState.Compensating)
+            {
+                await SendCompensationAsync(null, cancellationToken);
+            }
+            else
+            {
+                await FailStepAsync("timed out", timedOut: true, cancellationToken);
+            }
+
+            return true;
+        }
+
+        public async ValueTask<bool> OnReplyAsync(object reply, CancellationToken cancellationToken)
+        {
+            var envelope = _cause!;
+            var stepHeader = envelope.Headers.TryGetValue(SagaHeaders.Step, out var named) ? named : null;
+            if (SagaStates.IsEnded(_instance.State) || envelope.CausationId is null || envelope.CausationId != _instance.Awaiting)
+            {
+                Log(SagaLogKinds.ReplyIgnored, stepHeader, envelope.MessageId, envelope.MessageType, await _engine.ClassifyIgnoredAsync(_instance, envelope, cancellationToken));
+                return false;
+            }
+
+            var step = Current;
+            var answered = "to " + envelope.CausationId.Value.ToString("N");
+            if (_instance.State == SagaState.Compensating)
+            {
+                if (reply is SagaStepFailed refused)
+                {
+                    Log(SagaLogKinds.StepFailed, step.Name, envelope.MessageId, envelope.MessageType, $"compensation refused: {refused.Reason}; {answered}");
+                    await SendCompensationAsync(RetryDelay(step), cancellationToken);
+                    return true;
+                }
+
+                if (!step.CompensationReplies.Contains(reply.GetType()))
+                {
+                    Log(SagaLogKinds.ReplyIgnored, step.Name, envelope.MessageId, envelope.MessageType, $"unexpected: compensating step '{step.Name}' does not accept {envelope.MessageType}");
+                    return false;
+                }
+
+                Log(SagaLogKinds.ReplyReceived, step.Name, envelope.MessageId, envelope.MessageType, "compensated; " + answered);
+                _instance.StepIndex--;
+                _instance.StepAttempt = 0;
+                await SendCompensationAsync(null, cancellationToken);
+                return true;
+            }
+
+            if (reply is SagaStepFailed failed)
+            {
+                Log(SagaLogKinds.ReplyReceived, step.Name, envelope.MessageId, envelope.MessageType, "failure; " + answered);
+                await FailStepAsync(failed.Reason, timedOut: false, cancellationToken);
+                return true;
+            }
+
+            if (!step.Replies.TryGetValue(reply.GetType(), out var rule))
+            {
+                Log(SagaLogKinds.ReplyIgnored, step.Name, envelope.MessageId, envelope.MessageType, $"unexpected: step '{step.Name}' does not accept {envelope.MessageType}");
+                return false;
+            }
+
+            if (rule.IsFailure)
+            {
+                Log(SagaLogKinds.ReplyReceived, step.Name, envelope.MessageId, envelope.MessageType, "failure; " + answered);
+                await FailStepAsync(rule.Reason?.Invoke(reply) ?? envelope.MessageType, timedOut: false, cancellationToken);
+                return true;
+            }
+
+            rule.Apply?.Invoke(Data, reply);
+            Log(SagaLogKinds.ReplyReceived, step.Name, envelope.MessageId, envelope.MessageType, answered);
+            _instance.StepIndex++;
+            _instance.StepAttempt = 0;
+            if (_instance.StepIndex == _model.Steps.Count)
+            {
+                await FinishAsync(SagaState.Completed, cancellationToken);
+            }
+            else
+            {
+                await SendStepAsync(cancellationToken);
+            }
+
+            return true;
+        }
+
+        /// <summary>Sends the current step's command, unless a fault plan fails the step first.</summary>
+        public async ValueTask SendStepAsync(CancellationToken cancellationToken, TimeSpan? delay = null)
+        {
+            var step = Current;
+            var attempt = _instance.StepAttempt + 1;
+            var faults = _engine._faults;
+            if (faults.Enabled)
+            {
+                if (faults.Find(FaultAction.Fail, _instance.TransactionId, step.Name, attempt, _cause?.Headers) is { } fail)
+                {
+                    await InjectFailureAsync(step, attempt, fail.Error, delay, cancellationToken);
+                    return;
+                }
+
+                if (faults.Find(FaultAction.Delay, _instance.TransactionId, step.Name, attempt, _cause?.Headers) is { } late)
+                {
+                    Log(SagaLogKinds.FaultInjected, step.Name, null, null, $"delay: {late.Delay}");
+                    delay = (delay ?? TimeSpan.Zero) + late.Delay;
+                }
+            }
+
+            await SendAsync(step, step.Command(Data), step.Queue, SagaLogKinds.CommandSent, delay, cancellationToken);
+        }
+
+        /// <summary>
+        /// Stands in for a participant that refuses the step: a failure reply to a command that is never sent, handled
+        /// in a transition of its own, so a step failed on every attempt is retried at its pace instead of in a loop.
+        /// </summary>
+        async ValueTask InjectFailureAsync(SagaStepModel step, int attempt, string error, TimeSpan? delay, CancellationToken cancellationToken)
+        {
+            _instance.StepAttempt = attempt;
+            var standIn = MessageIds.New(_now);
+            _instance.Awaiting = standIn;
+            Log(SagaLogKinds.FaultInjected, step.Name, standIn, null, $"fail: {error}");
+            var queue = _engine._options.SagaRegistry.QueueOf(_model.Name);
+            var command = new Envelope { MessageId = standIn, MessageType = "converge.injected-fault", CorrelationId = _instance.TransactionId, SentAt = _now, Body = ReadOnlyMemory<byte>.Empty };
+            await _engine._bus.SendCoreAsync(
+                _transaction,
+                new SagaStepFailed(error),
+                new SendOptions { Queue = queue, CorrelationId = _instance.TransactionId, Delay = delay, Headers = new Dictionary<string, string> { [SagaHeaders.Step] = step.Name } },
+                command,
+                cancellationToken);
+        }
+
+        async ValueTask FailStepAsync(string reason, bool timedOut, CancellationToken cancellationToken)
+        {
+            var step = Current;
+            Log(SagaLogKinds.StepFailed, step.Name, null, null, reason);
+            switch (step.Kind)
+            {
+                case SagaStepKind.Retriable:
+                    await SendStepAsync(cancellationToken, RetryDelay(step));
+                    break;
+                case SagaStepKind.Pivot when timedOut:
+                    // Whether a pivot took effect must be known before anything is undone: ask again.
+                    await SendStepAsync(cancellationToken);
+                    break;
+                default:
+                    // A timed-out step may still take effect, so it is compensated too; a refused one did nothing.
+                    _instance.State = SagaState.Compensating;
+                    _instance.Failure = $"{step.Name}: {reason}";
+                    Log(SagaLogKinds.StateChanged, step.Name, null, null, "running -> compensating");
+                    _instance.StepIndex = timedOut && step.Kind == SagaStepKind.Compensatable ? _instance.StepIndex : _instance.StepIndex - 1;
+                    _instance.StepAttempt = 0;
+                    await SendCompensationAsync(null, cancellationToken);
+                    break;
+            }
+        }
+
+        async ValueTask SendCompensationAsync(TimeSpan? delay, CancellationToken cancellationToken)
+        {
+            while (_instance.StepIndex >= 0 && _model.Steps[_instance.StepIndex].Compensation is null)
+            {
+                _instance.StepIndex--;
+            }
+
+            if (_instance.StepIndex < 0)
+            {
+                _instance.StepIndex = -1;
+                await FinishAsync(SagaState.Compensated, cancellationToken);
+                return;
+            }
+
+            var step = Current;
+            await SendAsync(step, step.Compensation!(Data), step.CompensationQueue, SagaLogKinds.CompensationSent, delay, cancellationToken);
+        }
+
+        async ValueTask SendAsync(SagaStepModel step, object command, string? queue, string kind, TimeSpan? delay, CancellationToken cancellationToken)
+        {
+            var attempt = ++_instance.StepAttempt;
+            var options = _engine._options;
+            var id = MessageIds.New(_now);
+            var headers = new Dictionary<string, string>(3, StringComparer.Ordinal)
+            {
+                [SagaHeaders.ReplyTo] = options.SagaRegistry.QueueOf(_model.Name),
+                [SagaHeaders.Step] = step.Name,
+                [SagaHeaders.Attempt] = attempt.ToString(CultureInfo.InvariantCulture),
+            };
+            await _engine._bus.SendCoreAsync(
+                _transaction,
+                command,
+                new SendOptions { Queue = queue, MessageId = id, CorrelationId = _instance.TransactionId, Delay = delay, Headers = headers },
+                _cause,
+                cancellationToken);
+            _instance.Awaiting = id;
+            Log(kind, step.Name, id, options.Messages.GetName(command.GetType()), attempt == 1 ? null : "attempt " + attempt.ToString(CultureInfo.InvariantCulture));
+            if (step.Timeout is { } timeout)
+            {
+                await _engine._bus.SendCoreAsync(
+                    _transaction,
+                    new SagaStepTimeout(id, step.Name),
+                    new SendOptions { Queue = options.SagaRegistry.QueueOf(_model.Name), CorrelationId = _instance.TransactionId, Delay = (delay ?? TimeSpan.Zero) + timeout },
+                    _cause,
+                    cancellationToken);
+            }
+        }
+
+        TimeSpan RetryDelay(SagaStepModel step) =>
+            step.RetryDelay ?? _engine._options.Retry.DelayBefore(_instance.StepAttempt + 1, _engine._options.Random.NextDouble());
+
+        async ValueTask FinishAsync(SagaState state, CancellationToken cancellationToken)
+        {
+            var from = SagaStates.ToText(_instance.State);
+            _instance.State = state;
+            _instance.Awaiting = null;
+            Log(SagaLogKinds.StateChanged, null, null, null, $"{from} -> {SagaStates.ToText(state)}");
+            var hook = state == SagaState.Completed ? _model.Completed : _model.Compensated;
+            if (hook is not null)
+            {
+                var context = _model.CreateContext(new SagaContextCore(_transaction, _engine._bus, _instance, _cause, _services), Data);
+                await hook(context, cancellationToken);
+            }
+        }
+    }
+}
+
+internal sealed class SagaInvoker : HandlerInvoker
+{
+    public static readonly SagaInvoker Instance = new();
+
+    public override Task InvokeAsync(IServiceProvider services, object message, MessageContext context, CancellationToken cancellationToken) =>
+        ((SagaEngine)services.GetService(typeof(SagaEngine))!).HandleAsync(message, context, cancellationToken);
+}

@@ -1,0 +1,37 @@
+namespace Converge.Sagas;
+
+/// <summary>Scheduled by a saga when a step with a timeout sends its command; fails the step if its reply has not come.</summary>
+/// <param name="CommandId">The command whose reply is awaited.</param>
+/// <param name="Step">The step.</param>
+public sealed record SagaStepTimeout(Guid CommandId, string Step)
+{
+    /// <summary>The registered type name.</summary>
+    public const string TypeName = "converge.saga-step-timeout";
+}
+
+/// <summary>
+/// A reply any participant can send to fail a saga step without a failure type of its own
+/// (<see cref="Runtime.MessageContext.ReplyFailureAsync"/>).
+/// </summary>
+/// <param name="Reason">Why the step failed; recorded in the saga log.</param>
+public sealed record SagaStepFailed(string Reason)
+{
+    /// <summary>The registered type name.</summary>
+    public const string TypeName = "converge.saga-step-failed";
+}
+
+/// <summary>Headers a saga puts on its commands. Stable strings: participants in other languages may read them.</summary>
+public static class SagaHeaders
+{
+    /// <summary>The queue the participant replies to.</summary>
+    public const string ReplyTo = "converge-reply-to";
+
+    /// <summary>The saga step the command belongs to (copied onto the reply).</summary>
+    public const string Step = "converge-saga-step";
+
+    /// <summary>Which sending of the step's command this is (1 the first time).</summary>
+    public const string Attempt = "converge-saga-attempt";
+
+    /// <summary>Set on a reply a fault plan duplicated.</summary>
+    public const string Fault = "converge-fault";
+}

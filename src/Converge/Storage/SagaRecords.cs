@@ -1,0 +1,197 @@
+namespace Converge.Storage;
+
+/// <summary>The lifecycle of a saga instance. Stored as its lower-case name; tools and queries depend on it.</summary>
+public enum SagaState
+{
+    /// <summary>Going forward: the current step's command is out and its reply awaited.</summary>
+    Running,
+
+    /// <summary>A step before the pivot failed; completed steps are being undone in reverse order.</summary>
+    Compensating,
+
+    /// <summary>Every step succeeded.</summary>
+    Completed,
+
+    /// <summary>Every completed step was compensated (possibly none, when the first step failed).</summary>
+    Compensated,
+}
+
+/// <summary>One stored saga instance: the business transaction it carries out and where it stands.</summary>
+public sealed class SagaInstance
+{
+    /// <summary>The business transaction id; the instance's identity.</summary>
+    public required string TransactionId { get; init; }
+
+    /// <summary>The definition's name.</summary>
+    public required string Definition { get; init; }
+
+    /// <summary>The definition version the instance started on; it finishes on that version.</summary>
+    public required int Version { get; init; }
+
+    /// <summary>Where the instance stands.</summary>
+    public required SagaState State { get; set; }
+
+    /// <summary>
+    /// The index (into <see cref="Steps"/>) of the step whose command or compensation is out; equal to the step
+    /// count once the instance has ended forward, -1 once compensation is done.
+    /// </summary>
+    public required int StepIndex { get; set; }
+
+    /// <summary>The id of the command whose reply the instance is waiting for; <c>null</c> once ended.</summary>
+    public Guid? Awaiting { get; set; }
+
+    /// <summary>How many times the current step's command has been sent (1 the first time).</summary>
+    public int StepAttempt { get; set; }
+
+    /// <summary>The step names of the definition version, in order.</summary>
+    public required IReadOnlyList<string> Steps { get; init; }
+
+    /// <summary>The saga data, serialized (UTF-8 JSON with the default serializer).</summary>
+    public required ReadOnlyMemory<byte> Data { get; set; }
+
+    /// <summary>Why the instance compensated: the failed step and its error; <c>null</c> otherwise.</summary>
+    public string? Failure { get; set; }
+
+    /// <summary>Optimistic-concurrency version: 1 when created, one more at every save.</summary>
+    public long ConcurrencyVersion { get; set; }
+
+    /// <summary>When the instance started.</summary>
+    public required DateTimeOffset StartedAt { get; init; }
+
+    /// <summary>When the instance last changed.</summary>
+    public DateTimeOffset UpdatedAt { get; set; }
+}
+
+/// <summary>What happened to a saga instance. Stored as a stable string (see <see cref="SagaLogKinds"/>).</summary>
+/// <param name="TransactionId">The instance.</param>
+/// <param name="At">When it happened.</param>
+/// <param name="Kind">One of <see cref="SagaLogKinds"/>.</param>
+/// <param name="Step">The step it concerns, if any.</param>
+/// <param name="MessageId">The message sent or received, if any.</param>
+/// <param name="MessageType">That message's type name, if any.</param>
+/// <param name="Detail">Free text: an error, a state change, why a reply was ignored.</param>
+public sealed record SagaLogEntry(string TransactionId, DateTimeOffset At, string Kind, string? Step, Guid? MessageId, string? MessageType, string? Detail)
+{
+    /// <summary>The entry's position in the store's saga log (0 before it is stored).</summary>
+    public long Id { get; init; }
+}
+
+/// <summary>The kinds of saga log entries. Stable strings: tools and queries depend on them.</summary>
+public static class SagaLogKinds
+{
+    /// <summary>The instance was created.</summary>
+    public const string Started = "started";
+
+    /// <summary>A step's command was sent.</summary>
+    public const string CommandSent = "command-sent";
+
+    /// <summary>A reply was applied.</summary>
+    public const string ReplyReceived = "reply-received";
+
+    /// <summary>A reply changed nothing: a duplicate, a late reply or one for another step.</summary>
+    public const string ReplyIgnored = "reply-ignored";
+
+    /// <summary>A step's timeout fired while its reply was still awaited.</summary>
+    public const string TimeoutFired = "timeout-fired";
+
+    /// <summary>A step failed (failure reply, timeout or injected fault).</summary>
+    public const string StepFailed = "step-failed";
+
+    /// <summary>A compensating command was sent.</summary>
+    public const string CompensationSent = "compensation-sent";
+
+    /// <summary>A fault plan rule acted on the instance.</summary>
+    public const string FaultInjected = "fault-injected";
+
+    /// <summary>The instance's state changed.</summary>
+    public const string StateChanged = "state-changed";
+}
+
+/// <summary>A query over stored saga instances. Unset properties do not filter.</summary>
+public sealed class SagaQuery
+{
+    /// <summary>Only instances in this state.</summary>
+    public SagaState? State { get; init; }
+
+    /// <summary>Only instances of this definition.</summary>
+    public string? Definition { get; init; }
+
+    /// <summary>Only instances on this definition version.</summary>
+    public int? Version { get; init; }
+
+    /// <summary>At most this many, newest first. Default 100.</summary>
+    public int Max { get; init; } = 100;
+}
+
+/// <summary>Instances counted per definition, version and state.</summary>
+/// <param name="Definition">The definition name.</param>
+/// <param name="Version">The version.</param>
+/// <param name="State">The state.</param>
+/// <param name="Count">How many instances.</param>
+public sealed record SagaCount(string Definition, int Version, SagaState State, long Count);
+
+/// <summary>One message or event of a business transaction, as the flow view shows it.</summary>
+/// <param name="MessageId">The message or event id.</param>
+/// <param name="MessageType">Its type name.</param>
+/// <param name="CausationId">The message that caused it, if any.</param>
+/// <param name="SentAt">When it was sent or published.</param>
+/// <param name="Where">Where it is or went: <c>queue:NAME</c>, <c>log:STREAM</c> or <c>dead-letters:SOURCE</c>.</param>
+/// <param name="Status">
+/// <c>handled</c> (in a queue consumer's inbox), <c>pending</c> (still on its queue), <c>dead-lettered</c>, or
+/// <c>appended</c> (a log event).
+/// </param>
+/// <param name="HandledAt">When a queue consumer handled it, if it did.</param>
+public sealed record FlowItem(Guid MessageId, string MessageType, Guid? CausationId, DateTimeOffset SentAt, string Where, string Status, DateTimeOffset? HandledAt);
+
+/// <summary>Thrown when a saga instance was changed by someone else since it was loaded.</summary>
+public sealed class SagaConcurrencyException : Exception
+{
+    /// <summary>Creates the exception.</summary>
+    public SagaConcurrencyException(string transactionId, long expected)
+        : base($"Saga '{transactionId}' was changed by another handler since it was loaded at version {expected}; the message is retried against the new state.") { }
+
+    /// <summary>Creates the exception.</summary>
+    public SagaConcurrencyException() { }
+
+    /// <summary>Creates the exception.</summary>
+    public SagaConcurrencyException(string message) : base(message) { }
+
+    /// <summary>Creates the exception.</summary>
+    public SagaConcurrencyException(string message, Exception innerException) : base(message, innerException) { }
+}
+
+/// <summary>The stored text of each <see cref="SagaState"/>.</summary>
+public static class SagaStates
+{
+    /// <summary>The stored text of <paramref name="state"/>.</summary>
+    public static string ToText(SagaState state) => state switch
+    {
+        SagaState.Running => "running",
+        SagaState.Compensating => "compensating",
+        SagaState.Completed => "completed",
+        SagaState.Compensated => "compensated",
+        _ => throw new ArgumentOutOfRangeException(nameof(state), state, null),
+    };
+
+    /// <summary>Parses a stored or typed state name (case-insensitive).</summary>
+    /// <exception cref="FormatException">Not a state name.</exception>
+    public static SagaState Parse(string text) => TryParse(text, out var state)
+        ? state
+        : throw new FormatException($"'{text}' is not a saga state; use running, compensating, completed or compensated.");
+
+    /// <summary>Parses a state name (case-insensitive); <c>false</c> when it is not one.</summary>
+    public static bool TryParse(string? text, out SagaState state)
+    {
+        switch (text?.ToUpperInvariant())
+        {
+            case "RUNNING": state = SagaState.Running; return true;
+            case "COMPENSATING": state = SagaState.Compensating; return true;
+            case "COMPLETED": state = SagaState.Completed; return true;
+            case "COMPENSATED": state = SagaState.Compensated; return true;
+            default: state = default; return false;
+        }
+    }
+
+    /// <summary>Whether an instance in <paramref name="state"/> has ended.</summary>
+    public static bool IsEnded(SagaState state) => state is SagaState.Completed or SagaState.Compensated;
+}
