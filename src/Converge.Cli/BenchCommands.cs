@@ -11,8 +11,69 @@ internal static class BenchCommands
     public static Command Create(CliOutput output) => new("bench", "Measure end-to-end message throughput and latency, or the raw SQLite ceiling of this disk.")
     {
         Messages(output),
+        Sagas(output),
         Ceiling(output),
     };
+
+    static Command Sagas(CliOutput output)
+    {
+        var count = new Option<int>("--count") { Description = "Sagas per run.", HelpName = "N", Required = true };
+        var db = new Option<string>("--db") { Description = "Where to put the database (a new file, recreated for every run and kept after the last). Default: a temporary file, deleted.", HelpName = "FILE" };
+        var runs = new Option<int>("--runs") { Description = "Measured runs, each on a fresh file; figures are medians.", HelpName = "N", DefaultValueFactory = _ => 1 };
+        var warmup = new Option<int>("--warmup") { Description = "Sagas of an unreported warm-up run first; at most --count; 0 to skip.", HelpName = "N", DefaultValueFactory = _ => 20_000 };
+        var timeouts = new Option<bool>("--timeouts") { Description = "Give every step a timeout (one scheduled message per step), as production sagas usually have." };
+        var durability = new Option<string>("--durability") { Description = "full (default: every commit reaches the disk) or normal.", HelpName = "full|normal", DefaultValueFactory = _ => "full" };
+        durability.AcceptOnlyFromAmong("full", "normal");
+        var json = CommonOptions.Json();
+        AtLeast(count, 1);
+        AtLeast(runs, 1);
+        var command = new Command("sagas", "Run N three-step orchestrated sagas (reserve credit, charge, ship) with participants on their own queues, fully durable on SQLite, and verify each completed exactly once.")
+        {
+            count, db, runs, warmup, timeouts, durability, json,
+        };
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var path = parsed.GetValue(db);
+            if (path is not null && (File.Exists(path) || Directory.Exists(path)))
+            {
+                throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file: the bench recreates it for every run.");
+            }
+
+            var settings = new SagasBenchSettings
+            {
+                Count = parsed.GetValue(count),
+                DbPath = path is null ? null : Path.GetFullPath(path),
+                Runs = parsed.GetValue(runs),
+                WarmupCount = parsed.GetValue(warmup),
+                Timeouts = parsed.GetValue(timeouts),
+                Durability = parsed.GetValue(durability) == "normal" ? SqliteDurability.Normal : SqliteDurability.Full,
+            };
+            var report = await SagasBench.RunAsync(settings, output.Error, cancellationToken);
+            if (parsed.GetValue(json))
+            {
+                await output.WriteJsonAsync(report);
+                return CliApp.Success;
+            }
+
+            var table = CliOutput.Table("Figure", "Value");
+            CliOutput.AddRow(table, "sagas", report.Sagas);
+            CliOutput.AddRow(table, "seconds", report.Seconds);
+            CliOutput.AddRow(table, "sagas per second", report.PerSecond);
+            CliOutput.AddRow(table, "saga duration p50 / p99 (ms)", $"{CliOutput.Format(report.P50Ms)} / {CliOutput.Format(report.P99Ms)}");
+            CliOutput.AddRow(table, "step timeouts", report.Timeouts ? "yes" : "no");
+            CliOutput.AddRow(table, "durability", report.Durability);
+            CliOutput.AddRow(table, "runs", report.Runs);
+            if (report.PerSecondRuns is { } each)
+            {
+                CliOutput.AddRow(table, "per run (sagas/s)", string.Join(", ", each.Select(v => CliOutput.Format(v))));
+            }
+
+            CliOutput.AddRow(table, "verified", "every saga completed exactly once, queues empty");
+            output.Console().Write(table);
+            return CliApp.Success;
+        });
+        return command;
+    }
 
     static Command Messages(CliOutput output)
     {

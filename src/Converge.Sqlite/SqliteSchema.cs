@@ -185,7 +185,9 @@ internal sealed class SqliteSchema
             ORDER BY started_at DESC, transaction_id LIMIT $max
             """;
         CountSagas = $"SELECT definition, version, state, count(*) FROM {Sagas} GROUP BY definition, version, state ORDER BY definition, version, state";
-        AppendSagaLog = $"INSERT INTO {SagaLog} (transaction_id, at, kind, step, message_id, message_type, detail) VALUES ($transaction_id, $at, $kind, $step, $message_id, $message_type, $detail)";
+        AppendSagaLog = [.. Enumerable.Range(1, SagaLogRowsPerInsert).Select(rows =>
+            $"INSERT INTO {SagaLog} (transaction_id, at, kind, step, message_id, message_type, detail) VALUES " +
+            string.Join(", ", Enumerable.Range(0, rows).Select(i => $"($transaction_id, $at, $kind{i}, $step{i}, $message_id{i}, $message_type{i}, $detail{i})")))];
         ReadSagaLog = $"SELECT id, transaction_id, at, kind, step, message_id, message_type, detail FROM {SagaLog} WHERE transaction_id = $transaction_id ORDER BY id";
         FlowInbox = $"SELECT message_id, message_type, causation_id, sent_at, consumer, handled_at FROM {Inbox} WHERE correlation_id = $correlation_id";
         FlowQueue = $"SELECT message_id, message_type, causation_id, sent_at, queue FROM {Queue} WHERE correlation_id = $correlation_id";
@@ -200,7 +202,11 @@ internal sealed class SqliteSchema
     public string UpdateSaga { get; }
     public string QuerySagas { get; }
     public string CountSagas { get; }
-    public string AppendSagaLog { get; }
+    /// <summary>Entries written by one statement: a transition logs a few at once, and one statement costs less than several.</summary>
+    public const int SagaLogRowsPerInsert = 4;
+
+    /// <summary>Inserts of 1 to <see cref="SagaLogRowsPerInsert"/> log entries of one instance at one time; index = rows - 1.</summary>
+    public IReadOnlyList<string> AppendSagaLog { get; }
     public string ReadSagaLog { get; }
     public string FlowInbox { get; }
     public string FlowQueue { get; }

@@ -132,13 +132,21 @@ internal static class SqliteMapping
         StepIndex = reader.GetInt32(4),
         Awaiting = reader.IsDBNull(5) ? null : reader.GetGuid(5),
         StepAttempt = reader.GetInt32(6),
-        Steps = JsonSerializer.Deserialize<string[]>(reader.GetString(7), Json) ?? [],
+        Steps = ReadSteps(reader.GetString(7)),
         Data = (byte[])reader.GetValue(8),
         Failure = reader.IsDBNull(9) ? null : reader.GetString(9),
         ConcurrencyVersion = reader.GetInt64(10),
         StartedAt = FromTicks(reader.GetInt64(11)),
         UpdatedAt = FromTicks(reader.GetInt64(12)),
     };
+
+    static readonly System.Collections.Concurrent.ConcurrentDictionary<string, string[]> StepLists = new(StringComparer.Ordinal);
+
+    /// <summary>Step lists repeat across every instance of a definition version: parse each distinct one once.</summary>
+    static string[] ReadSteps(string json) =>
+        StepLists.Count < 1024
+            ? StepLists.GetOrAdd(json, static text => JsonSerializer.Deserialize<string[]>(text, Json) ?? [])
+            : JsonSerializer.Deserialize<string[]>(json, Json) ?? [];
 
     public static string WriteSteps(IReadOnlyList<string> steps) => JsonSerializer.Serialize(steps, Json);
 

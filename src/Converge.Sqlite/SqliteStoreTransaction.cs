@@ -139,22 +139,45 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
     public ValueTask AppendSagaLogAsync(IReadOnlyList<SagaLogEntry> entries, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(entries);
-        var command = Command(Sql.AppendSagaLog);
-        foreach (var entry in entries)
+        var first = 0;
+        while (first < entries.Count)
         {
-            command
-                .With("$transaction_id", entry.TransactionId)
-                .With("$at", entry.At.UtcTicks)
-                .With("$kind", entry.Kind)
-                .With("$step", entry.Step)
-                .With("$message_id", entry.MessageId)
-                .With("$message_type", entry.MessageType)
-                .With("$detail", entry.Detail)
-                .ExecuteNonQuery();
+            // Entries of one instance at one moment (a transition) share a statement; others get their own.
+            var rows = 1;
+            while (rows < SqliteSchema.SagaLogRowsPerInsert && first + rows < entries.Count
+                && entries[first + rows].TransactionId == entries[first].TransactionId && entries[first + rows].At == entries[first].At)
+            {
+                rows++;
+            }
+
+            var command = Command(Sql.AppendSagaLog[rows - 1])
+                .With("$transaction_id", entries[first].TransactionId)
+                .With("$at", entries[first].At.UtcTicks);
+            for (var i = 0; i < rows; i++)
+            {
+                var entry = entries[first + i];
+                command
+                    .With(KindNames[i], entry.Kind)
+                    .With(StepNames[i], entry.Step)
+                    .With(MessageIdNames[i], entry.MessageId)
+                    .With(MessageTypeNames[i], entry.MessageType)
+                    .With(DetailNames[i], entry.Detail);
+            }
+
+            command.ExecuteNonQuery();
+            first += rows;
         }
 
         return ValueTask.CompletedTask;
     }
+
+    static readonly string[] KindNames = Names("$kind");
+    static readonly string[] StepNames = Names("$step");
+    static readonly string[] MessageIdNames = Names("$message_id");
+    static readonly string[] MessageTypeNames = Names("$message_type");
+    static readonly string[] DetailNames = Names("$detail");
+
+    static string[] Names(string prefix) => [.. Enumerable.Range(0, SqliteSchema.SagaLogRowsPerInsert).Select(i => prefix + i.ToString(System.Globalization.CultureInfo.InvariantCulture))];
 
     public ValueTask<bool> CompleteAsync(QueuedMessage message, CancellationToken cancellationToken) =>
         ValueTask.FromResult(Command(Sql.Complete).With("$id", message.Id).With("$token", message.LeaseToken).ExecuteNonQuery() == 1);

@@ -143,7 +143,7 @@ public sealed partial class ConvergeOptions
     {
         var model = new TSaga().Build();
         var replyQueue = SagaRegistry.Versions(model.Name).Count > 0 ? SagaRegistry.QueueOf(model.Name) : queue ?? "sagas." + model.Name;
-        GetQueue(replyQueue);
+        GetQueue(replyQueue).RecordsInbox = false;
         if (!SagaRegistry.Add(model, replyQueue))
         {
             _sagaErrors.Add($"Saga '{model.Name}' version {model.Version} is registered twice ({typeof(TSaga).Name}); give the new definition a higher Version.");
@@ -285,6 +285,12 @@ public sealed class QueueOptions
     /// consumers only help handlers that wait on something else.
     /// </summary>
     public int Concurrency { get; set; } = 1;
+
+    /// <summary>
+    /// Whether handled messages are recorded in the inbox. Off only for saga reply queues: a saga matches each reply
+    /// to the command it awaits, so a redelivered reply is recognised (and logged) without an inbox record.
+    /// </summary>
+    internal bool RecordsInbox { get; set; } = true;
 
     /// <summary>
     /// Messages claimed, handled and committed together. Larger batches commit less often (much faster on a

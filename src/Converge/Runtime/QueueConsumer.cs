@@ -258,7 +258,7 @@ internal sealed class QueueConsumer
         await transaction.SavepointAsync(abort);
         try
         {
-            if (!await transaction.TryRecordInboxAsync(_queue.Name, envelope, abort))
+            if (_queue.RecordsInbox && !await transaction.TryRecordInboxAsync(_queue.Name, envelope, abort))
             {
                 await transaction.CompleteAsync(message, abort);
                 await transaction.ReleaseSavepointAsync(abort);
