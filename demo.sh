@@ -6,7 +6,15 @@ cd "$(dirname "$0")"
 mkdir -p .artifacts
 db=.artifacts/quickstart.db
 dotnet run -c Release --project samples/QuickStart -- "$db"
-if [ -d src/Converge.Cli ]; then
-  dotnet run -c Release --project src/Converge.Cli -- status --db "$db"
-  dotnet run -c Release --project src/Converge.Cli -- dead-letters list --db "$db"
-fi
+dotnet build -c Release -v quiet src/Converge.Cli >/dev/null
+converge() { dotnet src/Converge.Cli/bin/Release/net10.0/Converge.Cli.dll "$@"; }
+converge status --db "$db"
+converge dead-letters list --db "$db"
+
+# The Shop: 2,000 orders through the place-order saga with faults injected at every step, then checked.
+shop=.artifacts/shop.db
+rm -f "$shop" "$shop"-wal "$shop"-shm "$shop".provider-ledger*
+converge demo shop --orders 2000 --fail-rate 0.2 --db "$shop"
+# The same flow choreographed with events on the log.
+rm -f .artifacts/shop-events.db* 
+converge demo shop --orders 2000 --fail-rate 0.2 --style choreographed --db .artifacts/shop-events.db

@@ -50,6 +50,7 @@ public static class CliApp
         StatusCommand.Create(output),
         DeadLetterCommands.Create(output),
         BenchCommands.Create(output),
+        DemoCommands.Create(output),
     };
 
     /// <summary>Prints what was wrong, then the help of the command the user was aiming at.</summary>

@@ -58,7 +58,7 @@ public sealed class SqliteMessageStore : IMessageStore
         // cache_size and wal_autocheckpoint: a batch touches pages of several tables and indexes, and a checkpoint
         // runs inside the committing writer's lock; fewer, larger checkpoints copy each hot page once, not often.
         using var pragma = connection.CreateCommand();
-        pragma.CommandText = $"PRAGMA busy_timeout = {(long)_options.BusyTimeout.TotalMilliseconds}; PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 10000; PRAGMA synchronous = {(_options.Durability == SqliteDurability.Full ? "FULL" : "NORMAL")};";
+        pragma.CommandText = $"PRAGMA busy_timeout = {(long)_options.BusyTimeout.TotalMilliseconds}; PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 10000; PRAGMA synchronous = {(_options.Durability == SqliteDurability.Full ? "FULL" : "NORMAL")};";
         pragma.ExecuteNonQuery();
         return connection;
     }

@@ -1,0 +1,342 @@
+using System.Diagnostics;
+using System.Globalization;
+using Converge.Faults;
+using Converge.Hosting;
+using Converge.Runtime;
+using Converge.Sagas;
+using Converge.Samples.Shop.Orders;
+using Converge.Samples.Shop.Payments;
+using Converge.Sqlite;
+using Converge.Storage;
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+
+namespace Converge.Samples.Shop;
+
+/// <summary>What the Shop demo runs.</summary>
+public sealed class ShopDemoSettings
+{
+    public int Orders { get; init; } = 2000;
+
+    /// <summary>The share of orders that meet an injected fault (fail, delay, duplicate or dropped reply) at some step.</summary>
+    public double FailRate { get; init; } = 0.2;
+
+    public ShopStyle Style { get; init; } = ShopStyle.Orchestrated;
+
+    /// <summary>The database file (a new one); <c>null</c> for a temporary file.</summary>
+    public string? DbPath { get; init; }
+
+    public int Seed { get; init; } = 42;
+
+    /// <summary>Each saga step's timeout; short, so dropped replies resolve within the demo.</summary>
+    public TimeSpan StepTimeout { get; init; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>Give up waiting for the orders to settle after this long.</summary>
+    public TimeSpan Deadline { get; init; } = TimeSpan.FromMinutes(10);
+}
+
+/// <summary>The demo's summary. The violations are counted from the databases and the provider's ledger.</summary>
+public sealed record ShopDemoReport(
+    string Style,
+    int Orders,
+    int Completed,
+    int Compensated,
+    int Rejected,
+    int InFlight,
+    int Violations,
+    IReadOnlyList<string> ViolationExamples,
+    double Seconds,
+    double SagasPerSecond,
+    double FailRate,
+    long FaultsInjected,
+    long RepliesIgnored,
+    long TimeoutsFired,
+    string Db);
+
+/// <summary>
+/// Places N orders in one process running all four services, with faults injected through a fault plan at every
+/// step, waits until every order has settled, and checks the outcome against the databases and the payment
+/// provider's own ledger.
+/// </summary>
+public static class ShopDemo
+{
+    public static async Task<ShopDemoReport> RunAsync(ShopDemoSettings settings, TextWriter progress, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        var path = settings.DbPath ?? Path.Combine(Path.GetTempPath(), "converge-shop-" + Guid.NewGuid().ToString("N") + ".db");
+        if (File.Exists(path))
+        {
+            throw new InvalidOperationException($"{path} already exists; the demo needs a new file.");
+        }
+
+        PlaceOrderSaga.StepTimeout = settings.StepTimeout;
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        ShopSetup.AddServices(builder.Services, path);
+        builder.Services.AddConverge(o =>
+        {
+            o.UseSqlite(path);
+            ShopSetup.Configure(o, ShopServices.All);
+            o.Retry.InitialDelay = TimeSpan.FromMilliseconds(50);
+            AddFaults(o.Faults, settings);
+        });
+        using var host = builder.Build();
+        await host.StartAsync(cancellationToken);
+        try
+        {
+            var store = host.Services.GetRequiredService<IMessageStore>();
+            await ShopSetup.CreateTablesAsync(store, cancellationToken);
+            var random = new Random(settings.Seed);
+            var customers = Math.Max(10, settings.Orders / 20);
+            await SeedCustomersAsync(store, customers, random, cancellationToken);
+
+            var started = Stopwatch.GetTimestamp();
+            await PlaceOrdersAsync(host.Services, settings, customers, random, cancellationToken);
+            await progress.WriteLineAsync($"placed {settings.Orders} orders ({settings.Style.ToString().ToLowerInvariant()}); waiting for them to settle");
+            var inFlight = await WaitUntilSettledAsync(store, settings, progress, cancellationToken);
+            var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+
+            await using var connection = ((SqliteMessageStore)store).OpenConnection();
+            var statuses = Count(connection, "SELECT status, count(*) FROM shop_orders GROUP BY status");
+            using var provider = new PaymentProvider(ShopSetup.LedgerPath(path));
+            var violations = Check(connection, provider.Ledger(), settings.Style);
+            var kinds = Count(connection, "SELECT kind, count(*) FROM converge_saga_log GROUP BY kind");
+            return new ShopDemoReport(
+                settings.Style == ShopStyle.Orchestrated ? "orchestrated" : "choreographed",
+                settings.Orders,
+                (int)statuses.GetValueOrDefault(settings.Style == ShopStyle.Orchestrated ? "completed" : "approved"),
+                (int)statuses.GetValueOrDefault("compensated"),
+                (int)statuses.GetValueOrDefault("rejected"),
+                inFlight,
+                violations.Count,
+                [.. violations.Take(10)],
+                Math.Round(seconds, 3),
+                Math.Round(settings.Orders / seconds, 1),
+                settings.FailRate,
+                settings.Style == ShopStyle.Orchestrated
+                    ? kinds.GetValueOrDefault(SagaLogKinds.FaultInjected)
+                    : Scalar(connection, "SELECT count(*) FROM shop_orders WHERE reason LIKE 'injected%'"),
+                kinds.GetValueOrDefault(SagaLogKinds.ReplyIgnored),
+                kinds.GetValueOrDefault(SagaLogKinds.TimeoutFired),
+                path);
+        }
+        finally
+        {
+            await host.StopAsync(CancellationToken.None);
+        }
+    }
+
+    /// <summary>Rules that together meet about <see cref="ShopDemoSettings.FailRate"/> of the orders, spread over every step and kind of fault.</summary>
+    static void AddFaults(FaultPlanOptions faults, ShopDemoSettings settings)
+    {
+        faults.Enabled = settings.FailRate > 0;
+        faults.Seed = settings.Seed;
+        if (settings.Style == ShopStyle.Choreographed)
+        {
+            faults.Rules.Add(new FaultRule { Step = "reserve-credit", Action = FaultAction.Fail, Error = "injected: credit check unavailable", Probability = settings.FailRate / 2 });
+            faults.Rules.Add(new FaultRule { Step = "reserve-credit", Action = FaultAction.DuplicateReply, Probability = settings.FailRate / 2 });
+            return;
+        }
+
+        string[] steps = ["reserve-credit", "charge", "ship", "settle-credit"];
+        var share = settings.FailRate / (steps.Length * 4);
+        foreach (var step in steps)
+        {
+            // After the pivot a step is retried until it succeeds: fail it twice, then let it through.
+            faults.Rules.Add(new FaultRule { Step = step, Action = FaultAction.Fail, Error = $"injected: {step} failed", Probability = share, Times = step == "settle-credit" ? 2 : null });
+            faults.Rules.Add(new FaultRule { Step = step, Action = FaultAction.Delay, Delay = settings.StepTimeout * 1.5, Probability = share, Times = 1 });
+            faults.Rules.Add(new FaultRule { Step = step, Action = FaultAction.DuplicateReply, Probability = share, Times = 1 });
+            faults.Rules.Add(new FaultRule { Step = step, Action = FaultAction.DropReply, Probability = share, Times = 1 });
+        }
+    }
+
+    static async Task SeedCustomersAsync(IMessageStore store, int customers, Random random, CancellationToken cancellationToken)
+    {
+        await using var transaction = await store.BeginAsync(cancellationToken);
+        for (var i = 1; i <= customers; i++)
+        {
+            await transaction.ExecuteAsync(
+                "INSERT INTO shop_customers (id, credit_limit) VALUES (@id, @limit)",
+                [new("@id", CustomerId(i)), new("@limit", (long)random.Next(1500, 6000) * 100)],
+                cancellationToken);
+        }
+
+        await transaction.CommitAsync(cancellationToken);
+    }
+
+    static string CustomerId(int number) => "c-" + number.ToString(CultureInfo.InvariantCulture);
+
+    static async Task PlaceOrdersAsync(IServiceProvider services, ShopDemoSettings settings, int customers, Random random, CancellationToken cancellationToken)
+    {
+        var bus = services.GetRequiredService<IMessageBus>();
+        var sagas = services.GetRequiredService<ISagaClient>();
+        const int perTransaction = 100;
+        for (var first = 0; first < settings.Orders; first += perTransaction)
+        {
+            // The order row and what announces it commit together (the outbox).
+            await using var transaction = await bus.BeginTransactionAsync(cancellationToken);
+            for (var i = first; i < Math.Min(settings.Orders, first + perTransaction); i++)
+            {
+                var orderId = "o-" + i.ToString("D6", CultureInfo.InvariantCulture);
+                var customer = CustomerId(random.Next(1, customers + 1));
+                var amount = random.Next(20, 400) + (random.Next(0, 100) / 100m);
+                await transaction.ExecuteAsync(
+                    "INSERT INTO shop_orders (id, customer_id, amount, status, style) VALUES (@id, @customer, @amount, 'pending', @style)",
+                    [new("@id", orderId), new("@customer", customer), new("@amount", Customers.CreditHandlers.ToCents(amount)), new("@style", settings.Style.ToString())],
+                    cancellationToken);
+                if (settings.Style == ShopStyle.Orchestrated)
+                {
+                    await sagas.StartAsync(PlaceOrderSaga.SagaName, orderId, new PlaceOrderData { OrderId = orderId, CustomerId = customer, Amount = amount }, transaction.Transaction, cancellationToken);
+                }
+                else
+                {
+                    await bus.PublishAsync(ShopQueues.Stream(orderId), new OrderCreated(orderId, customer, amount), transaction.Transaction, new PublishOptions { CorrelationId = orderId }, cancellationToken);
+                }
+            }
+
+            await transaction.CommitAsync(cancellationToken);
+        }
+    }
+
+    /// <summary>Waits until no order is pending and no message is left to handle; returns the orders still pending.</summary>
+    static async Task<int> WaitUntilSettledAsync(IMessageStore store, ShopDemoSettings settings, TextWriter progress, CancellationToken cancellationToken)
+    {
+        var started = Stopwatch.GetTimestamp();
+        await using var connection = ((SqliteMessageStore)store).OpenConnection();
+        var reported = Stopwatch.GetTimestamp();
+        while (true)
+        {
+            var pending = (int)Scalar(connection, "SELECT count(*) FROM shop_orders WHERE status = 'pending'");
+            var status = await store.GetStatusAsync(cancellationToken);
+            var messages = status.Queues.Sum(q => q.Ready + q.Scheduled + q.InFlight) + status.ConsumerGroups.Sum(g => g.Lag);
+            if (pending == 0 && messages == 0)
+            {
+                return 0;
+            }
+
+            if (Stopwatch.GetElapsedTime(started) > settings.Deadline)
+            {
+                return pending;
+            }
+
+            if (Stopwatch.GetElapsedTime(reported) > TimeSpan.FromSeconds(1))
+            {
+                reported = Stopwatch.GetTimestamp();
+                await progress.WriteLineAsync($"  {settings.Orders - pending}/{settings.Orders} orders settled, {messages} messages to go");
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(50), cancellationToken);
+        }
+    }
+
+    /// <summary>Every rule the outcome must satisfy, checked against the services' tables and the provider's ledger.</summary>
+    static List<string> Check(SqliteConnection connection, Dictionary<string, (int Charges, long Net)> ledger, ShopStyle style)
+    {
+        var violations = new List<string>();
+        using (var command = connection.CreateCommand())
+        {
+            command.CommandText = """
+                SELECT o.id, o.amount, o.status, r.status, s.order_id IS NOT NULL, g.state
+                FROM shop_orders o
+                LEFT JOIN shop_reservations r ON r.order_id = o.id
+                LEFT JOIN shop_shipments s ON s.order_id = o.id
+                LEFT JOIN converge_sagas g ON g.transaction_id = o.id
+                """;
+            using var reader = command.ExecuteReader();
+            while (reader.Read())
+            {
+                var id = reader.GetString(0);
+                var amount = reader.GetInt64(1);
+                var status = reader.GetString(2);
+                var reservation = reader.IsDBNull(3) ? null : reader.GetString(3);
+                var shipped = reader.GetBoolean(4);
+                var saga = reader.IsDBNull(5) ? null : reader.GetString(5);
+                var (charges, net) = ledger.GetValueOrDefault(id);
+                switch (status, style)
+                {
+                    case ("pending", _):
+                        violations.Add($"{id}: never settled (saga {saga ?? "none"})");
+                        break;
+                    case ("completed", ShopStyle.Orchestrated):
+                        if (charges != 1 || net != amount) violations.Add($"{id}: completed but charged {charges} time(s), net {net} of {amount}");
+                        if (!shipped) violations.Add($"{id}: completed but not shipped");
+                        if (reservation != "settled") violations.Add($"{id}: completed but its credit is {reservation ?? "missing"}, not settled");
+                        if (saga != "completed") violations.Add($"{id}: completed but its saga is {saga}");
+                        break;
+                    case ("compensated" or "rejected", ShopStyle.Orchestrated):
+                        if (net != 0) violations.Add($"{id}: {status} but the provider holds a net charge of {net}");
+                        if (shipped) violations.Add($"{id}: {status} but shipped");
+                        if (reservation is "reserved" or "settled") violations.Add($"{id}: {status} but still holds credit ({reservation})");
+                        if (saga != "compensated") violations.Add($"{id}: {status} but its saga is {saga}");
+                        break;
+                    case ("approved", ShopStyle.Choreographed):
+                        if (reservation != "reserved") violations.Add($"{id}: approved but its credit is {reservation ?? "missing"}");
+                        break;
+                    case ("rejected", ShopStyle.Choreographed):
+                        if (reservation is "reserved" or "settled") violations.Add($"{id}: rejected but holds credit");
+                        break;
+                    default:
+                        violations.Add($"{id}: unexpected status {status} in the {style} flow");
+                        break;
+                }
+            }
+        }
+
+        // Credit reserved per customer equals the open approved orders' amounts, and the running total agrees.
+        using (var command = connection.CreateCommand())
+        {
+            command.CommandText = """
+                SELECT c.id, c.reserved,
+                       (SELECT coalesce(sum(amount), 0) FROM shop_reservations r WHERE r.customer_id = c.id AND r.status = 'reserved'),
+                       (SELECT coalesce(sum(amount), 0) FROM shop_orders o WHERE o.customer_id = c.id AND o.status IN ('approved', 'pending')),
+                       c.credit_limit
+                FROM shop_customers c
+                """;
+            using var reader = command.ExecuteReader();
+            while (reader.Read())
+            {
+                var (customer, reserved, held, open, limit) = (reader.GetString(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3), reader.GetInt64(4));
+                if (reserved != held || held != open)
+                {
+                    violations.Add($"{customer}: credit reserved {reserved}, reservations held {held}, open approved orders {open}");
+                }
+
+                if (reserved > limit)
+                {
+                    violations.Add($"{customer}: credit reserved {reserved} over the limit {limit}");
+                }
+            }
+        }
+
+        foreach (var (order, (charges, _)) in ledger)
+        {
+            if (charges > 1)
+            {
+                violations.Add($"{order}: the provider's ledger shows {charges} charges");
+            }
+        }
+
+        return violations;
+    }
+
+    static Dictionary<string, long> Count(SqliteConnection connection, string sql)
+    {
+        var counts = new Dictionary<string, long>(StringComparer.Ordinal);
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        using var reader = command.ExecuteReader();
+        while (reader.Read())
+        {
+            counts[reader.GetString(0)] = reader.GetInt64(1);
+        }
+
+        return counts;
+    }
+
+    static long Scalar(SqliteConnection connection, string sql)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        return (long)command.ExecuteScalar()!;
+    }
+}

@@ -1,0 +1,39 @@
+namespace Converge.Cli.Tests;
+
+public sealed class DemoShopTests
+{
+    [Theory]
+    [InlineData("orchestrated")]
+    [InlineData("choreographed")]
+    public async Task The_shop_settles_every_order_without_violations_despite_injected_faults(string style)
+    {
+        using var folder = new TempFolder();
+        var db = Path.Combine(folder.Path, "shop.db");
+
+        var result = await Cli.RunAsync("demo", "shop", "--orders", "300", "--fail-rate", "0.4", "--style", style, "--db", db, "--json");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var report = result.Json();
+        Assert.Equal(300, report.GetProperty("orders").GetInt32());
+        Assert.Equal(0, report.GetProperty("in_flight").GetInt32());
+        Assert.Equal(0, report.GetProperty("violations").GetInt32());
+        Assert.Equal(300, report.GetProperty("completed").GetInt32() + report.GetProperty("compensated").GetInt32() + report.GetProperty("rejected").GetInt32());
+        Assert.True(report.GetProperty("faults_injected").GetInt64() > 0, result.ToString());
+        Assert.True(report.GetProperty("completed").GetInt32() > 0, result.ToString());
+        if (style == "orchestrated")
+        {
+            Assert.True(report.GetProperty("compensated").GetInt32() > 0, result.ToString());
+            Assert.True(report.GetProperty("timeouts_fired").GetInt64() > 0, result.ToString());
+            Assert.True(report.GetProperty("replies_ignored").GetInt64() > 0, result.ToString());
+        }
+    }
+
+    [Fact]
+    public async Task A_fail_rate_outside_0_to_1_is_refused_with_the_fix()
+    {
+        var result = await Cli.RunAsync("demo", "shop", "--fail-rate", "2");
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("--fail-rate must be between 0 and 1", result.Error, StringComparison.Ordinal);
+    }
+}
