@@ -214,14 +214,11 @@ internal sealed class QueueConsumer
             decoded[i] = Decode(batch[i]);
         }
 
-        await using (var transaction = await _store.BeginAsync(abort))
+        // Optimistically without a savepoint per message (each one copies every page it touches); if anything in
+        // the batch fails, the whole transaction is undone and the batch runs again with a savepoint per message.
+        if (!await TryProcessAsync(batch, decoded, outcomes, isolated: false, abort))
         {
-            for (var i = 0; i < batch.Count; i++)
-            {
-                outcomes[i] = (batch[i], await HandleOneAsync(transaction, batch[i], decoded[i], abort));
-            }
-
-            await transaction.CommitAsync(CancellationToken.None);
+            await TryProcessAsync(batch, decoded, outcomes, isolated: true, abort);
         }
 
         foreach (var (message, outcome) in outcomes)
@@ -239,8 +236,31 @@ internal sealed class QueueConsumer
         ConvergeDiagnostics.BatchDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 
+    /// <returns><c>false</c> when a message failed while not <paramref name="isolated"/> (nothing was committed).</returns>
+    async Task<bool> TryProcessAsync(IReadOnlyList<QueuedMessage> batch, Decoded[] decoded, (QueuedMessage Message, HandlingOutcome? Outcome)[] outcomes, bool isolated, CancellationToken abort)
+    {
+        await using var transaction = await _store.BeginAsync(abort);
+        try
+        {
+            for (var i = 0; i < batch.Count; i++)
+            {
+                outcomes[i] = (batch[i], await HandleOneAsync(transaction, batch[i], decoded[i], isolated, abort));
+            }
+        }
+        catch (OptimisticBatchFailed)
+        {
+            return false;
+        }
+
+        await transaction.CommitAsync(CancellationToken.None);
+        return true;
+    }
+
+    /// <summary>A message failed in a batch run without savepoints: run the batch again, isolating each message.</summary>
+    sealed class OptimisticBatchFailed : Exception;
+
     /// <returns>The outcome, or <c>null</c> when the lease was lost and nothing was recorded.</returns>
-    async ValueTask<HandlingOutcome?> HandleOneAsync(IStoreTransaction transaction, QueuedMessage message, Decoded decoded, CancellationToken abort)
+    async ValueTask<HandlingOutcome?> HandleOneAsync(IStoreTransaction transaction, QueuedMessage message, Decoded decoded, bool isolated, CancellationToken abort)
     {
         var envelope = message.Envelope;
         if (decoded.RejectedFor is { } reason)
@@ -255,13 +275,17 @@ internal sealed class QueueConsumer
             return await DeadLetterAsync(transaction, message, DeadLetterReasons.MaxAttemptsExceeded, null, abort);
         }
 
-        await transaction.SavepointAsync(abort);
+        if (isolated)
+        {
+            await transaction.SavepointAsync(abort);
+        }
+
         try
         {
             if (_queue.RecordsInbox && !await transaction.TryRecordInboxAsync(_queue.Name, envelope, abort))
             {
                 await transaction.CompleteAsync(message, abort);
-                await transaction.ReleaseSavepointAsync(abort);
+                await ReleaseAsync(transaction, isolated, abort);
                 Log.Duplicate(_logger, envelope.MessageId, _queue.Name);
                 return HandlingOutcome.Duplicate;
             }
@@ -275,13 +299,26 @@ internal sealed class QueueConsumer
 
             if (!await transaction.CompleteAsync(message, abort))
             {
+                if (!isolated)
+                {
+                    throw new OptimisticBatchFailed();
+                }
+
                 await transaction.RollbackToSavepointAsync(abort);
                 Log.LeaseLost(_logger, envelope.MessageId, _queue.Name);
                 return null;
             }
 
-            await transaction.ReleaseSavepointAsync(abort);
+            await ReleaseAsync(transaction, isolated, abort);
             return HandlingOutcome.Completed;
+        }
+        catch (OptimisticBatchFailed)
+        {
+            throw;
+        }
+        catch (Exception) when (!isolated && !abort.IsCancellationRequested)
+        {
+            throw new OptimisticBatchFailed();
         }
         catch (Exception exception) when (!abort.IsCancellationRequested)
         {
@@ -289,6 +326,9 @@ internal sealed class QueueConsumer
             return await RecordFailureAsync(transaction, message, exception, abort);
         }
     }
+
+    static ValueTask ReleaseAsync(IStoreTransaction transaction, bool isolated, CancellationToken abort) =>
+        isolated ? transaction.ReleaseSavepointAsync(abort) : ValueTask.CompletedTask;
 
     async ValueTask<HandlingOutcome?> RecordFailureAsync(IStoreTransaction transaction, QueuedMessage message, Exception exception, CancellationToken abort)
     {
