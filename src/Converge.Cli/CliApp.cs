@@ -6,8 +6,8 @@ using System.CommandLine.Parsing;
 namespace Converge.Cli;
 
 /// <summary>
-/// The <c>converge</c> command line: <c>status</c>, <c>dead-letters list|retry|discard</c> and
-/// <c>bench messages|ceiling</c>. Every command prints a table, or one JSON object with <c>--json</c>.
+/// The <c>converge</c> command line: <c>status</c>, <c>dead-letters list|retry|discard</c>, <c>sagas list|show</c>,
+/// <c>flow</c> and <c>bench messages|ceiling</c>. Every command prints a table, or one JSON object with <c>--json</c>.
 /// </summary>
 public static class CliApp
 {
@@ -49,6 +49,8 @@ public static class CliApp
         new VersionOption(),
         StatusCommand.Create(output),
         DeadLetterCommands.Create(output),
+        SagaCommands.Create(output),
+        FlowCommand.Create(output),
         BenchCommands.Create(output),
         DemoCommands.Create(output),
     };

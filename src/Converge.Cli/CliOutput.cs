@@ -69,6 +69,21 @@ internal sealed class CliOutput
         return table;
     }
 
+    /// <summary>
+    /// A compact table for long listings such as timelines and trees: no vertical lines, one space between columns,
+    /// so more of each row fits an 80-column terminal. Cells are plain text, as in <see cref="Table"/>.
+    /// </summary>
+    public static Table Listing(params string[] headers)
+    {
+        var table = new Table().Border(TableBorder.Simple);
+        foreach (var header in headers)
+        {
+            table.AddColumn(new TableColumn(new Text(header)).Padding(0, 0, 1, 0));
+        }
+
+        return table;
+    }
+
     public static void AddRow(Table table, params object?[] cells) =>
         table.AddRow(cells.Select(cell => (IRenderable)new Text(Format(cell))).ToArray());
 

@@ -17,6 +17,13 @@ public sealed class MisuseTests
     [InlineData("full", "bench", "messages", "--count", "10", "--durability", "sometimes")]
     [InlineData("abc", "dead-letters", "retry", "--db", "app.db", "abc")]
     [InlineData("stats", "stats")]
+    [InlineData("Required command was not provided", "sagas")]
+    [InlineData("'paused' is not a saga state; use running, compensating, completed or compensated", "sagas", "list", "--db", "app.db", "--state", "paused")]
+    [InlineData("--version must be at least 1", "sagas", "list", "--db", "app.db", "--version", "0")]
+    [InlineData("--max must be at least 1", "sagas", "list", "--db", "app.db", "--max", "0")]
+    [InlineData("Required argument missing", "sagas", "show", "--db", "app.db")]
+    [InlineData("--db", "sagas", "show", "tx-1")]
+    [InlineData("Required argument missing", "flow", "--db", "app.db")]
     public async Task Misuse_exits_2_and_prints_what_to_do(string expected, params string[] args)
     {
         using var temp = new TempFolder();

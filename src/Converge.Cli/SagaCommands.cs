@@ -1,0 +1,353 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Converge.Sagas;
+using Converge.Storage;
+using Spectre.Console;
+
+namespace Converge.Cli;
+
+/// <summary><c>converge sagas list|show</c>: saga instances, where each stands, and what happened to one.</summary>
+internal static class SagaCommands
+{
+    const string States = "running, compensating, completed or compensated";
+
+    public static Command Create(CliOutput output) => new("sagas", "List saga instances with counts per definition, version and state, or show one instance and its log.")
+    {
+        List(output),
+        Show(output),
+    };
+
+    static Command List(CliOutput output)
+    {
+        var db = CommonOptions.Db();
+        var prefix = CommonOptions.TablePrefix();
+        var json = CommonOptions.Json();
+        var state = new Option<string>("--state") { Description = $"Only instances in this state: {States}.", HelpName = "STATE" };
+        state.Validators.Add(result =>
+        {
+            var text = result.GetValueOrDefault<string>();
+            if (!SagaStates.TryParse(text, out _))
+            {
+                result.AddError($"--state '{text}' is not a saga state; use {States}.");
+            }
+        });
+        var definition = new Option<string>("--definition") { Description = "Only instances of this saga definition (its Name).", HelpName = "NAME" };
+        var version = new Option<int?>("--version") { Description = "Only instances on this definition version.", HelpName = "N" };
+        version.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int?>() is < 1)
+            {
+                result.AddError("--version must be at least 1.");
+            }
+        });
+        var max = new Option<int>("--max") { Description = "Show at most this many, most recently started first.", HelpName = "N", DefaultValueFactory = _ => 50 };
+        max.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int>() < 1)
+            {
+                result.AddError("--max must be at least 1.");
+            }
+        });
+
+        var command = new Command("list", "List saga instances, most recently started first: state, current step, when started and last changed (after the start); then counts per definition, version and state.")
+        {
+            db, state, definition, version, max, prefix, json,
+        };
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var path = parsed.GetRequiredValue(db);
+            await using var store = await StoreAccess.OpenExistingAsync(path, parsed.GetRequiredValue(prefix));
+            SagaState? wanted = parsed.GetValue(state) is { } text ? SagaStates.Parse(text) : null;
+            var name = parsed.GetValue(definition);
+            var number = parsed.GetValue(version);
+            var sagas = await store.QuerySagasAsync(new SagaQuery { State = wanted, Definition = name, Version = number, Max = parsed.GetValue(max) }, cancellationToken);
+            var counts = (await store.CountSagasAsync(cancellationToken))
+                .Where(c => (wanted is null || c.State == wanted) && (name is null || c.Definition == name) && (number is null || c.Version == number))
+                .OrderBy(c => c.Definition, StringComparer.Ordinal).ThenBy(c => c.Version).ThenBy(c => c.State)
+                .Select(c => new CountReport(c.Definition, c.Version, SagaStates.ToText(c.State), c.Count))
+                .ToList();
+            var report = new ListReport(
+                store.Path,
+                new FilterReport(wanted is { } s ? SagaStates.ToText(s) : null, name, number),
+                counts,
+                [.. sagas.Select(Summary)],
+                sagas.Count,
+                counts.Sum(c => c.Count));
+            if (parsed.GetValue(json))
+            {
+                await output.WriteJsonAsync(report);
+                return CliApp.Success;
+            }
+
+            RenderList(output.Console(), report, path);
+            return CliApp.Success;
+        });
+        return command;
+    }
+
+    static void RenderList(IAnsiConsole console, ListReport report, string path)
+    {
+        var filtered = report.Filter.State is not null || report.Filter.Definition is not null || report.Filter.Version is not null;
+        if (report.Sagas.Count == 0)
+        {
+            console.WriteLine(filtered ? "No saga instances match." : "No saga instances.");
+            return;
+        }
+
+        var table = CliOutput.Listing("Transaction id", "Saga", "State", "Step", "Started (UTC)", "Updated");
+        foreach (var column in table.Columns.Skip(2))
+        {
+            column.NoWrap();
+        }
+        foreach (var s in report.Sagas)
+        {
+            table.AddRow(
+                new Text(s.TransactionId),
+                new Text($"{s.Definition}@{s.Version}"),
+                new Text(s.State, SagaFormat.StateStyle(s.State)),
+                new Text(s.CurrentStep ?? "-"),
+                new Text(s.StartedAt.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture)),
+                new Text("+" + SagaFormat.Duration(s.UpdatedAt - s.StartedAt)));
+        }
+
+        console.Write(table);
+
+        var totals = CliOutput.Listing("Saga", "Running", "Compensating", "Completed", "Compensated", "Total");
+        foreach (var column in totals.Columns.Skip(1))
+        {
+            column.RightAligned();
+        }
+        foreach (var saga in report.Counts.GroupBy(c => (c.Definition, c.Version)))
+        {
+            long Of(string state) => saga.Where(c => c.State == state).Sum(c => c.Count);
+            CliOutput.AddRow(totals, $"{saga.Key.Definition}@{saga.Key.Version}", Of("running"), Of("compensating"), Of("completed"), Of("compensated"), saga.Sum(c => c.Count));
+        }
+
+        console.Write(totals);
+        console.WriteLine(report.Total > report.Count
+            ? $"Showing the newest {report.Count} of {report.Total}{(filtered ? " matching" : "")}; pass --max to see more."
+            : $"{report.Count} saga instance(s){(filtered ? " match" : "")}. Show one with: converge sagas show --db {path} TXID");
+    }
+
+    static Command Show(CliOutput output)
+    {
+        var db = CommonOptions.Db();
+        var prefix = CommonOptions.TablePrefix();
+        var json = CommonOptions.Json();
+        var id = new Argument<string>("TXID") { Description = "The saga instance's transaction id, as 'converge sagas list' shows it." };
+        var command = new Command("show", "Show one saga instance (state, step, failure, data, remaining steps) and its log as a timeline, in milliseconds after the start.")
+        {
+            id, db, prefix, json,
+        };
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var path = parsed.GetRequiredValue(db);
+            var transactionId = parsed.GetRequiredValue(id);
+            await using var store = await StoreAccess.OpenExistingAsync(path, parsed.GetRequiredValue(prefix));
+            var instance = await store.GetSagaAsync(transactionId, cancellationToken)
+                ?? throw new CliException(CliApp.Failure, $"no saga instance has transaction id '{transactionId}' in {path}; list them with: converge sagas list --db {path}");
+            var log = await store.ReadSagaLogAsync(transactionId, cancellationToken);
+            var report = Detail(store.Path, instance, log);
+            if (parsed.GetValue(json))
+            {
+                await output.WriteJsonAsync(report);
+            }
+            else
+            {
+                RenderShow(output.Console(), report);
+            }
+
+            return CliApp.Success;
+        });
+        return command;
+    }
+
+    static void RenderShow(IAnsiConsole console, ShowReport report)
+    {
+        console.Write(new Text($"Saga {report.TransactionId}: {report.Definition}@{report.Version}, ", Style.Plain));
+        console.Write(new Text(report.State, SagaFormat.StateStyle(report.State)));
+        console.WriteLine();
+        var fields = new Grid();
+        fields.AddColumn(new GridColumn().NoWrap().PadRight(2));
+        fields.AddColumn(new GridColumn());
+        void Field(string name, string? value) => fields.AddRow(new Text(name), new Text(value ?? "-"));
+        Field("Step", report.CurrentStep is null ? null : $"{report.CurrentStep} ({report.StepIndex + 1} of {report.Steps.Count}, attempt {report.Attempt})");
+        Field("Steps", string.Join(", ", report.Steps));
+        Field("Remaining", report.RemainingSteps.Count == 0 ? null : string.Join(", ", report.RemainingSteps));
+        Field("Awaiting", report.Awaiting is { } awaiting ? SagaFormat.ShortId(awaiting) : null);
+        Field("Failure", report.Failure);
+        Field("Started", CliOutput.Format(report.StartedAt));
+        Field("Updated", $"{CliOutput.Format(report.UpdatedAt)} (+{SagaFormat.Duration(report.UpdatedAt - report.StartedAt)})");
+        Field("Concurrency version", report.ConcurrencyVersion.ToString(CultureInfo.InvariantCulture));
+        Field("Data", report.Data is { } data ? data.GetRawText() : null);
+        console.Write(fields);
+
+        if (report.Log.Count == 0)
+        {
+            console.WriteLine("Log: empty.");
+            return;
+        }
+
+        var timeline = CliOutput.Listing("+ms", "Kind", "Step", "Message", "Id", "Detail");
+        timeline.Columns[0].RightAligned().NoWrap();
+        timeline.Columns[1].NoWrap();
+        timeline.Columns[4].NoWrap();
+        foreach (var e in report.Log)
+        {
+            var style = SagaFormat.KindStyle(e.Kind, e.Detail);
+            timeline.AddRow(
+                new Text(CliOutput.Format(e.OffsetMs), style),
+                new Text(e.Kind, style),
+                new Text(e.Step ?? "-", style),
+                new Text(e.MessageType ?? "-", style),
+                new Text(e.MessageId is { } m ? SagaFormat.ShortId(m) : "-", style),
+                new Text(SagaFormat.ShortenIds(e.Detail) ?? "-", style));
+        }
+
+        console.Write(timeline);
+        console.WriteLine($"{report.Log.Count} log entries; ids show their last 8 hex digits (--json for the full ids).");
+    }
+
+    static SagaSummary Summary(SagaInstance s) =>
+        new(s.TransactionId, s.Definition, s.Version, SagaStates.ToText(s.State), SagaFormat.CurrentStep(s), s.StepIndex, s.StartedAt, s.UpdatedAt, s.Failure);
+
+    static ShowReport Detail(string db, SagaInstance s, IReadOnlyList<SagaLogEntry> log) => new(
+        db,
+        s.TransactionId,
+        s.Definition,
+        s.Version,
+        SagaStates.ToText(s.State),
+        SagaFormat.CurrentStep(s),
+        s.StepIndex,
+        s.Steps,
+        s.RemainingSteps(),
+        s.StepAttempt,
+        s.Awaiting,
+        s.Failure,
+        SagaFormat.Data(s.Data),
+        s.ConcurrencyVersion,
+        s.StartedAt,
+        s.UpdatedAt,
+        [.. log.Select(e => new LogReport(e.Id, e.At, SagaFormat.Milliseconds(e.At - s.StartedAt), e.Kind, e.Step, e.MessageId, e.MessageType, e.Detail))],
+        log.Count);
+
+    internal sealed record FilterReport(string? State, string? Definition, int? Version);
+
+    internal sealed record CountReport(string Definition, int Version, string State, long Count);
+
+    internal sealed record SagaSummary(
+        string TransactionId,
+        string Definition,
+        int Version,
+        string State,
+        string? CurrentStep,
+        int StepIndex,
+        DateTimeOffset StartedAt,
+        DateTimeOffset UpdatedAt,
+        string? Failure);
+
+    internal sealed record ListReport(string Db, FilterReport Filter, IReadOnlyList<CountReport> Counts, IReadOnlyList<SagaSummary> Sagas, int Count, long Total);
+
+    internal sealed record LogReport(long Id, DateTimeOffset At, long OffsetMs, string Kind, string? Step, Guid? MessageId, string? MessageType, string? Detail);
+
+    internal sealed record ShowReport(
+        string Db,
+        string TransactionId,
+        string Definition,
+        int Version,
+        string State,
+        string? CurrentStep,
+        int StepIndex,
+        IReadOnlyList<string> Steps,
+        IReadOnlyList<string> RemainingSteps,
+        int Attempt,
+        Guid? Awaiting,
+        string? Failure,
+        JsonElement? Data,
+        long ConcurrencyVersion,
+        DateTimeOffset StartedAt,
+        DateTimeOffset UpdatedAt,
+        IReadOnlyList<LogReport> Log,
+        int Count);
+}
+
+/// <summary>How saga states, log entries, ids and durations are shown, shared by <c>sagas</c> and <c>flow</c>.</summary>
+internal static partial class SagaFormat
+{
+    /// <summary>
+    /// The last 8 hex digits of an id. Not the first: a version 7 id starts with its timestamp, which messages sent
+    /// in the same minute share.
+    /// </summary>
+    public static string ShortId(Guid id) => id.ToString("N")[^8..];
+
+    /// <summary>Full ids (32 hex digits) in free text, such as a saga log detail, shortened as <see cref="ShortId"/> does.</summary>
+    public static string? ShortenIds(string? text) => text is null ? null : FullId().Replace(text, m => m.Value[^8..]);
+
+    [GeneratedRegex("\\b[0-9a-f]{32}\\b")]
+    private static partial Regex FullId();
+
+    /// <summary>The step in progress (forward, or being compensated); <c>null</c> once the instance has ended.</summary>
+    public static string? CurrentStep(SagaInstance instance) =>
+        !SagaStates.IsEnded(instance.State) && instance.StepIndex >= 0 && instance.StepIndex < instance.Steps.Count ? instance.Steps[instance.StepIndex] : null;
+
+    /// <summary>Whole milliseconds, rounded down.</summary>
+    public static long Milliseconds(TimeSpan span) => (long)Math.Floor(span.TotalMilliseconds);
+
+    /// <summary>A short duration: <c>850ms</c>, <c>2.4s</c>, <c>3m05s</c>, <c>2h10m</c>, <c>3d04h</c>.</summary>
+    public static string Duration(TimeSpan span)
+    {
+        if (span < TimeSpan.Zero)
+        {
+            span = TimeSpan.Zero;
+        }
+
+        return span.TotalSeconds < 1 ? $"{Milliseconds(span)}ms"
+            : span.TotalMinutes < 1 ? (Math.Floor(span.TotalSeconds * 10) / 10).ToString("0.0", CultureInfo.InvariantCulture) + "s"
+            : span.TotalHours < 1 ? string.Create(CultureInfo.InvariantCulture, $"{(int)span.TotalMinutes}m{span.Seconds:00}s")
+            : span.TotalDays < 1 ? string.Create(CultureInfo.InvariantCulture, $"{(int)span.TotalHours}h{span.Minutes:00}m")
+            : string.Create(CultureInfo.InvariantCulture, $"{(int)span.TotalDays}d{span.Hours:00}h");
+    }
+
+    /// <summary>The saga data as JSON: itself when it is JSON, else its text as a JSON string; <c>null</c> when empty.</summary>
+    public static JsonElement? Data(ReadOnlyMemory<byte> data)
+    {
+        if (data.IsEmpty)
+        {
+            return null;
+        }
+
+        try
+        {
+            using var document = JsonDocument.Parse(data);
+            return document.RootElement.Clone();
+        }
+        catch (JsonException)
+        {
+            return JsonSerializer.SerializeToElement(Encoding.UTF8.GetString(data.Span));
+        }
+    }
+
+    public static Style StateStyle(string state) => state switch
+    {
+        "completed" => new Style(Color.Green),
+        "compensating" or "compensated" => new Style(Color.Yellow),
+        _ => Style.Plain,
+    };
+
+    /// <summary>Failures red, compensation yellow, ignored replies grey, injected faults purple, completion green.</summary>
+    public static Style KindStyle(string kind, string? detail) => kind switch
+    {
+        SagaLogKinds.StepFailed or SagaLogKinds.TimeoutFired => new Style(Color.Red),
+        SagaLogKinds.ReplyReceived when detail?.StartsWith("failure", StringComparison.Ordinal) == true => new Style(Color.Red),
+        SagaLogKinds.CompensationSent => new Style(Color.Yellow),
+        SagaLogKinds.ReplyReceived when detail?.StartsWith("compensated", StringComparison.Ordinal) == true => new Style(Color.Yellow),
+        SagaLogKinds.StateChanged when detail?.EndsWith("completed", StringComparison.Ordinal) == true => new Style(Color.Green),
+        SagaLogKinds.StateChanged when detail?.Contains("compensat", StringComparison.Ordinal) == true => new Style(Color.Yellow),
+        SagaLogKinds.ReplyIgnored => new Style(Color.Grey),
+        SagaLogKinds.FaultInjected => new Style(Color.Fuchsia),
+        _ => Style.Plain,
+    };
+}
