@@ -274,11 +274,11 @@ public sealed class SagaCommandTests(SagaStoreFixture store) : IClassFixture<Sag
         Assert.Equal(
             [
                 "0 cli.debit@1 queue:accounts handled started,command-sent",
-                "1 cli.debited@1 queue:sagas.transfer handled reply-received",
+                "1 cli.debited@1 saga-log received reply-received",
                 "2 cli.credit@1 queue:accounts handled command-sent",
-                "3 converge.saga-step-failed@1 queue:sagas.transfer handled reply-received,step-failed,state-changed",
+                "3 converge.saga-step-failed@1 saga-log received reply-received,step-failed,state-changed",
                 "4 cli.undebit@1 queue:accounts handled compensation-sent",
-                "5 cli.undebited@1 queue:sagas.transfer handled reply-received,state-changed",
+                "5 cli.undebited@1 saga-log received reply-received,state-changed",
             ],
             steps.Select(s => string.Join(' ',
                 s.GetProperty("depth").GetInt32(),
@@ -310,7 +310,7 @@ public sealed class SagaCommandTests(SagaStoreFixture store) : IClassFixture<Sag
                 "         └ cli.undebited@1", "           · reply-received debit", "           · state-changed",
             ],
             tree);
-        Assert.Contains("queue:sagas.transfer", flow, StringComparison.Ordinal);
+        Assert.Contains("saga-log", flow, StringComparison.Ordinal);
         Assert.DoesNotMatch("[0-9a-f]{32}", flow);
     }
 

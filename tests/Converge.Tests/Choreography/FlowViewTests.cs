@@ -90,11 +90,11 @@ public sealed class FlowViewTests
         Assert.Equal(
             [
                 "0 test.reserve@1 handled started,command-sent:reserve",
-                "1 test.reserved@1 handled reply-received:reserve",
+                "1 test.reserved@1 received reply-received:reserve",
                 "2 test.charge@1 handled command-sent:charge",
-                "3 test.refused@1 handled reply-received:charge,step-failed:charge,state-changed:charge",
+                "3 test.refused@1 received reply-received:charge,step-failed:charge,state-changed:charge",
                 "4 test.release@1 handled compensation-sent:reserve",
-                "5 test.released@1 handled reply-received:reserve,state-changed",
+                "5 test.released@1 received reply-received:reserve,state-changed",
                 "4 converge.saga-step-timeout@1 pending ",
                 "2 converge.saga-step-timeout@1 pending ",
                 "0 converge.saga-step-timeout@1 pending ",
