@@ -346,36 +346,43 @@ public static class MessagesBench
         }
     }
 
-    static async Task WaitForCompletionAsync(CompletionObserver observer, Task sending, int count, TimeSpan stallTimeout, CancellationToken cancellationToken)
+    static Task WaitForCompletionAsync(CompletionObserver observer, Task sending, int count, TimeSpan stallTimeout, CancellationToken cancellationToken) =>
+        WaitForAsync(observer.Done, () => observer.Completed, sending, count, "messages", stallTimeout, cancellationToken);
+
+    /// <summary>
+    /// Waits for <paramref name="done"/>, failing fast when <paramref name="producer"/> fails or when
+    /// <paramref name="completed"/> makes no progress for <paramref name="stallTimeout"/>.
+    /// </summary>
+    internal static async Task WaitForAsync(Task done, Func<int> completed, Task producer, int count, string what, TimeSpan stallTimeout, CancellationToken cancellationToken)
     {
-        var progress = observer.Completed;
+        var progress = completed();
         var progressAt = Stopwatch.GetTimestamp();
         while (true)
         {
             try
             {
-                await observer.Done.WaitAsync(TimeSpan.FromMilliseconds(250), cancellationToken);
+                await done.WaitAsync(TimeSpan.FromMilliseconds(250), cancellationToken);
                 return;
             }
             catch (TimeoutException)
             {
-                // Check the sender and progress below.
+                // Check the producer and progress below.
             }
 
-            if (sending.IsFaulted || sending.IsCanceled)
+            if (producer.IsFaulted || producer.IsCanceled)
             {
-                await sending;
+                await producer;
             }
 
-            var completed = observer.Completed;
-            if (completed != progress)
+            var now = completed();
+            if (now != progress)
             {
-                progress = completed;
+                progress = now;
                 progressAt = Stopwatch.GetTimestamp();
             }
             else if (Stopwatch.GetElapsedTime(progressAt) > stallTimeout)
             {
-                throw new BenchVerificationException($"stalled: {completed} of {count} messages completed and none for {stallTimeout.TotalSeconds:0} s (sender {(sending.IsCompleted ? "finished" : "still sending")}).");
+                throw new BenchVerificationException($"stalled: {now} of {count} {what} completed and none for {stallTimeout.TotalSeconds:0} s (producer {(producer.IsCompleted ? "finished" : "still running")}).");
             }
         }
     }

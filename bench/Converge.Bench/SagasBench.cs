@@ -157,7 +157,7 @@ public static class SagasBench
                 },
                 CancellationToken.None);
 
-            await WaitAsync(observer, starting, count, settings.StallTimeout, cancellationToken);
+            await MessagesBench.WaitForAsync(observer.Done, () => observer.Completed, starting, count, "sagas", settings.StallTimeout, cancellationToken);
             await starting;
             var seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
             await host.StopAsync(CancellationToken.None);
@@ -180,40 +180,6 @@ public static class SagasBench
             else
             {
                 host.Dispose();
-            }
-        }
-    }
-
-    static async Task WaitAsync(SagaCompletionObserver observer, Task starting, int count, TimeSpan stallTimeout, CancellationToken cancellationToken)
-    {
-        var progress = observer.Completed;
-        var progressAt = Stopwatch.GetTimestamp();
-        while (true)
-        {
-            try
-            {
-                await observer.Done.WaitAsync(TimeSpan.FromMilliseconds(250), cancellationToken);
-                return;
-            }
-            catch (TimeoutException)
-            {
-                // Check the starter and progress below.
-            }
-
-            if (starting.IsFaulted || starting.IsCanceled)
-            {
-                await starting;
-            }
-
-            var completed = observer.Completed;
-            if (completed != progress)
-            {
-                progress = completed;
-                progressAt = Stopwatch.GetTimestamp();
-            }
-            else if (Stopwatch.GetElapsedTime(progressAt) > stallTimeout)
-            {
-                throw new BenchVerificationException($"stalled: {completed} of {count} sagas completed and none for {stallTimeout.TotalSeconds:0} s.");
             }
         }
     }

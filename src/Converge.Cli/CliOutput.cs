@@ -32,6 +32,22 @@ internal sealed class CliOutput
         await Out.FlushAsync();
     }
 
+    /// <summary>Prints <paramref name="report"/> as one JSON object when <paramref name="json"/> is set, otherwise with <paramref name="render"/>.</summary>
+    public async Task<int> ReportAsync<T>(T report, bool json, Action<IAnsiConsole, T> render)
+    {
+        ArgumentNullException.ThrowIfNull(render);
+        if (json)
+        {
+            await WriteJsonAsync(report);
+        }
+        else
+        {
+            render(Console(), report);
+        }
+
+        return CliApp.Success;
+    }
+
     /// <summary>A console for tables on stdout: colors only on a real terminal; wide when redirected.</summary>
     public IAnsiConsole Console()
     {

@@ -39,16 +39,7 @@ internal static class FlowCommand
                 saga is null ? null : new SagaReport(saga.Definition, saga.Version, SagaStates.ToText(saga.State), saga.Failure),
                 [.. flow.Select(Step)],
                 flow.Count);
-            if (parsed.GetValue(json))
-            {
-                await output.WriteJsonAsync(report);
-            }
-            else
-            {
-                Render(output.Console(), report);
-            }
-
-            return CliApp.Success;
+            return await output.ReportAsync(report, parsed.GetValue(json), Render);
         });
         return command;
     }

@@ -151,16 +151,7 @@ internal static class SagaCommands
                 ?? throw new CliException(CliApp.Failure, $"no saga instance has transaction id '{transactionId}' in {path}; list them with: converge sagas list --db {path}");
             var log = await store.ReadSagaLogAsync(transactionId, cancellationToken);
             var report = Detail(store.Path, instance, log);
-            if (parsed.GetValue(json))
-            {
-                await output.WriteJsonAsync(report);
-            }
-            else
-            {
-                RenderShow(output.Console(), report);
-            }
-
-            return CliApp.Success;
+            return await output.ReportAsync(report, parsed.GetValue(json), RenderShow);
         });
         return command;
     }

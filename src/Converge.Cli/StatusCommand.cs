@@ -32,16 +32,7 @@ internal static class StatusCommand
                 status.LogPosition,
                 [.. status.ConsumerGroups.Select(g => new GroupReport(g.Group, g.Position, g.Lag, g.FailedAttempts, g.LastError))],
                 status.InboxRecords);
-            if (parsed.GetValue(json))
-            {
-                await output.WriteJsonAsync(report);
-            }
-            else
-            {
-                Render(output.Console(), report);
-            }
-
-            return CliApp.Success;
+            return await output.ReportAsync(report, parsed.GetValue(json), Render);
         });
         return command;
     }
