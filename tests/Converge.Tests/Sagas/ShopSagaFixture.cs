@@ -164,7 +164,12 @@ public sealed class Participant(Participants state) :
     async Task Answer(MessageContext context, string order, string command, object reply)
     {
         var (refused, silent) = state.Handle(order, command);
-        if (refused)
+        if (refused && command is "release" or "refund")
+        {
+            // A compensation has no failure type of its own: the participant says it failed with the generic reply.
+            await context.ReplyFailureAsync(command + " refused");
+        }
+        else if (refused)
         {
             await context.ReplyAsync(new Refused(order, command + " refused"));
         }
@@ -328,7 +333,7 @@ public static class ShopSaga
         return log;
     }
 
-    /// <summary>Waits until every message carrying <paramref name="tx"/> was handled: nothing of it is left on a queue, except what is due later.</summary>
+    /// <summary>Waits until the message <paramref name="messageId"/> of <paramref name="tx"/> was handled (its consumer's inbox has it).</summary>
     public static Task WaitForFlowHandledAsync(ConvergeTestHost host, string tx, Guid messageId) =>
         WaitUntilAsync(
             async () => (await host.Store.ReadFlowAsync(tx, CancellationToken.None)).Any(i => i.MessageId == messageId && i.Status == "handled"),
