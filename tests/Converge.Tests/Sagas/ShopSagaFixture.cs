@@ -290,7 +290,7 @@ public static class ShopSaga
     /// <summary>The outcomes recorded by the end hooks for <paramref name="tx"/>, in order.</summary>
     public static async Task<IReadOnlyList<string>> OutcomesAsync(ConvergeTestHost host, string tx)
     {
-        await using var connection = ((SqliteMessageStore)host.Store).OpenConnection();
+        await using var connection = ((SqliteMessageStore)(host.Store is RacingStore racing ? racing.Inner : host.Store)).OpenConnection();
         await using var command = connection.CreateCommand();
         command.CommandText = "SELECT outcome FROM outcomes WHERE tx = $tx ORDER BY rowid";
         command.Parameters.AddWithValue("$tx", tx);
