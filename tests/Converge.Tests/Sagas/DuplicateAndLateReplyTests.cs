@@ -1,4 +1,5 @@
 using Converge.Faults;
+using Converge.Runtime;
 using Converge.Storage;
 using Converge.Testing;
 
@@ -185,5 +186,31 @@ public sealed class DuplicateAndLateReplyTests
 
         await ShopSaga.DeliverReplyAsync(host, "tx-d7", "charge", charge, new Charged("d7", "pay-d7"));
         Assert.Equal(SagaState.Completed, (await host.WaitForSagaAsync("tx-d7")).State);
+    }
+
+    [Fact]
+    public async Task Messages_that_are_not_replies_of_a_known_instance_are_logged_or_dead_lettered_with_the_reason()
+    {
+        var participants = new Participants().Silence("d8", "charge", times: 1);
+        await using var host = await ShopSaga.StartAsync(participants);
+        await host.Sagas.StartAsync("order", "tx-d8", new OrderData { Order = "d8", Amount = 3 });
+        await ShopSaga.WaitForLogAsync(host, "tx-d8", e => e.Kind == SagaLogKinds.CommandSent && e.Step == "charge", "the charge command");
+        await ShopSaga.WaitForFlowHandledAsync(host, "tx-d8", await ShopSaga.CommandIdAsync(host, "tx-d8", "charge"));
+        var before = (await host.Sagas.GetAsync("tx-d8"))!;
+
+        // Sent, not replied: it names no command, so the saga cannot tell what it answers.
+        await host.Bus.SendAsync(new Charged("d8", "pay-sent"), new SendOptions { Queue = ShopSaga.Queue, CorrelationId = "tx-d8" });
+        // A reply for a transaction that has no saga, and one without any transaction id.
+        await host.Bus.SendAsync(new Charged("d8", "pay-nobody"), new SendOptions { Queue = ShopSaga.Queue, CorrelationId = "tx-nobody" });
+        await host.Bus.SendAsync(new Charged("d8", "pay-anonymous"), new SendOptions { Queue = ShopSaga.Queue });
+        var log = await ShopSaga.WaitForLogAsync(host, "tx-d8", e => e.Kind == SagaLogKinds.ReplyIgnored, "the stray message");
+        await ShopSaga.WaitUntilAsync(async () => (await host.Store.ListDeadLettersAsync(ShopSaga.Queue, 10, CancellationToken.None)).Count == 2, "two dead letters");
+        var letters = await host.Store.ListDeadLettersAsync(ShopSaga.Queue, 10, CancellationToken.None);
+
+        Assert.Equal("not a reply: it names no command it answers", log.Single(e => e.Kind == SagaLogKinds.ReplyIgnored).Detail);
+        await AssertUnchangedAsync(host, before);
+        Assert.All(letters, l => Assert.Equal((DeadLetterReasons.PermanentFailure, 1), (l.Reason, l.Attempts)));
+        Assert.Contains(letters, l => l.Exception!.Contains("No saga instance has transaction id 'tx-nobody'", StringComparison.Ordinal));
+        Assert.Contains(letters, l => l.Exception!.Contains("without a transaction id; replies must be sent with context.ReplyAsync", StringComparison.Ordinal));
     }
 }
