@@ -480,15 +480,7 @@ public sealed class SqliteMessageStore : IMessageStore
             using var reader = session.Commands.Get(Schema.ReadSagaLog, null).With("$transaction_id", transactionId).ExecuteReader();
             while (reader.Read())
             {
-                entries.Add(new SagaLogEntry(
-                    reader.GetString(1),
-                    SqliteMapping.FromTicks(reader.GetInt64(2)),
-                    reader.GetString(3),
-                    reader.IsDBNull(4) ? null : reader.GetString(4),
-                    reader.IsDBNull(5) ? null : reader.GetGuid(5),
-                    reader.IsDBNull(6) ? null : reader.GetString(6),
-                    reader.IsDBNull(7) ? null : reader.GetString(7))
-                { Id = reader.GetInt64(0) });
+                entries.Add(SqliteMapping.ReadSagaLogEntry(reader));
             }
 
             return entries;

@@ -136,6 +136,18 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
         return ValueTask.FromResult(saved);
     }
 
+    public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken)
+    {
+        var entries = new List<SagaLogEntry>();
+        using var reader = Command(Sql.ReadSagaLog).With("$transaction_id", transactionId).ExecuteReader();
+        while (reader.Read())
+        {
+            entries.Add(SqliteMapping.ReadSagaLogEntry(reader));
+        }
+
+        return ValueTask.FromResult<IReadOnlyList<SagaLogEntry>>(entries);
+    }
+
     public ValueTask AppendSagaLogAsync(IReadOnlyList<SagaLogEntry> entries, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(entries);

@@ -91,7 +91,11 @@ public sealed class StatusTests
         Assert.True(result.ExitCode == 0, result.ToString());
         var json = result.Json();
         Assert.Equal(Path.GetFullPath(db), json.GetProperty("db").GetString());
-        Assert.Equal(2, json.GetProperty("schema_version").GetInt32());
+        await using (var store = new SqliteMessageStore(new SqliteStoreOptions { Path = db }, TimeProvider.System))
+        {
+            Assert.Equal(store.GetSchemaVersion(), json.GetProperty("schema_version").GetInt32());
+        }
+
         Assert.Equal(1, json.GetProperty("dead_letters").GetInt64());
         Assert.Equal(0, json.GetProperty("log_position").GetInt64());
         Assert.Equal(0, json.GetProperty("inbox_records").GetInt64());

@@ -105,7 +105,7 @@ public sealed class SagaBuilder<TData> where TData : class
 
         if (_steps.Count == 0)
         {
-            throw new ArgumentException($"Saga '{name}' version {version} declares no steps.");
+            throw new ArgumentException($"Saga '{name}' version {version} declares no steps. Declare them in Define, in order: saga.Compensatable(\"name\"), saga.Pivot(\"name\") or saga.Retriable(\"name\").");
         }
 
         foreach (var duplicate in _steps.GroupBy(s => s.Name, StringComparer.Ordinal).Where(g => g.Count() > 1))

@@ -46,14 +46,12 @@ internal sealed class SagaRegistry
 internal sealed class SagaEngine
 {
     readonly ConvergeOptions _options;
-    readonly IMessageStore _store;
     readonly MessageBus _bus;
     readonly FaultInjector _faults;
 
-    public SagaEngine(ConvergeOptions options, IMessageStore store, MessageBus bus, FaultInjector faults)
+    public SagaEngine(ConvergeOptions options, MessageBus bus, FaultInjector faults)
     {
         _options = options;
-        _store = store;
         _bus = bus;
         _faults = faults;
     }
@@ -146,17 +144,22 @@ internal sealed class SagaEngine
         _options.Serializer.Deserialize(instance.Data.Span, model.DataType)
         ?? throw new InvalidOperationException($"Saga '{instance.TransactionId}' has empty data.");
 
-    /// <summary>Why a reply that is not the awaited one changes nothing, read from the committed saga log.</summary>
-    async ValueTask<string> ClassifyIgnoredAsync(SagaInstance instance, Envelope envelope, CancellationToken cancellationToken)
+    /// <summary>
+    /// Why a reply that is not the awaited one changes nothing, read from the saga log as the message's transaction
+    /// sees it: a copy handled in the same batch as the original must find the original's entry.
+    /// </summary>
+    static async ValueTask<string> ClassifyIgnoredAsync(IStoreTransaction transaction, SagaInstance instance, Envelope envelope, CancellationToken cancellationToken)
     {
         if (envelope.CausationId is not { } command)
         {
             return "not a reply: it names no command it answers";
         }
 
-        var log = await _store.ReadSagaLogAsync(instance.TransactionId, cancellationToken);
+        var log = await transaction.ReadSagaLogAsync(instance.TransactionId, cancellationToken);
         var answered = "to " + command.ToString("N");
-        if (log.Any(e => e.Kind == SagaLogKinds.ReplyReceived && e.Detail is { } detail && detail.EndsWith(answered, StringComparison.Ordinal)))
+
+        // A refused compensation is answered too: it is logged as a step failure that names the command.
+        if (log.Any(e => e.Kind is SagaLogKinds.ReplyReceived or SagaLogKinds.StepFailed && e.Detail is { } detail && detail.EndsWith(answered, StringComparison.Ordinal)))
         {
             return $"duplicate: command {command:N} was already answered";
         }
@@ -232,7 +235,7 @@ internal sealed class SagaEngine
             var stepHeader = envelope.Headers.TryGetValue(SagaHeaders.Step, out var named) ? named : null;
             if (SagaStates.IsEnded(_instance.State) || envelope.CausationId is null || envelope.CausationId != _instance.Awaiting)
             {
-                Log(SagaLogKinds.ReplyIgnored, stepHeader, envelope.MessageId, envelope.MessageType, await _engine.ClassifyIgnoredAsync(_instance, envelope, cancellationToken));
+                Log(SagaLogKinds.ReplyIgnored, stepHeader, envelope.MessageId, envelope.MessageType, await ClassifyIgnoredAsync(_transaction, _instance, envelope, cancellationToken));
                 return false;
             }
 

@@ -149,6 +149,12 @@ public interface IStoreTransaction : IAsyncDisposable
     /// </summary>
     ValueTask<bool> UpdateSagaAsync(SagaInstance instance, long expectedVersion, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// The saga log of <paramref name="transactionId"/> as this transaction sees it, oldest first: what is committed
+    /// and what this transaction appended so far (a batch handles several replies of one instance in one transaction).
+    /// </summary>
+    ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken);
+
     /// <summary>Appends entries to the saga log.</summary>
     ValueTask AppendSagaLogAsync(IReadOnlyList<SagaLogEntry> entries, CancellationToken cancellationToken);
 

@@ -79,7 +79,7 @@ public sealed class FlowViewTests
     public async Task A_compensated_saga_shows_each_reply_under_its_command_with_the_saga_log_on_the_rows_it_concerns()
     {
         var participants = new Participants();
-        participants.Refuse.Add(("o7", "charge"));
+        participants.Refuse("o7", "charge");
         await using var host = await ShopSaga.StartAsync(participants);
 
         Assert.True(await host.Sagas.StartAsync("order", "tx-comp", new OrderData { Order = "o7", Amount = 5 }));
