@@ -28,6 +28,9 @@ public sealed class SagasBenchSettings
     /// <summary>Sagas started per transaction.</summary>
     public int StartBatchSize { get; init; } = 500;
 
+    /// <summary>Every queue's batch size; <c>null</c> keeps the library default.</summary>
+    public int? BatchSize { get; init; }
+
     /// <summary>Give every step a timeout (a scheduled message per step), as a production saga would.</summary>
     public bool Timeouts { get; init; }
 
@@ -127,6 +130,13 @@ public static class SagasBench
                 .Handle<ChargeOrder, BenchParticipant>("bench.payments").Handle<RefundOrder, BenchParticipant>("bench.payments")
                 .Handle<ShipOrder, BenchParticipant>("bench.shipping");
             o.AddSaga<BenchSaga>();
+            if (settings.BatchSize is { } batchSize)
+            {
+                foreach (var queue in o.Queues.Keys.ToList())
+                {
+                    o.Queue(queue, q => q.BatchSize = batchSize);
+                }
+            }
         });
 
         var host = builder.Build();

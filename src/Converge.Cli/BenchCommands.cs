@@ -21,6 +21,7 @@ internal static class BenchCommands
         var db = new Option<string>("--db") { Description = "Where to put the database (a new file, recreated for every run and kept after the last). Default: a temporary file, deleted.", HelpName = "FILE" };
         var runs = new Option<int>("--runs") { Description = "Measured runs, each on a fresh file; figures are medians.", HelpName = "N", DefaultValueFactory = _ => 1 };
         var warmup = new Option<int>("--warmup") { Description = "Sagas of an unreported warm-up run first; at most --count; 0 to skip.", HelpName = "N", DefaultValueFactory = _ => 20_000 };
+        var sagaBatch = new Option<int?>("--batch-size") { Description = "Messages claimed and handled per transaction on every queue. Default: the library's (256).", HelpName = "N" };
         var timeouts = new Option<bool>("--timeouts") { Description = "Give every step a timeout (one scheduled message per step), as production sagas usually have." };
         var durability = new Option<string>("--durability") { Description = "full (default: every commit reaches the disk) or normal.", HelpName = "full|normal", DefaultValueFactory = _ => "full" };
         durability.AcceptOnlyFromAmong("full", "normal");
@@ -29,7 +30,7 @@ internal static class BenchCommands
         AtLeast(runs, 1);
         var command = new Command("sagas", "Run N three-step orchestrated sagas (reserve credit, charge, ship) with participants on their own queues, fully durable on SQLite, and verify each completed exactly once.")
         {
-            count, db, runs, warmup, timeouts, durability, json,
+            count, db, runs, warmup, sagaBatch, timeouts, durability, json,
         };
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
@@ -46,6 +47,7 @@ internal static class BenchCommands
                 Runs = parsed.GetValue(runs),
                 WarmupCount = parsed.GetValue(warmup),
                 Timeouts = parsed.GetValue(timeouts),
+                BatchSize = parsed.GetValue(sagaBatch),
                 Durability = parsed.GetValue(durability) == "normal" ? SqliteDurability.Normal : SqliteDurability.Full,
             };
             var report = await SagasBench.RunAsync(settings, output.Error, cancellationToken);

@@ -30,7 +30,12 @@ public sealed class FaultRule
     /// </summary>
     public string TransactionId { get; set; } = "*";
 
-    /// <summary>Only messages carrying this header (<c>name</c> or <c>name=value</c>); default: no header condition.</summary>
+    /// <summary>
+    /// Only messages carrying this header (<c>name</c> or <c>name=value</c>); default: no header condition. For
+    /// <see cref="FaultAction.DuplicateReply"/> and <see cref="FaultAction.DropReply"/> it is the participant's command
+    /// that must carry it; for <see cref="FaultAction.Fail"/> and <see cref="FaultAction.Delay"/>, the message whose
+    /// handling sends the step (the previous reply), since a saga does not copy custom headers onto its commands.
+    /// </summary>
     public string? Header { get; set; }
 
     /// <summary>The step the rule acts on; <c>null</c> or <c>*</c> matches every step.</summary>
@@ -51,7 +56,12 @@ public sealed class FaultRule
     /// </summary>
     public double Probability { get; set; } = 1;
 
-    /// <summary>Acts only on the first this-many attempts of the step (so a retried step can recover); default every attempt.</summary>
+    /// <summary>
+    /// Acts only on the first this-many sendings of the step (so a retried step can recover); default every one.
+    /// Reply rules also act on the replies to the step's compensation, which counts its sendings afresh: a
+    /// <see cref="FaultAction.DropReply"/> rule without a limit would drop every confirmation and the compensation
+    /// would never finish, so give such rules a <see cref="Times"/>.
+    /// </summary>
     public int? Times { get; set; }
 }
 

@@ -243,9 +243,13 @@ internal sealed class SagaEngine
             var answered = "to " + envelope.CausationId.Value.ToString("N");
             if (_instance.State == SagaState.Compensating)
             {
-                if (reply is SagaStepFailed refused)
+                // A refusal: the generic failure reply, or one of the step's own failure types.
+                var refusal = reply is SagaStepFailed refused
+                    ? refused.Reason
+                    : step.Replies.TryGetValue(reply.GetType(), out var failure) && failure.IsFailure ? failure.Reason?.Invoke(reply) ?? envelope.MessageType : null;
+                if (refusal is not null)
                 {
-                    Log(SagaLogKinds.StepFailed, step.Name, envelope.MessageId, envelope.MessageType, $"compensation refused: {refused.Reason}; {answered}");
+                    Log(SagaLogKinds.StepFailed, step.Name, envelope.MessageId, envelope.MessageType, $"compensation refused: {refusal}; {answered}");
                     await SendCompensationAsync(RetryDelay(step), cancellationToken);
                     return true;
                 }

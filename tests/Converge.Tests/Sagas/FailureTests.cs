@@ -27,6 +27,23 @@ public sealed class FailureTests
     }
 
     [Fact]
+    public async Task A_compensation_refused_with_the_steps_own_failure_type_is_sent_again_until_confirmed()
+    {
+        var participants = new Participants { RefuseCompensationsWithStepFailureType = true }.Refuse("o9", "charge").Refuse("o9", "release", times: 2);
+        await using var host = await ShopSaga.StartAsync(participants);
+
+        await host.Sagas.StartAsync("order", "tx-own-refusal", new OrderData { Order = "o9", Amount = 10 });
+        var instance = await host.WaitForSagaAsync("tx-own-refusal");
+
+        Assert.Equal(SagaState.Compensated, instance.State);
+        Assert.Equal(["reserve", "release"], participants.EffectsOf("o9"));
+        var log = await ShopSaga.LogAsync(host, "tx-own-refusal");
+        Assert.Equal(2, log.Count(e => e.Kind == SagaLogKinds.StepFailed && e.Detail!.StartsWith("compensation refused: release refused", StringComparison.Ordinal)));
+        Assert.Equal(3, log.Count(e => e.Kind == SagaLogKinds.CompensationSent));
+        Assert.DoesNotContain(log, e => e.Kind == SagaLogKinds.ReplyIgnored);
+    }
+
+    [Fact]
     public async Task Refused_charge_releases_the_reservation_only()
     {
         var participants = new Participants().Refuse("o2", "charge");

@@ -123,6 +123,9 @@ public sealed class Participants
         return this;
     }
 
+    /// <summary>Refuse compensations with the step's own failure type (<see cref="Refused"/>) instead of the generic failure reply.</summary>
+    public bool RefuseCompensationsWithStepFailureType { get; set; }
+
     /// <summary>Decides how to answer one command, and records its effect unless it is refused.</summary>
     internal (bool Refused, bool Silent) Handle(string order, string command)
     {
@@ -164,7 +167,7 @@ public sealed class Participant(Participants state) :
     async Task Answer(MessageContext context, string order, string command, object reply)
     {
         var (refused, silent) = state.Handle(order, command);
-        if (refused && command is "release" or "refund")
+        if (refused && command is "release" or "refund" && !state.RefuseCompensationsWithStepFailureType)
         {
             // A compensation has no failure type of its own: the participant says it failed with the generic reply.
             await context.ReplyFailureAsync(command + " refused");
