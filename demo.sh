@@ -15,6 +15,10 @@ converge dead-letters list --db "$db"
 shop=.artifacts/shop.db
 rm -f "$shop" "$shop"-wal "$shop"-shm "$shop".provider-ledger*
 converge demo shop --orders 2000 --fail-rate 0.2 --db "$shop"
+# The saga log: instances by state, one instance's timeline, and every message of its transaction by cause.
+converge sagas list --db "$shop" --max 5
+converge sagas show --db "$shop" o-000001
+converge flow --db "$shop" o-000001
 # The same flow choreographed with events on the log.
-rm -f .artifacts/shop-events.db* 
+rm -f .artifacts/shop-events.db*
 converge demo shop --orders 2000 --fail-rate 0.2 --style choreographed --db .artifacts/shop-events.db
