@@ -34,3 +34,61 @@ internal static class BenchFiles
         }
     }
 }
+
+/// <summary>The shape every bench shares: a fresh file per run, an unreported warm-up first, progress per run.</summary>
+internal static class BenchRuns
+{
+    /// <summary>
+    /// Runs <paramref name="runOnce"/> once to warm up (with at most <paramref name="warmupCount"/> items; 0 skips it),
+    /// then <paramref name="runs"/> times on a new file at <paramref name="dbPath"/> (or a temporary one), reporting
+    /// each run with <paramref name="describe"/>.
+    /// </summary>
+    public static async Task<List<T>> RunAsync<T>(
+        string? dbPath, int count, int runs, int warmupCount, string unit, TextWriter progress,
+        Func<string, int, bool, Task<T>> runOnce, Func<T, string> describe)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(runs, 1);
+        if (dbPath is { } given && BenchFiles.Exists(given))
+        {
+            throw new InvalidOperationException($"{given} already exists; the bench needs a new file (it is recreated for every run).");
+        }
+
+        var temp = dbPath is null ? BenchFiles.NewTempFolder() : null;
+        try
+        {
+            var path = dbPath ?? Path.Combine(temp!, "bench.db");
+            if (warmupCount > 0)
+            {
+                var warmup = Math.Min(warmupCount, count);
+                await progress.WriteLineAsync($"warm-up: {warmup} {unit}");
+                try
+                {
+                    await runOnce(path + ".warmup", warmup, true);
+                }
+                finally
+                {
+                    BenchFiles.Delete(path + ".warmup");
+                }
+            }
+
+            var results = new List<T>();
+            for (var run = 1; run <= runs; run++)
+            {
+                BenchFiles.Delete(path);
+                var result = await runOnce(path, count, false);
+                results.Add(result);
+                await progress.WriteLineAsync($"run {run}/{runs}: {describe(result)} (verified)");
+            }
+
+            return results;
+        }
+        finally
+        {
+            if (temp is not null)
+            {
+                BenchFiles.DeleteFolder(temp);
+            }
+        }
+    }
+}

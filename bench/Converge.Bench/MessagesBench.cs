@@ -105,75 +105,40 @@ public static class MessagesBench
     {
         ArgumentNullException.ThrowIfNull(settings);
         ArgumentNullException.ThrowIfNull(progress);
-        ArgumentOutOfRangeException.ThrowIfLessThan(settings.Count, 1);
-        ArgumentOutOfRangeException.ThrowIfLessThan(settings.Runs, 1);
-        if (settings.DbPath is { } given && BenchFiles.Exists(given))
-        {
-            throw new InvalidOperationException($"{given} already exists; the bench needs a new file (it is recreated for every run).");
-        }
-
-        var temp = settings.DbPath is null ? BenchFiles.NewTempFolder() : null;
-        try
-        {
-            var path = settings.DbPath ?? Path.Combine(temp!, "bench.db");
-            if (settings.WarmupCount > 0)
-            {
-                var warmup = Math.Min(settings.WarmupCount, settings.Count);
-                var warmupPath = path + ".warmup";
-                try
+        var results = await BenchRuns.RunAsync(
+            settings.DbPath, settings.Count, settings.Runs, settings.WarmupCount, "messages", progress,
+            (path, count, warmup) => RunOnceAsync(path, count, warmup
+                ? new MessagesBenchSettings
                 {
-                    await progress.WriteLineAsync($"warm-up: {warmup} messages");
-                    await RunOnceAsync(warmupPath, warmup, new MessagesBenchSettings
-                    {
-                        Count = warmup,
-                        BatchSize = settings.BatchSize,
-                        Durability = settings.Durability,
-                        SendBatchSize = settings.SendBatchSize,
-                        Sender = settings.Sender,
-                        StallTimeout = settings.StallTimeout,
-                    }, cancellationToken);
+                    // Throughput mode whatever is measured, so the code the measured runs use reaches its final tier.
+                    Count = count,
+                    BatchSize = settings.BatchSize,
+                    Durability = settings.Durability,
+                    SendBatchSize = settings.SendBatchSize,
+                    Sender = settings.Sender,
+                    StallTimeout = settings.StallTimeout,
                 }
-                finally
-                {
-                    BenchFiles.Delete(warmupPath);
-                }
-            }
+                : settings, cancellationToken),
+            result => $"{result.Messages} messages in {result.Seconds:0.000} s, {result.PerSecond:0} msg/s, p50 {result.P50Ms:0.00} ms, p99 {result.P99Ms:0.00} ms, max {result.MaxMs:0.00} ms; sending p50 {result.SendP50Ms:0.00} ms, p99 {result.SendP99Ms:0.00} ms, max {result.SendMaxMs:0.00} ms");
 
-            var results = new List<MessagesRunResult>();
-            for (var run = 1; run <= settings.Runs; run++)
-            {
-                BenchFiles.Delete(path);
-                var result = await RunOnceAsync(path, settings.Count, settings, cancellationToken);
-                results.Add(result);
-                await progress.WriteLineAsync($"run {run}/{settings.Runs}: {result.Messages} messages in {result.Seconds:0.000} s, {result.PerSecond:0} msg/s, p50 {result.P50Ms:0.00} ms, p99 {result.P99Ms:0.00} ms, max {result.MaxMs:0.00} ms; sending p50 {result.SendP50Ms:0.00} ms, p99 {result.SendP99Ms:0.00} ms, max {result.SendMaxMs:0.00} ms (verified)");
-            }
-
-            return new MessagesBenchReport(
-                Mode: settings.Rate is null ? "throughput" : "rate",
-                Messages: settings.Count,
-                Seconds: Round(Median(results.Select(r => r.Seconds)), 3),
-                PerSecond: Round(Median(results.Select(r => r.PerSecond)), 1),
-                P50Ms: Round(Median(results.Select(r => r.P50Ms)), 3),
-                P99Ms: Round(Median(results.Select(r => r.P99Ms)), 3),
-                MaxMs: Round(Median(results.Select(r => r.MaxMs)), 3),
-                SendP50Ms: Round(Median(results.Select(r => r.SendP50Ms)), 3),
-                SendP99Ms: Round(Median(results.Select(r => r.SendP99Ms)), 3),
-                SendMaxMs: Round(Median(results.Select(r => r.SendMaxMs)), 3),
-                Rate: settings.Rate,
-                BatchSize: results[0].BatchSize,
-                Durability: settings.Durability == SqliteDurability.Full ? "full" : "normal",
-                Sender: settings.Sender == OutboxSender.Converge ? "converge" : "own",
-                Runs: settings.Runs,
-                PerSecondRuns: settings.Runs > 1 ? results.Select(r => Round(r.PerSecond, 1)).ToList() : null,
-                Verified: true);
-        }
-        finally
-        {
-            if (temp is not null)
-            {
-                BenchFiles.DeleteFolder(temp);
-            }
-        }
+        return new MessagesBenchReport(
+            Mode: settings.Rate is null ? "throughput" : "rate",
+            Messages: settings.Count,
+            Seconds: Round(Median(results.Select(r => r.Seconds)), 3),
+            PerSecond: Round(Median(results.Select(r => r.PerSecond)), 1),
+            P50Ms: Round(Median(results.Select(r => r.P50Ms)), 3),
+            P99Ms: Round(Median(results.Select(r => r.P99Ms)), 3),
+            MaxMs: Round(Median(results.Select(r => r.MaxMs)), 3),
+            SendP50Ms: Round(Median(results.Select(r => r.SendP50Ms)), 3),
+            SendP99Ms: Round(Median(results.Select(r => r.SendP99Ms)), 3),
+            SendMaxMs: Round(Median(results.Select(r => r.SendMaxMs)), 3),
+            Rate: settings.Rate,
+            BatchSize: results[0].BatchSize,
+            Durability: settings.Durability == SqliteDurability.Full ? "full" : "normal",
+            Sender: settings.Sender == OutboxSender.Converge ? "converge" : "own",
+            Runs: settings.Runs,
+            PerSecondRuns: settings.Runs > 1 ? results.Select(r => Round(r.PerSecond, 1)).ToList() : null,
+            Verified: true);
     }
 
     /// <summary>One run on a new file at <paramref name="path"/>, verified before its figures are returned.</summary>

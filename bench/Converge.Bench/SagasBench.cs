@@ -57,59 +57,22 @@ public static class SagasBench
     {
         ArgumentNullException.ThrowIfNull(settings);
         ArgumentNullException.ThrowIfNull(progress);
-        ArgumentOutOfRangeException.ThrowIfLessThan(settings.Count, 1);
-        ArgumentOutOfRangeException.ThrowIfLessThan(settings.Runs, 1);
-        if (settings.DbPath is { } given && BenchFiles.Exists(given))
-        {
-            throw new InvalidOperationException($"{given} already exists; the bench needs a new file (it is recreated for every run).");
-        }
+        var results = await BenchRuns.RunAsync(
+            settings.DbPath, settings.Count, settings.Runs, settings.WarmupCount, "sagas", progress,
+            (path, count, _) => RunOnceAsync(path, count, settings, cancellationToken),
+            result => $"{settings.Count} sagas in {result.Seconds:0.000} s, {result.PerSecond:0} sagas/s, saga p50 {result.P50:0.0} ms, p99 {result.P99:0.0} ms");
 
-        var temp = settings.DbPath is null ? BenchFiles.NewTempFolder() : null;
-        try
-        {
-            var path = settings.DbPath ?? Path.Combine(temp!, "bench.db");
-            if (settings.WarmupCount > 0)
-            {
-                var warmup = Math.Min(settings.WarmupCount, settings.Count);
-                await progress.WriteLineAsync($"warm-up: {warmup} sagas");
-                try
-                {
-                    await RunOnceAsync(path + ".warmup", warmup, settings, cancellationToken);
-                }
-                finally
-                {
-                    BenchFiles.Delete(path + ".warmup");
-                }
-            }
-
-            var results = new List<(double Seconds, double PerSecond, double P50, double P99)>();
-            for (var run = 1; run <= settings.Runs; run++)
-            {
-                BenchFiles.Delete(path);
-                var result = await RunOnceAsync(path, settings.Count, settings, cancellationToken);
-                results.Add(result);
-                await progress.WriteLineAsync($"run {run}/{settings.Runs}: {settings.Count} sagas in {result.Seconds:0.000} s, {result.PerSecond:0} sagas/s, saga p50 {result.P50:0.0} ms, p99 {result.P99:0.0} ms (verified)");
-            }
-
-            return new SagasBenchReport(
-                settings.Count,
-                Math.Round(MessagesBench.Median(results.Select(r => r.Seconds)), 3),
-                Math.Round(MessagesBench.Median(results.Select(r => r.PerSecond)), 1),
-                Math.Round(MessagesBench.Median(results.Select(r => r.P50)), 1),
-                Math.Round(MessagesBench.Median(results.Select(r => r.P99)), 1),
-                settings.Runs,
-                settings.Runs > 1 ? results.Select(r => Math.Round(r.PerSecond, 1)).ToList() : null,
-                settings.Timeouts,
-                settings.Durability == SqliteDurability.Full ? "full" : "normal",
-                Verified: true);
-        }
-        finally
-        {
-            if (temp is not null)
-            {
-                BenchFiles.DeleteFolder(temp);
-            }
-        }
+        return new SagasBenchReport(
+            settings.Count,
+            Math.Round(MessagesBench.Median(results.Select(r => r.Seconds)), 3),
+            Math.Round(MessagesBench.Median(results.Select(r => r.PerSecond)), 1),
+            Math.Round(MessagesBench.Median(results.Select(r => r.P50)), 1),
+            Math.Round(MessagesBench.Median(results.Select(r => r.P99)), 1),
+            settings.Runs,
+            settings.Runs > 1 ? results.Select(r => Math.Round(r.PerSecond, 1)).ToList() : null,
+            settings.Timeouts,
+            settings.Durability == SqliteDurability.Full ? "full" : "normal",
+            Verified: true);
     }
 
     static async Task<(double Seconds, double PerSecond, double P50, double P99)> RunOnceAsync(string path, int count, SagasBenchSettings settings, CancellationToken cancellationToken)
