@@ -7,22 +7,26 @@ using Microsoft.Extensions.Hosting;
 
 // dotnet run --project samples/Shop -- demo [orders] [fail-rate] [orchestrated|choreographed]
 //   runs the demo in one process and prints its summary.
-// dotnet run --project samples/Shop -- serve DB [all|orders|customers|payments|shipping]
-//   runs some of the services against a shared database until Ctrl+C (one process per service scales out).
+// dotnet run --project samples/Shop -- serve DB [all|orders|customers|payments|shipping] [fail-rate seed]
+//   runs some of the services against a shared database until stopped (one process per service scales out);
+//   with a fail rate, the demo's fault plan applies here too.
 if (args is ["serve", var db, ..])
 {
     var services = ShopSetup.Parse(args.Length > 2 ? args[2] : "all");
-    var builder = Host.CreateApplicationBuilder();
+    var failRate = args.Length > 3 ? double.Parse(args[3], System.Globalization.CultureInfo.InvariantCulture) : 0;
+    var seed = args.Length > 4 ? int.Parse(args[4], System.Globalization.CultureInfo.InvariantCulture) : 42;
+    var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
     ShopSetup.AddServices(builder.Services, db);
     builder.Services.AddConverge(o =>
     {
         o.UseSqlite(db);
-        ShopSetup.Configure(o, services);
+        ShopDemo.ConfigureDemo(o, services, failRate, seed);
     });
     using var host = builder.Build();
     await host.StartAsync();
     await ShopSetup.CreateTablesAsync(host.Services.GetRequiredService<Converge.Storage.IMessageStore>(), CancellationToken.None);
     Console.WriteLine($"serving {services} on {db}; Ctrl+C stops");
+    Console.Out.Flush();
     await host.WaitForShutdownAsync();
     return 0;
 }
@@ -39,6 +43,7 @@ var report = await ShopDemo.RunAsync(
         Orders = args.Length > 1 ? int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture) : 500,
         FailRate = args.Length > 2 ? double.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture) : 0.2,
         Style = args.Length > 3 && args[3] == "choreographed" ? ShopStyle.Choreographed : ShopStyle.Orchestrated,
+        Processes = args.Contains("--processes"),
     },
     Console.Error,
     CancellationToken.None);

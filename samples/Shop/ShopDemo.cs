@@ -32,6 +32,12 @@ public sealed class ShopDemoSettings
     /// <summary>Each saga step's timeout; short, so dropped replies resolve within the demo.</summary>
     public TimeSpan StepTimeout { get; init; } = TimeSpan.FromSeconds(2);
 
+    /// <summary>
+    /// Run Customers, Payments and Shipping each in a process of its own (this process keeps Orders), all on the same
+    /// database file, instead of all four in this process.
+    /// </summary>
+    public bool Processes { get; init; }
+
     /// <summary>Give up waiting for the orders to settle after this long.</summary>
     public TimeSpan Deadline { get; init; } = TimeSpan.FromMinutes(10);
 }
@@ -76,14 +82,22 @@ public static class ShopDemo
         builder.Services.AddConverge(o =>
         {
             o.UseSqlite(path);
-            ShopSetup.Configure(o, ShopServices.All);
-            o.Retry.InitialDelay = TimeSpan.FromMilliseconds(50);
-            AddFaults(o.Faults, settings);
+            ConfigureDemo(o, settings.Processes ? ShopServices.Orders : ShopServices.All, settings.FailRate, settings.Seed);
         });
         using var host = builder.Build();
         await host.StartAsync(cancellationToken);
+        var workers = new List<Process>();
         try
         {
+            if (settings.Processes)
+            {
+                await ShopSetup.CreateTablesAsync(host.Services.GetRequiredService<IMessageStore>(), cancellationToken);
+                foreach (var service in new[] { "customers", "payments", "shipping" })
+                {
+                    workers.Add(await StartWorkerAsync(path, service, settings, progress, cancellationToken));
+                }
+            }
+
             var store = host.Services.GetRequiredService<IMessageStore>();
             await ShopSetup.CreateTablesAsync(store, cancellationToken);
             var random = new Random(settings.Seed);
@@ -122,12 +136,61 @@ public static class ShopDemo
         }
         finally
         {
+            foreach (var worker in workers)
+            {
+                worker.Kill(entireProcessTree: true);
+                await worker.WaitForExitAsync(CancellationToken.None);
+                worker.Dispose();
+            }
+
             await host.StopAsync(CancellationToken.None);
         }
     }
 
+    /// <summary>The demo's Converge settings: quick retries and the fault plan; the same in every process.</summary>
+    public static void ConfigureDemo(ConvergeOptions o, ShopServices services, double failRate, int seed)
+    {
+        ArgumentNullException.ThrowIfNull(o);
+        ShopSetup.Configure(o, services);
+        o.Retry.InitialDelay = TimeSpan.FromMilliseconds(50);
+        o.PollInterval = TimeSpan.FromMilliseconds(50);
+        AddFaults(o.Faults, new ShopDemoSettings { FailRate = failRate, Seed = seed });
+    }
+
+    /// <summary>Starts <c>serve DB SERVICE</c> of this program in a process of its own and waits until it serves.</summary>
+    static async Task<Process> StartWorkerAsync(string path, string service, ShopDemoSettings settings, TextWriter progress, CancellationToken cancellationToken)
+    {
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var argument in new[] { typeof(ShopDemo).Assembly.Location, "serve", path, service, settings.FailRate.ToString(CultureInfo.InvariantCulture), settings.Seed.ToString(CultureInfo.InvariantCulture) })
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        var worker = Process.Start(start) ?? throw new InvalidOperationException($"Could not start the {service} process.");
+        worker.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is { } line)
+            {
+                progress.WriteLine($"[{service}] {line}");
+            }
+        };
+        worker.BeginErrorReadLine();
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(TimeSpan.FromSeconds(60));
+        while (await worker.StandardOutput.ReadLineAsync(timeout.Token) is { } line)
+        {
+            if (line.StartsWith("serving", StringComparison.Ordinal))
+            {
+                await progress.WriteLineAsync($"{service}: process {worker.Id}");
+                return worker;
+            }
+        }
+
+        throw new InvalidOperationException($"The {service} process exited before serving (exit code {(worker.HasExited ? worker.ExitCode : -1)}).");
+    }
+
     /// <summary>Rules that together meet about <see cref="ShopDemoSettings.FailRate"/> of the orders, spread over every step and kind of fault.</summary>
-    static void AddFaults(FaultPlanOptions faults, ShopDemoSettings settings)
+    internal static void AddFaults(FaultPlanOptions faults, ShopDemoSettings settings)
     {
         faults.Enabled = settings.FailRate > 0;
         faults.Seed = settings.Seed;

@@ -19,6 +19,7 @@ internal static class DemoCommands
         style.AcceptOnlyFromAmong("orchestrated", "choreographed");
         var db = new Option<string>("--db") { Description = "The database to create (a new file; kept, so converge sagas and flow can inspect it). Default: a new temporary file.", HelpName = "FILE" };
         var seed = new Option<int>("--seed") { Description = "Seeds the orders and which of them meet faults.", HelpName = "N", DefaultValueFactory = _ => 42 };
+        var processes = new Option<bool>("--processes") { Description = "Run Customers, Payments and Shipping in a process each (this one keeps Orders), all on the same database file." };
         var json = CommonOptions.Json();
         orders.Validators.Add(r =>
         {
@@ -36,7 +37,7 @@ internal static class DemoCommands
         });
         var command = new Command("shop", "Place orders through the Shop (orders, customer credit, payments with a simulated provider, shipping) with faults injected at every step, wait until every order has settled, and check: every saga ended, completed orders charged and shipped once, compensated orders hold no credit and no net charge, credit reserved equals the open orders.")
         {
-            orders, failRate, style, db, seed, json,
+            orders, failRate, style, db, seed, processes, json,
         };
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
@@ -54,6 +55,7 @@ internal static class DemoCommands
                     Style = parsed.GetValue(style) == "choreographed" ? ShopStyle.Choreographed : ShopStyle.Orchestrated,
                     DbPath = path is null ? null : Path.GetFullPath(path),
                     Seed = parsed.GetValue(seed),
+                    Processes = parsed.GetValue(processes),
                 },
                 output.Error,
                 cancellationToken);

@@ -29,6 +29,25 @@ public sealed class DemoShopTests
     }
 
     [Fact]
+    public async Task With_a_process_per_service_on_one_database_the_shop_settles_every_order_without_violations()
+    {
+        using var folder = new TempFolder();
+        var db = Path.Combine(folder.Path, "shop.db");
+
+        var result = await Cli.RunAsync("demo", "shop", "--orders", "200", "--fail-rate", "0.3", "--processes", "--db", db, "--json");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var report = result.Json();
+        Assert.Equal(0, report.GetProperty("in_flight").GetInt32());
+        Assert.Equal(0, report.GetProperty("violations").GetInt32());
+        Assert.True(report.GetProperty("completed").GetInt32() > 0, result.ToString());
+        foreach (var service in new[] { "customers", "payments", "shipping" })
+        {
+            Assert.Contains(service + ": process ", result.Error, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
     public async Task A_fail_rate_outside_0_to_1_is_refused_with_the_fix()
     {
         var result = await Cli.RunAsync("demo", "shop", "--fail-rate", "2");
