@@ -38,6 +38,9 @@ public sealed class ShopDemoSettings
     /// </summary>
     public bool Processes { get; init; }
 
+    /// <summary>With <see cref="Processes"/>: kill a worker process this many times (SIGKILL, at seeded random moments) and start it again.</summary>
+    public int Kills { get; init; }
+
     /// <summary>Give up waiting for the orders to settle after this long.</summary>
     public TimeSpan Deadline { get; init; } = TimeSpan.FromMinutes(10);
 }
@@ -58,7 +61,8 @@ public sealed record ShopDemoReport(
     long FaultsInjected,
     long RepliesIgnored,
     long TimeoutsFired,
-    string Db);
+    string Db,
+    int Kills);
 
 /// <summary>
 /// Places N orders in one process running all four services, with faults injected through a fault plan at every
@@ -92,7 +96,7 @@ public static class ShopDemo
             if (settings.Processes)
             {
                 await ShopSetup.CreateTablesAsync(host.Services.GetRequiredService<IMessageStore>(), cancellationToken);
-                foreach (var service in new[] { "customers", "payments", "shipping" })
+                foreach (var service in Services)
                 {
                     workers.Add(await StartWorkerAsync(path, service, settings, progress, cancellationToken));
                 }
@@ -107,6 +111,19 @@ public static class ShopDemo
             var started = Stopwatch.GetTimestamp();
             await PlaceOrdersAsync(host.Services, settings, customers, random, cancellationToken);
             await progress.WriteLineAsync($"placed {settings.Orders} orders ({settings.Style.ToString().ToLowerInvariant()}); waiting for them to settle");
+            for (var kill = 1; kill <= settings.Kills && workers.Count > 0; kill++)
+            {
+                // A crash at an arbitrary moment: whatever the worker had claimed is redelivered when its lease ends.
+                await Task.Delay(TimeSpan.FromMilliseconds(random.Next(200, 1500)), cancellationToken);
+                var index = random.Next(workers.Count);
+                var service = Services[index];
+                workers[index].Kill(entireProcessTree: true);
+                await workers[index].WaitForExitAsync(cancellationToken);
+                await progress.WriteLineAsync($"kill {kill}: {service} (process {workers[index].Id}, exit code {workers[index].ExitCode}); starting it again");
+                workers[index].Dispose();
+                workers[index] = await StartWorkerAsync(path, service, settings, progress, cancellationToken);
+            }
+
             var inFlight = await WaitUntilSettledAsync(store, settings, progress, cancellationToken);
             var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
 
@@ -132,7 +149,8 @@ public static class ShopDemo
                     : Scalar(connection, "SELECT count(*) FROM shop_orders WHERE reason LIKE 'injected%'"),
                 kinds.GetValueOrDefault(SagaLogKinds.ReplyIgnored),
                 kinds.GetValueOrDefault(SagaLogKinds.TimeoutFired),
-                path);
+                path,
+                settings.Processes ? settings.Kills : 0);
         }
         finally
         {
@@ -147,6 +165,8 @@ public static class ShopDemo
         }
     }
 
+    static readonly string[] Services = ["customers", "payments", "shipping"];
+
     /// <summary>The demo's Converge settings: quick retries and the fault plan; the same in every process.</summary>
     public static void ConfigureDemo(ConvergeOptions o, ShopServices services, double failRate, int seed)
     {
@@ -154,6 +174,7 @@ public static class ShopDemo
         ShopSetup.Configure(o, services);
         o.Retry.InitialDelay = TimeSpan.FromMilliseconds(50);
         o.PollInterval = TimeSpan.FromMilliseconds(50);
+        o.LeaseDuration = TimeSpan.FromSeconds(3);
         AddFaults(o.Faults, new ShopDemoSettings { FailRate = failRate, Seed = seed });
     }
 

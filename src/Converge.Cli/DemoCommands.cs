@@ -20,6 +20,7 @@ internal static class DemoCommands
         var db = new Option<string>("--db") { Description = "The database to create (a new file; kept, so converge sagas and flow can inspect it). Default: a new temporary file.", HelpName = "FILE" };
         var seed = new Option<int>("--seed") { Description = "Seeds the orders and which of them meet faults.", HelpName = "N", DefaultValueFactory = _ => 42 };
         var processes = new Option<bool>("--processes") { Description = "Run Customers, Payments and Shipping in a process each (this one keeps Orders), all on the same database file." };
+        var kills = new Option<int>("--kill") { Description = "With --processes: kill a worker process this many times with SIGKILL at random moments, starting it again each time.", HelpName = "N" };
         var json = CommonOptions.Json();
         orders.Validators.Add(r =>
         {
@@ -37,7 +38,7 @@ internal static class DemoCommands
         });
         var command = new Command("shop", "Place orders through the Shop (orders, customer credit, payments with a simulated provider, shipping) with faults injected at every step, wait until every order has settled, and check: every saga ended, completed orders charged and shipped once, compensated orders hold no credit and no net charge, credit reserved equals the open orders.")
         {
-            orders, failRate, style, db, seed, processes, json,
+            orders, failRate, style, db, seed, processes, kills, json,
         };
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
@@ -45,6 +46,11 @@ internal static class DemoCommands
             if (path is not null && File.Exists(path))
             {
                 throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file, or omit --db for a temporary one.");
+            }
+
+            if (parsed.GetValue(kills) is var killCount && (killCount < 0 || (killCount > 0 && !parsed.GetValue(processes))))
+            {
+                throw new CliException(CliApp.Usage, "--kill needs --processes (the workers it kills are processes of their own) and a count of 0 or more.");
             }
 
             var report = await ShopDemo.RunAsync(
@@ -56,6 +62,7 @@ internal static class DemoCommands
                     DbPath = path is null ? null : Path.GetFullPath(path),
                     Seed = parsed.GetValue(seed),
                     Processes = parsed.GetValue(processes),
+                    Kills = parsed.GetValue(kills),
                 },
                 output.Error,
                 cancellationToken);
@@ -79,6 +86,7 @@ internal static class DemoCommands
             CliOutput.AddRow(table, "timeouts fired", report.TimeoutsFired);
             CliOutput.AddRow(table, "seconds", report.Seconds);
             CliOutput.AddRow(table, "sagas per second", report.SagasPerSecond);
+            CliOutput.AddRow(table, "worker processes killed", report.Kills);
             CliOutput.AddRow(table, "database", report.Db);
             output.Console().Write(table);
             foreach (var example in report.ViolationExamples)

@@ -29,12 +29,12 @@ public sealed class DemoShopTests
     }
 
     [Fact]
-    public async Task With_a_process_per_service_on_one_database_the_shop_settles_every_order_without_violations()
+    public async Task With_a_process_per_service_killed_and_restarted_the_shop_settles_every_order_without_violations()
     {
         using var folder = new TempFolder();
         var db = Path.Combine(folder.Path, "shop.db");
 
-        var result = await Cli.RunAsync("demo", "shop", "--orders", "200", "--fail-rate", "0.3", "--processes", "--db", db, "--json");
+        var result = await Cli.RunAsync("demo", "shop", "--orders", "200", "--fail-rate", "0.3", "--processes", "--kill", "2", "--db", db, "--json");
 
         Assert.True(result.ExitCode == 0, result.ToString());
         var report = result.Json();
@@ -45,6 +45,19 @@ public sealed class DemoShopTests
         {
             Assert.Contains(service + ": process ", result.Error, StringComparison.Ordinal);
         }
+
+        Assert.Equal(2, report.GetProperty("kills").GetInt32());
+        Assert.Contains("kill 2: ", result.Error, StringComparison.Ordinal);
+        Assert.Contains("exit code 137", result.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Killing_workers_without_worker_processes_is_refused_with_the_fix()
+    {
+        var result = await Cli.RunAsync("demo", "shop", "--kill", "2");
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("--kill needs --processes", result.Error, StringComparison.Ordinal);
     }
 
     [Fact]
