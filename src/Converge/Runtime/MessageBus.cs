@@ -12,14 +12,18 @@ internal sealed class MessageBus : IMessageBus
     readonly IMessageStore _store;
     readonly ObserverSet _observers;
 
-    public MessageBus(ConvergeOptions options, IMessageStore store, ObserverSet observers)
+    public MessageBus(ConvergeOptions options, IMessageStore store, ObserverSet observers, Faults.FaultInjector faults)
     {
         _options = options;
         _store = store;
         _observers = observers;
+        Faults = faults;
     }
 
     internal DateTimeOffset Now => _options.TimeProvider.GetUtcNow();
+
+    /// <summary>The process's fault plan, which saga steps and replies consult.</summary>
+    internal Faults.FaultInjector Faults { get; }
 
     public ValueTask<IStoreTransaction> BeginTransactionAsync(CancellationToken cancellationToken = default) => _store.BeginAsync(cancellationToken);
 

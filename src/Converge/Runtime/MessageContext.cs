@@ -104,9 +104,9 @@ public sealed class MessageContext
         }
 
         var step = SagaStep ?? string.Empty;
-        var attempt = Envelope.Headers.TryGetValue(SagaHeaders.Attempt, out var text) && int.TryParse(text, System.Globalization.CultureInfo.InvariantCulture, out var parsed) ? parsed : 1;
-        var faults = Services.GetService(typeof(FaultInjector)) as FaultInjector;
-        if (faults is { Enabled: true } && faults.Find(FaultAction.DropReply, CorrelationId, step, attempt, Envelope.Headers) is not null)
+        var faults = _bus.Faults.Enabled ? _bus.Faults : null;
+        var attempt = faults is not null && Envelope.Headers.TryGetValue(SagaHeaders.Attempt, out var text) && int.TryParse(text, System.Globalization.CultureInfo.InvariantCulture, out var parsed) ? parsed : 1;
+        if (faults?.Find(FaultAction.DropReply, CorrelationId, step, attempt, Envelope.Headers) is not null)
         {
             await _transaction.AppendSagaLogAsync([new SagaLogEntry(CorrelationId!, _bus.Now, SagaLogKinds.FaultInjected, step, Envelope.MessageId, Envelope.MessageType, "reply dropped")], cancellationToken);
             return Guid.Empty;
@@ -114,7 +114,7 @@ public sealed class MessageContext
 
         var headers = new Dictionary<string, string>(StringComparer.Ordinal) { [SagaHeaders.Step] = step };
         var id = await _bus.SendCoreAsync(_transaction, reply, new SendOptions { Queue = replyTo, Headers = headers }, Envelope, cancellationToken);
-        if (faults is { Enabled: true } && faults.Find(FaultAction.DuplicateReply, CorrelationId, step, attempt, Envelope.Headers) is not null)
+        if (faults?.Find(FaultAction.DuplicateReply, CorrelationId, step, attempt, Envelope.Headers) is not null)
         {
             headers[SagaHeaders.Fault] = "duplicate";
             var copy = await _bus.SendCoreAsync(_transaction, reply, new SendOptions { Queue = replyTo, Headers = headers }, Envelope, cancellationToken);

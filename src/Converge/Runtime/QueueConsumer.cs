@@ -312,11 +312,7 @@ internal sealed class QueueConsumer
             await ReleaseAsync(transaction, isolated, abort);
             return HandlingOutcome.Completed;
         }
-        catch (OptimisticBatchFailed)
-        {
-            throw;
-        }
-        catch (Exception) when (!isolated && !abort.IsCancellationRequested)
+        catch (Exception exception) when (!isolated && exception is not OptimisticBatchFailed && !abort.IsCancellationRequested)
         {
             throw new OptimisticBatchFailed();
         }

@@ -47,13 +47,11 @@ internal sealed class SagaEngine
 {
     readonly ConvergeOptions _options;
     readonly MessageBus _bus;
-    readonly FaultInjector _faults;
 
-    public SagaEngine(ConvergeOptions options, MessageBus bus, FaultInjector faults)
+    public SagaEngine(ConvergeOptions options, MessageBus bus)
     {
         _options = options;
         _bus = bus;
-        _faults = faults;
     }
 
     SagaRegistry Registry => _options.SagaRegistry;
@@ -241,12 +239,14 @@ internal sealed class SagaEngine
 
             var step = Current;
             var answered = "to " + envelope.CausationId.Value.ToString("N");
+            var known = step.Replies.TryGetValue(reply.GetType(), out var rule);
+
+            // A refusal: the generic failure reply, or one of the step's own failure types.
+            var refusal = reply is SagaStepFailed failed
+                ? failed.Reason
+                : known && rule!.IsFailure ? rule.Reason?.Invoke(reply) ?? envelope.MessageType : null;
             if (_instance.State == SagaState.Compensating)
             {
-                // A refusal: the generic failure reply, or one of the step's own failure types.
-                var refusal = reply is SagaStepFailed refused
-                    ? refused.Reason
-                    : step.Replies.TryGetValue(reply.GetType(), out var failure) && failure.IsFailure ? failure.Reason?.Invoke(reply) ?? envelope.MessageType : null;
                 if (refusal is not null)
                 {
                     Log(SagaLogKinds.StepFailed, step.Name, envelope.MessageId, envelope.MessageType, $"compensation refused: {refusal}; {answered}");
@@ -267,27 +267,20 @@ internal sealed class SagaEngine
                 return true;
             }
 
-            if (reply is SagaStepFailed failed)
+            if (refusal is not null)
             {
                 Log(SagaLogKinds.ReplyReceived, step.Name, envelope.MessageId, envelope.MessageType, "failure; " + answered);
-                await FailStepAsync(failed.Reason, timedOut: false, cancellationToken);
+                await FailStepAsync(refusal, timedOut: false, cancellationToken);
                 return true;
             }
 
-            if (!step.Replies.TryGetValue(reply.GetType(), out var rule))
+            if (!known)
             {
                 Log(SagaLogKinds.ReplyIgnored, step.Name, envelope.MessageId, envelope.MessageType, $"unexpected: step '{step.Name}' does not accept {envelope.MessageType}");
                 return false;
             }
 
-            if (rule.IsFailure)
-            {
-                Log(SagaLogKinds.ReplyReceived, step.Name, envelope.MessageId, envelope.MessageType, "failure; " + answered);
-                await FailStepAsync(rule.Reason?.Invoke(reply) ?? envelope.MessageType, timedOut: false, cancellationToken);
-                return true;
-            }
-
-            rule.Apply?.Invoke(Data, reply);
+            rule!.Apply?.Invoke(Data, reply);
             Log(SagaLogKinds.ReplyReceived, step.Name, envelope.MessageId, envelope.MessageType, answered);
             _instance.StepIndex++;
             _instance.StepAttempt = 0;
@@ -308,7 +301,7 @@ internal sealed class SagaEngine
         {
             var step = Current;
             var attempt = _instance.StepAttempt + 1;
-            var faults = _engine._faults;
+            var faults = _engine._bus.Faults;
             if (faults.Enabled)
             {
                 if (faults.Find(FaultAction.Fail, _instance.TransactionId, step.Name, attempt, _cause?.Headers) is { } fail)
