@@ -112,7 +112,8 @@ internal sealed class SqliteSchema
                 step TEXT,
                 message_id BLOB,
                 message_type TEXT,
-                detail TEXT);
+                detail TEXT,
+                answers BLOB);
             CREATE INDEX {Quote(prefix + "saga_log_transaction")} ON {SagaLog} (transaction_id, id);
             """,
         ];
@@ -186,9 +187,9 @@ internal sealed class SqliteSchema
             """;
         CountSagas = $"SELECT definition, version, state, count(*) FROM {Sagas} GROUP BY definition, version, state ORDER BY definition, version, state";
         AppendSagaLog = [.. Enumerable.Range(1, SagaLogRowsPerInsert).Select(rows =>
-            $"INSERT INTO {SagaLog} (transaction_id, at, kind, step, message_id, message_type, detail) VALUES " +
-            string.Join(", ", Enumerable.Range(0, rows).Select(i => $"($transaction_id, $at, $kind{i}, $step{i}, $message_id{i}, $message_type{i}, $detail{i})")))];
-        ReadSagaLog = $"SELECT id, transaction_id, at, kind, step, message_id, message_type, detail FROM {SagaLog} WHERE transaction_id = $transaction_id ORDER BY id";
+            $"INSERT INTO {SagaLog} (transaction_id, at, kind, step, message_id, message_type, detail, answers) VALUES " +
+            string.Join(", ", Enumerable.Range(0, rows).Select(i => $"($transaction_id, $at, $kind{i}, $step{i}, $message_id{i}, $message_type{i}, $detail{i}, $answers{i})")))];
+        ReadSagaLog = $"SELECT id, transaction_id, at, kind, step, message_id, message_type, detail, answers FROM {SagaLog} WHERE transaction_id = $transaction_id ORDER BY id";
         FlowInbox = $"SELECT message_id, message_type, causation_id, sent_at, consumer, handled_at FROM {Inbox} WHERE correlation_id = $correlation_id";
         FlowQueue = $"SELECT message_id, message_type, causation_id, sent_at, queue FROM {Queue} WHERE correlation_id = $correlation_id";
         FlowDeadLetters = $"SELECT message_id, message_type, causation_id, sent_at, source FROM {DeadLetters} WHERE correlation_id = $correlation_id";

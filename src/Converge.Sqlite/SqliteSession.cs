@@ -148,7 +148,7 @@ internal static class SqliteMapping
             ? StepLists.GetOrAdd(json, static text => JsonSerializer.Deserialize<string[]>(text, Json) ?? [])
             : JsonSerializer.Deserialize<string[]>(json, Json) ?? [];
 
-    /// <summary>Reads a saga log entry: id, transaction_id, at, kind, step, message_id, message_type, detail.</summary>
+    /// <summary>Reads a saga log entry: id, transaction_id, at, kind, step, message_id, message_type, detail, answers.</summary>
     public static SagaLogEntry ReadSagaLogEntry(SqliteDataReader reader) => new(
         reader.GetString(1),
         FromTicks(reader.GetInt64(2)),
@@ -157,7 +157,7 @@ internal static class SqliteMapping
         reader.IsDBNull(5) ? null : reader.GetGuid(5),
         reader.IsDBNull(6) ? null : reader.GetString(6),
         reader.IsDBNull(7) ? null : reader.GetString(7))
-    { Id = reader.GetInt64(0) };
+    { Id = reader.GetInt64(0), Answers = reader.IsDBNull(8) ? null : reader.GetGuid(8) };
 
     public static string WriteSteps(IReadOnlyList<string> steps) => JsonSerializer.Serialize(steps, Json);
 

@@ -173,7 +173,8 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
                     .With(StepNames[i], entry.Step)
                     .With(MessageIdNames[i], entry.MessageId)
                     .With(MessageTypeNames[i], entry.MessageType)
-                    .With(DetailNames[i], entry.Detail);
+                    .With(DetailNames[i], entry.Detail)
+                    .With(AnswersNames[i], entry.Answers);
             }
 
             command.ExecuteNonQuery();
@@ -188,6 +189,7 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
     static readonly string[] MessageIdNames = Names("$message_id");
     static readonly string[] MessageTypeNames = Names("$message_type");
     static readonly string[] DetailNames = Names("$detail");
+    static readonly string[] AnswersNames = Names("$answers");
 
     static string[] Names(string prefix) => [.. Enumerable.Range(0, SqliteSchema.SagaLogRowsPerInsert).Select(i => prefix + i.ToString(System.Globalization.CultureInfo.InvariantCulture))];
 

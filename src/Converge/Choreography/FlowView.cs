@@ -260,16 +260,8 @@ public static class FlowView
             }
             else if (IsHandled(entry))
             {
-                Add(new FlowItem(id, type, AnsweredCommand(entry), entry.At, SagaLogPlace, ReceivedStatus, entry.At));
+                Add(new FlowItem(id, type, entry.Answers, entry.At, SagaLogPlace, ReceivedStatus, entry.At));
             }
-        }
-
-        /// <summary>A reply's log entry ends with "to COMMAND-ID" (see the saga engine): the command it answers is its cause.</summary>
-        static Guid? AnsweredCommand(SagaLogEntry entry)
-        {
-            var detail = entry.Detail;
-            var at = detail?.LastIndexOf("to ", StringComparison.Ordinal) ?? -1;
-            return at >= 0 && Guid.TryParseExact(detail.AsSpan(at + 3), "N", out var command) ? command : null;
         }
 
         /// <summary>The row that the entries of <paramref name="transition"/> naming no row of their own go on.</summary>

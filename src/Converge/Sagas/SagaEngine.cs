@@ -154,10 +154,7 @@ internal sealed class SagaEngine
         }
 
         var log = await transaction.ReadSagaLogAsync(instance.TransactionId, cancellationToken);
-        var answered = "to " + command.ToString("N");
-
-        // A refused compensation is answered too: it is logged as a step failure that names the command.
-        if (log.Any(e => e.Kind is SagaLogKinds.ReplyReceived or SagaLogKinds.StepFailed && e.Detail is { } detail && detail.EndsWith(answered, StringComparison.Ordinal)))
+        if (log.Any(e => e.Answers == command))
         {
             return $"duplicate: command {command:N} was already answered";
         }
@@ -203,8 +200,8 @@ internal sealed class SagaEngine
 
         SagaStepModel Current => _model.Steps[_instance.StepIndex];
 
-        public void Log(string kind, string? step, Guid? messageId, string? messageType, string? detail) =>
-            Entries.Add(new SagaLogEntry(_instance.TransactionId, _now, kind, step, messageId, messageType, detail));
+        public void Log(string kind, string? step, Guid? messageId, string? messageType, string? detail, Guid? answers = null) =>
+            Entries.Add(new SagaLogEntry(_instance.TransactionId, _now, kind, step, messageId, messageType, detail) { Answers = answers });
 
         public async ValueTask<bool> OnTimeoutAsync(SagaStepTimeout timeout, CancellationToken cancellationToken)
         {
@@ -249,7 +246,7 @@ internal sealed class SagaEngine
             {
                 if (refusal is not null)
                 {
-                    Log(SagaLogKinds.StepFailed, step.Name, envelope.MessageId, envelope.MessageType, $"compensation refused: {refusal}; {answered}");
+                    Log(SagaLogKinds.StepFailed, step.Name, envelope.MessageId, envelope.MessageType, $"compensation refused: {refusal}; {answered}", envelope.CausationId);
                     await SendCompensationAsync(RetryDelay(step), cancellationToken);
                     return true;
                 }
@@ -260,7 +257,7 @@ internal sealed class SagaEngine
                     return false;
                 }
 
-                Log(SagaLogKinds.ReplyReceived, step.Name, envelope.MessageId, envelope.MessageType, "compensated; " + answered);
+                Log(SagaLogKinds.ReplyReceived, step.Name, envelope.MessageId, envelope.MessageType, "compensated; " + answered, envelope.CausationId);
                 _instance.StepIndex--;
                 _instance.StepAttempt = 0;
                 await SendCompensationAsync(null, cancellationToken);
@@ -269,7 +266,7 @@ internal sealed class SagaEngine
 
             if (refusal is not null)
             {
-                Log(SagaLogKinds.ReplyReceived, step.Name, envelope.MessageId, envelope.MessageType, "failure; " + answered);
+                Log(SagaLogKinds.ReplyReceived, step.Name, envelope.MessageId, envelope.MessageType, "failure; " + answered, envelope.CausationId);
                 await FailStepAsync(refusal, timedOut: false, cancellationToken);
                 return true;
             }
@@ -281,7 +278,7 @@ internal sealed class SagaEngine
             }
 
             rule!.Apply?.Invoke(Data, reply);
-            Log(SagaLogKinds.ReplyReceived, step.Name, envelope.MessageId, envelope.MessageType, answered);
+            Log(SagaLogKinds.ReplyReceived, step.Name, envelope.MessageId, envelope.MessageType, answered, envelope.CausationId);
             _instance.StepIndex++;
             _instance.StepAttempt = 0;
             if (_instance.StepIndex == _model.Steps.Count)

@@ -74,6 +74,12 @@ public sealed record SagaLogEntry(string TransactionId, DateTimeOffset At, strin
 {
     /// <summary>The entry's position in the store's saga log (0 before it is stored).</summary>
     public long Id { get; init; }
+
+    /// <summary>
+    /// The command this entry answers: set on a reply that was applied and on a refused compensation, so a later
+    /// copy of the same reply is recognised as a duplicate and the flow view can place the reply under its command.
+    /// </summary>
+    public Guid? Answers { get; init; }
 }
 
 /// <summary>The kinds of saga log entries. Stable strings: tools and queries depend on them.</summary>
