@@ -430,61 +430,29 @@ public sealed class SqliteMessageStore : IMessageStore
 
     /// <inheritdoc />
     public ValueTask<SagaInstance?> GetSagaAsync(string transactionId, CancellationToken cancellationToken) =>
-        ValueTask.FromResult(Read(session =>
-        {
-            using var reader = session.Commands.Get(Schema.LoadSaga, null).With("$transaction_id", transactionId).ExecuteReader();
-            return reader.Read() ? SqliteMapping.ReadSaga(reader) : null;
-        }));
+        ValueTask.FromResult(Read(session => session.Commands.Get(Schema.LoadSaga, null).With("$transaction_id", transactionId).ReadFirst(SqliteMapping.ReadSaga)));
 
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<SagaInstance>> QuerySagasAsync(SagaQuery query, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(query);
-        return ValueTask.FromResult<IReadOnlyList<SagaInstance>>(Read(session =>
-        {
-            var found = new List<SagaInstance>();
-            using var reader = session.Commands.Get(Schema.QuerySagas, null)
-                .With("$state", query.State is { } state ? SagaStates.ToText(state) : null)
-                .With("$definition", query.Definition)
-                .With("$version", query.Version)
-                .With("$max", query.Max)
-                .ExecuteReader();
-            while (reader.Read())
-            {
-                found.Add(SqliteMapping.ReadSaga(reader));
-            }
-
-            return found;
-        }));
+        return ValueTask.FromResult<IReadOnlyList<SagaInstance>>(Read(session => session.Commands.Get(Schema.QuerySagas, null)
+            .With("$state", query.State is { } state ? SagaStates.ToText(state) : null)
+            .With("$definition", query.Definition)
+            .With("$version", query.Version)
+            .With("$max", query.Max)
+            .ReadAll(SqliteMapping.ReadSaga)));
     }
 
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<SagaCount>> CountSagasAsync(CancellationToken cancellationToken) =>
-        ValueTask.FromResult<IReadOnlyList<SagaCount>>(Read(session =>
-        {
-            var counts = new List<SagaCount>();
-            using var reader = session.Commands.Get(Schema.CountSagas, null).ExecuteReader();
-            while (reader.Read())
-            {
-                counts.Add(new SagaCount(reader.GetString(0), reader.GetInt32(1), SagaStates.Parse(reader.GetString(2)), reader.GetInt64(3)));
-            }
-
-            return counts;
-        }));
+        ValueTask.FromResult<IReadOnlyList<SagaCount>>(Read(session => session.Commands.Get(Schema.CountSagas, null)
+            .ReadAll(reader => new SagaCount(reader.GetString(0), reader.GetInt32(1), SagaStates.Parse(reader.GetString(2)), reader.GetInt64(3)))));
 
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) =>
         ValueTask.FromResult<IReadOnlyList<SagaLogEntry>>(Read(session =>
-        {
-            var entries = new List<SagaLogEntry>();
-            using var reader = session.Commands.Get(Schema.ReadSagaLog, null).With("$transaction_id", transactionId).ExecuteReader();
-            while (reader.Read())
-            {
-                entries.Add(SqliteMapping.ReadSagaLogEntry(reader));
-            }
-
-            return entries;
-        }));
+            session.Commands.Get(Schema.ReadSagaLog, null).With("$transaction_id", transactionId).ReadAll(SqliteMapping.ReadSagaLogEntry)));
 
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<FlowItem>> ReadFlowAsync(string correlationId, CancellationToken cancellationToken) =>

@@ -111,6 +111,26 @@ internal static class SqliteMapping
         Body = reader.IsDBNull(first + 7) ? Array.Empty<byte>() : (byte[])reader.GetValue(first + 7),
     };
 
+    /// <summary>Executes <paramref name="command"/> and maps every row.</summary>
+    public static List<T> ReadAll<T>(this SqliteCommand command, Func<SqliteDataReader, T> map)
+    {
+        var rows = new List<T>();
+        using var reader = command.ExecuteReader();
+        while (reader.Read())
+        {
+            rows.Add(map(reader));
+        }
+
+        return rows;
+    }
+
+    /// <summary>Executes <paramref name="command"/> and maps its first row; <c>null</c> when there is none.</summary>
+    public static T? ReadFirst<T>(this SqliteCommand command, Func<SqliteDataReader, T> map) where T : class
+    {
+        using var reader = command.ExecuteReader();
+        return reader.Read() ? map(reader) : null;
+    }
+
     public static SqliteCommand WithSaga(this SqliteCommand command, SagaInstance instance) => command
         .With("$transaction_id", instance.TransactionId)
         .With("$state", SagaStates.ToText(instance.State))

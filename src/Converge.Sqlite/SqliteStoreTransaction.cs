@@ -102,11 +102,8 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
             .With("$sent_at", envelope.SentAt.UtcTicks)
             .ExecuteNonQuery() == 1);
 
-    public ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken)
-    {
-        using var reader = Command(Sql.LoadSaga).With("$transaction_id", transactionId).ExecuteReader();
-        return ValueTask.FromResult(reader.Read() ? SqliteMapping.ReadSaga(reader) : null);
-    }
+    public ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Command(Sql.LoadSaga).With("$transaction_id", transactionId).ReadFirst(SqliteMapping.ReadSaga));
 
     public ValueTask<bool> InsertSagaAsync(SagaInstance instance, CancellationToken cancellationToken)
     {
@@ -136,17 +133,8 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
         return ValueTask.FromResult(saved);
     }
 
-    public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken)
-    {
-        var entries = new List<SagaLogEntry>();
-        using var reader = Command(Sql.ReadSagaLog).With("$transaction_id", transactionId).ExecuteReader();
-        while (reader.Read())
-        {
-            entries.Add(SqliteMapping.ReadSagaLogEntry(reader));
-        }
-
-        return ValueTask.FromResult<IReadOnlyList<SagaLogEntry>>(entries);
-    }
+    public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) =>
+        ValueTask.FromResult<IReadOnlyList<SagaLogEntry>>(Command(Sql.ReadSagaLog).With("$transaction_id", transactionId).ReadAll(SqliteMapping.ReadSagaLogEntry));
 
     public ValueTask AppendSagaLogAsync(IReadOnlyList<SagaLogEntry> entries, CancellationToken cancellationToken)
     {
