@@ -38,6 +38,24 @@ internal static class BenchFiles
 /// <summary>The shape every bench shares: a fresh file per run, an unreported warm-up first, progress per run.</summary>
 internal static class BenchRuns
 {
+    /// <summary>Stops <paramref name="host"/> unless a run already did (to verify the store at rest), then disposes it.</summary>
+    public static async Task StopAndDisposeAsync(Microsoft.Extensions.Hosting.IHost host, bool stopped)
+    {
+        if (!stopped)
+        {
+            await host.StopAsync(CancellationToken.None);
+        }
+
+        if (host is IAsyncDisposable asyncDisposable)
+        {
+            await asyncDisposable.DisposeAsync();
+        }
+        else
+        {
+            host.Dispose();
+        }
+    }
+
     /// <summary>
     /// Runs <paramref name="runOnce"/> once to warm up (with at most <paramref name="warmupCount"/> items; 0 skips it),
     /// then <paramref name="runs"/> times on a new file at <paramref name="dbPath"/> (or a temporary one), reporting

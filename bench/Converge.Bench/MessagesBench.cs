@@ -202,19 +202,7 @@ public static class MessagesBench
         }
         finally
         {
-            if (!stopped)
-            {
-                await host.StopAsync(CancellationToken.None);
-            }
-
-            if (host is IAsyncDisposable asyncDisposable)
-            {
-                await asyncDisposable.DisposeAsync();
-            }
-            else
-            {
-                host.Dispose();
-            }
+            await BenchRuns.StopAndDisposeAsync(host, stopped);
         }
     }
 
@@ -422,7 +410,7 @@ public static class MessagesBench
     }
 
     /// <summary>Nearest-rank percentile of sorted values.</summary>
-    static double Percentile(double[] sorted, double p) => sorted[Math.Clamp((int)Math.Ceiling(p * sorted.Length) - 1, 0, sorted.Length - 1)];
+    internal static double Percentile(double[] sorted, double p) => sorted[Math.Clamp((int)Math.Ceiling(p * sorted.Length) - 1, 0, sorted.Length - 1)];
 
     static double ToMilliseconds(long ticks) => ticks * 1000.0 / Stopwatch.Frequency;
 

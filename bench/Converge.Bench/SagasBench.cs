@@ -137,23 +137,11 @@ public static class SagasBench
             stopped = true;
             await VerifyAsync(store, count, cancellationToken);
             var latencies = observer.Latencies();
-            return (seconds, count / seconds, latencies[latencies.Length / 2], latencies[Math.Min(latencies.Length - 1, (int)(latencies.Length * 0.99))]);
+            return (seconds, count / seconds, MessagesBench.Percentile(latencies, 0.50), MessagesBench.Percentile(latencies, 0.99));
         }
         finally
         {
-            if (!stopped)
-            {
-                await host.StopAsync(CancellationToken.None);
-            }
-
-            if (host is IAsyncDisposable asyncDisposable)
-            {
-                await asyncDisposable.DisposeAsync();
-            }
-            else
-            {
-                host.Dispose();
-            }
+            await BenchRuns.StopAndDisposeAsync(host, stopped);
         }
     }
 

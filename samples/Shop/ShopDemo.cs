@@ -93,17 +93,15 @@ public static class ShopDemo
         var workers = new List<Process>();
         try
         {
+            var store = host.Services.GetRequiredService<IMessageStore>();
+            await ShopSetup.CreateTablesAsync(store, cancellationToken);
             if (settings.Processes)
             {
-                await ShopSetup.CreateTablesAsync(host.Services.GetRequiredService<IMessageStore>(), cancellationToken);
                 foreach (var service in Services)
                 {
                     workers.Add(await StartWorkerAsync(path, service, settings, progress, cancellationToken));
                 }
             }
-
-            var store = host.Services.GetRequiredService<IMessageStore>();
-            await ShopSetup.CreateTablesAsync(store, cancellationToken);
             var random = new Random(settings.Seed);
             var customers = Math.Max(10, settings.Orders / 20);
             await SeedCustomersAsync(store, customers, random, cancellationToken);
