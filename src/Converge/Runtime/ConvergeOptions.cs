@@ -229,7 +229,7 @@ public sealed partial class ConvergeOptions
             yield return $"InboxCleanupInterval, PollInterval, LeaseDuration and Retry.MaxDelay must each be at most {MaxInterval.TotalDays} days (a timer limit).";
         }
 
-        foreach (var error in _sagaErrors.Concat(Faults.Validate()))
+        foreach (var error in _sagaErrors.Concat(Faults.Validate()).Concat(ValidateJobs()))
         {
             yield return error;
         }
@@ -280,11 +280,39 @@ public sealed class QueueOptions
     /// <summary>The queue name.</summary>
     public string Name { get; }
 
+    int? _concurrency;
+
     /// <summary>
-    /// Consumers working this queue at once in this process. Default 1: on SQLite writes are serialized, so more
-    /// consumers only help handlers that wait on something else.
+    /// Message queues: consumers working this queue at once in this process. Default 1: on SQLite writes are
+    /// serialized, so more consumers only help handlers that wait on something else. Job queues: jobs running at
+    /// once in this process (they run outside transactions). Default 16.
     /// </summary>
-    public int Concurrency { get; set; } = 1;
+    public int Concurrency
+    {
+        get => _concurrency ?? (RunsJobs ? 16 : 1);
+        set => _concurrency = value;
+    }
+
+    /// <summary>Whether the queue runs jobs (<see cref="ConvergeOptions.Job{TJob, THandler}"/>) rather than message handlers.</summary>
+    public bool RunsJobs { get; internal set; }
+
+    /// <summary>
+    /// Job queues: the most jobs of this queue running at once across every process on the store; <c>null</c>
+    /// (default) for no limit beyond each process's <see cref="Concurrency"/>.
+    /// </summary>
+    public int? MaxInFlight { get; set; }
+
+    /// <summary>
+    /// Job queues: the most job starts per second across every process on the store (for a third-party API that
+    /// allows N calls per second); <c>null</c> (default) for no limit.
+    /// </summary>
+    public Storage.RateLimit? RateLimit { get; set; }
+
+    /// <summary>
+    /// Job queues: every this-many claims a worker takes the longest-waiting jobs whatever their priority, so low
+    /// priorities keep moving while high ones keep arriving. Default 4 (a quarter of claims); 0 turns it off.
+    /// </summary>
+    public int OldestFirstEvery { get; set; } = 4;
 
     /// <summary>
     /// Whether handled messages are recorded in the inbox. Off only for saga reply queues: a saga matches each reply
@@ -308,6 +336,26 @@ public sealed class QueueOptions
         if (BatchSize is < 1 or > 10_000)
         {
             yield return $"Queue '{Name}': BatchSize is {BatchSize}; use 1 to 10000.";
+        }
+
+        if (MaxInFlight is < 1)
+        {
+            yield return $"Queue '{Name}': MaxInFlight is {MaxInFlight}; use at least 1, or null for no limit.";
+        }
+
+        if (RateLimit is { } limit && (!(limit.PermitsPerSecond > 0) || double.IsInfinity(limit.PermitsPerSecond) || limit.Burst < 1))
+        {
+            yield return $"Queue '{Name}': RateLimit is {limit.PermitsPerSecond}/s with burst {limit.Burst}; use a positive rate and a burst of at least 1.";
+        }
+
+        if (OldestFirstEvery < 0)
+        {
+            yield return $"Queue '{Name}': OldestFirstEvery is {OldestFirstEvery}; use 0 (off) or more.";
+        }
+
+        if (!RunsJobs && (MaxInFlight is not null || RateLimit is not null))
+        {
+            yield return $"Queue '{Name}': MaxInFlight and RateLimit apply to job queues; register its jobs with options.Job<TJob, THandler>(\"{Name}\").";
         }
     }
 }

@@ -75,6 +75,18 @@ internal sealed class MessageBus : IMessageBus
         return envelope.MessageId;
     }
 
+    /// <summary>Builds the queue entry <see cref="SendCoreAsync"/> would write, without writing it (batch callbacks are stored this way).</summary>
+    internal OutgoingMessage CreateOutgoing<T>(T message, SendOptions? options, Envelope? cause) where T : notnull
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        var type = message.GetType();
+        var queue = options?.Queue ?? (_options.Routes.TryGetValue(type, out var routed) ? routed : null)
+            ?? throw new InvalidOperationException($"{type.Name} has no queue. Call options.Route<{type.Name}>(\"queue\") or pass the queue in the options.");
+        var now = _options.TimeProvider.GetUtcNow();
+        var envelope = CreateEnvelope(message, type, options?.MessageId, options?.CorrelationId, options?.AsOf, options?.Headers, cause, now);
+        return new OutgoingMessage(queue, envelope, options?.DueAt ?? (options?.Delay is { } delay ? now + delay : null), options?.Priority ?? 0);
+    }
+
     internal async ValueTask<LogEvent> PublishCoreAsync<T>(IStoreTransaction transaction, string stream, T @event, PublishOptions? options, Envelope? cause, CancellationToken cancellationToken) where T : notnull
     {
         ArgumentNullException.ThrowIfNull(@event);

@@ -31,6 +31,12 @@ public interface IMessageStore : IAsyncDisposable
     /// <summary>Claims up to <paramref name="max"/> visible messages of <paramref name="queue"/> under a lease.</summary>
     ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Claims like <see cref="ClaimAsync(string, int, TimeSpan, CancellationToken)"/>, within the limits of
+    /// <paramref name="policy"/>: its concurrency limit and rate limit hold across every process on the store.
+    /// </summary>
+    ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken);
+
     /// <summary>When the next message of <paramref name="queue"/> becomes visible; <c>null</c> when the queue is empty.</summary>
     ValueTask<DateTimeOffset?> NextVisibleAtAsync(string queue, CancellationToken cancellationToken);
 
@@ -84,6 +90,37 @@ public interface IMessageStore : IAsyncDisposable
     /// dead-lettered, or appended to the log. Unordered; the flow view orders them by causation.
     /// </summary>
     ValueTask<IReadOnlyList<FlowItem>> ReadFlowAsync(string correlationId, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Opens a read-only connection to the store's database for a job that re-reads the world before it acts,
+    /// outside any write transaction. The caller disposes it.
+    /// </summary>
+    ValueTask<DbConnection> OpenReadConnectionAsync(CancellationToken cancellationToken);
+
+    /// <summary>The job <paramref name="id"/> wherever it is (queue, inbox, dead letters); <c>null</c> when unknown.</summary>
+    ValueTask<JobInfo?> GetJobAsync(Guid id, CancellationToken cancellationToken);
+
+    /// <summary>Jobs matching <paramref name="query"/>, newest first.</summary>
+    ValueTask<IReadOnlyList<JobInfo>> ListJobsAsync(JobQuery query, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Cancels job <paramref name="id"/>: a waiting job moves to the dead letters with reason
+    /// <see cref="DeadLetterReasons.Cancelled"/> (counted as failed in its batch); a running one is flagged for its
+    /// worker, which <see cref="ReadCancellationsAsync"/> tells.
+    /// </summary>
+    ValueTask<JobCancelOutcome> CancelJobAsync(Guid id, CancellationToken cancellationToken);
+
+    /// <summary>Which of <paramref name="ids"/> have a pending cancellation request.</summary>
+    ValueTask<IReadOnlyList<Guid>> ReadCancellationsAsync(IReadOnlyList<Guid> ids, CancellationToken cancellationToken);
+
+    /// <summary>Stores the progress of a running job (0 to 100, with an optional note) in its own short transaction.</summary>
+    ValueTask SaveJobProgressAsync(Guid id, int percent, string? note, CancellationToken cancellationToken);
+
+    /// <summary>The batch <paramref name="id"/>; <c>null</c> when unknown.</summary>
+    ValueTask<JobBatchRecord?> GetBatchAsync(string id, CancellationToken cancellationToken);
+
+    /// <summary>Every recurring schedule, by name.</summary>
+    ValueTask<IReadOnlyList<RecurringJobRecord>> ListRecurringJobsAsync(CancellationToken cancellationToken);
 }
 
 /// <summary>
@@ -169,6 +206,50 @@ public interface IStoreTransaction : IAsyncDisposable
 
     /// <summary>Runs <paramref name="callback"/> after the transaction commits (never when it rolls back).</summary>
     void OnCommitted(Action callback);
+
+    /// <summary>
+    /// Reserves <paramref name="key"/> for job <paramref name="jobId"/> until <paramref name="expiresAt"/>. Returns
+    /// <c>null</c> when reserved, or the id of the job that holds an unexpired reservation (then do not enqueue).
+    /// </summary>
+    ValueTask<Guid?> TryReserveUniqueKeyAsync(string key, Guid jobId, DateTimeOffset expiresAt, CancellationToken cancellationToken);
+
+    /// <summary>Creates a batch, open for jobs; <c>false</c> when one with its id exists (then nothing changes).</summary>
+    ValueTask<bool> CreateBatchAsync(JobBatchRecord batch, CancellationToken cancellationToken);
+
+    /// <summary>Counts <paramref name="count"/> more jobs into batch <paramref name="batchId"/>.</summary>
+    /// <exception cref="InvalidOperationException">The batch does not exist or has finished.</exception>
+    ValueTask AddToBatchAsync(string batchId, int count, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Records finished jobs of a batch (<paramref name="succeeded"/> and <paramref name="failed"/>; a negative
+    /// <paramref name="failed"/> with positive pending re-opens a failure that is being retried). Returns the batch
+    /// when this call finished it (sealed and nothing pending); the caller then enqueues its callbacks.
+    /// </summary>
+    ValueTask<JobBatchRecord?> RecordBatchOutcomesAsync(string batchId, int succeeded, int failed, CancellationToken cancellationToken);
+
+    /// <summary>Seals a batch: it finishes once nothing is pending. Returns the batch when sealing finished it.</summary>
+    ValueTask<JobBatchRecord?> SealBatchAsync(string batchId, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Stores a recurring schedule. An existing one keeps where it stands (<see cref="RecurringJobRecord.NextAt"/>)
+    /// unless its cron expression or time zone changed; everything else is replaced.
+    /// </summary>
+    ValueTask UpsertRecurringJobAsync(RecurringJobRecord schedule, CancellationToken cancellationToken);
+
+    /// <summary>Recurring schedules whose next occurrence is at or before <paramref name="now"/>.</summary>
+    ValueTask<IReadOnlyList<RecurringJobRecord>> LoadDueRecurringJobsAsync(DateTimeOffset now, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Moves schedule <paramref name="name"/> from <paramref name="expectedNextAt"/> to <paramref name="nextAt"/>;
+    /// <c>false</c> when another process moved it first (then roll back: it enqueued those occurrences).
+    /// </summary>
+    ValueTask<bool> AdvanceRecurringJobAsync(string name, DateTimeOffset expectedNextAt, DateTimeOffset nextAt, DateTimeOffset? lastAt, CancellationToken cancellationToken);
+
+    /// <summary>Removes a recurring schedule; <c>false</c> when there was none.</summary>
+    ValueTask<bool> RemoveRecurringJobAsync(string name, CancellationToken cancellationToken);
+
+    /// <summary>Deletes the progress and cancellation records of finished jobs.</summary>
+    ValueTask ForgetJobStateAsync(IReadOnlyList<Guid> jobIds, CancellationToken cancellationToken);
 
     /// <summary>Commits a transaction Converge owns; for an enlisted transaction, throws (the caller commits).</summary>
     ValueTask CommitAsync(CancellationToken cancellationToken = default);

@@ -78,6 +78,9 @@ public static class DeadLetterReasons
 
     /// <summary>A log event that a consumer group could not handle, parked so the group could move on.</summary>
     public const string PoisonEvent = "poison-event";
+
+    /// <summary>A job cancelled before it finished.</summary>
+    public const string Cancelled = "cancelled";
 }
 
 /// <summary>A message that will not be handled without intervention.</summary>
