@@ -44,6 +44,8 @@ public static class ConvergeServiceCollectionExtensions
         services.TryAddSingleton(new Faults.FaultInjector(options.Faults));
         services.TryAddSingleton<Sagas.SagaEngine>();
         services.TryAddSingleton<Sagas.ISagaClient, Sagas.SagaClient>();
+        services.TryAddSingleton<Jobs.JobRuntime>();
+        services.TryAddSingleton<Jobs.IJobClient>(sp => sp.GetRequiredService<Jobs.JobRuntime>().Client);
         services.TryAddSingleton<ConvergeHost>();
         services.AddHostedService(sp => sp.GetRequiredService<ConvergeHost>());
         return services;
@@ -94,6 +96,10 @@ public sealed class ConvergeHost : IHostedService, IAsyncDisposable
     {
         ConvergeOptionsValidator.ThrowIfInvalid(_options);
         await _store.MigrateAsync(cancellationToken);
+        var jobs = _services.GetRequiredService<Jobs.JobRuntime>();
+        var loggers = _services.GetRequiredService<ILoggerFactory>();
+        var scheduler = new Jobs.RecurringJobScheduler(jobs, loggers.CreateLogger("Converge.Jobs.Scheduler"));
+        await scheduler.RegisterAsync(cancellationToken);
         if (!_options.RunConsumers)
         {
             return;
@@ -102,9 +108,24 @@ public sealed class ConvergeHost : IHostedService, IAsyncDisposable
         var bus = _services.GetRequiredService<MessageBus>();
         var observers = _services.GetRequiredService<ObserverSet>();
         var scopes = _services.GetRequiredService<IServiceScopeFactory>();
-        var loggers = _services.GetRequiredService<ILoggerFactory>();
         var work = new List<Task>();
-        foreach (var queue in _options.Queues.Values)
+        foreach (var queue in _options.Queues.Values.Where(q => q.RunsJobs))
+        {
+            work.Add(Task.Run(
+                async () =>
+                {
+                    using var consumer = new Jobs.JobQueueConsumer(queue, jobs, observers, scopes, loggers.CreateLogger($"Converge.Jobs.{queue.Name}"));
+                    await consumer.RunAsync(_stopping.Token, _abort.Token);
+                },
+                CancellationToken.None));
+        }
+
+        if (_options.Jobs.RunScheduler && _options.RecurringJobs.Count > 0)
+        {
+            work.Add(Task.Run(() => scheduler.RunAsync(_stopping.Token), CancellationToken.None));
+        }
+
+        foreach (var queue in _options.Queues.Values.Where(q => !q.RunsJobs))
         {
             var consumer = new QueueConsumer(queue, _options, _store, bus, observers, scopes, loggers.CreateLogger($"Converge.Queue.{queue.Name}"));
             work.Add(consumer.RunAsync(_stopping.Token, _abort.Token));

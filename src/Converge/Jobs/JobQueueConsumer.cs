@@ -1,0 +1,575 @@
+using System.Collections.Concurrent;
+using System.Threading.Channels;
+using Converge.Contracts;
+using Converge.Diagnostics;
+using Converge.Runtime;
+using Converge.Storage;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace Converge.Jobs;
+
+/// <summary>
+/// Works one job queue. Jobs are claimed in batches under a lease (a short write), run concurrently outside any
+/// transaction, and their outcomes (the effects each job recorded, the inbox record, the removal from the queue,
+/// batch counters) are committed by one committer in groups: a slow job never holds the store's write lock, and
+/// a thousand fast ones cost a handful of commits.
+/// </summary>
+internal sealed class JobQueueConsumer : IDisposable
+{
+    const int MaxCommitGroup = 1024;
+
+    readonly QueueOptions _queue;
+    readonly JobRuntime _runtime;
+    readonly ConvergeOptions _options;
+    readonly IMessageStore _store;
+    readonly ObserverSet _observers;
+    readonly IServiceScopeFactory _scopes;
+    readonly ILogger _logger;
+    readonly Dictionary<string, JobRegistration> _registrations;
+    readonly Channel<Finished> _finished = Channel.CreateUnbounded<Finished>(new UnboundedChannelOptions { SingleReader = true });
+    readonly ConcurrentDictionary<long, Running> _running = new();
+    readonly SemaphoreSlim _executing;
+    readonly Doorbell _slotFreed = new();
+    readonly ClaimPolicy _byPriority;
+    readonly ClaimPolicy _oldestFirst;
+    readonly bool _limited;
+    int _outstanding;
+    int _timerBusy;
+    DateTimeOffset _renewedAt;
+
+    public JobQueueConsumer(QueueOptions queue, JobRuntime runtime, ObserverSet observers, IServiceScopeFactory scopes, ILogger logger)
+    {
+        _queue = queue;
+        _runtime = runtime;
+        _options = runtime.Options;
+        _store = runtime.Store;
+        _observers = observers;
+        _scopes = scopes;
+        _logger = logger;
+        _registrations = _options.JobHandlers
+            .Where(j => j.Queue == queue.Name)
+            .ToDictionary(j => _options.Messages.GetName(j.JobType), StringComparer.Ordinal);
+        _executing = new SemaphoreSlim(queue.Concurrency, queue.Concurrency);
+        _byPriority = new ClaimPolicy { MaxInFlight = queue.MaxInFlight, RateLimit = queue.RateLimit };
+        _oldestFirst = _byPriority with { OldestFirst = true };
+        _limited = queue.MaxInFlight is not null || queue.RateLimit is not null;
+    }
+
+    /// <summary>Jobs claimed and not yet committed or handed back; prefetching beyond the running ones keeps workers busy.</summary>
+    int Capacity => _limited ? _queue.Concurrency : _queue.Concurrency + _queue.BatchSize;
+
+    public async Task RunAsync(CancellationToken stopping, CancellationToken abort)
+    {
+        var committer = Task.Run(() => CommitLoopAsync(abort), CancellationToken.None);
+        var tick = Min(_options.LeaseDuration / 3, _options.Jobs.CancellationCheckInterval);
+        _renewedAt = _options.TimeProvider.GetUtcNow();
+        var jobs = new ConcurrentDictionary<Task, byte>();
+        using (_options.TimeProvider.CreateTimer(_ => OnTick(), null, tick, tick))
+        {
+            await ClaimLoopAsync(jobs, stopping, abort);
+
+            // Stopping: no new claims; the jobs in flight finish (or are cancelled by abort and handed back).
+            await Task.WhenAll(jobs.Keys);
+        }
+
+        _finished.Writer.Complete();
+        await committer;
+    }
+
+    static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
+
+    async Task ClaimLoopAsync(ConcurrentDictionary<Task, byte> jobs, CancellationToken stopping, CancellationToken abort)
+    {
+        var bell = _store.Signals.Queue(_queue.Name);
+        var claims = 0;
+        var failures = 0;
+        while (!stopping.IsCancellationRequested)
+        {
+            try
+            {
+                var free = Capacity - Volatile.Read(ref _outstanding);
+                if (free <= 0)
+                {
+                    await _slotFreed.WaitAsync(_options.PollInterval, _options.TimeProvider, stopping);
+                    continue;
+                }
+
+                claims++;
+                var policy = _queue.OldestFirstEvery > 0 && claims % _queue.OldestFirstEvery == 0 ? _oldestFirst : _byPriority;
+                var batch = await _store.ClaimAsync(_queue.Name, Math.Min(free, _queue.BatchSize), _options.LeaseDuration, policy, stopping);
+                failures = 0;
+                if (batch.Count == 0)
+                {
+                    await WaitForWorkAsync(bell, stopping);
+                    continue;
+                }
+
+                Interlocked.Add(ref _outstanding, batch.Count);
+                foreach (var message in batch)
+                {
+                    var running = new Running(message, CancellationTokenSource.CreateLinkedTokenSource(abort));
+                    _running[message.Id] = running;
+                    var job = Task.Run(() => ExecuteAsync(running, abort), CancellationToken.None);
+                    jobs[job] = 0;
+                    _ = job.ContinueWith(static (t, state) => ((ConcurrentDictionary<Task, byte>)state!).TryRemove(t, out _), jobs, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+                }
+            }
+            catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception exception)
+            {
+                ConvergeDiagnostics.ConsumerErrors.Add(1);
+                var delay = _options.Retry.DelayBefore(++failures + 1, _options.Random.NextDouble());
+                Log.ClaimFailed(_logger, exception, _queue.Name, delay);
+                try
+                {
+                    await Task.Delay(delay, _options.TimeProvider, stopping);
+                }
+                catch (OperationCanceledException)
+                {
+                    break;
+                }
+            }
+        }
+    }
+
+    async Task WaitForWorkAsync(Doorbell bell, CancellationToken stopping)
+    {
+        var wait = _options.PollInterval;
+        var next = await _store.NextVisibleAtAsync(_queue.Name, stopping);
+        if (next is { } visibleAt)
+        {
+            var untilVisible = visibleAt - _options.TimeProvider.GetUtcNow();
+            if (untilVisible <= TimeSpan.Zero)
+            {
+                if (!_limited)
+                {
+                    return;
+                }
+
+                // Work is waiting but the limits said no: wait for a token to refill or a job of ours to finish,
+                // not for the next enqueue (which would spin while the queue is busy).
+                var refill = _queue.RateLimit is { } limit ? TimeSpan.FromSeconds(1 / limit.PermitsPerSecond) : wait;
+                await _slotFreed.WaitAsync(Min(Min(refill, wait), wait), _options.TimeProvider, stopping);
+                return;
+            }
+
+            wait = Min(untilVisible, wait);
+        }
+
+        await bell.WaitAsync(wait, _options.TimeProvider, stopping);
+    }
+
+    async Task ExecuteAsync(Running running, CancellationToken abort)
+    {
+        Finished finished;
+        try
+        {
+            await _executing.WaitAsync(abort);
+        }
+        catch (OperationCanceledException)
+        {
+            _finished.Writer.TryWrite(new Finished(running, Outcome.HandBack));
+            return;
+        }
+
+        try
+        {
+            finished = await RunJobAsync(running, abort);
+        }
+        finally
+        {
+            _executing.Release();
+        }
+
+        _finished.Writer.TryWrite(finished);
+    }
+
+    async Task<Finished> RunJobAsync(Running running, CancellationToken abort)
+    {
+        var message = running.Message;
+        var envelope = message.Envelope;
+        var decoded = Decode(message);
+        if (decoded.RejectedFor is { } reason)
+        {
+            return new Finished(running, Outcome.DeadLetter, decoded.Error, Reason: reason);
+        }
+
+        if (message.Attempt > _options.Retry.MaxAttempts)
+        {
+            // Claimed more often than allowed without ever recording a failure: it killed its process each time.
+            return new Finished(running, Outcome.DeadLetter, Reason: DeadLetterReasons.MaxAttemptsExceeded);
+        }
+
+        if (running.Cancellation.IsCancellationRequested && !abort.IsCancellationRequested)
+        {
+            return new Finished(running, Outcome.Cancelled);
+        }
+
+        try
+        {
+            await using var scope = _scopes.CreateAsyncScope();
+            var context = new JobContext(_runtime, envelope, _queue.Name, message.Attempt, scope.ServiceProvider);
+            await decoded.Registration!.Invoker.InvokeAsync(scope.ServiceProvider, decoded.Body!, context, running.Cancellation.Token);
+            return new Finished(running, Outcome.Succeeded, Context: context);
+        }
+        catch (Exception) when (abort.IsCancellationRequested)
+        {
+            return new Finished(running, Outcome.HandBack);
+        }
+        catch (OperationCanceledException) when (running.Cancellation.IsCancellationRequested)
+        {
+            return new Finished(running, Outcome.Cancelled);
+        }
+        catch (Exception exception)
+        {
+            return new Finished(running, Outcome.Failed, exception);
+        }
+    }
+
+    /// <summary>A claimed job made ready to run, or the reason it cannot be.</summary>
+    readonly record struct Decoded(JobRegistration? Registration, object? Body, string? RejectedFor, Exception? Error);
+
+    Decoded Decode(QueuedMessage message)
+    {
+        var envelope = message.Envelope;
+        if (envelope.Body.Length > _options.MaxMessageSize)
+        {
+            return new(null, null, DeadLetterReasons.TooLarge, new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, _options.MaxMessageSize));
+        }
+
+        if (!_registrations.TryGetValue(envelope.MessageType, out var registration))
+        {
+            return _options.Messages.TryGetType(envelope.MessageType, out _)
+                ? new(null, null, DeadLetterReasons.NoHandler, new InvalidOperationException($"Job queue '{_queue.Name}' has no handler for '{envelope.MessageType}'."))
+                : new(null, null, DeadLetterReasons.UnknownType, new InvalidOperationException($"'{envelope.MessageType}' is not a registered message type in this process."));
+        }
+
+        try
+        {
+            return new(registration, _options.Serializer.Deserialize(envelope.Body.Span, registration.JobType), null, null);
+        }
+        catch (Exception exception)
+        {
+            return new(null, null, DeadLetterReasons.DeserializationFailed, exception);
+        }
+    }
+
+    async Task CommitLoopAsync(CancellationToken abort)
+    {
+        var reader = _finished.Reader;
+        var group = new List<Finished>(MaxCommitGroup);
+        while (await reader.WaitToReadAsync(CancellationToken.None))
+        {
+            group.Clear();
+            while (group.Count < MaxCommitGroup && reader.TryRead(out var item))
+            {
+                group.Add(item);
+            }
+
+            var handBack = group.Where(f => f.Outcome == Outcome.HandBack).Select(f => f.Running.Message).ToList();
+            var commit = group.Where(f => f.Outcome != Outcome.HandBack).ToList();
+            if (commit.Count > 0)
+            {
+                await CommitGroupAsync(commit, abort);
+            }
+
+            if (handBack.Count > 0)
+            {
+                await ReleaseQuietlyAsync(handBack, countAttempt: false);
+            }
+
+            foreach (var item in group)
+            {
+                if (_running.TryRemove(item.Running.Message.Id, out var running))
+                {
+                    running.Cancellation.Dispose();
+                }
+            }
+
+            Interlocked.Add(ref _outstanding, -group.Count);
+            _slotFreed.Ring();
+        }
+    }
+
+    async Task CommitGroupAsync(List<Finished> group, CancellationToken abort)
+    {
+        var outcomes = new HandlingOutcome?[group.Count];
+        try
+        {
+            // Optimistically without a savepoint per job; if any job's effects fail to apply, the group is undone
+            // and applied again with a savepoint per job, so one bad job never holds back the others.
+            if (!await TryCommitAsync(group, outcomes, isolated: false, CancellationToken.None))
+            {
+                await TryCommitAsync(group, outcomes, isolated: true, CancellationToken.None);
+            }
+        }
+        catch (Exception exception)
+        {
+            // Nothing of the group committed: hand the jobs back counting the attempt (a job whose effects always
+            // break the commit still reaches the dead letters). Their work outside the store ran and will run again,
+            // which idempotency keys absorb.
+            ConvergeDiagnostics.ConsumerErrors.Add(1);
+            Log.BatchFailed(_logger, exception, _queue.Name, group.Count);
+            await ReleaseQuietlyAsync([.. group.Select(f => f.Running.Message)], countAttempt: !abort.IsCancellationRequested);
+            return;
+        }
+
+        for (var i = 0; i < group.Count; i++)
+        {
+            if (outcomes[i] is { } outcome)
+            {
+                ConvergeDiagnostics.MessagesHandled.Add(1, ConvergeDiagnostics.OutcomeTags[(int)outcome]);
+                if (_observers.Any)
+                {
+                    _observers.Handled(group[i].Running.Message.Envelope, _queue.Name, outcome);
+                }
+            }
+        }
+    }
+
+    /// <returns><c>false</c> when a job failed to apply while not <paramref name="isolated"/> (nothing was committed).</returns>
+    async Task<bool> TryCommitAsync(List<Finished> group, HandlingOutcome?[] outcomes, bool isolated, CancellationToken cancellationToken)
+    {
+        var batches = new Dictionary<string, (int Succeeded, int Failed)>(StringComparer.Ordinal);
+        var forget = new List<Guid>();
+        await using var transaction = await _store.BeginAsync(cancellationToken);
+        for (var i = 0; i < group.Count; i++)
+        {
+            var item = group[i];
+            if (isolated)
+            {
+                await transaction.SavepointAsync(cancellationToken);
+            }
+
+            try
+            {
+                outcomes[i] = await ApplyAsync(transaction, item, batches, forget, cancellationToken);
+                if (isolated)
+                {
+                    if (outcomes[i] is null)
+                    {
+                        await transaction.RollbackToSavepointAsync(cancellationToken);
+                    }
+                    else
+                    {
+                        await transaction.ReleaseSavepointAsync(cancellationToken);
+                    }
+                }
+                else if (outcomes[i] is null)
+                {
+                    return false;
+                }
+            }
+            catch (Exception) when (!isolated)
+            {
+                return false;
+            }
+            catch (Exception exception) when (item.Outcome == Outcome.Succeeded)
+            {
+                // Its recorded effects failed to apply (a constraint, a bad statement): that is the job failing.
+                await transaction.RollbackToSavepointAsync(cancellationToken);
+                await transaction.SavepointAsync(cancellationToken);
+                outcomes[i] = await ApplyAsync(transaction, item with { Outcome = Outcome.Failed, Error = exception }, batches, forget, cancellationToken);
+                await transaction.ReleaseSavepointAsync(cancellationToken);
+            }
+        }
+
+        foreach (var (batchId, counts) in batches)
+        {
+            if (await transaction.RecordBatchOutcomesAsync(batchId, counts.Succeeded, counts.Failed, cancellationToken) is { } finished)
+            {
+                await JobClient.EnqueueCallbacksAsync(transaction, finished, cancellationToken);
+            }
+        }
+
+        if (forget.Count > 0)
+        {
+            await transaction.ForgetJobStateAsync(forget, cancellationToken);
+        }
+
+        await transaction.CommitAsync(cancellationToken);
+        return true;
+    }
+
+    /// <returns>The outcome, or <c>null</c> when the lease was lost (nothing of this job may commit).</returns>
+    async ValueTask<HandlingOutcome?> ApplyAsync(IStoreTransaction transaction, Finished item, Dictionary<string, (int Succeeded, int Failed)> batches, List<Guid> forget, CancellationToken cancellationToken)
+    {
+        var message = item.Running.Message;
+        var envelope = message.Envelope;
+        var batchId = envelope.Headers.Count > 0 && envelope.Headers.TryGetValue(JobHeaders.Batch, out var batch) ? batch : null;
+        switch (item.Outcome)
+        {
+            case Outcome.Succeeded:
+                if (!await transaction.TryRecordInboxAsync(_queue.Name, envelope, cancellationToken))
+                {
+                    // It ran before and that run committed (a lease lost mid-job, or a crash after the commit).
+                    return await transaction.CompleteAsync(message, cancellationToken) ? HandlingOutcome.Duplicate : null;
+                }
+
+                foreach (var effect in item.Context!.Effects)
+                {
+                    await effect(transaction, cancellationToken);
+                }
+
+                if (!await transaction.CompleteAsync(message, cancellationToken))
+                {
+                    Log.LeaseLost(_logger, envelope.MessageId, _queue.Name);
+                    return null;
+                }
+
+                if (item.Context.ReportedProgress)
+                {
+                    forget.Add(envelope.MessageId);
+                }
+
+                Count(batches, batchId, succeeded: 1, failed: 0);
+                return HandlingOutcome.Completed;
+
+            case Outcome.Failed:
+                return await RecordFailureAsync(transaction, message, item.Error!, batches, batchId, forget, cancellationToken);
+
+            case Outcome.Cancelled:
+                forget.Add(envelope.MessageId);
+                return await DeadLetterAsync(transaction, message, DeadLetterReasons.Cancelled, null, null, batches, batchId, cancellationToken);
+
+            default:
+                return await DeadLetterAsync(transaction, message, item.Reason!, item.Error, null, batches, batchId, cancellationToken);
+        }
+    }
+
+    static void Count(Dictionary<string, (int Succeeded, int Failed)> batches, string? batchId, int succeeded, int failed)
+    {
+        if (batchId is not null)
+        {
+            var counts = batches.GetValueOrDefault(batchId);
+            batches[batchId] = (counts.Succeeded + succeeded, counts.Failed + failed);
+        }
+    }
+
+    async ValueTask<HandlingOutcome?> RecordFailureAsync(IStoreTransaction transaction, QueuedMessage message, Exception exception, Dictionary<string, (int Succeeded, int Failed)> batches, string? batchId, List<Guid> forget, CancellationToken cancellationToken)
+    {
+        var now = _options.TimeProvider.GetUtcNow();
+        var failure = new AttemptRecord(message.Attempt, now, $"{exception.GetType().Name}: {exception.Message}");
+        if (!_options.Retry.IsTransient(exception))
+        {
+            forget.Add(message.Envelope.MessageId);
+            return await DeadLetterAsync(transaction, message, DeadLetterReasons.PermanentFailure, exception, failure, batches, batchId, cancellationToken);
+        }
+
+        if (message.Attempt >= _options.Retry.MaxAttempts)
+        {
+            forget.Add(message.Envelope.MessageId);
+            return await DeadLetterAsync(transaction, message, DeadLetterReasons.MaxAttemptsExceeded, exception, failure, batches, batchId, cancellationToken);
+        }
+
+        var delay = (exception as HandlerFailureException)?.NextRetryDelay ?? _options.Retry.DelayBefore(message.Attempt + 1, _options.Random.NextDouble());
+        var dueAt = now + delay;
+        if (!await transaction.RetryLaterAsync(message, dueAt, failure, cancellationToken))
+        {
+            Log.LeaseLost(_logger, message.Envelope.MessageId, _queue.Name);
+            return null;
+        }
+
+        Log.RetryScheduled(_logger, exception, message.Envelope.MessageId, message.Envelope.MessageType, _queue.Name, message.Attempt, dueAt);
+        return HandlingOutcome.RetryScheduled;
+    }
+
+    async ValueTask<HandlingOutcome?> DeadLetterAsync(IStoreTransaction transaction, QueuedMessage message, string reason, Exception? exception, AttemptRecord? failure, Dictionary<string, (int Succeeded, int Failed)> batches, string? batchId, CancellationToken cancellationToken)
+    {
+        failure ??= new AttemptRecord(message.Attempt, _options.TimeProvider.GetUtcNow(), exception is null ? reason : $"{exception.GetType().Name}: {exception.Message}");
+        if (!await transaction.DeadLetterAsync(message, reason, exception?.ToString(), failure, cancellationToken))
+        {
+            Log.LeaseLost(_logger, message.Envelope.MessageId, _queue.Name);
+            return null;
+        }
+
+        Count(batches, batchId, succeeded: 0, failed: 1);
+        Log.DeadLettered(_logger, exception, message.Envelope.MessageId, message.Envelope.MessageType, _queue.Name, reason);
+        return HandlingOutcome.DeadLettered;
+    }
+
+    /// <summary>
+    /// The timer: renews the leases of everything claimed and not yet committed (every third of the lease), and
+    /// asks the store whether any running job was cancelled from another process.
+    /// </summary>
+    void OnTick()
+    {
+        if (_running.IsEmpty || Interlocked.Exchange(ref _timerBusy, 1) == 1)
+        {
+            return;
+        }
+
+        _ = Task.Run(async () =>
+        {
+            try
+            {
+                var snapshot = _running.Values.ToList();
+                var now = _options.TimeProvider.GetUtcNow();
+                if (now - _renewedAt >= _options.LeaseDuration / 3)
+                {
+                    _renewedAt = now;
+                    await _store.RenewLeasesAsync([.. snapshot.Select(r => r.Message)], _options.LeaseDuration, CancellationToken.None);
+                }
+
+                var cancelled = await _store.ReadCancellationsAsync([.. snapshot.Select(r => r.Message.Envelope.MessageId)], CancellationToken.None);
+                foreach (var id in cancelled)
+                {
+                    if (snapshot.FirstOrDefault(r => r.Message.Envelope.MessageId == id) is { } running)
+                    {
+                        try
+                        {
+                            await running.Cancellation.CancelAsync();
+                        }
+                        catch (ObjectDisposedException)
+                        {
+                            // It finished meanwhile.
+                        }
+                    }
+                }
+            }
+            catch (Exception exception)
+            {
+                // A missed renewal only risks a second run, which the inbox and idempotency keys absorb.
+                ConvergeDiagnostics.ConsumerErrors.Add(1);
+                Log.RenewalFailed(_logger, exception, _queue.Name, _running.Count);
+            }
+            finally
+            {
+                Volatile.Write(ref _timerBusy, 0);
+            }
+        });
+    }
+
+    async Task ReleaseQuietlyAsync(List<QueuedMessage> messages, bool countAttempt)
+    {
+        try
+        {
+            await _store.ReleaseAsync(messages, countAttempt, CancellationToken.None);
+        }
+        catch (Exception exception)
+        {
+            // The leases expire on their own; the jobs run again then.
+            ConvergeDiagnostics.ConsumerErrors.Add(1);
+            Log.BatchFailed(_logger, exception, _queue.Name, messages.Count);
+        }
+    }
+
+    public void Dispose() => _executing.Dispose();
+
+    enum Outcome
+    {
+        Succeeded,
+        Failed,
+        Cancelled,
+        DeadLetter,
+        HandBack,
+    }
+
+    sealed record Running(QueuedMessage Message, CancellationTokenSource Cancellation);
+
+    sealed record Finished(Running Running, Outcome Outcome, Exception? Error = null, JobContext? Context = null, string? Reason = null);
+}
