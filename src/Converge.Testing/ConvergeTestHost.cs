@@ -46,6 +46,9 @@ public sealed class ConvergeTestHost : IAsyncDisposable
     /// <summary>Starts sagas and reads the saga log.</summary>
     public Sagas.ISagaClient Sagas => Services.GetRequiredService<Sagas.ISagaClient>();
 
+    /// <summary>Enqueues, cancels and inspects background jobs.</summary>
+    public Jobs.IJobClient Jobs => Services.GetRequiredService<Jobs.IJobClient>();
+
     /// <summary>The options in force.</summary>
     public ConvergeOptions Options => Services.GetRequiredService<ConvergeOptions>();
 
