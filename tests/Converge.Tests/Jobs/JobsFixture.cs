@@ -1,0 +1,171 @@
+using System.Collections.Concurrent;
+using Converge.Jobs;
+using Converge.Runtime;
+using Converge.Sqlite;
+using Converge.Testing;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Converge.Tests.Jobs;
+
+public sealed record Work(int N, string Kind = "work");
+
+public sealed record Tick(string Name);
+
+public sealed record Gated(int N);
+
+/// <summary>What jobs ran, in which host, in order; shared by every host of a test.</summary>
+public sealed class JobLog
+{
+    readonly ConcurrentQueue<(string Host, Work Job, DateTimeOffset? AsOf)> _runs = new();
+    readonly ConcurrentQueue<(string Host, Tick Job, DateTimeOffset? AsOf)> _ticks = new();
+    int _running;
+    int _maxRunning;
+
+    public TaskCompletionSource Gate { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public IReadOnlyList<(string Host, Work Job, DateTimeOffset? AsOf)> Runs => [.. _runs];
+
+    public IReadOnlyList<(string Host, Tick Job, DateTimeOffset? AsOf)> Ticks => [.. _ticks];
+
+    public int Running => Volatile.Read(ref _running);
+
+    public int MaxRunning => Volatile.Read(ref _maxRunning);
+
+    public void Ran(string host, Work job, DateTimeOffset? asOf) => _runs.Enqueue((host, job, asOf));
+
+    public void Ticked(string host, Tick job, DateTimeOffset? asOf) => _ticks.Enqueue((host, job, asOf));
+
+    public void Enter()
+    {
+        var now = Interlocked.Increment(ref _running);
+        int max;
+        while (now > (max = Volatile.Read(ref _maxRunning)) && Interlocked.CompareExchange(ref _maxRunning, now, max) != max)
+        {
+        }
+    }
+
+    public void Leave() => Interlocked.Decrement(ref _running);
+}
+
+/// <summary>The name of the host a handler runs in, so tests of several processes can tell who ran what.</summary>
+public sealed record HostName(string Value);
+
+public sealed class WorkHandler(JobLog log, HostName host) : IJobHandler<Work>
+{
+    public Task ExecuteAsync(Work job, JobContext context, CancellationToken cancellationToken)
+    {
+        if (job.Kind == "fail")
+        {
+            throw new HandlerFailureException($"job {job.N} fails for good", nonRetryable: true);
+        }
+
+        log.Ran(host.Value, job, context.AsOf);
+        if (job.Kind == "child" && context.BatchId is { } batch)
+        {
+            context.Enqueue(new Work(job.N * 100), new JobOptions { BatchId = batch });
+        }
+
+        if (job.Kind == "write")
+        {
+            context.Execute("INSERT INTO job_effects (n) VALUES (@n)", ("@n", job.N));
+        }
+
+        return Task.CompletedTask;
+    }
+}
+
+public sealed class TickHandler(JobLog log, HostName host) : IJobHandler<Tick>
+{
+    public Task ExecuteAsync(Tick job, JobContext context, CancellationToken cancellationToken)
+    {
+        log.Ticked(host.Value, job, context.AsOf);
+        return Task.CompletedTask;
+    }
+}
+
+public sealed class GatedHandler(JobLog log) : IJobHandler<Gated>
+{
+    public async Task ExecuteAsync(Gated job, JobContext context, CancellationToken cancellationToken)
+    {
+        log.Enter();
+        try
+        {
+            await context.ReportProgressAsync(50, "waiting at the gate", cancellationToken);
+            await log.Gate.Task.WaitAsync(cancellationToken);
+        }
+        finally
+        {
+            log.Leave();
+        }
+    }
+}
+
+internal static class JobsFixture
+{
+    public const string Queue = "work";
+
+    /// <summary>
+    /// Starts a host ("a process") on <paramref name="path"/> with the test job handlers. Several hosts on one
+    /// path share the database as separate processes would: each has its own store, connections and write gate.
+    /// </summary>
+    public static Task<ConvergeTestHost> StartAsync(string path, JobLog log, TimeProvider time, string name = "a", Action<ConvergeOptions>? configure = null) =>
+        ConvergeTestHost.StartAsync(
+            o =>
+            {
+                o.UseSqlite(path);
+                o.TimeProvider = time;
+                o.Messages.Register<Work>("test.work");
+                o.Messages.Register<Tick>("test.tick");
+                o.Messages.Register<Gated>("test.gated");
+                o.Job<Work, WorkHandler>(Queue);
+                o.Job<Tick, TickHandler>("ticks");
+                o.Job<Gated, GatedHandler>("gated");
+                configure?.Invoke(o);
+            },
+            services => services.AddSingleton(log).AddSingleton(new HostName(name)));
+
+    public static string NewPath() => Path.Combine(Path.GetTempPath(), "converge-jobs-" + Guid.NewGuid().ToString("N"), "jobs.db");
+
+    public static void DeleteFolderOf(string path)
+    {
+        try
+        {
+            Directory.Delete(Path.GetDirectoryName(path)!, recursive: true);
+        }
+        catch (IOException)
+        {
+            // Best effort: a temporary folder.
+        }
+    }
+
+    /// <summary>Awaits <paramref name="condition"/>, checking again after short pauses; fails after 30 seconds naming <paramref name="what"/>.</summary>
+    public static async Task WaitUntilAsync(Func<bool> condition, Func<string> what, TimeSpan? timeout = null)
+    {
+        var wait = timeout ?? TimeSpan.FromSeconds(30);
+        var started = TimeProvider.System.GetTimestamp();
+        while (!condition())
+        {
+            if (TimeProvider.System.GetElapsedTime(started) > wait)
+            {
+                throw new TimeoutException($"Still waiting after {wait}: {what()}.");
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(2));
+        }
+    }
+
+    public static async Task WaitUntilAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null)
+    {
+        var wait = timeout ?? TimeSpan.FromSeconds(30);
+        var started = TimeProvider.System.GetTimestamp();
+        while (!await condition())
+        {
+            if (TimeProvider.System.GetElapsedTime(started) > wait)
+            {
+                throw new TimeoutException($"Still waiting after {wait}: {what}.");
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(2));
+        }
+    }
+}

@@ -1,0 +1,138 @@
+using Converge.Jobs;
+using Converge.Storage;
+using Converge.Testing;
+
+namespace Converge.Tests.Jobs;
+
+/// <summary>Priorities without starvation; concurrency and rate limits that hold across processes.</summary>
+public sealed class PriorityAndLimitTests : IAsyncLifetime
+{
+    readonly string _path = JobsFixture.NewPath();
+    readonly JobLog _log = new();
+    readonly ManualTimeProvider _time = new();
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public Task DisposeAsync()
+    {
+        JobsFixture.DeleteFolderOf(_path);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Enqueues from a process that runs no workers: 40 low-priority jobs first, then 200 high-priority ones.</summary>
+    async Task EnqueueLowThenHighAsync()
+    {
+        await using var producer = await JobsFixture.StartAsync(_path, _log, _time, "producer", o => o.RunConsumers = false);
+        await using var transaction = await producer.Bus.BeginTransactionAsync();
+        for (var i = 0; i < 40; i++)
+        {
+            await producer.Jobs.EnqueueAsync(new Work(i, "low"), transaction.Transaction, new JobOptions { Priority = 0 });
+        }
+
+        _time.Advance(TimeSpan.FromSeconds(1));
+        for (var i = 0; i < 200; i++)
+        {
+            await producer.Jobs.EnqueueAsync(new Work(1000 + i, "high"), transaction.Transaction, new JobOptions { Priority = 10 });
+        }
+
+        await transaction.CommitAsync();
+    }
+
+    async Task<IReadOnlyList<string>> RunAllAsync(int oldestFirstEvery)
+    {
+        await EnqueueLowThenHighAsync();
+        await using var worker = await JobsFixture.StartAsync(_path, _log, _time, "worker", o => o.Queue(JobsFixture.Queue, q =>
+        {
+            q.Concurrency = 1;
+            q.BatchSize = 4;
+            q.OldestFirstEvery = oldestFirstEvery;
+        }));
+        await JobsFixture.WaitUntilAsync(() => _log.Runs.Count == 240, () => $"all 240 jobs to run ({_log.Runs.Count} so far)");
+        return [.. _log.Runs.Select(r => r.Job.Kind)];
+    }
+
+    [Fact]
+    public async Task Low_priority_jobs_keep_moving_while_high_priority_ones_wait()
+    {
+        var order = await RunAllAsync(oldestFirstEvery: 4);
+
+        // Every fourth claim takes the oldest jobs: low-priority work gets a share long before the high ones run out.
+        var lowInFirstHundred = order.Take(100).Count(k => k == "low");
+        Assert.InRange(lowInFirstHundred, 15, 40);
+        Assert.Equal("high", order[0]);
+    }
+
+    [Fact]
+    public async Task Without_the_oldest_first_share_priority_is_strict()
+    {
+        var order = await RunAllAsync(oldestFirstEvery: 0);
+
+        Assert.All(order.Take(200), k => Assert.Equal("high", k));
+    }
+
+    [Fact]
+    public async Task The_in_flight_limit_holds_across_two_processes()
+    {
+        void Limit(Runtime.ConvergeOptions o) => o.Queue("gated", q =>
+        {
+            q.Concurrency = 5;
+            q.MaxInFlight = 3;
+        });
+        await using var a = await JobsFixture.StartAsync(_path, _log, _time, "a", Limit);
+        await using var b = await JobsFixture.StartAsync(_path, _log, _time, "b", Limit);
+
+        var ids = new List<Guid>();
+        for (var i = 0; i < 12; i++)
+        {
+            ids.Add((await a.Jobs.EnqueueAsync(new Gated(i))).Id);
+        }
+
+        await JobsFixture.WaitUntilAsync(() => _log.Running == 3, () => $"three jobs to be running ({_log.Running})");
+
+        // Both processes poll; give them every chance to overshoot before opening the gate.
+        for (var i = 0; i < 5; i++)
+        {
+            _time.Advance(a.Options.PollInterval);
+            await JobsFixture.WaitUntilAsync(async () => (await a.Store.GetStatusAsync(CancellationToken.None)).Queues.Single(q => q.Queue == "gated").InFlight == 3, "three leases");
+        }
+
+        Assert.Equal(3, _log.MaxRunning);
+        _log.Gate.SetResult();
+        await JobsFixture.WaitUntilAsync(async () => (await Task.WhenAll(ids.Select(id => a.Jobs.GetAsync(id).AsTask()))).All(j => j?.State == JobState.Succeeded), "all gated jobs to succeed");
+        Assert.Equal(3, _log.MaxRunning);
+    }
+
+    [Fact]
+    public async Task The_rate_limit_holds_across_two_processes()
+    {
+        void Limit(Runtime.ConvergeOptions o) => o.Queue(JobsFixture.Queue, q =>
+        {
+            q.Concurrency = 8;
+            q.RateLimit = new RateLimit(PermitsPerSecond: 10, Burst: 2);
+        });
+        await using var a = await JobsFixture.StartAsync(_path, _log, _time, "a", Limit);
+        await using var b = await JobsFixture.StartAsync(_path, _log, _time, "b", Limit);
+        await using (var transaction = await a.Bus.BeginTransactionAsync())
+        {
+            for (var i = 0; i < 50; i++)
+            {
+                await a.Jobs.EnqueueAsync(new Work(i), transaction.Transaction);
+            }
+
+            await transaction.CommitAsync();
+        }
+
+        // A full bucket allows the burst; after that one start per 100 ms, whichever process takes it.
+        await JobsFixture.WaitUntilAsync(() => _log.Runs.Count >= 2, () => "the burst to run");
+        Assert.Equal(2, _log.Runs.Count);
+        for (var step = 1; step <= 20; step++)
+        {
+            _time.Advance(TimeSpan.FromMilliseconds(100));
+            var expected = 2 + step;
+            await JobsFixture.WaitUntilAsync(() => _log.Runs.Count >= expected, () => $"{expected} starts after {step * 100} ms ({_log.Runs.Count} so far)");
+            Assert.Equal(expected, _log.Runs.Count);
+        }
+
+        Assert.Equal(22, _log.Runs.Select(r => r.Job.N).Distinct().Count());
+    }
+}

@@ -1,0 +1,123 @@
+using Converge.Jobs;
+using Converge.Storage;
+using Converge.Testing;
+
+namespace Converge.Tests.Jobs;
+
+/// <summary>Recurring jobs: each occurrence once across processes, misfires after downtime, time zones.</summary>
+public sealed class RecurringJobTests : IAsyncLifetime
+{
+    static readonly DateTimeOffset Start = new(2030, 1, 1, 0, 0, 30, TimeSpan.Zero);
+    readonly string _path = JobsFixture.NewPath();
+    readonly JobLog _log = new();
+    readonly ManualTimeProvider _time = new(Start);
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public Task DisposeAsync()
+    {
+        JobsFixture.DeleteFolderOf(_path);
+        return Task.CompletedTask;
+    }
+
+    static Action<Runtime.ConvergeOptions> EveryMinute(MisfirePolicy misfire = MisfirePolicy.RunOnce) => o =>
+    {
+        o.AddRecurringJob("minutely", "* * * * *", new Tick("minutely"), r => r.Misfire = misfire);
+        o.Jobs.MisfireThreshold = TimeSpan.FromSeconds(20);
+    };
+
+    [Fact]
+    public async Task Each_occurrence_runs_exactly_once_across_two_processes()
+    {
+        await using var a = await JobsFixture.StartAsync(_path, _log, _time, "a", EveryMinute());
+        await using var b = await JobsFixture.StartAsync(_path, _log, _time, "b", EveryMinute());
+
+        for (var minute = 1; minute <= 10; minute++)
+        {
+            _time.Advance(TimeSpan.FromMinutes(1));
+            var expected = minute;
+            await JobsFixture.WaitUntilAsync(() => _log.Ticks.Count >= expected, () => $"occurrence {expected} ({_log.Ticks.Count} so far)");
+        }
+
+        var occurrences = _log.Ticks.Select(t => t.AsOf!.Value).ToList();
+        Assert.Equal(10, occurrences.Count);
+        Assert.Equal(Enumerable.Range(1, 10).Select(m => Start.AddSeconds(-30).AddMinutes(m)), occurrences.Order());
+        var schedule = Assert.Single(await a.Store.ListRecurringJobsAsync(CancellationToken.None));
+        Assert.Equal((Start.AddSeconds(-30).AddMinutes(11), Start.AddSeconds(-30).AddMinutes(10)), (schedule.NextAt, schedule.LastAt));
+    }
+
+    [Fact]
+    public async Task After_downtime_the_run_once_policy_runs_one_occurrence_for_all_it_missed()
+    {
+        await (await JobsFixture.StartAsync(_path, _log, _time, "a", EveryMinute())).DisposeAsync();
+
+        _time.Advance(TimeSpan.FromHours(1));
+        await using var host = await JobsFixture.StartAsync(_path, _log, _time, "a", EveryMinute());
+        _time.Advance(TimeSpan.FromSeconds(1));
+        await JobsFixture.WaitUntilAsync(() => _log.Ticks.Count >= 1, () => "the catch-up occurrence");
+        _time.Advance(TimeSpan.FromSeconds(40));
+        await JobsFixture.WaitUntilAsync(() => _log.Ticks.Count >= 2, () => "the next occurrence on time");
+
+        // At 01:00:30 every occurrence since 00:01 is more than 20 s late: one run stands for all of them.
+        var latestMissed = Start.AddSeconds(-30).AddMinutes(60);
+        Assert.Equal([latestMissed, latestMissed.AddMinutes(1)], _log.Ticks.Select(t => t.AsOf!.Value));
+    }
+
+    [Fact]
+    public async Task After_downtime_the_skip_policy_waits_for_the_next_occurrence()
+    {
+        await (await JobsFixture.StartAsync(_path, _log, _time, "a", EveryMinute(MisfirePolicy.Skip))).DisposeAsync();
+
+        _time.Advance(TimeSpan.FromHours(1));
+        await using var host = await JobsFixture.StartAsync(_path, _log, _time, "a", EveryMinute(MisfirePolicy.Skip));
+        _time.Advance(TimeSpan.FromSeconds(1));
+        await JobsFixture.WaitUntilAsync(async () => (await host.Store.ListRecurringJobsAsync(CancellationToken.None)).Single().NextAt > _time.GetUtcNow(), "the schedule to move past the missed occurrences");
+        Assert.Empty(_log.Ticks);
+
+        _time.Advance(TimeSpan.FromSeconds(40));
+        await JobsFixture.WaitUntilAsync(() => _log.Ticks.Count >= 1, () => "the next occurrence");
+        Assert.Equal([Start.AddSeconds(-30).AddMinutes(61)], _log.Ticks.Select(t => t.AsOf!.Value));
+    }
+
+    [Fact]
+    public async Task A_trigger_runs_an_occurrence_now_outside_the_schedule()
+    {
+        await using var host = await JobsFixture.StartAsync(_path, _log, _time, "a", o => o.AddRecurringJob("monthly", "0 0 1 * *", new Tick("monthly")));
+
+        var job = await host.Jobs.TriggerRecurringAsync("monthly");
+        await JobsFixture.WaitUntilAsync(() => _log.Ticks.Count == 1, () => "the triggered occurrence");
+
+        Assert.Equal("monthly", (await host.Jobs.GetAsync(job.Id))!.Headers[JobHeaders.Recurring]);
+        await Assert.ThrowsAsync<InvalidOperationException>(async () => await host.Jobs.TriggerRecurringAsync("nope"));
+    }
+
+    [Fact]
+    public void Cron_is_read_in_its_time_zone_across_daylight_saving()
+    {
+        var berlin = CronSchedule.Parse("30 2 * * *", "Europe/Berlin");
+
+        // 2030-03-31: clocks go from 02:00 to 03:00 in Berlin; 02:30 does not exist and runs right after the gap.
+        var spring = berlin.Next(new DateTimeOffset(2030, 3, 30, 12, 0, 0, TimeSpan.Zero))!.Value;
+        var afterSpring = berlin.Next(spring)!.Value;
+        Assert.Equal(new DateTimeOffset(2030, 3, 31, 1, 0, 0, TimeSpan.Zero), spring);
+        Assert.Equal(new DateTimeOffset(2030, 4, 1, 0, 30, 0, TimeSpan.Zero), afterSpring);
+
+        // 2030-10-27: 02:30 happens twice in Berlin; the job runs once.
+        var autumn = berlin.Between(new DateTimeOffset(2030, 10, 26, 12, 0, 0, TimeSpan.Zero), new DateTimeOffset(2030, 10, 27, 12, 0, 0, TimeSpan.Zero), 10).ToList();
+        Assert.Single(autumn);
+    }
+
+    [Theory]
+    [InlineData("not cron", "UTC", "is not a cron expression")]
+    [InlineData("0 0 1 * *", "Mars/Olympus", "is not known on this machine")]
+    public void Invalid_schedules_are_refused_with_the_fix(string cron, string zone, string expected)
+    {
+        var options = new Runtime.ConvergeOptions();
+        options.Messages.Register<Tick>("test.tick");
+        options.Job<Tick, TickHandler>("ticks");
+        options.AddRecurringJob("bad", cron, new Tick("bad"), r => r.TimeZone = zone);
+        options.StoreFactory = _ => throw new InvalidOperationException();
+
+        Assert.Contains(options.Validate(), e => e.Contains(expected, StringComparison.Ordinal));
+    }
+}
