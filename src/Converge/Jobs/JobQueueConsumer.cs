@@ -192,7 +192,7 @@ internal sealed class JobQueueConsumer : IDisposable
     {
         var message = running.Message;
         var envelope = message.Envelope;
-        var decoded = Decode(message);
+        var decoded = QueueOutcomes.Decode(envelope, _queue.Name, _options, _registrations, static r => r.JobType);
         if (decoded.RejectedFor is { } reason)
         {
             return new Finished(running, Outcome.DeadLetter, decoded.Error, Reason: reason);
@@ -227,34 +227,6 @@ internal sealed class JobQueueConsumer : IDisposable
         catch (Exception exception)
         {
             return new Finished(running, Outcome.Failed, exception);
-        }
-    }
-
-    /// <summary>A claimed job made ready to run, or the reason it cannot be.</summary>
-    readonly record struct Decoded(JobRegistration? Registration, object? Body, string? RejectedFor, Exception? Error);
-
-    Decoded Decode(QueuedMessage message)
-    {
-        var envelope = message.Envelope;
-        if (envelope.Body.Length > _options.MaxMessageSize)
-        {
-            return new(null, null, DeadLetterReasons.TooLarge, new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, _options.MaxMessageSize));
-        }
-
-        if (!_registrations.TryGetValue(envelope.MessageType, out var registration))
-        {
-            return _options.Messages.TryGetType(envelope.MessageType, out _)
-                ? new(null, null, DeadLetterReasons.NoHandler, new InvalidOperationException($"Job queue '{_queue.Name}' has no handler for '{envelope.MessageType}'."))
-                : new(null, null, DeadLetterReasons.UnknownType, new InvalidOperationException($"'{envelope.MessageType}' is not a registered message type in this process."));
-        }
-
-        try
-        {
-            return new(registration, _options.Serializer.Deserialize(envelope.Body.Span, registration.JobType), null, null);
-        }
-        catch (Exception exception)
-        {
-            return new(null, null, DeadLetterReasons.DeserializationFailed, exception);
         }
     }
 
@@ -434,10 +406,10 @@ internal sealed class JobQueueConsumer : IDisposable
 
             case Outcome.Cancelled:
                 forget.Add(envelope.MessageId);
-                return await DeadLetterAsync(transaction, message, DeadLetterReasons.Cancelled, null, null, batches, batchId, cancellationToken);
+                return await DeadLetterAsync(transaction, message, DeadLetterReasons.Cancelled, null, batches, batchId, cancellationToken);
 
             default:
-                return await DeadLetterAsync(transaction, message, item.Reason!, item.Error, null, batches, batchId, cancellationToken);
+                return await DeadLetterAsync(transaction, message, item.Reason!, item.Error, batches, batchId, cancellationToken);
         }
     }
 
@@ -452,44 +424,25 @@ internal sealed class JobQueueConsumer : IDisposable
 
     async ValueTask<HandlingOutcome?> RecordFailureAsync(IStoreTransaction transaction, QueuedMessage message, Exception exception, Dictionary<string, (int Succeeded, int Failed)> batches, string? batchId, List<Guid> forget, CancellationToken cancellationToken)
     {
-        var now = _options.TimeProvider.GetUtcNow();
-        var failure = new AttemptRecord(message.Attempt, now, $"{exception.GetType().Name}: {exception.Message}");
-        if (!_options.Retry.IsTransient(exception))
+        var outcome = await QueueOutcomes.RecordFailureAsync(transaction, message, exception, _options, _logger, cancellationToken);
+        if (outcome == HandlingOutcome.DeadLettered)
         {
             forget.Add(message.Envelope.MessageId);
-            return await DeadLetterAsync(transaction, message, DeadLetterReasons.PermanentFailure, exception, failure, batches, batchId, cancellationToken);
+            Count(batches, batchId, succeeded: 0, failed: 1);
         }
 
-        if (message.Attempt >= _options.Retry.MaxAttempts)
-        {
-            forget.Add(message.Envelope.MessageId);
-            return await DeadLetterAsync(transaction, message, DeadLetterReasons.MaxAttemptsExceeded, exception, failure, batches, batchId, cancellationToken);
-        }
-
-        var delay = (exception as HandlerFailureException)?.NextRetryDelay ?? _options.Retry.DelayBefore(message.Attempt + 1, _options.Random.NextDouble());
-        var dueAt = now + delay;
-        if (!await transaction.RetryLaterAsync(message, dueAt, failure, cancellationToken))
-        {
-            Log.LeaseLost(_logger, message.Envelope.MessageId, _queue.Name);
-            return null;
-        }
-
-        Log.RetryScheduled(_logger, exception, message.Envelope.MessageId, message.Envelope.MessageType, _queue.Name, message.Attempt, dueAt);
-        return HandlingOutcome.RetryScheduled;
+        return outcome;
     }
 
-    async ValueTask<HandlingOutcome?> DeadLetterAsync(IStoreTransaction transaction, QueuedMessage message, string reason, Exception? exception, AttemptRecord? failure, Dictionary<string, (int Succeeded, int Failed)> batches, string? batchId, CancellationToken cancellationToken)
+    async ValueTask<HandlingOutcome?> DeadLetterAsync(IStoreTransaction transaction, QueuedMessage message, string reason, Exception? exception, Dictionary<string, (int Succeeded, int Failed)> batches, string? batchId, CancellationToken cancellationToken)
     {
-        failure ??= new AttemptRecord(message.Attempt, _options.TimeProvider.GetUtcNow(), exception is null ? reason : $"{exception.GetType().Name}: {exception.Message}");
-        if (!await transaction.DeadLetterAsync(message, reason, exception?.ToString(), failure, cancellationToken))
+        var outcome = await QueueOutcomes.DeadLetterAsync(transaction, message, reason, exception, null, _options, _logger, cancellationToken);
+        if (outcome is not null)
         {
-            Log.LeaseLost(_logger, message.Envelope.MessageId, _queue.Name);
-            return null;
+            Count(batches, batchId, succeeded: 0, failed: 1);
         }
 
-        Count(batches, batchId, succeeded: 0, failed: 1);
-        Log.DeadLettered(_logger, exception, message.Envelope.MessageId, message.Envelope.MessageType, _queue.Name, reason);
-        return HandlingOutcome.DeadLettered;
+        return outcome;
     }
 
     /// <summary>

@@ -208,7 +208,7 @@ internal sealed class QueueConsumer
 
         // Decode before taking the store's write lock: on SQLite only one transaction writes at a time, so work
         // done outside it can overlap with senders.
-        var decoded = new Decoded[batch.Count];
+        var decoded = new QueueOutcomes.Decoded<HandlerRegistration>[batch.Count];
         for (var i = 0; i < batch.Count; i++)
         {
             decoded[i] = Decode(batch[i]);
@@ -237,7 +237,7 @@ internal sealed class QueueConsumer
     }
 
     /// <returns><c>false</c> when a message failed while not <paramref name="isolated"/> (nothing was committed).</returns>
-    async Task<bool> TryProcessAsync(IReadOnlyList<QueuedMessage> batch, Decoded[] decoded, (QueuedMessage Message, HandlingOutcome? Outcome)[] outcomes, bool isolated, CancellationToken abort)
+    async Task<bool> TryProcessAsync(IReadOnlyList<QueuedMessage> batch, QueueOutcomes.Decoded<HandlerRegistration>[] decoded, (QueuedMessage Message, HandlingOutcome? Outcome)[] outcomes, bool isolated, CancellationToken abort)
     {
         await using var transaction = await _store.BeginAsync(abort);
         try
@@ -260,7 +260,7 @@ internal sealed class QueueConsumer
     sealed class OptimisticBatchFailed : Exception;
 
     /// <returns>The outcome, or <c>null</c> when the lease was lost and nothing was recorded.</returns>
-    async ValueTask<HandlingOutcome?> HandleOneAsync(IStoreTransaction transaction, QueuedMessage message, Decoded decoded, bool isolated, CancellationToken abort)
+    async ValueTask<HandlingOutcome?> HandleOneAsync(IStoreTransaction transaction, QueuedMessage message, QueueOutcomes.Decoded<HandlerRegistration> decoded, bool isolated, CancellationToken abort)
     {
         var envelope = message.Envelope;
         if (decoded.RejectedFor is { } reason)
@@ -326,74 +326,14 @@ internal sealed class QueueConsumer
     static ValueTask ReleaseAsync(IStoreTransaction transaction, bool isolated, CancellationToken abort) =>
         isolated ? transaction.ReleaseSavepointAsync(abort) : ValueTask.CompletedTask;
 
-    async ValueTask<HandlingOutcome?> RecordFailureAsync(IStoreTransaction transaction, QueuedMessage message, Exception exception, CancellationToken abort)
-    {
-        var now = _options.TimeProvider.GetUtcNow();
-        var failure = new AttemptRecord(message.Attempt, now, $"{exception.GetType().Name}: {exception.Message}");
-        if (!_options.Retry.IsTransient(exception))
-        {
-            return await DeadLetterAsync(transaction, message, DeadLetterReasons.PermanentFailure, exception, abort, failure);
-        }
+    ValueTask<HandlingOutcome?> RecordFailureAsync(IStoreTransaction transaction, QueuedMessage message, Exception exception, CancellationToken abort) =>
+        QueueOutcomes.RecordFailureAsync(transaction, message, exception, _options, _logger, abort);
 
-        if (message.Attempt >= _options.Retry.MaxAttempts)
-        {
-            return await DeadLetterAsync(transaction, message, DeadLetterReasons.MaxAttemptsExceeded, exception, abort, failure);
-        }
+    ValueTask<HandlingOutcome?> DeadLetterAsync(IStoreTransaction transaction, QueuedMessage message, string reason, Exception? exception, CancellationToken abort) =>
+        QueueOutcomes.DeadLetterAsync(transaction, message, reason, exception, null, _options, _logger, abort);
 
-        var delay = (exception as HandlerFailureException)?.NextRetryDelay
-            ?? _options.Retry.DelayBefore(message.Attempt + 1, _options.Random.NextDouble());
-        var dueAt = now + delay;
-        if (!await transaction.RetryLaterAsync(message, dueAt, failure, abort))
-        {
-            Log.LeaseLost(_logger, message.Envelope.MessageId, _queue.Name);
-            return null;
-        }
-
-        Log.RetryScheduled(_logger, exception, message.Envelope.MessageId, message.Envelope.MessageType, _queue.Name, message.Attempt, dueAt);
-        return HandlingOutcome.RetryScheduled;
-    }
-
-    async ValueTask<HandlingOutcome?> DeadLetterAsync(IStoreTransaction transaction, QueuedMessage message, string reason, Exception? exception, CancellationToken abort, AttemptRecord? failure = null)
-    {
-        failure ??= new AttemptRecord(message.Attempt, _options.TimeProvider.GetUtcNow(), exception is null ? reason : $"{exception.GetType().Name}: {exception.Message}");
-        if (!await transaction.DeadLetterAsync(message, reason, exception?.ToString(), failure, abort))
-        {
-            Log.LeaseLost(_logger, message.Envelope.MessageId, _queue.Name);
-            return null;
-        }
-
-        Log.DeadLettered(_logger, exception, message.Envelope.MessageId, message.Envelope.MessageType, _queue.Name, reason);
-        return HandlingOutcome.DeadLettered;
-    }
-
-    /// <summary>A claimed message made ready to handle, or the reason it cannot be.</summary>
-    readonly record struct Decoded(HandlerRegistration? Registration, object? Body, string? RejectedFor, Exception? Error);
-
-    Decoded Decode(QueuedMessage message)
-    {
-        var envelope = message.Envelope;
-        if (envelope.Body.Length > _options.MaxMessageSize)
-        {
-            return new(null, null, DeadLetterReasons.TooLarge, new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, _options.MaxMessageSize));
-        }
-
-        // A handler's registration carries its type; the registry is only asked to tell "unknown" from "no handler".
-        if (!_handlers.TryGetValue(envelope.MessageType, out var registration))
-        {
-            return _options.Messages.TryGetType(envelope.MessageType, out _)
-                ? new(null, null, DeadLetterReasons.NoHandler, new InvalidOperationException($"Queue '{_queue.Name}' has no handler for '{envelope.MessageType}'."))
-                : new(null, null, DeadLetterReasons.UnknownType, new InvalidOperationException($"'{envelope.MessageType}' is not a registered message type in this process."));
-        }
-
-        try
-        {
-            return new(registration, _options.Serializer.Deserialize(envelope.Body.Span, registration.MessageType), null, null);
-        }
-        catch (Exception exception)
-        {
-            return new(null, null, DeadLetterReasons.DeserializationFailed, exception);
-        }
-    }
+    QueueOutcomes.Decoded<HandlerRegistration> Decode(QueuedMessage message) =>
+        QueueOutcomes.Decode(message.Envelope, _queue.Name, _options, _handlers, static r => r.MessageType);
 
     static Activity? StartActivity(Envelope envelope)
     {

@@ -1,0 +1,94 @@
+using Converge.Contracts;
+using Converge.Diagnostics;
+using Converge.Storage;
+using Microsoft.Extensions.Logging;
+
+namespace Converge.Runtime;
+
+/// <summary>
+/// The rules every queue worker (message handlers and jobs) applies to a claimed message: whether it can be
+/// decoded at all, and what a failed attempt becomes (a retry with backoff, or a dead letter with its reason).
+/// </summary>
+internal static class QueueOutcomes
+{
+    /// <summary>A claimed message made ready to handle, or the reason it cannot be.</summary>
+    public readonly record struct Decoded<TRegistration>(TRegistration? Registration, object? Body, string? RejectedFor, Exception? Error)
+        where TRegistration : class;
+
+    /// <summary>
+    /// Finds the registration for <paramref name="envelope"/>'s type on <paramref name="queue"/> and deserializes
+    /// the body as the type <paramref name="typeOf"/> gives; too large, unknown, unhandled and undecodable messages
+    /// come back with the dead-letter reason instead.
+    /// </summary>
+    public static Decoded<TRegistration> Decode<TRegistration>(Envelope envelope, string queue, ConvergeOptions options, Dictionary<string, TRegistration> registrations, Func<TRegistration, Type> typeOf)
+        where TRegistration : class
+    {
+        if (envelope.Body.Length > options.MaxMessageSize)
+        {
+            return new(null, null, DeadLetterReasons.TooLarge, new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, options.MaxMessageSize));
+        }
+
+        // A registration carries its type; the registry is only asked to tell "unknown" from "no handler".
+        if (!registrations.TryGetValue(envelope.MessageType, out var registration))
+        {
+            return options.Messages.TryGetType(envelope.MessageType, out _)
+                ? new(null, null, DeadLetterReasons.NoHandler, new InvalidOperationException($"Queue '{queue}' has no handler for '{envelope.MessageType}'."))
+                : new(null, null, DeadLetterReasons.UnknownType, new InvalidOperationException($"'{envelope.MessageType}' is not a registered message type in this process."));
+        }
+
+        try
+        {
+            return new(registration, options.Serializer.Deserialize(envelope.Body.Span, typeOf(registration)), null, null);
+        }
+        catch (Exception exception)
+        {
+            return new(null, null, DeadLetterReasons.DeserializationFailed, exception);
+        }
+    }
+
+    /// <summary>
+    /// Records a failed attempt: a permanent failure or the last allowed attempt is dead-lettered, anything else is
+    /// retried after the backoff (or the delay a <see cref="HandlerFailureException"/> asks for).
+    /// </summary>
+    /// <returns>The outcome, or <c>null</c> when the lease was lost and nothing was recorded.</returns>
+    public static async ValueTask<HandlingOutcome?> RecordFailureAsync(IStoreTransaction transaction, QueuedMessage message, Exception exception, ConvergeOptions options, ILogger logger, CancellationToken cancellationToken)
+    {
+        var now = options.TimeProvider.GetUtcNow();
+        var failure = new AttemptRecord(message.Attempt, now, $"{exception.GetType().Name}: {exception.Message}");
+        if (!options.Retry.IsTransient(exception))
+        {
+            return await DeadLetterAsync(transaction, message, DeadLetterReasons.PermanentFailure, exception, failure, options, logger, cancellationToken);
+        }
+
+        if (message.Attempt >= options.Retry.MaxAttempts)
+        {
+            return await DeadLetterAsync(transaction, message, DeadLetterReasons.MaxAttemptsExceeded, exception, failure, options, logger, cancellationToken);
+        }
+
+        var delay = (exception as HandlerFailureException)?.NextRetryDelay ?? options.Retry.DelayBefore(message.Attempt + 1, options.Random.NextDouble());
+        var dueAt = now + delay;
+        if (!await transaction.RetryLaterAsync(message, dueAt, failure, cancellationToken))
+        {
+            Log.LeaseLost(logger, message.Envelope.MessageId, message.Queue);
+            return null;
+        }
+
+        Log.RetryScheduled(logger, exception, message.Envelope.MessageId, message.Envelope.MessageType, message.Queue, message.Attempt, dueAt);
+        return HandlingOutcome.RetryScheduled;
+    }
+
+    /// <summary>Moves <paramref name="message"/> to the dead letters with <paramref name="reason"/>.</summary>
+    /// <returns>The outcome, or <c>null</c> when the lease was lost and nothing was recorded.</returns>
+    public static async ValueTask<HandlingOutcome?> DeadLetterAsync(IStoreTransaction transaction, QueuedMessage message, string reason, Exception? exception, AttemptRecord? failure, ConvergeOptions options, ILogger logger, CancellationToken cancellationToken)
+    {
+        failure ??= new AttemptRecord(message.Attempt, options.TimeProvider.GetUtcNow(), exception is null ? reason : $"{exception.GetType().Name}: {exception.Message}");
+        if (!await transaction.DeadLetterAsync(message, reason, exception?.ToString(), failure, cancellationToken))
+        {
+            Log.LeaseLost(logger, message.Envelope.MessageId, message.Queue);
+            return null;
+        }
+
+        Log.DeadLettered(logger, exception, message.Envelope.MessageId, message.Envelope.MessageType, message.Queue, reason);
+        return HandlingOutcome.DeadLettered;
+    }
+}
