@@ -1314,6 +1314,26 @@ public abstract class MessageStoreConformanceTests
         Assert.Empty(await ListAsync(new JobQuery { Max = 0 }));
     }
 
+    /// <summary>A read connection sees what handlers committed and refuses writes.</summary>
+    [Fact]
+    public async Task Read_connection_sees_committed_effects_and_refuses_writes()
+    {
+        await using var host = await StartAsync();
+        await host.SendAndWaitAsync(new ConformanceCommand("read-back"));
+
+        await using var connection = await host.Store.OpenReadConnectionAsync(CancellationToken.None);
+        var count = await Effects.CountAsync(connection, "read-back");
+
+        Assert.Equal(1, count);
+        await Assert.ThrowsAnyAsync<DbException>(async () =>
+        {
+            await using var transaction = await connection.BeginTransactionAsync();
+            await Effects.WriteAsync(transaction, Guid.NewGuid(), Queue, "sneaked-in", CancellationToken.None);
+            await transaction.CommitAsync();
+        });
+        Assert.Equal(1, await CountEffectsAsync(host));
+    }
+
     /// <summary>Awaits <paramref name="condition"/>, checking again after short pauses, failing after 30 seconds.</summary>
     protected static async Task WaitForAsync(Func<Task<bool>> condition, TimeSpan? timeout = null)
     {
