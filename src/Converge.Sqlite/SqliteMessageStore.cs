@@ -243,10 +243,10 @@ public sealed class SqliteMessageStore : IMessageStore
                 allowed = (int)Math.Min(allowed, maxInFlight - CountLiveLeases(session, transaction, queue, now));
             }
 
-            var tokens = 0d;
+            var (tokens, refilledAt) = (0d, now.UtcTicks);
             if (policy.RateLimit is { } rate)
             {
-                tokens = RefillBucket(session, transaction, queue, rate, now);
+                (tokens, refilledAt) = RefillBucket(session, transaction, queue, rate, now);
                 allowed = (int)Math.Min(allowed, Math.Floor(tokens + TokenTolerance));
             }
 
@@ -258,7 +258,7 @@ public sealed class SqliteMessageStore : IMessageStore
                 session.Commands.Get(Schema.SaveRateLimit, transaction)
                     .With("$queue", queue)
                     .With("$tokens", Math.Max(0, tokens - claimed.Count))
-                    .With("$refilled_at", now.UtcTicks)
+                    .With("$refilled_at", refilledAt)
                     .ExecuteNonQuery();
             }
 
@@ -287,19 +287,20 @@ public sealed class SqliteMessageStore : IMessageStore
 
     /// <summary>
     /// The permits in the queue's token bucket at <paramref name="now"/>: what was left, plus the time since the last
-    /// refill at the policy's rate, at most its burst. A bucket never used starts full. A clock behind the stored
-    /// refill time (another process's) adds nothing.
+    /// refill at the policy's rate, at most its burst; and the refill time to store. A bucket never used starts full.
+    /// A clock behind the stored refill time (another process's clock ran ahead) adds nothing and keeps that time.
     /// </summary>
-    double RefillBucket(SqliteSession session, SqliteTransaction transaction, string queue, RateLimit rate, DateTimeOffset now)
+    (double Tokens, long RefilledAt) RefillBucket(SqliteSession session, SqliteTransaction transaction, string queue, RateLimit rate, DateTimeOffset now)
     {
         using var reader = session.Commands.Get(Schema.GetRateLimit, transaction).With("$queue", queue).ExecuteReader();
         if (!reader.Read())
         {
-            return rate.Burst;
+            return (rate.Burst, now.UtcTicks);
         }
 
-        var elapsedTicks = Math.Max(0, now.UtcTicks - reader.GetInt64(1));
-        return Math.Min(rate.Burst, reader.GetDouble(0) + (elapsedTicks * rate.PermitsPerSecond / TimeSpan.TicksPerSecond));
+        var refilledAt = reader.GetInt64(1);
+        var elapsedTicks = Math.Max(0, now.UtcTicks - refilledAt);
+        return (Math.Min(rate.Burst, reader.GetDouble(0) + (elapsedTicks * rate.PermitsPerSecond / TimeSpan.TicksPerSecond)), Math.Max(refilledAt, now.UtcTicks));
     }
 
     /// <summary>Leases up to <paramref name="max"/> visible messages with <paramref name="claim"/>; highest priority first, then in queue order.</summary>
