@@ -188,8 +188,7 @@ public sealed class SqliteMessageStore : IMessageStore
     public async ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, CancellationToken cancellationToken)
     {
         // A read first: an idle poll never takes the write lock.
-        var now = Now;
-        if (!Read(session => session.Commands.Get(Schema.AnyVisible, null).With("$queue", queue).With("$now", now.UtcTicks).ExecuteScalar() is not null))
+        if (!Read(session => AnyVisible(session, queue, Now)))
         {
             return [];
         }
@@ -198,33 +197,72 @@ public sealed class SqliteMessageStore : IMessageStore
         var session = Rent();
         try
         {
-            now = Now;
-            var token = Guid.NewGuid();
-            var claimed = new List<QueuedMessage>(Math.Min(max, 1024));
-            using (var reader = session.Commands.Get(Schema.Claim, null)
-                .With("$until", (now + lease).UtcTicks)
-                .With("$token", token)
-                .With("$queue", queue)
-                .With("$now", now.UtcTicks)
-                .With("$max", max)
-                .ExecuteReader())
+            return ClaimRows(session, null, Schema.Claim, queue, max, lease, Now);
+        }
+        catch
+        {
+            session.Broken = true;
+            throw;
+        }
+        finally
+        {
+            EndWrite(session);
+        }
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(policy);
+        if (policy is { OldestFirst: false, MaxInFlight: null, RateLimit: null })
+        {
+            return await ClaimAsync(queue, max, lease, cancellationToken);
+        }
+
+        if (policy.RateLimit is { } limit && (!(limit.PermitsPerSecond > 0) || limit.Burst < 1))
+        {
+            throw new ArgumentException($"A rate limit needs positive permits per second and a burst of at least 1; got {limit}.", nameof(policy));
+        }
+
+        // Reads first: an idle poll, or one at the concurrency limit, never takes the write lock.
+        if (!Read(session => AnyVisible(session, queue, Now) && (policy.MaxInFlight is not { } most || CountLiveLeases(session, null, queue, Now) < most)))
+        {
+            return [];
+        }
+
+        await _writeGate.WaitAsync(cancellationToken);
+        var session = Rent();
+        try
+        {
+            // BEGIN IMMEDIATE: the count of live leases and the bucket hold until the claim commits, in every process.
+            using var transaction = session.Connection.BeginTransaction(deferred: false);
+            var now = Now;
+            var allowed = max;
+            if (policy.MaxInFlight is { } maxInFlight)
             {
-                while (reader.Read())
-                {
-                    claimed.Add(new QueuedMessage
-                    {
-                        Id = reader.GetInt64(0),
-                        Priority = reader.GetInt32(1),
-                        Attempt = reader.GetInt32(2),
-                        History = SqliteMapping.ReadHistory(reader, 3),
-                        Envelope = SqliteMapping.ReadEnvelope(reader, 4),
-                        Queue = queue,
-                        LeaseToken = token,
-                    });
-                }
+                allowed = (int)Math.Min(allowed, maxInFlight - CountLiveLeases(session, transaction, queue, now));
             }
 
-            claimed.Sort(static (a, b) => a.Priority != b.Priority ? b.Priority.CompareTo(a.Priority) : a.Id.CompareTo(b.Id));
+            var (tokens, refilledAt) = (0d, now.UtcTicks);
+            if (policy.RateLimit is { } rate)
+            {
+                (tokens, refilledAt) = RefillBucket(session, transaction, queue, rate, now);
+                allowed = (int)Math.Min(allowed, Math.Floor(tokens + TokenTolerance));
+            }
+
+            var claimed = allowed > 0
+                ? ClaimRows(session, transaction, policy.OldestFirst ? Schema.ClaimOldest : Schema.Claim, queue, allowed, lease, now)
+                : [];
+            if (policy.RateLimit is not null)
+            {
+                session.Commands.Get(Schema.SaveRateLimit, transaction)
+                    .With("$queue", queue)
+                    .With("$tokens", Math.Max(0, tokens - claimed.Count))
+                    .With("$refilled_at", refilledAt)
+                    .ExecuteNonQuery();
+            }
+
+            transaction.Commit();
             return claimed;
         }
         catch
@@ -236,6 +274,65 @@ public sealed class SqliteMessageStore : IMessageStore
         {
             EndWrite(session);
         }
+    }
+
+    /// <summary>Absorbs rounding in refills, so that 0.3 s at 10 per second is 3 permits, not 2.9999.</summary>
+    const double TokenTolerance = 1e-9;
+
+    bool AnyVisible(SqliteSession session, string queue, DateTimeOffset now) =>
+        session.Commands.Get(Schema.AnyVisible, null).With("$queue", queue).With("$now", now.UtcTicks).ExecuteScalar() is not null;
+
+    long CountLiveLeases(SqliteSession session, SqliteTransaction? transaction, string queue, DateTimeOffset now) =>
+        (long)session.Commands.Get(Schema.CountLiveLeases, transaction).With("$queue", queue).With("$now", now.UtcTicks).ExecuteScalar()!;
+
+    /// <summary>
+    /// The permits in the queue's token bucket at <paramref name="now"/>: what was left, plus the time since the last
+    /// refill at the policy's rate, at most its burst; and the refill time to store. A bucket never used starts full.
+    /// A clock behind the stored refill time (another process's clock ran ahead) adds nothing and keeps that time.
+    /// </summary>
+    (double Tokens, long RefilledAt) RefillBucket(SqliteSession session, SqliteTransaction transaction, string queue, RateLimit rate, DateTimeOffset now)
+    {
+        using var reader = session.Commands.Get(Schema.GetRateLimit, transaction).With("$queue", queue).ExecuteReader();
+        if (!reader.Read())
+        {
+            return (rate.Burst, now.UtcTicks);
+        }
+
+        var refilledAt = reader.GetInt64(1);
+        var elapsedTicks = Math.Max(0, now.UtcTicks - refilledAt);
+        return (Math.Min(rate.Burst, reader.GetDouble(0) + (elapsedTicks * rate.PermitsPerSecond / TimeSpan.TicksPerSecond)), Math.Max(refilledAt, now.UtcTicks));
+    }
+
+    /// <summary>Leases up to <paramref name="max"/> visible messages with <paramref name="claim"/>; highest priority first, then in queue order.</summary>
+    static List<QueuedMessage> ClaimRows(SqliteSession session, SqliteTransaction? transaction, string claim, string queue, int max, TimeSpan lease, DateTimeOffset now)
+    {
+        var token = Guid.NewGuid();
+        var claimed = new List<QueuedMessage>(Math.Min(max, 1024));
+        using (var reader = session.Commands.Get(claim, transaction)
+            .With("$until", (now + lease).UtcTicks)
+            .With("$token", token)
+            .With("$queue", queue)
+            .With("$now", now.UtcTicks)
+            .With("$max", max)
+            .ExecuteReader())
+        {
+            while (reader.Read())
+            {
+                claimed.Add(new QueuedMessage
+                {
+                    Id = reader.GetInt64(0),
+                    Priority = reader.GetInt32(1),
+                    Attempt = reader.GetInt32(2),
+                    History = SqliteMapping.ReadHistory(reader, 3),
+                    Envelope = SqliteMapping.ReadEnvelope(reader, 4),
+                    Queue = queue,
+                    LeaseToken = token,
+                });
+            }
+        }
+
+        claimed.Sort(static (a, b) => a.Priority != b.Priority ? b.Priority.CompareTo(a.Priority) : a.Id.CompareTo(b.Id));
+        return claimed;
     }
 
     /// <inheritdoc />
@@ -349,6 +446,12 @@ public sealed class SqliteMessageStore : IMessageStore
                     .WithEnvelope(letter.Envelope)
                     .ExecuteNonQuery();
                 session.Commands.Get(Schema.DeleteDeadLetter, transaction).With("$id", id).ExecuteNonQuery();
+                if (letter.Envelope.Headers.TryGetValue(JobHeaders.Batch, out var batchId))
+                {
+                    // Counted as failed in its batch; pending again until it finishes anew. A finished batch stays as it ended.
+                    session.Commands.Get(Schema.RecordBatchOutcomes, transaction).With("$id", batchId).With("$succeeded", 0).With("$failed", -1).ExecuteNonQuery();
+                }
+
                 return letter.Source;
             },
             cancellationToken);
@@ -482,6 +585,201 @@ public sealed class SqliteMessageStore : IMessageStore
             return items;
         }));
 
+    /// <inheritdoc />
+    public ValueTask<DbConnection> OpenReadConnectionAsync(CancellationToken cancellationToken)
+    {
+        var connection = OpenConnection();
+        try
+        {
+            using var readOnly = connection.CreateCommand();
+            readOnly.CommandText = "PRAGMA query_only = 1";
+            readOnly.ExecuteNonQuery();
+            return ValueTask.FromResult<DbConnection>(connection);
+        }
+        catch
+        {
+            connection.Dispose();
+            throw;
+        }
+    }
+
+    /// <inheritdoc />
+    public ValueTask<JobInfo?> GetJobAsync(Guid id, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(ReadSnapshot((session, transaction) =>
+        {
+            var now = Now.UtcTicks;
+            var job = session.Commands.Get(Schema.JobInQueue, transaction).With("$message_id", id).ReadAll(SqliteMapping.ReadQueueRow) is [var row, ..]
+                ? QueuedJob(row, now)
+                : session.Commands.Get(Schema.JobInInbox, transaction).With("$message_id", id).ReadFirst(SucceededJob)
+                    ?? (ReadDeadLetters(session.Commands.Get(Schema.JobInDeadLetters, transaction).With("$message_id", id)) is [var letter, ..] ? DeadJob(letter) : null);
+            return job is null ? null : WithProgress(session, transaction, job);
+        }));
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<JobInfo>> ListJobsAsync(JobQuery query, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        if (query.Max <= 0)
+        {
+            return ValueTask.FromResult<IReadOnlyList<JobInfo>>([]);
+        }
+
+        return ValueTask.FromResult<IReadOnlyList<JobInfo>>(ReadSnapshot((session, transaction) =>
+        {
+            var now = Now.UtcTicks;
+            var state = query.State;
+
+            // Each source lists its newest; the merge keeps the newest of all. A waiting or running job counts from when
+            // it was sent, a finished one from when it finished.
+            var found = new List<(DateTimeOffset At, JobInfo Job)>();
+            if (state is null or JobState.Scheduled or JobState.Enqueued or JobState.Processing)
+            {
+                var rows = session.Commands.Get(Schema.ListQueueJobs, transaction)
+                    .With("$queue", query.Queue)
+                    .With("$batch", query.BatchId)
+                    .With("$state", state switch { JobState.Scheduled => "scheduled", JobState.Enqueued => "enqueued", JobState.Processing => "processing", _ => null })
+                    .With("$now", now)
+                    .With("$max", query.Max)
+                    .ReadAll(SqliteMapping.ReadQueueRow);
+                found.AddRange(rows.Select(row => QueuedJob(row, now)).Select(job => (job.EnqueuedAt, job)));
+            }
+
+            if (state is null or JobState.Dead or JobState.Cancelled)
+            {
+                var letters = ReadDeadLetters(session.Commands.Get(Schema.ListDeadLetterJobs, transaction)
+                    .With("$queue", query.Queue)
+                    .With("$batch", query.BatchId)
+                    .With("$cancelled", state switch { JobState.Cancelled => 1, JobState.Dead => 0, _ => null })
+                    .With("$max", query.Max));
+                found.AddRange(letters.Select(DeadJob).Select(job => (job.FinishedAt!.Value, job)));
+            }
+
+            // The inbox keeps no headers, so a job that succeeded cannot be told to belong to a batch.
+            if (state is null or JobState.Succeeded && query.BatchId is null)
+            {
+                var handled = session.Commands.Get(Schema.ListInboxJobs, transaction).With("$queue", query.Queue).With("$max", query.Max).ReadAll(SucceededJob);
+                found.AddRange(handled.Select(job => (job.FinishedAt!.Value, job)));
+            }
+
+            return found.OrderByDescending(f => f.At).Take(query.Max).Select(f => WithProgress(session, transaction, f.Job)).ToList();
+        }));
+    }
+
+    static JobInfo QueuedJob(QueueRow row, long now)
+    {
+        var history = SqliteMapping.ParseHistory(row.History);
+        return new JobInfo
+        {
+            Id = row.Envelope.MessageId,
+            Queue = row.Queue,
+            Type = row.Envelope.MessageType,
+            State = row.VisibleAt <= now ? JobState.Enqueued : row.Leased ? JobState.Processing : JobState.Scheduled,
+            CorrelationId = row.Envelope.CorrelationId,
+            EnqueuedAt = row.Envelope.SentAt,
+            DueAt = SqliteMapping.FromTicks(row.VisibleAt),
+            AsOf = row.Envelope.AsOf,
+            Priority = row.Priority,
+            Attempts = row.Attempts,
+            Error = history.Count > 0 ? history[^1].Error : null,
+            BatchId = BatchOf(row.Envelope),
+            Headers = row.Envelope.Headers,
+            Body = row.Envelope.Body,
+            History = history,
+        };
+    }
+
+    /// <summary>Reads an inbox row: consumer, handled_at, message_type, correlation_id, sent_at, message_id.</summary>
+    static JobInfo SucceededJob(SqliteDataReader reader)
+    {
+        var handledAt = SqliteMapping.FromTicks(reader.GetInt64(1));
+        return new JobInfo
+        {
+            Id = reader.GetGuid(5),
+            Queue = reader.GetString(0),
+            Type = reader.IsDBNull(2) ? "?" : reader.GetString(2),
+            State = JobState.Succeeded,
+            CorrelationId = reader.IsDBNull(3) ? null : reader.GetString(3),
+            EnqueuedAt = reader.IsDBNull(4) ? handledAt : SqliteMapping.FromTicks(reader.GetInt64(4)),
+            FinishedAt = handledAt,
+            Body = null,
+        };
+    }
+
+    static JobInfo DeadJob(DeadLetter letter) => new()
+    {
+        Id = letter.Envelope.MessageId,
+        Queue = letter.Source,
+        Type = letter.Envelope.MessageType,
+        State = letter.Reason == DeadLetterReasons.Cancelled ? JobState.Cancelled : JobState.Dead,
+        CorrelationId = letter.Envelope.CorrelationId,
+        EnqueuedAt = letter.Envelope.SentAt,
+        FinishedAt = letter.DeadLetteredAt,
+        AsOf = letter.Envelope.AsOf,
+        Priority = letter.Priority,
+        Attempts = letter.Attempts,
+        Error = letter.Exception is { } exception ? letter.Reason + ": " + FirstLine(exception) : letter.Reason,
+        DeadLetterId = letter.Id,
+        BatchId = BatchOf(letter.Envelope),
+        Headers = letter.Envelope.Headers,
+        Body = letter.Envelope.Body,
+        History = letter.History,
+    };
+
+    static string FirstLine(string text)
+    {
+        var end = text.AsSpan().IndexOfAny('\r', '\n');
+        return end < 0 ? text : text[..end];
+    }
+
+    static string? BatchOf(Envelope envelope) => envelope.Headers.TryGetValue(JobHeaders.Batch, out var batch) ? batch : null;
+
+    JobInfo WithProgress(SqliteSession session, SqliteTransaction transaction, JobInfo job)
+    {
+        using var reader = session.Commands.Get(Schema.GetProgress, transaction).With("$job_id", job.Id).ExecuteReader();
+        return reader.Read() ? job with { Progress = reader.GetInt32(0), ProgressNote = reader.IsDBNull(1) ? null : reader.GetString(1) } : job;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<JobCancelOutcome> CancelJobAsync(Guid id, CancellationToken cancellationToken)
+    {
+        await using var transaction = (SqliteStoreTransaction)await BeginAsync(cancellationToken);
+        var outcome = await transaction.CancelJobAsync(id, cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+        return outcome;
+    }
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<Guid>> ReadCancellationsAsync(IReadOnlyList<Guid> ids, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        if (ids.Count == 0)
+        {
+            return ValueTask.FromResult<IReadOnlyList<Guid>>([]);
+        }
+
+        return ValueTask.FromResult<IReadOnlyList<Guid>>(Read(session =>
+            ids.Where(id => session.Commands.Get(Schema.HasCancellation, null).With("$job_id", id).ExecuteScalar() is not null).ToList()));
+    }
+
+    /// <inheritdoc />
+    public async ValueTask SaveJobProgressAsync(Guid id, int percent, string? note, CancellationToken cancellationToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(percent);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(percent, 100);
+        var at = Now.UtcTicks;
+        await WriteAsync(
+            (session, transaction) => session.Commands.Get(Schema.SaveProgress, transaction).With("$job_id", id).With("$percent", percent).With("$note", note).With("$at", at).ExecuteNonQuery(),
+            cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public ValueTask<JobBatchRecord?> GetBatchAsync(string id, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Read(session => session.Commands.Get(Schema.GetBatch, null).With("$id", id).ReadFirst(SqliteMapping.ReadBatch)));
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<RecurringJobRecord>> ListRecurringJobsAsync(CancellationToken cancellationToken) =>
+        ValueTask.FromResult<IReadOnlyList<RecurringJobRecord>>(Read(session => session.Commands.Get(Schema.ListRecurring, null).ReadAll(SqliteMapping.ReadRecurring)));
+
     T Read<T>(Func<SqliteSession, T> read)
     {
         var session = Rent();
@@ -499,6 +797,15 @@ public sealed class SqliteMessageStore : IMessageStore
             Return(session);
         }
     }
+
+    /// <summary>Several reads that see one snapshot of the file (a job moving between tables is seen in one place).</summary>
+    T ReadSnapshot<T>(Func<SqliteSession, SqliteTransaction, T> read) => Read(session =>
+    {
+        using var transaction = session.Connection.BeginTransaction(deferred: true);
+        var result = read(session, transaction);
+        transaction.Commit();
+        return result;
+    });
 
     async ValueTask<T> WriteAsync<T>(Func<SqliteSession, SqliteTransaction, T> write, CancellationToken cancellationToken)
     {

@@ -13,6 +13,12 @@ internal sealed class SqliteSchema
         Migrations = Quote(prefix + "schema_migrations");
         Sagas = Quote(prefix + "sagas");
         SagaLog = Quote(prefix + "saga_log");
+        UniqueKeys = Quote(prefix + "unique_keys");
+        Batches = Quote(prefix + "job_batches");
+        Recurring = Quote(prefix + "recurring_jobs");
+        Progress = Quote(prefix + "job_progress");
+        Cancellations = Quote(prefix + "job_cancellations");
+        RateLimits = Quote(prefix + "rate_limits");
         const string envelopeColumns = "message_id, message_type, correlation_id, causation_id, sent_at, as_of, headers, body";
 
         Versions =
@@ -116,6 +122,70 @@ internal sealed class SqliteSchema
                 answers BLOB);
             CREATE INDEX {Quote(prefix + "saga_log_transaction")} ON {SagaLog} (transaction_id, id);
             """,
+            $"""
+            CREATE INDEX {Quote(prefix + "queue_oldest")} ON {Queue} (queue, visible_at);
+            CREATE INDEX {Quote(prefix + "queue_leased")} ON {Queue} (queue, visible_at) WHERE lease_token IS NOT NULL;
+            CREATE INDEX {Quote(prefix + "queue_message_id")} ON {Queue} (message_id);
+            CREATE INDEX {Quote(prefix + "inbox_message_id")} ON {Inbox} (message_id);
+            CREATE INDEX {Quote(prefix + "dead_letters_message_id")} ON {DeadLetters} (message_id);
+            CREATE TABLE {UniqueKeys} (
+                key TEXT PRIMARY KEY,
+                job_id BLOB NOT NULL,
+                expires_at INTEGER NOT NULL);
+            CREATE TABLE {Batches} (
+                id TEXT PRIMARY KEY,
+                description TEXT,
+                total INTEGER NOT NULL DEFAULT 0,
+                pending INTEGER NOT NULL DEFAULT 0,
+                succeeded INTEGER NOT NULL DEFAULT 0,
+                failed INTEGER NOT NULL DEFAULT 0,
+                sealed INTEGER NOT NULL DEFAULT 0,
+                created_at INTEGER NOT NULL,
+                finished_at INTEGER,
+                on_success_queue TEXT,
+                on_success_priority INTEGER,
+                on_success_message_id BLOB,
+                on_success_message_type TEXT,
+                on_success_correlation_id TEXT,
+                on_success_causation_id BLOB,
+                on_success_sent_at INTEGER,
+                on_success_as_of INTEGER,
+                on_success_headers TEXT,
+                on_success_body BLOB,
+                on_complete_queue TEXT,
+                on_complete_priority INTEGER,
+                on_complete_message_id BLOB,
+                on_complete_message_type TEXT,
+                on_complete_correlation_id TEXT,
+                on_complete_causation_id BLOB,
+                on_complete_sent_at INTEGER,
+                on_complete_as_of INTEGER,
+                on_complete_headers TEXT,
+                on_complete_body BLOB);
+            CREATE TABLE {Recurring} (
+                name TEXT PRIMARY KEY,
+                cron TEXT NOT NULL,
+                time_zone TEXT NOT NULL,
+                queue TEXT NOT NULL,
+                message_type TEXT NOT NULL,
+                body BLOB NOT NULL,
+                priority INTEGER NOT NULL DEFAULT 0,
+                misfire TEXT NOT NULL,
+                next_at INTEGER NOT NULL,
+                last_at INTEGER);
+            CREATE TABLE {Progress} (
+                job_id BLOB PRIMARY KEY,
+                percent INTEGER NOT NULL,
+                note TEXT,
+                updated_at INTEGER NOT NULL);
+            CREATE TABLE {Cancellations} (
+                job_id BLOB PRIMARY KEY,
+                requested_at INTEGER NOT NULL);
+            CREATE TABLE {RateLimits} (
+                queue TEXT PRIMARY KEY,
+                tokens REAL NOT NULL,
+                refilled_at INTEGER NOT NULL);
+            """,
         ];
 
         CreateMigrations = $"CREATE TABLE IF NOT EXISTS {Migrations} (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)";
@@ -194,6 +264,92 @@ internal sealed class SqliteSchema
         FlowQueue = $"SELECT message_id, message_type, causation_id, sent_at, queue FROM {Queue} WHERE correlation_id = $correlation_id";
         FlowDeadLetters = $"SELECT message_id, message_type, causation_id, sent_at, source FROM {DeadLetters} WHERE correlation_id = $correlation_id";
         FlowLog = $"SELECT message_id, message_type, causation_id, sent_at, stream FROM {Log} WHERE correlation_id = $correlation_id";
+
+        ClaimOldest = $"""
+            UPDATE {Queue} SET visible_at = $until, lease_token = $token, attempts = attempts + 1
+            WHERE id IN (SELECT id FROM {Queue} WHERE queue = $queue AND visible_at <= $now ORDER BY visible_at, id LIMIT $max)
+            RETURNING id, priority, attempts, history, {envelopeColumns}
+            """;
+        CountLiveLeases = $"SELECT count(*) FROM {Queue} WHERE queue = $queue AND lease_token IS NOT NULL AND visible_at > $now";
+        GetRateLimit = $"SELECT tokens, refilled_at FROM {RateLimits} WHERE queue = $queue";
+        SaveRateLimit = $"""
+            INSERT INTO {RateLimits} (queue, tokens, refilled_at) VALUES ($queue, $tokens, $refilled_at)
+            ON CONFLICT (queue) DO UPDATE SET tokens = excluded.tokens, refilled_at = excluded.refilled_at
+            """;
+
+        ReserveUniqueKey = $"""
+            INSERT INTO {UniqueKeys} (key, job_id, expires_at) VALUES ($key, $job_id, $expires_at)
+            ON CONFLICT (key) DO UPDATE SET job_id = excluded.job_id, expires_at = excluded.expires_at WHERE expires_at <= $now
+            """;
+        UniqueKeyHolder = $"SELECT job_id FROM {UniqueKeys} WHERE key = $key";
+
+        const string batchColumns = "id, description, total, pending, succeeded, failed, sealed, created_at, finished_at, "
+            + "on_success_queue, on_success_priority, on_success_message_id, on_success_message_type, on_success_correlation_id, on_success_causation_id, on_success_sent_at, on_success_as_of, on_success_headers, on_success_body, "
+            + "on_complete_queue, on_complete_priority, on_complete_message_id, on_complete_message_type, on_complete_correlation_id, on_complete_causation_id, on_complete_sent_at, on_complete_as_of, on_complete_headers, on_complete_body";
+        CreateBatch = $"""
+            INSERT INTO {Batches} ({batchColumns})
+            VALUES ($id, $description, 0, 0, 0, 0, 0, $created_at, NULL,
+                $on_success_queue, $on_success_priority, $on_success_message_id, $on_success_message_type, $on_success_correlation_id, $on_success_causation_id, $on_success_sent_at, $on_success_as_of, $on_success_headers, $on_success_body,
+                $on_complete_queue, $on_complete_priority, $on_complete_message_id, $on_complete_message_type, $on_complete_correlation_id, $on_complete_causation_id, $on_complete_sent_at, $on_complete_as_of, $on_complete_headers, $on_complete_body)
+            ON CONFLICT (id) DO NOTHING
+            """;
+        GetBatch = $"SELECT {batchColumns} FROM {Batches} WHERE id = $id";
+        AddToBatch = $"UPDATE {Batches} SET total = total + $count, pending = pending + $count WHERE id = $id AND finished_at IS NULL";
+        RecordBatchOutcomes = $"""
+            UPDATE {Batches} SET pending = pending - ($succeeded + $failed), succeeded = succeeded + $succeeded, failed = failed + $failed
+            WHERE id = $id AND finished_at IS NULL
+            """;
+        SealBatch = $"UPDATE {Batches} SET sealed = 1 WHERE id = $id";
+        FinishBatch = $"UPDATE {Batches} SET finished_at = $now WHERE id = $id AND sealed = 1 AND pending <= 0 AND finished_at IS NULL RETURNING {batchColumns}";
+
+        const string recurringColumns = "name, cron, time_zone, queue, message_type, body, priority, misfire, next_at, last_at";
+        UpsertRecurring = $"""
+            INSERT INTO {Recurring} ({recurringColumns}) VALUES ($name, $cron, $time_zone, $queue, $message_type, $body, $priority, $misfire, $next_at, $last_at)
+            ON CONFLICT (name) DO UPDATE SET
+                next_at = CASE WHEN cron = excluded.cron AND time_zone = excluded.time_zone THEN next_at ELSE excluded.next_at END,
+                cron = excluded.cron, time_zone = excluded.time_zone, queue = excluded.queue, message_type = excluded.message_type,
+                body = excluded.body, priority = excluded.priority, misfire = excluded.misfire
+            """;
+        LoadDueRecurring = $"SELECT {recurringColumns} FROM {Recurring} WHERE next_at <= $now ORDER BY next_at, name";
+        ListRecurring = $"SELECT {recurringColumns} FROM {Recurring} ORDER BY name";
+        AdvanceRecurring = $"UPDATE {Recurring} SET next_at = $next_at, last_at = coalesce($last_at, last_at) WHERE name = $name AND next_at = $expected";
+        RemoveRecurring = $"DELETE FROM {Recurring} WHERE name = $name";
+
+        SaveProgress = $"""
+            INSERT INTO {Progress} (job_id, percent, note, updated_at) VALUES ($job_id, $percent, $note, $at)
+            ON CONFLICT (job_id) DO UPDATE SET percent = excluded.percent, note = excluded.note, updated_at = excluded.updated_at
+            """;
+        GetProgress = $"SELECT percent, note FROM {Progress} WHERE job_id = $job_id";
+        ForgetProgress = $"DELETE FROM {Progress} WHERE job_id = $job_id";
+        RequestCancellation = $"INSERT INTO {Cancellations} (job_id, requested_at) VALUES ($job_id, $at) ON CONFLICT (job_id) DO NOTHING";
+        HasCancellation = $"SELECT 1 FROM {Cancellations} WHERE job_id = $job_id";
+        ForgetCancellation = $"DELETE FROM {Cancellations} WHERE job_id = $job_id";
+
+        // Jobs are queue messages: a job is read back from the queue, then the inbox, then the dead letters.
+        const string queueJobColumns = "id, queue, priority, visible_at, attempts, lease_token, history";
+        const string deadLetterColumns = "id, source, priority, reason, exception, attempts, history, dead_lettered_at, log_position";
+        const string inboxJobColumns = "consumer, handled_at, message_type, correlation_id, sent_at, message_id";
+        const string batchOf = $"json_extract(headers, '$.\"{Storage.JobHeaders.Batch}\"')";
+        JobInQueue = $"SELECT {queueJobColumns}, {envelopeColumns} FROM {Queue} WHERE message_id = $message_id ORDER BY id";
+        JobInInbox = $"SELECT {inboxJobColumns} FROM {Inbox} WHERE message_id = $message_id ORDER BY handled_at DESC LIMIT 1";
+        JobInDeadLetters = $"SELECT {deadLetterColumns}, {envelopeColumns} FROM {DeadLetters} WHERE message_id = $message_id AND log_position IS NULL ORDER BY id DESC LIMIT 1";
+        ListQueueJobs = $"""
+            SELECT {queueJobColumns}, {envelopeColumns} FROM {Queue}
+            WHERE ($queue IS NULL OR queue = $queue) AND ($batch IS NULL OR {batchOf} = $batch)
+              AND ($state IS NULL
+                   OR ($state = 'scheduled' AND lease_token IS NULL AND visible_at > $now)
+                   OR ($state = 'enqueued' AND visible_at <= $now)
+                   OR ($state = 'processing' AND lease_token IS NOT NULL AND visible_at > $now))
+            ORDER BY sent_at DESC, id DESC LIMIT $max
+            """;
+        ListInboxJobs = $"SELECT {inboxJobColumns} FROM {Inbox} WHERE ($queue IS NULL OR consumer = $queue) ORDER BY handled_at DESC LIMIT $max";
+        ListDeadLetterJobs = $"""
+            SELECT {deadLetterColumns}, {envelopeColumns} FROM {DeadLetters}
+            WHERE log_position IS NULL AND ($queue IS NULL OR source = $queue) AND ($batch IS NULL OR {batchOf} = $batch)
+              AND ($cancelled IS NULL OR (reason = '{Storage.DeadLetterReasons.Cancelled}') = $cancelled)
+            ORDER BY id DESC LIMIT $max
+            """;
+        DeleteQueued = $"DELETE FROM {Queue} WHERE id = $id";
     }
 
     public string Sagas { get; }
@@ -213,6 +369,43 @@ internal sealed class SqliteSchema
     public string FlowQueue { get; }
     public string FlowDeadLetters { get; }
     public string FlowLog { get; }
+
+    public string UniqueKeys { get; }
+    public string Batches { get; }
+    public string Recurring { get; }
+    public string Progress { get; }
+    public string Cancellations { get; }
+    public string RateLimits { get; }
+    public string ClaimOldest { get; }
+    public string CountLiveLeases { get; }
+    public string GetRateLimit { get; }
+    public string SaveRateLimit { get; }
+    public string ReserveUniqueKey { get; }
+    public string UniqueKeyHolder { get; }
+    public string CreateBatch { get; }
+    public string GetBatch { get; }
+    public string AddToBatch { get; }
+    public string RecordBatchOutcomes { get; }
+    public string SealBatch { get; }
+    public string FinishBatch { get; }
+    public string UpsertRecurring { get; }
+    public string LoadDueRecurring { get; }
+    public string ListRecurring { get; }
+    public string AdvanceRecurring { get; }
+    public string RemoveRecurring { get; }
+    public string SaveProgress { get; }
+    public string GetProgress { get; }
+    public string ForgetProgress { get; }
+    public string RequestCancellation { get; }
+    public string HasCancellation { get; }
+    public string ForgetCancellation { get; }
+    public string JobInQueue { get; }
+    public string JobInInbox { get; }
+    public string JobInDeadLetters { get; }
+    public string ListQueueJobs { get; }
+    public string ListInboxJobs { get; }
+    public string ListDeadLetterJobs { get; }
+    public string DeleteQueued { get; }
 
     public const string Savepoint = "SAVEPOINT converge_item";
     public const string RollbackToSavepoint = "ROLLBACK TO converge_item";

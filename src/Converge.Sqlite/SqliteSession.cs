@@ -193,12 +193,114 @@ internal static class SqliteMapping
     }
 
     public static IReadOnlyList<AttemptRecord> ReadHistory(SqliteDataReader reader, int ordinal) =>
-        reader.IsDBNull(ordinal) ? [] : JsonSerializer.Deserialize<List<AttemptRecord>>(reader.GetString(ordinal), Json) ?? [];
+        ParseHistory(reader.IsDBNull(ordinal) ? null : reader.GetString(ordinal));
+
+    public static IReadOnlyList<AttemptRecord> ParseHistory(string? history) =>
+        history is null ? [] : JsonSerializer.Deserialize<List<AttemptRecord>>(history, Json) ?? [];
+
+    /// <summary>Reads a queue row as a job sees it: id, queue, priority, visible_at, attempts, lease_token, history, then the envelope.</summary>
+    public static QueueRow ReadQueueRow(SqliteDataReader reader) => new(
+        reader.GetInt64(0),
+        reader.GetString(1),
+        reader.GetInt32(2),
+        reader.GetInt64(3),
+        reader.GetInt32(4),
+        !reader.IsDBNull(5),
+        reader.IsDBNull(6) ? null : reader.GetString(6),
+        ReadEnvelope(reader, 7));
 
     public static DateTimeOffset FromTicks(long ticks) => new(ticks, TimeSpan.Zero);
+
+    static readonly string[] CallbackSuffixes = ["queue", "priority", "message_id", "message_type", "correlation_id", "causation_id", "sent_at", "as_of", "headers", "body"];
+    static readonly string[] OnSuccessNames = [.. CallbackSuffixes.Select(c => "$on_success_" + c)];
+    static readonly string[] OnCompleteNames = [.. CallbackSuffixes.Select(c => "$on_complete_" + c)];
+
+    /// <summary>Binds a batch: its id, description, creation time and both callbacks (absent ones as nulls).</summary>
+    public static SqliteCommand WithBatch(this SqliteCommand command, JobBatchRecord batch) => command
+        .With("$id", batch.Id)
+        .With("$description", batch.Description)
+        .With("$created_at", batch.CreatedAt.UtcTicks)
+        .WithCallback(OnSuccessNames, batch.OnSuccess)
+        .WithCallback(OnCompleteNames, batch.OnComplete);
+
+    static SqliteCommand WithCallback(this SqliteCommand command, string[] names, OutgoingMessage? message)
+    {
+        var envelope = message?.Envelope;
+        return command
+            .With(names[0], message?.Queue)
+            .With(names[1], message?.Priority)
+            .With(names[2], envelope?.MessageId)
+            .With(names[3], envelope?.MessageType)
+            .With(names[4], envelope?.CorrelationId)
+            .With(names[5], envelope?.CausationId)
+            .With(names[6], envelope?.SentAt.UtcTicks)
+            .With(names[7], envelope?.AsOf?.UtcTicks)
+            .With(names[8], envelope is null || envelope.Headers.Count == 0 ? null : JsonSerializer.Serialize(envelope.Headers, Json))
+            .With(names[9], envelope is null ? null : ToArray(envelope.Body));
+    }
+
+    /// <summary>Reads a batch row: its nine own columns, then ten columns of each callback.</summary>
+    public static JobBatchRecord ReadBatch(SqliteDataReader reader) => new()
+    {
+        Id = reader.GetString(0),
+        Description = reader.IsDBNull(1) ? null : reader.GetString(1),
+        Total = reader.GetInt64(2),
+        Pending = reader.GetInt64(3),
+        Succeeded = reader.GetInt64(4),
+        Failed = reader.GetInt64(5),
+        Sealed = reader.GetInt64(6) != 0,
+        CreatedAt = FromTicks(reader.GetInt64(7)),
+        FinishedAt = reader.IsDBNull(8) ? null : FromTicks(reader.GetInt64(8)),
+        OnSuccess = ReadCallback(reader, 9),
+        OnComplete = ReadCallback(reader, 19),
+    };
+
+    static OutgoingMessage? ReadCallback(SqliteDataReader reader, int first) =>
+        reader.IsDBNull(first) ? null : new OutgoingMessage(reader.GetString(first), ReadEnvelope(reader, first + 2), Priority: reader.GetInt32(first + 1));
+
+    public static SqliteCommand WithRecurring(this SqliteCommand command, RecurringJobRecord schedule) => command
+        .With("$name", schedule.Name)
+        .With("$cron", schedule.Cron)
+        .With("$time_zone", schedule.TimeZone)
+        .With("$queue", schedule.Queue)
+        .With("$message_type", schedule.MessageType)
+        .With("$body", ToArray(schedule.Body))
+        .With("$priority", schedule.Priority)
+        .With("$misfire", MisfireText(schedule.Misfire))
+        .With("$next_at", schedule.NextAt.UtcTicks)
+        .With("$last_at", schedule.LastAt?.UtcTicks);
+
+    /// <summary>Reads a recurring schedule: name, cron, time_zone, queue, message_type, body, priority, misfire, next_at, last_at.</summary>
+    public static RecurringJobRecord ReadRecurring(SqliteDataReader reader) => new()
+    {
+        Name = reader.GetString(0),
+        Cron = reader.GetString(1),
+        TimeZone = reader.GetString(2),
+        Queue = reader.GetString(3),
+        MessageType = reader.GetString(4),
+        Body = (byte[])reader.GetValue(5),
+        Priority = reader.GetInt32(6),
+        Misfire = reader.GetString(7) switch
+        {
+            "skip" => MisfirePolicy.Skip,
+            _ => MisfirePolicy.RunOnce,
+        },
+        NextAt = FromTicks(reader.GetInt64(8)),
+        LastAt = reader.IsDBNull(9) ? null : FromTicks(reader.GetInt64(9)),
+    };
+
+    static string MisfireText(MisfirePolicy misfire) => misfire switch
+    {
+        MisfirePolicy.Skip => "skip",
+        MisfirePolicy.RunOnce => "run-once",
+        _ => throw new ArgumentOutOfRangeException(nameof(misfire), misfire, "Unknown misfire policy."),
+    };
 
     static byte[] ToArray(ReadOnlyMemory<byte> body) =>
         System.Runtime.InteropServices.MemoryMarshal.TryGetArray(body, out var segment) && segment.Offset == 0 && segment.Count == segment.Array!.Length
             ? segment.Array
             : body.ToArray();
 }
+
+/// <summary>A queue row with its history as stored (a cancelled job carries it to the dead letters unchanged).</summary>
+internal sealed record QueueRow(long Id, string Queue, int Priority, long VisibleAt, int Attempts, bool Leased, string? History, Envelope Envelope);

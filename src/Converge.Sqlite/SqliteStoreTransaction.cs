@@ -245,6 +245,133 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
         return ValueTask.FromResult(command.ExecuteNonQuery());
     }
 
+    public ValueTask<Guid?> TryReserveUniqueKeyAsync(string key, Guid jobId, DateTimeOffset expiresAt, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        var reserved = Command(Sql.ReserveUniqueKey)
+            .With("$key", key)
+            .With("$job_id", jobId)
+            .With("$expires_at", expiresAt.UtcTicks)
+            .With("$now", _store.Now.UtcTicks)
+            .ExecuteNonQuery() == 1;
+        if (reserved)
+        {
+            return ValueTask.FromResult<Guid?>(null);
+        }
+
+        using var reader = Command(Sql.UniqueKeyHolder).With("$key", key).ExecuteReader();
+        return ValueTask.FromResult<Guid?>(reader.Read() ? reader.GetGuid(0) : null);
+    }
+
+    public ValueTask<bool> CreateBatchAsync(JobBatchRecord batch, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        return ValueTask.FromResult(Command(Sql.CreateBatch).WithBatch(batch).ExecuteNonQuery() == 1);
+    }
+
+    public ValueTask AddToBatchAsync(string batchId, int count, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(batchId);
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        if (Command(Sql.AddToBatch).With("$id", batchId).With("$count", count).ExecuteNonQuery() == 0)
+        {
+            var batch = Command(Sql.GetBatch).With("$id", batchId).ReadFirst(SqliteMapping.ReadBatch);
+            throw new InvalidOperationException(batch is null
+                ? $"There is no batch '{batchId}'. Start it with IJobClient.StartBatchAsync before adding jobs to it."
+                : $"Batch '{batchId}' finished at {batch.FinishedAt:O}; a finished batch takes no more jobs. Start a new batch.");
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask<JobBatchRecord?> RecordBatchOutcomesAsync(string batchId, int succeeded, int failed, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(batchId);
+
+        // A finished batch keeps its counts: only a job retried before it finished was re-opened in it.
+        var recorded = Command(Sql.RecordBatchOutcomes).With("$id", batchId).With("$succeeded", succeeded).With("$failed", failed).ExecuteNonQuery() == 1;
+        return ValueTask.FromResult(recorded ? FinishBatch(batchId) : null);
+    }
+
+    public ValueTask<JobBatchRecord?> SealBatchAsync(string batchId, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(batchId);
+        var sealedNow = Command(Sql.SealBatch).With("$id", batchId).ExecuteNonQuery() == 1;
+        return ValueTask.FromResult(sealedNow ? FinishBatch(batchId) : null);
+    }
+
+    /// <summary>Marks the batch finished if it is sealed and nothing is pending; the batch when this call finished it.</summary>
+    JobBatchRecord? FinishBatch(string batchId) =>
+        Command(Sql.FinishBatch).With("$id", batchId).With("$now", _store.Now.UtcTicks).ReadFirst(SqliteMapping.ReadBatch);
+
+    public ValueTask UpsertRecurringJobAsync(RecurringJobRecord schedule, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(schedule);
+        Command(Sql.UpsertRecurring).WithRecurring(schedule).ExecuteNonQuery();
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask<IReadOnlyList<RecurringJobRecord>> LoadDueRecurringJobsAsync(DateTimeOffset now, CancellationToken cancellationToken) =>
+        ValueTask.FromResult<IReadOnlyList<RecurringJobRecord>>(Command(Sql.LoadDueRecurring).With("$now", now.UtcTicks).ReadAll(SqliteMapping.ReadRecurring));
+
+    public ValueTask<bool> AdvanceRecurringJobAsync(string name, DateTimeOffset expectedNextAt, DateTimeOffset nextAt, DateTimeOffset? lastAt, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Command(Sql.AdvanceRecurring)
+            .With("$name", name)
+            .With("$expected", expectedNextAt.UtcTicks)
+            .With("$next_at", nextAt.UtcTicks)
+            .With("$last_at", lastAt?.UtcTicks)
+            .ExecuteNonQuery() == 1);
+
+    public ValueTask<bool> RemoveRecurringJobAsync(string name, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Command(Sql.RemoveRecurring).With("$name", name).ExecuteNonQuery() == 1);
+
+    public ValueTask ForgetJobStateAsync(IReadOnlyList<Guid> jobIds, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(jobIds);
+        foreach (var id in jobIds)
+        {
+            Command(Sql.ForgetProgress).With("$job_id", id).ExecuteNonQuery();
+            Command(Sql.ForgetCancellation).With("$job_id", id).ExecuteNonQuery();
+        }
+
+        return ValueTask.CompletedTask;
+    }
+
+    /// <summary>
+    /// Cancels job <paramref name="id"/>: each waiting copy moves to the dead letters as cancelled and counts as a failure in
+    /// its batch (enqueueing the batch's callbacks when that finishes it); a copy under a live lease is flagged for its worker.
+    /// </summary>
+    internal async ValueTask<JobCancelOutcome> CancelJobAsync(Guid id, CancellationToken cancellationToken)
+    {
+        var now = _store.Now.UtcTicks;
+        var rows = Command(Sql.JobInQueue).With("$message_id", id).ReadAll(SqliteMapping.ReadQueueRow);
+        if (rows.Count == 0)
+        {
+            return JobCancelOutcome.NotFound;
+        }
+
+        var requested = false;
+        foreach (var row in rows)
+        {
+            if (row.Leased && row.VisibleAt > now)
+            {
+                Command(Sql.RequestCancellation).With("$job_id", id).With("$at", now).ExecuteNonQuery();
+                requested = true;
+                continue;
+            }
+
+            Command(Sql.DeleteQueued).With("$id", row.Id).ExecuteNonQuery();
+            InsertDeadLetter(row.Queue, row.Envelope, row.Priority, DeadLetterReasons.Cancelled, null, row.Attempts, row.History, null);
+            if (row.Envelope.Headers.TryGetValue(JobHeaders.Batch, out var batchId)
+                && await RecordBatchOutcomesAsync(batchId, 0, 1, cancellationToken) is { } finished)
+            {
+                await Jobs.JobClient.EnqueueCallbacksAsync(this, finished, cancellationToken);
+            }
+        }
+
+        return requested ? JobCancelOutcome.Requested : JobCancelOutcome.Cancelled;
+    }
+
     public ValueTask SavepointAsync(CancellationToken cancellationToken)
     {
         Command(SqliteSchema.Savepoint).ExecuteNonQuery();

@@ -124,7 +124,11 @@ public sealed record JobQuery
     /// <summary>Only this state; <c>null</c> for every state.</summary>
     public JobState? State { get; init; }
 
-    /// <summary>Only this batch; <c>null</c> for any.</summary>
+    /// <summary>
+    /// Only this batch; <c>null</c> for any. The batch is read from the job's headers, which the inbox does not keep:
+    /// a filtered list holds the batch's waiting, running, dead and cancelled jobs, never its succeeded ones (the
+    /// batch's counters have those).
+    /// </summary>
     public string? BatchId { get; init; }
 
     /// <summary>At most this many, newest first. Default 50.</summary>

@@ -43,6 +43,15 @@ public sealed class RacingStore(IMessageStore inner, Func<SagaInstance, bool> lo
     public ValueTask<IReadOnlyList<SagaCount>> CountSagasAsync(CancellationToken cancellationToken) => inner.CountSagasAsync(cancellationToken);
     public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) => inner.ReadSagaLogAsync(transactionId, cancellationToken);
     public ValueTask<IReadOnlyList<FlowItem>> ReadFlowAsync(string correlationId, CancellationToken cancellationToken) => inner.ReadFlowAsync(correlationId, cancellationToken);
+    public ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken) => inner.ClaimAsync(queue, max, lease, policy, cancellationToken);
+    public ValueTask<DbConnection> OpenReadConnectionAsync(CancellationToken cancellationToken) => inner.OpenReadConnectionAsync(cancellationToken);
+    public ValueTask<JobInfo?> GetJobAsync(Guid id, CancellationToken cancellationToken) => inner.GetJobAsync(id, cancellationToken);
+    public ValueTask<IReadOnlyList<JobInfo>> ListJobsAsync(JobQuery query, CancellationToken cancellationToken) => inner.ListJobsAsync(query, cancellationToken);
+    public ValueTask<JobCancelOutcome> CancelJobAsync(Guid id, CancellationToken cancellationToken) => inner.CancelJobAsync(id, cancellationToken);
+    public ValueTask<IReadOnlyList<Guid>> ReadCancellationsAsync(IReadOnlyList<Guid> ids, CancellationToken cancellationToken) => inner.ReadCancellationsAsync(ids, cancellationToken);
+    public ValueTask SaveJobProgressAsync(Guid id, int percent, string? note, CancellationToken cancellationToken) => inner.SaveJobProgressAsync(id, percent, note, cancellationToken);
+    public ValueTask<JobBatchRecord?> GetBatchAsync(string id, CancellationToken cancellationToken) => inner.GetBatchAsync(id, cancellationToken);
+    public ValueTask<IReadOnlyList<RecurringJobRecord>> ListRecurringJobsAsync(CancellationToken cancellationToken) => inner.ListRecurringJobsAsync(cancellationToken);
     public ValueTask DisposeAsync() => inner.DisposeAsync();
 
     sealed class RacingTransaction(RacingStore store, IStoreTransaction inner) : IStoreTransaction
@@ -80,6 +89,16 @@ public sealed class RacingStore(IMessageStore inner, Func<SagaInstance, bool> lo
         public ValueTask RollbackToSavepointAsync(CancellationToken cancellationToken) => inner.RollbackToSavepointAsync(cancellationToken);
         public ValueTask ReleaseSavepointAsync(CancellationToken cancellationToken) => inner.ReleaseSavepointAsync(cancellationToken);
         public void OnCommitted(Action callback) => inner.OnCommitted(callback);
+        public ValueTask<Guid?> TryReserveUniqueKeyAsync(string key, Guid jobId, DateTimeOffset expiresAt, CancellationToken cancellationToken) => inner.TryReserveUniqueKeyAsync(key, jobId, expiresAt, cancellationToken);
+        public ValueTask<bool> CreateBatchAsync(JobBatchRecord batch, CancellationToken cancellationToken) => inner.CreateBatchAsync(batch, cancellationToken);
+        public ValueTask AddToBatchAsync(string batchId, int count, CancellationToken cancellationToken) => inner.AddToBatchAsync(batchId, count, cancellationToken);
+        public ValueTask<JobBatchRecord?> RecordBatchOutcomesAsync(string batchId, int succeeded, int failed, CancellationToken cancellationToken) => inner.RecordBatchOutcomesAsync(batchId, succeeded, failed, cancellationToken);
+        public ValueTask<JobBatchRecord?> SealBatchAsync(string batchId, CancellationToken cancellationToken) => inner.SealBatchAsync(batchId, cancellationToken);
+        public ValueTask UpsertRecurringJobAsync(RecurringJobRecord schedule, CancellationToken cancellationToken) => inner.UpsertRecurringJobAsync(schedule, cancellationToken);
+        public ValueTask<IReadOnlyList<RecurringJobRecord>> LoadDueRecurringJobsAsync(DateTimeOffset now, CancellationToken cancellationToken) => inner.LoadDueRecurringJobsAsync(now, cancellationToken);
+        public ValueTask<bool> AdvanceRecurringJobAsync(string name, DateTimeOffset expectedNextAt, DateTimeOffset nextAt, DateTimeOffset? lastAt, CancellationToken cancellationToken) => inner.AdvanceRecurringJobAsync(name, expectedNextAt, nextAt, lastAt, cancellationToken);
+        public ValueTask<bool> RemoveRecurringJobAsync(string name, CancellationToken cancellationToken) => inner.RemoveRecurringJobAsync(name, cancellationToken);
+        public ValueTask ForgetJobStateAsync(IReadOnlyList<Guid> jobIds, CancellationToken cancellationToken) => inner.ForgetJobStateAsync(jobIds, cancellationToken);
         public ValueTask CommitAsync(CancellationToken cancellationToken = default) => inner.CommitAsync(cancellationToken);
         public ValueTask DisposeAsync() => inner.DisposeAsync();
     }
