@@ -26,7 +26,7 @@ public sealed class BatchTests : IAsyncLifetime
         OnComplete = new Tick(id + ":complete"),
     };
 
-    async Task<JobBatchRecord> WaitForFinishAsync(ConvergeTestHost host, string id)
+    static async Task<JobBatchRecord> WaitForFinishAsync(ConvergeTestHost host, string id)
     {
         JobBatchRecord? batch = null;
         await JobsFixture.WaitUntilAsync(async () => (batch = await host.Jobs.GetBatchAsync(id))?.FinishedAt is not null, $"batch {id} to finish");
@@ -50,7 +50,7 @@ public sealed class BatchTests : IAsyncLifetime
         var batch = await WaitForFinishAsync(host, "b1");
 
         Assert.Equal((5L, 0L, 5L, 0L), (batch.Total, batch.Pending, batch.Succeeded, batch.Failed));
-        Assert.Equal(["b1:success", "b1:complete"], _log.Ticks.Select(t => t.Job.Name).Order());
+        Assert.Equal(["b1:complete", "b1:success"], _log.Ticks.Select(t => t.Job.Name).Order());
         Assert.Equal(5, _log.Runs.Count);
     }
 

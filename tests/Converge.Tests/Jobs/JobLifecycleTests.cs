@@ -85,7 +85,7 @@ public sealed class JobLifecycleTests : IAsyncLifetime
         Assert.Equal(DeadLetterReasons.PermanentFailure, dead!.Error?.Split(':')[0]);
         Assert.NotNull(dead.DeadLetterId);
         Assert.True(await host.Store.RetryDeadLetterAsync(dead.DeadLetterId!.Value, CancellationToken.None));
-        await JobsFixture.WaitUntilAsync(async () => (await host.Jobs.GetAsync(job.Id))?.State == JobState.Dead && (await host.Jobs.GetAsync(job.Id))?.DeadLetterId != dead.DeadLetterId, "the retried job to run and die again");
+        await JobsFixture.WaitUntilAsync(async () => _log.Runs.Count == 2 && (await host.Jobs.GetAsync(job.Id))?.State == JobState.Dead, "the retried job to run and die again");
     }
 
     [Fact]

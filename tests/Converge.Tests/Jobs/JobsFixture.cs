@@ -54,12 +54,12 @@ public sealed class WorkHandler(JobLog log, HostName host) : IJobHandler<Work>
 {
     public Task ExecuteAsync(Work job, JobContext context, CancellationToken cancellationToken)
     {
+        log.Ran(host.Value, job, context.AsOf);
         if (job.Kind == "fail")
         {
             throw new HandlerFailureException($"job {job.N} fails for good", nonRetryable: true);
         }
 
-        log.Ran(host.Value, job, context.AsOf);
         if (job.Kind == "child" && context.BatchId is { } batch)
         {
             context.Enqueue(new Work(job.N * 100), new JobOptions { BatchId = batch });
@@ -124,7 +124,12 @@ internal static class JobsFixture
             },
             services => services.AddSingleton(log).AddSingleton(new HostName(name)));
 
-    public static string NewPath() => Path.Combine(Path.GetTempPath(), "converge-jobs-" + Guid.NewGuid().ToString("N"), "jobs.db");
+    public static string NewPath()
+    {
+        var folder = Path.Combine(Path.GetTempPath(), "converge-jobs-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(folder);
+        return Path.Combine(folder, "jobs.db");
+    }
 
     public static void DeleteFolderOf(string path)
     {

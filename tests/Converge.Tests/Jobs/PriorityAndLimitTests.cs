@@ -67,7 +67,8 @@ public sealed class PriorityAndLimitTests : IAsyncLifetime
     {
         var order = await RunAllAsync(oldestFirstEvery: 0);
 
-        Assert.All(order.Take(200), k => Assert.Equal("high", k));
+        // A worker holds up to Concurrency + BatchSize claimed jobs (5 here), which may start in any order.
+        Assert.All(order.Take(195), k => Assert.Equal("high", k));
     }
 
     [Fact]

@@ -87,7 +87,9 @@ public sealed class RecurringJobTests : IAsyncLifetime
         var job = await host.Jobs.TriggerRecurringAsync("monthly");
         await JobsFixture.WaitUntilAsync(() => _log.Ticks.Count == 1, () => "the triggered occurrence");
 
-        Assert.Equal("monthly", (await host.Jobs.GetAsync(job.Id))!.Headers[JobHeaders.Recurring]);
+        Assert.False(job.Duplicate);
+        Assert.Equal(("monthly", _time.GetUtcNow()), (_log.Ticks[0].Job.Name, _log.Ticks[0].AsOf));
+        Assert.Equal(JobState.Succeeded, (await host.Jobs.GetAsync(job.Id))!.State);
         await Assert.ThrowsAsync<InvalidOperationException>(async () => await host.Jobs.TriggerRecurringAsync("nope"));
     }
 
