@@ -7,7 +7,7 @@ namespace Converge.Cli;
 
 /// <summary>
 /// The <c>converge</c> command line: <c>status</c>, <c>dead-letters list|retry|discard</c>, <c>sagas list|show</c>,
-/// <c>flow</c> and <c>bench messages|ceiling</c>. Every command prints a table, or one JSON object with <c>--json</c>.
+/// <c>jobs list|show|retry|cancel|batch|recurring</c>, <c>flow</c> and <c>bench messages|sagas|jobs|ceiling</c>. Every command prints a table, or one JSON object with <c>--json</c>.
 /// </summary>
 public static class CliApp
 {
@@ -50,6 +50,7 @@ public static class CliApp
         StatusCommand.Create(output),
         DeadLetterCommands.Create(output),
         SagaCommands.Create(output),
+        JobCommands.Create(output),
         FlowCommand.Create(output),
         BenchCommands.Create(output),
         DemoCommands.Create(output),
