@@ -5,15 +5,96 @@ using Converge.Sqlite;
 
 namespace Converge.Cli;
 
-/// <summary><c>converge bench messages|ceiling</c>: what the library and the disk can do here.</summary>
+/// <summary><c>converge bench messages|sagas|jobs|ceiling</c>: what the library and the disk can do here.</summary>
 internal static class BenchCommands
 {
-    public static Command Create(CliOutput output) => new("bench", "Measure end-to-end message throughput and latency, or the raw SQLite ceiling of this disk.")
+    public static Command Create(CliOutput output) => new("bench", "Measure end-to-end message, saga and background-job throughput, or the raw SQLite ceiling of this disk.")
     {
         Messages(output),
         Sagas(output),
+        Jobs(output),
         Ceiling(output),
     };
+
+    static Command Jobs(CliOutput output)
+    {
+        var count = new Option<int>("--count") { Description = "Jobs per run.", HelpName = "N", Required = true };
+        var db = new Option<string>("--db") { Description = "Where to put the database (a new file, recreated for every run and kept after the last). Default: a temporary file, deleted.", HelpName = "FILE" };
+        var runs = new Option<int>("--runs") { Description = "Measured runs, each on a fresh file; figures are medians.", HelpName = "N", DefaultValueFactory = _ => 1 };
+        var warmup = new Option<int>("--warmup") { Description = "Jobs of an unreported warm-up run first; at most --count; 0 to skip.", HelpName = "N", DefaultValueFactory = _ => 100_000 };
+        var concurrency = new Option<int>("--concurrency") { Description = "Jobs running at once in the worker (the queue's Concurrency).", HelpName = "N", DefaultValueFactory = _ => 64 };
+        var batchSize = new Option<int?>("--batch-size") { Description = "Jobs claimed at once (the queue's BatchSize). Default: the library's (256).", HelpName = "N" };
+        var durability = new Option<string>("--durability") { Description = "full (default: every commit reaches the disk) or normal.", HelpName = "full|normal", DefaultValueFactory = _ => "full" };
+        durability.AcceptOnlyFromAmong("full", "normal");
+        var json = CommonOptions.Json();
+        AtLeast(count, 1);
+        AtLeast(runs, 1);
+        AtLeast(warmup, 0);
+        concurrency.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int>() is < 1 or > 1024)
+            {
+                result.AddError("--concurrency must be between 1 and 1024.");
+            }
+        });
+        batchSize.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int?>() is { } b && b is < 1 or > 10_000)
+            {
+                result.AddError("--batch-size must be between 1 and 10000.");
+            }
+        });
+        var command = new Command("jobs", "Enqueue N no-op background jobs through the job client (transactions of 1,000, no worker running), then start a worker and time until every job's outcome committed; verify each ran exactly once.")
+        {
+            count, db, runs, warmup, concurrency, batchSize, durability, json,
+        };
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var path = parsed.GetValue(db);
+            if (path is not null && (File.Exists(path) || Directory.Exists(path)))
+            {
+                throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file: the bench recreates it for every run.");
+            }
+
+            var settings = new JobsBenchSettings
+            {
+                Count = parsed.GetValue(count),
+                DbPath = path is null ? null : Path.GetFullPath(path),
+                Runs = parsed.GetValue(runs),
+                WarmupCount = parsed.GetValue(warmup),
+                Concurrency = parsed.GetValue(concurrency),
+                BatchSize = parsed.GetValue(batchSize),
+                Durability = parsed.GetValue(durability) == "normal" ? SqliteDurability.Normal : SqliteDurability.Full,
+            };
+            var report = await JobsBench.RunAsync(settings, output.Error, cancellationToken);
+            if (parsed.GetValue(json))
+            {
+                await output.WriteJsonAsync(report);
+                return CliApp.Success;
+            }
+
+            var table = CliOutput.Table("Figure", "Value");
+            CliOutput.AddRow(table, "jobs", report.Jobs);
+            CliOutput.AddRow(table, "jobs per second (drain)", report.JobsPerSecond);
+            CliOutput.AddRow(table, "drain seconds", report.Seconds);
+            CliOutput.AddRow(table, "enqueued per second", report.EnqueuePerSecond);
+            CliOutput.AddRow(table, "enqueue seconds", report.EnqueueSeconds);
+            CliOutput.AddRow(table, "concurrency / batch size", $"{report.Concurrency} / {report.BatchSize}");
+            CliOutput.AddRow(table, "jobs per enqueue transaction", report.EnqueueBatchSize);
+            CliOutput.AddRow(table, "durability", report.Durability);
+            CliOutput.AddRow(table, "runs", report.Runs);
+            if (report.JobsPerSecondRuns is { } drained && report.EnqueuePerSecondRuns is { } enqueued)
+            {
+                CliOutput.AddRow(table, "per run, drain (jobs/s)", string.Join(", ", drained.Select(v => CliOutput.Format(v))));
+                CliOutput.AddRow(table, "per run, enqueue (jobs/s)", string.Join(", ", enqueued.Select(v => CliOutput.Format(v))));
+            }
+
+            CliOutput.AddRow(table, "verified", "every job ran exactly once, queue empty, no dead letters");
+            output.Console().Write(table);
+            return CliApp.Success;
+        });
+        return command;
+    }
 
     static Command Sagas(CliOutput output)
     {
