@@ -102,7 +102,7 @@ internal static class JobCommands
                 new Text(job.Progress is { } p ? $"{p}%" : "-"),
                 new Text(CliOutput.Format(job.EnqueuedAt)),
                 new Text(CliOutput.Format(finished ? job.FinishedAt : job.DueAt)),
-                new Text(Shorten(job.Error) ?? "-"));
+                new Text(Shorten(ErrorCell(job)) ?? "-"));
         }
 
         console.Write(table);
@@ -151,7 +151,7 @@ internal static class JobCommands
         Field("As of", report.AsOf);
         Field("Correlation id", report.CorrelationId);
         Field("Error", report.Error);
-        Field("Dead letter", report.DeadLetterId);
+        Field("Dead letter", report.DeadLetterId?.ToString(System.Globalization.CultureInfo.InvariantCulture));
         Field("Batch", report.Batch is { } b
             ? $"{b.Id}: {BatchState(b)}, {b.Succeeded} succeeded, {b.Failed} failed, {b.Pending} pending of {b.Total}"
             : report.BatchId);
@@ -407,6 +407,10 @@ internal static class JobCommands
         return line.Length <= 60 ? line : line[..59] + "…";
     }
 
+    /// <summary>The error, and for a dead job (whose error is the reason it died) the last attempt's error too.</summary>
+    static string? ErrorCell(JobSummary job) =>
+        job.LastError is { } last && job.Error is { } error && !last.Contains(error, StringComparison.Ordinal) ? $"{error}: {last}" : job.Error ?? job.LastError;
+
     static string BatchState(BatchReport batch) =>
         batch.FinishedAt is not null ? "finished" : batch.Sealed ? "sealed, running" : "open";
 
@@ -422,6 +426,7 @@ internal static class JobCommands
         job.DueAt,
         job.FinishedAt,
         job.Error,
+        job.History.Count > 0 ? job.History[^1].Error : null,
         job.BatchId,
         job.CorrelationId);
 
@@ -486,6 +491,7 @@ internal static class JobCommands
         DateTimeOffset? DueAt,
         DateTimeOffset? FinishedAt,
         string? Error,
+        string? LastError,
         string? BatchId,
         string? CorrelationId);
 
