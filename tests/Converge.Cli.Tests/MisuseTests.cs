@@ -24,6 +24,18 @@ public sealed class MisuseTests
     [InlineData("Required argument missing", "sagas", "show", "--db", "app.db")]
     [InlineData("--db", "sagas", "show", "tx-1")]
     [InlineData("Required argument missing", "flow", "--db", "app.db")]
+    [InlineData("Required command was not provided", "jobs")]
+    [InlineData("--db", "jobs", "list")]
+    [InlineData("--state 'paused' is not a job state; use scheduled, enqueued, processing, succeeded, dead or cancelled", "jobs", "list", "--db", "app.db", "--state", "paused")]
+    [InlineData("--max must be at least 1", "jobs", "list", "--db", "app.db", "--max", "0")]
+    [InlineData("'abc' is not a job id", "jobs", "show", "abc", "--db", "app.db")]
+    [InlineData("'42' is not a job id", "jobs", "retry", "42", "--db", "app.db")]
+    [InlineData("Required argument missing", "jobs", "cancel", "--db", "app.db")]
+    [InlineData("--db", "jobs", "retry", "0195f3a2-7c1e-7b3d-9a4f-2c8e5d6b1a90")]
+    [InlineData("Required argument missing", "jobs", "batch", "--db", "app.db")]
+    [InlineData("--count", "bench", "jobs")]
+    [InlineData("--concurrency must be between 1 and 1024", "bench", "jobs", "--count", "10", "--concurrency", "0")]
+    [InlineData("--batch-size must be between 1 and 10000", "bench", "jobs", "--count", "10", "--batch-size", "0")]
     public async Task Misuse_exits_2_and_prints_what_to_do(string expected, params string[] args)
     {
         using var temp = new TempFolder();
