@@ -50,6 +50,50 @@ public sealed class BenchTests
     }
 
     [Fact]
+    public async Task Bench_jobs_reports_drain_and_enqueue_rates_as_json()
+    {
+        var result = await Cli.RunAsync("bench", "jobs", "--count", "2000", "--runs", "1", "--warmup", "0", "--json");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var json = result.Json();
+        Assert.Equal(2000, json.GetProperty("jobs").GetInt32());
+        Assert.True(json.GetProperty("jobs_per_second").GetDouble() > 0);
+        Assert.True(json.GetProperty("seconds").GetDouble() > 0);
+        Assert.True(json.GetProperty("enqueue_per_second").GetDouble() > 0);
+        Assert.True(json.GetProperty("enqueue_seconds").GetDouble() > 0);
+        Assert.Equal(2000 / json.GetProperty("seconds").GetDouble(), json.GetProperty("jobs_per_second").GetDouble(), 2000 * 0.01 / json.GetProperty("seconds").GetDouble() + 1);
+        Assert.Equal(64, json.GetProperty("concurrency").GetInt32());
+        Assert.Equal(256, json.GetProperty("batch_size").GetInt32());
+        Assert.Equal(1000, json.GetProperty("enqueue_batch_size").GetInt32());
+        Assert.Equal("full", json.GetProperty("durability").GetString());
+        Assert.Equal(1, json.GetProperty("runs").GetInt32());
+        Assert.Equal(JsonValueKind.Null, json.GetProperty("jobs_per_second_runs").ValueKind);
+        Assert.Equal(JsonValueKind.Null, json.GetProperty("enqueue_per_second_runs").ValueKind);
+        Assert.True(json.GetProperty("verified").GetBoolean());
+        Assert.Contains("run 1/1: enqueued 2000 jobs", result.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Bench_jobs_with_options_reports_each_run_and_keeps_the_store()
+    {
+        using var temp = new TempFolder();
+        var db = temp.File("jobs.db");
+
+        var result = await Cli.RunAsync("bench", "jobs", "--count", "500", "--runs", "2", "--warmup", "100", "--concurrency", "8", "--batch-size", "32", "--durability", "normal", "--db", db, "--json");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var json = result.Json();
+        Assert.Equal(8, json.GetProperty("concurrency").GetInt32());
+        Assert.Equal(32, json.GetProperty("batch_size").GetInt32());
+        Assert.Equal("normal", json.GetProperty("durability").GetString());
+        Assert.Equal(2, json.GetProperty("jobs_per_second_runs").GetArrayLength());
+        Assert.Equal(2, json.GetProperty("enqueue_per_second_runs").GetArrayLength());
+        Assert.Contains("warm-up: 100 jobs", result.Error, StringComparison.Ordinal);
+        var status = await Cli.RunAsync("status", "--db", db, "--json");
+        Assert.Equal(500, status.Json().GetProperty("inbox_records").GetInt64());
+    }
+
+    [Fact]
     public async Task Bench_refuses_to_overwrite_an_existing_file()
     {
         using var temp = new TempFolder();
