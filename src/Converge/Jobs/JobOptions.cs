@@ -18,8 +18,8 @@ public sealed record JobOptions
     public DateTimeOffset? RunAt { get; init; }
 
     /// <summary>
-    /// Higher runs first within the queue; default 0. Lower priorities are not starved: a share of every
-    /// worker's claims takes the longest-waiting jobs whatever their priority (<see cref="Runtime.QueueOptions.OldestFirstEvery"/>).
+    /// Higher runs first within the queue; default 0. Lower priorities are not starved: a share of the jobs every
+    /// worker claims are the longest-waiting ones whatever their priority (<see cref="Runtime.QueueOptions.OldestFirstEvery"/>).
     /// </summary>
     public int Priority { get; init; }
 

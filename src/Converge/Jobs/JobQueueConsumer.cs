@@ -82,7 +82,7 @@ internal sealed class JobQueueConsumer : IDisposable
     async Task ClaimLoopAsync(ConcurrentDictionary<Task, byte> jobs, CancellationToken stopping, CancellationToken abort)
     {
         var bell = _store.Signals.Queue(_queue.Name);
-        var claims = 0;
+        long byPriority = 0, oldest = 0;
         var failures = 0;
         while (!stopping.IsCancellationRequested)
         {
@@ -95,10 +95,19 @@ internal sealed class JobQueueConsumer : IDisposable
                     continue;
                 }
 
-                claims++;
-                var policy = _queue.OldestFirstEvery > 0 && claims % _queue.OldestFirstEvery == 0 ? _oldestFirst : _byPriority;
-                var batch = await _store.ClaimAsync(_queue.Name, Math.Min(free, _queue.BatchSize), _options.LeaseDuration, policy, stopping);
+                // Counted in jobs, not claims: one job in every OldestFirstEvery is the longest-waiting one.
+                var takeOldest = _queue.OldestFirstEvery > 0 && byPriority >= (_queue.OldestFirstEvery - 1) * (oldest + 1);
+                var batch = await _store.ClaimAsync(_queue.Name, Math.Min(free, _queue.BatchSize), _options.LeaseDuration, takeOldest ? _oldestFirst : _byPriority, stopping);
                 failures = 0;
+                if (takeOldest)
+                {
+                    oldest += Math.Max(batch.Count, 1);
+                }
+                else
+                {
+                    byPriority += batch.Count;
+                }
+
                 if (batch.Count == 0)
                 {
                     await WaitForWorkAsync(bell, stopping);

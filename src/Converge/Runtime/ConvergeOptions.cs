@@ -309,8 +309,8 @@ public sealed class QueueOptions
     public Storage.RateLimit? RateLimit { get; set; }
 
     /// <summary>
-    /// Job queues: every this-many claims a worker takes the longest-waiting jobs whatever their priority, so low
-    /// priorities keep moving while high ones keep arriving. Default 4 (a quarter of claims); 0 turns it off.
+    /// Job queues: of every this-many jobs a worker claims, one is the longest-waiting job whatever its priority, so
+    /// low priorities keep moving while high ones keep arriving. Default 4 (a quarter); 0 makes priority strict.
     /// </summary>
     public int OldestFirstEvery { get; set; } = 4;
 

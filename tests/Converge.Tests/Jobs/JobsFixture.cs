@@ -159,6 +159,31 @@ internal static class JobsFixture
         }
     }
 
+    /// <summary>
+    /// Moves <paramref name="time"/> on by <paramref name="step"/> until <paramref name="condition"/> holds. A worker
+    /// woken by one step may arm its next timer only after that step returns; stepping again fires it, so no test
+    /// depends on how fast a worker re-arms. Returns the time moved.
+    /// </summary>
+    public static async Task<TimeSpan> AdvanceUntilAsync(ManualTimeProvider time, TimeSpan step, Func<bool> condition, Func<string> what, TimeSpan? timeout = null)
+    {
+        var wait = timeout ?? TimeSpan.FromSeconds(30);
+        var started = TimeProvider.System.GetTimestamp();
+        var moved = TimeSpan.Zero;
+        while (!condition())
+        {
+            if (TimeProvider.System.GetElapsedTime(started) > wait)
+            {
+                throw new TimeoutException($"Still waiting after {wait} (clock moved {moved}): {what()}.");
+            }
+
+            time.Advance(step);
+            moved += step;
+            await Task.Delay(TimeSpan.FromMilliseconds(5));
+        }
+
+        return moved;
+    }
+
     public static async Task WaitUntilAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null)
     {
         var wait = timeout ?? TimeSpan.FromSeconds(30);
