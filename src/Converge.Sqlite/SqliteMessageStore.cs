@@ -654,10 +654,9 @@ public sealed class SqliteMessageStore : IMessageStore
                 found.AddRange(letters.Select(DeadJob).Select(job => (job.FinishedAt!.Value, job)));
             }
 
-            // The inbox keeps no headers, so a job that succeeded cannot be told to belong to a batch.
-            if (state is null or JobState.Succeeded && query.BatchId is null)
+            if (state is null or JobState.Succeeded)
             {
-                var handled = session.Commands.Get(Schema.ListInboxJobs, transaction).With("$queue", query.Queue).With("$max", query.Max).ReadAll(SucceededJob);
+                var handled = session.Commands.Get(Schema.ListInboxJobs, transaction).With("$queue", query.Queue).With("$batch", query.BatchId).With("$max", query.Max).ReadAll(SucceededJob);
                 found.AddRange(handled.Select(job => (job.FinishedAt!.Value, job)));
             }
 
@@ -688,7 +687,7 @@ public sealed class SqliteMessageStore : IMessageStore
         };
     }
 
-    /// <summary>Reads an inbox row: consumer, handled_at, message_type, correlation_id, sent_at, message_id.</summary>
+    /// <summary>Reads an inbox row: consumer, handled_at, message_type, correlation_id, sent_at, message_id, batch_id.</summary>
     static JobInfo SucceededJob(SqliteDataReader reader)
     {
         var handledAt = SqliteMapping.FromTicks(reader.GetInt64(1));
@@ -701,6 +700,7 @@ public sealed class SqliteMessageStore : IMessageStore
             CorrelationId = reader.IsDBNull(3) ? null : reader.GetString(3),
             EnqueuedAt = reader.IsDBNull(4) ? handledAt : SqliteMapping.FromTicks(reader.GetInt64(4)),
             FinishedAt = handledAt,
+            BatchId = reader.IsDBNull(6) ? null : reader.GetString(6),
             Body = null,
         };
     }
@@ -717,19 +717,13 @@ public sealed class SqliteMessageStore : IMessageStore
         AsOf = letter.Envelope.AsOf,
         Priority = letter.Priority,
         Attempts = letter.Attempts,
-        Error = letter.Exception is { } exception ? letter.Reason + ": " + FirstLine(exception) : letter.Reason,
+        Error = letter.Reason,
         DeadLetterId = letter.Id,
         BatchId = BatchOf(letter.Envelope),
         Headers = letter.Envelope.Headers,
         Body = letter.Envelope.Body,
         History = letter.History,
     };
-
-    static string FirstLine(string text)
-    {
-        var end = text.AsSpan().IndexOfAny('\r', '\n');
-        return end < 0 ? text : text[..end];
-    }
 
     static string? BatchOf(Envelope envelope) => envelope.Headers.TryGetValue(JobHeaders.Batch, out var batch) ? batch : null;
 

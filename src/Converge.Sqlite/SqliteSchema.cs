@@ -127,6 +127,7 @@ internal sealed class SqliteSchema
             CREATE INDEX {Quote(prefix + "queue_leased")} ON {Queue} (queue, visible_at) WHERE lease_token IS NOT NULL;
             CREATE INDEX {Quote(prefix + "queue_message_id")} ON {Queue} (message_id);
             CREATE INDEX {Quote(prefix + "inbox_message_id")} ON {Inbox} (message_id);
+            ALTER TABLE {Inbox} ADD COLUMN batch_id TEXT;
             CREATE INDEX {Quote(prefix + "dead_letters_message_id")} ON {DeadLetters} (message_id);
             CREATE TABLE {UniqueKeys} (
                 key TEXT PRIMARY KEY,
@@ -204,7 +205,7 @@ internal sealed class SqliteSchema
         RetryLater = $"UPDATE {Queue} SET visible_at = $due, lease_token = NULL, history = $history WHERE id = $id AND lease_token = $token";
         Release = $"UPDATE {Queue} SET visible_at = $now, lease_token = NULL, attempts = attempts - $uncount WHERE id = $id AND lease_token = $token";
         Renew = $"UPDATE {Queue} SET visible_at = $until WHERE id = $id AND lease_token = $token";
-        RecordInbox = $"INSERT INTO {Inbox} (consumer, message_id, handled_at, message_type, correlation_id, causation_id, sent_at) VALUES ($consumer, $message_id, $at, $message_type, $correlation_id, $causation_id, $sent_at) ON CONFLICT DO NOTHING";
+        RecordInbox = $"INSERT INTO {Inbox} (consumer, message_id, handled_at, message_type, correlation_id, causation_id, sent_at, batch_id) VALUES ($consumer, $message_id, $at, $message_type, $correlation_id, $causation_id, $sent_at, $batch_id) ON CONFLICT DO NOTHING";
         PurgeInbox = $"DELETE FROM {Inbox} WHERE (consumer, message_id) IN (SELECT consumer, message_id FROM {Inbox} WHERE handled_at < $cutoff LIMIT $chunk)";
 
         InsertDeadLetter = $"""
@@ -328,7 +329,7 @@ internal sealed class SqliteSchema
         // Jobs are queue messages: a job is read back from the queue, then the inbox, then the dead letters.
         const string queueJobColumns = "id, queue, priority, visible_at, attempts, lease_token, history";
         const string deadLetterColumns = "id, source, priority, reason, exception, attempts, history, dead_lettered_at, log_position";
-        const string inboxJobColumns = "consumer, handled_at, message_type, correlation_id, sent_at, message_id";
+        const string inboxJobColumns = "consumer, handled_at, message_type, correlation_id, sent_at, message_id, batch_id";
         const string batchOf = $"json_extract(headers, '$.\"{Storage.JobHeaders.Batch}\"')";
         JobInQueue = $"SELECT {queueJobColumns}, {envelopeColumns} FROM {Queue} WHERE message_id = $message_id ORDER BY id";
         JobInInbox = $"SELECT {inboxJobColumns} FROM {Inbox} WHERE message_id = $message_id ORDER BY handled_at DESC LIMIT 1";
@@ -342,7 +343,7 @@ internal sealed class SqliteSchema
                    OR ($state = 'processing' AND lease_token IS NOT NULL AND visible_at > $now))
             ORDER BY sent_at DESC, id DESC LIMIT $max
             """;
-        ListInboxJobs = $"SELECT {inboxJobColumns} FROM {Inbox} WHERE ($queue IS NULL OR consumer = $queue) ORDER BY handled_at DESC LIMIT $max";
+        ListInboxJobs = $"SELECT {inboxJobColumns} FROM {Inbox} WHERE ($queue IS NULL OR consumer = $queue) AND ($batch IS NULL OR batch_id = $batch) ORDER BY handled_at DESC LIMIT $max";
         ListDeadLetterJobs = $"""
             SELECT {deadLetterColumns}, {envelopeColumns} FROM {DeadLetters}
             WHERE log_position IS NULL AND ($queue IS NULL OR source = $queue) AND ($batch IS NULL OR {batchOf} = $batch)

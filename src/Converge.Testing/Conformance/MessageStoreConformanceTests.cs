@@ -1258,7 +1258,7 @@ public abstract class MessageStoreConformanceTests
         Assert.Equal((job, Queue, "conformance.command@1", JobState.Succeeded, "close-2030-01", (DateTimeOffset?)time.GetUtcNow()),
             (succeeded.Id, succeeded.Queue, succeeded.Type, succeeded.State, succeeded.CorrelationId, succeeded.FinishedAt));
         Assert.Null(succeeded.Body);
-        Assert.Equal((JobState.Dead, Queue, "permanent-failure: System.InvalidOperationException: no such customer", (DateTimeOffset?)time.GetUtcNow(), 1),
+        Assert.Equal((JobState.Dead, Queue, "permanent-failure", (DateTimeOffset?)time.GetUtcNow(), 1),
             (dead.State, dead.Queue, dead.Error, dead.FinishedAt, dead.Attempts));
         Assert.Equal(Assert.Single(await store.ListDeadLettersAsync(Queue, 10, CancellationToken.None)).Id, dead.DeadLetterId);
         Assert.Null(await GetAsync(Guid.NewGuid()));

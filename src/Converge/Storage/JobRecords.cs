@@ -125,9 +125,7 @@ public sealed record JobQuery
     public JobState? State { get; init; }
 
     /// <summary>
-    /// Only this batch; <c>null</c> for any. The batch is read from the job's headers, which the inbox does not keep:
-    /// a filtered list holds the batch's waiting, running, dead and cancelled jobs, never its succeeded ones (the
-    /// batch's counters have those).
+    /// Only this batch; <c>null</c> for any. Succeeded jobs are matched too: the inbox record keeps the batch id.
     /// </summary>
     public string? BatchId { get; init; }
 
