@@ -47,7 +47,8 @@ public sealed class BillingOptions
     /// <summary>Whether the close is scheduled on the first of each month at 00:00 in <see cref="TimeZone"/>.</summary>
     public bool ScheduleMonthly { get; set; } = true;
 
-    internal TimeZoneInfo Zone() => TimeZoneInfo.FindSystemTimeZoneById(TimeZone);
+    /// <summary>The <see cref="TimeZone"/>; throws <see cref="TimeZoneNotFoundException"/> when this machine does not know it.</summary>
+    public TimeZoneInfo Zone() => TimeZoneInfo.FindSystemTimeZoneById(TimeZone);
 }
 
 /// <summary>Billing periods: calendar months named "yyyy-MM".</summary>
