@@ -28,7 +28,7 @@ public sealed class MonthCloseSettings
     public TimeSpan Deadline { get; init; } = TimeSpan.FromMinutes(30);
 
     /// <summary>How often progress is reported while the close runs.</summary>
-    public TimeSpan ProgressInterval { get; init; } = TimeSpan.FromMilliseconds(250);
+    public TimeSpan ProgressInterval { get; init; } = TimeSpan.FromMilliseconds(500);
 }
 
 /// <summary>Where the demo stands: <c>seed</c> (accounts written), <c>close</c> (invoices settled), <c>check</c>.</summary>
