@@ -1,14 +1,20 @@
 using System.CommandLine;
+using Converge.Samples.Billing;
 using Converge.Samples.Shop;
+using Spectre.Console;
 
 namespace Converge.Cli;
 
-/// <summary><c>converge demo shop</c>: the Shop sample end to end, with faults injected, and its outcome checked.</summary>
+/// <summary>
+/// <c>converge demo shop</c>: the Shop sample end to end, with faults injected, and its outcome checked.
+/// <c>converge demo month-close</c>: the Billing sample's month close for N accounts, and its outcome checked.
+/// </summary>
 internal static class DemoCommands
 {
     public static Command Create(CliOutput output) => new("demo", "Run a sample end to end on the embedded SQLite store and check its outcome.")
     {
         Shop(output),
+        MonthClose(output),
     };
 
     static Command Shop(CliOutput output)
@@ -97,5 +103,188 @@ internal static class DemoCommands
             return outcome;
         });
         return command;
+    }
+
+    static Command MonthClose(CliOutput output)
+    {
+        var accounts = new Option<long>("--accounts") { Description = "Accounts to seed when the database has none (an existing database keeps its accounts).", HelpName = "N", DefaultValueFactory = _ => 10_000 };
+        var db = new Option<string>("--db")
+        {
+            Description = "The database: a new file, or one an earlier run left, in which case the close that ran there resumes (run the same command again after a crash or Ctrl+C). The provider's ledger and the sent mail sit beside it (FILE.provider.db, FILE.email.db). Default: a new temporary file.",
+            HelpName = "FILE",
+        };
+        var latency = new Option<double>("--latency") { Description = "The payment provider's latency per call in milliseconds (with seeded jitter of up to half of it either way).", HelpName = "MS", DefaultValueFactory = _ => 20 };
+        var seed = new Option<int>("--seed") { Description = "Seeds the accounts, the provider's jitter and outages, and which accounts pay, get a credit or remove their card between invoice and charge.", HelpName = "N", DefaultValueFactory = _ => 42 };
+        var period = new Option<string>("--period") { Description = "The month to close. Default: the month before this one in the time zone.", HelpName = "YYYY-MM" };
+        var timeZone = new Option<string>("--time-zone") { Description = "The billing time zone (IANA id): the monthly schedule and the \"as of\" on receipts use it.", HelpName = "ID", DefaultValueFactory = _ => "Europe/Berlin" };
+        var json = CommonOptions.Json();
+        accounts.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<long>() < 1)
+            {
+                r.AddError("--accounts must be at least 1.");
+            }
+        });
+        latency.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<double>() is < 0 or > 10_000)
+            {
+                r.AddError("--latency must be between 0 and 10000 milliseconds, for example 20.");
+            }
+        });
+        var command = new Command("month-close", "Close a billing month for N accounts: a batch of background jobs invoices every account, re-reads it before charging through a simulated provider (latency, 429 throttling, short outages, declines; idempotency keys), skips invoices paid meanwhile, charges only what a credit leaves, holds accounts without a usable card, sends receipts in each account's language, and writes the finance report when the batch completes. Then checks: every account settled exactly once, one receipt per charged or credited invoice, no double charge in the provider's ledger.")
+        {
+            accounts, db, latency, seed, period, timeZone, json,
+        };
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var billing = new BillingOptions
+            {
+                ProviderLatency = TimeSpan.FromMilliseconds(parsed.GetValue(latency)),
+                Seed = parsed.GetValue(seed),
+                TimeZone = parsed.GetValue(timeZone)!,
+            };
+            try
+            {
+                billing.Zone();
+                if (parsed.GetValue(period) is { } given)
+                {
+                    BillingPeriod.Parse(given);
+                }
+            }
+            catch (Exception exception) when (exception is FormatException or TimeZoneNotFoundException or InvalidTimeZoneException)
+            {
+                throw new CliException(CliApp.Usage, exception is FormatException
+                    ? exception.Message
+                    : $"time zone '{billing.TimeZone}' is not known on this machine; use an IANA id such as Europe/Berlin or UTC.");
+            }
+
+            var settings = new MonthCloseSettings
+            {
+                Accounts = parsed.GetValue(accounts),
+                DbPath = parsed.GetValue(db) is { } path ? Path.GetFullPath(path) : null,
+                Period = parsed.GetValue(period),
+                Billing = billing,
+            };
+            var report = parsed.GetValue(json) || !IsTerminal(output)
+                ? await MonthCloseDemo.RunAsync(settings, ProgressLines(output), cancellationToken)
+                : await RunWithProgressBarAsync(output, settings, cancellationToken);
+            var outcome = report.Violations == 0 && report.Finished ? CliApp.Success : CliApp.Failure;
+            if (parsed.GetValue(json))
+            {
+                await output.WriteJsonAsync(report);
+                return outcome;
+            }
+
+            var table = CliOutput.Table("Figure", "Value");
+            CliOutput.AddRow(table, "period", report.Period);
+            CliOutput.AddRow(table, "accounts", report.Accounts);
+            CliOutput.AddRow(table, "invoiced", report.Invoiced);
+            CliOutput.AddRow(table, "charged", report.Charged);
+            CliOutput.AddRow(table, "credited (remainder charged)", report.Credited);
+            CliOutput.AddRow(table, "skipped, already paid", report.SkippedAlreadyPaid);
+            CliOutput.AddRow(table, "held", report.Held);
+            CliOutput.AddRow(table, "holds by reason", string.Join(", ", report.HoldsByReason.Select(h => $"{h.Key} {h.Value}")));
+            CliOutput.AddRow(table, "still open", report.StillOpen);
+            CliOutput.AddRow(table, "changed after their invoice's as-of", report.ChangedAfterAsOf);
+            CliOutput.AddRow(table, "receipts sent", report.Emails);
+            CliOutput.AddRow(table, "receipts by language", string.Join(", ", report.EmailsByLanguage.Select(e => $"{e.Key} {e.Value}")));
+            CliOutput.AddRow(table, "double charges", report.DoubleCharges);
+            CliOutput.AddRow(table, "duplicate emails", report.DuplicateEmails);
+            CliOutput.AddRow(table, "provider: idempotent replays", report.ProviderReplays);
+            CliOutput.AddRow(table, "provider: throttled (429)", report.ProviderThrottled);
+            CliOutput.AddRow(table, "provider: unavailable (503)", report.ProviderUnavailable);
+            CliOutput.AddRow(table, "provider: declined", report.Declined);
+            CliOutput.AddRow(table, "collected", $"{report.CollectedCents / 100m:N2} of {report.InvoicedCents / 100m:N2} invoiced");
+            CliOutput.AddRow(table, "finance report", report.FinanceReport ? "written" : "missing");
+            CliOutput.AddRow(table, "failed jobs", report.FailedJobs);
+            CliOutput.AddRow(table, "violations", report.Violations);
+            CliOutput.AddRow(table, "seconds", report.Seconds);
+            CliOutput.AddRow(table, "accounts per second", report.AccountsPerSecond);
+            CliOutput.AddRow(table, "resumed an earlier run", report.Resumed ? "yes" : "no");
+            CliOutput.AddRow(table, "database", report.Db);
+            output.Console().Write(table);
+            foreach (var example in report.ViolationExamples)
+            {
+                await output.Error.WriteLineAsync("violation: " + example);
+            }
+
+            if (!report.Finished)
+            {
+                await output.Error.WriteLineAsync($"the close did not finish in time; run the same command with --db {report.Db} to resume it.");
+            }
+
+            return outcome;
+        });
+        return command;
+    }
+
+    static bool IsTerminal(CliOutput output) => ReferenceEquals(output.Error, System.Console.Error) && !System.Console.IsErrorRedirected;
+
+    /// <summary>Progress as plain lines on stderr: every note, and otherwise at most one line a second.</summary>
+    static Action<MonthCloseProgress> ProgressLines(CliOutput output)
+    {
+        var gate = new object();
+        var last = System.Diagnostics.Stopwatch.StartNew();
+        var first = true;
+        return p =>
+        {
+            lock (gate)
+            {
+                if (p.Note is null && !first && last.Elapsed < TimeSpan.FromSeconds(1) && p.Done != p.Total)
+                {
+                    return;
+                }
+
+                first = false;
+                last.Restart();
+                var batch = p.Batch is { } b ? $" (batch: {b.Succeeded + b.Failed:N0} of {b.Total:N0} jobs done, {b.Pending:N0} pending)" : "";
+                output.Error.WriteLine($"{p.Stage}: {p.Done:N0}/{p.Total:N0}{batch}{(p.Note is null ? "" : " - " + p.Note)}");
+            }
+        };
+    }
+
+    /// <summary>Runs the demo under a Spectre.Console progress display on stderr: seeding, settling, checking.</summary>
+    static async Task<MonthCloseReport> RunWithProgressBarAsync(CliOutput output, MonthCloseSettings settings, CancellationToken cancellationToken)
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output.Error) });
+        MonthCloseReport? report = null;
+        await console.Progress()
+            .AutoClear(false)
+            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
+            .StartAsync(async context =>
+            {
+                var seed = context.AddTask("seed accounts", maxValue: Math.Max(1, settings.Accounts));
+                var close = context.AddTask("month close", autoStart: false, maxValue: Math.Max(1, settings.Accounts));
+                var check = context.AddTask("check", autoStart: false, maxValue: 1);
+                report = await MonthCloseDemo.RunAsync(
+                    settings,
+                    p =>
+                    {
+                        var task = p.Stage switch { "seed" => seed, "close" => close, _ => check };
+                        if (!task.IsStarted)
+                        {
+                            task.StartTask();
+                        }
+
+                        task.MaxValue = Math.Max(1, p.Total);
+                        task.Value = p.Done;
+                        if (p.Stage == "close")
+                        {
+                            seed.Value = seed.MaxValue;
+                            seed.StopTask();
+                            task.Description = p.Batch is { } b
+                                ? Markup.Escape($"month close: {p.Done:N0} of {p.Total:N0} settled; batch {b.Succeeded + b.Failed:N0}/{b.Total:N0} jobs, {b.Pending:N0} pending")
+                                : "month close";
+                        }
+                        else if (p.Stage == "check")
+                        {
+                            close.StopTask();
+                        }
+                    },
+                    cancellationToken);
+                context.Refresh();
+            });
+        return report!;
     }
 }

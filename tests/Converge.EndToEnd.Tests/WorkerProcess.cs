@@ -27,7 +27,14 @@ internal sealed class WorkerProcess : IDisposable
     public static string WorkerPath { get; } = FindWorker();
 
     /// <summary>Starts worker <paramref name="number"/> on <paramref name="databasePath"/>; its output lines go to <paramref name="log"/>.</summary>
-    public static WorkerProcess Start(string databasePath, int number, WorkerLog log)
+    public static WorkerProcess Start(string databasePath, int number, WorkerLog log) => Start(WorkerPath, [databasePath], number, log);
+
+    /// <summary>
+    /// Starts <paramref name="program"/> (an assembly the dotnet host runs) with <paramref name="arguments"/> as
+    /// worker <paramref name="number"/>; its output lines go to <paramref name="log"/>. Closing its standard input
+    /// must ask it to stop (see <see cref="StopAsync"/>).
+    /// </summary>
+    public static WorkerProcess Start(string program, IEnumerable<string> arguments, int number, WorkerLog log)
     {
         var start = new ProcessStartInfo(DotnetHost())
         {
@@ -36,12 +43,16 @@ internal sealed class WorkerProcess : IDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        start.ArgumentList.Add(WorkerPath);
-        start.ArgumentList.Add(databasePath);
+        start.ArgumentList.Add(program);
+        foreach (var argument in arguments)
+        {
+            start.ArgumentList.Add(argument);
+        }
+
         var process = new Process { StartInfo = start };
         if (!process.Start())
         {
-            throw new InvalidOperationException($"Could not start the crash worker {WorkerPath}.");
+            throw new InvalidOperationException($"Could not start the worker {program}.");
         }
 
         var outputDone = Task.WhenAll(Copy(process.StandardOutput, number, log), Copy(process.StandardError, number, log));
