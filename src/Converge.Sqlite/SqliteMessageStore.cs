@@ -19,6 +19,7 @@ public sealed class SqliteMessageStore : IMessageStore
     readonly SqliteStoreOptions _options;
     readonly TimeProvider _time;
     readonly string _connectionString;
+    readonly string _readConnectionString;
     readonly string _fullPath;
     readonly SemaphoreSlim _writeGate = new(1, 1);
     readonly ConcurrentBag<SqliteSession> _sessions = [];
@@ -32,6 +33,7 @@ public sealed class SqliteMessageStore : IMessageStore
         _time = timeProvider ?? throw new ArgumentNullException(nameof(timeProvider));
         _fullPath = System.IO.Path.GetFullPath(options.Path);
         _connectionString = new SqliteConnectionStringBuilder { DataSource = _fullPath, Pooling = false }.ToString();
+        _readConnectionString = new SqliteConnectionStringBuilder { DataSource = _fullPath, Pooling = true }.ToString();
         Schema = new SqliteSchema(options.TablePrefix);
     }
 
@@ -588,11 +590,14 @@ public sealed class SqliteMessageStore : IMessageStore
     /// <inheritdoc />
     public ValueTask<DbConnection> OpenReadConnectionAsync(CancellationToken cancellationToken)
     {
-        var connection = OpenConnection();
+        // Pooled, unlike the store's own sessions: jobs open one per run, and a fresh SQLite connection parses the
+        // whole schema on its first statement. Disposing it returns it to the pool.
+        var connection = new SqliteConnection(_readConnectionString);
         try
         {
+            connection.Open();
             using var readOnly = connection.CreateCommand();
-            readOnly.CommandText = "PRAGMA query_only = 1";
+            readOnly.CommandText = $"PRAGMA busy_timeout = {(long)_options.BusyTimeout.TotalMilliseconds}; PRAGMA query_only = 1";
             readOnly.ExecuteNonQuery();
             return ValueTask.FromResult<DbConnection>(connection);
         }
@@ -858,6 +863,11 @@ public sealed class SqliteMessageStore : IMessageStore
         while (_sessions.TryTake(out var session))
         {
             session.Dispose();
+        }
+
+        using (var pooled = new SqliteConnection(_readConnectionString))
+        {
+            SqliteConnection.ClearPool(pooled);
         }
 
         _writeGate.Dispose();
