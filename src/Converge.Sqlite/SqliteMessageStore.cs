@@ -199,7 +199,7 @@ public sealed class SqliteMessageStore : IMessageStore
         var session = Rent();
         try
         {
-            return ClaimRows(session, null, Schema.Claim, queue, max, lease, Now);
+            return ClaimRows(session.Commands, null, Schema.Claim, queue, max, lease, Now);
         }
         catch
         {
@@ -221,13 +221,10 @@ public sealed class SqliteMessageStore : IMessageStore
             return await ClaimAsync(queue, max, lease, cancellationToken);
         }
 
-        if (policy.RateLimit is { } limit && (!(limit.PermitsPerSecond > 0) || limit.Burst < 1))
-        {
-            throw new ArgumentException($"A rate limit needs positive permits per second and a burst of at least 1; got {limit}.", nameof(policy));
-        }
+        ValidatePolicy(policy);
 
         // Reads first: an idle poll, or one at the concurrency limit, never takes the write lock.
-        if (!Read(session => AnyVisible(session, queue, Now) && (policy.MaxInFlight is not { } most || CountLiveLeases(session, null, queue, Now) < most)))
+        if (!Read(session => AnyVisible(session, queue, Now) && (policy.MaxInFlight is not { } most || CountLiveLeases(session.Commands, null, queue, Now) < most)))
         {
             return [];
         }
@@ -238,32 +235,7 @@ public sealed class SqliteMessageStore : IMessageStore
         {
             // BEGIN IMMEDIATE: the count of live leases and the bucket hold until the claim commits, in every process.
             using var transaction = session.Connection.BeginTransaction(deferred: false);
-            var now = Now;
-            var allowed = max;
-            if (policy.MaxInFlight is { } maxInFlight)
-            {
-                allowed = (int)Math.Min(allowed, maxInFlight - CountLiveLeases(session, transaction, queue, now));
-            }
-
-            var (tokens, refilledAt) = (0d, now.UtcTicks);
-            if (policy.RateLimit is { } rate)
-            {
-                (tokens, refilledAt) = RefillBucket(session, transaction, queue, rate, now);
-                allowed = (int)Math.Min(allowed, Math.Floor(tokens + TokenTolerance));
-            }
-
-            var claimed = allowed > 0
-                ? ClaimRows(session, transaction, policy.OldestFirst ? Schema.ClaimOldest : Schema.Claim, queue, allowed, lease, now)
-                : [];
-            if (policy.RateLimit is not null)
-            {
-                session.Commands.Get(Schema.SaveRateLimit, transaction)
-                    .With("$queue", queue)
-                    .With("$tokens", Math.Max(0, tokens - claimed.Count))
-                    .With("$refilled_at", refilledAt)
-                    .ExecuteNonQuery();
-            }
-
+            var claimed = ClaimWithin(session.Commands, transaction, queue, max, lease, policy, Now);
             transaction.Commit();
             return claimed;
         }
@@ -278,23 +250,66 @@ public sealed class SqliteMessageStore : IMessageStore
         }
     }
 
+    /// <summary>
+    /// Claims inside <paramref name="transaction"/>, within <paramref name="policy"/>'s limits: live leases counted
+    /// against the concurrency limit, permits taken from the token bucket, rows leased in the policy's order.
+    /// </summary>
+    internal List<QueuedMessage> ClaimWithin(CommandCache commands, SqliteTransaction transaction, string queue, int max, TimeSpan lease, ClaimPolicy policy, DateTimeOffset now)
+    {
+        var allowed = max;
+        if (policy.MaxInFlight is { } maxInFlight)
+        {
+            allowed = (int)Math.Min(allowed, maxInFlight - CountLiveLeases(commands, transaction, queue, now));
+        }
+
+        var (tokens, refilledAt) = (0d, now.UtcTicks);
+        if (policy.RateLimit is { } rate)
+        {
+            (tokens, refilledAt) = RefillBucket(commands, transaction, queue, rate, now);
+            allowed = (int)Math.Min(allowed, Math.Floor(tokens + TokenTolerance));
+        }
+
+        var claimed = allowed > 0
+            ? ClaimRows(commands, transaction, policy.OldestFirst ? Schema.ClaimOldest : Schema.Claim, queue, allowed, lease, now)
+            : [];
+        if (policy.RateLimit is not null)
+        {
+            commands.Get(Schema.SaveRateLimit, transaction)
+                .With("$queue", queue)
+                .With("$tokens", Math.Max(0, tokens - claimed.Count))
+                .With("$refilled_at", refilledAt)
+                .ExecuteNonQuery();
+        }
+
+        return claimed;
+    }
+
+    internal static void ValidatePolicy(ClaimPolicy policy)
+    {
+        ArgumentNullException.ThrowIfNull(policy);
+        if (policy.RateLimit is { } limit && (!(limit.PermitsPerSecond > 0) || limit.Burst < 1))
+        {
+            throw new ArgumentException($"A rate limit needs positive permits per second and a burst of at least 1; got {limit}.", nameof(policy));
+        }
+    }
+
     /// <summary>Absorbs rounding in refills, so that 0.3 s at 10 per second is 3 permits, not 2.9999.</summary>
     const double TokenTolerance = 1e-9;
 
     bool AnyVisible(SqliteSession session, string queue, DateTimeOffset now) =>
         session.Commands.Get(Schema.AnyVisible, null).With("$queue", queue).With("$now", now.UtcTicks).ExecuteScalar() is not null;
 
-    long CountLiveLeases(SqliteSession session, SqliteTransaction? transaction, string queue, DateTimeOffset now) =>
-        (long)session.Commands.Get(Schema.CountLiveLeases, transaction).With("$queue", queue).With("$now", now.UtcTicks).ExecuteScalar()!;
+    long CountLiveLeases(CommandCache commands, SqliteTransaction? transaction, string queue, DateTimeOffset now) =>
+        (long)commands.Get(Schema.CountLiveLeases, transaction).With("$queue", queue).With("$now", now.UtcTicks).ExecuteScalar()!;
 
     /// <summary>
     /// The permits in the queue's token bucket at <paramref name="now"/>: what was left, plus the time since the last
     /// refill at the policy's rate, at most its burst; and the refill time to store. A bucket never used starts full.
     /// A clock behind the stored refill time (another process's clock ran ahead) adds nothing and keeps that time.
     /// </summary>
-    (double Tokens, long RefilledAt) RefillBucket(SqliteSession session, SqliteTransaction transaction, string queue, RateLimit rate, DateTimeOffset now)
+    (double Tokens, long RefilledAt) RefillBucket(CommandCache commands, SqliteTransaction transaction, string queue, RateLimit rate, DateTimeOffset now)
     {
-        using var reader = session.Commands.Get(Schema.GetRateLimit, transaction).With("$queue", queue).ExecuteReader();
+        using var reader = commands.Get(Schema.GetRateLimit, transaction).With("$queue", queue).ExecuteReader();
         if (!reader.Read())
         {
             return (rate.Burst, now.UtcTicks);
@@ -306,11 +321,11 @@ public sealed class SqliteMessageStore : IMessageStore
     }
 
     /// <summary>Leases up to <paramref name="max"/> visible messages with <paramref name="claim"/>; highest priority first, then in queue order.</summary>
-    static List<QueuedMessage> ClaimRows(SqliteSession session, SqliteTransaction? transaction, string claim, string queue, int max, TimeSpan lease, DateTimeOffset now)
+    static List<QueuedMessage> ClaimRows(CommandCache commands, SqliteTransaction? transaction, string claim, string queue, int max, TimeSpan lease, DateTimeOffset now)
     {
         var token = Guid.NewGuid();
         var claimed = new List<QueuedMessage>(Math.Min(max, 1024));
-        using (var reader = session.Commands.Get(claim, transaction)
+        using (var reader = commands.Get(claim, transaction)
             .With("$until", (now + lease).UtcTicks)
             .With("$token", token)
             .With("$queue", queue)

@@ -91,6 +91,12 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
         return ValueTask.FromResult<IReadOnlyList<LogEvent>>(stored);
     }
 
+    public ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken)
+    {
+        SqliteMessageStore.ValidatePolicy(policy);
+        return ValueTask.FromResult<IReadOnlyList<QueuedMessage>>(_store.ClaimWithin(_commands, _transaction, queue, max, lease, policy, _store.Now));
+    }
+
     public ValueTask<bool> TryRecordInboxAsync(string consumer, Envelope envelope, CancellationToken cancellationToken) =>
         ValueTask.FromResult(Command(Sql.RecordInbox)
             .With("$consumer", consumer)

@@ -833,6 +833,36 @@ public abstract class MessageStoreConformanceTests
         OnComplete = Callback("on-complete", Guid.NewGuid()),
     };
 
+    /// <summary>A claim inside a transaction takes hold when it commits and leaves nothing behind when it rolls back.</summary>
+    [Fact]
+    public async Task Claim_in_a_transaction_shares_its_fate()
+    {
+        var time = new ManualTimeProvider();
+        await using var host = await StartIdleAsync(time);
+        for (var i = 0; i < 5; i++)
+        {
+            await host.Bus.SendAsync(new ConformanceCommand("in-tx-" + i));
+        }
+
+        await using (var rolledBack = await host.Store.BeginAsync(CancellationToken.None))
+        {
+            Assert.Equal(2, (await rolledBack.ClaimAsync(Queue, 2, TimeSpan.FromMinutes(5), new ClaimPolicy { MaxInFlight = 4 }, CancellationToken.None)).Count);
+        }
+
+        IReadOnlyList<QueuedMessage> committed;
+        await using (var transaction = await host.Store.BeginAsync(CancellationToken.None))
+        {
+            committed = await transaction.ClaimAsync(Queue, 3, TimeSpan.FromMinutes(5), ClaimPolicy.Default, CancellationToken.None);
+            await transaction.CommitAsync();
+        }
+
+        var rest = await ClaimAsync(host.Store, 10, ClaimPolicy.Default);
+        Assert.Equal(3, committed.Count);
+        Assert.Equal(2, rest.Count);
+        Assert.Empty(committed.Select(m => m.Envelope.MessageId).Intersect(rest.Select(m => m.Envelope.MessageId)));
+        Assert.True(await InTransactionAsync(host.Store, t => t.CompleteAsync(committed[0], CancellationToken.None)));
+    }
+
     /// <summary>A concurrency limit counts the live leases of the queue: claims stop at the limit and resume as leases end.</summary>
     [Fact]
     public async Task Claim_policy_keeps_leases_in_flight_within_the_limit()

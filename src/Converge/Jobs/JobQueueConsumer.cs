@@ -34,6 +34,10 @@ internal sealed class JobQueueConsumer : IDisposable
     readonly ClaimPolicy _byPriority;
     readonly ClaimPolicy _oldestFirst;
     readonly bool _limited;
+    readonly ConcurrentDictionary<Task, byte> _jobs = new();
+    readonly long[] _claimCounts = new long[2];
+    CancellationToken _stopping;
+    CancellationToken _abort;
     int _outstanding;
     int _timerBusy;
     DateTimeOffset _renewedAt;
@@ -61,16 +65,21 @@ internal sealed class JobQueueConsumer : IDisposable
 
     public async Task RunAsync(CancellationToken stopping, CancellationToken abort)
     {
+        _stopping = stopping;
+        _abort = abort;
         var committer = Task.Run(() => CommitLoopAsync(abort), CancellationToken.None);
         var tick = Min(_options.LeaseDuration / 3, _options.Jobs.CancellationCheckInterval);
         _renewedAt = _options.TimeProvider.GetUtcNow();
-        var jobs = new ConcurrentDictionary<Task, byte>();
         using (_options.TimeProvider.CreateTimer(_ => OnTick(), null, tick, tick))
         {
-            await ClaimLoopAsync(jobs, stopping, abort);
+            await ClaimLoopAsync(stopping);
 
-            // Stopping: no new claims; the jobs in flight finish (or are cancelled by abort and handed back).
-            await Task.WhenAll(jobs.Keys);
+            // Stopping: no new claims; the jobs in flight finish (or are cancelled by abort and handed back). The
+            // committer claims nothing once stopping, so the set of jobs only shrinks from here.
+            while (!_jobs.IsEmpty)
+            {
+                await Task.WhenAll(_jobs.Keys);
+            }
         }
 
         _finished.Writer.Complete();
@@ -79,50 +88,69 @@ internal sealed class JobQueueConsumer : IDisposable
 
     static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
 
-    async Task ClaimLoopAsync(ConcurrentDictionary<Task, byte> jobs, CancellationToken stopping, CancellationToken abort)
+    /// <summary>Which order the next claim takes; counted in jobs, not claims: one job in every OldestFirstEvery is the longest-waiting one.</summary>
+    (ClaimPolicy Policy, bool Oldest) NextPolicy()
+    {
+        lock (_claimCounts)
+        {
+            var oldest = _queue.OldestFirstEvery > 0 && _claimCounts[0] >= (_queue.OldestFirstEvery - 1) * (_claimCounts[1] + 1);
+            return (oldest ? _oldestFirst : _byPriority, oldest);
+        }
+    }
+
+    void CountClaimed(bool oldest, int count)
+    {
+        lock (_claimCounts)
+        {
+            _claimCounts[oldest ? 1 : 0] += oldest ? Math.Max(count, 1) : count;
+        }
+    }
+
+    /// <summary>Starts claimed jobs; each holds a slot until its outcome commits.</summary>
+    void Dispatch(IReadOnlyList<QueuedMessage> batch)
+    {
+        Interlocked.Add(ref _outstanding, batch.Count);
+        foreach (var message in batch)
+        {
+            var running = new Running(message, CancellationTokenSource.CreateLinkedTokenSource(_abort));
+            _running[message.Id] = running;
+            var job = Task.Run(() => ExecuteAsync(running, _abort), CancellationToken.None);
+            _jobs[job] = 0;
+            _ = job.ContinueWith(static (t, state) => ((ConcurrentDictionary<Task, byte>)state!).TryRemove(t, out _), _jobs, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+        }
+    }
+
+    /// <summary>
+    /// Claims when the worker is idle or at least half its slots are free; in between, the committer claims the next
+    /// jobs in the same transaction that commits the finished ones, which saves the store a write per claim.
+    /// </summary>
+    async Task ClaimLoopAsync(CancellationToken stopping)
     {
         var bell = _store.Signals.Queue(_queue.Name);
-        long byPriority = 0, oldest = 0;
         var failures = 0;
         while (!stopping.IsCancellationRequested)
         {
             try
             {
-                var free = Capacity - Volatile.Read(ref _outstanding);
-                if (free <= 0)
+                var outstanding = Volatile.Read(ref _outstanding);
+                var free = Capacity - outstanding;
+                if (free <= 0 || (outstanding > 0 && free < (Capacity + 1) / 2))
                 {
                     await _slotFreed.WaitAsync(_options.PollInterval, _options.TimeProvider, stopping);
                     continue;
                 }
 
-                // Counted in jobs, not claims: one job in every OldestFirstEvery is the longest-waiting one.
-                var takeOldest = _queue.OldestFirstEvery > 0 && byPriority >= (_queue.OldestFirstEvery - 1) * (oldest + 1);
-                var batch = await _store.ClaimAsync(_queue.Name, Math.Min(free, _queue.BatchSize), _options.LeaseDuration, takeOldest ? _oldestFirst : _byPriority, stopping);
+                var (policy, oldest) = NextPolicy();
+                var batch = await _store.ClaimAsync(_queue.Name, Math.Min(free, _queue.BatchSize), _options.LeaseDuration, policy, stopping);
                 failures = 0;
-                if (takeOldest)
-                {
-                    oldest += Math.Max(batch.Count, 1);
-                }
-                else
-                {
-                    byPriority += batch.Count;
-                }
-
+                CountClaimed(oldest, batch.Count);
                 if (batch.Count == 0)
                 {
                     await WaitForWorkAsync(bell, stopping);
                     continue;
                 }
 
-                Interlocked.Add(ref _outstanding, batch.Count);
-                foreach (var message in batch)
-                {
-                    var running = new Running(message, CancellationTokenSource.CreateLinkedTokenSource(abort));
-                    _running[message.Id] = running;
-                    var job = Task.Run(() => ExecuteAsync(running, abort), CancellationToken.None);
-                    jobs[job] = 0;
-                    _ = job.ContinueWith(static (t, state) => ((ConcurrentDictionary<Task, byte>)state!).TryRemove(t, out _), jobs, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-                }
+                Dispatch(batch);
             }
             catch (OperationCanceledException) when (stopping.IsCancellationRequested)
             {
@@ -245,6 +273,9 @@ internal sealed class JobQueueConsumer : IDisposable
         var group = new List<Finished>(MaxCommitGroup);
         while (await reader.WaitToReadAsync(CancellationToken.None))
         {
+            // Take the store's write lock first and only then collect what finished: whatever finished while this
+            // waited its turn joins the same commit, so groups grow exactly when the store is the bottleneck.
+            var transaction = await BeginQuietlyAsync();
             group.Clear();
             while (group.Count < MaxCommitGroup && reader.TryRead(out var item))
             {
@@ -255,7 +286,11 @@ internal sealed class JobQueueConsumer : IDisposable
             var commit = group.Where(f => f.Outcome != Outcome.HandBack).ToList();
             if (commit.Count > 0)
             {
-                await CommitGroupAsync(commit, abort);
+                await CommitGroupAsync(commit, transaction, abort);
+            }
+            else if (transaction is not null)
+            {
+                await transaction.DisposeAsync();
             }
 
             if (handBack.Count > 0)
@@ -276,16 +311,34 @@ internal sealed class JobQueueConsumer : IDisposable
         }
     }
 
-    async Task CommitGroupAsync(List<Finished> group, CancellationToken abort)
+    async Task<IStoreTransaction?> BeginQuietlyAsync()
+    {
+        try
+        {
+            return await _store.BeginAsync(CancellationToken.None);
+        }
+        catch (Exception exception)
+        {
+            // The commit below begins again and reports the failure with the jobs it concerns.
+            ConvergeDiagnostics.ConsumerErrors.Add(1);
+            Log.BatchFailed(_logger, exception, _queue.Name, 0);
+            return null;
+        }
+    }
+
+    /// <param name="group">The finished jobs to commit.</param>
+    /// <param name="begun">A transaction already begun for the group, or <c>null</c>; disposed here.</param>
+    /// <param name="abort">Fires when the process stops without waiting.</param>
+    async Task CommitGroupAsync(List<Finished> group, IStoreTransaction? begun, CancellationToken abort)
     {
         var outcomes = new HandlingOutcome?[group.Count];
         try
         {
             // Optimistically without a savepoint per job; if any job's effects fail to apply, the group is undone
             // and applied again with a savepoint per job, so one bad job never holds back the others.
-            if (!await TryCommitAsync(group, outcomes, isolated: false, CancellationToken.None))
+            if (!await TryCommitAsync(group, outcomes, begun, isolated: false, CancellationToken.None))
             {
-                await TryCommitAsync(group, outcomes, isolated: true, CancellationToken.None);
+                await TryCommitAsync(group, outcomes, null, isolated: true, CancellationToken.None);
             }
         }
         catch (Exception exception)
@@ -313,11 +366,11 @@ internal sealed class JobQueueConsumer : IDisposable
     }
 
     /// <returns><c>false</c> when a job failed to apply while not <paramref name="isolated"/> (nothing was committed).</returns>
-    async Task<bool> TryCommitAsync(List<Finished> group, HandlingOutcome?[] outcomes, bool isolated, CancellationToken cancellationToken)
+    async Task<bool> TryCommitAsync(List<Finished> group, HandlingOutcome?[] outcomes, IStoreTransaction? begun, bool isolated, CancellationToken cancellationToken)
     {
         var batches = new Dictionary<string, (int Succeeded, int Failed)>(StringComparer.Ordinal);
         var forget = new List<Guid>();
-        await using var transaction = await _store.BeginAsync(cancellationToken);
+        await using var transaction = begun ?? await _store.BeginAsync(cancellationToken);
         for (var i = 0; i < group.Count; i++)
         {
             var item = group[i];
@@ -372,7 +425,23 @@ internal sealed class JobQueueConsumer : IDisposable
             await transaction.ForgetJobStateAsync(forget, cancellationToken);
         }
 
+        // The slots these jobs held free up with this commit: fill them in the same transaction.
+        IReadOnlyList<QueuedMessage> next = [];
+        var free = Capacity - (Volatile.Read(ref _outstanding) - group.Count);
+        var nextOldest = false;
+        if (free > 0 && !_stopping.IsCancellationRequested)
+        {
+            (var policy, nextOldest) = NextPolicy();
+            next = await transaction.ClaimAsync(_queue.Name, Math.Min(free, _queue.BatchSize), _options.LeaseDuration, policy, cancellationToken);
+        }
+
         await transaction.CommitAsync(cancellationToken);
+        if (next.Count > 0)
+        {
+            CountClaimed(nextOldest, next.Count);
+            Dispatch(next);
+        }
+
         return true;
     }
 

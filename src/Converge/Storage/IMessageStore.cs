@@ -149,6 +149,13 @@ public interface IStoreTransaction : IAsyncDisposable
     /// </summary>
     ValueTask<bool> TryRecordInboxAsync(string consumer, Envelope envelope, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Claims like <see cref="IMessageStore.ClaimAsync(string, int, TimeSpan, ClaimPolicy, CancellationToken)"/>, inside
+    /// this transaction: the leases take hold when it commits and vanish if it rolls back. A worker that commits the
+    /// outcomes of finished messages claims the next ones in the same commit.
+    /// </summary>
+    ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken);
+
     /// <summary>Removes a handled message; <c>false</c> when the lease was lost to another consumer.</summary>
     ValueTask<bool> CompleteAsync(QueuedMessage message, CancellationToken cancellationToken);
 
