@@ -125,8 +125,6 @@ internal sealed class SqliteSchema
             $"""
             CREATE INDEX {Quote(prefix + "queue_oldest")} ON {Queue} (queue, visible_at);
             CREATE INDEX {Quote(prefix + "queue_leased")} ON {Queue} (queue, visible_at) WHERE lease_token IS NOT NULL;
-            CREATE INDEX {Quote(prefix + "queue_message_id")} ON {Queue} (message_id);
-            CREATE INDEX {Quote(prefix + "inbox_message_id")} ON {Inbox} (message_id);
             ALTER TABLE {Inbox} ADD COLUMN batch_id TEXT;
             CREATE INDEX {Quote(prefix + "dead_letters_message_id")} ON {DeadLetters} (message_id);
             CREATE TABLE {UniqueKeys} (
@@ -326,7 +324,9 @@ internal sealed class SqliteSchema
         HasCancellation = $"SELECT 1 FROM {Cancellations} WHERE job_id = $job_id";
         ForgetCancellation = $"DELETE FROM {Cancellations} WHERE job_id = $job_id";
 
-        // Jobs are queue messages: a job is read back from the queue, then the inbox, then the dead letters.
+        // Jobs are queue messages: a job is read back from the queue, then the inbox, then the dead letters. The queue
+        // and the inbox have no index on the message id: every enqueue and every handled message would pay for it,
+        // while looking a job up by id is a rare, interactive read that can afford a scan.
         const string queueJobColumns = "id, queue, priority, visible_at, attempts, lease_token, history";
         const string deadLetterColumns = "id, source, priority, reason, exception, attempts, history, dead_lettered_at, log_position";
         const string inboxJobColumns = "consumer, handled_at, message_type, correlation_id, sent_at, message_id, batch_id";
