@@ -22,3 +22,12 @@ converge flow --db "$shop" o-000001
 # The same flow choreographed with events on the log.
 rm -f .artifacts/shop-events.db*
 converge demo shop --orders 2000 --fail-rate 0.2 --style choreographed --db .artifacts/shop-events.db
+
+# The month close: 20,000 accounts invoiced, charged through a simulated provider (20 ms latency, outages) after
+# re-reading each account, receipts in three languages, holds on failure, and a finance report from the batch.
+billing=.artifacts/billing.db
+rm -f "$billing" "$billing"-wal "$billing"-shm "$billing".provider.db* "$billing".email.db*
+converge demo month-close --accounts 20000 --period 2026-11 --db "$billing"
+converge jobs list --db "$billing" --max 5
+converge jobs batch --db "$billing" month-close:2026-11
+converge jobs recurring --db "$billing"
