@@ -15,3 +15,6 @@ converge bench messages --count 100000 --runs 5 --json
 
 echo "== bench messages: 1,000 messages per second, 20,000 messages, median of 3 runs" >&2
 converge bench messages --count 20000 --rate 1000 --runs 3 --json
+
+echo "== bench jobs: 200,000 no-op jobs enqueued then drained, median of 3 runs" >&2
+converge bench jobs --count 200000 --runs 3 --json
