@@ -279,7 +279,6 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
     public ValueTask AddToBatchAsync(string batchId, int count, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batchId);
-        ArgumentOutOfRangeException.ThrowIfNegative(count);
         if (Command(Sql.AddToBatch).With("$id", batchId).With("$count", count).ExecuteNonQuery() == 0)
         {
             var batch = Command(Sql.GetBatch).With("$id", batchId).ReadFirst(SqliteMapping.ReadBatch);

@@ -300,10 +300,10 @@ internal sealed class JobQueueConsumer : IDisposable
 
             foreach (var item in group)
             {
-                if (_running.TryRemove(item.Running.Message.Id, out var running))
-                {
-                    running.Cancellation.Dispose();
-                }
+                // Only this run's entry: the commit may have claimed a new job under the same row id (SQLite reuses
+                // the id of a deleted last row), and that one is running now.
+                _running.TryRemove(KeyValuePair.Create(item.Running.Message.Id, item.Running));
+                item.Running.Cancellation.Dispose();
             }
 
             Interlocked.Add(ref _outstanding, -group.Count);
@@ -456,8 +456,21 @@ internal sealed class JobQueueConsumer : IDisposable
             case Outcome.Succeeded:
                 if (!await transaction.TryRecordInboxAsync(_queue.Name, envelope, cancellationToken))
                 {
-                    // It ran before and that run committed (a lease lost mid-job, or a crash after the commit).
-                    return await transaction.CompleteAsync(message, cancellationToken) ? HandlingOutcome.Duplicate : null;
+                    // It ran before and that run committed (a lease lost mid-job, a crash after the commit, or the same
+                    // job id enqueued twice). A second copy counted into a batch is taken out of it again, so the
+                    // batch still finishes.
+                    if (!await transaction.CompleteAsync(message, cancellationToken))
+                    {
+                        return null;
+                    }
+
+                    if (batchId is not null)
+                    {
+                        await transaction.AddToBatchAsync(batchId, -1, cancellationToken);
+                        Count(batches, batchId, succeeded: 0, failed: 0);
+                    }
+
+                    return HandlingOutcome.Duplicate;
                 }
 
                 foreach (var effect in item.Context!.Effects)

@@ -223,7 +223,10 @@ public interface IStoreTransaction : IAsyncDisposable
     /// <summary>Creates a batch, open for jobs; <c>false</c> when one with its id exists (then nothing changes).</summary>
     ValueTask<bool> CreateBatchAsync(JobBatchRecord batch, CancellationToken cancellationToken);
 
-    /// <summary>Counts <paramref name="count"/> more jobs into batch <paramref name="batchId"/>.</summary>
+    /// <summary>
+    /// Counts <paramref name="count"/> more jobs into batch <paramref name="batchId"/> (total and pending); a negative
+    /// count takes copies out again (a job id enqueued twice runs once).
+    /// </summary>
     /// <exception cref="InvalidOperationException">The batch does not exist or has finished.</exception>
     ValueTask AddToBatchAsync(string batchId, int count, CancellationToken cancellationToken);
 

@@ -29,7 +29,16 @@ public sealed class BatchTests : IAsyncLifetime
     static async Task<JobBatchRecord> WaitForFinishAsync(ConvergeTestHost host, string id)
     {
         JobBatchRecord? batch = null;
-        await JobsFixture.WaitUntilAsync(async () => (batch = await host.Jobs.GetBatchAsync(id))?.FinishedAt is not null, $"batch {id} to finish");
+        try
+        {
+            await JobsFixture.WaitUntilAsync(async () => (batch = await host.Jobs.GetBatchAsync(id))?.FinishedAt is not null, $"batch {id} to finish");
+        }
+        catch (TimeoutException)
+        {
+            var jobs = await host.Store.ListJobsAsync(new JobQuery { Max = 100 }, CancellationToken.None);
+            var status = await host.Store.GetStatusAsync(CancellationToken.None);
+            Assert.Fail($"batch {batch}; jobs {string.Join("; ", jobs.Select(j => $"{j.Id} {j.Queue} {j.State} {j.BatchId} {j.Attempts} {j.Error}"))}; queues {string.Join(", ", status.Queues)}");
+        }
         await JobsFixture.WaitUntilAsync(async () => (await host.Store.GetStatusAsync(CancellationToken.None)).Queues.All(q => q.Ready + q.InFlight == 0), "the callbacks to run");
         return batch!;
     }
@@ -90,6 +99,22 @@ public sealed class BatchTests : IAsyncLifetime
         Assert.Equal((6L, 6L), (batch.Total, batch.Succeeded));
         Assert.Equal([1, 2, 3, 100, 200, 300], _log.Runs.Select(r => r.Job.N).Order());
         Assert.Equal(["b3:complete", "b3:success", "b4:complete", "b4:success"], _log.Ticks.Select(t => t.Job.Name).Order());
+    }
+
+    [Fact]
+    public async Task A_job_id_enqueued_twice_into_a_batch_runs_once_and_the_batch_still_finishes()
+    {
+        await using var host = await JobsFixture.StartAsync(_path, _log, _time);
+
+        await host.Jobs.StartBatchAsync(Batch("b6"));
+        var id = Guid.NewGuid();
+        await host.Jobs.EnqueueAsync(new Work(1), new JobOptions { BatchId = "b6", JobId = id });
+        await host.Jobs.EnqueueAsync(new Work(1), new JobOptions { BatchId = "b6", JobId = id });
+        await host.Jobs.SealBatchAsync("b6");
+        var batch = await WaitForFinishAsync(host, "b6");
+
+        Assert.Equal((1L, 1L, 0L), (batch.Total, batch.Succeeded, batch.Failed));
+        Assert.Equal(["b6:complete", "b6:success"], _log.Ticks.Select(t => t.Job.Name).Order());
     }
 
     [Fact]
