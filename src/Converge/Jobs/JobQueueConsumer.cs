@@ -588,19 +588,8 @@ internal sealed class JobQueueConsumer : IDisposable
         });
     }
 
-    async Task ReleaseQuietlyAsync(List<QueuedMessage> messages, bool countAttempt)
-    {
-        try
-        {
-            await _store.ReleaseAsync(messages, countAttempt, CancellationToken.None);
-        }
-        catch (Exception exception)
-        {
-            // The leases expire on their own; the jobs run again then.
-            ConvergeDiagnostics.ConsumerErrors.Add(1);
-            Log.BatchFailed(_logger, exception, _queue.Name, messages.Count);
-        }
-    }
+    Task ReleaseQuietlyAsync(IReadOnlyList<QueuedMessage> messages, bool countAttempt) =>
+        QueueOutcomes.ReleaseQuietlyAsync(_store, messages, countAttempt, _logger, _queue.Name);
 
     public void Dispose() => _executing.Dispose();
 

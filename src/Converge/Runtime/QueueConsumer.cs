@@ -355,19 +355,8 @@ internal sealed class QueueConsumer
         return activity;
     }
 
-    async Task ReleaseQuietlyAsync(IReadOnlyList<QueuedMessage> batch, bool countAttempt)
-    {
-        try
-        {
-            await _store.ReleaseAsync(batch, countAttempt, CancellationToken.None);
-        }
-        catch (Exception exception)
-        {
-            // The leases expire on their own; the messages are redelivered then.
-            ConvergeDiagnostics.ConsumerErrors.Add(1);
-            Log.BatchFailed(_logger, exception, _queue.Name, batch.Count);
-        }
-    }
+    Task ReleaseQuietlyAsync(IReadOnlyList<QueuedMessage> messages, bool countAttempt) =>
+        QueueOutcomes.ReleaseQuietlyAsync(_store, messages, countAttempt, _logger, _queue.Name);
 
     async Task DelayQuietlyAsync(TimeSpan delay, CancellationToken cancellationToken)
     {

@@ -91,4 +91,21 @@ internal static class QueueOutcomes
         Log.DeadLettered(logger, exception, message.Envelope.MessageId, message.Envelope.MessageType, message.Queue, reason);
         return HandlingOutcome.DeadLettered;
     }
+
+    /// <summary>
+    /// Hands leased messages back to their queue; a failure to do so is logged and otherwise ignored, because the
+    /// leases expire on their own and the messages are delivered again then.
+    /// </summary>
+    public static async Task ReleaseQuietlyAsync(IMessageStore store, IReadOnlyList<QueuedMessage> messages, bool countAttempt, ILogger logger, string queue)
+    {
+        try
+        {
+            await store.ReleaseAsync(messages, countAttempt, CancellationToken.None);
+        }
+        catch (Exception exception)
+        {
+            ConvergeDiagnostics.ConsumerErrors.Add(1);
+            Log.BatchFailed(logger, exception, queue, messages.Count);
+        }
+    }
 }

@@ -5,19 +5,8 @@ using Converge.Testing;
 namespace Converge.Tests.Jobs;
 
 /// <summary>Batches: callbacks on success and on completion, failures counted, jobs that add to their own batch.</summary>
-public sealed class BatchTests : IAsyncLifetime
+public sealed class BatchTests : JobsTest
 {
-    readonly string _path = JobsFixture.NewPath();
-    readonly JobLog _log = new();
-    readonly ManualTimeProvider _time = new();
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public Task DisposeAsync()
-    {
-        JobsFixture.DeleteFolderOf(_path);
-        return Task.CompletedTask;
-    }
 
     static JobBatchOptions Batch(string id) => new()
     {
@@ -46,7 +35,7 @@ public sealed class BatchTests : IAsyncLifetime
     [Fact]
     public async Task A_batch_that_succeeds_runs_both_callbacks_once_after_its_last_job()
     {
-        await using var host = await JobsFixture.StartAsync(_path, _log, _time);
+        await using var host = await JobsFixture.StartAsync(DbPath, Log, Time);
 
         Assert.True(await host.Jobs.StartBatchAsync(Batch("b1")));
         Assert.False(await host.Jobs.StartBatchAsync(Batch("b1")));
@@ -59,14 +48,14 @@ public sealed class BatchTests : IAsyncLifetime
         var batch = await WaitForFinishAsync(host, "b1");
 
         Assert.Equal((5L, 0L, 5L, 0L), (batch.Total, batch.Pending, batch.Succeeded, batch.Failed));
-        Assert.Equal(["b1:complete", "b1:success"], _log.Ticks.Select(t => t.Job.Name).Order());
-        Assert.Equal(5, _log.Runs.Count);
+        Assert.Equal(["b1:complete", "b1:success"], Log.Ticks.Select(t => t.Job.Name).Order());
+        Assert.Equal(5, Log.Runs.Count);
     }
 
     [Fact]
     public async Task A_batch_with_a_dead_job_runs_only_the_completion_callback()
     {
-        await using var host = await JobsFixture.StartAsync(_path, _log, _time);
+        await using var host = await JobsFixture.StartAsync(DbPath, Log, Time);
 
         await host.Jobs.StartBatchAsync(Batch("b2"));
         await host.Jobs.EnqueueAsync(new Work(1), new JobOptions { BatchId = "b2" });
@@ -75,13 +64,13 @@ public sealed class BatchTests : IAsyncLifetime
         var batch = await WaitForFinishAsync(host, "b2");
 
         Assert.Equal((2L, 1L, 1L), (batch.Total, batch.Succeeded, batch.Failed));
-        Assert.Equal(["b2:complete"], _log.Ticks.Select(t => t.Job.Name));
+        Assert.Equal(["b2:complete"], Log.Ticks.Select(t => t.Job.Name));
     }
 
     [Fact]
     public async Task Jobs_that_add_to_their_batch_keep_it_open_until_their_children_finish()
     {
-        await using var host = await JobsFixture.StartAsync(_path, _log, _time);
+        await using var host = await JobsFixture.StartAsync(DbPath, Log, Time);
 
         await host.Jobs.StartBatchAsync(Batch("b3"));
         await host.Jobs.SealBatchAsync("b3");
@@ -97,14 +86,14 @@ public sealed class BatchTests : IAsyncLifetime
         var batch = await WaitForFinishAsync(host, "b4");
 
         Assert.Equal((6L, 6L), (batch.Total, batch.Succeeded));
-        Assert.Equal([1, 2, 3, 100, 200, 300], _log.Runs.Select(r => r.Job.N).Order());
-        Assert.Equal(["b3:complete", "b3:success", "b4:complete", "b4:success"], _log.Ticks.Select(t => t.Job.Name).Order());
+        Assert.Equal([1, 2, 3, 100, 200, 300], Log.Runs.Select(r => r.Job.N).Order());
+        Assert.Equal(["b3:complete", "b3:success", "b4:complete", "b4:success"], Log.Ticks.Select(t => t.Job.Name).Order());
     }
 
     [Fact]
     public async Task A_job_id_enqueued_twice_into_a_batch_runs_once_and_the_batch_still_finishes()
     {
-        await using var host = await JobsFixture.StartAsync(_path, _log, _time);
+        await using var host = await JobsFixture.StartAsync(DbPath, Log, Time);
 
         await host.Jobs.StartBatchAsync(Batch("b6"));
         var id = Guid.NewGuid();
@@ -114,13 +103,13 @@ public sealed class BatchTests : IAsyncLifetime
         var batch = await WaitForFinishAsync(host, "b6");
 
         Assert.Equal((1L, 1L, 0L), (batch.Total, batch.Succeeded, batch.Failed));
-        Assert.Equal(["b6:complete", "b6:success"], _log.Ticks.Select(t => t.Job.Name).Order());
+        Assert.Equal(["b6:complete", "b6:success"], Log.Ticks.Select(t => t.Job.Name).Order());
     }
 
     [Fact]
     public async Task Callbacks_fire_once_when_the_last_job_is_cancelled()
     {
-        await using var host = await JobsFixture.StartAsync(_path, _log, _time);
+        await using var host = await JobsFixture.StartAsync(DbPath, Log, Time);
 
         await host.Jobs.StartBatchAsync(Batch("b5"));
         var waiting = await host.Jobs.EnqueueAsync(new Work(1), new JobOptions { BatchId = "b5", Delay = TimeSpan.FromHours(1) });
@@ -129,6 +118,6 @@ public sealed class BatchTests : IAsyncLifetime
         var batch = await WaitForFinishAsync(host, "b5");
 
         Assert.Equal((1L, 1L), (batch.Total, batch.Failed));
-        Assert.Equal(["b5:complete"], _log.Ticks.Select(t => t.Job.Name));
+        Assert.Equal(["b5:complete"], Log.Ticks.Select(t => t.Job.Name));
     }
 }

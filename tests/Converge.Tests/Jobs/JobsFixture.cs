@@ -100,6 +100,24 @@ public sealed class GatedHandler(JobLog log) : IJobHandler<Gated>
     }
 }
 
+/// <summary>A test of jobs: its own database file (deleted afterwards), a job log and a manual clock.</summary>
+public abstract class JobsTest(DateTimeOffset? start = null) : IAsyncLifetime
+{
+    protected string DbPath { get; } = JobsFixture.NewPath();
+
+    protected JobLog Log { get; } = new();
+
+    protected ManualTimeProvider Time { get; } = new(start);
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public Task DisposeAsync()
+    {
+        JobsFixture.DeleteFolderOf(DbPath);
+        return Task.CompletedTask;
+    }
+}
+
 internal static class JobsFixture
 {
     public const string Queue = "work";
@@ -143,21 +161,7 @@ internal static class JobsFixture
         }
     }
 
-    /// <summary>Awaits <paramref name="condition"/>, checking again after short pauses; fails after 30 seconds naming <paramref name="what"/>.</summary>
-    public static async Task WaitUntilAsync(Func<bool> condition, Func<string> what, TimeSpan? timeout = null)
-    {
-        var wait = timeout ?? TimeSpan.FromSeconds(30);
-        var started = TimeProvider.System.GetTimestamp();
-        while (!condition())
-        {
-            if (TimeProvider.System.GetElapsedTime(started) > wait)
-            {
-                throw new TimeoutException($"Still waiting after {wait}: {what()}.");
-            }
-
-            await Task.Delay(TimeSpan.FromMilliseconds(2));
-        }
-    }
+    public static Task WaitUntilAsync(Func<bool> condition, Func<string> what, TimeSpan? timeout = null) => Eventually.UntilAsync(condition, what, timeout);
 
     /// <summary>
     /// Moves <paramref name="time"/> on by <paramref name="step"/> until <paramref name="condition"/> holds. A worker
@@ -184,18 +188,5 @@ internal static class JobsFixture
         return moved;
     }
 
-    public static async Task WaitUntilAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null)
-    {
-        var wait = timeout ?? TimeSpan.FromSeconds(30);
-        var started = TimeProvider.System.GetTimestamp();
-        while (!await condition())
-        {
-            if (TimeProvider.System.GetElapsedTime(started) > wait)
-            {
-                throw new TimeoutException($"Still waiting after {wait}: {what}.");
-            }
-
-            await Task.Delay(TimeSpan.FromMilliseconds(2));
-        }
-    }
+    public static Task WaitUntilAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null) => Eventually.UntilAsync(condition, what, timeout);
 }

@@ -5,31 +5,20 @@ using Converge.Testing;
 namespace Converge.Tests.Jobs;
 
 /// <summary>Priorities without starvation; concurrency and rate limits that hold across processes.</summary>
-public sealed class PriorityAndLimitTests : IAsyncLifetime
+public sealed class PriorityAndLimitTests : JobsTest
 {
-    readonly string _path = JobsFixture.NewPath();
-    readonly JobLog _log = new();
-    readonly ManualTimeProvider _time = new();
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public Task DisposeAsync()
-    {
-        JobsFixture.DeleteFolderOf(_path);
-        return Task.CompletedTask;
-    }
 
     /// <summary>Enqueues from a process that runs no workers: 40 low-priority jobs first, then 200 high-priority ones.</summary>
     async Task EnqueueLowThenHighAsync()
     {
-        await using var producer = await JobsFixture.StartAsync(_path, _log, _time, "producer", o => o.RunConsumers = false);
+        await using var producer = await JobsFixture.StartAsync(DbPath, Log, Time, "producer", o => o.RunConsumers = false);
         await using var transaction = await producer.Bus.BeginTransactionAsync();
         for (var i = 0; i < 40; i++)
         {
             await producer.Jobs.EnqueueAsync(new Work(i, "low"), transaction.Transaction, new JobOptions { Priority = 0 });
         }
 
-        _time.Advance(TimeSpan.FromSeconds(1));
+        Time.Advance(TimeSpan.FromSeconds(1));
         for (var i = 0; i < 200; i++)
         {
             await producer.Jobs.EnqueueAsync(new Work(1000 + i, "high"), transaction.Transaction, new JobOptions { Priority = 10 });
@@ -41,14 +30,14 @@ public sealed class PriorityAndLimitTests : IAsyncLifetime
     async Task<IReadOnlyList<string>> RunAllAsync(int oldestFirstEvery)
     {
         await EnqueueLowThenHighAsync();
-        await using var worker = await JobsFixture.StartAsync(_path, _log, _time, "worker", o => o.Queue(JobsFixture.Queue, q =>
+        await using var worker = await JobsFixture.StartAsync(DbPath, Log, Time, "worker", o => o.Queue(JobsFixture.Queue, q =>
         {
             q.Concurrency = 1;
             q.BatchSize = 4;
             q.OldestFirstEvery = oldestFirstEvery;
         }));
-        await JobsFixture.WaitUntilAsync(() => _log.Runs.Count == 240, () => $"all 240 jobs to run ({_log.Runs.Count} so far)");
-        return [.. _log.Runs.Select(r => r.Job.Kind)];
+        await JobsFixture.WaitUntilAsync(() => Log.Runs.Count == 240, () => $"all 240 jobs to run ({Log.Runs.Count} so far)");
+        return [.. Log.Runs.Select(r => r.Job.Kind)];
     }
 
     [Fact]
@@ -78,8 +67,8 @@ public sealed class PriorityAndLimitTests : IAsyncLifetime
             q.Concurrency = 5;
             q.MaxInFlight = 3;
         });
-        await using var a = await JobsFixture.StartAsync(_path, _log, _time, "a", Limit);
-        await using var b = await JobsFixture.StartAsync(_path, _log, _time, "b", Limit);
+        await using var a = await JobsFixture.StartAsync(DbPath, Log, Time, "a", Limit);
+        await using var b = await JobsFixture.StartAsync(DbPath, Log, Time, "b", Limit);
 
         var ids = new List<Guid>();
         for (var i = 0; i < 12; i++)
@@ -87,19 +76,19 @@ public sealed class PriorityAndLimitTests : IAsyncLifetime
             ids.Add((await a.Jobs.EnqueueAsync(new Gated(i))).Id);
         }
 
-        await JobsFixture.WaitUntilAsync(() => _log.Running == 3, () => $"three jobs to be running ({_log.Running})");
+        await JobsFixture.WaitUntilAsync(() => Log.Running == 3, () => $"three jobs to be running ({Log.Running})");
 
         // Both processes poll; give them every chance to overshoot before opening the gate.
         for (var i = 0; i < 5; i++)
         {
-            _time.Advance(a.Options.PollInterval);
+            Time.Advance(a.Options.PollInterval);
             await JobsFixture.WaitUntilAsync(async () => (await a.Store.GetStatusAsync(CancellationToken.None)).Queues.Single(q => q.Queue == "gated").InFlight == 3, "three leases");
         }
 
-        Assert.Equal(3, _log.MaxRunning);
-        _log.Gate.SetResult();
+        Assert.Equal(3, Log.MaxRunning);
+        Log.Gate.SetResult();
         await JobsFixture.WaitUntilAsync(async () => (await Task.WhenAll(ids.Select(id => a.Jobs.GetAsync(id).AsTask()))).All(j => j?.State == JobState.Succeeded), "all gated jobs to succeed");
-        Assert.Equal(3, _log.MaxRunning);
+        Assert.Equal(3, Log.MaxRunning);
     }
 
     [Fact]
@@ -110,8 +99,8 @@ public sealed class PriorityAndLimitTests : IAsyncLifetime
             q.Concurrency = 8;
             q.RateLimit = new RateLimit(PermitsPerSecond: 10, Burst: 2);
         });
-        await using var a = await JobsFixture.StartAsync(_path, _log, _time, "a", Limit);
-        await using var b = await JobsFixture.StartAsync(_path, _log, _time, "b", Limit);
+        await using var a = await JobsFixture.StartAsync(DbPath, Log, Time, "a", Limit);
+        await using var b = await JobsFixture.StartAsync(DbPath, Log, Time, "b", Limit);
         await using (var transaction = await a.Bus.BeginTransactionAsync())
         {
             for (var i = 0; i < 50; i++)
@@ -124,20 +113,20 @@ public sealed class PriorityAndLimitTests : IAsyncLifetime
 
         // A full bucket allows the burst of 2; after that one start per 100 ms, whichever process takes it. At no
         // point may the starts outrun the bucket, and 22 starts cannot happen in less than 2 s of the clock.
-        await JobsFixture.WaitUntilAsync(() => _log.Runs.Count >= 2, () => "the burst to run");
-        var started = _time.GetUtcNow();
+        await JobsFixture.WaitUntilAsync(() => Log.Runs.Count >= 2, () => "the burst to run");
+        var started = Time.GetUtcNow();
         await JobsFixture.AdvanceUntilAsync(
-            _time,
+            Time,
             TimeSpan.FromMilliseconds(20),
             () =>
             {
-                var allowed = 2 + (int)Math.Floor((_time.GetUtcNow() - started).TotalSeconds * 10);
-                Assert.InRange(_log.Runs.Count, 0, allowed);
-                return _log.Runs.Count >= 22;
+                var allowed = 2 + (int)Math.Floor((Time.GetUtcNow() - started).TotalSeconds * 10);
+                Assert.InRange(Log.Runs.Count, 0, allowed);
+                return Log.Runs.Count >= 22;
             },
-            () => $"22 starts ({_log.Runs.Count} so far)");
+            () => $"22 starts ({Log.Runs.Count} so far)");
 
-        Assert.True(_time.GetUtcNow() - started >= TimeSpan.FromSeconds(2), $"22 starts took {_time.GetUtcNow() - started} of the clock");
-        Assert.Equal(22, _log.Runs.Select(r => r.Job.N).Distinct().Count());
+        Assert.True(Time.GetUtcNow() - started >= TimeSpan.FromSeconds(2), $"22 starts took {Time.GetUtcNow() - started} of the clock");
+        Assert.Equal(22, Log.Runs.Select(r => r.Job.N).Distinct().Count());
     }
 }

@@ -5,21 +5,10 @@ using Converge.Testing;
 namespace Converge.Tests.Jobs;
 
 /// <summary>Recurring jobs: each occurrence once across processes, misfires after downtime, time zones.</summary>
-public sealed class RecurringJobTests : IAsyncLifetime
+public sealed class RecurringJobTests() : JobsTest(Start)
 {
     static readonly DateTimeOffset Start = new(2030, 1, 1, 0, 0, 30, TimeSpan.Zero);
     static readonly TimeSpan Nudge = TimeSpan.FromMilliseconds(250);
-    readonly string _path = JobsFixture.NewPath();
-    readonly JobLog _log = new();
-    readonly ManualTimeProvider _time = new(Start);
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public Task DisposeAsync()
-    {
-        JobsFixture.DeleteFolderOf(_path);
-        return Task.CompletedTask;
-    }
 
     static Action<Runtime.ConvergeOptions> EveryMinute(MisfirePolicy misfire = MisfirePolicy.RunOnce) => o =>
     {
@@ -33,21 +22,21 @@ public sealed class RecurringJobTests : IAsyncLifetime
     [Fact]
     public async Task Each_occurrence_runs_exactly_once_across_two_processes()
     {
-        await using var a = await JobsFixture.StartAsync(_path, _log, _time, "a", EveryMinute());
-        await using var b = await JobsFixture.StartAsync(_path, _log, _time, "b", EveryMinute());
+        await using var a = await JobsFixture.StartAsync(DbPath, Log, Time, "a", EveryMinute());
+        await using var b = await JobsFixture.StartAsync(DbPath, Log, Time, "b", EveryMinute());
 
         for (var minute = 1; minute <= 10; minute++)
         {
-            _time.Advance(TimeSpan.FromMinutes(1));
+            Time.Advance(TimeSpan.FromMinutes(1));
             var expected = minute;
-            await JobsFixture.AdvanceUntilAsync(_time, Nudge, () => _log.Ticks.Count >= expected, () => $"occurrence {expected} ({_log.Ticks.Count} so far)");
+            await JobsFixture.AdvanceUntilAsync(Time, Nudge, () => Log.Ticks.Count >= expected, () => $"occurrence {expected} ({Log.Ticks.Count} so far)");
 
             // Let its run commit before the clock jumps a minute: a jump past a lease hands a running job to the
             // other process, which at-least-once delivery allows (the inbox then keeps its effects single).
             await JobsFixture.WaitUntilAsync(async () => await TicksQueueIdleAsync(a), "the occurrence's run to commit");
         }
 
-        var occurrences = _log.Ticks.Select(t => t.AsOf!.Value).ToList();
+        var occurrences = Log.Ticks.Select(t => t.AsOf!.Value).ToList();
         Assert.Equal(10, occurrences.Count);
         Assert.Equal(Enumerable.Range(1, 10).Select(m => Start.AddSeconds(-30).AddMinutes(m)), occurrences.Order());
         var schedule = Assert.Single(await a.Store.ListRecurringJobsAsync(CancellationToken.None));
@@ -57,50 +46,50 @@ public sealed class RecurringJobTests : IAsyncLifetime
     [Fact]
     public async Task After_downtime_the_run_once_policy_runs_one_occurrence_for_all_it_missed()
     {
-        await (await JobsFixture.StartAsync(_path, _log, _time, "a", EveryMinute())).DisposeAsync();
+        await (await JobsFixture.StartAsync(DbPath, Log, Time, "a", EveryMinute())).DisposeAsync();
 
-        _time.Advance(TimeSpan.FromHours(1));
-        await using var host = await JobsFixture.StartAsync(_path, _log, _time, "a", EveryMinute());
-        _time.Advance(TimeSpan.FromSeconds(1));
-        await JobsFixture.WaitUntilAsync(() => _log.Ticks.Count >= 1, () => "the catch-up occurrence");
-        await JobsFixture.AdvanceUntilAsync(_time, Nudge, () => _log.Ticks.Count >= 2, () => "the next occurrence on time");
+        Time.Advance(TimeSpan.FromHours(1));
+        await using var host = await JobsFixture.StartAsync(DbPath, Log, Time, "a", EveryMinute());
+        Time.Advance(TimeSpan.FromSeconds(1));
+        await JobsFixture.WaitUntilAsync(() => Log.Ticks.Count >= 1, () => "the catch-up occurrence");
+        await JobsFixture.AdvanceUntilAsync(Time, Nudge, () => Log.Ticks.Count >= 2, () => "the next occurrence on time");
 
         // At 01:00:30 every occurrence since 00:01 is more than 20 s late: one run stands for all of them.
         var latestMissed = Start.AddSeconds(-30).AddMinutes(60);
-        Assert.Equal([latestMissed, latestMissed.AddMinutes(1)], _log.Ticks.Select(t => t.AsOf!.Value));
+        Assert.Equal([latestMissed, latestMissed.AddMinutes(1)], Log.Ticks.Select(t => t.AsOf!.Value));
     }
 
     [Fact]
     public async Task After_downtime_the_skip_policy_waits_for_the_next_occurrence()
     {
-        await (await JobsFixture.StartAsync(_path, _log, _time, "a", EveryMinute(MisfirePolicy.Skip))).DisposeAsync();
+        await (await JobsFixture.StartAsync(DbPath, Log, Time, "a", EveryMinute(MisfirePolicy.Skip))).DisposeAsync();
 
-        _time.Advance(TimeSpan.FromHours(1));
-        await using var host = await JobsFixture.StartAsync(_path, _log, _time, "a", EveryMinute(MisfirePolicy.Skip));
-        _time.Advance(TimeSpan.FromSeconds(1));
-        await JobsFixture.WaitUntilAsync(async () => (await host.Store.ListRecurringJobsAsync(CancellationToken.None)).Single().NextAt > _time.GetUtcNow(), "the schedule to move past the missed occurrences");
-        Assert.Empty(_log.Ticks);
+        Time.Advance(TimeSpan.FromHours(1));
+        await using var host = await JobsFixture.StartAsync(DbPath, Log, Time, "a", EveryMinute(MisfirePolicy.Skip));
+        Time.Advance(TimeSpan.FromSeconds(1));
+        await JobsFixture.WaitUntilAsync(async () => (await host.Store.ListRecurringJobsAsync(CancellationToken.None)).Single().NextAt > Time.GetUtcNow(), "the schedule to move past the missed occurrences");
+        Assert.Empty(Log.Ticks);
 
-        await JobsFixture.AdvanceUntilAsync(_time, Nudge, () => _log.Ticks.Count >= 1, () => "the next occurrence");
-        Assert.Equal([Start.AddSeconds(-30).AddMinutes(61)], _log.Ticks.Select(t => t.AsOf!.Value));
+        await JobsFixture.AdvanceUntilAsync(Time, Nudge, () => Log.Ticks.Count >= 1, () => "the next occurrence");
+        Assert.Equal([Start.AddSeconds(-30).AddMinutes(61)], Log.Ticks.Select(t => t.AsOf!.Value));
     }
 
     [Fact]
     public async Task A_trigger_runs_an_occurrence_now_outside_the_schedule()
     {
-        await using var host = await JobsFixture.StartAsync(_path, _log, _time, "a", o => o.AddRecurringJob("monthly", "0 0 1 * *", new Tick("monthly")));
+        await using var host = await JobsFixture.StartAsync(DbPath, Log, Time, "a", o => o.AddRecurringJob("monthly", "0 0 1 * *", new Tick("monthly")));
 
         var job = await host.Jobs.TriggerRecurringAsync("monthly");
-        await JobsFixture.WaitUntilAsync(() => _log.Ticks.Count == 1, () => "the triggered occurrence");
+        await JobsFixture.WaitUntilAsync(() => Log.Ticks.Count == 1, () => "the triggered occurrence");
 
         Assert.False(job.Duplicate);
-        Assert.Equal(("monthly", _time.GetUtcNow()), (_log.Ticks[0].Job.Name, _log.Ticks[0].AsOf));
+        Assert.Equal(("monthly", Time.GetUtcNow()), (Log.Ticks[0].Job.Name, Log.Ticks[0].AsOf));
         Assert.Equal(JobState.Succeeded, (await host.Jobs.GetAsync(job.Id))!.State);
         await Assert.ThrowsAsync<InvalidOperationException>(async () => await host.Jobs.TriggerRecurringAsync("nope"));
     }
 
     [Fact]
-    public void Cron_is_read_in_its_time_zone_across_daylight_saving()
+    public void Cron_is_read_in_itsTime_zone_across_daylight_saving()
     {
         var berlin = CronSchedule.Parse("30 2 * * *", "Europe/Berlin");
 

@@ -313,20 +313,7 @@ public static class ShopSaga
     public static Task<IReadOnlyList<SagaLogEntry>> LogAsync(ConvergeTestHost host, string tx) => host.Store.ReadSagaLogAsync(tx, CancellationToken.None).AsTask();
 
     /// <summary>Awaits <paramref name="condition"/>, checking again after short pauses; fails after 30 seconds with <paramref name="what"/>.</summary>
-    public static async Task WaitUntilAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null)
-    {
-        var wait = timeout ?? TimeSpan.FromSeconds(30);
-        var started = TimeProvider.System.GetTimestamp();
-        while (!await condition())
-        {
-            if (TimeProvider.System.GetElapsedTime(started) > wait)
-            {
-                throw new TimeoutException($"Still waiting after {wait}: {what}.");
-            }
-
-            await Task.Delay(TimeSpan.FromMilliseconds(2));
-        }
-    }
+    public static Task WaitUntilAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null) => Eventually.UntilAsync(condition, what, timeout);
 
     /// <summary>Waits until the saga log of <paramref name="tx"/> has an entry matching <paramref name="match"/>; returns the log.</summary>
     public static async Task<IReadOnlyList<SagaLogEntry>> WaitForLogAsync(ConvergeTestHost host, string tx, Func<SagaLogEntry, bool> match, string what)
