@@ -57,6 +57,29 @@ internal sealed class CronSchedule
     /// <summary>The first occurrence after <paramref name="from"/> (or at it, when <paramref name="inclusive"/>); <c>null</c> when there is none.</summary>
     public DateTimeOffset? Next(DateTimeOffset from, bool inclusive = false) => _expression.GetNextOccurrence(from, _zone, inclusive);
 
+    /// <summary>
+    /// The latest occurrence before <paramref name="before"/> and not before <paramref name="floor"/>; <c>null</c> when
+    /// there is none. Searched in widening windows back from <paramref name="before"/>, so a long gap costs a few
+    /// steps, not one per occurrence.
+    /// </summary>
+    public DateTimeOffset? LatestBefore(DateTimeOffset before, DateTimeOffset floor)
+    {
+        for (var window = TimeSpan.FromMinutes(1); ; window *= 8)
+        {
+            var from = before - window < floor ? floor : before - window;
+            DateTimeOffset? latest = null;
+            foreach (var occurrence in _expression.GetOccurrences(from, before, _zone, fromInclusive: true, toInclusive: false))
+            {
+                latest = occurrence;
+            }
+
+            if (latest is not null || from == floor)
+            {
+                return latest;
+            }
+        }
+    }
+
     /// <summary>Occurrences from <paramref name="from"/> (inclusive) to <paramref name="to"/> (inclusive), at most <paramref name="max"/>.</summary>
     public IEnumerable<DateTimeOffset> Between(DateTimeOffset from, DateTimeOffset to, int max) =>
         _expression.GetOccurrences(from, to, _zone, fromInclusive: true, toInclusive: true).Take(max);

@@ -15,7 +15,7 @@ namespace Converge.Jobs;
 /// </summary>
 internal sealed partial class RecurringJobScheduler
 {
-    /// <summary>Occurrences enqueued per schedule per round at most (a six-field expression after a long stop).</summary>
+    /// <summary>On-time occurrences enqueued per schedule per round at most (a six-field expression with a long threshold).</summary>
     const int MaxOccurrencesPerRound = 1000;
 
     readonly JobRuntime _runtime;
@@ -107,7 +107,10 @@ internal sealed partial class RecurringJobScheduler
         await using var transaction = await _runtime.Store.BeginAsync(cancellationToken);
         var due = await transaction.LoadDueRecurringJobsAsync(now, cancellationToken);
         DateTimeOffset? earliest = null;
-        foreach (var schedule in due)
+
+        // Only the schedules this process registers: one removed or renamed in code stays in the store (converge
+        // jobs recurring shows it) but no longer fires, and a process that runs none of them leaves them alone.
+        foreach (var schedule in due.Where(d => _options.RecurringJobs.Any(r => r.Name == d.Name)))
         {
             if (CronSchedule.TryParse(schedule.Cron, schedule.TimeZone, out var cron) is { } error)
             {
@@ -115,19 +118,18 @@ internal sealed partial class RecurringJobScheduler
                 continue;
             }
 
-            var occurrences = cron!.Between(schedule.NextAt, now, MaxOccurrencesPerRound).ToList();
-            var onTime = occurrences.Where(o => now - o <= _options.Jobs.MisfireThreshold).ToList();
-            var missed = occurrences.Count - onTime.Count;
-            var toEnqueue = onTime;
-            if (missed > 0)
+            // Occurrences within the misfire threshold are on time and each runs; older ones were missed while no
+            // scheduler ran, and the policy decides: one run for all of them (the latest) or none.
+            var onTimeFrom = schedule.NextAt > now - _options.Jobs.MisfireThreshold ? schedule.NextAt : now - _options.Jobs.MisfireThreshold;
+            var toEnqueue = cron!.Between(onTimeFrom, now, MaxOccurrencesPerRound).ToList();
+            if (schedule.NextAt < onTimeFrom && cron.Next(schedule.NextAt, inclusive: true) is { } firstMissed && firstMissed < onTimeFrom)
             {
-                var latestMissed = occurrences[missed - 1];
-                if (schedule.Misfire == MisfirePolicy.RunOnce && onTime.Count == 0)
+                if (schedule.Misfire == MisfirePolicy.RunOnce && toEnqueue.Count == 0 && cron.LatestBefore(onTimeFrom, firstMissed) is { } latestMissed)
                 {
                     toEnqueue = [latestMissed];
                 }
 
-                Misfired(_logger, schedule.Name, missed, schedule.NextAt, schedule.Misfire);
+                Misfired(_logger, schedule.Name, schedule.NextAt, onTimeFrom, schedule.Misfire);
             }
 
             foreach (var occurrence in toEnqueue)
@@ -135,7 +137,7 @@ internal sealed partial class RecurringJobScheduler
                 await transaction.EnqueueAsync(Occurrence(schedule, occurrence, now), cancellationToken);
             }
 
-            var next = cron.Next(occurrences.Count == MaxOccurrencesPerRound ? occurrences[^1] : now) ?? DateTimeOffset.MaxValue;
+            var next = cron.Next(now) ?? DateTimeOffset.MaxValue;
             var last = toEnqueue.Count > 0 ? toEnqueue[^1] : schedule.LastAt;
             if (!await transaction.AdvanceRecurringJobAsync(schedule.Name, schedule.NextAt, next, last, cancellationToken))
             {
@@ -174,8 +176,8 @@ internal sealed partial class RecurringJobScheduler
         return new Guid(hash[..16], bigEndian: true);
     }
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Recurring job {Schedule} missed {Count} occurrence(s) from {From} while no scheduler ran; misfire policy {Policy}")]
-    static partial void Misfired(ILogger logger, string schedule, int count, DateTimeOffset from, MisfirePolicy policy);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Recurring job {Schedule} missed its occurrences from {From} to {Until} while no scheduler ran; misfire policy {Policy}")]
+    static partial void Misfired(ILogger logger, string schedule, DateTimeOffset from, DateTimeOffset until, MisfirePolicy policy);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Recurring job {Schedule} cannot be scheduled: {Error}")]
     static partial void ScheduleInvalid(ILogger logger, string schedule, string error);

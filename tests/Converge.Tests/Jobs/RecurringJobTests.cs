@@ -60,6 +60,37 @@ public sealed class RecurringJobTests() : JobsTest(Start)
     }
 
     [Fact]
+    public async Task After_a_long_outage_the_run_once_policy_still_runs_once()
+    {
+        await (await JobsFixture.StartAsync(DbPath, Log, Time, "a", EveryMinute())).DisposeAsync();
+
+        Time.Advance(TimeSpan.FromHours(50));
+        await using var host = await JobsFixture.StartAsync(DbPath, Log, Time, "a", EveryMinute());
+        await JobsFixture.WaitUntilAsync(async () => (await host.Store.ListRecurringJobsAsync(CancellationToken.None)).Single().NextAt > Time.GetUtcNow(), "the schedule to move past the outage");
+        await JobsFixture.WaitUntilAsync(() => Log.Ticks.Count >= 1, () => "the catch-up occurrence");
+
+        Assert.Equal([Start.AddSeconds(-30).AddHours(50)], Log.Ticks.Select(t => t.AsOf!.Value));
+    }
+
+    [Fact]
+    public async Task A_schedule_no_longer_registered_stops_firing()
+    {
+        await (await JobsFixture.StartAsync(DbPath, Log, Time, "a", EveryMinute())).DisposeAsync();
+
+        await using var host = await JobsFixture.StartAsync(DbPath, Log, Time, "a", o => o.AddRecurringJob("renamed", "* * * * *", new Tick("renamed")));
+        for (var minute = 1; minute <= 3; minute++)
+        {
+            Time.Advance(TimeSpan.FromMinutes(1));
+            var expected = minute;
+            await JobsFixture.AdvanceUntilAsync(Time, Nudge, () => Log.Ticks.Count >= expected, () => $"occurrence {expected} of the renamed schedule");
+            await JobsFixture.WaitUntilAsync(async () => await TicksQueueIdleAsync(host), "the occurrence's run to commit");
+        }
+
+        Assert.All(Log.Ticks, t => Assert.Equal("renamed", t.Job.Name));
+        Assert.Equal(2, (await host.Store.ListRecurringJobsAsync(CancellationToken.None)).Count);
+    }
+
+    [Fact]
     public async Task After_downtime_the_skip_policy_waits_for_the_next_occurrence()
     {
         await (await JobsFixture.StartAsync(DbPath, Log, Time, "a", EveryMinute(MisfirePolicy.Skip))).DisposeAsync();
