@@ -60,8 +60,12 @@ internal sealed class JobQueueConsumer : IDisposable
         _limited = queue.MaxInFlight is not null || queue.RateLimit is not null;
     }
 
-    /// <summary>Jobs claimed and not yet committed or handed back; prefetching beyond the running ones keeps workers busy.</summary>
-    int Capacity => _limited ? _queue.Concurrency : _queue.Concurrency + _queue.BatchSize;
+    /// <summary>
+    /// Jobs claimed and not yet committed or handed back. Up to as many again as run at once wait claimed, so workers
+    /// never idle between commits; more would hold back higher priorities enqueued meanwhile and starve other
+    /// processes. Limited queues claim only what runs, so leases and permits are spent on running jobs.
+    /// </summary>
+    int Capacity => _limited ? _queue.Concurrency : 2 * _queue.Concurrency;
 
     public async Task RunAsync(CancellationToken stopping, CancellationToken abort)
     {
@@ -78,6 +82,14 @@ internal sealed class JobQueueConsumer : IDisposable
             // committer claims nothing once stopping, so the set of jobs only shrinks from here.
             while (!_jobs.IsEmpty)
             {
+                await Task.WhenAll(_jobs.Keys);
+            }
+
+            // A commit under way when the stop came may still start the jobs it claimed; wait for those too, until
+            // every claimed job is committed or handed back.
+            while (Volatile.Read(ref _outstanding) > 0)
+            {
+                await _slotFreed.WaitAsync(TimeSpan.FromMilliseconds(50), TimeProvider.System, CancellationToken.None);
                 await Task.WhenAll(_jobs.Keys);
             }
         }
@@ -189,8 +201,12 @@ internal sealed class JobQueueConsumer : IDisposable
 
                 // Work is waiting but the limits said no: wait for a token to refill or a job of ours to finish,
                 // not for the next enqueue (which would spin while the queue is busy).
-                var refill = _queue.RateLimit is { } limit ? TimeSpan.FromSeconds(1 / limit.PermitsPerSecond) : wait;
-                await _slotFreed.WaitAsync(Min(Min(refill, wait), wait), _options.TimeProvider, stopping);
+                // Not sooner than 10 ms (or half the time the bucket takes to refill its burst, if shorter): when the
+                // limit is other processes' leases, each look is a read of the store.
+                var refill = _queue.RateLimit is { } limit
+                    ? TimeSpan.FromSeconds(Math.Max(1 / limit.PermitsPerSecond, Math.Min(0.010, limit.Burst / limit.PermitsPerSecond / 2)))
+                    : wait;
+                await _slotFreed.WaitAsync(Min(refill, wait), _options.TimeProvider, stopping);
                 return;
             }
 
@@ -205,7 +221,8 @@ internal sealed class JobQueueConsumer : IDisposable
         Finished finished;
         try
         {
-            await _executing.WaitAsync(abort);
+            // A job still waiting for a slot when the worker stops is handed back unstarted, attempt uncounted.
+            await _executing.WaitAsync(_stopping);
         }
         catch (OperationCanceledException)
         {
@@ -246,12 +263,14 @@ internal sealed class JobQueueConsumer : IDisposable
             return new Finished(running, Outcome.Cancelled);
         }
 
+        var scope = _scopes.CreateAsyncScope();
         try
         {
-            await using var scope = _scopes.CreateAsyncScope();
             var context = new JobContext(_runtime, envelope, _queue.Name, message.Attempt, scope.ServiceProvider);
             await decoded.Registration!.Invoker.InvokeAsync(scope.ServiceProvider, decoded.Body!, context, running.Cancellation.Token);
-            return new Finished(running, Outcome.Succeeded, Context: context);
+
+            // A job whose cancellation was asked for and that finished anyway leaves no request behind.
+            return new Finished(running, Outcome.Succeeded, Context: context, Forget: context.ReportedProgress || running.Cancellation.IsCancellationRequested);
         }
         catch (Exception) when (abort.IsCancellationRequested)
         {
@@ -265,6 +284,24 @@ internal sealed class JobQueueConsumer : IDisposable
         {
             return new Finished(running, Outcome.Failed, exception);
         }
+        finally
+        {
+            await DisposeQuietlyAsync(scope);
+        }
+    }
+
+    /// <summary>A scoped service that fails to dispose after its job returned does not change the job's outcome.</summary>
+    async Task DisposeQuietlyAsync(AsyncServiceScope scope)
+    {
+        try
+        {
+            await scope.DisposeAsync();
+        }
+        catch (Exception exception)
+        {
+            ConvergeDiagnostics.ConsumerErrors.Add(1);
+            Log.BatchFailed(_logger, exception, _queue.Name, 1);
+        }
     }
 
     async Task CommitLoopAsync(CancellationToken abort)
@@ -273,42 +310,64 @@ internal sealed class JobQueueConsumer : IDisposable
         var group = new List<Finished>(MaxCommitGroup);
         while (await reader.WaitToReadAsync(CancellationToken.None))
         {
-            // Take the store's write lock first and only then collect what finished: whatever finished while this
-            // waited its turn joins the same commit, so groups grow exactly when the store is the bottleneck.
-            var transaction = await BeginQuietlyAsync();
-            group.Clear();
-            while (group.Count < MaxCommitGroup && reader.TryRead(out var item))
+            try
             {
-                group.Add(item);
+                await CommitAvailableAsync(reader, group, abort);
             }
+            catch (Exception exception)
+            {
+                // Never let the committer die: its jobs' slots would never free. What it could not record runs
+                // again when the leases expire.
+                ConvergeDiagnostics.ConsumerErrors.Add(1);
+                Log.BatchFailed(_logger, exception, _queue.Name, group.Count);
+                foreach (var item in group)
+                {
+                    _running.TryRemove(KeyValuePair.Create(item.Running.Message.Id, item.Running));
+                }
 
-            var handBack = group.Where(f => f.Outcome == Outcome.HandBack).Select(f => f.Running.Message).ToList();
-            var commit = group.Where(f => f.Outcome != Outcome.HandBack).ToList();
-            if (commit.Count > 0)
-            {
-                await CommitGroupAsync(commit, transaction, abort);
+                Interlocked.Add(ref _outstanding, -group.Count);
+                _slotFreed.Ring();
             }
-            else if (transaction is not null)
-            {
-                await transaction.DisposeAsync();
-            }
-
-            if (handBack.Count > 0)
-            {
-                await ReleaseQuietlyAsync(handBack, countAttempt: false);
-            }
-
-            foreach (var item in group)
-            {
-                // Only this run's entry: the commit may have claimed a new job under the same row id (SQLite reuses
-                // the id of a deleted last row), and that one is running now.
-                _running.TryRemove(KeyValuePair.Create(item.Running.Message.Id, item.Running));
-                item.Running.Cancellation.Dispose();
-            }
-
-            Interlocked.Add(ref _outstanding, -group.Count);
-            _slotFreed.Ring();
         }
+    }
+
+    async Task CommitAvailableAsync(ChannelReader<Finished> reader, List<Finished> group, CancellationToken abort)
+    {
+        // Take the store's write lock first and only then collect what finished: whatever finished while this
+        // waited its turn joins the same commit, so groups grow exactly when the store is the bottleneck.
+        var transaction = await BeginQuietlyAsync();
+        group.Clear();
+        while (group.Count < MaxCommitGroup && reader.TryRead(out var item))
+        {
+            group.Add(item);
+        }
+
+        var handBack = group.Where(f => f.Outcome == Outcome.HandBack).Select(f => f.Running.Message).ToList();
+        var commit = group.Where(f => f.Outcome != Outcome.HandBack).ToList();
+        if (commit.Count > 0)
+        {
+            await CommitGroupAsync(commit, transaction, abort);
+        }
+        else if (transaction is not null)
+        {
+            await transaction.DisposeAsync();
+        }
+
+        if (handBack.Count > 0)
+        {
+            await ReleaseQuietlyAsync(handBack, countAttempt: false);
+        }
+
+        foreach (var item in group)
+        {
+            // Only this run's entry: the commit may have claimed a new job under the same row id (SQLite reuses
+            // the id of a deleted last row), and that one is running now.
+            _running.TryRemove(KeyValuePair.Create(item.Running.Message.Id, item.Running));
+            item.Running.Cancellation.Dispose();
+        }
+
+        Interlocked.Add(ref _outstanding, -group.Count);
+        _slotFreed.Ring();
     }
 
     async Task<IStoreTransaction?> BeginQuietlyAsync()
@@ -431,8 +490,19 @@ internal sealed class JobQueueConsumer : IDisposable
         var nextOldest = false;
         if (free > 0 && !_stopping.IsCancellationRequested)
         {
+            // In a savepoint of its own: a claim that fails must not undo the outcomes it rides with.
             (var policy, nextOldest) = NextPolicy();
-            next = await transaction.ClaimAsync(_queue.Name, Math.Min(free, _queue.BatchSize), _options.LeaseDuration, policy, cancellationToken);
+            await transaction.SavepointAsync(cancellationToken);
+            try
+            {
+                next = await transaction.ClaimAsync(_queue.Name, Math.Min(free, _queue.BatchSize), _options.LeaseDuration, policy, cancellationToken);
+                await transaction.ReleaseSavepointAsync(cancellationToken);
+            }
+            catch (Exception exception) when (exception is not OperationCanceledException)
+            {
+                await transaction.RollbackToSavepointAsync(cancellationToken);
+                Log.ClaimFailed(_logger, exception, _queue.Name, TimeSpan.Zero);
+            }
         }
 
         await transaction.CommitAsync(cancellationToken);
@@ -484,13 +554,18 @@ internal sealed class JobQueueConsumer : IDisposable
                     return null;
                 }
 
-                if (item.Context.ReportedProgress)
+                if (item.Forget)
                 {
                     forget.Add(envelope.MessageId);
                 }
 
                 Count(batches, batchId, succeeded: 1, failed: 0);
                 return HandlingOutcome.Completed;
+
+            case Outcome.Failed when item.Running.Cancellation.IsCancellationRequested:
+                // Asked to stop and failed on the way: it stays stopped rather than being retried.
+                forget.Add(envelope.MessageId);
+                return await DeadLetterAsync(transaction, message, DeadLetterReasons.Cancelled, item.Error, batches, batchId, cancellationToken);
 
             case Outcome.Failed:
                 return await RecordFailureAsync(transaction, message, item.Error!, batches, batchId, forget, cancellationToken);
@@ -555,8 +630,9 @@ internal sealed class JobQueueConsumer : IDisposable
                 var now = _options.TimeProvider.GetUtcNow();
                 if (now - _renewedAt >= _options.LeaseDuration / 3)
                 {
-                    _renewedAt = now;
+                    // Moved on only after it worked: a failed renewal is tried again at the next tick.
                     await _store.RenewLeasesAsync([.. snapshot.Select(r => r.Message)], _options.LeaseDuration, CancellationToken.None);
+                    _renewedAt = now;
                 }
 
                 var cancelled = await _store.ReadCancellationsAsync([.. snapshot.Select(r => r.Message.Envelope.MessageId)], CancellationToken.None);
@@ -604,5 +680,5 @@ internal sealed class JobQueueConsumer : IDisposable
 
     sealed record Running(QueuedMessage Message, CancellationTokenSource Cancellation);
 
-    sealed record Finished(Running Running, Outcome Outcome, Exception? Error = null, JobContext? Context = null, string? Reason = null);
+    sealed record Finished(Running Running, Outcome Outcome, Exception? Error = null, JobContext? Context = null, string? Reason = null, bool Forget = false);
 }
