@@ -89,7 +89,7 @@ public sealed class CrashTests(ITestOutputHelper output)
                 // Each worker commits at least one batch before it is killed, so every kill lands in a working
                 // process: a worker that ran past several kill points would otherwise be followed by workers
                 // killed while still starting.
-                var seen = await WaitForEffectsAsync(db, Math.Max(thresholds[i], atStart + 1), current, log);
+                var seen = await current.WaitForProgressAsync(() => Count(db, $"SELECT count(*) FROM {CrashScenario.EffectsTable}"), Math.Max(thresholds[i], atStart + 1), MessageCount, "effects", log, ProgressTimeout, PollDelay);
                 await Task.Delay(delays[i]);
                 await current.KillAsync(ExitTimeout);
                 var atKill = Count(db, $"SELECT count(*) FROM {CrashScenario.EffectsTable}");
@@ -159,32 +159,6 @@ public sealed class CrashTests(ITestOutputHelper output)
             }
 
             transaction.Commit();
-        }
-    }
-
-    /// <summary>Polls the worker's progress until the effects reach <paramref name="threshold"/> (or all messages); returns the count seen.</summary>
-    static async Task<long> WaitForEffectsAsync(SqliteConnection db, long threshold, WorkerProcess worker, WorkerLog log)
-    {
-        var waited = Stopwatch.StartNew();
-        while (true)
-        {
-            var count = Count(db, $"SELECT count(*) FROM {CrashScenario.EffectsTable}");
-            if (count >= threshold || count >= MessageCount)
-            {
-                return count;
-            }
-
-            if (worker.HasExited)
-            {
-                Assert.Fail($"Worker {worker.Number} exited on its own (exit code {worker.ExitCode}) at {count} effects, before reaching {threshold}.\n{log.Tail()}");
-            }
-
-            if (waited.Elapsed > ProgressTimeout)
-            {
-                Assert.Fail($"Worker {worker.Number} reached only {count} of {threshold} effects in {ProgressTimeout.TotalSeconds} s.\n{log.Tail()}");
-            }
-
-            await Task.Delay(PollDelay);
         }
     }
 

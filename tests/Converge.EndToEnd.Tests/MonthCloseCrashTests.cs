@@ -108,7 +108,7 @@ public sealed class MonthCloseCrashTests(ITestOutputHelper output)
             {
                 // Every worker but the first settles something before it is killed, so each kill lands in a working
                 // process rather than one still starting.
-                var seen = i == 0 ? 0 : await WaitForSettledAsync(db, Math.Max(thresholds[i], atStart + 1), accounts, current, log);
+                var seen = i == 0 ? 0 : await current.WaitForProgressAsync(() => Settled(db), Math.Max(thresholds[i], atStart + 1), accounts, "settled invoices", log, ProgressTimeout, PollDelay);
                 await Task.Delay(delays[i]);
                 await current.KillAsync(ExitTimeout);
                 var atKill = Settled(db);
@@ -169,32 +169,6 @@ public sealed class MonthCloseCrashTests(ITestOutputHelper output)
             {
                 output.WriteLine($"Could not delete {folder}: {exception.Message}");
             }
-        }
-    }
-
-    /// <summary>Polls until <paramref name="threshold"/> invoices of the period are settled (or all are); returns the count seen.</summary>
-    static async Task<long> WaitForSettledAsync(SqliteConnection db, long threshold, long accounts, WorkerProcess worker, WorkerLog log)
-    {
-        var waited = Stopwatch.StartNew();
-        while (true)
-        {
-            var settled = Settled(db);
-            if (settled >= threshold || settled >= accounts)
-            {
-                return settled;
-            }
-
-            if (worker.HasExited)
-            {
-                Assert.Fail($"Worker {worker.Number} exited on its own (exit code {worker.ExitCode}) at {settled} settled, before reaching {threshold}.\n{log.Tail()}");
-            }
-
-            if (waited.Elapsed > ProgressTimeout)
-            {
-                Assert.Fail($"Worker {worker.Number} settled only {settled} of {threshold} invoices in {ProgressTimeout.TotalSeconds} s.\n{log.Tail()}");
-            }
-
-            await Task.Delay(PollDelay);
         }
     }
 

@@ -115,6 +115,36 @@ internal sealed class WorkerProcess : IDisposable
         await _outputDone.WaitAsync(cancel.Token);
     }
 
+    /// <summary>
+    /// Polls <paramref name="progress"/> until it reaches <paramref name="threshold"/> (or <paramref name="total"/>)
+    /// and returns what it saw; fails the test, with the worker's last output, if this worker exits on its own or
+    /// makes no such progress within <paramref name="timeout"/>.
+    /// </summary>
+    public async Task<long> WaitForProgressAsync(Func<long> progress, long threshold, long total, string what, WorkerLog log, TimeSpan timeout, TimeSpan poll)
+    {
+        var waited = Stopwatch.StartNew();
+        while (true)
+        {
+            var seen = progress();
+            if (seen >= threshold || seen >= total)
+            {
+                return seen;
+            }
+
+            if (HasExited)
+            {
+                Assert.Fail($"Worker {Number} exited on its own (exit code {ExitCode}) at {seen} {what}, before reaching {threshold}.\n{log.Tail()}");
+            }
+
+            if (waited.Elapsed > timeout)
+            {
+                Assert.Fail($"Worker {Number} reached only {seen} of {threshold} {what} in {timeout.TotalSeconds} s.\n{log.Tail()}");
+            }
+
+            await Task.Delay(poll);
+        }
+    }
+
     public void Dispose()
     {
         try
