@@ -111,27 +111,17 @@ internal static class JobCommands
             : $"{report.Count} job(s){(filtered ? " match" : "")}. Show one with: converge jobs show --db {path} ID");
     }
 
-    static Command Show(CliOutput output)
-    {
-        var db = CommonOptions.Db();
-        var prefix = CommonOptions.TablePrefix();
-        var json = CommonOptions.Json();
-        var id = JobId("The job id, as 'converge jobs list' shows it.");
-        var command = new Command("show", "Show one job: every field, its progress, its batch, its failed attempts, and its body as JSON.")
+    static Command Show(CliOutput output) => OneJob(
+        output,
+        "show",
+        "Show one job: every field, its progress, its batch, its failed attempts, and its body as JSON.",
+        "The job id, as 'converge jobs list' shows it.",
+        async (store, path, job, json, cancellationToken) =>
         {
-            id, db, prefix, json,
-        };
-        command.SetAction(output, async (parsed, cancellationToken) =>
-        {
-            var path = parsed.GetRequiredValue(db);
-            await using var store = await StoreAccess.OpenExistingAsync(path, parsed.GetRequiredValue(prefix));
-            var job = await FindAsync(store, path, parsed.GetValue(id), cancellationToken);
             var batch = job.BatchId is { } batchId ? await store.GetBatchAsync(batchId, cancellationToken) : null;
             var report = Detail(store.Path, job, batch);
-            return await output.ReportAsync(report, parsed.GetValue(json), (console, r) => RenderShow(console, r, path));
+            return await output.ReportAsync(report, json, (console, r) => RenderShow(console, r, path));
         });
-        return command;
-    }
 
     static void RenderShow(IAnsiConsole console, ShowReport report, string path)
     {
@@ -195,21 +185,13 @@ internal static class JobCommands
         }
     }
 
-    static Command Retry(CliOutput output)
-    {
-        var db = CommonOptions.Db();
-        var prefix = CommonOptions.TablePrefix();
-        var json = CommonOptions.Json();
-        var id = JobId("The id of a dead or cancelled job, as 'converge jobs list --state dead' shows it.");
-        var command = new Command("retry", "Put a dead or cancelled job back on its queue with a fresh attempt count (after fixing the cause).")
+    static Command Retry(CliOutput output) => OneJob(
+        output,
+        "retry",
+        "Put a dead or cancelled job back on its queue with a fresh attempt count (after fixing the cause).",
+        "The id of a dead or cancelled job, as 'converge jobs list --state dead' shows it.",
+        async (store, path, job, json, cancellationToken) =>
         {
-            id, db, prefix, json,
-        };
-        command.SetAction(output, async (parsed, cancellationToken) =>
-        {
-            var path = parsed.GetRequiredValue(db);
-            await using var store = await StoreAccess.OpenExistingAsync(path, parsed.GetRequiredValue(prefix));
-            var job = await FindAsync(store, path, parsed.GetValue(id), cancellationToken);
             if (job.State is not (JobState.Dead or JobState.Cancelled))
             {
                 throw new CliException(CliApp.Failure, $"job {job.Id} is {JobStates.ToText(job.State)}; only dead or cancelled jobs can be retried. {WhyNotRetry(job, path)}");
@@ -224,7 +206,7 @@ internal static class JobCommands
 
             var batch = job.BatchId is { } batchId ? await store.GetBatchAsync(batchId, cancellationToken) : null;
             var report = new RetryReport(store.Path, job.Id, job.Queue, job.Type, JobStates.ToText(job.State), deadLetterId, job.BatchId, batch?.FinishedAt);
-            return await output.ReportAsync(report, parsed.GetValue(json), (console, r) =>
+            return await output.ReportAsync(report, json, (console, r) =>
             {
                 console.WriteLine($"Job {r.Id} ({r.Type}, was {r.PreviousState}) is back on queue '{r.Queue}' with a fresh attempt count.");
                 if (r.BatchFinishedAt is { } finishedAt)
@@ -233,10 +215,8 @@ internal static class JobCommands
                 }
 
                 console.WriteLine($"Follow it with: converge jobs show --db {path} {r.Id}");
-            });
         });
-        return command;
-    }
+        });
 
     static string WhyNotRetry(JobInfo job, string path) => job.State switch
     {
@@ -246,21 +226,13 @@ internal static class JobCommands
         _ => $"It is waiting for a worker of queue '{job.Queue}'. To stop it instead: converge jobs cancel --db {path} {job.Id}",
     };
 
-    static Command Cancel(CliOutput output)
-    {
-        var db = CommonOptions.Db();
-        var prefix = CommonOptions.TablePrefix();
-        var json = CommonOptions.Json();
-        var id = JobId("The id of a scheduled, enqueued or running job, as 'converge jobs list' shows it.");
-        var command = new Command("cancel", "Cancel a job: a waiting one moves to the dead letters (reason cancelled); a running one is asked to stop (its cancellation token fires).")
+    static Command Cancel(CliOutput output) => OneJob(
+        output,
+        "cancel",
+        "Cancel a job: a waiting one moves to the dead letters (reason cancelled); a running one is asked to stop (its cancellation token fires).",
+        "The id of a scheduled, enqueued or running job, as 'converge jobs list' shows it.",
+        async (store, path, job, json, cancellationToken) =>
         {
-            id, db, prefix, json,
-        };
-        command.SetAction(output, async (parsed, cancellationToken) =>
-        {
-            var path = parsed.GetRequiredValue(db);
-            await using var store = await StoreAccess.OpenExistingAsync(path, parsed.GetRequiredValue(prefix));
-            var job = await FindAsync(store, path, parsed.GetValue(id), cancellationToken);
             if (job.State is JobState.Succeeded or JobState.Dead or JobState.Cancelled)
             {
                 var state = job.State switch
@@ -279,14 +251,33 @@ internal static class JobCommands
             }
 
             var report = new CancelReport(store.Path, job.Id, job.Queue, job.Type, JobStates.ToText(job.State), outcome == JobCancelOutcome.Cancelled ? "cancelled" : "requested", Describe(outcome, job));
-            return await output.ReportAsync(report, parsed.GetValue(json), (console, r) => console.WriteLine(r.Message));
+            return await output.ReportAsync(report, json, (console, r) => console.WriteLine(r.Message));
         });
-        return command;
-    }
 
     static string Describe(JobCancelOutcome outcome, JobInfo job) => outcome == JobCancelOutcome.Cancelled
         ? $"Cancelled job {job.Id} ({job.Type}): it was {JobStates.ToText(job.State)} on queue '{job.Queue}' and is now in the dead letters with reason 'cancelled'. 'converge jobs retry' puts it back."
         : $"Job {job.Id} ({job.Type}) is running; its worker was asked to stop (its cancellation token fires at the worker's next check, about a second). 'converge jobs show' tells how it ended.";
+
+    /// <summary>A command about one job: its id, the database and the JSON switch; finds the job, then runs <paramref name="act"/>.</summary>
+    static Command OneJob(CliOutput output, string name, string description, string idDescription, Func<SqliteMessageStore, string, JobInfo, bool, CancellationToken, Task<int>> act)
+    {
+        var db = CommonOptions.Db();
+        var prefix = CommonOptions.TablePrefix();
+        var json = CommonOptions.Json();
+        var id = JobId(idDescription);
+        var command = new Command(name, description)
+        {
+            id, db, prefix, json,
+        };
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var path = parsed.GetRequiredValue(db);
+            await using var store = await StoreAccess.OpenExistingAsync(path, parsed.GetRequiredValue(prefix));
+            var job = await FindAsync(store, path, parsed.GetValue(id), cancellationToken);
+            return await act(store, path, job, parsed.GetValue(json), cancellationToken);
+        });
+        return command;
+    }
 
     static Command Batch(CliOutput output)
     {
