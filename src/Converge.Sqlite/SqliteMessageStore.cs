@@ -497,6 +497,15 @@ public sealed class SqliteMessageStore : IMessageStore
             total += deleted;
         }
         while (deleted == PurgeChunk);
+
+        // Expired unique keys go with them: they no longer hold anything back.
+        var now = Now.UtcTicks;
+        do
+        {
+            deleted = await WriteAsync((session, transaction) => session.Commands.Get(Schema.PurgeUniqueKeys, transaction).With("$now", now).With("$chunk", PurgeChunk).ExecuteNonQuery(), cancellationToken);
+        }
+        while (deleted == PurgeChunk);
+
         return total;
     }
 

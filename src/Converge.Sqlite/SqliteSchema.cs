@@ -205,6 +205,7 @@ internal sealed class SqliteSchema
         Renew = $"UPDATE {Queue} SET visible_at = $until WHERE id = $id AND lease_token = $token";
         RecordInbox = $"INSERT INTO {Inbox} (consumer, message_id, handled_at, message_type, correlation_id, causation_id, sent_at, batch_id) VALUES ($consumer, $message_id, $at, $message_type, $correlation_id, $causation_id, $sent_at, $batch_id) ON CONFLICT DO NOTHING";
         PurgeInbox = $"DELETE FROM {Inbox} WHERE (consumer, message_id) IN (SELECT consumer, message_id FROM {Inbox} WHERE handled_at < $cutoff LIMIT $chunk)";
+        PurgeUniqueKeys = $"DELETE FROM {UniqueKeys} WHERE key IN (SELECT key FROM {UniqueKeys} WHERE expires_at <= $now LIMIT $chunk)";
 
         InsertDeadLetter = $"""
             INSERT INTO {DeadLetters} (source, priority, {envelopeColumns}, reason, exception, attempts, history, dead_lettered_at, log_position)
@@ -435,6 +436,7 @@ internal sealed class SqliteSchema
     public string Renew { get; }
     public string RecordInbox { get; }
     public string PurgeInbox { get; }
+    public string PurgeUniqueKeys { get; }
     public string InsertDeadLetter { get; }
     public string ListDeadLetters { get; }
     public string GetDeadLetter { get; }

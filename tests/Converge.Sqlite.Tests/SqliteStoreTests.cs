@@ -64,6 +64,28 @@ public sealed class SqliteStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task The_inbox_clean_up_also_deletes_expired_unique_keys()
+    {
+        var time = new ManualTimeProvider();
+        await using var store = new SqliteMessageStore(new SqliteStoreOptions { Path = DbPath() }, time);
+        await store.MigrateAsync(CancellationToken.None);
+        await using (var transaction = await store.BeginAsync(CancellationToken.None))
+        {
+            await transaction.TryReserveUniqueKeyAsync("short", Guid.NewGuid(), time.GetUtcNow() + TimeSpan.FromMinutes(1), CancellationToken.None);
+            await transaction.TryReserveUniqueKeyAsync("long", Guid.NewGuid(), time.GetUtcNow() + TimeSpan.FromHours(1), CancellationToken.None);
+            await transaction.CommitAsync();
+        }
+
+        time.Advance(TimeSpan.FromMinutes(2));
+        await store.PurgeInboxAsync(time.GetUtcNow() - TimeSpan.FromDays(7), CancellationToken.None);
+        await using var connection = store.OpenConnection();
+        await using var command = connection.CreateCommand();
+        command.CommandText = "SELECT group_concat(key) FROM converge_unique_keys";
+
+        Assert.Equal("long", command.ExecuteScalar());
+    }
+
+    [Fact]
     public async Task Normal_durability_sets_synchronous_NORMAL()
     {
         await using var store = new SqliteMessageStore(new SqliteStoreOptions { Path = DbPath(), Durability = SqliteDurability.Normal }, TimeProvider.System);

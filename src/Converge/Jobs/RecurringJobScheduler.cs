@@ -103,14 +103,21 @@ internal sealed partial class RecurringJobScheduler
     /// <summary>Enqueues every due occurrence; returns the earliest next occurrence of any schedule, if known.</summary>
     internal async ValueTask<DateTimeOffset?> RunOnceAsync(CancellationToken cancellationToken)
     {
+        // A read first: while nothing registered here is due, the scheduler never takes the store's write lock.
         var now = _runtime.Now;
+        var registered = (await _runtime.Store.ListRecurringJobsAsync(cancellationToken)).Where(IsRegistered).ToList();
+        if (!registered.Any(r => r.NextAt <= now))
+        {
+            return registered.Count == 0 ? null : registered.Min(r => r.NextAt);
+        }
+
         await using var transaction = await _runtime.Store.BeginAsync(cancellationToken);
         var due = await transaction.LoadDueRecurringJobsAsync(now, cancellationToken);
         DateTimeOffset? earliest = null;
 
         // Only the schedules this process registers: one removed or renamed in code stays in the store (converge
         // jobs recurring shows it) but no longer fires, and a process that runs none of them leaves them alone.
-        foreach (var schedule in due.Where(d => _options.RecurringJobs.Any(r => r.Name == d.Name)))
+        foreach (var schedule in due.Where(IsRegistered))
         {
             if (CronSchedule.TryParse(schedule.Cron, schedule.TimeZone, out var cron) is { } error)
             {
@@ -151,6 +158,8 @@ internal sealed partial class RecurringJobScheduler
         await transaction.CommitAsync(cancellationToken);
         return earliest;
     }
+
+    bool IsRegistered(RecurringJobRecord schedule) => _options.RecurringJobs.Any(r => r.Name == schedule.Name);
 
     static OutgoingMessage Occurrence(RecurringJobRecord schedule, DateTimeOffset occurrence, DateTimeOffset now) => new(
         schedule.Queue,

@@ -67,7 +67,10 @@ public interface IMessageStore : IAsyncDisposable
     /// <summary>Deletes a dead letter; <c>false</c> when it does not exist.</summary>
     ValueTask<bool> DiscardDeadLetterAsync(long id, CancellationToken cancellationToken);
 
-    /// <summary>Deletes inbox records handled before <paramref name="handledBefore"/>; returns how many.</summary>
+    /// <summary>
+    /// Deletes inbox records handled before <paramref name="handledBefore"/>, and unique job keys that have expired;
+    /// returns how many inbox records.
+    /// </summary>
     ValueTask<int> PurgeInboxAsync(DateTimeOffset handledBefore, CancellationToken cancellationToken);
 
     /// <summary>Queue depths, dead letters, log head and consumer-group lag.</summary>

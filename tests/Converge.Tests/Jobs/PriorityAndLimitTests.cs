@@ -94,11 +94,15 @@ public sealed class PriorityAndLimitTests : JobsTest
     [Fact]
     public async Task The_rate_limit_holds_across_two_processes()
     {
-        void Limit(Runtime.ConvergeOptions o) => o.Queue(JobsFixture.Queue, q =>
+        void Limit(Runtime.ConvergeOptions o)
         {
-            q.Concurrency = 8;
-            q.RateLimit = new RateLimit(PermitsPerSecond: 10, Burst: 2);
-        });
+            o.LeaseDuration = TimeSpan.FromHours(1);
+            o.Queue(JobsFixture.Queue, q =>
+            {
+                q.Concurrency = 8;
+                q.RateLimit = new RateLimit(PermitsPerSecond: 10, Burst: 2);
+            });
+        }
         await using var a = await JobsFixture.StartAsync(DbPath, Log, Time, "a", Limit);
         await using var b = await JobsFixture.StartAsync(DbPath, Log, Time, "b", Limit);
         await using (var transaction = await a.Bus.BeginTransactionAsync())
