@@ -14,6 +14,7 @@ internal sealed class SqliteSchema
         Sagas = Quote(prefix + "sagas");
         SagaLog = Quote(prefix + "saga_log");
         UniqueKeys = Quote(prefix + "unique_keys");
+        JobQueues = Quote(prefix + "job_queues");
         Batches = Quote(prefix + "job_batches");
         Recurring = Quote(prefix + "recurring_jobs");
         Progress = Quote(prefix + "job_progress");
@@ -127,6 +128,7 @@ internal sealed class SqliteSchema
             CREATE INDEX {Quote(prefix + "queue_leased")} ON {Queue} (queue, visible_at) WHERE lease_token IS NOT NULL;
             ALTER TABLE {Inbox} ADD COLUMN batch_id TEXT;
             CREATE INDEX {Quote(prefix + "dead_letters_message_id")} ON {DeadLetters} (message_id);
+            CREATE TABLE {JobQueues} (name TEXT PRIMARY KEY) WITHOUT ROWID;
             CREATE TABLE {UniqueKeys} (
                 key TEXT PRIMARY KEY,
                 job_id BLOB NOT NULL,
@@ -337,17 +339,18 @@ internal sealed class SqliteSchema
         JobInDeadLetters = $"SELECT {deadLetterColumns}, {envelopeColumns} FROM {DeadLetters} WHERE message_id = $message_id AND log_position IS NULL ORDER BY id DESC LIMIT 1";
         ListQueueJobs = $"""
             SELECT {queueJobColumns}, {envelopeColumns} FROM {Queue}
-            WHERE ($queue IS NULL OR queue = $queue) AND ($batch IS NULL OR {batchOf} = $batch)
+            WHERE ($queue IS NULL OR queue = $queue) AND queue IN (SELECT name FROM {JobQueues}) AND ($batch IS NULL OR {batchOf} = $batch)
               AND ($state IS NULL
                    OR ($state = 'scheduled' AND lease_token IS NULL AND visible_at > $now)
                    OR ($state = 'enqueued' AND visible_at <= $now)
                    OR ($state = 'processing' AND lease_token IS NOT NULL AND visible_at > $now))
             ORDER BY sent_at DESC, id DESC LIMIT $max
             """;
-        ListInboxJobs = $"SELECT {inboxJobColumns} FROM {Inbox} WHERE ($queue IS NULL OR consumer = $queue) AND ($batch IS NULL OR batch_id = $batch) ORDER BY handled_at DESC LIMIT $max";
+        ListInboxJobs = $"SELECT {inboxJobColumns} FROM {Inbox} WHERE ($queue IS NULL OR consumer = $queue) AND consumer IN (SELECT name FROM {JobQueues}) AND ($batch IS NULL OR batch_id = $batch) ORDER BY handled_at DESC LIMIT $max";
+        RegisterJobQueue = $"INSERT INTO {JobQueues} (name) VALUES ($name) ON CONFLICT DO NOTHING";
         ListDeadLetterJobs = $"""
             SELECT {deadLetterColumns}, {envelopeColumns} FROM {DeadLetters}
-            WHERE log_position IS NULL AND ($queue IS NULL OR source = $queue) AND ($batch IS NULL OR {batchOf} = $batch)
+            WHERE log_position IS NULL AND ($queue IS NULL OR source = $queue) AND source IN (SELECT name FROM {JobQueues}) AND ($batch IS NULL OR {batchOf} = $batch)
               AND ($cancelled IS NULL OR (reason = '{Storage.DeadLetterReasons.Cancelled}') = $cancelled)
             ORDER BY id DESC LIMIT $max
             """;
@@ -437,6 +440,8 @@ internal sealed class SqliteSchema
     public string RecordInbox { get; }
     public string PurgeInbox { get; }
     public string PurgeUniqueKeys { get; }
+    public string JobQueues { get; }
+    public string RegisterJobQueue { get; }
     public string InsertDeadLetter { get; }
     public string ListDeadLetters { get; }
     public string GetDeadLetter { get; }

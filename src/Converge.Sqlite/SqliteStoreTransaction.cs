@@ -97,6 +97,12 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
         return ValueTask.FromResult<IReadOnlyList<QueuedMessage>>(_store.ClaimWithin(_commands, _transaction, queue, max, lease, policy, _store.Now));
     }
 
+    public ValueTask RegisterJobQueueAsync(string queue, CancellationToken cancellationToken)
+    {
+        Command(Sql.RegisterJobQueue).With("$name", queue).ExecuteNonQuery();
+        return ValueTask.CompletedTask;
+    }
+
     public ValueTask<bool> TryRecordInboxAsync(string consumer, Envelope envelope, CancellationToken cancellationToken) =>
         ValueTask.FromResult(Command(Sql.RecordInbox)
             .With("$consumer", consumer)

@@ -1213,6 +1213,7 @@ public abstract class MessageStoreConformanceTests
         await using var host = await StartIdleAsync(time);
         var store = host.Store;
         var job = await host.Bus.SendAsync(new ConformanceCommand("progressing"));
+        await InTransactionAsync(store, t => t.RegisterJobQueueAsync(Queue, CancellationToken.None));
         await store.ClaimAsync(Queue, 1, TimeSpan.FromMinutes(5), CancellationToken.None);
 
         var before = await store.GetJobAsync(job, CancellationToken.None);
@@ -1324,6 +1325,13 @@ public abstract class MessageStoreConformanceTests
         var enqueued = await SendAsync("enqueued");
         var scheduled = await SendAsync("scheduled", new SendOptions { Delay = TimeSpan.FromHours(1), Headers = InBatch("b") });
         var elsewhere = await SendAsync("elsewhere", new SendOptions { Queue = "reports" });
+        await SendAsync("not a job", new SendOptions { Queue = "plain-messages" });
+        await InTransactionAsync(store, async t =>
+        {
+            await t.RegisterJobQueueAsync(Queue, CancellationToken.None);
+            await t.RegisterJobQueueAsync("reports", CancellationToken.None);
+            await t.RegisterJobQueueAsync("reports", CancellationToken.None);
+        });
 
         async Task<IEnumerable<Guid>> ListAsync(JobQuery query) => (await store.ListJobsAsync(query, CancellationToken.None)).Select(j => j.Id);
 

@@ -99,6 +99,7 @@ public sealed class ConvergeHost : IHostedService, IAsyncDisposable
         var jobs = _services.GetRequiredService<Jobs.JobRuntime>();
         var loggers = _services.GetRequiredService<ILoggerFactory>();
         var scheduler = new Jobs.RecurringJobScheduler(jobs, loggers.CreateLogger("Converge.Jobs.Scheduler"));
+        await jobs.Client.RegisterQueuesAsync(_options.Queues.Values.Where(q => q.RunsJobs).Select(q => q.Name), cancellationToken);
         await scheduler.RegisterAsync(cancellationToken);
         if (!_options.RunConsumers)
         {

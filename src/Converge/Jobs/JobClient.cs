@@ -67,8 +67,42 @@ internal sealed class JobClient : IJobClient
             await transaction.AddToBatchAsync(batchId, 1, cancellationToken);
         }
 
-        await _runtime.Bus.SendCoreAsync(transaction, job, ToSendOptions(options, id), cause, cancellationToken);
+        var sendOptions = ToSendOptions(options, id);
+        await _runtime.Bus.SendCoreAsync(transaction, job, sendOptions, cause, cancellationToken);
+        await RegisterQueueAsync(transaction, sendOptions.Queue ?? _runtime.Bus.QueueOf(job.GetType()), cancellationToken);
         return new EnqueuedJob(id, Duplicate: false);
+    }
+
+    /// <summary>Job queues this process has recorded in the store; each is recorded once, with its first job.</summary>
+    readonly System.Collections.Concurrent.ConcurrentDictionary<string, byte> _registeredQueues = new(StringComparer.Ordinal);
+
+    async ValueTask RegisterQueueAsync(IStoreTransaction transaction, string queue, CancellationToken cancellationToken)
+    {
+        if (_registeredQueues.ContainsKey(queue))
+        {
+            return;
+        }
+
+        await transaction.RegisterJobQueueAsync(queue, cancellationToken);
+        transaction.OnCommitted(() => _registeredQueues.TryAdd(queue, 0));
+    }
+
+    /// <summary>Records the job queues this process runs, so job listings show them before their first job.</summary>
+    internal async ValueTask RegisterQueuesAsync(IEnumerable<string> queues, CancellationToken cancellationToken)
+    {
+        var names = queues.ToList();
+        if (names.Count == 0)
+        {
+            return;
+        }
+
+        await using var transaction = await _runtime.Store.BeginAsync(cancellationToken);
+        foreach (var queue in names)
+        {
+            await RegisterQueueAsync(transaction, queue, cancellationToken);
+        }
+
+        await transaction.CommitAsync(cancellationToken);
     }
 
     static readonly JobOptions Default = new();

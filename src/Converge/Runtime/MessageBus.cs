@@ -75,6 +75,11 @@ internal sealed class MessageBus : IMessageBus
         return envelope.MessageId;
     }
 
+    /// <summary>The queue a message of <paramref name="type"/> goes to when a send names none.</summary>
+    internal string QueueOf(Type type) => _options.Routes.TryGetValue(type, out var routed)
+        ? routed
+        : throw new InvalidOperationException($"{type.Name} has no queue. Call options.Route<{type.Name}>(\"queue\") or pass the queue in the options.");
+
     /// <summary>Builds the queue entry <see cref="SendCoreAsync"/> would write, without writing it (batch callbacks are stored this way).</summary>
     internal OutgoingMessage CreateOutgoing<T>(T message, SendOptions? options, Envelope? cause) where T : notnull
     {

@@ -103,7 +103,7 @@ public interface IMessageStore : IAsyncDisposable
     /// <summary>The job <paramref name="id"/> wherever it is (queue, inbox, dead letters); <c>null</c> when unknown.</summary>
     ValueTask<JobInfo?> GetJobAsync(Guid id, CancellationToken cancellationToken);
 
-    /// <summary>Jobs matching <paramref name="query"/>, newest first.</summary>
+    /// <summary>Jobs matching <paramref name="query"/>, newest first, from the queues registered as job queues.</summary>
     ValueTask<IReadOnlyList<JobInfo>> ListJobsAsync(JobQuery query, CancellationToken cancellationToken);
 
     /// <summary>
@@ -222,6 +222,9 @@ public interface IStoreTransaction : IAsyncDisposable
     /// <c>null</c> when reserved, or the id of the job that holds an unexpired reservation (then do not enqueue).
     /// </summary>
     ValueTask<Guid?> TryReserveUniqueKeyAsync(string key, Guid jobId, DateTimeOffset expiresAt, CancellationToken cancellationToken);
+
+    /// <summary>Records that <paramref name="queue"/> is a job queue (idempotent), so that job listings show its jobs.</summary>
+    ValueTask RegisterJobQueueAsync(string queue, CancellationToken cancellationToken);
 
     /// <summary>Creates a batch, open for jobs; <c>false</c> when one with its id exists (then nothing changes).</summary>
     ValueTask<bool> CreateBatchAsync(JobBatchRecord batch, CancellationToken cancellationToken);

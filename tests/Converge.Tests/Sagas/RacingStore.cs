@@ -73,6 +73,7 @@ public sealed class RacingStore(IMessageStore inner, Func<SagaInstance, bool> lo
         }
 
         public ValueTask EnqueueAsync(OutgoingMessage message, CancellationToken cancellationToken) => inner.EnqueueAsync(message, cancellationToken);
+        public ValueTask RegisterJobQueueAsync(string queue, CancellationToken cancellationToken) => inner.RegisterJobQueueAsync(queue, cancellationToken);
         public ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken) => inner.ClaimAsync(queue, max, lease, policy, cancellationToken);
         public ValueTask<IReadOnlyList<LogEvent>> AppendAsync(string stream, long? expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken) => inner.AppendAsync(stream, expectedVersion, events, cancellationToken);
         public ValueTask<bool> TryRecordInboxAsync(string consumer, Envelope envelope, CancellationToken cancellationToken) => inner.TryRecordInboxAsync(consumer, envelope, cancellationToken);
