@@ -53,8 +53,7 @@ internal sealed class MessageBus : IMessageBus
     {
         ArgumentNullException.ThrowIfNull(message);
         var type = message.GetType();
-        var queue = options?.Queue ?? (_options.Routes.TryGetValue(type, out var routed) ? routed : null)
-            ?? throw new InvalidOperationException($"{type.Name} has no queue. Call options.Route<{type.Name}>(\"queue\") or pass SendOptions.Queue.");
+        var queue = options?.Queue ?? QueueOf(type);
         var now = _options.TimeProvider.GetUtcNow();
         using var activity = ConvergeDiagnostics.ActivitySource.StartActivity($"send {queue}", ActivityKind.Producer);
         var envelope = CreateEnvelope(message, type, options?.MessageId, options?.CorrelationId, options?.AsOf, options?.Headers, cause, now);
@@ -78,15 +77,14 @@ internal sealed class MessageBus : IMessageBus
     /// <summary>The queue a message of <paramref name="type"/> goes to when a send names none.</summary>
     internal string QueueOf(Type type) => _options.Routes.TryGetValue(type, out var routed)
         ? routed
-        : throw new InvalidOperationException($"{type.Name} has no queue. Call options.Route<{type.Name}>(\"queue\") or pass the queue in the options.");
+        : throw new InvalidOperationException($"{type.Name} has no queue. Call options.Route<{type.Name}>(\"queue\") or pass the queue in the send or job options.");
 
     /// <summary>Builds the queue entry <see cref="SendCoreAsync"/> would write, without writing it (batch callbacks are stored this way).</summary>
     internal OutgoingMessage CreateOutgoing<T>(T message, SendOptions? options, Envelope? cause) where T : notnull
     {
         ArgumentNullException.ThrowIfNull(message);
         var type = message.GetType();
-        var queue = options?.Queue ?? (_options.Routes.TryGetValue(type, out var routed) ? routed : null)
-            ?? throw new InvalidOperationException($"{type.Name} has no queue. Call options.Route<{type.Name}>(\"queue\") or pass the queue in the options.");
+        var queue = options?.Queue ?? QueueOf(type);
         var now = _options.TimeProvider.GetUtcNow();
         var envelope = CreateEnvelope(message, type, options?.MessageId, options?.CorrelationId, options?.AsOf, options?.Headers, cause, now);
         return new OutgoingMessage(queue, envelope, options?.DueAt ?? (options?.Delay is { } delay ? now + delay : null), options?.Priority ?? 0);
