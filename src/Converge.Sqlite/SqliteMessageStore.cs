@@ -638,9 +638,9 @@ public sealed class SqliteMessageStore : IMessageStore
         {
             var now = Now.UtcTicks;
             var job = session.Commands.Get(Schema.JobInQueue, transaction).With("$message_id", id).ReadAll(SqliteMapping.ReadQueueRow) is [var row, ..]
-                ? QueuedJob(row, now)
+                ? StoredRows.QueuedJob(row, now)
                 : session.Commands.Get(Schema.JobInInbox, transaction).With("$message_id", id).ReadFirst(SucceededJob)
-                    ?? (ReadDeadLetters(session.Commands.Get(Schema.JobInDeadLetters, transaction).With("$message_id", id)) is [var letter, ..] ? DeadJob(letter) : null);
+                    ?? (ReadDeadLetters(session.Commands.Get(Schema.JobInDeadLetters, transaction).With("$message_id", id)) is [var letter, ..] ? StoredRows.DeadJob(letter) : null);
             return job is null ? null : WithProgress(session, transaction, job);
         }));
 
@@ -660,7 +660,7 @@ public sealed class SqliteMessageStore : IMessageStore
 
             // Each source lists its newest; the merge keeps the newest of all. A waiting or running job counts from when
             // it was sent, a finished one from when it finished.
-            var found = new List<(DateTimeOffset At, JobInfo Job)>();
+            var found = new List<JobInfo>();
             if (state is null or JobState.Scheduled or JobState.Enqueued or JobState.Processing)
             {
                 var rows = session.Commands.Get(Schema.ListQueueJobs, transaction)
@@ -670,7 +670,7 @@ public sealed class SqliteMessageStore : IMessageStore
                     .With("$now", now)
                     .With("$max", query.Max)
                     .ReadAll(SqliteMapping.ReadQueueRow);
-                found.AddRange(rows.Select(row => QueuedJob(row, now)).Select(job => (job.EnqueuedAt, job)));
+                found.AddRange(rows.Select(row => StoredRows.QueuedJob(row, now)));
             }
 
             if (state is null or JobState.Dead or JobState.Cancelled)
@@ -680,81 +680,28 @@ public sealed class SqliteMessageStore : IMessageStore
                     .With("$batch", query.BatchId)
                     .With("$cancelled", state switch { JobState.Cancelled => 1, JobState.Dead => 0, _ => null })
                     .With("$max", query.Max));
-                found.AddRange(letters.Select(DeadJob).Select(job => (job.FinishedAt!.Value, job)));
+                found.AddRange(letters.Select(StoredRows.DeadJob));
             }
 
             if (state is null or JobState.Succeeded)
             {
                 var handled = session.Commands.Get(Schema.ListInboxJobs, transaction).With("$queue", query.Queue).With("$batch", query.BatchId).With("$max", query.Max).ReadAll(SucceededJob);
-                found.AddRange(handled.Select(job => (job.FinishedAt!.Value, job)));
+                found.AddRange(handled);
             }
 
-            return found.OrderByDescending(f => f.At).Take(query.Max).Select(f => WithProgress(session, transaction, f.Job)).ToList();
+            return StoredRows.Newest(found, query.Max).Select(job => WithProgress(session, transaction, job)).ToList();
         }));
     }
 
-    static JobInfo QueuedJob(QueueRow row, long now)
-    {
-        var history = SqliteMapping.ParseHistory(row.History);
-        return new JobInfo
-        {
-            Id = row.Envelope.MessageId,
-            Queue = row.Queue,
-            Type = row.Envelope.MessageType,
-            State = row.VisibleAt <= now ? JobState.Enqueued : row.Leased ? JobState.Processing : JobState.Scheduled,
-            CorrelationId = row.Envelope.CorrelationId,
-            EnqueuedAt = row.Envelope.SentAt,
-            DueAt = SqliteMapping.FromTicks(row.VisibleAt),
-            AsOf = row.Envelope.AsOf,
-            Priority = row.Priority,
-            Attempts = row.Attempts,
-            Error = history.Count > 0 ? history[^1].Error : null,
-            BatchId = BatchOf(row.Envelope),
-            Headers = row.Envelope.Headers,
-            Body = row.Envelope.Body,
-            History = history,
-        };
-    }
-
     /// <summary>Reads an inbox row: consumer, handled_at, message_type, correlation_id, sent_at, message_id, batch_id.</summary>
-    static JobInfo SucceededJob(SqliteDataReader reader)
-    {
-        var handledAt = SqliteMapping.FromTicks(reader.GetInt64(1));
-        return new JobInfo
-        {
-            Id = reader.GetGuid(5),
-            Queue = reader.GetString(0),
-            Type = reader.IsDBNull(2) ? "?" : reader.GetString(2),
-            State = JobState.Succeeded,
-            CorrelationId = reader.IsDBNull(3) ? null : reader.GetString(3),
-            EnqueuedAt = reader.IsDBNull(4) ? handledAt : SqliteMapping.FromTicks(reader.GetInt64(4)),
-            FinishedAt = handledAt,
-            BatchId = reader.IsDBNull(6) ? null : reader.GetString(6),
-            Body = null,
-        };
-    }
-
-    static JobInfo DeadJob(DeadLetter letter) => new()
-    {
-        Id = letter.Envelope.MessageId,
-        Queue = letter.Source,
-        Type = letter.Envelope.MessageType,
-        State = letter.Reason == DeadLetterReasons.Cancelled ? JobState.Cancelled : JobState.Dead,
-        CorrelationId = letter.Envelope.CorrelationId,
-        EnqueuedAt = letter.Envelope.SentAt,
-        FinishedAt = letter.DeadLetteredAt,
-        AsOf = letter.Envelope.AsOf,
-        Priority = letter.Priority,
-        Attempts = letter.Attempts,
-        Error = letter.Reason,
-        DeadLetterId = letter.Id,
-        BatchId = BatchOf(letter.Envelope),
-        Headers = letter.Envelope.Headers,
-        Body = letter.Envelope.Body,
-        History = letter.History,
-    };
-
-    static string? BatchOf(Envelope envelope) => envelope.Headers.TryGetValue(JobHeaders.Batch, out var batch) ? batch : null;
+    static JobInfo SucceededJob(SqliteDataReader reader) => StoredRows.SucceededJob(
+        reader.GetGuid(5),
+        reader.GetString(0),
+        SqliteMapping.FromTicks(reader.GetInt64(1)),
+        reader.IsDBNull(2) ? null : reader.GetString(2),
+        reader.IsDBNull(3) ? null : reader.GetString(3),
+        reader.IsDBNull(4) ? null : SqliteMapping.FromTicks(reader.GetInt64(4)),
+        reader.IsDBNull(6) ? null : reader.GetString(6));
 
     JobInfo WithProgress(SqliteSession session, SqliteTransaction transaction, JobInfo job)
     {

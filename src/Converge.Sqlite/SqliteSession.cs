@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Text.Json;
 using Converge.Contracts;
 using Converge.Storage;
 using Microsoft.Data.Sqlite;
@@ -68,8 +67,6 @@ internal sealed class SqliteSession : IDisposable
 /// <summary>Maps envelopes to parameters and rows back to envelopes.</summary>
 internal static class SqliteMapping
 {
-    static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
-
     public static SqliteCommand With(this SqliteCommand command, string name, object? value)
     {
         var parameters = command.Parameters;
@@ -93,7 +90,7 @@ internal static class SqliteMapping
         .With("$causation_id", envelope.CausationId)
         .With("$sent_at", envelope.SentAt.UtcTicks)
         .With("$as_of", envelope.AsOf?.UtcTicks)
-        .With("$headers", envelope.Headers.Count == 0 ? null : JsonSerializer.Serialize(envelope.Headers, Json))
+        .With("$headers", StoredRows.WriteHeaders(envelope.Headers))
         .With("$body", ToArray(envelope.Body));
 
     /// <summary>Reads the eight envelope columns starting at <paramref name="first"/>.</summary>
@@ -105,9 +102,7 @@ internal static class SqliteMapping
         CausationId = reader.IsDBNull(first + 3) ? null : reader.GetGuid(first + 3),
         SentAt = FromTicks(reader.GetInt64(first + 4)),
         AsOf = reader.IsDBNull(first + 5) ? null : FromTicks(reader.GetInt64(first + 5)),
-        Headers = reader.IsDBNull(first + 6)
-            ? Envelope.EmptyHeaders
-            : JsonSerializer.Deserialize<Dictionary<string, string>>(reader.GetString(first + 6), Json) ?? Envelope.EmptyHeaders,
+        Headers = StoredRows.ParseHeaders(reader.IsDBNull(first + 6) ? null : reader.GetString(first + 6)),
         Body = reader.IsDBNull(first + 7) ? Array.Empty<byte>() : (byte[])reader.GetValue(first + 7),
     };
 
@@ -152,21 +147,13 @@ internal static class SqliteMapping
         StepIndex = reader.GetInt32(4),
         Awaiting = reader.IsDBNull(5) ? null : reader.GetGuid(5),
         StepAttempt = reader.GetInt32(6),
-        Steps = ReadSteps(reader.GetString(7)),
+        Steps = StoredRows.ParseSteps(reader.GetString(7)),
         Data = (byte[])reader.GetValue(8),
         Failure = reader.IsDBNull(9) ? null : reader.GetString(9),
         ConcurrencyVersion = reader.GetInt64(10),
         StartedAt = FromTicks(reader.GetInt64(11)),
         UpdatedAt = FromTicks(reader.GetInt64(12)),
     };
-
-    static readonly System.Collections.Concurrent.ConcurrentDictionary<string, string[]> StepLists = new(StringComparer.Ordinal);
-
-    /// <summary>Step lists repeat across every instance of a definition version: parse each distinct one once.</summary>
-    static string[] ReadSteps(string json) =>
-        StepLists.Count < 1024
-            ? StepLists.GetOrAdd(json, static text => JsonSerializer.Deserialize<string[]>(text, Json) ?? [])
-            : JsonSerializer.Deserialize<string[]>(json, Json) ?? [];
 
     /// <summary>Reads a saga log entry: id, transaction_id, at, kind, step, message_id, message_type, detail, answers.</summary>
     public static SagaLogEntry ReadSagaLogEntry(SqliteDataReader reader) => new(
@@ -179,24 +166,12 @@ internal static class SqliteMapping
         reader.IsDBNull(7) ? null : reader.GetString(7))
     { Id = reader.GetInt64(0), Answers = reader.IsDBNull(8) ? null : reader.GetGuid(8) };
 
-    public static string WriteSteps(IReadOnlyList<string> steps) => JsonSerializer.Serialize(steps, Json);
+    public static string WriteSteps(IReadOnlyList<string> steps) => StoredRows.WriteSteps(steps);
 
-    public static string? WriteHistory(IReadOnlyList<AttemptRecord> history, AttemptRecord? next)
-    {
-        if (next is null && history.Count == 0)
-        {
-            return null;
-        }
-
-        var all = next is null ? history : [.. history, next];
-        return JsonSerializer.Serialize(all, Json);
-    }
+    public static string? WriteHistory(IReadOnlyList<AttemptRecord> history, AttemptRecord? next) => StoredRows.WriteHistory(history, next);
 
     public static IReadOnlyList<AttemptRecord> ReadHistory(SqliteDataReader reader, int ordinal) =>
-        ParseHistory(reader.IsDBNull(ordinal) ? null : reader.GetString(ordinal));
-
-    public static IReadOnlyList<AttemptRecord> ParseHistory(string? history) =>
-        history is null ? [] : JsonSerializer.Deserialize<List<AttemptRecord>>(history, Json) ?? [];
+        StoredRows.ParseHistory(reader.IsDBNull(ordinal) ? null : reader.GetString(ordinal));
 
     /// <summary>Reads a queue row as a job sees it: id, queue, priority, visible_at, attempts, lease_token, history, then the envelope.</summary>
     public static QueueRow ReadQueueRow(SqliteDataReader reader) => new(
@@ -209,7 +184,7 @@ internal static class SqliteMapping
         reader.IsDBNull(6) ? null : reader.GetString(6),
         ReadEnvelope(reader, 7));
 
-    public static DateTimeOffset FromTicks(long ticks) => new(ticks, TimeSpan.Zero);
+    public static DateTimeOffset FromTicks(long ticks) => StoredRows.FromTicks(ticks);
 
     static readonly string[] CallbackSuffixes = ["queue", "priority", "message_id", "message_type", "correlation_id", "causation_id", "sent_at", "as_of", "headers", "body"];
     static readonly string[] OnSuccessNames = [.. CallbackSuffixes.Select(c => "$on_success_" + c)];
@@ -235,7 +210,7 @@ internal static class SqliteMapping
             .With(names[5], envelope?.CausationId)
             .With(names[6], envelope?.SentAt.UtcTicks)
             .With(names[7], envelope?.AsOf?.UtcTicks)
-            .With(names[8], envelope is null || envelope.Headers.Count == 0 ? null : JsonSerializer.Serialize(envelope.Headers, Json))
+            .With(names[8], envelope is null ? null : StoredRows.WriteHeaders(envelope.Headers))
             .With(names[9], envelope is null ? null : ToArray(envelope.Body));
     }
 
@@ -266,7 +241,7 @@ internal static class SqliteMapping
         .With("$message_type", schedule.MessageType)
         .With("$body", ToArray(schedule.Body))
         .With("$priority", schedule.Priority)
-        .With("$misfire", MisfireText(schedule.Misfire))
+        .With("$misfire", StoredRows.MisfireText(schedule.Misfire))
         .With("$next_at", schedule.NextAt.UtcTicks)
         .With("$last_at", schedule.LastAt?.UtcTicks);
 
@@ -280,20 +255,9 @@ internal static class SqliteMapping
         MessageType = reader.GetString(4),
         Body = (byte[])reader.GetValue(5),
         Priority = reader.GetInt32(6),
-        Misfire = reader.GetString(7) switch
-        {
-            "skip" => MisfirePolicy.Skip,
-            _ => MisfirePolicy.RunOnce,
-        },
+        Misfire = StoredRows.ParseMisfire(reader.GetString(7)),
         NextAt = FromTicks(reader.GetInt64(8)),
         LastAt = reader.IsDBNull(9) ? null : FromTicks(reader.GetInt64(9)),
-    };
-
-    static string MisfireText(MisfirePolicy misfire) => misfire switch
-    {
-        MisfirePolicy.Skip => "skip",
-        MisfirePolicy.RunOnce => "run-once",
-        _ => throw new ArgumentOutOfRangeException(nameof(misfire), misfire, "Unknown misfire policy."),
     };
 
     static byte[] ToArray(ReadOnlyMemory<byte> body) =>
@@ -301,6 +265,3 @@ internal static class SqliteMapping
             ? segment.Array
             : body.ToArray();
 }
-
-/// <summary>A queue row with its history as stored (a cancelled job carries it to the dead letters unchanged).</summary>
-internal sealed record QueueRow(long Id, string Queue, int Priority, long VisibleAt, int Attempts, bool Leased, string? History, Envelope Envelope);

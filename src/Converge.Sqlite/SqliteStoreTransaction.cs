@@ -110,7 +110,7 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
             .With("$at", _store.Now.UtcTicks)
             .With("$message_type", envelope.MessageType)
             .With("$correlation_id", envelope.CorrelationId)
-            .With("$batch_id", envelope.Headers.Count > 0 && envelope.Headers.TryGetValue(JobHeaders.Batch, out var batch) ? batch : null)
+            .With("$batch_id", StoredRows.BatchOf(envelope))
             .With("$causation_id", envelope.CausationId)
             .With("$sent_at", envelope.SentAt.UtcTicks)
             .ExecuteNonQuery() == 1);

@@ -24,6 +24,15 @@ public sealed class CommitSignals
             bell.Ring();
         }
     }
+
+    /// <summary>Rings every queue's bell: after a gap in a store's notifications, consumers look once instead of waiting out their poll.</summary>
+    public void RingAll()
+    {
+        foreach (var bell in _queues.Values)
+        {
+            bell.Ring();
+        }
+    }
 }
 
 /// <summary>An auto-reset signal: a ring is remembered until the next wait consumes it.</summary>

@@ -1,0 +1,719 @@
+using System.Data;
+using System.Data.Common;
+using Converge.Contracts;
+using Converge.Storage;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Converge.PostgreSql;
+
+/// <summary>
+/// The scale-out store: every table in one PostgreSQL schema, shared by any number of processes. Claims lock rows
+/// with <c>FOR UPDATE SKIP LOCKED</c>, so competing workers never wait on each other's messages; commits that
+/// write to a queue or the log notify the schema's channel, which wakes workers in every process at once.
+/// </summary>
+public sealed class PostgreSqlMessageStore : IMessageStore
+{
+    const int PurgeChunk = 5000;
+
+    readonly PostgreSqlStoreOptions _options;
+    readonly TimeProvider _time;
+    readonly NpgsqlDataSource _dataSource;
+    readonly NpgsqlDataSource _readSource;
+    readonly PostgreSqlNotifications _notifications;
+
+    /// <summary>Creates the store; nothing is opened until first use. Call <see cref="MigrateAsync"/> before anything else.</summary>
+    public PostgreSqlMessageStore(PostgreSqlStoreOptions options, TimeProvider timeProvider)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _options = options;
+        _time = timeProvider ?? throw new ArgumentNullException(nameof(timeProvider));
+        var builder = new NpgsqlConnectionStringBuilder(options.ConnectionString);
+        if (!new NpgsqlConnectionStringBuilder(options.ConnectionString).ContainsKey("Max Auto Prepare"))
+        {
+            // Converge runs the same few statements all day: prepared once per connection, each costs one round trip less parsing.
+            builder.MaxAutoPrepare = 64;
+        }
+
+        _dataSource = NpgsqlDataSource.Create(builder.ConnectionString);
+        var readOnly = new NpgsqlConnectionStringBuilder(builder.ConnectionString) { Options = ((builder.Options ?? "") + " -c default_transaction_read_only=on").Trim() };
+        _readSource = NpgsqlDataSource.Create(readOnly.ConnectionString);
+        Schema = new PostgreSqlSchema(options.Schema);
+        _notifications = new PostgreSqlNotifications(_dataSource, Schema.Channel, Signals, _time, options.ListenerReconnectDelay);
+        LogLockKey = StableKey("log:" + options.Schema);
+    }
+
+    /// <inheritdoc />
+    public string Name => "postgresql";
+
+    /// <inheritdoc />
+    public CommitSignals Signals { get; } = new();
+
+    /// <summary>The schema that holds Converge's tables.</summary>
+    public string SchemaName => _options.Schema;
+
+    internal PostgreSqlSchema Schema { get; }
+
+    internal PostgreSqlNotifications Notifications => _notifications;
+
+    /// <summary>The advisory lock that appending transactions hold until they commit, so log positions become visible in order.</summary>
+    internal long LogLockKey { get; }
+
+    internal DateTimeOffset Now => _time.GetUtcNow();
+
+    /// <summary>Opens a pooled connection to the store's database; the caller disposes it.</summary>
+    public ValueTask<NpgsqlConnection> OpenConnectionAsync(CancellationToken cancellationToken = default) => _dataSource.OpenConnectionAsync(cancellationToken);
+
+    /// <summary>A stable 64-bit key for an advisory lock (FNV-1a), the same in every process.</summary>
+    internal static long StableKey(string name)
+    {
+        var hash = 14695981039346656037UL;
+        foreach (var c in "converge:" + name)
+        {
+            hash = (hash ^ c) * 1099511628211UL;
+        }
+
+        return unchecked((long)hash);
+    }
+
+    internal static NpgsqlCommand Command(NpgsqlConnection connection, NpgsqlTransaction? transaction, string sql) => new(sql, connection, transaction);
+
+    /// <inheritdoc />
+    public async ValueTask MigrateAsync(CancellationToken cancellationToken)
+    {
+        await using (var connection = await _dataSource.OpenConnectionAsync(cancellationToken))
+        await using (var transaction = await connection.BeginTransactionAsync(cancellationToken))
+        {
+            // Two processes starting at once migrate one after the other.
+            await Command(connection, transaction, "SELECT pg_advisory_xact_lock(@key)").With("key", StableKey("migrate:" + _options.Schema)).ExecuteNonQueryAsync(cancellationToken);
+            await Command(connection, transaction, Schema.CreateSchema).ExecuteNonQueryAsync(cancellationToken);
+            await Command(connection, transaction, Schema.CreateMigrations).ExecuteNonQueryAsync(cancellationToken);
+            var current = Convert.ToInt32(await Command(connection, transaction, Schema.CurrentVersion).ExecuteScalarAsync(cancellationToken), System.Globalization.CultureInfo.InvariantCulture);
+            for (var version = current + 1; version <= Schema.Versions.Count; version++)
+            {
+                await Command(connection, transaction, Schema.Versions[version - 1]).ExecuteNonQueryAsync(cancellationToken);
+                await Command(connection, transaction, Schema.RecordVersion).With("version", version).With("at", Now.UtcTicks).ExecuteNonQueryAsync(cancellationToken);
+            }
+
+            await transaction.CommitAsync(cancellationToken);
+        }
+
+        await _notifications.StartAsync(cancellationToken);
+    }
+
+    /// <summary>The schema version in the database, or 0 when Converge has never migrated this schema.</summary>
+    public async ValueTask<int> GetSchemaVersionAsync(CancellationToken cancellationToken = default)
+    {
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        var exists = await Command(connection, null, "SELECT to_regclass(@table) IS NOT NULL").With("table", Schema.Migrations).ExecuteScalarAsync(cancellationToken);
+        if (exists is not true)
+        {
+            return 0;
+        }
+
+        return Convert.ToInt32(await Command(connection, null, Schema.CurrentVersion).ExecuteScalarAsync(cancellationToken), System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<IStoreTransaction> BeginAsync(CancellationToken cancellationToken)
+    {
+        var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        try
+        {
+            var transaction = await connection.BeginTransactionAsync(IsolationLevel.ReadCommitted, cancellationToken);
+            return PostgreSqlStoreTransaction.Owned(this, connection, transaction);
+        }
+        catch
+        {
+            await connection.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <inheritdoc />
+    public IStoreTransaction Enlist(DbTransaction transaction)
+    {
+        ArgumentNullException.ThrowIfNull(transaction);
+        if (transaction is not NpgsqlTransaction npgsql || npgsql.Connection is not { } connection)
+        {
+            throw new ArgumentException($"The outbox needs an open transaction on the store's PostgreSQL database; got {transaction.GetType().Name}.", nameof(transaction));
+        }
+
+        if (PostgreSqlStoreTransaction.TryGetOwned(npgsql) is { } owned)
+        {
+            return owned;
+        }
+
+        var ours = new NpgsqlConnectionStringBuilder(_dataSource.ConnectionString);
+        var theirs = new NpgsqlConnectionStringBuilder(connection.ConnectionString);
+        if (!string.Equals(ours.Host, theirs.Host, StringComparison.OrdinalIgnoreCase) || ours.Port != theirs.Port
+            || !string.Equals(ours.Database ?? ours.Username, theirs.Database ?? theirs.Username, StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"The transaction is on {theirs.Host}:{theirs.Port}/{theirs.Database}, but the store is {ours.Host}:{ours.Port}/{ours.Database}. Open the connection on the store's database so the message commits with your writes.", nameof(transaction));
+        }
+
+        return PostgreSqlStoreTransaction.Enlisted(this, connection, npgsql);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, CancellationToken cancellationToken)
+    {
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        return await ClaimRowsAsync(connection, null, Schema.Claim, queue, max, lease, Now, cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(policy);
+        if (policy is { OldestFirst: false, MaxInFlight: null, RateLimit: null })
+        {
+            return await ClaimAsync(queue, max, lease, cancellationToken);
+        }
+
+        ValidatePolicy(policy);
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        if (policy is { MaxInFlight: null, RateLimit: null })
+        {
+            return await ClaimRowsAsync(connection, null, Schema.ClaimOldest, queue, max, lease, Now, cancellationToken);
+        }
+
+        // Reads first: an idle poll, or one at the concurrency limit, takes no lock.
+        var now = Now;
+        if (await Command(connection, null, Schema.AnyVisible).With("queue", queue).With("now", now.UtcTicks).ExecuteScalarAsync(cancellationToken) is null
+            || (policy.MaxInFlight is { } most && await CountLiveLeasesAsync(connection, null, queue, now, cancellationToken) >= most))
+        {
+            return [];
+        }
+
+        await using var transaction = await connection.BeginTransactionAsync(IsolationLevel.ReadCommitted, cancellationToken);
+        var claimed = await ClaimWithinAsync(connection, transaction, queue, max, lease, policy, Now, cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+        return claimed;
+    }
+
+    /// <summary>
+    /// Claims inside <paramref name="transaction"/>, within <paramref name="policy"/>'s limits. A limited queue's claims
+    /// take turns on an advisory lock held to commit, so the count of live leases and the token bucket each process
+    /// reads are the ones it writes back.
+    /// </summary>
+    internal async Task<IReadOnlyList<QueuedMessage>> ClaimWithinAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string queue, int max, TimeSpan lease, ClaimPolicy policy, DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        ValidatePolicy(policy);
+        var claim = policy.OldestFirst ? Schema.ClaimOldest : Schema.Claim;
+        if (policy is { MaxInFlight: null, RateLimit: null })
+        {
+            return await ClaimRowsAsync(connection, transaction, claim, queue, max, lease, now, cancellationToken);
+        }
+
+        await Command(connection, transaction, "SELECT pg_advisory_xact_lock(@key)").With("key", StableKey("claim:" + _options.Schema + ":" + queue)).ExecuteNonQueryAsync(cancellationToken);
+        var allowed = max;
+        if (policy.MaxInFlight is { } maxInFlight)
+        {
+            allowed = (int)Math.Min(allowed, maxInFlight - await CountLiveLeasesAsync(connection, transaction, queue, now, cancellationToken));
+        }
+
+        var (tokens, refilledAt) = (0d, now.UtcTicks);
+        if (policy.RateLimit is { } rate)
+        {
+            (tokens, refilledAt) = await RefillBucketAsync(connection, transaction, queue, rate, now, cancellationToken);
+            allowed = (int)Math.Min(allowed, Math.Floor(tokens + TokenTolerance));
+        }
+
+        IReadOnlyList<QueuedMessage> claimed = allowed > 0 ? await ClaimRowsAsync(connection, transaction, claim, queue, allowed, lease, now, cancellationToken) : [];
+        if (policy.RateLimit is not null)
+        {
+            await Command(connection, transaction, Schema.SaveRateLimit)
+                .With("queue", queue)
+                .With("tokens", Math.Max(0, tokens - claimed.Count))
+                .With("refilled_at", refilledAt)
+                .ExecuteNonQueryAsync(cancellationToken);
+        }
+
+        return claimed;
+    }
+
+    static void ValidatePolicy(ClaimPolicy policy)
+    {
+        ArgumentNullException.ThrowIfNull(policy);
+        if (policy.RateLimit is { } limit && (!(limit.PermitsPerSecond > 0) || limit.Burst < 1))
+        {
+            throw new ArgumentException($"A rate limit needs positive permits per second and a burst of at least 1; got {limit}.", nameof(policy));
+        }
+    }
+
+    /// <summary>Absorbs rounding in refills, so that 0.3 s at 10 per second is 3 permits, not 2.9999.</summary>
+    const double TokenTolerance = 1e-9;
+
+    async Task<long> CountLiveLeasesAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, string queue, DateTimeOffset now, CancellationToken cancellationToken) =>
+        (long)(await Command(connection, transaction, Schema.CountLiveLeases).With("queue", queue).With("now", now.UtcTicks).ExecuteScalarAsync(cancellationToken))!;
+
+    /// <summary>
+    /// The permits in the queue's token bucket at <paramref name="now"/>: what was left, plus the time since the last
+    /// refill at the policy's rate, at most its burst. A bucket never used starts full; a clock behind the stored refill
+    /// time adds nothing and keeps that time.
+    /// </summary>
+    async Task<(double Tokens, long RefilledAt)> RefillBucketAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string queue, RateLimit rate, DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        await using var reader = await Command(connection, transaction, Schema.GetRateLimit).With("queue", queue).ExecuteReaderAsync(cancellationToken);
+        if (!await reader.ReadAsync(cancellationToken))
+        {
+            return (rate.Burst, now.UtcTicks);
+        }
+
+        var refilledAt = reader.GetInt64(1);
+        var elapsedTicks = Math.Max(0, now.UtcTicks - refilledAt);
+        return (Math.Min(rate.Burst, reader.GetDouble(0) + (elapsedTicks * rate.PermitsPerSecond / TimeSpan.TicksPerSecond)), Math.Max(refilledAt, now.UtcTicks));
+    }
+
+    /// <summary>Leases up to <paramref name="max"/> visible messages with <paramref name="claim"/>, skipping rows other claims hold.</summary>
+    static async Task<IReadOnlyList<QueuedMessage>> ClaimRowsAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, string claim, string queue, int max, TimeSpan lease, DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        var token = Guid.NewGuid();
+        var claimed = new List<QueuedMessage>(Math.Min(max, 1024));
+        await using (var command = Command(connection, transaction, claim)
+            .With("until", (now + lease).UtcTicks)
+            .With("token", token)
+            .With("queue", queue)
+            .With("now", now.UtcTicks)
+            .With("max", max))
+        await using (var reader = await command.ExecuteReaderAsync(cancellationToken))
+        {
+            while (await reader.ReadAsync(cancellationToken))
+            {
+                claimed.Add(new QueuedMessage
+                {
+                    Id = reader.GetInt64(0),
+                    Priority = reader.GetInt32(1),
+                    Attempt = reader.GetInt32(2),
+                    History = PostgreSqlMapping.ReadHistory(reader, 3),
+                    Envelope = PostgreSqlMapping.ReadEnvelope(reader, 4),
+                    Queue = queue,
+                    LeaseToken = token,
+                });
+            }
+        }
+
+        claimed.Sort(static (a, b) => a.Priority != b.Priority ? b.Priority.CompareTo(a.Priority) : a.Id.CompareTo(b.Id));
+        return claimed;
+    }
+
+    /// <inheritdoc />
+    public ValueTask<DateTimeOffset?> NextVisibleAtAsync(string queue, CancellationToken cancellationToken) =>
+        ReadAsync(async connection =>
+            await Command(connection, null, Schema.NextVisible).With("queue", queue).ExecuteScalarAsync(cancellationToken) is long ticks
+                ? PostgreSqlMapping.FromTicks(ticks)
+                : (DateTimeOffset?)null,
+            cancellationToken);
+
+    /// <inheritdoc />
+    public async ValueTask<int> RenewLeasesAsync(IReadOnlyList<QueuedMessage> messages, TimeSpan lease, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        if (messages.Count == 0)
+        {
+            return 0;
+        }
+
+        var until = (Now + lease).UtcTicks;
+        return await ReadAsync(
+            async connection => await Command(connection, null, Schema.Renew)
+                .With("until", until)
+                .With("ids", messages.Select(m => m.Id).ToArray())
+                .With("tokens", messages.Select(m => m.LeaseToken).ToArray())
+                .ExecuteNonQueryAsync(cancellationToken),
+            cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask ReleaseAsync(IReadOnlyList<QueuedMessage> messages, bool countAttempt, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        if (messages.Count == 0)
+        {
+            return;
+        }
+
+        var queues = messages.Select(m => m.Queue).Distinct().ToArray();
+        await WriteAsync(
+            async (connection, transaction) =>
+            {
+                await Command(connection, transaction, Schema.Release)
+                    .With("now", Now.UtcTicks)
+                    .With("uncount", countAttempt ? 0 : 1)
+                    .With("ids", messages.Select(m => m.Id).ToArray())
+                    .With("tokens", messages.Select(m => m.LeaseToken).ToArray())
+                    .ExecuteNonQueryAsync(cancellationToken);
+                await NotifyAsync(connection, transaction, queues.Select(q => PostgreSqlNotifications.QueuePrefix + q), cancellationToken);
+                return 0;
+            },
+            cancellationToken);
+        Array.ForEach(queues, Signals.RingQueue);
+    }
+
+    /// <summary>Announces <paramref name="payloads"/> on the schema's channel when <paramref name="transaction"/> commits.</summary>
+    internal async Task NotifyAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, IEnumerable<string> payloads, CancellationToken cancellationToken)
+    {
+        var all = payloads.ToArray();
+        if (all.Length == 0)
+        {
+            return;
+        }
+
+        await using var command = Command(connection, transaction, "SELECT pg_notify(@channel, payload) FROM unnest(@payloads) AS payload")
+            .With("channel", Schema.Channel)
+            .With("payloads", all);
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<LogEvent>> ReadLogAsync(long afterPosition, int max, CancellationToken cancellationToken) =>
+        ReadAsync<IReadOnlyList<LogEvent>>(
+            async connection => await Command(connection, null, Schema.ReadLog).With("after", afterPosition).With("max", max).ReadAllAsync(PostgreSqlMapping.ReadEvent, cancellationToken),
+            cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<LogEvent>> ReadStreamAsync(string stream, long fromVersion, int max, CancellationToken cancellationToken) =>
+        ReadAsync<IReadOnlyList<LogEvent>>(
+            async connection => await Command(connection, null, Schema.ReadStream).With("stream", stream).With("from", fromVersion).With("max", max).ReadAllAsync(PostgreSqlMapping.ReadEvent, cancellationToken),
+            cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<ConsumerGroupState?> GetConsumerGroupAsync(string group, CancellationToken cancellationToken) =>
+        ReadAsync(
+            async connection => await Command(connection, null, Schema.GetGroup).With("name", group).ReadFirstAsync(
+                reader => new ConsumerGroupState(reader.GetString(0), reader.GetInt64(1), reader.GetInt32(2), reader.IsDBNull(3) ? null : reader.GetString(3), PostgreSqlMapping.FromTicks(reader.GetInt64(4))),
+                cancellationToken),
+            cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(string? source, int max, CancellationToken cancellationToken) =>
+        ReadAsync<IReadOnlyList<DeadLetter>>(
+            async connection => await Command(connection, null, Schema.ListDeadLetters).With("source", NpgsqlDbType.Text, source).With("max", max).ReadAllAsync(PostgreSqlMapping.ReadDeadLetter, cancellationToken),
+            cancellationToken);
+
+    /// <inheritdoc />
+    public async ValueTask<bool> RetryDeadLetterAsync(long id, CancellationToken cancellationToken)
+    {
+        var queue = await WriteAsync(
+            async (connection, transaction) =>
+            {
+                var letter = await Command(connection, transaction, Schema.GetDeadLetter).With("id", id).ReadFirstAsync(PostgreSqlMapping.ReadDeadLetter, cancellationToken);
+                if (letter is null || letter.LogPosition is not null)
+                {
+                    return null;
+                }
+
+                await Command(connection, transaction, Schema.Enqueue)
+                    .With("queue", letter.Source)
+                    .With("priority", letter.Priority)
+                    .With("visible_at", Now.UtcTicks)
+                    .WithEnvelope(letter.Envelope)
+                    .ExecuteNonQueryAsync(cancellationToken);
+                await Command(connection, transaction, Schema.DeleteDeadLetter).With("id", id).ExecuteNonQueryAsync(cancellationToken);
+                if (letter.Envelope.Headers.TryGetValue(JobHeaders.Batch, out var batchId))
+                {
+                    // Counted as failed in its batch; pending again until it finishes anew. A finished batch stays as it ended.
+                    await Command(connection, transaction, Schema.RecordBatchOutcomes).With("id", batchId).With("succeeded", 0L).With("failed", -1L).ExecuteNonQueryAsync(cancellationToken);
+                }
+
+                await NotifyAsync(connection, transaction, [PostgreSqlNotifications.QueuePrefix + letter.Source], cancellationToken);
+                return letter.Source;
+            },
+            cancellationToken);
+        if (queue is null)
+        {
+            return false;
+        }
+
+        Signals.RingQueue(queue);
+        return true;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<bool> DiscardDeadLetterAsync(long id, CancellationToken cancellationToken) =>
+        await WriteAsync(async (connection, transaction) => await Command(connection, transaction, Schema.DeleteDeadLetter).With("id", id).ExecuteNonQueryAsync(cancellationToken) == 1, cancellationToken);
+
+    /// <inheritdoc />
+    public async ValueTask<int> PurgeInboxAsync(DateTimeOffset handledBefore, CancellationToken cancellationToken)
+    {
+        // In chunks, so that a large clean-up never holds many row locks for long.
+        var total = 0;
+        int deleted;
+        do
+        {
+            deleted = await WriteAsync(async (connection, transaction) => await Command(connection, transaction, Schema.PurgeInbox).With("cutoff", handledBefore.UtcTicks).With("chunk", PurgeChunk).ExecuteNonQueryAsync(cancellationToken), cancellationToken);
+            total += deleted;
+        }
+        while (deleted == PurgeChunk);
+
+        // Expired unique keys go with them: they no longer hold anything back.
+        var now = Now.UtcTicks;
+        do
+        {
+            deleted = await WriteAsync(async (connection, transaction) => await Command(connection, transaction, Schema.PurgeUniqueKeys).With("now", now).With("chunk", PurgeChunk).ExecuteNonQueryAsync(cancellationToken), cancellationToken);
+        }
+        while (deleted == PurgeChunk);
+
+        return total;
+    }
+
+    /// <inheritdoc />
+    public ValueTask<StoreStatus> GetStatusAsync(CancellationToken cancellationToken) =>
+        ReadSnapshotAsync(
+            async (connection, transaction) =>
+            {
+                var now = Now.UtcTicks;
+                var deadLetters = new Dictionary<string, long>(StringComparer.Ordinal);
+                foreach (var (source, count) in await Command(connection, transaction, Schema.DeadLetterCounts).ReadAllAsync(r => (r.GetString(0), r.GetInt64(1)), cancellationToken))
+                {
+                    deadLetters[source] = count;
+                }
+
+                var queues = await Command(connection, transaction, Schema.QueueStatus).With("now", now).ReadAllAsync(
+                    r => new QueueStatus(r.GetString(0), r.GetInt64(1), r.GetInt64(2), r.GetInt64(3), 0),
+                    cancellationToken);
+                queues = [.. queues.Select(q => q with { DeadLetters = deadLetters.GetValueOrDefault(q.Queue) })];
+                foreach (var (source, count) in deadLetters)
+                {
+                    if (!source.StartsWith("log:", StringComparison.Ordinal) && queues.All(q => q.Queue != source))
+                    {
+                        queues.Add(new QueueStatus(source, 0, 0, 0, count));
+                    }
+                }
+
+                var head = (long)(await Command(connection, transaction, Schema.LogHead).ExecuteScalarAsync(cancellationToken))!;
+                var groups = await Command(connection, transaction, Schema.GroupStatus).ReadAllAsync(
+                    r => new ConsumerGroupStatus(r.GetString(0), r.GetInt64(1), head - r.GetInt64(1), r.GetInt32(2), r.IsDBNull(3) ? null : r.GetString(3)),
+                    cancellationToken);
+                var inbox = (long)(await Command(connection, transaction, Schema.InboxCount).ExecuteScalarAsync(cancellationToken))!;
+                queues.Sort((a, b) => string.CompareOrdinal(a.Queue, b.Queue));
+                return new StoreStatus(queues, deadLetters.Values.Sum(), head, groups, inbox);
+            },
+            cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<SagaInstance?> GetSagaAsync(string transactionId, CancellationToken cancellationToken) =>
+        ReadAsync(async connection => await Command(connection, null, Schema.LoadSaga).With("transaction_id", transactionId).ReadFirstAsync(PostgreSqlMapping.ReadSaga, cancellationToken), cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<SagaInstance>> QuerySagasAsync(SagaQuery query, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        return ReadAsync<IReadOnlyList<SagaInstance>>(
+            async connection => await Command(connection, null, Schema.QuerySagas)
+                .With("state", NpgsqlDbType.Text, query.State is { } state ? SagaStates.ToText(state) : null)
+                .With("definition", NpgsqlDbType.Text, query.Definition)
+                .With("version", NpgsqlDbType.Integer, query.Version)
+                .With("max", query.Max)
+                .ReadAllAsync(PostgreSqlMapping.ReadSaga, cancellationToken),
+            cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<SagaCount>> CountSagasAsync(CancellationToken cancellationToken) =>
+        ReadAsync<IReadOnlyList<SagaCount>>(
+            async connection => await Command(connection, null, Schema.CountSagas)
+                .ReadAllAsync(reader => new SagaCount(reader.GetString(0), reader.GetInt32(1), SagaStates.Parse(reader.GetString(2)), reader.GetInt64(3)), cancellationToken),
+            cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) =>
+        ReadAsync<IReadOnlyList<SagaLogEntry>>(
+            async connection => await Command(connection, null, Schema.ReadSagaLog).With("transaction_id", transactionId).ReadAllAsync(PostgreSqlMapping.ReadSagaLogEntry, cancellationToken),
+            cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<FlowItem>> ReadFlowAsync(string correlationId, CancellationToken cancellationToken) =>
+        ReadSnapshotAsync<IReadOnlyList<FlowItem>>(
+            async (connection, transaction) =>
+            {
+                var items = new List<FlowItem>();
+                async Task CollectAsync(string sql, string wherePrefix, string status, bool handled) =>
+                    items.AddRange(await Command(connection, transaction, sql).With("correlation_id", correlationId).ReadAllAsync(
+                        reader => new FlowItem(
+                            reader.GetGuid(0),
+                            reader.IsDBNull(1) ? "?" : reader.GetString(1),
+                            reader.IsDBNull(2) ? null : reader.GetGuid(2),
+                            reader.IsDBNull(3) ? DateTimeOffset.MinValue : PostgreSqlMapping.FromTicks(reader.GetInt64(3)),
+                            wherePrefix + reader.GetString(4),
+                            status,
+                            handled ? PostgreSqlMapping.FromTicks(reader.GetInt64(5)) : null),
+                        cancellationToken));
+
+                await CollectAsync(Schema.FlowInbox, "queue:", "handled", handled: true);
+                await CollectAsync(Schema.FlowQueue, "queue:", "pending", handled: false);
+                await CollectAsync(Schema.FlowDeadLetters, "dead-letters:", "dead-lettered", handled: false);
+                await CollectAsync(Schema.FlowLog, "log:", "appended", handled: false);
+                return items;
+            },
+            cancellationToken);
+
+    /// <inheritdoc />
+    public async ValueTask<DbConnection> OpenReadConnectionAsync(CancellationToken cancellationToken) =>
+        await _readSource.OpenConnectionAsync(cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<JobInfo?> GetJobAsync(Guid id, CancellationToken cancellationToken) =>
+        ReadSnapshotAsync(
+            async (connection, transaction) =>
+            {
+                var now = Now.UtcTicks;
+                var job = await Command(connection, transaction, Schema.JobInQueue).With("message_id", id).ReadAllAsync(PostgreSqlMapping.ReadQueueRow, cancellationToken) is [var row, ..]
+                    ? StoredRows.QueuedJob(row, now)
+                    : await Command(connection, transaction, Schema.JobInInbox).With("message_id", id).ReadFirstAsync(SucceededJob, cancellationToken)
+                        ?? (await Command(connection, transaction, Schema.JobInDeadLetters).With("message_id", id).ReadFirstAsync(PostgreSqlMapping.ReadDeadLetter, cancellationToken) is { } letter ? StoredRows.DeadJob(letter) : null);
+                return job is null ? null : await WithProgressAsync(connection, transaction, job, cancellationToken);
+            },
+            cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<JobInfo>> ListJobsAsync(JobQuery query, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        if (query.Max <= 0)
+        {
+            return ValueTask.FromResult<IReadOnlyList<JobInfo>>([]);
+        }
+
+        return ReadSnapshotAsync<IReadOnlyList<JobInfo>>(
+            async (connection, transaction) =>
+            {
+                var now = Now.UtcTicks;
+                var state = query.State;
+                var found = new List<JobInfo>();
+                if (state is null or JobState.Scheduled or JobState.Enqueued or JobState.Processing)
+                {
+                    var rows = await Command(connection, transaction, Schema.ListQueueJobs)
+                        .With("queue", NpgsqlDbType.Text, query.Queue)
+                        .With("batch", NpgsqlDbType.Text, query.BatchId)
+                        .With("state", NpgsqlDbType.Text, state switch { JobState.Scheduled => "scheduled", JobState.Enqueued => "enqueued", JobState.Processing => "processing", _ => null })
+                        .With("now", now)
+                        .With("max", query.Max)
+                        .ReadAllAsync(PostgreSqlMapping.ReadQueueRow, cancellationToken);
+                    found.AddRange(rows.Select(row => StoredRows.QueuedJob(row, now)));
+                }
+
+                if (state is null or JobState.Dead or JobState.Cancelled)
+                {
+                    var letters = await Command(connection, transaction, Schema.ListDeadLetterJobs)
+                        .With("queue", NpgsqlDbType.Text, query.Queue)
+                        .With("batch", NpgsqlDbType.Text, query.BatchId)
+                        .With("cancelled", NpgsqlDbType.Boolean, state switch { JobState.Cancelled => true, JobState.Dead => false, _ => null })
+                        .With("max", query.Max)
+                        .ReadAllAsync(PostgreSqlMapping.ReadDeadLetter, cancellationToken);
+                    found.AddRange(letters.Select(StoredRows.DeadJob));
+                }
+
+                if (state is null or JobState.Succeeded)
+                {
+                    found.AddRange(await Command(connection, transaction, Schema.ListInboxJobs)
+                        .With("queue", NpgsqlDbType.Text, query.Queue)
+                        .With("batch", NpgsqlDbType.Text, query.BatchId)
+                        .With("max", query.Max)
+                        .ReadAllAsync(SucceededJob, cancellationToken));
+                }
+
+                var newest = StoredRows.Newest(found, query.Max);
+                for (var i = 0; i < newest.Count; i++)
+                {
+                    newest[i] = await WithProgressAsync(connection, transaction, newest[i], cancellationToken);
+                }
+
+                return newest;
+            },
+            cancellationToken);
+    }
+
+    /// <summary>Reads an inbox row: consumer, handled_at, message_type, correlation_id, sent_at, message_id, batch_id.</summary>
+    static JobInfo SucceededJob(NpgsqlDataReader reader) => StoredRows.SucceededJob(
+        reader.GetGuid(5),
+        reader.GetString(0),
+        PostgreSqlMapping.FromTicks(reader.GetInt64(1)),
+        reader.IsDBNull(2) ? null : reader.GetString(2),
+        reader.IsDBNull(3) ? null : reader.GetString(3),
+        reader.IsDBNull(4) ? null : PostgreSqlMapping.FromTicks(reader.GetInt64(4)),
+        reader.IsDBNull(6) ? null : reader.GetString(6));
+
+    async Task<JobInfo> WithProgressAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, JobInfo job, CancellationToken cancellationToken)
+    {
+        await using var reader = await Command(connection, transaction, Schema.GetProgress).With("job_id", job.Id).ExecuteReaderAsync(cancellationToken);
+        return await reader.ReadAsync(cancellationToken) ? job with { Progress = reader.GetInt32(0), ProgressNote = reader.IsDBNull(1) ? null : reader.GetString(1) } : job;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<JobCancelOutcome> CancelJobAsync(Guid id, CancellationToken cancellationToken)
+    {
+        await using var transaction = (PostgreSqlStoreTransaction)await BeginAsync(cancellationToken);
+        var outcome = await transaction.CancelJobAsync(id, cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+        return outcome;
+    }
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<Guid>> ReadCancellationsAsync(IReadOnlyList<Guid> ids, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(ids);
+        if (ids.Count == 0)
+        {
+            return ValueTask.FromResult<IReadOnlyList<Guid>>([]);
+        }
+
+        return ReadAsync<IReadOnlyList<Guid>>(
+            async connection => await Command(connection, null, Schema.ReadCancellations).With("job_ids", ids.ToArray()).ReadAllAsync(reader => reader.GetGuid(0), cancellationToken),
+            cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public async ValueTask SaveJobProgressAsync(Guid id, int percent, string? note, CancellationToken cancellationToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(percent);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(percent, 100);
+        await ReadAsync(
+            async connection => await Command(connection, null, Schema.SaveProgress).With("job_id", id).With("percent", percent).With("note", NpgsqlDbType.Text, note).With("at", Now.UtcTicks).ExecuteNonQueryAsync(cancellationToken),
+            cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public ValueTask<JobBatchRecord?> GetBatchAsync(string id, CancellationToken cancellationToken) =>
+        ReadAsync(async connection => await Command(connection, null, Schema.GetBatch).With("id", id).ReadFirstAsync(PostgreSqlMapping.ReadBatch, cancellationToken), cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<RecurringJobRecord>> ListRecurringJobsAsync(CancellationToken cancellationToken) =>
+        ReadAsync<IReadOnlyList<RecurringJobRecord>>(async connection => await Command(connection, null, Schema.ListRecurring).ReadAllAsync(PostgreSqlMapping.ReadRecurring, cancellationToken), cancellationToken);
+
+    /// <summary>Runs one statement or a few on a pooled connection, each in its own implicit transaction.</summary>
+    async ValueTask<T> ReadAsync<T>(Func<NpgsqlConnection, Task<T>> read, CancellationToken cancellationToken)
+    {
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        return await read(connection);
+    }
+
+    /// <summary>Several reads that see one snapshot (a job moving between tables is seen in one place).</summary>
+    async ValueTask<T> ReadSnapshotAsync<T>(Func<NpgsqlConnection, NpgsqlTransaction, Task<T>> read, CancellationToken cancellationToken)
+    {
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(IsolationLevel.RepeatableRead, cancellationToken);
+        var result = await read(connection, transaction);
+        await transaction.CommitAsync(cancellationToken);
+        return result;
+    }
+
+    async ValueTask<T> WriteAsync<T>(Func<NpgsqlConnection, NpgsqlTransaction, Task<T>> write, CancellationToken cancellationToken)
+    {
+        await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(IsolationLevel.ReadCommitted, cancellationToken);
+        var result = await write(connection, transaction);
+        await transaction.CommitAsync(cancellationToken);
+        return result;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask DisposeAsync()
+    {
+        await _notifications.DisposeAsync();
+        await _dataSource.DisposeAsync();
+        await _readSource.DisposeAsync();
+    }
+}

@@ -1,0 +1,57 @@
+using System.Text.RegularExpressions;
+using Npgsql;
+
+namespace Converge.PostgreSql;
+
+/// <summary>Options of the PostgreSQL store.</summary>
+public sealed partial class PostgreSqlStoreOptions
+{
+    /// <summary>
+    /// The Npgsql connection string. Required. Converge adds automatic statement preparation when the string does
+    /// not set it; everything else (pool size, timeouts, TLS) is the caller's.
+    /// </summary>
+    public string ConnectionString { get; set; } = "";
+
+    /// <summary>
+    /// The schema that holds every Converge table: lower-case letters, digits and '_', starting with a letter or '_',
+    /// at most 50 characters. Created when missing. Default <c>converge</c>. Several applications, or several test
+    /// runs, can share one database with a schema each.
+    /// </summary>
+    public string Schema { get; set; } = "converge";
+
+    /// <summary>
+    /// How long to wait before reconnecting the notification listener after it lost its connection. Default 1 s.
+    /// While it is down, workers fall back to their polling interval.
+    /// </summary>
+    public TimeSpan ListenerReconnectDelay { get; set; } = TimeSpan.FromSeconds(1);
+
+    internal void Validate()
+    {
+        if (string.IsNullOrWhiteSpace(ConnectionString))
+        {
+            throw new ArgumentException("The PostgreSQL store needs a connection string: options.UsePostgreSql(\"Host=127.0.0.1;Username=app;Database=app\").", nameof(ConnectionString));
+        }
+
+        try
+        {
+            _ = new NpgsqlConnectionStringBuilder(ConnectionString);
+        }
+        catch (ArgumentException exception)
+        {
+            throw new ArgumentException($"The PostgreSQL connection string is not valid: {exception.Message}", nameof(ConnectionString), exception);
+        }
+
+        if (!SchemaPattern().IsMatch(Schema))
+        {
+            throw new ArgumentException($"Schema '{Schema}' is not valid: use lower-case letters, digits and '_', starting with a letter or '_', at most 50 characters (for example 'converge').", nameof(Schema));
+        }
+
+        if (ListenerReconnectDelay < TimeSpan.Zero)
+        {
+            throw new ArgumentException("ListenerReconnectDelay must not be negative (default 1 second).", nameof(ListenerReconnectDelay));
+        }
+    }
+
+    [GeneratedRegex("^[a-z_][a-z0-9_]{0,49}$")]
+    private static partial Regex SchemaPattern();
+}

@@ -1,0 +1,515 @@
+using System.Data.Common;
+using System.Runtime.CompilerServices;
+using Converge.Contracts;
+using Converge.Storage;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace Converge.PostgreSql;
+
+/// <summary>A write transaction on the store's database: Converge's own (owning its pooled connection) or the caller's.</summary>
+internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
+{
+    static readonly ConditionalWeakTable<NpgsqlTransaction, PostgreSqlStoreTransaction> OwnedTransactions = new();
+
+    readonly PostgreSqlMessageStore _store;
+    readonly NpgsqlConnection _connection;
+    readonly NpgsqlTransaction _transaction;
+    readonly bool _owned;
+    List<Action>? _afterCommit;
+    HashSet<string>? _notified;
+    bool _logLocked;
+    bool _finished;
+
+    PostgreSqlStoreTransaction(PostgreSqlMessageStore store, NpgsqlConnection connection, NpgsqlTransaction transaction, bool owned)
+    {
+        _store = store;
+        _connection = connection;
+        _transaction = transaction;
+        _owned = owned;
+    }
+
+    public DbTransaction Transaction => _transaction;
+
+    PostgreSqlSchema Sql => _store.Schema;
+
+    public static PostgreSqlStoreTransaction Owned(PostgreSqlMessageStore store, NpgsqlConnection connection, NpgsqlTransaction transaction)
+    {
+        var owned = new PostgreSqlStoreTransaction(store, connection, transaction, owned: true);
+        // Npgsql reuses a connection's transaction object, so a pooled connection brings back one seen before.
+        OwnedTransactions.AddOrUpdate(transaction, owned);
+        return owned;
+    }
+
+    public static PostgreSqlStoreTransaction? TryGetOwned(NpgsqlTransaction transaction) =>
+        OwnedTransactions.TryGetValue(transaction, out var owned) && !owned._finished ? owned : null;
+
+    public static PostgreSqlStoreTransaction Enlisted(PostgreSqlMessageStore store, NpgsqlConnection connection, NpgsqlTransaction transaction) =>
+        new(store, connection, transaction, owned: false);
+
+    NpgsqlCommand Command(string sql) => PostgreSqlMessageStore.Command(_connection, _transaction, sql);
+
+    static async ValueTask<int> ExecuteAsync(NpgsqlCommand command, CancellationToken cancellationToken)
+    {
+        await using (command)
+        {
+            return await command.ExecuteNonQueryAsync(cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// Announces a write to other processes. In Converge's own transaction the notifications go out just before
+    /// commit, once per queue; in the caller's, at once (PostgreSQL holds them until that transaction commits).
+    /// </summary>
+    async ValueTask AnnounceAsync(string payload, CancellationToken cancellationToken)
+    {
+        if (!(_notified ??= new HashSet<string>(StringComparer.Ordinal)).Add(payload) || _owned)
+        {
+            return;
+        }
+
+        await _store.NotifyAsync(_connection, _transaction, [payload], cancellationToken);
+    }
+
+    public async ValueTask EnqueueAsync(OutgoingMessage message, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        var now = _store.Now;
+        await ExecuteAsync(
+            Command(Sql.Enqueue)
+                .With("queue", message.Queue)
+                .With("priority", message.Priority)
+                .With("visible_at", (message.DueAt is { } due && due > now ? due : now).UtcTicks)
+                .WithEnvelope(message.Envelope),
+            cancellationToken);
+        await AnnounceAsync(PostgreSqlNotifications.QueuePrefix + message.Queue, cancellationToken);
+    }
+
+    public async ValueTask<IReadOnlyList<LogEvent>> AppendAsync(string stream, long? expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(events);
+
+        // Appending transactions take turns from their first append until they commit. Positions come from an identity
+        // column, so without turns a transaction could commit position 7 while another still holds 6: a reader that
+        // saw 7 and saved its checkpoint would never see 6. With turns, every position is visible before a larger one
+        // is handed out (PostgreSQL makes a commit visible before it releases the commit's locks).
+        if (!_logLocked)
+        {
+            await ExecuteAsync(Command("SELECT pg_advisory_xact_lock(@key)").With("key", _store.LogLockKey), cancellationToken);
+            _logLocked = true;
+        }
+
+        long version;
+        await using (var current = Command(Sql.StreamVersion).With("stream", stream))
+        {
+            version = (long)(await current.ExecuteScalarAsync(cancellationToken))!;
+        }
+
+        if (expectedVersion is { } expected && expected != version)
+        {
+            throw new StreamVersionConflictException(stream, expected, version);
+        }
+
+        var stored = new List<LogEvent>(events.Count);
+        foreach (var envelope in events)
+        {
+            version++;
+            await using var append = Command(Sql.Append).With("stream", stream).With("stream_version", version).WithEnvelope(envelope);
+            var position = (long)(await append.ExecuteScalarAsync(cancellationToken))!;
+            stored.Add(new LogEvent(position, stream, version, envelope));
+        }
+
+        await AnnounceAsync(PostgreSqlNotifications.LogPayload, cancellationToken);
+        return stored;
+    }
+
+    public async ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken) =>
+        await _store.ClaimWithinAsync(_connection, _transaction, queue, max, lease, policy, _store.Now, cancellationToken);
+
+    public async ValueTask RegisterJobQueueAsync(string queue, CancellationToken cancellationToken) =>
+        await ExecuteAsync(Command(Sql.RegisterJobQueue).With("name", queue), cancellationToken);
+
+    public async ValueTask<bool> TryRecordInboxAsync(string consumer, Envelope envelope, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(envelope);
+        return await ExecuteAsync(
+            Command(Sql.RecordInbox)
+                .With("consumer", consumer)
+                .With("message_id", envelope.MessageId)
+                .With("at", _store.Now.UtcTicks)
+                .With("message_type", envelope.MessageType)
+                .With("correlation_id", NpgsqlDbType.Text, envelope.CorrelationId)
+                .With("causation_id", NpgsqlDbType.Uuid, envelope.CausationId)
+                .With("sent_at", envelope.SentAt.UtcTicks)
+                .With("batch_id", NpgsqlDbType.Text, StoredRows.BatchOf(envelope)),
+            cancellationToken) == 1;
+    }
+
+    public async ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken)
+    {
+        await using var command = Command(Sql.LoadSaga).With("transaction_id", transactionId);
+        return await command.ReadFirstAsync(PostgreSqlMapping.ReadSaga, cancellationToken);
+    }
+
+    public async ValueTask<bool> InsertSagaAsync(SagaInstance instance, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(instance);
+        instance.ConcurrencyVersion = 1;
+        instance.UpdatedAt = _store.Now;
+        return await ExecuteAsync(
+            Command(Sql.InsertSaga)
+                .WithSaga(instance)
+                .With("definition", instance.Definition)
+                .With("version", instance.Version)
+                .With("steps", StoredRows.WriteSteps(instance.Steps))
+                .With("started_at", instance.StartedAt.UtcTicks),
+            cancellationToken) == 1;
+    }
+
+    public async ValueTask<bool> UpdateSagaAsync(SagaInstance instance, long expectedVersion, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(instance);
+        instance.ConcurrencyVersion = expectedVersion + 1;
+        instance.UpdatedAt = _store.Now;
+        var saved = await ExecuteAsync(Command(Sql.UpdateSaga).WithSaga(instance).With("expected", expectedVersion), cancellationToken) == 1;
+        if (!saved)
+        {
+            instance.ConcurrencyVersion = expectedVersion;
+        }
+
+        return saved;
+    }
+
+    public async ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken)
+    {
+        await using var command = Command(Sql.ReadSagaLog).With("transaction_id", transactionId);
+        return await command.ReadAllAsync(PostgreSqlMapping.ReadSagaLogEntry, cancellationToken);
+    }
+
+    public async ValueTask AppendSagaLogAsync(IReadOnlyList<SagaLogEntry> entries, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(entries);
+        if (entries.Count == 0)
+        {
+            return;
+        }
+
+        // One statement for all entries: a transition logs a few at once.
+        await ExecuteAsync(
+            Command(Sql.AppendSagaLog)
+                .With("transaction_ids", NpgsqlDbType.Array | NpgsqlDbType.Text, entries.Select(e => e.TransactionId).ToArray())
+                .With("ats", NpgsqlDbType.Array | NpgsqlDbType.Bigint, entries.Select(e => e.At.UtcTicks).ToArray())
+                .With("kinds", NpgsqlDbType.Array | NpgsqlDbType.Text, entries.Select(e => e.Kind).ToArray())
+                .With("steps", NpgsqlDbType.Array | NpgsqlDbType.Text, entries.Select(e => e.Step).ToArray())
+                .With("message_ids", NpgsqlDbType.Array | NpgsqlDbType.Uuid, entries.Select(e => e.MessageId).ToArray())
+                .With("message_types", NpgsqlDbType.Array | NpgsqlDbType.Text, entries.Select(e => e.MessageType).ToArray())
+                .With("details", NpgsqlDbType.Array | NpgsqlDbType.Text, entries.Select(e => e.Detail).ToArray())
+                .With("answers", NpgsqlDbType.Array | NpgsqlDbType.Uuid, entries.Select(e => e.Answers).ToArray()),
+            cancellationToken);
+    }
+
+    public async ValueTask<bool> CompleteAsync(QueuedMessage message, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        return await ExecuteAsync(Command(Sql.Complete).With("id", message.Id).With("token", message.LeaseToken), cancellationToken) == 1;
+    }
+
+    public async ValueTask<bool> RetryLaterAsync(QueuedMessage message, DateTimeOffset dueAt, AttemptRecord failure, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        var retried = await ExecuteAsync(
+            Command(Sql.RetryLater)
+                .With("due", dueAt.UtcTicks)
+                .With("history", NpgsqlDbType.Text, StoredRows.WriteHistory(message.History, failure))
+                .With("id", message.Id)
+                .With("token", message.LeaseToken),
+            cancellationToken) == 1;
+        if (retried)
+        {
+            await AnnounceAsync(PostgreSqlNotifications.QueuePrefix + message.Queue, cancellationToken);
+        }
+
+        return retried;
+    }
+
+    public async ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, string? exception, AttemptRecord? failure, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        if (await ExecuteAsync(Command(Sql.Complete).With("id", message.Id).With("token", message.LeaseToken), cancellationToken) != 1)
+        {
+            return false;
+        }
+
+        await InsertDeadLetterAsync(message.Queue, message.Envelope, message.Priority, reason, exception, message.Attempt, StoredRows.WriteHistory(message.History, failure), null, cancellationToken);
+        return true;
+    }
+
+    public async ValueTask ParkEventAsync(string group, LogEvent logEvent, string reason, string? exception, int attempts, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(logEvent);
+        await InsertDeadLetterAsync("log:" + group, logEvent.Envelope, 0, reason, exception, attempts, null, logEvent.Position, cancellationToken);
+    }
+
+    async ValueTask InsertDeadLetterAsync(string source, Envelope envelope, int priority, string reason, string? exception, int attempts, string? history, long? logPosition, CancellationToken cancellationToken) =>
+        await ExecuteAsync(
+            Command(Sql.InsertDeadLetter)
+                .With("source", source)
+                .With("priority", priority)
+                .WithEnvelope(envelope)
+                .With("reason", reason)
+                .With("exception", NpgsqlDbType.Text, exception)
+                .With("attempts", attempts)
+                .With("history", NpgsqlDbType.Text, history)
+                .With("at", _store.Now.UtcTicks)
+                .With("log_position", NpgsqlDbType.Bigint, logPosition),
+            cancellationToken);
+
+    public async ValueTask<bool> SaveConsumerGroupAsync(string group, long expectedPosition, long position, int failedAttempts, string? lastError, CancellationToken cancellationToken) =>
+        await ExecuteAsync(
+            Command(Sql.SaveGroup)
+                .With("name", group)
+                .With("position", position)
+                .With("failed_attempts", failedAttempts)
+                .With("last_error", NpgsqlDbType.Text, lastError)
+                .With("at", _store.Now.UtcTicks)
+                .With("expected", expectedPosition),
+            cancellationToken) == 1;
+
+    public async ValueTask<int> ExecuteAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(parameters);
+        var command = Command(sql);
+        foreach (var (name, value) in parameters)
+        {
+            command.Parameters.AddWithValue(name, value ?? DBNull.Value);
+        }
+
+        return await ExecuteAsync(command, cancellationToken);
+    }
+
+    public async ValueTask<Guid?> TryReserveUniqueKeyAsync(string key, Guid jobId, DateTimeOffset expiresAt, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        var reserved = await ExecuteAsync(
+            Command(Sql.ReserveUniqueKey).With("key", key).With("job_id", jobId).With("expires_at", expiresAt.UtcTicks).With("now", _store.Now.UtcTicks),
+            cancellationToken) == 1;
+        if (reserved)
+        {
+            return null;
+        }
+
+        await using var holder = Command(Sql.UniqueKeyHolder).With("key", key);
+        return await holder.ExecuteScalarAsync(cancellationToken) is Guid id ? id : null;
+    }
+
+    public async ValueTask<bool> CreateBatchAsync(JobBatchRecord batch, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        return await ExecuteAsync(Command(Sql.CreateBatch).WithBatch(batch), cancellationToken) == 1;
+    }
+
+    public async ValueTask AddToBatchAsync(string batchId, int count, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(batchId);
+        if (await ExecuteAsync(Command(Sql.AddToBatch).With("id", batchId).With("count", (long)count), cancellationToken) == 0)
+        {
+            await using var get = Command(Sql.GetBatch).With("id", batchId);
+            var batch = await get.ReadFirstAsync(PostgreSqlMapping.ReadBatch, cancellationToken);
+            throw new InvalidOperationException(batch is null
+                ? $"There is no batch '{batchId}'. Start it with IJobClient.StartBatchAsync before adding jobs to it."
+                : $"Batch '{batchId}' finished at {batch.FinishedAt:O}; a finished batch takes no more jobs. Start a new batch.");
+        }
+    }
+
+    public async ValueTask<JobBatchRecord?> RecordBatchOutcomesAsync(string batchId, int succeeded, int failed, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(batchId);
+
+        // A finished batch keeps its counts: only a job retried before it finished was re-opened in it.
+        var recorded = await ExecuteAsync(Command(Sql.RecordBatchOutcomes).With("id", batchId).With("succeeded", (long)succeeded).With("failed", (long)failed), cancellationToken) == 1;
+        return recorded ? await FinishBatchAsync(batchId, cancellationToken) : null;
+    }
+
+    public async ValueTask<JobBatchRecord?> SealBatchAsync(string batchId, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(batchId);
+        var sealedNow = await ExecuteAsync(Command(Sql.SealBatch).With("id", batchId), cancellationToken) == 1;
+        return sealedNow ? await FinishBatchAsync(batchId, cancellationToken) : null;
+    }
+
+    /// <summary>Marks the batch finished if it is sealed and nothing is pending; the batch when this call finished it.</summary>
+    async Task<JobBatchRecord?> FinishBatchAsync(string batchId, CancellationToken cancellationToken)
+    {
+        await using var finish = Command(Sql.FinishBatch).With("id", batchId).With("now", _store.Now.UtcTicks);
+        return await finish.ReadFirstAsync(PostgreSqlMapping.ReadBatch, cancellationToken);
+    }
+
+    public async ValueTask UpsertRecurringJobAsync(RecurringJobRecord schedule, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(schedule);
+        await ExecuteAsync(Command(Sql.UpsertRecurring).WithRecurring(schedule), cancellationToken);
+    }
+
+    public async ValueTask<IReadOnlyList<RecurringJobRecord>> LoadDueRecurringJobsAsync(DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        // The scheduler is singleton work: one process at a time fires schedules; the others find nothing due
+        // until it commits (and then find the schedules advanced).
+        await using (var turn = Command("SELECT pg_try_advisory_xact_lock(@key)").With("key", PostgreSqlMessageStore.StableKey("recurring:" + _store.SchemaName)))
+        {
+            if (await turn.ExecuteScalarAsync(cancellationToken) is not true)
+            {
+                return [];
+            }
+        }
+
+        await using var command = Command(Sql.LoadDueRecurring).With("now", now.UtcTicks);
+        return await command.ReadAllAsync(PostgreSqlMapping.ReadRecurring, cancellationToken);
+    }
+
+    public async ValueTask<bool> AdvanceRecurringJobAsync(string name, DateTimeOffset expectedNextAt, DateTimeOffset nextAt, DateTimeOffset? lastAt, CancellationToken cancellationToken) =>
+        await ExecuteAsync(
+            Command(Sql.AdvanceRecurring)
+                .With("name", name)
+                .With("expected", expectedNextAt.UtcTicks)
+                .With("next_at", nextAt.UtcTicks)
+                .With("last_at", NpgsqlDbType.Bigint, lastAt?.UtcTicks),
+            cancellationToken) == 1;
+
+    public async ValueTask<bool> RemoveRecurringJobAsync(string name, CancellationToken cancellationToken) =>
+        await ExecuteAsync(Command(Sql.RemoveRecurring).With("name", name), cancellationToken) == 1;
+
+    public async ValueTask ForgetJobStateAsync(IReadOnlyList<Guid> jobIds, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(jobIds);
+        if (jobIds.Count > 0)
+        {
+            await ExecuteAsync(Command(Sql.ForgetJobState).With("job_ids", jobIds.ToArray()), cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// Cancels job <paramref name="id"/>: each waiting copy moves to the dead letters as cancelled and counts as a failure in
+    /// its batch (enqueueing the batch's callbacks when that finishes it); a copy under a live lease is flagged for its worker.
+    /// </summary>
+    internal async ValueTask<JobCancelOutcome> CancelJobAsync(Guid id, CancellationToken cancellationToken)
+    {
+        var now = _store.Now.UtcTicks;
+        List<QueueRow> rows;
+        await using (var find = Command(Sql.JobInQueueForUpdate).With("message_id", id))
+        {
+            rows = await find.ReadAllAsync(PostgreSqlMapping.ReadQueueRow, cancellationToken);
+        }
+
+        if (rows.Count == 0)
+        {
+            return JobCancelOutcome.NotFound;
+        }
+
+        var requested = false;
+        foreach (var row in rows)
+        {
+            if (row.Leased && row.VisibleAt > now)
+            {
+                await ExecuteAsync(Command(Sql.RequestCancellation).With("job_id", id).With("at", now), cancellationToken);
+                requested = true;
+                continue;
+            }
+
+            await ExecuteAsync(Command(Sql.DeleteQueued).With("id", row.Id), cancellationToken);
+            await InsertDeadLetterAsync(row.Queue, row.Envelope, row.Priority, DeadLetterReasons.Cancelled, null, row.Attempts, row.History, null, cancellationToken);
+            if (StoredRows.BatchOf(row.Envelope) is { } batchId
+                && await RecordBatchOutcomesAsync(batchId, 0, 1, cancellationToken) is { } finished)
+            {
+                await Jobs.JobClient.EnqueueCallbacksAsync(this, finished, cancellationToken);
+            }
+        }
+
+        return requested ? JobCancelOutcome.Requested : JobCancelOutcome.Cancelled;
+    }
+
+    public async ValueTask SavepointAsync(CancellationToken cancellationToken) =>
+        await ExecuteAsync(Command(PostgreSqlSchema.Savepoint), cancellationToken);
+
+    public async ValueTask RollbackToSavepointAsync(CancellationToken cancellationToken) =>
+        await ExecuteAsync(Command(PostgreSqlSchema.RollbackToSavepoint), cancellationToken);
+
+    public async ValueTask ReleaseSavepointAsync(CancellationToken cancellationToken) =>
+        await ExecuteAsync(Command(PostgreSqlSchema.ReleaseSavepoint), cancellationToken);
+
+    public void OnCommitted(Action callback)
+    {
+        ArgumentNullException.ThrowIfNull(callback);
+        if (!_owned)
+        {
+            // The caller commits with its own NpgsqlTransaction, which raises no event: a notification carrying the
+            // callback's token is delivered to this process's listener if, and only if, that transaction commits.
+            var token = _store.Notifications.Register(callback);
+            using var notify = Command("SELECT pg_notify(@channel, @payload)").With("channel", Sql.Channel).With("payload", PostgreSqlNotifications.CallbackPrefix + token.ToString("N"));
+            notify.ExecuteNonQuery();
+            return;
+        }
+
+        (_afterCommit ??= []).Add(callback);
+    }
+
+    public async ValueTask CommitAsync(CancellationToken cancellationToken)
+    {
+        if (!_owned)
+        {
+            throw new InvalidOperationException("This transaction belongs to the caller: commit it with the DbTransaction you passed in.");
+        }
+
+        ObjectDisposedException.ThrowIf(_finished, this);
+        if (_notified is { Count: > 0 } payloads)
+        {
+            await _store.NotifyAsync(_connection, _transaction, payloads, cancellationToken);
+        }
+
+        try
+        {
+            await _transaction.CommitAsync(cancellationToken);
+        }
+        finally
+        {
+            await FinishAsync();
+        }
+
+        if (_notified is { } written)
+        {
+            foreach (var payload in written)
+            {
+                if (payload == PostgreSqlNotifications.LogPayload)
+                {
+                    _store.Signals.Log.Ring();
+                }
+                else
+                {
+                    _store.Signals.RingQueue(payload[PostgreSqlNotifications.QueuePrefix.Length..]);
+                }
+            }
+        }
+
+        if (_afterCommit is { } callbacks)
+        {
+            foreach (var callback in callbacks)
+            {
+                callback();
+            }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_owned && !_finished)
+        {
+            await FinishAsync();
+        }
+    }
+
+    async ValueTask FinishAsync()
+    {
+        _finished = true;
+        await _transaction.DisposeAsync();
+        await _connection.DisposeAsync();
+    }
+}

@@ -1,0 +1,120 @@
+using System.Text.Json;
+using Converge.Contracts;
+
+namespace Converge.Storage;
+
+/// <summary>A queue row as a job listing sees it, in the form every store reads it.</summary>
+internal sealed record QueueRow(long Id, string Queue, int Priority, long VisibleAt, int Attempts, bool Leased, string? History, Envelope Envelope);
+
+/// <summary>What the stores share when they turn rows into records: attempt histories as JSON, and jobs as <see cref="JobInfo"/>.</summary>
+internal static class StoredRows
+{
+    static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+
+    /// <summary>The history with <paramref name="next"/> appended, as stored; <c>null</c> when there is none.</summary>
+    public static string? WriteHistory(IReadOnlyList<AttemptRecord> history, AttemptRecord? next)
+    {
+        if (next is null && history.Count == 0)
+        {
+            return null;
+        }
+
+        var all = next is null ? history : [.. history, next];
+        return JsonSerializer.Serialize(all, Json);
+    }
+
+    public static IReadOnlyList<AttemptRecord> ParseHistory(string? history) =>
+        history is null ? [] : JsonSerializer.Deserialize<List<AttemptRecord>>(history, Json) ?? [];
+
+    public static string? WriteHeaders(IReadOnlyDictionary<string, string> headers) =>
+        headers.Count == 0 ? null : JsonSerializer.Serialize(headers, Json);
+
+    public static IReadOnlyDictionary<string, string> ParseHeaders(string? headers) =>
+        headers is null ? Envelope.EmptyHeaders : JsonSerializer.Deserialize<Dictionary<string, string>>(headers, Json) ?? Envelope.EmptyHeaders;
+
+    public static string WriteSteps(IReadOnlyList<string> steps) => JsonSerializer.Serialize(steps, Json);
+
+    static readonly System.Collections.Concurrent.ConcurrentDictionary<string, string[]> StepLists = new(StringComparer.Ordinal);
+
+    /// <summary>Step lists repeat across every instance of a definition version: parse each distinct one once.</summary>
+    public static string[] ParseSteps(string json) =>
+        StepLists.Count < 1024
+            ? StepLists.GetOrAdd(json, static text => JsonSerializer.Deserialize<string[]>(text, Json) ?? [])
+            : JsonSerializer.Deserialize<string[]>(json, Json) ?? [];
+
+    public static string MisfireText(MisfirePolicy misfire) => misfire switch
+    {
+        MisfirePolicy.Skip => "skip",
+        MisfirePolicy.RunOnce => "run-once",
+        _ => throw new ArgumentOutOfRangeException(nameof(misfire), misfire, "Unknown misfire policy."),
+    };
+
+    public static MisfirePolicy ParseMisfire(string text) => text == "skip" ? MisfirePolicy.Skip : MisfirePolicy.RunOnce;
+
+    public static DateTimeOffset FromTicks(long ticks) => new(ticks, TimeSpan.Zero);
+
+    /// <summary>A job still on its queue: scheduled, enqueued, or processing under a live lease.</summary>
+    public static JobInfo QueuedJob(QueueRow row, long nowTicks)
+    {
+        var history = ParseHistory(row.History);
+        return new JobInfo
+        {
+            Id = row.Envelope.MessageId,
+            Queue = row.Queue,
+            Type = row.Envelope.MessageType,
+            State = row.VisibleAt <= nowTicks ? JobState.Enqueued : row.Leased ? JobState.Processing : JobState.Scheduled,
+            CorrelationId = row.Envelope.CorrelationId,
+            EnqueuedAt = row.Envelope.SentAt,
+            DueAt = FromTicks(row.VisibleAt),
+            AsOf = row.Envelope.AsOf,
+            Priority = row.Priority,
+            Attempts = row.Attempts,
+            Error = history.Count > 0 ? history[^1].Error : null,
+            BatchId = BatchOf(row.Envelope),
+            Headers = row.Envelope.Headers,
+            Body = row.Envelope.Body,
+            History = history,
+        };
+    }
+
+    /// <summary>A job its queue's inbox recorded as handled.</summary>
+    public static JobInfo SucceededJob(Guid id, string queue, DateTimeOffset handledAt, string? type, string? correlationId, DateTimeOffset? sentAt, string? batchId) => new()
+    {
+        Id = id,
+        Queue = queue,
+        Type = type ?? "?",
+        State = JobState.Succeeded,
+        CorrelationId = correlationId,
+        EnqueuedAt = sentAt ?? handledAt,
+        FinishedAt = handledAt,
+        BatchId = batchId,
+        Body = null,
+    };
+
+    /// <summary>A job in the dead letters: dead, or cancelled.</summary>
+    public static JobInfo DeadJob(DeadLetter letter) => new()
+    {
+        Id = letter.Envelope.MessageId,
+        Queue = letter.Source,
+        Type = letter.Envelope.MessageType,
+        State = letter.Reason == DeadLetterReasons.Cancelled ? JobState.Cancelled : JobState.Dead,
+        CorrelationId = letter.Envelope.CorrelationId,
+        EnqueuedAt = letter.Envelope.SentAt,
+        FinishedAt = letter.DeadLetteredAt,
+        AsOf = letter.Envelope.AsOf,
+        Priority = letter.Priority,
+        Attempts = letter.Attempts,
+        Error = letter.Reason,
+        DeadLetterId = letter.Id,
+        BatchId = BatchOf(letter.Envelope),
+        Headers = letter.Envelope.Headers,
+        Body = letter.Envelope.Body,
+        History = letter.History,
+    };
+
+    public static string? BatchOf(Envelope envelope) => envelope.Headers.TryGetValue(JobHeaders.Batch, out var batch) ? batch : null;
+
+    /// <summary>The newest <paramref name="max"/> of jobs found in several places, each dated by when it last moved.</summary>
+    public static List<JobInfo> Newest(IEnumerable<JobInfo> found, int max) =>
+        [.. found.OrderByDescending(job => job.FinishedAt ?? job.EnqueuedAt).Take(max)];
+}
