@@ -62,39 +62,62 @@ internal static class BenchRuns
     /// each run with <paramref name="describe"/>.
     /// </summary>
     public static async Task<List<T>> RunAsync<T>(
-        string? dbPath, int count, int runs, int warmupCount, string unit, TextWriter progress,
+        string? dbPath, string? postgres, int count, int runs, int warmupCount, string unit, TextWriter progress,
         Func<string, int, bool, Task<T>> runOnce, Func<T, string> describe)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(count, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(runs, 1);
+        if (postgres is not null && dbPath is not null)
+        {
+            throw new ArgumentException("Give the bench a SQLite file or a PostgreSQL connection, not both.", nameof(postgres));
+        }
+
         if (dbPath is { } given && BenchFiles.Exists(given))
         {
             throw new InvalidOperationException($"{given} already exists; the bench needs a new file (it is recreated for every run).");
         }
 
-        var temp = dbPath is null ? BenchFiles.NewTempFolder() : null;
+        var temp = dbPath is null && postgres is null ? BenchFiles.NewTempFolder() : null;
         try
         {
-            var path = dbPath ?? Path.Combine(temp!, "bench.db");
+            var path = dbPath ?? (temp is null ? "" : Path.Combine(temp, "bench.db"));
             if (warmupCount > 0)
             {
                 var warmup = Math.Min(warmupCount, count);
                 await progress.WriteLineAsync($"warm-up: {warmup} {unit}");
+                var location = BenchStores.Fresh(postgres, path, ".warmup");
                 try
                 {
-                    await runOnce(path + ".warmup", warmup, true);
+                    await runOnce(location, warmup, true);
                 }
                 finally
                 {
-                    BenchFiles.Delete(path + ".warmup");
+                    await BenchStores.DeleteAsync(postgres, location);
                 }
             }
 
             var results = new List<T>();
             for (var run = 1; run <= runs; run++)
             {
-                BenchFiles.Delete(path);
-                var result = await runOnce(path, count, false);
+                var location = BenchStores.Fresh(postgres, path);
+                if (postgres is null)
+                {
+                    BenchFiles.Delete(location);
+                }
+
+                T result;
+                try
+                {
+                    result = await runOnce(location, count, false);
+                }
+                finally
+                {
+                    if (postgres is not null)
+                    {
+                        await BenchStores.DeleteAsync(postgres, location);
+                    }
+                }
+
                 results.Add(result);
                 await progress.WriteLineAsync($"run {run}/{runs}: {describe(result)} (verified)");
             }

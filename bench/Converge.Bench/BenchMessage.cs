@@ -16,8 +16,8 @@ internal sealed class BenchHandler : IHandler<BenchMessage>
 {
     public async Task HandleAsync(BenchMessage message, MessageContext context, CancellationToken cancellationToken) =>
         await context.ExecuteAsync(
-            "INSERT INTO bench_effects (seq, message_id) VALUES ($seq, $message_id)",
-            [("$seq", message.Seq), ("$message_id", context.MessageId)],
+            "INSERT INTO bench_effects (seq, message_id) VALUES (@seq, @message_id)",
+            [("@seq", message.Seq), ("@message_id", context.MessageId)],
             cancellationToken);
 }
 

@@ -19,6 +19,9 @@ public sealed class JobsBenchSettings
     /// <summary>The database file; <c>null</c> for a temporary file deleted afterwards. Must not exist.</summary>
     public string? DbPath { get; init; }
 
+    /// <summary>A PostgreSQL connection string: each run gets a new schema there (dropped after it) instead of a SQLite file.</summary>
+    public string? Postgres { get; init; }
+
     /// <summary>Measured runs, each on a fresh file; figures are the median over runs.</summary>
     public int Runs { get; init; } = 1;
 
@@ -88,7 +91,7 @@ public static class JobsBench
         ArgumentNullException.ThrowIfNull(settings);
         ArgumentNullException.ThrowIfNull(progress);
         var results = await BenchRuns.RunAsync(
-            settings.DbPath, settings.Count, settings.Runs, settings.WarmupCount, "jobs", progress,
+            settings.DbPath, settings.Postgres, settings.Count, settings.Runs, settings.WarmupCount, "jobs", progress,
             (path, count, _) => RunOnceAsync(path, count, settings, cancellationToken),
             result => $"enqueued {result.Jobs} jobs in {result.EnqueueSeconds:0.000} s ({result.EnqueuePerSecond:0} jobs/s), drained in {result.Seconds:0.000} s ({result.JobsPerSecond:0} jobs/s)");
 
@@ -101,7 +104,7 @@ public static class JobsBench
             Concurrency: settings.Concurrency,
             BatchSize: results[0].BatchSize,
             EnqueueBatchSize: settings.EnqueueBatchSize,
-            Durability: settings.Durability == SqliteDurability.Full ? "full" : "normal",
+            Durability: settings.Postgres is not null ? "postgresql" : settings.Durability == SqliteDurability.Full ? "full" : "normal",
             Runs: settings.Runs,
             JobsPerSecondRuns: settings.Runs > 1 ? results.Select(r => MessagesBench.Round(r.JobsPerSecond, 1)).ToList() : null,
             EnqueuePerSecondRuns: settings.Runs > 1 ? results.Select(r => MessagesBench.Round(r.EnqueuePerSecond, 1)).ToList() : null,
@@ -142,11 +145,11 @@ public static class JobsBench
             var seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
             await host.StopAsync(CancellationToken.None);
             stopped = true;
-            var store = (SqliteMessageStore)host.Services.GetRequiredService<IMessageStore>();
+            var store = host.Services.GetRequiredService<IMessageStore>();
             var ready = (await store.GetStatusAsync(cancellationToken)).Queues.Where(q => q.Queue == Queue).Sum(q => q.Ready);
             if (ready != count)
             {
-                throw new BenchVerificationException($"after enqueueing, queue '{Queue}' holds {ready} ready jobs; expected {count} ({store.Path}).");
+                throw new BenchVerificationException($"after enqueueing, queue '{Queue}' holds {ready} ready jobs; expected {count} ({BenchStores.Describe(store)}).");
             }
 
             return seconds;
@@ -173,7 +176,7 @@ public static class JobsBench
             var seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
             await host.StopAsync(CancellationToken.None);
             stopped = true;
-            await VerifyAsync((SqliteMessageStore)host.Services.GetRequiredService<IMessageStore>(), count, tally, cancellationToken);
+            await VerifyAsync(host.Services.GetRequiredService<IMessageStore>(), count, tally, cancellationToken);
             return (seconds, batchSize);
         }
         finally
@@ -193,7 +196,7 @@ public static class JobsBench
 
         builder.Services.AddConverge(o =>
         {
-            o.UseSqlite(path, s => s.Durability = settings.Durability);
+            BenchStores.Use(o, settings.Postgres, path, settings.Durability);
             o.RunConsumers = runWorkers;
             o.Messages.Register<BenchJob>("bench.job");
             o.Job<BenchJob, BenchJobHandler>(Queue);
@@ -209,7 +212,7 @@ public static class JobsBench
         return builder.Build();
     }
 
-    static async Task VerifyAsync(SqliteMessageStore store, int count, JobsBenchTally tally, CancellationToken cancellationToken)
+    static async Task VerifyAsync(IMessageStore store, int count, JobsBenchTally tally, CancellationToken cancellationToken)
     {
         var status = await store.GetStatusAsync(cancellationToken);
         var left = status.Queues.Sum(q => q.Ready + q.Scheduled + q.InFlight);
@@ -236,7 +239,7 @@ public static class JobsBench
 
         if (problems.Count > 0)
         {
-            throw new BenchVerificationException("verification failed: " + string.Join("; ", problems) + $" ({store.Path}).");
+            throw new BenchVerificationException("verification failed: " + string.Join("; ", problems) + $" ({BenchStores.Describe(store)}).");
         }
     }
 }

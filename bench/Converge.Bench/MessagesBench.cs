@@ -22,6 +22,9 @@ public sealed class MessagesBenchSettings
     /// <summary>The database file; <c>null</c> for a temporary file deleted afterwards. Must not exist.</summary>
     public string? DbPath { get; init; }
 
+    /// <summary>A PostgreSQL connection string: each run gets a new schema there (dropped after it) instead of a SQLite file.</summary>
+    public string? Postgres { get; init; }
+
     /// <summary>The queue's batch size; <c>null</c> keeps the library default.</summary>
     public int? BatchSize { get; init; }
 
@@ -53,7 +56,7 @@ public enum OutboxSender
     /// <summary><c>bus.BeginTransactionAsync()</c>: a transaction that queues with Converge's own writers.</summary>
     Converge,
 
-    /// <summary>The caller's own <c>SqliteConnection.BeginTransaction()</c> on the store's file.</summary>
+    /// <summary>The caller's own transaction on a connection to the store's database.</summary>
     Own,
 }
 
@@ -106,7 +109,7 @@ public static class MessagesBench
         ArgumentNullException.ThrowIfNull(settings);
         ArgumentNullException.ThrowIfNull(progress);
         var results = await BenchRuns.RunAsync(
-            settings.DbPath, settings.Count, settings.Runs, settings.WarmupCount, "messages", progress,
+            settings.DbPath, settings.Postgres, settings.Count, settings.Runs, settings.WarmupCount, "messages", progress,
             (path, count, warmup) => RunOnceAsync(path, count, warmup
                 ? new MessagesBenchSettings
                 {
@@ -134,7 +137,7 @@ public static class MessagesBench
             SendMaxMs: Round(Median(results.Select(r => r.SendMaxMs)), 3),
             Rate: settings.Rate,
             BatchSize: results[0].BatchSize,
-            Durability: settings.Durability == SqliteDurability.Full ? "full" : "normal",
+            Durability: settings.Postgres is not null ? "postgresql" : settings.Durability == SqliteDurability.Full ? "full" : "normal",
             Sender: settings.Sender == OutboxSender.Converge ? "converge" : "own",
             Runs: settings.Runs,
             PerSecondRuns: settings.Runs > 1 ? results.Select(r => Round(r.PerSecond, 1)).ToList() : null,
@@ -149,7 +152,7 @@ public static class MessagesBench
         builder.Services.AddSingleton<IMessageObserver>(observer);
         builder.Services.AddConverge(o =>
         {
-            o.UseSqlite(path, s => s.Durability = settings.Durability);
+            BenchStores.Use(o, settings.Postgres, path, settings.Durability);
             o.Messages.Register<BenchMessage>("bench.message");
             o.Handle<BenchMessage, BenchHandler>(Queue);
             o.Queue(Queue, q =>
@@ -166,7 +169,7 @@ public static class MessagesBench
         try
         {
             await host.StartAsync(cancellationToken);
-            var store = (SqliteMessageStore)host.Services.GetRequiredService<IMessageStore>();
+            var store = host.Services.GetRequiredService<IMessageStore>();
             var bus = host.Services.GetRequiredService<IMessageBus>();
             var batch = host.Services.GetRequiredService<ConvergeOptions>().Queues[Queue].BatchSize;
             await CreateEffectsTableAsync(store, cancellationToken);
@@ -206,18 +209,18 @@ public static class MessagesBench
         }
     }
 
-    static async Task CreateEffectsTableAsync(SqliteMessageStore store, CancellationToken cancellationToken)
+    static async Task CreateEffectsTableAsync(IMessageStore store, CancellationToken cancellationToken)
     {
-        await using var connection = store.OpenConnection();
+        await using var connection = await BenchStores.OpenConnectionAsync(store);
         await using var command = connection.CreateCommand();
-        command.CommandText = "CREATE TABLE bench_effects (seq INTEGER NOT NULL, message_id BLOB NOT NULL)";
+        command.CommandText = $"CREATE TABLE bench_effects (seq INTEGER NOT NULL, message_id {BenchStores.IdColumnType(store)} NOT NULL)";
         await command.ExecuteNonQueryAsync(cancellationToken);
     }
 
     /// <summary>Throughput mode: transactions of <paramref name="perTransaction"/> messages, back to back.</summary>
-    static async Task SendInBatchesAsync(SqliteMessageStore store, IMessageBus bus, OutboxSender sender, int count, int perTransaction, long[] sentAt, long[] committedAt, CancellationToken cancellationToken)
+    static async Task SendInBatchesAsync(IMessageStore store, IMessageBus bus, OutboxSender sender, int count, int perTransaction, long[] sentAt, long[] committedAt, CancellationToken cancellationToken)
     {
-        await using var connection = store.OpenConnection();
+        await using var connection = await BenchStores.OpenConnectionAsync(store);
         for (var first = 0; first < count; first += perTransaction)
         {
             var began = Stopwatch.GetTimestamp();
@@ -235,10 +238,10 @@ public static class MessagesBench
     }
 
     /// <summary>Fixed-rate mode: message i is sent at <paramref name="start"/> + i / rate, one per transaction.</summary>
-    static async Task SendAtRateAsync(SqliteMessageStore store, IMessageBus bus, OutboxSender sender, int count, double rate, long start, long[] sentAt, long[] committedAt, CancellationToken cancellationToken)
+    static async Task SendAtRateAsync(IMessageStore store, IMessageBus bus, OutboxSender sender, int count, double rate, long start, long[] sentAt, long[] committedAt, CancellationToken cancellationToken)
     {
         var interval = Stopwatch.Frequency / rate;
-        await using var connection = store.OpenConnection();
+        await using var connection = await BenchStores.OpenConnectionAsync(store);
         for (var seq = 0; seq < count; seq++)
         {
             var due = start + (long)(seq * interval);
@@ -268,7 +271,7 @@ public static class MessagesBench
 
         public DbTransaction Transaction => _converge?.Transaction ?? _own!;
 
-        public static async Task<OutboxTransaction> BeginAsync(OutboxSender sender, IMessageBus bus, SqliteConnection connection, CancellationToken cancellationToken) =>
+        public static async Task<OutboxTransaction> BeginAsync(OutboxSender sender, IMessageBus bus, DbConnection connection, CancellationToken cancellationToken) =>
             sender == OutboxSender.Converge
                 ? new OutboxTransaction(await bus.BeginTransactionAsync(cancellationToken), null)
                 : new OutboxTransaction(null, await connection.BeginTransactionAsync(cancellationToken));
@@ -340,10 +343,10 @@ public static class MessagesBench
         }
     }
 
-    static async Task VerifyAsync(SqliteMessageStore store, int count, CancellationToken cancellationToken)
+    static async Task VerifyAsync(IMessageStore store, int count, CancellationToken cancellationToken)
     {
         long rows, distinct, min, max;
-        await using (var connection = store.OpenConnection())
+        await using (var connection = await BenchStores.OpenConnectionAsync(store))
         await using (var command = connection.CreateCommand())
         {
             command.CommandText = "SELECT count(*), count(DISTINCT seq), coalesce(min(seq), -1), coalesce(max(seq), -1) FROM bench_effects";
@@ -377,7 +380,7 @@ public static class MessagesBench
 
         if (problems.Count > 0)
         {
-            throw new BenchVerificationException("verification failed: " + string.Join("; ", problems) + $" ({store.Path}).");
+            throw new BenchVerificationException("verification failed: " + string.Join("; ", problems) + $" ({BenchStores.Describe(store)}).");
         }
     }
 

@@ -19,6 +19,9 @@ public sealed class SagasBenchSettings
     /// <summary>The database file; <c>null</c> for a temporary file deleted afterwards. Must not exist.</summary>
     public string? DbPath { get; init; }
 
+    /// <summary>A PostgreSQL connection string: each run gets a new schema there (dropped after it) instead of a SQLite file.</summary>
+    public string? Postgres { get; init; }
+
     /// <summary>Measured runs, each on a fresh file; figures are the median over runs.</summary>
     public int Runs { get; init; } = 1;
 
@@ -58,7 +61,7 @@ public static class SagasBench
         ArgumentNullException.ThrowIfNull(settings);
         ArgumentNullException.ThrowIfNull(progress);
         var results = await BenchRuns.RunAsync(
-            settings.DbPath, settings.Count, settings.Runs, settings.WarmupCount, "sagas", progress,
+            settings.DbPath, settings.Postgres, settings.Count, settings.Runs, settings.WarmupCount, "sagas", progress,
             (path, count, _) => RunOnceAsync(path, count, settings, cancellationToken),
             result => $"{settings.Count} sagas in {result.Seconds:0.000} s, {result.PerSecond:0} sagas/s, saga p50 {result.P50:0.0} ms, p99 {result.P99:0.0} ms");
 
@@ -71,7 +74,7 @@ public static class SagasBench
             settings.Runs,
             settings.Runs > 1 ? results.Select(r => Math.Round(r.PerSecond, 1)).ToList() : null,
             settings.Timeouts,
-            settings.Durability == SqliteDurability.Full ? "full" : "normal",
+            settings.Postgres is not null ? "postgresql" : settings.Durability == SqliteDurability.Full ? "full" : "normal",
             Verified: true);
     }
 
@@ -84,7 +87,7 @@ public static class SagasBench
         builder.Services.AddSingleton<BenchParticipant>();
         builder.Services.AddConverge(o =>
         {
-            o.UseSqlite(path, s => s.Durability = settings.Durability);
+            BenchStores.Use(o, settings.Postgres, path, settings.Durability);
             o.Messages
                 .Register<ReserveCredit>("bench.reserve-credit").Register<CreditReserved>("bench.credit-reserved").Register<ReleaseCredit>("bench.release-credit").Register<CreditReleased>("bench.credit-released")
                 .Register<ChargeOrder>("bench.charge").Register<OrderCharged>("bench.charged").Register<RefundOrder>("bench.refund").Register<OrderRefunded>("bench.refunded")
@@ -107,7 +110,7 @@ public static class SagasBench
         try
         {
             await host.StartAsync(cancellationToken);
-            var store = (SqliteMessageStore)host.Services.GetRequiredService<IMessageStore>();
+            var store = host.Services.GetRequiredService<IMessageStore>();
             var bus = host.Services.GetRequiredService<IMessageBus>();
             var sagas = host.Services.GetRequiredService<ISagaClient>();
             var start = Stopwatch.GetTimestamp();
@@ -145,7 +148,7 @@ public static class SagasBench
         }
     }
 
-    static async Task VerifyAsync(SqliteMessageStore store, int count, CancellationToken cancellationToken)
+    static async Task VerifyAsync(IMessageStore store, int count, CancellationToken cancellationToken)
     {
         var counts = await store.CountSagasAsync(cancellationToken);
         var completed = counts.Where(c => c.State == SagaState.Completed).Sum(c => c.Count);
@@ -176,7 +179,7 @@ public static class SagasBench
 
         if (problems.Count > 0)
         {
-            throw new BenchVerificationException("verification failed: " + string.Join("; ", problems) + $" ({store.Path}).");
+            throw new BenchVerificationException("verification failed: " + string.Join("; ", problems) + $" ({BenchStores.Describe(store)}).");
         }
     }
 }

@@ -16,10 +16,18 @@ internal static class BenchCommands
         Ceiling(output),
     };
 
+    /// <summary>--postgres: run on PostgreSQL (a new schema per run) instead of a SQLite file.</summary>
+    static Option<string> PostgresOption()
+    {
+        var postgres = new Option<string>("--postgres") { Description = "Run on PostgreSQL instead of SQLite: an Npgsql connection string. Every run gets a new schema, dropped after it.", HelpName = "CONN" };
+        return postgres;
+    }
+
     static Command Jobs(CliOutput output)
     {
         var count = new Option<int>("--count") { Description = "Jobs per run.", HelpName = "N", Required = true };
         var db = new Option<string>("--db") { Description = "Where to put the database (a new file, recreated for every run and kept after the last). Default: a temporary file, deleted.", HelpName = "FILE" };
+        var postgres = PostgresOption();
         var runs = new Option<int>("--runs") { Description = "Measured runs, each on a fresh file; figures are medians.", HelpName = "N", DefaultValueFactory = _ => 1 };
         var warmup = new Option<int>("--warmup") { Description = "Jobs of an unreported warm-up run first; at most --count; 0 to skip.", HelpName = "N", DefaultValueFactory = _ => 100_000 };
         var concurrency = new Option<int>("--concurrency") { Description = "Jobs running at once in the worker (the queue's Concurrency).", HelpName = "N", DefaultValueFactory = _ => 64 };
@@ -46,11 +54,16 @@ internal static class BenchCommands
         });
         var command = new Command("jobs", "Enqueue N no-op background jobs through the job client (transactions of 1,000, no worker running), then start a worker and time until every job's outcome committed; verify each ran exactly once.")
         {
-            count, db, runs, warmup, concurrency, batchSize, durability, json,
+            count, db, postgres, runs, warmup, concurrency, batchSize, durability, json,
         };
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
             var path = parsed.GetValue(db);
+            if (path is not null && parsed.GetValue(postgres) is not null)
+            {
+                throw new CliException(CliApp.Usage, "Give either --db (SQLite) or --postgres (PostgreSQL), not both.");
+            }
+
             if (path is not null && (File.Exists(path) || Directory.Exists(path)))
             {
                 throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file: the bench recreates it for every run.");
@@ -60,6 +73,7 @@ internal static class BenchCommands
             {
                 Count = parsed.GetValue(count),
                 DbPath = path is null ? null : Path.GetFullPath(path),
+                Postgres = parsed.GetValue(postgres),
                 Runs = parsed.GetValue(runs),
                 WarmupCount = parsed.GetValue(warmup),
                 Concurrency = parsed.GetValue(concurrency),
@@ -100,6 +114,7 @@ internal static class BenchCommands
     {
         var count = new Option<int>("--count") { Description = "Sagas per run.", HelpName = "N", Required = true };
         var db = new Option<string>("--db") { Description = "Where to put the database (a new file, recreated for every run and kept after the last). Default: a temporary file, deleted.", HelpName = "FILE" };
+        var postgres = PostgresOption();
         var runs = new Option<int>("--runs") { Description = "Measured runs, each on a fresh file; figures are medians.", HelpName = "N", DefaultValueFactory = _ => 1 };
         var warmup = new Option<int>("--warmup") { Description = "Sagas of an unreported warm-up run first; at most --count; 0 to skip.", HelpName = "N", DefaultValueFactory = _ => 20_000 };
         var sagaBatch = new Option<int?>("--batch-size") { Description = "Messages claimed and handled per transaction on every queue. Default: the library's (256).", HelpName = "N" };
@@ -109,13 +124,18 @@ internal static class BenchCommands
         var json = CommonOptions.Json();
         AtLeast(count, 1);
         AtLeast(runs, 1);
-        var command = new Command("sagas", "Run N three-step orchestrated sagas (reserve credit, charge, ship) with participants on their own queues, fully durable on SQLite, and verify each completed exactly once.")
+        var command = new Command("sagas", "Run N three-step orchestrated sagas (reserve credit, charge, ship) with participants on their own queues, fully durable on SQLite (or PostgreSQL with --postgres), and verify each completed exactly once.")
         {
-            count, db, runs, warmup, sagaBatch, timeouts, durability, json,
+            count, db, postgres, runs, warmup, sagaBatch, timeouts, durability, json,
         };
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
             var path = parsed.GetValue(db);
+            if (path is not null && parsed.GetValue(postgres) is not null)
+            {
+                throw new CliException(CliApp.Usage, "Give either --db (SQLite) or --postgres (PostgreSQL), not both.");
+            }
+
             if (path is not null && (File.Exists(path) || Directory.Exists(path)))
             {
                 throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file: the bench recreates it for every run.");
@@ -125,6 +145,7 @@ internal static class BenchCommands
             {
                 Count = parsed.GetValue(count),
                 DbPath = path is null ? null : Path.GetFullPath(path),
+                Postgres = parsed.GetValue(postgres),
                 Runs = parsed.GetValue(runs),
                 WarmupCount = parsed.GetValue(warmup),
                 Timeouts = parsed.GetValue(timeouts),
@@ -163,6 +184,7 @@ internal static class BenchCommands
         var count = new Option<int>("--count") { Description = "Messages per run.", HelpName = "N", Required = true };
         var rate = new Option<double?>("--rate") { Description = "Send at this fixed rate (messages per second, one per transaction) and measure latency from each message's scheduled time. Without it: send as fast as possible in transactions of 1,000.", HelpName = "R" };
         var db = new Option<string>("--db") { Description = "Where to put the bench database (a new file; kept after the last run). Default: a temporary file, deleted.", HelpName = "FILE" };
+        var postgres = PostgresOption();
         var batchSize = new Option<int?>("--batch-size") { Description = "The queue's BatchSize (default: the library default).", HelpName = "B" };
         var durability = new Option<string>("--durability") { Description = "SQLite synchronous setting of the store.", DefaultValueFactory = _ => "full" };
         durability.AcceptOnlyFromAmong("full", "normal");
@@ -191,11 +213,16 @@ internal static class BenchCommands
 
         var command = new Command("messages", "Send N messages through the outbox to an in-process consumer whose handler writes one row per message, and verify every one was handled exactly once.")
         {
-            count, rate, db, batchSize, durability, sender, runs, warmup, json,
+            count, rate, db, postgres, batchSize, durability, sender, runs, warmup, json,
         };
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
             var path = parsed.GetValue(db);
+            if (path is not null && parsed.GetValue(postgres) is not null)
+            {
+                throw new CliException(CliApp.Usage, "Give either --db (SQLite) or --postgres (PostgreSQL), not both.");
+            }
+
             if (path is not null && (File.Exists(path) || Directory.Exists(path)))
             {
                 throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file: the bench recreates it for every run.");
@@ -206,6 +233,7 @@ internal static class BenchCommands
                 Count = parsed.GetValue(count),
                 Rate = parsed.GetValue(rate),
                 DbPath = path is null ? null : Path.GetFullPath(path),
+                Postgres = parsed.GetValue(postgres),
                 BatchSize = parsed.GetValue(batchSize),
                 Durability = parsed.GetValue(durability) == "normal" ? SqliteDurability.Normal : SqliteDurability.Full,
                 Sender = parsed.GetValue(sender) == "own" ? OutboxSender.Own : OutboxSender.Converge,

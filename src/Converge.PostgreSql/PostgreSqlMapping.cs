@@ -31,6 +31,14 @@ internal static class PostgreSqlMapping
         .With("headers", NpgsqlDbType.Text, StoredRows.WriteHeaders(envelope.Headers))
         .With("body", ToArray(envelope.Body));
 
+    /// <summary>Binds the columns that several statements take as arrays: ids, types, correlation, causation, send times.</summary>
+    public static NpgsqlCommand WithEnvelopes(this NpgsqlCommand command, Envelope[] envelopes) => command
+        .With("message_ids", NpgsqlDbType.Array | NpgsqlDbType.Uuid, envelopes.Select(e => e.MessageId).ToArray())
+        .With("message_types", NpgsqlDbType.Array | NpgsqlDbType.Text, envelopes.Select(e => e.MessageType).ToArray())
+        .With("correlation_ids", NpgsqlDbType.Array | NpgsqlDbType.Text, envelopes.Select(e => e.CorrelationId).ToArray())
+        .With("causation_ids", NpgsqlDbType.Array | NpgsqlDbType.Uuid, envelopes.Select(e => e.CausationId).ToArray())
+        .With("sent_ats", NpgsqlDbType.Array | NpgsqlDbType.Bigint, envelopes.Select(e => e.SentAt.UtcTicks).ToArray());
+
     /// <summary>Reads the eight envelope columns starting at <paramref name="first"/>.</summary>
     public static Envelope ReadEnvelope(NpgsqlDataReader reader, int first) => new()
     {

@@ -199,6 +199,16 @@ internal sealed class PostgreSqlSchema
         SetSearchPath = $"SET LOCAL search_path TO {SchemaName}";
 
         Enqueue = $"INSERT INTO {Queue} (queue, priority, visible_at, {envelopeColumns}) VALUES (@queue, @priority, @visible_at, {envelopeParameters})";
+        EnqueueMany = $"""
+            INSERT INTO {Queue} (queue, priority, visible_at, {envelopeColumns})
+            SELECT * FROM unnest(@queues, @priorities, @visible_ats, @message_ids, @message_types, @correlation_ids, @causation_ids, @sent_ats, @as_ofs, @headers, @bodies)
+            """;
+        RecordInboxMany = $"""
+            INSERT INTO {Inbox} (consumer, message_id, handled_at, message_type, correlation_id, causation_id, sent_at, batch_id)
+            SELECT @consumer, m.message_id, @at, m.message_type, m.correlation_id, m.causation_id, m.sent_at, m.batch_id
+            FROM unnest(@message_ids, @message_types, @correlation_ids, @causation_ids, @sent_ats, @batch_ids) AS m(message_id, message_type, correlation_id, causation_id, sent_at, batch_id)
+            ON CONFLICT DO NOTHING RETURNING message_id
+            """;
         EnqueueWithHistory = $"INSERT INTO {Queue} (queue, priority, visible_at, attempts, history, {envelopeColumns}) VALUES (@queue, @priority, @visible_at, @attempts, @history, {envelopeParameters})";
         const string claimed = $"RETURNING q.id, q.priority, q.attempts, q.history, q.message_id, q.message_type, q.correlation_id, q.causation_id, q.sent_at, q.as_of, q.headers, q.body";
         Claim = $"""
@@ -407,6 +417,8 @@ internal sealed class PostgreSqlSchema
     public string SetSearchPath { get; }
     public string Enqueue { get; }
     public string EnqueueWithHistory { get; }
+    public string EnqueueMany { get; }
+    public string RecordInboxMany { get; }
     public string Claim { get; }
     public string ClaimOldest { get; }
     public string AnyVisible { get; }

@@ -17,6 +17,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     readonly NpgsqlTransaction _transaction;
     readonly bool _owned;
     List<Action>? _afterCommit;
+    List<(OutgoingMessage Message, long VisibleAt)>? _pendingEnqueues;
     HashSet<string>? _notified;
     bool _logLocked;
     bool _finished;
@@ -49,6 +50,13 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
 
     NpgsqlCommand Command(string sql) => PostgreSqlMessageStore.Command(_connection, _transaction, sql);
 
+    /// <summary>A command that runs after the held sends are written, so that it sees them.</summary>
+    async ValueTask<NpgsqlCommand> CommandAsync(string sql, CancellationToken cancellationToken)
+    {
+        await FlushAsync(cancellationToken);
+        return Command(sql);
+    }
+
     static async ValueTask<int> ExecuteAsync(NpgsqlCommand command, CancellationToken cancellationToken)
     {
         await using (command)
@@ -75,14 +83,54 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     {
         ArgumentNullException.ThrowIfNull(message);
         var now = _store.Now;
+        var visibleAt = (message.DueAt is { } due && due > now ? due : now).UtcTicks;
+        if (_owned)
+        {
+            // Held until the next statement or the commit, then written with the others in one statement: a batch of
+            // sends costs one round trip, not one each. (A caller's transaction is committed by the caller, so its
+            // sends are written at once.)
+            (_pendingEnqueues ??= []).Add((message, visibleAt));
+            (_notified ??= new HashSet<string>(StringComparer.Ordinal)).Add(PostgreSqlNotifications.QueuePrefix + message.Queue);
+            return;
+        }
+
         await ExecuteAsync(
             Command(Sql.Enqueue)
                 .With("queue", message.Queue)
                 .With("priority", message.Priority)
-                .With("visible_at", (message.DueAt is { } due && due > now ? due : now).UtcTicks)
+                .With("visible_at", visibleAt)
                 .WithEnvelope(message.Envelope),
             cancellationToken);
         await AnnounceAsync(PostgreSqlNotifications.QueuePrefix + message.Queue, cancellationToken);
+    }
+
+    /// <summary>Writes the held sends; every other statement of the transaction runs after this, so it sees them.</summary>
+    async ValueTask FlushAsync(CancellationToken cancellationToken)
+    {
+        if (_pendingEnqueues is not { Count: > 0 } pending)
+        {
+            return;
+        }
+
+        _pendingEnqueues = null;
+        if (pending.Count == 1)
+        {
+            var (message, visibleAt) = pending[0];
+            await ExecuteAsync(Command(Sql.Enqueue).With("queue", message.Queue).With("priority", message.Priority).With("visible_at", visibleAt).WithEnvelope(message.Envelope), cancellationToken);
+            return;
+        }
+
+        var envelopes = pending.Select(p => p.Message.Envelope).ToArray();
+        await ExecuteAsync(
+            Command(Sql.EnqueueMany)
+                .With("queues", NpgsqlDbType.Array | NpgsqlDbType.Text, pending.Select(p => p.Message.Queue).ToArray())
+                .With("priorities", NpgsqlDbType.Array | NpgsqlDbType.Integer, pending.Select(p => p.Message.Priority).ToArray())
+                .With("visible_ats", NpgsqlDbType.Array | NpgsqlDbType.Bigint, pending.Select(p => p.VisibleAt).ToArray())
+                .WithEnvelopes(envelopes)
+                .With("as_ofs", NpgsqlDbType.Array | NpgsqlDbType.Bigint, envelopes.Select(e => e.AsOf?.UtcTicks).ToArray())
+                .With("headers", NpgsqlDbType.Array | NpgsqlDbType.Text, envelopes.Select(e => StoredRows.WriteHeaders(e.Headers)).ToArray())
+                .With("bodies", NpgsqlDbType.Array | NpgsqlDbType.Bytea, envelopes.Select(e => PostgreSqlMapping.ToArray(e.Body)).ToArray()),
+            cancellationToken);
     }
 
     public async ValueTask<IReadOnlyList<LogEvent>> AppendAsync(string stream, long? expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken)
@@ -95,12 +143,12 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         // is handed out (PostgreSQL makes a commit visible before it releases the commit's locks).
         if (!_logLocked)
         {
-            await ExecuteAsync(Command("SELECT pg_advisory_xact_lock(@key)").With("key", _store.LogLockKey), cancellationToken);
+            await ExecuteAsync((await CommandAsync("SELECT pg_advisory_xact_lock(@key)", cancellationToken)).With("key", _store.LogLockKey), cancellationToken);
             _logLocked = true;
         }
 
         long version;
-        await using (var current = Command(Sql.StreamVersion).With("stream", stream))
+        await using (var current = (await CommandAsync(Sql.StreamVersion, cancellationToken)).With("stream", stream))
         {
             version = (long)(await current.ExecuteScalarAsync(cancellationToken))!;
         }
@@ -114,7 +162,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         foreach (var envelope in events)
         {
             version++;
-            await using var append = Command(Sql.Append).With("stream", stream).With("stream_version", version).WithEnvelope(envelope);
+            await using var append = (await CommandAsync(Sql.Append, cancellationToken)).With("stream", stream).With("stream_version", version).WithEnvelope(envelope);
             var position = (long)(await append.ExecuteScalarAsync(cancellationToken))!;
             stored.Add(new LogEvent(position, stream, version, envelope));
         }
@@ -123,17 +171,20 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         return stored;
     }
 
-    public async ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken) =>
-        await _store.ClaimWithinAsync(_connection, _transaction, queue, max, lease, policy, _store.Now, cancellationToken);
+    public async ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken)
+    {
+        await FlushAsync(cancellationToken);
+        return await _store.ClaimWithinAsync(_connection, _transaction, queue, max, lease, policy, _store.Now, cancellationToken);
+    }
 
     public async ValueTask RegisterJobQueueAsync(string queue, CancellationToken cancellationToken) =>
-        await ExecuteAsync(Command(Sql.RegisterJobQueue).With("name", queue), cancellationToken);
+        await ExecuteAsync((await CommandAsync(Sql.RegisterJobQueue, cancellationToken)).With("name", queue), cancellationToken);
 
     public async ValueTask<bool> TryRecordInboxAsync(string consumer, Envelope envelope, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(envelope);
         return await ExecuteAsync(
-            Command(Sql.RecordInbox)
+            (await CommandAsync(Sql.RecordInbox, cancellationToken))
                 .With("consumer", consumer)
                 .With("message_id", envelope.MessageId)
                 .With("at", _store.Now.UtcTicks)
@@ -145,9 +196,38 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
             cancellationToken) == 1;
     }
 
+    public async ValueTask<IReadOnlyList<bool>> TryRecordInboxAsync(string consumer, IReadOnlyList<Envelope> envelopes, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(envelopes);
+        await FlushAsync(cancellationToken);
+        var all = envelopes.ToArray();
+        HashSet<Guid> inserted;
+        await using (var command = (await CommandAsync(Sql.RecordInboxMany, cancellationToken))
+            .With("consumer", consumer)
+            .With("at", _store.Now.UtcTicks)
+            .WithEnvelopes(all)
+            .With("batch_ids", NpgsqlDbType.Array | NpgsqlDbType.Text, all.Select(StoredRows.BatchOf).ToArray()))
+        {
+            inserted = [.. await command.ReadAllAsync(reader => reader.GetGuid(0), cancellationToken)];
+        }
+
+        // A message id listed twice is new only the first time.
+        return [.. all.Select(e => inserted.Remove(e.MessageId))];
+    }
+
+    public async ValueTask<int> CompleteAsync(IReadOnlyList<QueuedMessage> messages, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        await FlushAsync(cancellationToken);
+        await using var command = (await CommandAsync(Sql.CompleteMany, cancellationToken))
+            .With("ids", messages.Select(m => m.Id).ToArray())
+            .With("tokens", messages.Select(m => m.LeaseToken).ToArray());
+        return (await command.ReadAllAsync(reader => reader.GetInt64(0), cancellationToken)).Count;
+    }
+
     public async ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken)
     {
-        await using var command = Command(Sql.LoadSaga).With("transaction_id", transactionId);
+        await using var command = (await CommandAsync(Sql.LoadSaga, cancellationToken)).With("transaction_id", transactionId);
         return await command.ReadFirstAsync(PostgreSqlMapping.ReadSaga, cancellationToken);
     }
 
@@ -157,7 +237,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         instance.ConcurrencyVersion = 1;
         instance.UpdatedAt = _store.Now;
         return await ExecuteAsync(
-            Command(Sql.InsertSaga)
+            (await CommandAsync(Sql.InsertSaga, cancellationToken))
                 .WithSaga(instance)
                 .With("definition", instance.Definition)
                 .With("version", instance.Version)
@@ -171,7 +251,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         ArgumentNullException.ThrowIfNull(instance);
         instance.ConcurrencyVersion = expectedVersion + 1;
         instance.UpdatedAt = _store.Now;
-        var saved = await ExecuteAsync(Command(Sql.UpdateSaga).WithSaga(instance).With("expected", expectedVersion), cancellationToken) == 1;
+        var saved = await ExecuteAsync((await CommandAsync(Sql.UpdateSaga, cancellationToken)).WithSaga(instance).With("expected", expectedVersion), cancellationToken) == 1;
         if (!saved)
         {
             instance.ConcurrencyVersion = expectedVersion;
@@ -182,7 +262,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
 
     public async ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken)
     {
-        await using var command = Command(Sql.ReadSagaLog).With("transaction_id", transactionId);
+        await using var command = (await CommandAsync(Sql.ReadSagaLog, cancellationToken)).With("transaction_id", transactionId);
         return await command.ReadAllAsync(PostgreSqlMapping.ReadSagaLogEntry, cancellationToken);
     }
 
@@ -196,7 +276,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
 
         // One statement for all entries: a transition logs a few at once.
         await ExecuteAsync(
-            Command(Sql.AppendSagaLog)
+            (await CommandAsync(Sql.AppendSagaLog, cancellationToken))
                 .With("transaction_ids", NpgsqlDbType.Array | NpgsqlDbType.Text, entries.Select(e => e.TransactionId).ToArray())
                 .With("ats", NpgsqlDbType.Array | NpgsqlDbType.Bigint, entries.Select(e => e.At.UtcTicks).ToArray())
                 .With("kinds", NpgsqlDbType.Array | NpgsqlDbType.Text, entries.Select(e => e.Kind).ToArray())
@@ -211,14 +291,14 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     public async ValueTask<bool> CompleteAsync(QueuedMessage message, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(message);
-        return await ExecuteAsync(Command(Sql.Complete).With("id", message.Id).With("token", message.LeaseToken), cancellationToken) == 1;
+        return await ExecuteAsync((await CommandAsync(Sql.Complete, cancellationToken)).With("id", message.Id).With("token", message.LeaseToken), cancellationToken) == 1;
     }
 
     public async ValueTask<bool> RetryLaterAsync(QueuedMessage message, DateTimeOffset dueAt, AttemptRecord failure, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(message);
         var retried = await ExecuteAsync(
-            Command(Sql.RetryLater)
+            (await CommandAsync(Sql.RetryLater, cancellationToken))
                 .With("due", dueAt.UtcTicks)
                 .With("history", NpgsqlDbType.Text, StoredRows.WriteHistory(message.History, failure))
                 .With("id", message.Id)
@@ -235,7 +315,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     public async ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, string? exception, AttemptRecord? failure, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(message);
-        if (await ExecuteAsync(Command(Sql.Complete).With("id", message.Id).With("token", message.LeaseToken), cancellationToken) != 1)
+        if (await ExecuteAsync((await CommandAsync(Sql.Complete, cancellationToken)).With("id", message.Id).With("token", message.LeaseToken), cancellationToken) != 1)
         {
             return false;
         }
@@ -252,7 +332,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
 
     async ValueTask InsertDeadLetterAsync(string source, Envelope envelope, int priority, string reason, string? exception, int attempts, string? history, long? logPosition, CancellationToken cancellationToken) =>
         await ExecuteAsync(
-            Command(Sql.InsertDeadLetter)
+            (await CommandAsync(Sql.InsertDeadLetter, cancellationToken))
                 .With("source", source)
                 .With("priority", priority)
                 .WithEnvelope(envelope)
@@ -266,7 +346,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
 
     public async ValueTask<bool> SaveConsumerGroupAsync(string group, long expectedPosition, long position, int failedAttempts, string? lastError, CancellationToken cancellationToken) =>
         await ExecuteAsync(
-            Command(Sql.SaveGroup)
+            (await CommandAsync(Sql.SaveGroup, cancellationToken))
                 .With("name", group)
                 .With("position", position)
                 .With("failed_attempts", failedAttempts)
@@ -278,7 +358,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     public async ValueTask<int> ExecuteAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(parameters);
-        var command = Command(sql);
+        var command = await CommandAsync(sql, cancellationToken);
         foreach (var (name, value) in parameters)
         {
             command.Parameters.AddWithValue(name, value ?? DBNull.Value);
@@ -291,29 +371,29 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     {
         ArgumentNullException.ThrowIfNull(key);
         var reserved = await ExecuteAsync(
-            Command(Sql.ReserveUniqueKey).With("key", key).With("job_id", jobId).With("expires_at", expiresAt.UtcTicks).With("now", _store.Now.UtcTicks),
+            (await CommandAsync(Sql.ReserveUniqueKey, cancellationToken)).With("key", key).With("job_id", jobId).With("expires_at", expiresAt.UtcTicks).With("now", _store.Now.UtcTicks),
             cancellationToken) == 1;
         if (reserved)
         {
             return null;
         }
 
-        await using var holder = Command(Sql.UniqueKeyHolder).With("key", key);
+        await using var holder = (await CommandAsync(Sql.UniqueKeyHolder, cancellationToken)).With("key", key);
         return await holder.ExecuteScalarAsync(cancellationToken) is Guid id ? id : null;
     }
 
     public async ValueTask<bool> CreateBatchAsync(JobBatchRecord batch, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batch);
-        return await ExecuteAsync(Command(Sql.CreateBatch).WithBatch(batch), cancellationToken) == 1;
+        return await ExecuteAsync((await CommandAsync(Sql.CreateBatch, cancellationToken)).WithBatch(batch), cancellationToken) == 1;
     }
 
     public async ValueTask AddToBatchAsync(string batchId, int count, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batchId);
-        if (await ExecuteAsync(Command(Sql.AddToBatch).With("id", batchId).With("count", (long)count), cancellationToken) == 0)
+        if (await ExecuteAsync((await CommandAsync(Sql.AddToBatch, cancellationToken)).With("id", batchId).With("count", (long)count), cancellationToken) == 0)
         {
-            await using var get = Command(Sql.GetBatch).With("id", batchId);
+            await using var get = (await CommandAsync(Sql.GetBatch, cancellationToken)).With("id", batchId);
             var batch = await get.ReadFirstAsync(PostgreSqlMapping.ReadBatch, cancellationToken);
             throw new InvalidOperationException(batch is null
                 ? $"There is no batch '{batchId}'. Start it with IJobClient.StartBatchAsync before adding jobs to it."
@@ -326,35 +406,35 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         ArgumentNullException.ThrowIfNull(batchId);
 
         // A finished batch keeps its counts: only a job retried before it finished was re-opened in it.
-        var recorded = await ExecuteAsync(Command(Sql.RecordBatchOutcomes).With("id", batchId).With("succeeded", (long)succeeded).With("failed", (long)failed), cancellationToken) == 1;
+        var recorded = await ExecuteAsync((await CommandAsync(Sql.RecordBatchOutcomes, cancellationToken)).With("id", batchId).With("succeeded", (long)succeeded).With("failed", (long)failed), cancellationToken) == 1;
         return recorded ? await FinishBatchAsync(batchId, cancellationToken) : null;
     }
 
     public async ValueTask<JobBatchRecord?> SealBatchAsync(string batchId, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batchId);
-        var sealedNow = await ExecuteAsync(Command(Sql.SealBatch).With("id", batchId), cancellationToken) == 1;
+        var sealedNow = await ExecuteAsync((await CommandAsync(Sql.SealBatch, cancellationToken)).With("id", batchId), cancellationToken) == 1;
         return sealedNow ? await FinishBatchAsync(batchId, cancellationToken) : null;
     }
 
     /// <summary>Marks the batch finished if it is sealed and nothing is pending; the batch when this call finished it.</summary>
     async Task<JobBatchRecord?> FinishBatchAsync(string batchId, CancellationToken cancellationToken)
     {
-        await using var finish = Command(Sql.FinishBatch).With("id", batchId).With("now", _store.Now.UtcTicks);
+        await using var finish = (await CommandAsync(Sql.FinishBatch, cancellationToken)).With("id", batchId).With("now", _store.Now.UtcTicks);
         return await finish.ReadFirstAsync(PostgreSqlMapping.ReadBatch, cancellationToken);
     }
 
     public async ValueTask UpsertRecurringJobAsync(RecurringJobRecord schedule, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(schedule);
-        await ExecuteAsync(Command(Sql.UpsertRecurring).WithRecurring(schedule), cancellationToken);
+        await ExecuteAsync((await CommandAsync(Sql.UpsertRecurring, cancellationToken)).WithRecurring(schedule), cancellationToken);
     }
 
     public async ValueTask<IReadOnlyList<RecurringJobRecord>> LoadDueRecurringJobsAsync(DateTimeOffset now, CancellationToken cancellationToken)
     {
         // The scheduler is singleton work: one process at a time fires schedules; the others find nothing due
         // until it commits (and then find the schedules advanced).
-        await using (var turn = Command("SELECT pg_try_advisory_xact_lock(@key)").With("key", PostgreSqlMessageStore.StableKey("recurring:" + _store.SchemaName)))
+        await using (var turn = (await CommandAsync("SELECT pg_try_advisory_xact_lock(@key)", cancellationToken)).With("key", PostgreSqlMessageStore.StableKey("recurring:" + _store.SchemaName)))
         {
             if (await turn.ExecuteScalarAsync(cancellationToken) is not true)
             {
@@ -362,13 +442,13 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
             }
         }
 
-        await using var command = Command(Sql.LoadDueRecurring).With("now", now.UtcTicks);
+        await using var command = (await CommandAsync(Sql.LoadDueRecurring, cancellationToken)).With("now", now.UtcTicks);
         return await command.ReadAllAsync(PostgreSqlMapping.ReadRecurring, cancellationToken);
     }
 
     public async ValueTask<bool> AdvanceRecurringJobAsync(string name, DateTimeOffset expectedNextAt, DateTimeOffset nextAt, DateTimeOffset? lastAt, CancellationToken cancellationToken) =>
         await ExecuteAsync(
-            Command(Sql.AdvanceRecurring)
+            (await CommandAsync(Sql.AdvanceRecurring, cancellationToken))
                 .With("name", name)
                 .With("expected", expectedNextAt.UtcTicks)
                 .With("next_at", nextAt.UtcTicks)
@@ -376,14 +456,14 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
             cancellationToken) == 1;
 
     public async ValueTask<bool> RemoveRecurringJobAsync(string name, CancellationToken cancellationToken) =>
-        await ExecuteAsync(Command(Sql.RemoveRecurring).With("name", name), cancellationToken) == 1;
+        await ExecuteAsync((await CommandAsync(Sql.RemoveRecurring, cancellationToken)).With("name", name), cancellationToken) == 1;
 
     public async ValueTask ForgetJobStateAsync(IReadOnlyList<Guid> jobIds, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(jobIds);
         if (jobIds.Count > 0)
         {
-            await ExecuteAsync(Command(Sql.ForgetJobState).With("job_ids", jobIds.ToArray()), cancellationToken);
+            await ExecuteAsync((await CommandAsync(Sql.ForgetJobState, cancellationToken)).With("job_ids", jobIds.ToArray()), cancellationToken);
         }
     }
 
@@ -395,7 +475,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     {
         var now = _store.Now.UtcTicks;
         List<QueueRow> rows;
-        await using (var find = Command(Sql.JobInQueueForUpdate).With("message_id", id))
+        await using (var find = (await CommandAsync(Sql.JobInQueueForUpdate, cancellationToken)).With("message_id", id))
         {
             rows = await find.ReadAllAsync(PostgreSqlMapping.ReadQueueRow, cancellationToken);
         }
@@ -410,12 +490,12 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         {
             if (row.Leased && row.VisibleAt > now)
             {
-                await ExecuteAsync(Command(Sql.RequestCancellation).With("job_id", id).With("at", now), cancellationToken);
+                await ExecuteAsync((await CommandAsync(Sql.RequestCancellation, cancellationToken)).With("job_id", id).With("at", now), cancellationToken);
                 requested = true;
                 continue;
             }
 
-            await ExecuteAsync(Command(Sql.DeleteQueued).With("id", row.Id), cancellationToken);
+            await ExecuteAsync((await CommandAsync(Sql.DeleteQueued, cancellationToken)).With("id", row.Id), cancellationToken);
             await InsertDeadLetterAsync(row.Queue, row.Envelope, row.Priority, DeadLetterReasons.Cancelled, null, row.Attempts, row.History, null, cancellationToken);
             if (StoredRows.BatchOf(row.Envelope) is { } batchId
                 && await RecordBatchOutcomesAsync(batchId, 0, 1, cancellationToken) is { } finished)
@@ -428,13 +508,13 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     }
 
     public async ValueTask SavepointAsync(CancellationToken cancellationToken) =>
-        await ExecuteAsync(Command(PostgreSqlSchema.Savepoint), cancellationToken);
+        await ExecuteAsync((await CommandAsync(PostgreSqlSchema.Savepoint, cancellationToken)), cancellationToken);
 
     public async ValueTask RollbackToSavepointAsync(CancellationToken cancellationToken) =>
-        await ExecuteAsync(Command(PostgreSqlSchema.RollbackToSavepoint), cancellationToken);
+        await ExecuteAsync((await CommandAsync(PostgreSqlSchema.RollbackToSavepoint, cancellationToken)), cancellationToken);
 
     public async ValueTask ReleaseSavepointAsync(CancellationToken cancellationToken) =>
-        await ExecuteAsync(Command(PostgreSqlSchema.ReleaseSavepoint), cancellationToken);
+        await ExecuteAsync((await CommandAsync(PostgreSqlSchema.ReleaseSavepoint, cancellationToken)), cancellationToken);
 
     public void OnCommitted(Action callback)
     {
@@ -460,6 +540,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         }
 
         ObjectDisposedException.ThrowIf(_finished, this);
+        await FlushAsync(cancellationToken);
         if (_notified is { Count: > 0 } payloads)
         {
             await _store.NotifyAsync(_connection, _transaction, payloads, cancellationToken);

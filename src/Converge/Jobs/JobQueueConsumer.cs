@@ -430,6 +430,24 @@ internal sealed class JobQueueConsumer : IDisposable
         var batches = new Dictionary<string, (int Succeeded, int Failed)>(StringComparer.Ordinal);
         var forget = new List<Guid>();
         await using var transaction = begun ?? await _store.BeginAsync(cancellationToken);
+
+        // Optimistically, the group's inbox records and its removals from the queue are one statement each
+        // (a store that pays a round trip per statement spends most of a no-op job's commit on those two).
+        bool?[]? recordedInbox = null;
+        List<QueuedMessage>? completions = null;
+        if (!isolated)
+        {
+            completions = [];
+            try
+            {
+                recordedInbox = await RecordInboxOfSucceededAsync(transaction, group, cancellationToken);
+            }
+            catch (Exception exception) when (exception is not OperationCanceledException)
+            {
+                return false;
+            }
+        }
+
         for (var i = 0; i < group.Count; i++)
         {
             var item = group[i];
@@ -440,7 +458,7 @@ internal sealed class JobQueueConsumer : IDisposable
 
             try
             {
-                outcomes[i] = await ApplyAsync(transaction, item, batches, forget, cancellationToken);
+                outcomes[i] = await ApplyAsync(transaction, item, batches, forget, recordedInbox?[i], completions, cancellationToken);
                 if (isolated)
                 {
                     if (outcomes[i] is null)
@@ -466,8 +484,24 @@ internal sealed class JobQueueConsumer : IDisposable
                 // Its recorded effects failed to apply (a constraint, a bad statement): that is the job failing.
                 await transaction.RollbackToSavepointAsync(cancellationToken);
                 await transaction.SavepointAsync(cancellationToken);
-                outcomes[i] = await ApplyAsync(transaction, item with { Outcome = Outcome.Failed, Error = exception }, batches, forget, cancellationToken);
+                outcomes[i] = await ApplyAsync(transaction, item with { Outcome = Outcome.Failed, Error = exception }, batches, forget, null, null, cancellationToken);
                 await transaction.ReleaseSavepointAsync(cancellationToken);
+            }
+        }
+
+        if (completions is { Count: > 0 })
+        {
+            try
+            {
+                if (await transaction.CompleteAsync(completions, cancellationToken) != completions.Count)
+                {
+                    // A lease was lost: the isolated pass finds which, and commits the others.
+                    return false;
+                }
+            }
+            catch (Exception exception) when (exception is not OperationCanceledException)
+            {
+                return false;
             }
         }
 
@@ -515,8 +549,52 @@ internal sealed class JobQueueConsumer : IDisposable
         return true;
     }
 
+    /// <summary>Records the inbox entries of the group's succeeded jobs in one call; element i is job i's (null when it did not succeed).</summary>
+    async Task<bool?[]?> RecordInboxOfSucceededAsync(IStoreTransaction transaction, List<Finished> group, CancellationToken cancellationToken)
+    {
+        var succeeded = new List<int>(group.Count);
+        for (var i = 0; i < group.Count; i++)
+        {
+            if (group[i].Outcome == Outcome.Succeeded)
+            {
+                succeeded.Add(i);
+            }
+        }
+
+        if (succeeded.Count < 2)
+        {
+            return null;
+        }
+
+        var recorded = await transaction.TryRecordInboxAsync(_queue.Name, [.. succeeded.Select(i => group[i].Running.Message.Envelope)], cancellationToken);
+        var byJob = new bool?[group.Count];
+        for (var k = 0; k < succeeded.Count; k++)
+        {
+            byJob[succeeded[k]] = recorded[k];
+        }
+
+        return byJob;
+    }
+
+    /// <summary>Removes a job from its queue now, or, when <paramref name="completions"/> collects them, with the group's others.</summary>
+    static async ValueTask<bool> CompleteAsync(IStoreTransaction transaction, QueuedMessage message, List<QueuedMessage>? completions, CancellationToken cancellationToken)
+    {
+        if (completions is null)
+        {
+            return await transaction.CompleteAsync(message, cancellationToken);
+        }
+
+        completions.Add(message);
+        return true;
+    }
+
+    /// <summary>
+    /// Applies one finished job in <paramref name="transaction"/>. <paramref name="recordedInbox"/> tells whether its inbox
+    /// record was new when the group recorded them already; <paramref name="completions"/> collects the removals of
+    /// succeeded jobs for one statement (<c>null</c>: each is removed at once).
+    /// </summary>
     /// <returns>The outcome, or <c>null</c> when the lease was lost (nothing of this job may commit).</returns>
-    async ValueTask<HandlingOutcome?> ApplyAsync(IStoreTransaction transaction, Finished item, Dictionary<string, (int Succeeded, int Failed)> batches, List<Guid> forget, CancellationToken cancellationToken)
+    async ValueTask<HandlingOutcome?> ApplyAsync(IStoreTransaction transaction, Finished item, Dictionary<string, (int Succeeded, int Failed)> batches, List<Guid> forget, bool? recordedInbox, List<QueuedMessage>? completions, CancellationToken cancellationToken)
     {
         var message = item.Running.Message;
         var envelope = message.Envelope;
@@ -524,12 +602,12 @@ internal sealed class JobQueueConsumer : IDisposable
         switch (item.Outcome)
         {
             case Outcome.Succeeded:
-                if (!await transaction.TryRecordInboxAsync(_queue.Name, envelope, cancellationToken))
+                if (!(recordedInbox ?? await transaction.TryRecordInboxAsync(_queue.Name, envelope, cancellationToken)))
                 {
                     // It ran before and that run committed (a lease lost mid-job, a crash after the commit, or the same
                     // job id enqueued twice). A second copy counted into a batch is taken out of it again, so the
                     // batch still finishes.
-                    if (!await transaction.CompleteAsync(message, cancellationToken))
+                    if (!await CompleteAsync(transaction, message, completions, cancellationToken))
                     {
                         return null;
                     }
@@ -548,7 +626,7 @@ internal sealed class JobQueueConsumer : IDisposable
                     await effect(transaction, cancellationToken);
                 }
 
-                if (!await transaction.CompleteAsync(message, cancellationToken))
+                if (!await CompleteAsync(transaction, message, completions, cancellationToken))
                 {
                     Log.LeaseLost(_logger, envelope.MessageId, _queue.Name);
                     return null;

@@ -153,6 +153,23 @@ public interface IStoreTransaction : IAsyncDisposable
     ValueTask<bool> TryRecordInboxAsync(string consumer, Envelope envelope, CancellationToken cancellationToken);
 
     /// <summary>
+    /// Records several handled messages at once; element <c>i</c> tells whether <paramref name="envelopes"/>[i] was
+    /// new (a message id repeated in the list is new only the first time). Stores that pay a round trip per statement
+    /// override this with one statement; the default records one by one.
+    /// </summary>
+    async ValueTask<IReadOnlyList<bool>> TryRecordInboxAsync(string consumer, IReadOnlyList<Envelope> envelopes, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(envelopes);
+        var recorded = new bool[envelopes.Count];
+        for (var i = 0; i < envelopes.Count; i++)
+        {
+            recorded[i] = await TryRecordInboxAsync(consumer, envelopes[i], cancellationToken);
+        }
+
+        return recorded;
+    }
+
+    /// <summary>
     /// Claims like <see cref="IMessageStore.ClaimAsync(string, int, TimeSpan, ClaimPolicy, CancellationToken)"/>, inside
     /// this transaction: the leases take hold when it commits and vanish if it rolls back. A worker that commits the
     /// outcomes of finished messages claims the next ones in the same commit.
@@ -161,6 +178,22 @@ public interface IStoreTransaction : IAsyncDisposable
 
     /// <summary>Removes a handled message; <c>false</c> when the lease was lost to another consumer.</summary>
     ValueTask<bool> CompleteAsync(QueuedMessage message, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Removes several handled messages; returns how many were still leased to their claimer (the rest were lost to
+    /// another consumer). Stores that pay a round trip per statement override this with one statement.
+    /// </summary>
+    async ValueTask<int> CompleteAsync(IReadOnlyList<QueuedMessage> messages, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(messages);
+        var completed = 0;
+        foreach (var message in messages)
+        {
+            completed += await CompleteAsync(message, cancellationToken) ? 1 : 0;
+        }
+
+        return completed;
+    }
 
     /// <summary>Makes a failed message visible again at <paramref name="dueAt"/>, recording the attempt.</summary>
     ValueTask<bool> RetryLaterAsync(QueuedMessage message, DateTimeOffset dueAt, AttemptRecord failure, CancellationToken cancellationToken);

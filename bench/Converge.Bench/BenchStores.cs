@@ -1,0 +1,66 @@
+using System.Data.Common;
+using Converge.PostgreSql;
+using Converge.Runtime;
+using Converge.Sqlite;
+using Converge.Storage;
+using Npgsql;
+
+namespace Converge.Bench;
+
+/// <summary>
+/// Where a bench run keeps its store: a new SQLite file, or, with a PostgreSQL connection string, a new schema in
+/// that database (dropped after the run, like the temporary file).
+/// </summary>
+internal static class BenchStores
+{
+    /// <summary>A location for a fresh run: a schema name on PostgreSQL, else the file <paramref name="path"/> itself.</summary>
+    public static string Fresh(string? postgres, string path, string suffix = "") =>
+        postgres is null ? path + suffix : "bench_" + Guid.NewGuid().ToString("N")[..12] + suffix.Replace('.', '_');
+
+    /// <summary>Points <paramref name="options"/> at <paramref name="location"/>, with the store's tables first on the search path.</summary>
+    public static void Use(ConvergeOptions options, string? postgres, string location, SqliteDurability durability)
+    {
+        if (postgres is null)
+        {
+            options.UseSqlite(location, s => s.Durability = durability);
+            return;
+        }
+
+        var connection = new NpgsqlConnectionStringBuilder(postgres) { SearchPath = location };
+        options.UsePostgreSql(connection.ConnectionString, s => s.Schema = location);
+    }
+
+    /// <summary>A connection for the bench's own tables, beside the store's.</summary>
+    public static async Task<DbConnection> OpenConnectionAsync(IMessageStore store) => store switch
+    {
+        SqliteMessageStore sqlite => sqlite.OpenConnection(),
+        PostgreSqlMessageStore postgres => await postgres.OpenConnectionAsync(),
+        _ => throw new NotSupportedException($"The bench does not know the store '{store.Name}'."),
+    };
+
+    /// <summary>A column type for a message id in the bench's own tables.</summary>
+    public static string IdColumnType(IMessageStore store) => store is PostgreSqlMessageStore ? "uuid" : "BLOB";
+
+    /// <summary>Where the run's store is, for messages.</summary>
+    public static string Describe(IMessageStore store) => store switch
+    {
+        SqliteMessageStore sqlite => sqlite.Path,
+        PostgreSqlMessageStore postgres => "schema " + postgres.SchemaName,
+        _ => store.Name,
+    };
+
+    /// <summary>Removes a run's store: its SQLite files, or its schema.</summary>
+    public static async Task DeleteAsync(string? postgres, string location)
+    {
+        if (postgres is null)
+        {
+            BenchFiles.Delete(location);
+            return;
+        }
+
+        await using var connection = new NpgsqlConnection(postgres);
+        await connection.OpenAsync();
+        await using var drop = new NpgsqlCommand($"DROP SCHEMA IF EXISTS \"{location}\" CASCADE", connection);
+        await drop.ExecuteNonQueryAsync();
+    }
+}
