@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of Converge on a fresh machine: restores, builds (warnings are errors), runs each test
 # project, and ends with one summary line "tests: N passed, N failed, N skipped".
-# Services the scale-out tests need (PostgreSQL, RabbitMQ) are installed and started here once those
-# providers exist; the embedded SQLite store needs nothing beyond the .NET SDK.
+# While it builds, scripts/services.sh installs (from Debian's packages, when missing) and starts private
+# PostgreSQL and RabbitMQ instances in a temporary folder; the tests find them through
+# CONVERGE_TEST_POSTGRES and CONVERGE_TEST_RABBITMQ, and they are stopped and removed at the end, also on
+# failure or interruption. CONVERGE_SERVICES=none|postgres|rabbitmq|all (default all) narrows what starts.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -10,11 +12,42 @@ results=.artifacts/test-results
 rm -rf "$results"
 mkdir -p "$results"
 
+services_dir=$(mktemp -d -t converge-services.XXXXXX)
+services_pid=
+cleanup() {
+  # A start still running is ended first, so that the stop below sees all it started.
+  if [ -n "$services_pid" ] && kill -0 "$services_pid" 2>/dev/null; then
+    kill -TERM "$services_pid" 2>/dev/null || true
+    wait "$services_pid" 2>/dev/null || true
+  fi
+  scripts/services.sh stop "$services_dir" || true
+  rm -rf "$services_dir"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+scripts/services.sh start "$services_dir" >"$services_dir/start.log" 2>&1 &
+services_pid=$!
+
 dotnet build Converge.slnx -c Release --nologo -v quiet
+
+services_status=0
+wait "$services_pid" || services_status=$?
+services_pid=
+cat "$services_dir/start.log"
+if [ "$services_status" -ne 0 ]; then
+  echo "Starting the test services failed ($services_status)." >&2
+  exit 1
+fi
+# shellcheck disable=SC1091
+. "$services_dir/services.env"
 
 status=0
 dotnet test Converge.slnx -c Release --no-build --nologo \
   --logger "trx" --results-directory "$results" -- RunConfiguration.TestSessionTimeout=1500000 || status=$?
+# Stopped here already, so that the summary stays the last line.
+scripts/services.sh stop "$services_dir" || echo "Stopping the test services failed." >&2
 
 passed=0; failed=0; skipped=0
 for trx in "$results"/*.trx; do
