@@ -17,7 +17,7 @@ public static class CliApp
     /// <summary>Exit code of a command that ran but failed: an unknown id, a bench that did not verify.</summary>
     public const int Failure = 1;
 
-    /// <summary>Exit code of a command that could not run as given: bad arguments, or a file that is not a Converge store.</summary>
+    /// <summary>Exit code of a command that could not run as given: bad arguments, or a file or schema that is not a Converge store.</summary>
     public const int Usage = 2;
 
     /// <summary>Parses <paramref name="args"/> and runs the command, writing results to <paramref name="stdout"/> and errors to <paramref name="stderr"/>.</summary>
@@ -43,7 +43,7 @@ public static class CliApp
     /// A plain command named "converge" rather than a <see cref="RootCommand"/>, whose name would be the executable's
     /// file name (Converge.Cli, or the test host) in help and usage lines.
     /// </summary>
-    static Command BuildRoot(CliOutput output) => new("converge", "Inspect and benchmark Converge stores (SQLite). Exit codes: 0 done, 1 failed, 2 misuse or not a Converge store.")
+    static Command BuildRoot(CliOutput output) => new("converge", "Inspect Converge stores (SQLite with --db, PostgreSQL with --postgres) and benchmark them (SQLite). Exit codes: 0 done, 1 failed, 2 misuse or not a Converge store.")
     {
         new HelpOption(),
         new VersionOption(),

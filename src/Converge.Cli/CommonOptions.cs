@@ -1,12 +1,18 @@
 using System.CommandLine;
 using Converge.Bench;
+using System.Net.Sockets;
 using Microsoft.Data.Sqlite;
+using Npgsql;
 
 namespace Converge.Cli;
 
 /// <summary>Options shared by several commands, and the wrapper that turns failures into messages and exit codes.</summary>
 internal static class CommonOptions
 {
+    /// <summary>
+    /// <c>--db FILE</c>, required, for commands that only work on SQLite. Inspection commands take
+    /// <see cref="StoreLocation"/> instead, which also accepts a PostgreSQL store.
+    /// </summary>
     public static Option<string> Db(string description = "The store's SQLite file, as passed to options.UseSqlite(...).") => new("--db")
     {
         Description = description,
@@ -14,6 +20,7 @@ internal static class CommonOptions
         Required = true,
     };
 
+    /// <summary><c>--table-prefix</c> for commands that only work on SQLite; see <see cref="Db"/>.</summary>
     public static Option<string> TablePrefix() => new("--table-prefix")
     {
         Description = "The store's table prefix, if the application changed SqliteStoreOptions.TablePrefix.",
@@ -44,6 +51,21 @@ internal static class CommonOptions
             catch (SqliteException exception)
             {
                 return await output.FailAsync(CliApp.Failure, $"SQLite error {exception.SqliteErrorCode}: {exception.Message}");
+            }
+            catch (PostgresException exception)
+            {
+                // The server answered but refused: wrong password, unknown database, missing privilege.
+                return await output.FailAsync(CliApp.Failure, $"PostgreSQL error {exception.SqlState}: {exception.MessageText}");
+            }
+            catch (NpgsqlException exception)
+            {
+                // Most often the server could not be reached; the inner exception says why (refused, timed out, unknown host).
+                var cause = exception.InnerException is { } inner && inner.Message != exception.Message ? $" ({inner.Message})" : "";
+                return await output.FailAsync(CliApp.Failure, $"PostgreSQL error: {exception.Message}{cause}. Check the --postgres connection string and that the server is running.");
+            }
+            catch (SocketException exception)
+            {
+                return await output.FailAsync(CliApp.Failure, $"cannot reach the PostgreSQL server: {exception.Message}. Check the --postgres connection string and that the server is running.");
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {

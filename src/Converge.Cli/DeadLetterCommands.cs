@@ -1,5 +1,4 @@
 using System.CommandLine;
-using Converge.Sqlite;
 using Converge.Storage;
 using Spectre.Console;
 
@@ -17,8 +16,7 @@ internal static class DeadLetterCommands
 
     static Command List(CliOutput output)
     {
-        var db = CommonOptions.Db();
-        var prefix = CommonOptions.TablePrefix();
+        var location = new StoreLocation();
         var json = CommonOptions.Json();
         var source = new Option<string>("--source") { Description = "Only dead letters from this queue (or log:GROUP for parked events).", HelpName = "QUEUE" };
         var max = new Option<int>("--max") { Description = "Show at most this many, newest first.", HelpName = "N", DefaultValueFactory = _ => 50 };
@@ -30,16 +28,16 @@ internal static class DeadLetterCommands
             }
         });
 
-        var command = new Command("list", "List dead letters, newest first: why, how often tried, and the last error.") { db, source, max, prefix, json };
+        var command = location.AddTo(new Command("list", "List dead letters, newest first: why, how often tried, and the last error.") { source, max, json });
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
-            var path = parsed.GetRequiredValue(db);
-            await using var store = await StoreAccess.OpenExistingAsync(path, parsed.GetRequiredValue(prefix));
+            await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
+            var store = opened.Store;
             var from = parsed.GetValue(source);
             var limit = parsed.GetValue(max);
             var letters = await store.ListDeadLettersAsync(from, limit, cancellationToken);
             long? total = from is null ? (await store.GetStatusAsync(cancellationToken)).DeadLetters : null;
-            var report = new ListReport(store.Path, from, [.. letters.Select(Entry)], letters.Count, total);
+            var report = new ListReport(opened.Name, from, [.. letters.Select(Entry)], letters.Count, total);
             if (parsed.GetValue(json))
             {
                 await output.WriteJsonAsync(report);
@@ -62,7 +60,7 @@ internal static class DeadLetterCommands
             console.Write(table);
             console.WriteLine(total is { } all && all > letters.Count
                 ? $"Showing the newest {letters.Count} of {all}; pass --max to see more."
-                : $"{letters.Count} dead letter(s). Retry with: converge dead-letters retry --db {path} ID (or --all)");
+                : $"{letters.Count} dead letter(s). Retry with: converge dead-letters retry {opened.Arguments} ID (or --all)");
             return CliApp.Success;
         });
         return command;
@@ -70,13 +68,12 @@ internal static class DeadLetterCommands
 
     static Command Act(CliOutput output, string name, string description, bool retry)
     {
-        var db = CommonOptions.Db();
-        var prefix = CommonOptions.TablePrefix();
+        var location = new StoreLocation();
         var json = CommonOptions.Json();
         var id = new Argument<long?>("ID") { Description = "The dead letter's id, as 'converge dead-letters list' shows it.", Arity = ArgumentArity.ZeroOrOne };
         var all = new Option<bool>("--all") { Description = $"{(retry ? "Retry" : "Discard")} every dead letter (of --source, when given)." };
         var source = new Option<string>("--source") { Description = "With --all: only dead letters from this queue (or log:GROUP).", HelpName = "QUEUE" };
-        var command = new Command(name, description) { id, db, all, source, prefix, json };
+        var command = location.AddTo(new Command(name, description) { id, all, source, json });
         command.Validators.Add(result =>
         {
             // Tokens, not the value: an ID that is not a number is reported by the parser, and reading it would throw.
@@ -86,7 +83,7 @@ internal static class DeadLetterCommands
             {
                 result.AddError(hasId
                     ? $"Pass either an ID or --all, not both."
-                    : $"Say which dead letters to {name}: an ID (see 'converge dead-letters list --db FILE'), or --all.");
+                    : $"Say which dead letters to {name}: an ID (as 'converge dead-letters list' shows it), or --all.");
             }
             else if (hasId && result.GetValue(source) is not null)
             {
@@ -96,11 +93,10 @@ internal static class DeadLetterCommands
 
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
-            var path = parsed.GetRequiredValue(db);
-            await using var store = await StoreAccess.OpenExistingAsync(path, parsed.GetRequiredValue(prefix));
+            await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
             var report = parsed.GetValue(id) is { } one
-                ? await OneAsync(store, path, name, retry, one, cancellationToken)
-                : await AllAsync(store, name, retry, parsed.GetValue(source), cancellationToken);
+                ? await OneAsync(opened, name, retry, one, cancellationToken)
+                : await AllAsync(opened.Store, name, retry, parsed.GetValue(source), cancellationToken);
             if (parsed.GetValue(json))
             {
                 await output.WriteJsonAsync(report);
@@ -136,11 +132,13 @@ internal static class DeadLetterCommands
         return command;
     }
 
-    static async Task<ActionReport> OneAsync(SqliteMessageStore store, string path, string name, bool retry, long id, CancellationToken cancellationToken)
+    static async Task<ActionReport> OneAsync(OpenedStore opened, string name, bool retry, long id, CancellationToken cancellationToken)
     {
+        var store = opened.Store;
+
         // Look the letter up first, so a failure says exactly why (unknown, or a parked event that has no queue).
         var letter = (await store.ListDeadLettersAsync(null, int.MaxValue, cancellationToken)).FirstOrDefault(l => l.Id == id)
-            ?? throw new CliException(CliApp.Failure, $"No dead letter has id {id} in {path}. List them with: converge dead-letters list --db {path}");
+            ?? throw new CliException(CliApp.Failure, $"No dead letter has id {id} in {opened.Name}. List them with: converge dead-letters list {opened.Arguments}");
         if (retry && letter.LogPosition is { } position)
         {
             throw new CliException(CliApp.Failure, $"Dead letter {id} is an event parked by consumer group '{letter.Source["log:".Length..]}' (log position {position}); it has no queue to go back to. Handle it by hand, then discard it.");
@@ -157,7 +155,7 @@ internal static class DeadLetterCommands
         return new ActionReport(name, null, [new ActedLetter(id, letter.Source)], 1, []);
     }
 
-    static async Task<ActionReport> AllAsync(SqliteMessageStore store, string name, bool retry, string? source, CancellationToken cancellationToken)
+    static async Task<ActionReport> AllAsync(IMessageStore store, string name, bool retry, string? source, CancellationToken cancellationToken)
     {
         var letters = await store.ListDeadLettersAsync(source, int.MaxValue, cancellationToken);
         var acted = new List<ActedLetter>();

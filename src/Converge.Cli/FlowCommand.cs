@@ -11,30 +11,29 @@ internal static class FlowCommand
 {
     public static Command Create(CliOutput output)
     {
-        var db = CommonOptions.Db();
-        var prefix = CommonOptions.TablePrefix();
+        var location = new StoreLocation();
         var json = CommonOptions.Json();
         var id = new Argument<string>("TXID") { Description = "The business transaction id (the messages' correlation id; a saga's transaction id)." };
-        var command = new Command("flow", "Show every message and event of one business transaction as a causal tree: where each is (queue, log, dead letters), its status, and what a saga did with it.")
+        var command = location.AddTo(new Command("flow", "Show every message and event of one business transaction as a causal tree: where each is (queue, log, dead letters), its status, and what a saga did with it.")
         {
-            id, db, prefix, json,
-        };
+            id, json,
+        });
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
-            var path = parsed.GetRequiredValue(db);
             var transactionId = parsed.GetRequiredValue(id);
-            await using var store = await StoreAccess.OpenExistingAsync(path, parsed.GetRequiredValue(prefix));
+            await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
+            var store = opened.Store;
             var saga = await store.GetSagaAsync(transactionId, cancellationToken);
             var flow = await FlowView.BuildAsync(store, transactionId, cancellationToken);
             if (flow.Count == 0 && saga is null)
             {
                 throw new CliException(
                     CliApp.Failure,
-                    $"nothing in {path} carries transaction id '{transactionId}': no message, event or saga instance. Handled messages are forgotten after options.InboxRetention; list saga instances with: converge sagas list --db {path}");
+                    $"nothing in {opened.Name} carries transaction id '{transactionId}': no message, event or saga instance. Handled messages are forgotten after options.InboxRetention; list saga instances with: converge sagas list {opened.Arguments}");
             }
 
             var report = new FlowReport(
-                store.Path,
+                opened.Name,
                 transactionId,
                 saga is null ? null : new SagaReport(saga.Definition, saga.Version, SagaStates.ToText(saga.State), saga.Failure),
                 [.. flow.Select(Step)],

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Text.Json;
-using Converge.Sqlite;
 using Converge.Storage;
 using Spectre.Console;
 
@@ -21,8 +20,7 @@ internal static class JobCommands
 
     static Command List(CliOutput output)
     {
-        var db = CommonOptions.Db();
-        var prefix = CommonOptions.TablePrefix();
+        var location = new StoreLocation();
         var json = CommonOptions.Json();
         var queue = new Option<string>("--queue") { Description = "Only jobs of this queue.", HelpName = "QUEUE" };
         var state = new Option<string>("--state") { Description = $"Only jobs in this state: {JobStates.All}.", HelpName = "STATE" };
@@ -44,14 +42,14 @@ internal static class JobCommands
             }
         });
 
-        var command = new Command("list", "List jobs, newest first: queue, type, state, priority, attempts, progress, when enqueued, when due or finished, and the last error.")
+        var command = location.AddTo(new Command("list", "List jobs, newest first: queue, type, state, priority, attempts, progress, when enqueued, when due or finished, and the last error.")
         {
-            db, queue, state, batch, max, prefix, json,
-        };
+            queue, state, batch, max, json,
+        });
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
-            var path = parsed.GetRequiredValue(db);
-            await using var store = await StoreAccess.OpenExistingAsync(path, parsed.GetRequiredValue(prefix));
+            await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
+            var store = opened.Store;
             JobState? wanted = parsed.GetValue(state) is { } text ? JobStates.Parse(text) : null;
             var limit = parsed.GetValue(max);
 
@@ -61,17 +59,17 @@ internal static class JobCommands
                 cancellationToken);
             var shown = jobs.Take(limit).Select(Summary).ToList();
             var report = new ListReport(
-                store.Path,
+                opened.Name,
                 new FilterReport(parsed.GetValue(queue), wanted is { } s ? JobStates.ToText(s) : null, parsed.GetValue(batch)),
                 shown,
                 shown.Count,
                 jobs.Count > limit);
-            return await output.ReportAsync(report, parsed.GetValue(json), (console, r) => RenderList(console, r, path));
+            return await output.ReportAsync(report, parsed.GetValue(json), (console, r) => RenderList(console, r, opened.Arguments));
         });
         return command;
     }
 
-    static void RenderList(IAnsiConsole console, ListReport report, string path)
+    static void RenderList(IAnsiConsole console, ListReport report, string storeArguments)
     {
         var filtered = report.Filter.Queue is not null || report.Filter.State is not null || report.Filter.Batch is not null;
         if (report.Jobs.Count == 0)
@@ -108,7 +106,7 @@ internal static class JobCommands
         console.Write(table);
         console.WriteLine(report.More
             ? $"Showing the newest {report.Count}{(filtered ? " matching" : "")}; pass --max to see more."
-            : $"{report.Count} job(s){(filtered ? " match" : "")}. Show one with: converge jobs show --db {path} ID");
+            : $"{report.Count} job(s){(filtered ? " match" : "")}. Show one with: converge jobs show {storeArguments} ID");
     }
 
     static Command Show(CliOutput output) => OneJob(
@@ -116,14 +114,14 @@ internal static class JobCommands
         "show",
         "Show one job: every field, its progress, its batch, its failed attempts, and its body as JSON.",
         "The job id, as 'converge jobs list' shows it.",
-        async (store, path, job, json, cancellationToken) =>
+        async (opened, job, json, cancellationToken) =>
         {
-            var batch = job.BatchId is { } batchId ? await store.GetBatchAsync(batchId, cancellationToken) : null;
-            var report = Detail(store.Path, job, batch);
-            return await output.ReportAsync(report, json, (console, r) => RenderShow(console, r, path));
+            var batch = job.BatchId is { } batchId ? await opened.Store.GetBatchAsync(batchId, cancellationToken) : null;
+            var report = Detail(opened.Name, job, batch);
+            return await output.ReportAsync(report, json, (console, r) => RenderShow(console, r, opened.Arguments));
         });
 
-    static void RenderShow(IAnsiConsole console, ShowReport report, string path)
+    static void RenderShow(IAnsiConsole console, ShowReport report, string storeArguments)
     {
         console.Write(new Text($"Job {report.Id}: {report.Type} on '{report.Queue}', "));
         console.Write(new Text(report.State, JobStates.StateStyle(report.State)));
@@ -175,8 +173,8 @@ internal static class JobCommands
 
         var hint = report.State switch
         {
-            "dead" or "cancelled" => $"Put it back on its queue with: converge jobs retry --db {path} {report.Id}",
-            "scheduled" or "enqueued" or "processing" => $"Cancel it with: converge jobs cancel --db {path} {report.Id}",
+            "dead" or "cancelled" => $"Put it back on its queue with: converge jobs retry {storeArguments} {report.Id}",
+            "scheduled" or "enqueued" or "processing" => $"Cancel it with: converge jobs cancel {storeArguments} {report.Id}",
             _ => null,
         };
         if (hint is not null)
@@ -190,22 +188,23 @@ internal static class JobCommands
         "retry",
         "Put a dead or cancelled job back on its queue with a fresh attempt count (after fixing the cause).",
         "The id of a dead or cancelled job, as 'converge jobs list --state dead' shows it.",
-        async (store, path, job, json, cancellationToken) =>
+        async (opened, job, json, cancellationToken) =>
         {
+            var store = opened.Store;
             if (job.State is not (JobState.Dead or JobState.Cancelled))
             {
-                throw new CliException(CliApp.Failure, $"job {job.Id} is {JobStates.ToText(job.State)}; only dead or cancelled jobs can be retried. {WhyNotRetry(job, path)}");
+                throw new CliException(CliApp.Failure, $"job {job.Id} is {JobStates.ToText(job.State)}; only dead or cancelled jobs can be retried. {WhyNotRetry(job, opened.Arguments)}");
             }
 
             var deadLetterId = job.DeadLetterId
-                ?? throw new CliException(CliApp.Failure, $"job {job.Id} is {JobStates.ToText(job.State)} but the store gives no dead-letter id for it; look for it with: converge dead-letters list --db {path} --source {job.Queue}");
+                ?? throw new CliException(CliApp.Failure, $"job {job.Id} is {JobStates.ToText(job.State)} but the store gives no dead-letter id for it; look for it with: converge dead-letters list {opened.Arguments} --source {ShellQuote.Quote(job.Queue)}");
             if (!await store.RetryDeadLetterAsync(deadLetterId, cancellationToken))
             {
-                throw new CliException(CliApp.Failure, $"job {job.Id} left the dead letters (retried or discarded by someone else) before it could be retried; see where it is with: converge jobs show --db {path} {job.Id}");
+                throw new CliException(CliApp.Failure, $"job {job.Id} left the dead letters (retried or discarded by someone else) before it could be retried; see where it is with: converge jobs show {opened.Arguments} {job.Id}");
             }
 
             var batch = job.BatchId is { } batchId ? await store.GetBatchAsync(batchId, cancellationToken) : null;
-            var report = new RetryReport(store.Path, job.Id, job.Queue, job.Type, JobStates.ToText(job.State), deadLetterId, job.BatchId, batch?.FinishedAt);
+            var report = new RetryReport(opened.Name, job.Id, job.Queue, job.Type, JobStates.ToText(job.State), deadLetterId, job.BatchId, batch?.FinishedAt);
             return await output.ReportAsync(report, json, (console, r) =>
             {
                 console.WriteLine($"Job {r.Id} ({r.Type}, was {r.PreviousState}) is back on queue '{r.Queue}' with a fresh attempt count.");
@@ -214,16 +213,16 @@ internal static class JobCommands
                     console.WriteLine($"Its batch '{r.BatchId}' already finished at {CliOutput.Format(finishedAt)}; its callbacks ran then.");
                 }
 
-                console.WriteLine($"Follow it with: converge jobs show --db {path} {r.Id}");
+                console.WriteLine($"Follow it with: converge jobs show {opened.Arguments} {r.Id}");
         });
         });
 
-    static string WhyNotRetry(JobInfo job, string path) => job.State switch
+    static string WhyNotRetry(JobInfo job, string storeArguments) => job.State switch
     {
         JobState.Succeeded => "It already succeeded; enqueue a new job to run it again.",
         JobState.Processing => $"A worker is running it now (attempt {job.Attempts}); failures are retried on their own.",
         JobState.Scheduled => $"It is waiting to run at {CliOutput.Format(job.DueAt)}.",
-        _ => $"It is waiting for a worker of queue '{job.Queue}'. To stop it instead: converge jobs cancel --db {path} {job.Id}",
+        _ => $"It is waiting for a worker of queue '{job.Queue}'. To stop it instead: converge jobs cancel {storeArguments} {job.Id}",
     };
 
     static Command Cancel(CliOutput output) => OneJob(
@@ -231,7 +230,7 @@ internal static class JobCommands
         "cancel",
         "Cancel a job: a waiting one moves to the dead letters (reason cancelled); a running one is asked to stop (its cancellation token fires).",
         "The id of a scheduled, enqueued or running job, as 'converge jobs list' shows it.",
-        async (store, path, job, json, cancellationToken) =>
+        async (opened, job, json, cancellationToken) =>
         {
             if (job.State is JobState.Succeeded or JobState.Dead or JobState.Cancelled)
             {
@@ -244,13 +243,13 @@ internal static class JobCommands
                 throw new CliException(CliApp.Failure, $"job {job.Id} {state} at {CliOutput.Format(job.FinishedAt)}; there is nothing to cancel.");
             }
 
-            var outcome = await store.CancelJobAsync(job.Id, cancellationToken);
+            var outcome = await opened.Store.CancelJobAsync(job.Id, cancellationToken);
             if (outcome == JobCancelOutcome.NotFound)
             {
-                throw new CliException(CliApp.Failure, $"job {job.Id} finished before it could be cancelled; see how with: converge jobs show --db {path} {job.Id}");
+                throw new CliException(CliApp.Failure, $"job {job.Id} finished before it could be cancelled; see how with: converge jobs show {opened.Arguments} {job.Id}");
             }
 
-            var report = new CancelReport(store.Path, job.Id, job.Queue, job.Type, JobStates.ToText(job.State), outcome == JobCancelOutcome.Cancelled ? "cancelled" : "requested", Describe(outcome, job));
+            var report = new CancelReport(opened.Name, job.Id, job.Queue, job.Type, JobStates.ToText(job.State), outcome == JobCancelOutcome.Cancelled ? "cancelled" : "requested", Describe(outcome, job));
             return await output.ReportAsync(report, json, (console, r) => console.WriteLine(r.Message));
         });
 
@@ -258,45 +257,41 @@ internal static class JobCommands
         ? $"Cancelled job {job.Id} ({job.Type}): it was {JobStates.ToText(job.State)} on queue '{job.Queue}' and is now in the dead letters with reason 'cancelled'. 'converge jobs retry' puts it back."
         : $"Job {job.Id} ({job.Type}) is running; its worker was asked to stop (its cancellation token fires at the worker's next check, about a second). 'converge jobs show' tells how it ended.";
 
-    /// <summary>A command about one job: its id, the database and the JSON switch; finds the job, then runs <paramref name="act"/>.</summary>
-    static Command OneJob(CliOutput output, string name, string description, string idDescription, Func<SqliteMessageStore, string, JobInfo, bool, CancellationToken, Task<int>> act)
+    /// <summary>A command about one job: its id, the store and the JSON switch; finds the job, then runs <paramref name="act"/>.</summary>
+    static Command OneJob(CliOutput output, string name, string description, string idDescription, Func<OpenedStore, JobInfo, bool, CancellationToken, Task<int>> act)
     {
-        var db = CommonOptions.Db();
-        var prefix = CommonOptions.TablePrefix();
+        var location = new StoreLocation();
         var json = CommonOptions.Json();
         var id = JobId(idDescription);
-        var command = new Command(name, description)
+        var command = location.AddTo(new Command(name, description)
         {
-            id, db, prefix, json,
-        };
+            id, json,
+        });
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
-            var path = parsed.GetRequiredValue(db);
-            await using var store = await StoreAccess.OpenExistingAsync(path, parsed.GetRequiredValue(prefix));
-            var job = await FindAsync(store, path, parsed.GetValue(id), cancellationToken);
-            return await act(store, path, job, parsed.GetValue(json), cancellationToken);
+            await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
+            var job = await FindAsync(opened, parsed.GetValue(id), cancellationToken);
+            return await act(opened, job, parsed.GetValue(json), cancellationToken);
         });
         return command;
     }
 
     static Command Batch(CliOutput output)
     {
-        var db = CommonOptions.Db();
-        var prefix = CommonOptions.TablePrefix();
+        var location = new StoreLocation();
         var json = CommonOptions.Json();
         var id = new Argument<string>("ID") { Description = "The batch id, as given to IJobClient.StartBatchAsync." };
-        var command = new Command("batch", "Show a batch of jobs: its counters (total, pending, succeeded, failed), whether it is sealed, and when it finished.")
+        var command = location.AddTo(new Command("batch", "Show a batch of jobs: its counters (total, pending, succeeded, failed), whether it is sealed, and when it finished.")
         {
-            id, db, prefix, json,
-        };
+            id, json,
+        });
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
-            var path = parsed.GetRequiredValue(db);
             var batchId = parsed.GetRequiredValue(id);
-            await using var store = await StoreAccess.OpenExistingAsync(path, parsed.GetRequiredValue(prefix));
-            var batch = await store.GetBatchAsync(batchId, cancellationToken)
-                ?? throw new CliException(CliApp.Failure, $"no batch has id '{batchId}' in {path}. A job's batch shows in: converge jobs show --db {path} ID");
-            var report = new BatchShowReport(store.Path, Batch(batch));
+            await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
+            var batch = await opened.Store.GetBatchAsync(batchId, cancellationToken)
+                ?? throw new CliException(CliApp.Failure, $"no batch has id '{batchId}' in {opened.Name}. A job's batch shows in: converge jobs show {opened.Arguments} ID");
+            var report = new BatchShowReport(opened.Name, Batch(batch));
             return await output.ReportAsync(report, parsed.GetValue(json), (console, r) =>
             {
                 var b = r.Batch;
@@ -316,7 +311,7 @@ internal static class JobCommands
                 Field("On success", b.OnSuccess);
                 Field("On complete", b.OnComplete);
                 console.Write(fields);
-                console.WriteLine($"Its jobs: converge jobs list --db {path} --batch {b.Id}");
+                console.WriteLine($"Its jobs: converge jobs list {opened.Arguments} --batch {ShellQuote.Quote(b.Id)}");
             });
         });
         return command;
@@ -324,19 +319,17 @@ internal static class JobCommands
 
     static Command Recurring(CliOutput output)
     {
-        var db = CommonOptions.Db();
-        var prefix = CommonOptions.TablePrefix();
+        var location = new StoreLocation();
         var json = CommonOptions.Json();
-        var command = new Command("recurring", "List the recurring job schedules: cron expression, time zone, next and last occurrence, and what happens to missed ones.")
+        var command = location.AddTo(new Command("recurring", "List the recurring job schedules: cron expression, time zone, next and last occurrence, and what happens to missed ones.")
         {
-            db, prefix, json,
-        };
+            json,
+        });
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
-            var path = parsed.GetRequiredValue(db);
-            await using var store = await StoreAccess.OpenExistingAsync(path, parsed.GetRequiredValue(prefix));
-            var schedules = await store.ListRecurringJobsAsync(cancellationToken);
-            var report = new RecurringReport(store.Path, [.. schedules.OrderBy(s => s.Name, StringComparer.Ordinal).Select(Schedule)], schedules.Count);
+            await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
+            var schedules = await opened.Store.ListRecurringJobsAsync(cancellationToken);
+            var report = new RecurringReport(opened.Name, [.. schedules.OrderBy(s => s.Name, StringComparer.Ordinal).Select(Schedule)], schedules.Count);
             return await output.ReportAsync(report, parsed.GetValue(json), (console, r) =>
             {
                 if (r.Count == 0)
@@ -375,14 +368,14 @@ internal static class JobCommands
                 return id;
             }
 
-            result.AddError($"'{text}' is not a job id. Job ids look like 0195f3a2-7c1e-7b3d-9a4f-2c8e5d6b1a90; list them with 'converge jobs list --db FILE'.");
+            result.AddError($"'{text}' is not a job id. Job ids look like 0195f3a2-7c1e-7b3d-9a4f-2c8e5d6b1a90; list them with 'converge jobs list'.");
             return Guid.Empty;
         },
     };
 
-    static async Task<JobInfo> FindAsync(SqliteMessageStore store, string path, Guid id, CancellationToken cancellationToken) =>
-        await store.GetJobAsync(id, cancellationToken)
-            ?? throw new CliException(CliApp.Failure, $"no job has id {id} in {path}; list them with: converge jobs list --db {path}");
+    static async Task<JobInfo> FindAsync(OpenedStore opened, Guid id, CancellationToken cancellationToken) =>
+        await opened.Store.GetJobAsync(id, cancellationToken)
+            ?? throw new CliException(CliApp.Failure, $"no job has id {id} in {opened.Name}; list them with: converge jobs list {opened.Arguments}");
 
     static readonly JsonSerializerOptions Indented = new() { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 

@@ -22,8 +22,7 @@ internal static class SagaCommands
 
     static Command List(CliOutput output)
     {
-        var db = CommonOptions.Db();
-        var prefix = CommonOptions.TablePrefix();
+        var location = new StoreLocation();
         var json = CommonOptions.Json();
         var state = new Option<string>("--state") { Description = $"Only instances in this state: {States}.", HelpName = "STATE" };
         state.Validators.Add(result =>
@@ -52,14 +51,14 @@ internal static class SagaCommands
             }
         });
 
-        var command = new Command("list", "List saga instances, most recently started first: state, current step, when started and last changed (after the start); then counts per definition, version and state.")
+        var command = location.AddTo(new Command("list", "List saga instances, most recently started first: state, current step, when started and last changed (after the start); then counts per definition, version and state.")
         {
-            db, state, definition, version, max, prefix, json,
-        };
+            state, definition, version, max, json,
+        });
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
-            var path = parsed.GetRequiredValue(db);
-            await using var store = await StoreAccess.OpenExistingAsync(path, parsed.GetRequiredValue(prefix));
+            await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
+            var store = opened.Store;
             SagaState? wanted = parsed.GetValue(state) is { } text ? SagaStates.Parse(text) : null;
             var name = parsed.GetValue(definition);
             var number = parsed.GetValue(version);
@@ -70,7 +69,7 @@ internal static class SagaCommands
                 .Select(c => new CountReport(c.Definition, c.Version, SagaStates.ToText(c.State), c.Count))
                 .ToList();
             var report = new ListReport(
-                store.Path,
+                opened.Name,
                 new FilterReport(wanted is { } s ? SagaStates.ToText(s) : null, name, number),
                 counts,
                 [.. sagas.Select(Summary)],
@@ -82,13 +81,13 @@ internal static class SagaCommands
                 return CliApp.Success;
             }
 
-            RenderList(output.Console(), report, path);
+            RenderList(output.Console(), report, opened.Arguments);
             return CliApp.Success;
         });
         return command;
     }
 
-    static void RenderList(IAnsiConsole console, ListReport report, string path)
+    static void RenderList(IAnsiConsole console, ListReport report, string storeArguments)
     {
         var filtered = report.Filter.State is not null || report.Filter.Definition is not null || report.Filter.Version is not null;
         if (report.Sagas.Count == 0)
@@ -129,28 +128,27 @@ internal static class SagaCommands
         console.Write(totals);
         console.WriteLine(report.Total > report.Count
             ? $"Showing the newest {report.Count} of {report.Total}{(filtered ? " matching" : "")}; pass --max to see more."
-            : $"{report.Count} saga instance(s){(filtered ? " match" : "")}. Show one with: converge sagas show --db {path} TXID");
+            : $"{report.Count} saga instance(s){(filtered ? " match" : "")}. Show one with: converge sagas show {storeArguments} TXID");
     }
 
     static Command Show(CliOutput output)
     {
-        var db = CommonOptions.Db();
-        var prefix = CommonOptions.TablePrefix();
+        var location = new StoreLocation();
         var json = CommonOptions.Json();
         var id = new Argument<string>("TXID") { Description = "The saga instance's transaction id, as 'converge sagas list' shows it." };
-        var command = new Command("show", "Show one saga instance (state, step, failure, data, remaining steps) and its log as a timeline, in milliseconds after the start.")
+        var command = location.AddTo(new Command("show", "Show one saga instance (state, step, failure, data, remaining steps) and its log as a timeline, in milliseconds after the start.")
         {
-            id, db, prefix, json,
-        };
+            id, json,
+        });
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
-            var path = parsed.GetRequiredValue(db);
             var transactionId = parsed.GetRequiredValue(id);
-            await using var store = await StoreAccess.OpenExistingAsync(path, parsed.GetRequiredValue(prefix));
+            await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
+            var store = opened.Store;
             var instance = await store.GetSagaAsync(transactionId, cancellationToken)
-                ?? throw new CliException(CliApp.Failure, $"no saga instance has transaction id '{transactionId}' in {path}; list them with: converge sagas list --db {path}");
+                ?? throw new CliException(CliApp.Failure, $"no saga instance has transaction id '{transactionId}' in {opened.Name}; list them with: converge sagas list {opened.Arguments}");
             var log = await store.ReadSagaLogAsync(transactionId, cancellationToken);
-            var report = Detail(store.Path, instance, log);
+            var report = Detail(opened.Name, instance, log);
             return await output.ReportAsync(report, parsed.GetValue(json), RenderShow);
         });
         return command;

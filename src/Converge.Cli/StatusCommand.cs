@@ -9,24 +9,19 @@ internal static class StatusCommand
 {
     public static Command Create(CliOutput output)
     {
-        var db = CommonOptions.Db();
-        var prefix = CommonOptions.TablePrefix();
+        var location = new StoreLocation();
         var json = CommonOptions.Json();
-        var command = new Command("status", "Show queue depths (ready, scheduled, in flight, dead letters), the log head, consumer-group lag and inbox records.")
+        var command = location.AddTo(new Command("status", "Show queue depths (ready, scheduled, in flight, dead letters), the log head, consumer-group lag and inbox records.")
         {
-            db,
-            prefix,
             json,
-        };
+        });
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
-            var path = parsed.GetRequiredValue(db);
-            await using var store = await StoreAccess.OpenExistingAsync(path, parsed.GetRequiredValue(prefix));
-            var version = store.GetSchemaVersion();
-            var status = await store.GetStatusAsync(cancellationToken);
+            await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
+            var status = await opened.Store.GetStatusAsync(cancellationToken);
             var report = new StatusReport(
-                store.Path,
-                version,
+                opened.Name,
+                opened.SchemaVersion,
                 [.. status.Queues.Select(q => new QueueReport(q.Queue, q.Ready, q.Scheduled, q.InFlight, q.DeadLetters))],
                 status.DeadLetters,
                 status.LogPosition,

@@ -1,13 +1,29 @@
+using Converge.PostgreSql;
 using Converge.Sqlite;
+using Converge.Storage;
 using Microsoft.Data.Sqlite;
+using Npgsql;
 
 namespace Converge.Cli;
 
 /// <summary>Opens an existing Converge store for the inspection commands, without ever creating or migrating one.</summary>
 internal static class StoreAccess
 {
-    public static async Task<SqliteMessageStore> OpenExistingAsync(string path, string tablePrefix)
+    /// <summary>
+    /// Opens the store <paramref name="target"/> names and checks that it holds Converge's tables. Never creates a
+    /// file, a schema or a table: an inspection command pointed at the wrong place must leave it as it was.
+    /// </summary>
+    public static Task<OpenedStore> OpenExistingAsync(StoreTarget target, CancellationToken cancellationToken) => target switch
     {
+        SqliteTarget sqlite => OpenSqliteAsync(sqlite),
+        PostgreSqlTarget postgres => OpenPostgreSqlAsync(postgres, cancellationToken),
+        _ => throw new ArgumentOutOfRangeException(nameof(target), target, "Unknown kind of store."),
+    };
+
+    static async Task<OpenedStore> OpenSqliteAsync(SqliteTarget target)
+    {
+        var path = target.Path;
+        var tablePrefix = target.TablePrefix;
         var full = Path.GetFullPath(path);
         if (Directory.Exists(full))
         {
@@ -26,18 +42,21 @@ internal static class StoreAccess
         }
         catch (ArgumentException exception)
         {
-            throw new CliException(CliApp.Usage, exception.Message);
+            throw new CliException(CliApp.Usage, WithoutParameterName(exception));
         }
 
         try
         {
-            if (store.GetSchemaVersion() == 0)
+            var version = store.GetSchemaVersion();
+            if (version == 0)
             {
-                var prefixHint = tablePrefix == "converge_"
+                var prefixHint = tablePrefix == StoreLocation.DefaultTablePrefix
                     ? " If the application sets SqliteStoreOptions.TablePrefix, pass the same --table-prefix."
                     : "";
                 throw new CliException(CliApp.Usage, $"{path} is not a Converge store: no Converge tables (prefix '{tablePrefix}'). Start an application with options.UseSqlite(\"{path}\") first.{prefixHint}");
             }
+
+            return new OpenedStore(store, store.Path, version, target);
         }
         catch (SqliteException exception) when (exception.SqliteErrorCode is 26 /* SQLITE_NOTADB */)
         {
@@ -49,7 +68,90 @@ internal static class StoreAccess
             await store.DisposeAsync();
             throw;
         }
-
-        return store;
     }
+
+    static async Task<OpenedStore> OpenPostgreSqlAsync(PostgreSqlTarget target, CancellationToken cancellationToken)
+    {
+        // The store's options check the connection string and the schema name before anything connects, so a typo
+        // is reported as misuse without waiting for a server.
+        PostgreSqlMessageStore store;
+        try
+        {
+            store = new PostgreSqlMessageStore(new PostgreSqlStoreOptions { ConnectionString = target.ConnectionString, Schema = target.Schema }, TimeProvider.System);
+        }
+        catch (ArgumentException exception)
+        {
+            throw new CliException(CliApp.Usage, WithoutParameterName(exception));
+        }
+
+        try
+        {
+            var server = WithoutPassword(target.ConnectionString);
+
+            // Only reads the migrations table; MigrateAsync is never called, so nothing is created here.
+            var version = await store.GetSchemaVersionAsync(cancellationToken);
+            if (version == 0)
+            {
+                var schemaHint = target.Schema == StoreLocation.DefaultSchema
+                    ? " (the schema the application sets in PostgreSqlStoreOptions.Schema)"
+                    : "";
+                throw new CliException(CliApp.Usage, $"{server} is not a Converge store: schema '{target.Schema}' has no Converge tables. Start an application with options.UsePostgreSql(...) first, or pass --schema{schemaHint}. (This command never creates the schema.)");
+            }
+
+            return new OpenedStore(store, $"{server}, schema {store.SchemaName}", version, target);
+        }
+        catch
+        {
+            await store.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// The message without the " (Parameter 'Schema')" that .NET appends: it names a property of the options class,
+    /// which the user never typed.
+    /// </summary>
+    static string WithoutParameterName(ArgumentException exception)
+    {
+        var message = exception.Message;
+        var suffix = $" (Parameter '{exception.ParamName}')";
+        return exception.ParamName is not null && message.EndsWith(suffix, StringComparison.Ordinal) ? message[..^suffix.Length] : message;
+    }
+
+    /// <summary>
+    /// The connection string without its password, for tables, JSON and error messages, which end up pasted into
+    /// tickets and chats. The hints still repeat what the user typed, so they can be run as they are.
+    /// </summary>
+    static string WithoutPassword(string connectionString)
+    {
+        var builder = new NpgsqlConnectionStringBuilder(connectionString) { Password = null };
+        return builder.ConnectionString;
+    }
+}
+
+/// <summary>A store opened by <see cref="StoreAccess.OpenExistingAsync"/>, with what the commands print about it.</summary>
+internal sealed class OpenedStore : IAsyncDisposable
+{
+    public OpenedStore(IMessageStore store, string name, int schemaVersion, StoreTarget target)
+    {
+        Store = store;
+        Name = name;
+        SchemaVersion = schemaVersion;
+        Target = target;
+    }
+
+    public IMessageStore Store { get; }
+
+    /// <summary>Where the store is, for people: the SQLite file's full path, or the PostgreSQL server, database and schema (never a password).</summary>
+    public string Name { get; }
+
+    /// <summary>The schema version found when the store was opened, never 0.</summary>
+    public int SchemaVersion { get; }
+
+    public StoreTarget Target { get; }
+
+    /// <summary>The store options as the user gave them, quoted, for suggested commands.</summary>
+    public string Arguments => Target.Arguments;
+
+    public ValueTask DisposeAsync() => Store.DisposeAsync();
 }

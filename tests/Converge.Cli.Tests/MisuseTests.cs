@@ -35,6 +35,13 @@ public sealed class MisuseTests
     [InlineData("Required argument missing", "jobs", "batch", "--db", "app.db")]
     [InlineData("--count", "bench", "jobs")]
     [InlineData("--concurrency must be between 1 and 1024", "bench", "jobs", "--count", "10", "--concurrency", "0")]
+    [InlineData("Pass the store: --db app.db (SQLite) or --postgres \"Host=...;Database=...\" (PostgreSQL).", "jobs", "list")]
+    [InlineData("Pass the store: --db app.db (SQLite) or --postgres", "dead-letters", "retry", "7")]
+    [InlineData("Pass the store: --db app.db (SQLite) or --postgres", "status", "--schema", "app")]
+    [InlineData("Pass one store, not both: --db FILE (SQLite) or --postgres CONN (PostgreSQL).", "status", "--db", "app.db", "--postgres", "Host=127.0.0.1")]
+    [InlineData("Pass one store, not both", "jobs", "show", "0195f3a2-7c1e-7b3d-9a4f-2c8e5d6b1a90", "--postgres", "Host=127.0.0.1", "--db", "app.db")]
+    [InlineData("--schema is for a PostgreSQL store (--postgres)", "sagas", "list", "--db", "app.db", "--schema", "app")]
+    [InlineData("--table-prefix is for a SQLite store (--db)", "flow", "tx-1", "--postgres", "Host=127.0.0.1", "--table-prefix", "app_")]
     [InlineData("--batch-size must be between 1 and 10000", "bench", "jobs", "--count", "10", "--batch-size", "0")]
     public async Task Misuse_exits_2_and_prints_what_to_do(string expected, params string[] args)
     {
