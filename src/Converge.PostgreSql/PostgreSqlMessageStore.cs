@@ -50,6 +50,10 @@ public sealed class PostgreSqlMessageStore : IMessageStore
     /// <inheritdoc />
     public CommitSignals Signals { get; } = new();
 
+    /// <inheritdoc />
+    /// <remarks>PostgreSQL overlaps commits from several connections; see <see cref="PostgreSqlStoreOptions.ParallelWriters"/>.</remarks>
+    public int ParallelWriters => _options.ParallelWriters;
+
     /// <summary>The schema that holds Converge's tables.</summary>
     public string SchemaName => _options.Schema;
 

@@ -50,7 +50,6 @@ internal sealed class PostgreSqlSchema
                 history text);
             CREATE INDEX queue_ready ON {Queue} (queue, priority DESC, visible_at, id);
             CREATE INDEX queue_oldest ON {Queue} (queue, visible_at, id);
-            CREATE INDEX queue_leased ON {Queue} (queue, visible_at) WHERE lease_token IS NOT NULL;
             CREATE TABLE {Inbox} (
                 consumer text NOT NULL,
                 message_id uuid NOT NULL,

@@ -25,8 +25,19 @@ public sealed partial class PostgreSqlStoreOptions
     /// </summary>
     public TimeSpan ListenerReconnectDelay { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// Write transactions one job queue's worker runs at once (finished jobs committed in parallel groups). Default 4;
+    /// each takes a connection from the pool while it commits.
+    /// </summary>
+    public int ParallelWriters { get; set; } = 4;
+
     internal void Validate()
     {
+        if (ParallelWriters is < 1 or > 16)
+        {
+            throw new ArgumentException($"ParallelWriters must be between 1 and 16 (default 4); got {ParallelWriters}.", nameof(ParallelWriters));
+        }
+
         if (string.IsNullOrWhiteSpace(ConnectionString))
         {
             throw new ArgumentException("The PostgreSQL store needs a connection string: options.UsePostgreSql(\"Host=127.0.0.1;Username=app;Database=app\").", nameof(ConnectionString));

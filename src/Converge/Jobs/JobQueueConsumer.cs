@@ -27,7 +27,7 @@ internal sealed class JobQueueConsumer : IDisposable
     readonly IServiceScopeFactory _scopes;
     readonly ILogger _logger;
     readonly Dictionary<string, JobRegistration> _registrations;
-    readonly Channel<Finished> _finished = Channel.CreateUnbounded<Finished>(new UnboundedChannelOptions { SingleReader = true });
+    readonly Channel<Finished> _finished = Channel.CreateUnbounded<Finished>(new UnboundedChannelOptions { SingleReader = false });
     readonly ConcurrentDictionary<long, Running> _running = new();
     readonly SemaphoreSlim _executing;
     readonly Doorbell _slotFreed = new();
@@ -71,7 +71,10 @@ internal sealed class JobQueueConsumer : IDisposable
     {
         _stopping = stopping;
         _abort = abort;
-        var committer = Task.Run(() => CommitLoopAsync(abort), CancellationToken.None);
+        // One committer per writer the store can take at once: on a server, while one group waits for its commit to
+        // reach the disk, the next is already on its way.
+        var committers = Task.WhenAll(Enumerable.Range(0, Math.Clamp(_store.ParallelWriters, 1, 16))
+            .Select(_ => Task.Run(() => CommitLoopAsync(abort), CancellationToken.None)));
         var tick = Min(_options.LeaseDuration / 3, _options.Jobs.CancellationCheckInterval);
         _renewedAt = _options.TimeProvider.GetUtcNow();
         using (_options.TimeProvider.CreateTimer(_ => OnTick(), null, tick, tick))
@@ -95,7 +98,7 @@ internal sealed class JobQueueConsumer : IDisposable
         }
 
         _finished.Writer.Complete();
-        await committer;
+        await committers;
     }
 
     static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;

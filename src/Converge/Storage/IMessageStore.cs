@@ -15,6 +15,13 @@ public interface IMessageStore : IAsyncDisposable
     /// <summary>Signals rung after this process commits queue or log writes.</summary>
     CommitSignals Signals { get; }
 
+    /// <summary>
+    /// How many write transactions of one worker are worth running at once. A store with one writer at a time
+    /// (SQLite) says 1, the default; a server whose commits overlap (PostgreSQL) says more, and a job queue then
+    /// commits that many groups of finished jobs in parallel.
+    /// </summary>
+    int ParallelWriters => 1;
+
     /// <summary>Applies pending schema migrations. Safe when several processes start at once.</summary>
     ValueTask MigrateAsync(CancellationToken cancellationToken);
 
