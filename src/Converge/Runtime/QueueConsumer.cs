@@ -242,12 +242,24 @@ internal sealed class QueueConsumer
         await using var transaction = await _store.BeginAsync(abort);
         try
         {
+            // Optimistically, the batch's inbox records and its removals from the queue are one statement each.
+            var recorded = isolated ? null : await RecordInboxAsync(transaction, batch, decoded, abort);
+            var completions = isolated ? null : new List<QueuedMessage>(batch.Count);
             for (var i = 0; i < batch.Count; i++)
             {
-                outcomes[i] = (batch[i], await HandleOneAsync(transaction, batch[i], decoded[i], isolated, abort));
+                outcomes[i] = (batch[i], await HandleOneAsync(transaction, batch[i], decoded[i], isolated, recorded?[i], completions, abort));
+            }
+
+            if (completions is { Count: > 0 } && await transaction.CompleteAsync(completions, abort) != completions.Count)
+            {
+                throw new OptimisticBatchFailed();
             }
         }
         catch (OptimisticBatchFailed)
+        {
+            return false;
+        }
+        catch (Exception) when (!isolated && !abort.IsCancellationRequested)
         {
             return false;
         }
@@ -259,8 +271,37 @@ internal sealed class QueueConsumer
     /// <summary>A message failed in a batch run without savepoints: run the batch again, isolating each message.</summary>
     sealed class OptimisticBatchFailed : Exception;
 
+    /// <summary>The inbox records of the messages that will run, in one call; element i is message i's (null when it will not run).</summary>
+    async Task<bool?[]?> RecordInboxAsync(IStoreTransaction transaction, IReadOnlyList<QueuedMessage> batch, QueueOutcomes.Decoded<HandlerRegistration>[] decoded, CancellationToken abort)
+    {
+        if (!_queue.RecordsInbox || batch.Count < 2)
+        {
+            return null;
+        }
+
+        var runs = Enumerable.Range(0, batch.Count).Where(i => decoded[i].RejectedFor is null && batch[i].Attempt <= _options.Retry.MaxAttempts).ToList();
+        if (runs.Count < 2)
+        {
+            return null;
+        }
+
+        var recorded = await transaction.TryRecordInboxAsync(_queue.Name, [.. runs.Select(i => batch[i].Envelope)], abort);
+        var byMessage = new bool?[batch.Count];
+        for (var k = 0; k < runs.Count; k++)
+        {
+            byMessage[runs[k]] = recorded[k];
+        }
+
+        return byMessage;
+    }
+
+    /// <summary>
+    /// Handles one message in <paramref name="transaction"/>. <paramref name="recordedInbox"/> tells whether its inbox record
+    /// was new when the batch recorded them already; <paramref name="completions"/> collects removals for one statement
+    /// (<c>null</c>: each is removed at once).
+    /// </summary>
     /// <returns>The outcome, or <c>null</c> when the lease was lost and nothing was recorded.</returns>
-    async ValueTask<HandlingOutcome?> HandleOneAsync(IStoreTransaction transaction, QueuedMessage message, QueueOutcomes.Decoded<HandlerRegistration> decoded, bool isolated, CancellationToken abort)
+    async ValueTask<HandlingOutcome?> HandleOneAsync(IStoreTransaction transaction, QueuedMessage message, QueueOutcomes.Decoded<HandlerRegistration> decoded, bool isolated, bool? recordedInbox, List<QueuedMessage>? completions, CancellationToken abort)
     {
         var envelope = message.Envelope;
         if (decoded.RejectedFor is { } reason)
@@ -282,9 +323,9 @@ internal sealed class QueueConsumer
 
         try
         {
-            if (_queue.RecordsInbox && !await transaction.TryRecordInboxAsync(_queue.Name, envelope, abort))
+            if (_queue.RecordsInbox && !(recordedInbox ?? await transaction.TryRecordInboxAsync(_queue.Name, envelope, abort)))
             {
-                await transaction.CompleteAsync(message, abort);
+                await CompleteAsync(transaction, message, completions, abort);
                 await ReleaseAsync(transaction, isolated, abort);
                 Log.Duplicate(_logger, envelope.MessageId, _queue.Name);
                 return HandlingOutcome.Duplicate;
@@ -297,7 +338,7 @@ internal sealed class QueueConsumer
                 await decoded.Registration!.Invoker.InvokeAsync(scope.ServiceProvider, decoded.Body!, context, abort);
             }
 
-            if (!await transaction.CompleteAsync(message, abort))
+            if (!await CompleteAsync(transaction, message, completions, abort))
             {
                 if (!isolated)
                 {
@@ -321,6 +362,18 @@ internal sealed class QueueConsumer
             await transaction.RollbackToSavepointAsync(abort);
             return await RecordFailureAsync(transaction, message, exception, abort);
         }
+    }
+
+    /// <summary>Removes a message now, or, when <paramref name="completions"/> collects them, with the batch's others.</summary>
+    static async ValueTask<bool> CompleteAsync(IStoreTransaction transaction, QueuedMessage message, List<QueuedMessage>? completions, CancellationToken abort)
+    {
+        if (completions is null)
+        {
+            return await transaction.CompleteAsync(message, abort);
+        }
+
+        completions.Add(message);
+        return true;
     }
 
     static ValueTask ReleaseAsync(IStoreTransaction transaction, bool isolated, CancellationToken abort) =>
