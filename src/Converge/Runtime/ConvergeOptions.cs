@@ -283,15 +283,19 @@ public sealed class QueueOptions
     int? _concurrency;
 
     /// <summary>
-    /// Message queues: consumers working this queue at once in this process. Default 1: on SQLite writes are
-    /// serialized, so more consumers only help handlers that wait on something else. Job queues: jobs running at
-    /// once in this process (they run outside transactions). Default 16.
+    /// Message queues: consumers working this queue at once in this process, each with a batch in a transaction of
+    /// its own. Default: the store's <see cref="Storage.IMessageStore.ParallelWriters"/> (1 on SQLite, where writes are
+    /// serialized and more consumers only help handlers that wait on something else; 4 on PostgreSQL). Job queues:
+    /// jobs running at once in this process (they run outside transactions). Default 16.
     /// </summary>
     public int Concurrency
     {
         get => _concurrency ?? (RunsJobs ? 16 : 1);
         set => _concurrency = value;
     }
+
+    /// <summary>Consumers of a message queue on <paramref name="store"/>: the configured number, else the store's writers.</summary>
+    internal int ConsumersOn(Storage.IMessageStore store) => _concurrency ?? (RunsJobs ? Concurrency : Math.Clamp(store.ParallelWriters, 1, 16));
 
     /// <summary>Whether the queue runs jobs (<see cref="ConvergeOptions.Job{TJob, THandler}"/>) rather than message handlers.</summary>
     public bool RunsJobs { get; internal set; }
