@@ -104,6 +104,33 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         await AnnounceAsync(PostgreSqlNotifications.QueuePrefix + message.Queue, cancellationToken);
     }
 
+    public async ValueTask RequeueAsync(OutgoingMessage message, int attempts, IReadOnlyList<AttemptRecord> history, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        ArgumentNullException.ThrowIfNull(history);
+        ArgumentOutOfRangeException.ThrowIfNegative(attempts);
+        var now = _store.Now;
+        await ExecuteAsync(
+            (await CommandAsync(Sql.EnqueueWithHistory, cancellationToken))
+                .With("queue", message.Queue)
+                .With("priority", message.Priority)
+                .With("visible_at", (message.DueAt is { } due && due > now ? due : now).UtcTicks)
+                .With("attempts", attempts)
+                .With("history", NpgsqlDbType.Text, StoredRows.WriteHistory(history, null))
+                .WithEnvelope(message.Envelope),
+            cancellationToken);
+        await AnnounceAsync(PostgreSqlNotifications.QueuePrefix + message.Queue, cancellationToken);
+    }
+
+    public async ValueTask RecordDeadLetterAsync(string queue, Envelope envelope, int priority, string reason, string? exception, int attempts, IReadOnlyList<AttemptRecord> history, CancellationToken cancellationToken)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(queue);
+        ArgumentNullException.ThrowIfNull(envelope);
+        ArgumentException.ThrowIfNullOrEmpty(reason);
+        ArgumentNullException.ThrowIfNull(history);
+        await InsertDeadLetterAsync(queue, envelope, priority, reason, exception, attempts, StoredRows.WriteHistory(history, null), null, cancellationToken);
+    }
+
     /// <summary>Writes the held sends; every other statement of the transaction runs after this, so it sees them.</summary>
     async ValueTask FlushAsync(CancellationToken cancellationToken)
     {
