@@ -176,7 +176,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
             return await ClaimAsync(queue, max, lease, cancellationToken);
         }
 
-        ValidatePolicy(policy);
+        ClaimLimits.Validate(policy);
         await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken);
         if (policy is { MaxInFlight: null, RateLimit: null })
         {
@@ -204,7 +204,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
     /// </summary>
     internal async Task<IReadOnlyList<QueuedMessage>> ClaimWithinAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string queue, int max, TimeSpan lease, ClaimPolicy policy, DateTimeOffset now, CancellationToken cancellationToken)
     {
-        ValidatePolicy(policy);
+        ClaimLimits.Validate(policy);
         var claim = policy.OldestFirst ? Schema.ClaimOldest : Schema.Claim;
         if (policy is { MaxInFlight: null, RateLimit: null })
         {
@@ -222,7 +222,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
         if (policy.RateLimit is { } rate)
         {
             (tokens, refilledAt) = await RefillBucketAsync(connection, transaction, queue, rate, now, cancellationToken);
-            allowed = (int)Math.Min(allowed, Math.Floor(tokens + TokenTolerance));
+            allowed = Math.Min(allowed, ClaimLimits.Permits(tokens));
         }
 
         IReadOnlyList<QueuedMessage> claimed = allowed > 0 ? await ClaimRowsAsync(connection, transaction, claim, queue, allowed, lease, now, cancellationToken) : [];
@@ -238,37 +238,15 @@ public sealed class PostgreSqlMessageStore : IMessageStore
         return claimed;
     }
 
-    static void ValidatePolicy(ClaimPolicy policy)
-    {
-        ArgumentNullException.ThrowIfNull(policy);
-        if (policy.RateLimit is { } limit && (!(limit.PermitsPerSecond > 0) || limit.Burst < 1))
-        {
-            throw new ArgumentException($"A rate limit needs positive permits per second and a burst of at least 1; got {limit}.", nameof(policy));
-        }
-    }
-
-    /// <summary>Absorbs rounding in refills, so that 0.3 s at 10 per second is 3 permits, not 2.9999.</summary>
-    const double TokenTolerance = 1e-9;
 
     async Task<long> CountLiveLeasesAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, string queue, DateTimeOffset now, CancellationToken cancellationToken) =>
         (long)(await Command(connection, transaction, Schema.CountLiveLeases).With("queue", queue).With("now", now.UtcTicks).ExecuteScalarAsync(cancellationToken))!;
 
-    /// <summary>
-    /// The permits in the queue's token bucket at <paramref name="now"/>: what was left, plus the time since the last
-    /// refill at the policy's rate, at most its burst. A bucket never used starts full; a clock behind the stored refill
-    /// time adds nothing and keeps that time.
-    /// </summary>
+    /// <summary>The queue's token bucket refilled to <paramref name="now"/>, and the refill time to store.</summary>
     async Task<(double Tokens, long RefilledAt)> RefillBucketAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string queue, RateLimit rate, DateTimeOffset now, CancellationToken cancellationToken)
     {
         await using var reader = await Command(connection, transaction, Schema.GetRateLimit).With("queue", queue).ExecuteReaderAsync(cancellationToken);
-        if (!await reader.ReadAsync(cancellationToken))
-        {
-            return (rate.Burst, now.UtcTicks);
-        }
-
-        var refilledAt = reader.GetInt64(1);
-        var elapsedTicks = Math.Max(0, now.UtcTicks - refilledAt);
-        return (Math.Min(rate.Burst, reader.GetDouble(0) + (elapsedTicks * rate.PermitsPerSecond / TimeSpan.TicksPerSecond)), Math.Max(refilledAt, now.UtcTicks));
+        return ClaimLimits.Refill(await reader.ReadAsync(cancellationToken) ? (reader.GetDouble(0), reader.GetInt64(1)) : null, rate, now);
     }
 
     /// <summary>Leases up to <paramref name="max"/> visible messages with <paramref name="claim"/>, skipping rows other claims hold.</summary>

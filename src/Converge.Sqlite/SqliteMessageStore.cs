@@ -221,7 +221,7 @@ public sealed class SqliteMessageStore : IMessageStore
             return await ClaimAsync(queue, max, lease, cancellationToken);
         }
 
-        ValidatePolicy(policy);
+        ClaimLimits.Validate(policy);
 
         // Reads first: an idle poll, or one at the concurrency limit, never takes the write lock.
         if (!Read(session => AnyVisible(session, queue, Now) && (policy.MaxInFlight is not { } most || CountLiveLeases(session.Commands, null, queue, Now) < most)))
@@ -266,7 +266,7 @@ public sealed class SqliteMessageStore : IMessageStore
         if (policy.RateLimit is { } rate)
         {
             (tokens, refilledAt) = RefillBucket(commands, transaction, queue, rate, now);
-            allowed = (int)Math.Min(allowed, Math.Floor(tokens + TokenTolerance));
+            allowed = Math.Min(allowed, ClaimLimits.Permits(tokens));
         }
 
         var claimed = allowed > 0
@@ -284,17 +284,6 @@ public sealed class SqliteMessageStore : IMessageStore
         return claimed;
     }
 
-    internal static void ValidatePolicy(ClaimPolicy policy)
-    {
-        ArgumentNullException.ThrowIfNull(policy);
-        if (policy.RateLimit is { } limit && (!(limit.PermitsPerSecond > 0) || limit.Burst < 1))
-        {
-            throw new ArgumentException($"A rate limit needs positive permits per second and a burst of at least 1; got {limit}.", nameof(policy));
-        }
-    }
-
-    /// <summary>Absorbs rounding in refills, so that 0.3 s at 10 per second is 3 permits, not 2.9999.</summary>
-    const double TokenTolerance = 1e-9;
 
     bool AnyVisible(SqliteSession session, string queue, DateTimeOffset now) =>
         session.Commands.Get(Schema.AnyVisible, null).With("$queue", queue).With("$now", now.UtcTicks).ExecuteScalar() is not null;
@@ -302,22 +291,11 @@ public sealed class SqliteMessageStore : IMessageStore
     long CountLiveLeases(CommandCache commands, SqliteTransaction? transaction, string queue, DateTimeOffset now) =>
         (long)commands.Get(Schema.CountLiveLeases, transaction).With("$queue", queue).With("$now", now.UtcTicks).ExecuteScalar()!;
 
-    /// <summary>
-    /// The permits in the queue's token bucket at <paramref name="now"/>: what was left, plus the time since the last
-    /// refill at the policy's rate, at most its burst; and the refill time to store. A bucket never used starts full.
-    /// A clock behind the stored refill time (another process's clock ran ahead) adds nothing and keeps that time.
-    /// </summary>
+    /// <summary>The queue's token bucket refilled to <paramref name="now"/>, and the refill time to store.</summary>
     (double Tokens, long RefilledAt) RefillBucket(CommandCache commands, SqliteTransaction transaction, string queue, RateLimit rate, DateTimeOffset now)
     {
         using var reader = commands.Get(Schema.GetRateLimit, transaction).With("$queue", queue).ExecuteReader();
-        if (!reader.Read())
-        {
-            return (rate.Burst, now.UtcTicks);
-        }
-
-        var refilledAt = reader.GetInt64(1);
-        var elapsedTicks = Math.Max(0, now.UtcTicks - refilledAt);
-        return (Math.Min(rate.Burst, reader.GetDouble(0) + (elapsedTicks * rate.PermitsPerSecond / TimeSpan.TicksPerSecond)), Math.Max(refilledAt, now.UtcTicks));
+        return ClaimLimits.Refill(reader.Read() ? (reader.GetDouble(0), reader.GetInt64(1)) : null, rate, now);
     }
 
     /// <summary>Leases up to <paramref name="max"/> visible messages with <paramref name="claim"/>; highest priority first, then in queue order.</summary>

@@ -93,7 +93,7 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
 
     public ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken)
     {
-        SqliteMessageStore.ValidatePolicy(policy);
+        ClaimLimits.Validate(policy);
         return ValueTask.FromResult<IReadOnlyList<QueuedMessage>>(_store.ClaimWithin(_commands, _transaction, queue, max, lease, policy, _store.Now));
     }
 

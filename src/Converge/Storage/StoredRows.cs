@@ -118,3 +118,38 @@ internal static class StoredRows
     public static List<JobInfo> Newest(IEnumerable<JobInfo> found, int max) =>
         [.. found.OrderByDescending(job => job.FinishedAt ?? job.EnqueuedAt).Take(max)];
 }
+
+/// <summary>The arithmetic of a claim policy's limits, the same in every store; the store keeps the numbers.</summary>
+internal static class ClaimLimits
+{
+    /// <summary>Absorbs rounding in refills, so that 0.3 s at 10 per second is 3 permits, not 2.9999.</summary>
+    public const double TokenTolerance = 1e-9;
+
+    public static void Validate(ClaimPolicy policy)
+    {
+        ArgumentNullException.ThrowIfNull(policy);
+        if (policy.RateLimit is { } limit && (!(limit.PermitsPerSecond > 0) || limit.Burst < 1))
+        {
+            throw new ArgumentException($"A rate limit needs positive permits per second and a burst of at least 1; got {limit}.", nameof(policy));
+        }
+    }
+
+    /// <summary>
+    /// The permits in a token bucket at <paramref name="now"/>: what was left (<paramref name="stored"/>), plus the time
+    /// since its last refill at the policy's rate, at most its burst; and the refill time to store. A bucket never used
+    /// starts full. A clock behind the stored refill time (another process's clock ran ahead) adds nothing and keeps that time.
+    /// </summary>
+    public static (double Tokens, long RefilledAt) Refill((double Tokens, long RefilledAt)? stored, RateLimit rate, DateTimeOffset now)
+    {
+        if (stored is not { } bucket)
+        {
+            return (rate.Burst, now.UtcTicks);
+        }
+
+        var elapsedTicks = Math.Max(0, now.UtcTicks - bucket.RefilledAt);
+        return (Math.Min(rate.Burst, bucket.Tokens + (elapsedTicks * rate.PermitsPerSecond / TimeSpan.TicksPerSecond)), Math.Max(bucket.RefilledAt, now.UtcTicks));
+    }
+
+    /// <summary>Whole permits available in <paramref name="tokens"/>.</summary>
+    public static int Permits(double tokens) => (int)Math.Min(int.MaxValue, Math.Floor(tokens + TokenTolerance));
+}
