@@ -92,16 +92,19 @@ public static class ShopSetup
     public static void AddServices(IServiceCollection services, string databasePath) =>
         services.AddSingleton(_ => new PaymentProvider(LedgerPath(databasePath)));
 
-    /// <summary>Creates the services' tables (each service owns its own, prefixed by its name).</summary>
+    /// <summary>
+    /// Creates the services' tables (each service owns its own, prefixed by its name). Amounts are cents in BIGINT,
+    /// which SQLite reads as INTEGER and PostgreSQL as a 64-bit integer, so the same SQL runs on both stores.
+    /// </summary>
     public static async Task CreateTablesAsync(IMessageStore store, CancellationToken cancellationToken)
     {
         await using var transaction = await store.BeginAsync(cancellationToken);
         foreach (var statement in new[]
         {
-            "CREATE TABLE IF NOT EXISTS shop_orders (id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, amount INTEGER NOT NULL, status TEXT NOT NULL, reason TEXT, style TEXT NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS shop_customers (id TEXT PRIMARY KEY, credit_limit INTEGER NOT NULL, reserved INTEGER NOT NULL DEFAULT 0)",
-            "CREATE TABLE IF NOT EXISTS shop_reservations (order_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, amount INTEGER NOT NULL, status TEXT NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS shop_payments (order_id TEXT PRIMARY KEY, status TEXT NOT NULL, amount INTEGER NOT NULL, reference TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS shop_orders (id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, amount BIGINT NOT NULL, status TEXT NOT NULL, reason TEXT, style TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS shop_customers (id TEXT PRIMARY KEY, credit_limit BIGINT NOT NULL, reserved BIGINT NOT NULL DEFAULT 0)",
+            "CREATE TABLE IF NOT EXISTS shop_reservations (order_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, amount BIGINT NOT NULL, status TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS shop_payments (order_id TEXT PRIMARY KEY, status TEXT NOT NULL, amount BIGINT NOT NULL, reference TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS shop_shipments (order_id TEXT PRIMARY KEY, tracking TEXT NOT NULL)",
         })
         {
