@@ -89,8 +89,12 @@ public static class ShopSetup
     /// <summary>The payment provider's ledger lives in its own file beside the shop's database.</summary>
     public static string LedgerPath(string databasePath) => databasePath + ".provider-ledger";
 
-    public static void AddServices(IServiceCollection services, string databasePath) =>
-        services.AddSingleton(_ => new PaymentProvider(LedgerPath(databasePath)));
+    /// <summary>The payment provider's ledger in a folder of the simulated outside services (the one a PostgreSQL run uses).</summary>
+    public static string LedgerIn(string folder) => Path.Combine(folder, "shop-provider-ledger.db");
+
+    /// <summary>Adds the payment provider, with its ledger at <paramref name="ledgerPath"/> (every process of a run uses the same file).</summary>
+    public static void AddServices(IServiceCollection services, string ledgerPath) =>
+        services.AddSingleton(_ => new PaymentProvider(ledgerPath));
 
     /// <summary>
     /// Creates the services' tables (each service owns its own, prefixed by its name). Amounts are cents in BIGINT,
