@@ -47,6 +47,8 @@ public sealed class DemoShopTests
         }
 
         Assert.Equal(2, report.GetProperty("kills").GetInt32());
+        Assert.Equal(3, report.GetProperty("processes").GetInt32());
+        Assert.Equal("sqlite", report.GetProperty("store").GetString());
         Assert.Contains("kill 2: ", result.Error, StringComparison.Ordinal);
         Assert.Contains("exit code 137", result.Error, StringComparison.Ordinal);
     }
