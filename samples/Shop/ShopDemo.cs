@@ -59,7 +59,8 @@ public sealed class ShopDemoSettings
 
 /// <summary>
 /// The demo's summary. The violations are counted from the databases and the provider's ledger. <c>Processes</c> is
-/// the number of worker processes besides the demo's own (0 or 3); <c>Store</c> is <c>sqlite</c> or <c>postgresql</c>.
+/// the number of worker processes besides the demo's own (0 or 3); <c>Store</c> is <c>sqlite</c> or <c>postgresql</c>;
+/// <c>DoubleCharges</c> counts orders the provider's ledger shows charged more than once (each is also a violation).
 /// </summary>
 public sealed record ShopDemoReport(
     string Style,
@@ -79,7 +80,8 @@ public sealed record ShopDemoReport(
     string Db,
     int Kills,
     int Processes,
-    string Store);
+    string Store,
+    int DoubleCharges);
 
 /// <summary>
 /// Places N orders in one process running all four services, with faults injected through a fault plan at every
@@ -155,7 +157,8 @@ public static class ShopDemo
 
             var statuses = await CountAsync(connection, "SELECT status, count(*) FROM shop_orders GROUP BY status", cancellationToken);
             using var provider = new PaymentProvider(ledger);
-            var violations = await CheckAsync(connection, store, provider.Ledger(), settings.Style, cancellationToken);
+            var charges = provider.Ledger();
+            var violations = await CheckAsync(connection, store, charges, settings.Style, cancellationToken);
             var kinds = await CountAsync(connection, $"SELECT kind, count(*) FROM {store.SagaLogTable} GROUP BY kind", cancellationToken);
             return new ShopDemoReport(
                 settings.Style == ShopStyle.Orchestrated ? "orchestrated" : "choreographed",
@@ -177,7 +180,8 @@ public static class ShopDemo
                 store.Describe(),
                 settings.Processes ? settings.Kills : 0,
                 workers.Count,
-                store.Kind);
+                store.Kind,
+                charges.Values.Count(c => c.Charges > 1));
         }
         finally
         {

@@ -99,6 +99,7 @@ internal static class DemoCommands
             CliOutput.AddRow(table, "rejected", report.Rejected);
             CliOutput.AddRow(table, "in flight", report.InFlight);
             CliOutput.AddRow(table, "violations", report.Violations);
+            CliOutput.AddRow(table, "double charges", report.DoubleCharges);
             CliOutput.AddRow(table, "faults injected", report.FaultsInjected);
             CliOutput.AddRow(table, "replies ignored (duplicate or late)", report.RepliesIgnored);
             CliOutput.AddRow(table, "timeouts fired", report.TimeoutsFired);

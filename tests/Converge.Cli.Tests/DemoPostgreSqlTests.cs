@@ -25,9 +25,13 @@ public sealed class DemoPostgreSqlTests
         Assert.Equal("postgresql", report.GetProperty("store").GetString());
         Assert.Contains("schema " + schema.Name, report.GetProperty("db").GetString(), StringComparison.Ordinal);
         Assert.Equal(0, report.GetProperty("violations").GetInt32());
+        Assert.Equal(0, report.GetProperty("double_charges").GetInt32());
         Assert.Equal(0, report.GetProperty("in_flight").GetInt32());
         Assert.Equal(300, report.GetProperty("completed").GetInt32() + report.GetProperty("compensated").GetInt32() + report.GetProperty("rejected").GetInt32());
-        Assert.True(report.GetProperty("completed").GetInt32() > 0, result.ToString());
+
+        // Some orders got their credit reserved. Not more than that: on a slow machine the restart after the kill can
+        // outlast the saga's 2 s step timeout, and then most orders end compensated or rejected (correctly).
+        Assert.True(report.GetProperty("completed").GetInt32() + report.GetProperty("compensated").GetInt32() > 0, result.ToString());
         Assert.Equal(3, report.GetProperty("processes").GetInt32());
         Assert.Equal(1, report.GetProperty("kills").GetInt32());
         Assert.Contains("kill 1: ", result.Error, StringComparison.Ordinal);

@@ -17,6 +17,7 @@ public sealed class DemoShopTests
         Assert.Equal(300, report.GetProperty("orders").GetInt32());
         Assert.Equal(0, report.GetProperty("in_flight").GetInt32());
         Assert.Equal(0, report.GetProperty("violations").GetInt32());
+        Assert.Equal(0, report.GetProperty("double_charges").GetInt32());
         Assert.Equal(300, report.GetProperty("completed").GetInt32() + report.GetProperty("compensated").GetInt32() + report.GetProperty("rejected").GetInt32());
         Assert.True(report.GetProperty("faults_injected").GetInt64() > 0, result.ToString());
         Assert.True(report.GetProperty("completed").GetInt32() > 0, result.ToString());
