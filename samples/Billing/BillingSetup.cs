@@ -20,26 +20,36 @@ public static class BillingSetup
     public const string Schedule = "month-close";
 
     /// <summary>The payment provider's ledger lives in its own file beside the store's database.</summary>
-    public static string ProviderLedgerPath(string databasePath) => databasePath + ".provider.db";
+    public static string ProviderLedgerPath(string databasePath) => BillingFiles.Beside(databasePath).ProviderLedger;
 
     /// <summary>The email service's sent mail lives in its own file beside the store's database.</summary>
-    public static string MailboxPath(string databasePath) => databasePath + ".email.db";
+    public static string MailboxPath(string databasePath) => BillingFiles.Beside(databasePath).Mailbox;
 
     /// <summary>
-    /// Adds Converge on <paramref name="databasePath"/> with the month close, and the provider, email service and
-    /// world changes the handlers use. <paramref name="configure"/> runs last (for example to turn consumers off in
-    /// a process that only enqueues).
+    /// Adds Converge on the SQLite file <paramref name="databasePath"/> with the month close, and the provider,
+    /// email service and world changes the handlers use, their files beside the database. <paramref name="configure"/>
+    /// runs last (for example to turn consumers off in a process that only enqueues).
     /// </summary>
-    public static IServiceCollection AddBilling(this IServiceCollection services, string databasePath, BillingOptions billing, Action<ConvergeOptions>? configure = null)
+    public static IServiceCollection AddBilling(this IServiceCollection services, string databasePath, BillingOptions billing, Action<ConvergeOptions>? configure = null) =>
+        services.AddBilling(o => o.UseSqlite(databasePath), BillingFiles.Beside(databasePath), billing, configure);
+
+    /// <summary>
+    /// Adds Converge on the store <paramref name="useStore"/> chooses (SQLite or PostgreSQL) with the month close,
+    /// and the provider, email service and world changes the handlers use, with their files at <paramref name="files"/>.
+    /// Every process of a close must use the same store and the same files. <paramref name="configure"/> runs last.
+    /// </summary>
+    public static IServiceCollection AddBilling(this IServiceCollection services, Action<ConvergeOptions> useStore, BillingFiles files, BillingOptions billing, Action<ConvergeOptions>? configure = null)
     {
         ArgumentNullException.ThrowIfNull(services);
+        ArgumentNullException.ThrowIfNull(useStore);
+        ArgumentNullException.ThrowIfNull(files);
         ArgumentNullException.ThrowIfNull(billing);
         services.TryAddSingleton(TimeProvider.System);
         services.AddSingleton(billing);
         services.AddSingleton(sp => new PaymentProvider(
             new PaymentProviderOptions
             {
-                LedgerPath = ProviderLedgerPath(databasePath),
+                LedgerPath = files.ProviderLedger,
                 Latency = billing.ProviderLatency,
                 CallsPerSecond = billing.ProviderCallsPerSecond,
                 OutageEvery = billing.ProviderOutageEvery,
@@ -47,11 +57,11 @@ public static class BillingSetup
                 Seed = billing.Seed,
             },
             sp.GetRequiredService<TimeProvider>()));
-        services.AddSingleton(sp => new EmailService(MailboxPath(databasePath), billing.EmailLatency, sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton(sp => new EmailService(files.Mailbox, billing.EmailLatency, sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton(billing.InjectWorldChanges ? new WorldChanges(billing.Seed) : WorldChanges.None);
         services.AddConverge(o =>
         {
-            o.UseSqlite(databasePath);
+            useStore(o);
             Configure(o, billing);
             configure?.Invoke(o);
         });
@@ -115,4 +125,24 @@ public static class BillingSetup
             new JobOptions { UniqueKey = BillingPeriod.BatchId(period), UniqueFor = TimeSpan.FromDays(62) },
             cancellationToken);
     }
+}
+
+/// <summary>
+/// The simulated outside services' own SQLite files: the payment provider's ledger and the email service's sent
+/// mail. They are not the store's: they stand for systems the close calls, so they stay SQLite files whichever
+/// store the close runs on, and every process of a run opens the same two (one machine).
+/// </summary>
+/// <param name="ProviderLedger">The payment provider's ledger.</param>
+/// <param name="Mailbox">The email service's sent mail.</param>
+public sealed record BillingFiles(string ProviderLedger, string Mailbox)
+{
+    /// <summary>Beside a SQLite store: <c>FILE.provider.db</c> and <c>FILE.email.db</c>.</summary>
+    public static BillingFiles Beside(string databasePath) => new(databasePath + ".provider.db", databasePath + ".email.db");
+
+    /// <summary>In <paramref name="folder"/>: <c>provider.db</c> and <c>email.db</c>.</summary>
+    public static BillingFiles In(string folder) => new(Path.Combine(folder, "provider.db"), Path.Combine(folder, "email.db"));
+
+    /// <summary>Every file, with SQLite's write-ahead log and shared-memory files.</summary>
+    public IEnumerable<string> All() =>
+        new[] { ProviderLedger, Mailbox }.SelectMany(f => new[] { f, f + "-wal", f + "-shm" });
 }

@@ -7,8 +7,10 @@ using Converge.Storage;
 namespace Converge.Samples.Billing;
 
 /// <summary>
-/// The billing tables in the store's own SQLite file (so a job's writes commit with its completion), created
-/// idempotently, and the seeding of accounts.
+/// The billing tables in the store's own database (so a job's writes commit with its completion), created
+/// idempotently, and the seeding of accounts. The same statements run on SQLite and PostgreSQL: amounts and times
+/// are BIGINT (SQLite reads that as INTEGER); only an account's id is INTEGER, the type that makes it SQLite's
+/// rowid (on PostgreSQL a 32-bit integer, room for two billion accounts).
 /// </summary>
 public static class BillingTables
 {
@@ -21,55 +23,55 @@ public static class BillingTables
             name TEXT NOT NULL,
             email TEXT NOT NULL,
             language TEXT NOT NULL,
-            usage_units INTEGER NOT NULL,
-            unit_price_cents INTEGER NOT NULL,
-            credit_cents INTEGER NOT NULL DEFAULT 0,
+            usage_units BIGINT NOT NULL,
+            unit_price_cents BIGINT NOT NULL,
+            credit_cents BIGINT NOT NULL DEFAULT 0,
             card_token TEXT,
             card_last4 TEXT,
             status TEXT NOT NULL DEFAULT 'active',
-            updated_at INTEGER NOT NULL)
+            updated_at BIGINT NOT NULL)
         """,
         """
         CREATE TABLE IF NOT EXISTS billing_invoices (
             id TEXT PRIMARY KEY,
-            account_id INTEGER NOT NULL,
+            account_id BIGINT NOT NULL,
             period TEXT NOT NULL,
-            amount_cents INTEGER NOT NULL,
-            as_of INTEGER NOT NULL,
+            amount_cents BIGINT NOT NULL,
+            as_of BIGINT NOT NULL,
             status TEXT NOT NULL,
-            paid_cents INTEGER NOT NULL DEFAULT 0,
-            credit_applied_cents INTEGER NOT NULL DEFAULT 0,
-            charged_cents INTEGER NOT NULL DEFAULT 0,
+            paid_cents BIGINT NOT NULL DEFAULT 0,
+            credit_applied_cents BIGINT NOT NULL DEFAULT 0,
+            charged_cents BIGINT NOT NULL DEFAULT 0,
             charge_id TEXT,
-            balance_cents INTEGER,
+            balance_cents BIGINT,
             hold_reason TEXT,
-            changed_after_as_of INTEGER NOT NULL DEFAULT 0,
-            charged_as_of INTEGER,
-            settled_at INTEGER,
+            changed_after_as_of BIGINT NOT NULL DEFAULT 0,
+            charged_as_of BIGINT,
+            settled_at BIGINT,
             receipt_id TEXT,
-            receipt_sent_at INTEGER,
+            receipt_sent_at BIGINT,
             UNIQUE (account_id, period))
         """,
         "CREATE INDEX IF NOT EXISTS billing_invoices_period_status ON billing_invoices (period, status)",
-        "CREATE TABLE IF NOT EXISTS billing_payments (invoice_id TEXT PRIMARY KEY, account_id INTEGER NOT NULL, amount_cents INTEGER NOT NULL, method TEXT NOT NULL, paid_at INTEGER NOT NULL)",
-        "CREATE TABLE IF NOT EXISTS billing_credits (invoice_id TEXT PRIMARY KEY, account_id INTEGER NOT NULL, amount_cents INTEGER NOT NULL, reason TEXT NOT NULL, applied_at INTEGER NOT NULL)",
-        "CREATE TABLE IF NOT EXISTS billing_holds (invoice_id TEXT PRIMARY KEY, account_id INTEGER NOT NULL, reason TEXT NOT NULL, held_at INTEGER NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS billing_payments (invoice_id TEXT PRIMARY KEY, account_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL, method TEXT NOT NULL, paid_at BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS billing_credits (invoice_id TEXT PRIMARY KEY, account_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL, reason TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS billing_holds (invoice_id TEXT PRIMARY KEY, account_id BIGINT NOT NULL, reason TEXT NOT NULL, held_at BIGINT NOT NULL)",
         """
         CREATE TABLE IF NOT EXISTS billing_finance_reports (
             period TEXT PRIMARY KEY,
-            invoices INTEGER NOT NULL,
-            invoiced_cents INTEGER NOT NULL,
-            charged INTEGER NOT NULL,
-            credited INTEGER NOT NULL,
-            collected_cents INTEGER NOT NULL,
-            credit_applied_cents INTEGER NOT NULL,
-            skipped INTEGER NOT NULL,
-            skipped_cents INTEGER NOT NULL,
-            held INTEGER NOT NULL,
-            held_cents INTEGER NOT NULL,
-            still_open INTEGER NOT NULL,
-            failed_jobs INTEGER NOT NULL,
-            created_at INTEGER NOT NULL)
+            invoices BIGINT NOT NULL,
+            invoiced_cents BIGINT NOT NULL,
+            charged BIGINT NOT NULL,
+            credited BIGINT NOT NULL,
+            collected_cents BIGINT NOT NULL,
+            credit_applied_cents BIGINT NOT NULL,
+            skipped BIGINT NOT NULL,
+            skipped_cents BIGINT NOT NULL,
+            held BIGINT NOT NULL,
+            held_cents BIGINT NOT NULL,
+            still_open BIGINT NOT NULL,
+            failed_jobs BIGINT NOT NULL,
+            created_at BIGINT NOT NULL)
         """,
     ];
 
@@ -101,6 +103,17 @@ public static class BillingTables
         """;
 
     /// <summary>
+    /// The same on PostgreSQL, which has no json_each: the rows as one typed array per column, unpacked side by side
+    /// by unnest. The only statement of the sample that differs between the stores; it seeds, no job runs it.
+    /// </summary>
+    const string InsertRowsPostgreSql = """
+        INSERT INTO billing_accounts (id, name, email, language, usage_units, unit_price_cents, credit_cents, card_token, card_last4, status, updated_at)
+        SELECT id, name, email, language, usage_units, unit_price_cents, 0, card_token, card_last4, 'active', @updatedAt
+        FROM unnest(@ids, @names, @emails, @languages, @usage, @prices, @tokens, @last4s)
+            AS rows (id, name, email, language, usage_units, unit_price_cents, card_token, card_last4)
+        """;
+
+    /// <summary>
     /// Adds accounts until there are <paramref name="count"/> (ids 1 to <paramref name="count"/>), each derived from
     /// <paramref name="seed"/> and its id alone, so an interrupted seeding continues where it stopped and gives the
     /// same accounts. Multi-row inserts of <see cref="RowsPerStatement"/> rows, <see cref="RowsPerTransaction"/>
@@ -118,38 +131,44 @@ public static class BillingTables
             first = Convert.ToInt64(await command.ExecuteScalarAsync(cancellationToken), CultureInfo.InvariantCulture) + 1;
         }
 
+        var postgres = store.Name == "postgresql";
         var buffer = new ArrayBufferWriter<byte>(RowsPerStatement * 160);
         for (var from = first; from <= count; from += RowsPerTransaction)
         {
             var to = Math.Min(count, from + RowsPerTransaction - 1);
             await using var transaction = await store.BeginAsync(cancellationToken);
-            await using var insert = transaction.Transaction.Connection!.Command(InsertRows, ("@rows", ""), ("@updatedAt", now.ToUnixTimeMilliseconds()));
+            await using var insert = postgres
+                ? transaction.Transaction.Connection!.Command(
+                    InsertRowsPostgreSql,
+                    ("@updatedAt", now.ToUnixTimeMilliseconds()), ("@ids", null), ("@names", null), ("@emails", null), ("@languages", null),
+                    ("@usage", null), ("@prices", null), ("@tokens", null), ("@last4s", null))
+                : transaction.Transaction.Connection!.Command(InsertRows, ("@updatedAt", now.ToUnixTimeMilliseconds()), ("@rows", ""));
             insert.Transaction = transaction.Transaction;
             for (var start = from; start <= to; start += RowsPerStatement)
             {
-                buffer.ResetWrittenCount();
-                using (var json = new Utf8JsonWriter(buffer))
+                var accounts = new List<SeedAccount>(RowsPerStatement);
+                for (var id = start; id <= Math.Min(to, start + RowsPerStatement - 1); id++)
                 {
-                    json.WriteStartArray();
-                    for (var id = start; id <= Math.Min(to, start + RowsPerStatement - 1); id++)
-                    {
-                        var account = SeedAccount.Create(seed, id);
-                        json.WriteStartArray();
-                        json.WriteNumberValue(account.Id);
-                        json.WriteStringValue(account.Name);
-                        json.WriteStringValue(account.Email);
-                        json.WriteStringValue(account.Language);
-                        json.WriteNumberValue(account.UsageUnits);
-                        json.WriteNumberValue(account.UnitPriceCents);
-                        WriteNullable(json, account.CardToken);
-                        WriteNullable(json, account.CardLast4);
-                        json.WriteEndArray();
-                    }
-
-                    json.WriteEndArray();
+                    accounts.Add(SeedAccount.Create(seed, id));
                 }
 
-                insert.Parameters[0].Value = Encoding.UTF8.GetString(buffer.WrittenSpan);
+                if (postgres)
+                {
+                    var values = insert.Parameters;
+                    values[1].Value = accounts.Select(a => a.Id).ToArray();
+                    values[2].Value = accounts.Select(a => a.Name).ToArray();
+                    values[3].Value = accounts.Select(a => a.Email).ToArray();
+                    values[4].Value = accounts.Select(a => a.Language).ToArray();
+                    values[5].Value = accounts.Select(a => a.UsageUnits).ToArray();
+                    values[6].Value = accounts.Select(a => a.UnitPriceCents).ToArray();
+                    values[7].Value = accounts.Select(a => a.CardToken).ToArray();
+                    values[8].Value = accounts.Select(a => a.CardLast4).ToArray();
+                }
+                else
+                {
+                    insert.Parameters[1].Value = Json(accounts, buffer);
+                }
+
                 await insert.ExecuteNonQueryAsync(cancellationToken);
             }
 
@@ -158,6 +177,33 @@ public static class BillingTables
         }
 
         return Math.Max(0, count - first + 1);
+    }
+
+    /// <summary>The rows as the JSON array of arrays <see cref="InsertRows"/> unpacks.</summary>
+    static string Json(List<SeedAccount> accounts, ArrayBufferWriter<byte> buffer)
+    {
+        buffer.ResetWrittenCount();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartArray();
+            foreach (var account in accounts)
+            {
+                json.WriteStartArray();
+                json.WriteNumberValue(account.Id);
+                json.WriteStringValue(account.Name);
+                json.WriteStringValue(account.Email);
+                json.WriteStringValue(account.Language);
+                json.WriteNumberValue(account.UsageUnits);
+                json.WriteNumberValue(account.UnitPriceCents);
+                WriteNullable(json, account.CardToken);
+                WriteNullable(json, account.CardLast4);
+                json.WriteEndArray();
+            }
+
+            json.WriteEndArray();
+        }
+
+        return Encoding.UTF8.GetString(buffer.WrittenSpan);
     }
 
     static void WriteNullable(Utf8JsonWriter json, string? value)

@@ -1,7 +1,8 @@
+using System.Data.Common;
 using System.Diagnostics;
+using System.Globalization;
 using Converge.Jobs;
 using Converge.Samples.Billing.Simulation;
-using Converge.Sqlite;
 using Converge.Storage;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
@@ -15,8 +16,39 @@ public sealed class MonthCloseSettings
     /// <summary>Accounts to seed when the database has none (an existing database keeps its accounts).</summary>
     public long Accounts { get; init; } = 10_000;
 
-    /// <summary>The database file: new, or one a previous run left (the close then resumes). <c>null</c>: a new temporary file.</summary>
+    /// <summary>
+    /// The database file: new, or one a previous run left (the close then resumes). <c>null</c>: a new temporary
+    /// file. Ignored when <see cref="PostgreSql"/> is set.
+    /// </summary>
     public string? DbPath { get; init; }
+
+    /// <summary>
+    /// A PostgreSQL connection string: the close then runs in <see cref="Schema"/> of that database instead of a
+    /// SQLite file. A schema that holds the billing tables already is resumed, like an existing file.
+    /// </summary>
+    public string? PostgreSql { get; init; }
+
+    /// <summary>With <see cref="PostgreSql"/>: the schema for Converge's tables and the billing tables.</summary>
+    public string Schema { get; init; } = "converge_billing";
+
+    /// <summary>
+    /// The folder of the simulated provider's ledger and the email service's sent mail (SQLite files every process
+    /// of the run opens). <c>null</c>: beside the SQLite file, or on PostgreSQL a folder under the temporary folder
+    /// named after the server, database and schema, so a resumed close finds them again.
+    /// </summary>
+    public string? SimulationFolder { get; init; }
+
+    /// <summary>
+    /// Worker processes that run the close, each a <c>serve</c> of this program on the same store; 0 runs it in
+    /// this process. With workers, this process only seeds, triggers, watches and checks.
+    /// </summary>
+    public int Processes { get; init; }
+
+    /// <summary>With <see cref="Processes"/>: kill a worker this many times with SIGKILL while the close runs, starting it again each time.</summary>
+    public int Kills { get; init; }
+
+    /// <summary>Lines about the worker processes: started, killed, and whatever they print. Called from several threads, one line at a time.</summary>
+    public Action<string>? Log { get; init; }
 
     /// <summary>The period to close ("yyyy-MM"); <c>null</c>: the month before the current one in the billing time zone.</summary>
     public string? Period { get; init; }
@@ -35,7 +67,11 @@ public sealed class MonthCloseSettings
 /// <param name="Batch">The batch's counters while the close runs; <c>null</c> before it exists.</param>
 public sealed record MonthCloseProgress(string Stage, long Done, long Total, JobBatchRecord? Batch, string? Note);
 
-/// <summary>The demo's outcome, counted from the store's tables, the provider's ledger and the email service's store.</summary>
+/// <summary>
+/// The demo's outcome, counted from the store's tables, the provider's ledger and the email service's store.
+/// <c>Processes</c> is the number of worker processes, <c>Kills</c> how many times one was killed, <c>Store</c>
+/// <c>sqlite</c> or <c>postgresql</c>.
+/// </summary>
 public sealed record MonthCloseReport(
     string Period,
     long Accounts,
@@ -68,12 +104,16 @@ public sealed record MonthCloseReport(
     double Seconds,
     double AccountsPerSecond,
     string TimeZone,
-    string Db);
+    string Db,
+    int Processes,
+    int Kills,
+    string Store);
 
 /// <summary>
-/// The month close end to end in one process: seeds the accounts, starts a host with the billing jobs, triggers the
-/// close of the period, waits until its finance report exists and checks the outcome. Run it again on the same file
-/// after a crash and it resumes: the trigger finds the first close, the batch and its jobs are where they were.
+/// The month close end to end: seeds the accounts, starts a host with the billing jobs (or worker processes that
+/// run them, some of them killed along the way), triggers the close of the period, waits until its finance report
+/// exists and checks the outcome. Run it again on the same file or schema after a crash and it resumes: the trigger
+/// finds the first close, the batch and its jobs are where they were.
 /// </summary>
 public static class MonthCloseDemo
 {
@@ -81,32 +121,59 @@ public static class MonthCloseDemo
     {
         ArgumentNullException.ThrowIfNull(settings);
         var report = progress ?? (_ => { });
-        var path = Path.GetFullPath(settings.DbPath ?? Path.Combine(Path.GetTempPath(), "converge-billing-" + Guid.NewGuid().ToString("N") + ".db"));
-        var resumed = File.Exists(path);
+        var store = settings.PostgreSql is { } connectionString
+            ? DemoStore.PostgreSql(connectionString, settings.Schema)
+            : DemoStore.Sqlite(settings.DbPath ?? Path.Combine(Path.GetTempPath(), "converge-billing-" + Guid.NewGuid().ToString("N") + ".db"));
+        var resumed = store.IsPostgreSql ? await store.TableExistsAsync("billing_accounts", cancellationToken) : File.Exists(store.Path);
+        var folder = settings.SimulationFolder ?? (store.IsPostgreSql ? store.DefaultSimulationFolder("billing") : null);
+        var files = folder is null ? BillingFiles.Beside(store.Path!) : BillingFiles.In(folder);
+        if (!resumed)
+        {
+            PrepareFiles(files, defaultLocation: settings.SimulationFolder is null);
+        }
+
         var billing = settings.Billing;
         var clock = TimeProvider.System;
         var period = settings.Period ?? BillingPeriod.Previous(clock.GetUtcNow(), billing.Zone());
         BillingPeriod.Parse(period);
+        var log = Serialized(settings.Log);
 
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
-        builder.Services.AddBilling(path, billing, Tune);
-        long providerThrottled, providerUnavailable, seeded;
+        builder.Services.AddBilling(store.Use, files, billing, o =>
+        {
+            Tune(o);
+            if (settings.Processes > 0)
+            {
+                // The workers run the close; this process seeds, triggers and watches.
+                o.RunConsumers = false;
+                o.Jobs.RunScheduler = false;
+            }
+        });
+        long seeded;
         bool finished;
+        var kills = 0;
         var started = Stopwatch.GetTimestamp();
+        var workers = new List<DemoWorker>();
         using (var host = builder.Build())
         {
             await host.StartAsync(cancellationToken);
             try
             {
-                var store = host.Services.GetRequiredService<IMessageStore>();
-                await BillingTables.CreateAsync(store, cancellationToken);
-                report(new MonthCloseProgress("seed", 0, settings.Accounts, null, resumed ? "resuming on an existing database" : null));
+                var messages = host.Services.GetRequiredService<IMessageStore>();
+                await BillingTables.CreateAsync(messages, cancellationToken);
+                report(new MonthCloseProgress("seed", 0, settings.Accounts, null, resumed ? $"resuming on {store.Describe()}" : null));
                 seeded = await BillingTables.SeedAccountsAsync(
-                    store, settings.Accounts, billing.Seed, clock.GetUtcNow(), done => report(new MonthCloseProgress("seed", done, settings.Accounts, null, null)), cancellationToken);
+                    messages, settings.Accounts, billing.Seed, clock.GetUtcNow(), done => report(new MonthCloseProgress("seed", done, settings.Accounts, null, null)), cancellationToken);
                 report(new MonthCloseProgress("seed", settings.Accounts, settings.Accounts, null, seeded == 0 ? "accounts already there" : null));
 
+                var startWorker = (int number) => StartWorkerAsync(store, folder, billing, number, log, cancellationToken);
+                for (var number = 1; number <= settings.Processes; number++)
+                {
+                    workers.Add(await startWorker(number));
+                }
+
                 var jobs = host.Services.GetRequiredService<IJobClient>();
-                await using var connection = ((SqliteMessageStore)store).OpenConnection();
+                await using var connection = await messages.OpenReadConnectionAsync(cancellationToken);
                 var accounts = await connection.ScalarAsync("SELECT count(*) FROM billing_accounts", cancellationToken);
                 if (!await FinanceReportExistsAsync(connection, period, cancellationToken))
                 {
@@ -114,20 +181,54 @@ public static class MonthCloseDemo
                     report(new MonthCloseProgress("close", 0, accounts, null, trigger.Duplicate ? $"the close of {period} was triggered before; resuming it" : $"closing {period}"));
                 }
 
-                finished = await WaitForFinanceReportAsync(connection, jobs, period, accounts, settings, report, cancellationToken);
+                // Kill points: shares of the accounts settled, so every kill lands while the close is under way.
+                var random = new Random(billing.Seed);
+                var killAt = new Queue<long>(Enumerable.Range(0, workers.Count > 0 ? settings.Kills : 0)
+                    .Select(_ => (long)(accounts * (0.1 + (random.NextDouble() * 0.7))))
+                    .Order());
+                async Task<bool> KillAsync(long settled)
+                {
+                    while (killAt.TryPeek(out var point) && settled >= point)
+                    {
+                        killAt.Dequeue();
+                        var index = random.Next(workers.Count);
+                        var worker = workers[index];
+                        var exitCode = await worker.KillAsync(cancellationToken);
+                        kills++;
+                        log($"kill {kills}: {worker.Name} (process {worker.Id}, exit code {exitCode}) at {settled:N0} of {accounts:N0} settled; starting it again");
+                        await worker.DisposeAsync();
+                        workers[index] = await startWorker(index + 1);
+                    }
+
+                    return killAt.Count > 0;
+                }
+
+                finished = await WaitForFinanceReportAsync(connection, jobs, period, accounts, settings, report, killAt.Count > 0 ? KillAsync : null, cancellationToken);
+                foreach (var worker in workers)
+                {
+                    await worker.StopAsync(TimeSpan.FromSeconds(30));
+                }
             }
             finally
             {
+                foreach (var worker in workers)
+                {
+                    await worker.DisposeAsync();
+                }
+
                 await host.StopAsync(CancellationToken.None);
             }
-
-            var provider = host.Services.GetRequiredService<PaymentProvider>();
-            (providerThrottled, providerUnavailable) = (provider.Throttled, provider.Unavailable);
         }
 
         var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
         report(new MonthCloseProgress("check", 0, 1, null, "checking every account against the provider's ledger and the sent mail"));
-        var outcome = await CheckAsync(path, period, cancellationToken);
+        Outcome outcome;
+        await using (var connection = await store.OpenConnectionAsync(cancellationToken))
+        {
+            outcome = await CheckAsync(connection, files, period, cancellationToken);
+        }
+
+        var provider = PaymentProvider.ReadSummary(files.ProviderLedger);
         report(new MonthCloseProgress("check", 1, 1, null, null));
         return new MonthCloseReport(
             period,
@@ -144,8 +245,8 @@ public static class MonthCloseDemo
             outcome.DoubleCharges,
             outcome.DuplicateEmails,
             outcome.ProviderReplays,
-            providerThrottled,
-            providerUnavailable,
+            provider.Throttled,
+            provider.Unavailable,
             outcome.Declined,
             outcome.HoldsByReason,
             outcome.InvoicedCents,
@@ -161,7 +262,10 @@ public static class MonthCloseDemo
             Math.Round(seconds, 3),
             Math.Round(outcome.Invoiced / Math.Max(seconds, 0.001), 1),
             billing.TimeZone,
-            path);
+            store.Describe(),
+            settings.Processes,
+            kills,
+            store.Kind);
     }
 
     /// <summary>The demo's Converge settings: quick polling and retries, and short leases so a killed worker's jobs come back soon.</summary>
@@ -174,18 +278,94 @@ public static class MonthCloseDemo
         o.Retry.MaxDelay = TimeSpan.FromSeconds(2);
     }
 
+    /// <summary>
+    /// A new close needs new files for the simulated services: invoice ids repeat from run to run, and so would the
+    /// idempotency keys the provider and the email service remember. Files in the default place belong to a store
+    /// that is gone (a new run checked that), so they are removed; files in a folder the user named are theirs.
+    /// </summary>
+    static void PrepareFiles(BillingFiles files, bool defaultLocation)
+    {
+        if (File.Exists(files.ProviderLedger) || File.Exists(files.Mailbox))
+        {
+            if (!defaultLocation)
+            {
+                throw new ArgumentException(
+                    $"{Path.GetDirectoryName(files.ProviderLedger)} already holds the simulated services' files of another close; name an empty folder, or the store that close ran on.");
+            }
+
+            foreach (var file in files.All())
+            {
+                File.Delete(file);
+            }
+        }
+
+        Directory.CreateDirectory(Path.GetDirectoryName(files.ProviderLedger)!);
+    }
+
+    /// <summary>Starts worker <paramref name="number"/>: <c>serve</c> of this program on the same store and files, and waits until it serves.</summary>
+    static async Task<DemoWorker> StartWorkerAsync(DemoStore store, string? folder, BillingOptions billing, int number, Action<string> log, CancellationToken cancellationToken)
+    {
+        var name = "worker " + number.ToString(CultureInfo.InvariantCulture);
+        List<string> arguments = ["serve", .. store.WorkerArguments()];
+        if (folder is not null)
+        {
+            arguments.AddRange(["--sim-dir", folder]);
+        }
+
+        arguments.Add(billing.ProviderLatency.TotalMilliseconds.ToString(CultureInfo.InvariantCulture));
+        arguments.Add(billing.Seed.ToString(CultureInfo.InvariantCulture));
+
+        // Retries after a 429 or 503 are the demo working as meant; only errors are worth a line.
+        arguments.AddRange(["--log-level", "error"]);
+        var worker = await DemoWorker.StartAsync(name, typeof(MonthCloseDemo).Assembly.Location, arguments, store, log, cancellationToken);
+        log($"{name}: process {worker.Id}");
+        return worker;
+    }
+
+    /// <summary>Lines from several threads (the workers' output readers) one at a time.</summary>
+    static Action<string> Serialized(Action<string>? log)
+    {
+        if (log is null)
+        {
+            return _ => { };
+        }
+
+        var gate = new Lock();
+        return line =>
+        {
+            lock (gate)
+            {
+                log(line);
+            }
+        };
+    }
+
+    /// <summary>
+    /// Polls until the finance report exists (true) or the deadline passes (false), reporting progress. While kills
+    /// are planned, <paramref name="kill"/> gets the settled count at every poll, which is then more frequent, so a
+    /// kill lands close to its point; it answers whether more kills are planned.
+    /// </summary>
     static async Task<bool> WaitForFinanceReportAsync(
-        SqliteConnection connection, IJobClient jobs, string period, long accounts, MonthCloseSettings settings, Action<MonthCloseProgress> report, CancellationToken cancellationToken)
+        DbConnection connection, IJobClient jobs, string period, long accounts, MonthCloseSettings settings, Action<MonthCloseProgress> report,
+        Func<long, Task<bool>>? kill, CancellationToken cancellationToken)
     {
         var waited = Stopwatch.StartNew();
         var batchId = BillingPeriod.BatchId(period);
+        var reported = Stopwatch.StartNew();
+        var first = true;
         while (true)
         {
             var done = await FinanceReportExistsAsync(connection, period, cancellationToken);
-            var batch = await jobs.GetBatchAsync(batchId, cancellationToken);
             var settled = await connection.ScalarAsync(
                 "SELECT count(*) FROM billing_invoices WHERE period = @period AND status <> 'open'", cancellationToken, ("@period", period));
-            report(new MonthCloseProgress("close", settled, accounts, batch, done ? "finance report written" : null));
+            if (done || first || reported.Elapsed >= settings.ProgressInterval)
+            {
+                var batch = await jobs.GetBatchAsync(batchId, cancellationToken);
+                report(new MonthCloseProgress("close", settled, accounts, batch, done ? "finance report written" : null));
+                reported.Restart();
+                first = false;
+            }
+
             if (done)
             {
                 return true;
@@ -196,11 +376,16 @@ public static class MonthCloseDemo
                 return false;
             }
 
-            await Task.Delay(settings.ProgressInterval, cancellationToken);
+            if (kill is not null && !await kill(settled))
+            {
+                kill = null;
+            }
+
+            await Task.Delay(kill is null ? settings.ProgressInterval : TimeSpan.FromMilliseconds(50), cancellationToken);
         }
     }
 
-    static async Task<bool> FinanceReportExistsAsync(SqliteConnection connection, string period, CancellationToken cancellationToken) =>
+    static async Task<bool> FinanceReportExistsAsync(DbConnection connection, string period, CancellationToken cancellationToken) =>
         await connection.ScalarAsync("SELECT count(*) FROM billing_finance_reports WHERE period = @period", cancellationToken, ("@period", period)) > 0;
 
     /// <summary>The outcome of a close as the databases record it, and every rule it breaks.</summary>
@@ -228,31 +413,84 @@ public static class MonthCloseDemo
         IReadOnlyList<string> Violations);
 
     /// <summary>
-    /// Checks the close of <paramref name="period"/> on the database at <paramref name="databasePath"/> against the
-    /// provider's ledger and the email service's store (attached read-only beside it): every account settled exactly
-    /// once (one invoice, in a final state), charged amounts match the ledger with one charge per invoice, one
-    /// receipt per charged or credited invoice and none for the others, held invoices have a hold and an account
-    /// on hold, skipped invoices were paid, no credit below zero, and the finance report agrees with the invoices.
-    /// Run it when no process works on the files.
+    /// Checks the close of <paramref name="period"/> on the SQLite database at <paramref name="databasePath"/>, with the
+    /// provider's ledger and the email service's store beside it; see <see cref="CheckAsync(DbConnection, BillingFiles, string, CancellationToken)"/>.
     /// </summary>
     public static async Task<Outcome> CheckAsync(string databasePath, string period, CancellationToken cancellationToken)
     {
         await using var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = databasePath, Pooling = false }.ToString());
         await connection.OpenAsync(cancellationToken);
-        var ledgerPath = BillingSetup.ProviderLedgerPath(databasePath);
-        var mailboxPath = BillingSetup.MailboxPath(databasePath);
-        var ledger = PaymentProvider.ReadSummary(ledgerPath);
-        var mailbox = EmailService.ReadSummary(mailboxPath);
+        return await CheckAsync(connection, BillingFiles.Beside(databasePath), period, cancellationToken);
+    }
 
-        // Attach the outside services' files, or empty stand-ins when a service never ran.
-        await AttachAsync(connection, ledgerPath, "provider", "CREATE TABLE IF NOT EXISTS provider.charges (reference TEXT, status TEXT, amount_cents INTEGER, replays INTEGER)", cancellationToken);
-        await AttachAsync(connection, mailboxPath, "mail", "CREATE TABLE IF NOT EXISTS mail.emails (reference TEXT, language TEXT, replays INTEGER)", cancellationToken);
+    /// <summary>
+    /// Checks the close of <paramref name="period"/> on the store <paramref name="connection"/> opens (SQLite or
+    /// PostgreSQL) against the provider's ledger and the email service's store in <paramref name="files"/>: every
+    /// account settled exactly once (one invoice, in a final state), charged amounts match the ledger with one
+    /// charge per invoice, one receipt per charged or credited invoice and none for the others, held invoices have
+    /// a hold and an account on hold, skipped invoices were paid, no credit below zero, and the finance report
+    /// agrees with the invoices. Run it when no process works on the files.
+    /// </summary>
+    public static async Task<Outcome> CheckAsync(DbConnection connection, BillingFiles files, string period, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(connection);
+        ArgumentNullException.ThrowIfNull(files);
+        var ledger = PaymentProvider.ReadSummary(files.ProviderLedger);
+        var mailbox = EmailService.ReadSummary(files.Mailbox);
+        var prefix = "INV-" + period + "-";
+
+        // The outside services keep their own files, so they are read into memory per account (an invoice id ends
+        // in the account id) and set against the invoices as these are read, rather than joined in SQL.
+        var charges = new Dictionary<long, (long Count, long Cents)>();
+        var emails = new Dictionary<long, long>();
+        var byLanguage = new SortedDictionary<string, long>(StringComparer.Ordinal);
+        long declined = 0, replays = 0;
+        await using (var provider = await OpenOutsideAsync(files.ProviderLedger, cancellationToken))
+        {
+            if (provider is not null)
+            {
+                foreach (var (reference, succeeded, cents, declines, replayed) in await provider.ReadAllAsync(
+                    """
+                    SELECT reference, count(*) FILTER (WHERE status = 'succeeded'), coalesce(sum(amount_cents) FILTER (WHERE status = 'succeeded'), 0),
+                           count(*) FILTER (WHERE status = 'declined'), coalesce(sum(replays), 0)
+                    FROM charges WHERE reference LIKE @prefix GROUP BY reference
+                    """,
+                    r => (r.GetString(0), r.Int64(1), r.Int64(2), r.Int64(3), r.Int64(4)),
+                    cancellationToken,
+                    ("@prefix", prefix + "%")))
+                {
+                    if (succeeded > 0)
+                    {
+                        charges[AccountOf(reference)] = (succeeded, cents);
+                    }
+
+                    declined += declines;
+                    replays += replayed;
+                }
+            }
+        }
+
+        await using (var mail = await OpenOutsideAsync(files.Mailbox, cancellationToken))
+        {
+            if (mail is not null)
+            {
+                foreach (var (reference, language, count) in await mail.ReadAllAsync(
+                    "SELECT reference, language, count(*) FROM emails WHERE reference LIKE @prefix GROUP BY reference, language",
+                    r => (r.GetString(0), r.GetString(1), r.Int64(2)),
+                    cancellationToken,
+                    ("@prefix", prefix + "%")))
+                {
+                    var account = AccountOf(reference);
+                    emails[account] = emails.GetValueOrDefault(account) + count;
+                    byLanguage[language] = byLanguage.GetValueOrDefault(language) + count;
+                }
+            }
+        }
 
         var violations = new List<string>();
         var p = ("@period", (object?)period);
-        var prefix = ("@prefix", (object?)("INV-" + period + "-%"));
 
-        async Task Rule(string sql, Func<System.Data.Common.DbDataReader, string> describe, params (string, object?)[] parameters)
+        async Task Rule(string sql, Func<DbDataReader, string> describe, params (string, object?)[] parameters)
         {
             foreach (var violation in await connection.ReadAllAsync(sql, describe, cancellationToken, parameters))
             {
@@ -266,21 +504,43 @@ public static class MonthCloseDemo
             FROM billing_accounts a
             WHERE (SELECT count(*) FROM billing_invoices i WHERE i.account_id = a.id AND i.period = @period) <> 1
             """,
-            r => $"account {r.GetInt64(0)}: {r.GetInt64(1)} invoices for the period, expected 1",
+            r => $"account {r.Int64(0)}: {r.Int64(1)} invoices for the period, expected 1",
             p);
         await Rule(
             "SELECT id, status FROM billing_invoices WHERE period = @period AND status NOT IN ('charged', 'credited', 'skipped_already_paid', 'held')",
             r => $"{r.GetString(0)}: never settled (status {r.GetString(1)})",
             p);
-        await Rule(
-            """
-            WITH ledger AS (SELECT reference, count(*) AS n, sum(amount_cents) AS cents FROM provider.charges WHERE status = 'succeeded' AND reference LIKE @prefix GROUP BY reference)
-            SELECT i.id, i.status, i.charged_cents, coalesce(l.n, 0), coalesce(l.cents, 0)
-            FROM billing_invoices i LEFT JOIN ledger l ON l.reference = i.id
-            WHERE i.period = @period AND (coalesce(l.n, 0) <> (i.charged_cents > 0) OR coalesce(l.cents, 0) <> i.charged_cents)
-            """,
-            r => $"{r.GetString(0)}: {r.GetString(1)} with {r.GetInt64(2)} charged, but the provider's ledger holds {r.GetInt64(3)} charge(s) of {r.GetInt64(4)} in total",
-            p, prefix);
+
+        // Every invoice against the provider's ledger and the sent mail: one charge of exactly what the invoice
+        // records as charged (none when nothing was), one receipt per charged or credited invoice and none otherwise.
+        var invoiced = new HashSet<long>();
+        foreach (var violation in await connection.ReadAllAsync(
+            "SELECT id, account_id, status, charged_cents FROM billing_invoices WHERE period = @period",
+            r =>
+            {
+                var (id, account, status, charged) = (r.GetString(0), r.Int64(1), r.GetString(2), r.Int64(3));
+                invoiced.Add(account);
+                var (count, cents) = charges.GetValueOrDefault(account);
+                var sent = emails.GetValueOrDefault(account);
+                var receipts = status is InvoiceStatus.Charged or InvoiceStatus.Credited ? 1 : 0;
+                return count != (charged > 0 ? 1 : 0) || cents != charged
+                    ? $"{id}: {status} with {charged} charged, but the provider's ledger holds {count} charge(s) of {cents} in total"
+                    : sent != receipts ? $"{id}: {status} with {sent} receipt(s) sent" : null;
+            },
+            cancellationToken,
+            p))
+        {
+            if (violation is not null)
+            {
+                violations.Add(violation);
+            }
+        }
+
+        foreach (var account in charges.Keys.Where(a => !invoiced.Contains(a)).Order().Take(10))
+        {
+            violations.Add($"{BillingPeriod.InvoiceId(period, account)}: charged at the provider, but there is no such invoice");
+        }
+
         await Rule(
             """
             SELECT i.id, i.status, i.charged_cents, i.credit_applied_cents FROM billing_invoices i
@@ -290,16 +550,8 @@ public static class MonthCloseDemo
                 OR (i.status = 'charged' AND i.charged_cents + i.paid_cents <> i.amount_cents)
                 OR (i.status IN ('skipped_already_paid', 'held') AND (i.charged_cents <> 0 OR i.credit_applied_cents <> 0)))
             """,
-            r => $"{r.GetString(0)}: {r.GetString(1)} but charged {r.GetInt64(2)} and credited {r.GetInt64(3)}",
+            r => $"{r.GetString(0)}: {r.GetString(1)} but charged {r.Int64(2)} and credited {r.Int64(3)}",
             p);
-        await Rule(
-            """
-            WITH mail AS (SELECT reference, count(*) AS n FROM mail.emails WHERE reference LIKE @prefix GROUP BY reference)
-            SELECT i.id, i.status, coalesce(m.n, 0) FROM billing_invoices i LEFT JOIN mail m ON m.reference = i.id
-            WHERE i.period = @period AND coalesce(m.n, 0) <> (i.status IN ('charged', 'credited'))
-            """,
-            r => $"{r.GetString(0)}: {r.GetString(1)} with {r.GetInt64(2)} receipt(s) sent",
-            p, prefix);
         await Rule(
             """
             SELECT i.id, h.invoice_id IS NOT NULL, a.status FROM billing_invoices i
@@ -310,9 +562,9 @@ public static class MonthCloseDemo
             p);
         await Rule(
             "SELECT id, paid_cents, amount_cents FROM billing_invoices WHERE period = @period AND status = 'skipped_already_paid' AND paid_cents < amount_cents",
-            r => $"{r.GetString(0)}: skipped as paid, but only {r.GetInt64(1)} of {r.GetInt64(2)} was paid",
+            r => $"{r.GetString(0)}: skipped as paid, but only {r.Int64(1)} of {r.Int64(2)} was paid",
             p);
-        await Rule("SELECT id, credit_cents FROM billing_accounts WHERE credit_cents < 0", r => $"account {r.GetInt64(0)}: credit {r.GetInt64(1)} below zero");
+        await Rule("SELECT id, credit_cents FROM billing_accounts WHERE credit_cents < 0", r => $"account {r.Int64(0)}: credit {r.Int64(1)} below zero");
         await Rule(
             """
             SELECT f.period FROM billing_finance_reports f
@@ -337,29 +589,21 @@ public static class MonthCloseDemo
         var counts = (await connection.ReadOneAsync(
             """
             SELECT (SELECT count(*) FROM billing_accounts), count(*),
-                   coalesce(sum(status = 'charged'), 0), coalesce(sum(status = 'skipped_already_paid'), 0), coalesce(sum(status = 'credited'), 0),
-                   coalesce(sum(status = 'held'), 0), coalesce(sum(status = 'open'), 0), coalesce(sum(changed_after_as_of), 0),
+                   count(*) FILTER (WHERE status = 'charged'), count(*) FILTER (WHERE status = 'skipped_already_paid'), count(*) FILTER (WHERE status = 'credited'),
+                   count(*) FILTER (WHERE status = 'held'), count(*) FILTER (WHERE status = 'open'), coalesce(sum(changed_after_as_of), 0),
                    coalesce(sum(amount_cents), 0), coalesce(sum(charged_cents), 0), coalesce(sum(credit_applied_cents), 0),
                    (SELECT count(*) FROM billing_finance_reports WHERE period = @period),
-                   coalesce((SELECT failed_jobs FROM billing_finance_reports WHERE period = @period), 0),
-                   (SELECT count(*) FROM provider.charges WHERE status = 'declined' AND reference LIKE @prefix),
-                   (SELECT coalesce(sum(replays), 0) FROM provider.charges WHERE reference LIKE @prefix)
+                   coalesce((SELECT failed_jobs FROM billing_finance_reports WHERE period = @period), 0)
             FROM billing_invoices WHERE period = @period
             """,
-            r => Enumerable.Range(0, 15).Select(r.GetInt64).ToArray(),
+            r => Enumerable.Range(0, 13).Select(r.Int64).ToArray(),
             cancellationToken,
-            p, prefix))!;
-        var byLanguage = new SortedDictionary<string, long>(StringComparer.Ordinal);
-        foreach (var (language, count) in await connection.ReadAllAsync(
-            "SELECT language, count(*) FROM mail.emails WHERE reference LIKE @prefix GROUP BY language", r => (r.GetString(0), r.GetInt64(1)), cancellationToken, prefix))
-        {
-            byLanguage[language] = count;
-        }
+            p))!;
 
         var holds = new SortedDictionary<string, long>(StringComparer.Ordinal);
         foreach (var (reason, count) in await connection.ReadAllAsync(
             "SELECT h.reason, count(*) FROM billing_holds h JOIN billing_invoices i ON i.id = h.invoice_id WHERE i.period = @period GROUP BY h.reason",
-            r => (r.GetString(0), r.GetInt64(1)), cancellationToken, p))
+            r => (r.GetString(0), r.Int64(1)), cancellationToken, p))
         {
             holds[reason] = count;
         }
@@ -377,8 +621,8 @@ public static class MonthCloseDemo
             EmailsByLanguage: byLanguage,
             DoubleCharges: ledger.DoubleCharges,
             DuplicateEmails: mailbox.DuplicateEmails,
-            ProviderReplays: counts[14],
-            Declined: counts[13],
+            ProviderReplays: replays,
+            Declined: declined,
             HoldsByReason: holds,
             InvoicedCents: counts[8],
             CollectedCents: counts[9],
@@ -388,18 +632,19 @@ public static class MonthCloseDemo
             Violations: counts[11] > 0 ? violations : [.. violations, $"no finance report for {period}: the batch did not finish"]);
     }
 
-    static async Task AttachAsync(SqliteConnection connection, string path, string schema, string standIn, CancellationToken cancellationToken)
+    /// <summary>The account id an invoice id ends in (see <see cref="BillingPeriod.InvoiceId"/>).</summary>
+    static long AccountOf(string invoiceId) => long.Parse(invoiceId.AsSpan(invoiceId.LastIndexOf('-') + 1), CultureInfo.InvariantCulture);
+
+    /// <summary>Opens a simulated service's file read-only, or returns <c>null</c> when the service never ran.</summary>
+    static async Task<SqliteConnection?> OpenOutsideAsync(string path, CancellationToken cancellationToken)
     {
-        if (File.Exists(path))
+        if (!File.Exists(path))
         {
-            await using var attach = connection.Command($"ATTACH DATABASE @path AS {schema}", ("@path", path));
-            await attach.ExecuteNonQueryAsync(cancellationToken);
-            return;
+            return null;
         }
 
-        await using var memory = connection.Command($"ATTACH DATABASE ':memory:' AS {schema}");
-        await memory.ExecuteNonQueryAsync(cancellationToken);
-        await using var create = connection.Command(standIn);
-        await create.ExecuteNonQueryAsync(cancellationToken);
+        var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = path, Mode = SqliteOpenMode.ReadOnly, Pooling = false }.ToString());
+        await connection.OpenAsync(cancellationToken);
+        return connection;
     }
 }

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using Converge.Samples;
 using Converge.Samples.Billing;
 using Converge.Storage;
 using Microsoft.Extensions.DependencyInjection;
@@ -10,48 +11,45 @@ using Microsoft.Extensions.Logging.Console;
 // dotnet run --project samples/Billing -- demo [accounts] [latency-ms] [seed] [--db FILE]
 //   closes a month for that many accounts in one process and prints the checked outcome; on an existing FILE
 //   it resumes the close that was running there.
-// dotnet run --project samples/Billing -- serve DB [latency-ms] [seed] [--watch-stdin]
-//   works the billing queues on DB until stopped (several processes may share the file). The close is triggered
-//   elsewhere (the demo, a test, or the monthly schedule). With --watch-stdin it also stops when its standard
-//   input closes, so a worker started by a test never outlives it.
-if (args is ["serve", var db, ..])
+// dotnet run --project samples/Billing -- serve (DB | --postgres CONN [--schema NAME]) [--sim-dir DIR] [latency-ms] [seed]
+//                                          [--log-level warning|error|...] [--watch-stdin]
+//   works the billing queues on the store until stopped (several processes may share it): a SQLite file, or a
+//   PostgreSQL schema (default converge_billing; --postgres-env VAR reads the connection string from an environment
+//   variable, which keeps a password out of process listings). The provider's ledger and the sent mail are in DIR,
+//   or beside DB. The close is triggered elsewhere (the demo, a test, or the monthly schedule). With --watch-stdin
+//   it also stops when its standard input closes, so a worker started by a test or a demo never outlives it.
+if (args is ["serve", ..])
 {
-    var rest = args.Skip(2).Where(a => !a.StartsWith("--", StringComparison.Ordinal)).ToArray();
+    var arguments = args.Skip(1).ToList();
+    var folder = DemoStore.TakeOption(arguments, "--sim-dir");
+    var watchInput = arguments.Remove("--watch-stdin");
+    var logLevel = Enum.Parse<LogLevel>(DemoStore.TakeOption(arguments, "--log-level") ?? nameof(LogLevel.Warning), ignoreCase: true);
+    var store = DemoStore.FromArguments(arguments, "converge_billing", out var error);
+    if (store is null || (folder is null && store.IsPostgreSql))
+    {
+        Console.Error.WriteLine(error ?? "With --postgres, name the folder of the simulated services' files: --sim-dir DIR.");
+        return 2;
+    }
+
     var billing = new BillingOptions
     {
-        ProviderLatency = TimeSpan.FromMilliseconds(rest.Length > 0 ? double.Parse(rest[0], CultureInfo.InvariantCulture) : 20),
-        Seed = rest.Length > 1 ? int.Parse(rest[1], CultureInfo.InvariantCulture) : 42,
+        ProviderLatency = TimeSpan.FromMilliseconds(arguments.Count > 0 ? double.Parse(arguments[0], CultureInfo.InvariantCulture) : 20),
+        Seed = arguments.Count > 1 ? int.Parse(arguments[1], CultureInfo.InvariantCulture) : 42,
     };
     var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
-    builder.Logging.SetMinimumLevel(LogLevel.Warning);
+    builder.Logging.SetMinimumLevel(logLevel);
     builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
     builder.Services.Configure<ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
-    builder.Services.AddBilling(db, billing, MonthCloseDemo.Tune);
+    builder.Services.AddBilling(store.Use, folder is null ? BillingFiles.Beside(store.Path!) : BillingFiles.In(folder), billing, MonthCloseDemo.Tune);
     using var host = builder.Build();
     await host.StartAsync();
     await BillingTables.CreateAsync(host.Services.GetRequiredService<IMessageStore>(), CancellationToken.None);
-    if (args.Contains("--watch-stdin"))
+    if (watchInput)
     {
-        var lifetime = host.Services.GetRequiredService<IHostApplicationLifetime>();
-        var watcher = new Thread(() =>
-        {
-            using var input = Console.OpenStandardInput();
-            var buffer = new byte[64];
-            while (input.Read(buffer) > 0)
-            {
-                // Input is ignored; only its end matters.
-            }
-
-            lifetime.StopApplication();
-        })
-        {
-            IsBackground = true,
-            Name = "stdin watcher",
-        };
-        watcher.Start();
+        DemoWorker.StopWhenInputCloses(host.Services.GetRequiredService<IHostApplicationLifetime>());
     }
 
-    Console.WriteLine($"serving the month close on {db}; Ctrl+C stops");
+    Console.WriteLine($"serving the month close on {store.Describe()}; Ctrl+C stops");
     Console.Out.Flush();
     await host.WaitForShutdownAsync();
     return 0;
@@ -59,7 +57,7 @@ if (args is ["serve", var db, ..])
 
 if (args is not [] and not ["demo", ..])
 {
-    Console.Error.WriteLine("usage: billing demo [accounts] [latency-ms] [seed] [--db FILE] | billing serve DB [latency-ms] [seed] [--watch-stdin]");
+    Console.Error.WriteLine("usage: billing demo [accounts] [latency-ms] [seed] [--db FILE] | billing serve (DB | --postgres CONN [--schema NAME]) [--sim-dir DIR] [latency-ms] [seed] [--log-level LEVEL] [--watch-stdin]");
     return 2;
 }
 

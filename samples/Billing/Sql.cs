@@ -3,7 +3,10 @@ using System.Globalization;
 
 namespace Converge.Samples.Billing;
 
-/// <summary>Small helpers for reading with plain ADO.NET (the read connection a job opens, or the demo's own).</summary>
+/// <summary>
+/// Small helpers for reading with plain ADO.NET (the read connection a job opens, or the demo's own), on SQLite or
+/// PostgreSQL alike: parameters are named <c>@name</c>, which both understand.
+/// </summary>
 internal static class Sql
 {
     public static DbCommand Command(this DbConnection connection, string sql, params (string Name, object? Value)[] parameters)
@@ -49,6 +52,12 @@ internal static class Sql
         var value = await command.ExecuteScalarAsync(cancellationToken);
         return value is null or DBNull ? 0 : Convert.ToInt64(value, CultureInfo.InvariantCulture);
     }
+
+    /// <summary>
+    /// A whole number, whatever type the database gives it: PostgreSQL's sum of a BIGINT column is numeric, and
+    /// SQLite answers a 32-bit int for small ones.
+    /// </summary>
+    public static long Int64(this DbDataReader reader, int ordinal) => Convert.ToInt64(reader.GetValue(ordinal), CultureInfo.InvariantCulture);
 
     public static string? NullableString(this DbDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetString(ordinal);
 

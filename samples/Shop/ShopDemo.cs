@@ -1,3 +1,4 @@
+using System.Data.Common;
 using System.Diagnostics;
 using System.Globalization;
 using Converge.Faults;
@@ -6,9 +7,7 @@ using Converge.Runtime;
 using Converge.Sagas;
 using Converge.Samples.Shop.Orders;
 using Converge.Samples.Shop.Payments;
-using Converge.Sqlite;
 using Converge.Storage;
-using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 
@@ -24,8 +23,21 @@ public sealed class ShopDemoSettings
 
     public ShopStyle Style { get; init; } = ShopStyle.Orchestrated;
 
-    /// <summary>The database file (a new one); <c>null</c> for a temporary file.</summary>
+    /// <summary>The database file (a new one); <c>null</c> for a temporary file. Ignored when <see cref="PostgreSql"/> is set.</summary>
     public string? DbPath { get; init; }
+
+    /// <summary>A PostgreSQL connection string: the shop then runs in <see cref="Schema"/> of that database instead of a SQLite file.</summary>
+    public string? PostgreSql { get; init; }
+
+    /// <summary>With <see cref="PostgreSql"/>: the schema for Converge's tables and the shop's (it must not hold a shop yet).</summary>
+    public string Schema { get; init; } = "converge_shop";
+
+    /// <summary>
+    /// The folder for the payment provider's ledger, a SQLite file every process of the run opens (the provider is
+    /// an outside system, not part of the store). <c>null</c>: beside the SQLite file, or on PostgreSQL a folder
+    /// under the temporary folder named after the server, database and schema.
+    /// </summary>
+    public string? SimulationFolder { get; init; }
 
     public int Seed { get; init; } = 42;
 
@@ -45,7 +57,11 @@ public sealed class ShopDemoSettings
     public TimeSpan Deadline { get; init; } = TimeSpan.FromMinutes(10);
 }
 
-/// <summary>The demo's summary. The violations are counted from the databases and the provider's ledger.</summary>
+/// <summary>
+/// The demo's summary. The violations are counted from the databases and the provider's ledger. <c>Processes</c> is
+/// the number of worker processes besides the demo's own (0 or 3); <c>Store</c> is <c>sqlite</c> or <c>postgresql</c>;
+/// <c>DoubleCharges</c> counts orders the provider's ledger shows charged more than once (each is also a violation).
+/// </summary>
 public sealed record ShopDemoReport(
     string Style,
     int Orders,
@@ -62,7 +78,10 @@ public sealed record ShopDemoReport(
     long RepliesIgnored,
     long TimeoutsFired,
     string Db,
-    int Kills);
+    int Kills,
+    int Processes,
+    string Store,
+    int DoubleCharges);
 
 /// <summary>
 /// Places N orders in one process running all four services, with faults injected through a fault plan at every
@@ -74,62 +93,73 @@ public static class ShopDemo
     public static async Task<ShopDemoReport> RunAsync(ShopDemoSettings settings, TextWriter progress, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(settings);
-        var path = settings.DbPath ?? Path.Combine(Path.GetTempPath(), "converge-shop-" + Guid.NewGuid().ToString("N") + ".db");
-        if (File.Exists(path))
+        ArgumentNullException.ThrowIfNull(progress);
+        var store = settings.PostgreSql is { } connectionString
+            ? DemoStore.PostgreSql(connectionString, settings.Schema)
+            : DemoStore.Sqlite(settings.DbPath ?? Path.Combine(Path.GetTempPath(), "converge-shop-" + Guid.NewGuid().ToString("N") + ".db"));
+        if (store.IsPostgreSql ? await store.TableExistsAsync("shop_orders", cancellationToken) : File.Exists(store.Path))
         {
-            throw new InvalidOperationException($"{path} already exists; the demo needs a new file.");
+            throw new ArgumentException(store.IsPostgreSql
+                ? $"Schema {store.Schema} already holds a shop, and the demo needs a new one: pass another schema name, or drop it (DROP SCHEMA {store.Schema} CASCADE)."
+                : $"{store.Path} already exists; the demo needs a new file.");
         }
+
+        var simulation = settings.SimulationFolder ?? (store.IsPostgreSql ? store.DefaultSimulationFolder("shop") : null);
+        var ledger = simulation is null ? ShopSetup.LedgerPath(store.Path!) : ShopSetup.LedgerIn(simulation);
+        PrepareLedger(ledger, defaultFolder: settings.SimulationFolder is null);
 
         PlaceOrderSaga.StepTimeout = settings.StepTimeout;
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
-        ShopSetup.AddServices(builder.Services, path);
+        ShopSetup.AddServices(builder.Services, ledger);
         builder.Services.AddConverge(o =>
         {
-            o.UseSqlite(path);
+            store.Use(o);
             ConfigureDemo(o, settings.Processes ? ShopServices.Orders : ShopServices.All, settings.FailRate, settings.Seed);
         });
         using var host = builder.Build();
         await host.StartAsync(cancellationToken);
-        var workers = new List<Process>();
+        var workers = new List<DemoWorker>();
+        var log = Log(progress);
         try
         {
-            var store = host.Services.GetRequiredService<IMessageStore>();
-            await ShopSetup.CreateTablesAsync(store, cancellationToken);
+            var messages = host.Services.GetRequiredService<IMessageStore>();
+            await ShopSetup.CreateTablesAsync(messages, cancellationToken);
             if (settings.Processes)
             {
                 foreach (var service in Services)
                 {
-                    workers.Add(await StartWorkerAsync(path, service, settings, progress, cancellationToken));
+                    workers.Add(await StartWorkerAsync(store, ledger, service, settings, log, cancellationToken));
                 }
             }
+
             var random = new Random(settings.Seed);
             var customers = Math.Max(10, settings.Orders / 20);
-            await SeedCustomersAsync(store, customers, random, cancellationToken);
+            await SeedCustomersAsync(messages, customers, random, cancellationToken);
 
             var started = Stopwatch.GetTimestamp();
             await PlaceOrdersAsync(host.Services, settings, customers, random, cancellationToken);
-            await progress.WriteLineAsync($"placed {settings.Orders} orders ({settings.Style.ToString().ToLowerInvariant()}); waiting for them to settle");
+            log($"placed {settings.Orders} orders ({settings.Style.ToString().ToLowerInvariant()}); waiting for them to settle");
             for (var kill = 1; kill <= settings.Kills && workers.Count > 0; kill++)
             {
                 // A crash at an arbitrary moment: whatever the worker had claimed is redelivered when its lease ends.
                 await Task.Delay(TimeSpan.FromMilliseconds(random.Next(200, 1500)), cancellationToken);
                 var index = random.Next(workers.Count);
-                var service = Services[index];
-                workers[index].Kill(entireProcessTree: true);
-                await workers[index].WaitForExitAsync(cancellationToken);
-                await progress.WriteLineAsync($"kill {kill}: {service} (process {workers[index].Id}, exit code {workers[index].ExitCode}); starting it again");
-                workers[index].Dispose();
-                workers[index] = await StartWorkerAsync(path, service, settings, progress, cancellationToken);
+                var worker = workers[index];
+                var exitCode = await worker.KillAsync(cancellationToken);
+                log($"kill {kill}: {worker.Name} (process {worker.Id}, exit code {exitCode}); starting it again");
+                await worker.DisposeAsync();
+                workers[index] = await StartWorkerAsync(store, ledger, worker.Name, settings, log, cancellationToken);
             }
 
-            var inFlight = await WaitUntilSettledAsync(store, settings, progress, cancellationToken);
+            await using var connection = await messages.OpenReadConnectionAsync(cancellationToken);
+            var inFlight = await WaitUntilSettledAsync(connection, messages, settings, log, cancellationToken);
             var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
 
-            await using var connection = ((SqliteMessageStore)store).OpenConnection();
-            var statuses = Count(connection, "SELECT status, count(*) FROM shop_orders GROUP BY status");
-            using var provider = new PaymentProvider(ShopSetup.LedgerPath(path));
-            var violations = Check(connection, provider.Ledger(), settings.Style);
-            var kinds = Count(connection, "SELECT kind, count(*) FROM converge_saga_log GROUP BY kind");
+            var statuses = await CountAsync(connection, "SELECT status, count(*) FROM shop_orders GROUP BY status", cancellationToken);
+            using var provider = new PaymentProvider(ledger);
+            var charges = provider.Ledger();
+            var violations = await CheckAsync(connection, store, charges, settings.Style, cancellationToken);
+            var kinds = await CountAsync(connection, $"SELECT kind, count(*) FROM {store.SagaLogTable} GROUP BY kind", cancellationToken);
             return new ShopDemoReport(
                 settings.Style == ShopStyle.Orchestrated ? "orchestrated" : "choreographed",
                 settings.Orders,
@@ -144,23 +174,60 @@ public static class ShopDemo
                 settings.FailRate,
                 settings.Style == ShopStyle.Orchestrated
                     ? kinds.GetValueOrDefault(SagaLogKinds.FaultInjected)
-                    : Scalar(connection, "SELECT count(*) FROM shop_orders WHERE reason LIKE 'injected%'"),
+                    : await ScalarAsync(connection, "SELECT count(*) FROM shop_orders WHERE reason LIKE 'injected%'", cancellationToken),
                 kinds.GetValueOrDefault(SagaLogKinds.ReplyIgnored),
                 kinds.GetValueOrDefault(SagaLogKinds.TimeoutFired),
-                path,
-                settings.Processes ? settings.Kills : 0);
+                store.Describe(),
+                settings.Processes ? settings.Kills : 0,
+                workers.Count,
+                store.Kind,
+                charges.Values.Count(c => c.Charges > 1));
         }
         finally
         {
             foreach (var worker in workers)
             {
-                worker.Kill(entireProcessTree: true);
-                await worker.WaitForExitAsync(CancellationToken.None);
-                worker.Dispose();
+                await worker.DisposeAsync();
             }
 
             await host.StopAsync(CancellationToken.None);
         }
+    }
+
+    /// <summary>
+    /// A new run needs a new ledger: order ids repeat from run to run, and so would the provider's idempotency keys.
+    /// A ledger left in the default folder belongs to a shop whose schema is gone (a new run checked that), so it is
+    /// removed; one in a folder the user named is theirs to remove.
+    /// </summary>
+    static void PrepareLedger(string ledger, bool defaultFolder)
+    {
+        if (File.Exists(ledger))
+        {
+            if (!defaultFolder)
+            {
+                throw new ArgumentException($"{ledger} already holds a payment provider's ledger from another run; name an empty folder for the simulated services.");
+            }
+
+            foreach (var file in new[] { ledger, ledger + "-wal", ledger + "-shm" })
+            {
+                File.Delete(file);
+            }
+        }
+
+        Directory.CreateDirectory(Path.GetDirectoryName(ledger)!);
+    }
+
+    /// <summary>Writes a line to <paramref name="progress"/>; worker processes write from threads of their own, so lines are serialised.</summary>
+    static Action<string> Log(TextWriter progress)
+    {
+        var gate = new Lock();
+        return line =>
+        {
+            lock (gate)
+            {
+                progress.WriteLine(line);
+            }
+        };
     }
 
     static readonly string[] Services = ["customers", "payments", "shipping"];
@@ -176,36 +243,18 @@ public static class ShopDemo
         AddFaults(o.Faults, new ShopDemoSettings { FailRate = failRate, Seed = seed });
     }
 
-    /// <summary>Starts <c>serve DB SERVICE</c> of this program in a process of its own and waits until it serves.</summary>
-    static async Task<Process> StartWorkerAsync(string path, string service, ShopDemoSettings settings, TextWriter progress, CancellationToken cancellationToken)
+    /// <summary>Starts <c>serve STORE SERVICE</c> of this program in a process of its own and waits until it serves.</summary>
+    static async Task<DemoWorker> StartWorkerAsync(DemoStore store, string ledger, string service, ShopDemoSettings settings, Action<string> log, CancellationToken cancellationToken)
     {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (var argument in new[] { typeof(ShopDemo).Assembly.Location, "serve", path, service, settings.FailRate.ToString(CultureInfo.InvariantCulture), settings.Seed.ToString(CultureInfo.InvariantCulture) })
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        var worker = Process.Start(start) ?? throw new InvalidOperationException($"Could not start the {service} process.");
-        worker.ErrorDataReceived += (_, e) =>
-        {
-            if (e.Data is { } line)
-            {
-                progress.WriteLine($"[{service}] {line}");
-            }
-        };
-        worker.BeginErrorReadLine();
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(TimeSpan.FromSeconds(60));
-        while (await worker.StandardOutput.ReadLineAsync(timeout.Token) is { } line)
-        {
-            if (line.StartsWith("serving", StringComparison.Ordinal))
-            {
-                await progress.WriteLineAsync($"{service}: process {worker.Id}");
-                return worker;
-            }
-        }
-
-        throw new InvalidOperationException($"The {service} process exited before serving (exit code {(worker.HasExited ? worker.ExitCode : -1)}).");
+        var worker = await DemoWorker.StartAsync(
+            service,
+            typeof(ShopDemo).Assembly.Location,
+            ["serve", .. store.WorkerArguments(), service, settings.FailRate.ToString(CultureInfo.InvariantCulture), settings.Seed.ToString(CultureInfo.InvariantCulture), "--ledger", ledger],
+            store,
+            log,
+            cancellationToken);
+        log($"{service}: process {worker.Id}");
+        return worker;
     }
 
     /// <summary>Rules that together meet about <see cref="ShopDemoSettings.FailRate"/> of the orders, spread over every step and kind of fault.</summary>
@@ -281,14 +330,13 @@ public static class ShopDemo
     }
 
     /// <summary>Waits until no order is pending and no message is left to handle; returns the orders still pending.</summary>
-    static async Task<int> WaitUntilSettledAsync(IMessageStore store, ShopDemoSettings settings, TextWriter progress, CancellationToken cancellationToken)
+    static async Task<int> WaitUntilSettledAsync(DbConnection connection, IMessageStore store, ShopDemoSettings settings, Action<string> log, CancellationToken cancellationToken)
     {
         var started = Stopwatch.GetTimestamp();
-        await using var connection = ((SqliteMessageStore)store).OpenConnection();
         var reported = Stopwatch.GetTimestamp();
         while (true)
         {
-            var pending = (int)Scalar(connection, "SELECT count(*) FROM shop_orders WHERE status = 'pending'");
+            var pending = (int)await ScalarAsync(connection, "SELECT count(*) FROM shop_orders WHERE status = 'pending'", cancellationToken);
             var status = await store.GetStatusAsync(cancellationToken);
             var messages = status.Queues.Sum(q => q.Ready + q.Scheduled + q.InFlight) + status.ConsumerGroups.Sum(g => g.Lag);
             if (pending == 0 && messages == 0)
@@ -304,7 +352,7 @@ public static class ShopDemo
             if (Stopwatch.GetElapsedTime(reported) > TimeSpan.FromSeconds(1))
             {
                 reported = Stopwatch.GetTimestamp();
-                await progress.WriteLineAsync($"  {settings.Orders - pending}/{settings.Orders} orders settled, {messages} messages to go");
+                log($"  {settings.Orders - pending}/{settings.Orders} orders settled, {messages} messages to go");
             }
 
             await Task.Delay(TimeSpan.FromMilliseconds(50), cancellationToken);
@@ -312,20 +360,20 @@ public static class ShopDemo
     }
 
     /// <summary>Every rule the outcome must satisfy, checked against the services' tables and the provider's ledger.</summary>
-    static List<string> Check(SqliteConnection connection, Dictionary<string, (int Charges, long Net)> ledger, ShopStyle style)
+    static async Task<List<string>> CheckAsync(DbConnection connection, DemoStore store, Dictionary<string, (int Charges, long Net)> ledger, ShopStyle style, CancellationToken cancellationToken)
     {
         var violations = new List<string>();
-        using (var command = connection.CreateCommand())
+        await using (var command = connection.CreateCommand())
         {
-            command.CommandText = """
+            command.CommandText = $"""
                 SELECT o.id, o.amount, o.status, r.status, s.order_id IS NOT NULL, g.state
                 FROM shop_orders o
                 LEFT JOIN shop_reservations r ON r.order_id = o.id
                 LEFT JOIN shop_shipments s ON s.order_id = o.id
-                LEFT JOIN converge_sagas g ON g.transaction_id = o.id
+                LEFT JOIN {store.SagasTable} g ON g.transaction_id = o.id
                 """;
-            using var reader = command.ExecuteReader();
-            while (reader.Read())
+            await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+            while (await reader.ReadAsync(cancellationToken))
             {
                 var id = reader.GetString(0);
                 var amount = reader.GetInt64(1);
@@ -365,7 +413,7 @@ public static class ShopDemo
         }
 
         // Credit reserved per customer equals the open approved orders' amounts, and the running total agrees.
-        using (var command = connection.CreateCommand())
+        await using (var command = connection.CreateCommand())
         {
             command.CommandText = """
                 SELECT c.id, c.reserved,
@@ -374,10 +422,11 @@ public static class ShopDemo
                        c.credit_limit
                 FROM shop_customers c
                 """;
-            using var reader = command.ExecuteReader();
-            while (reader.Read())
+            await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+            while (await reader.ReadAsync(cancellationToken))
             {
-                var (customer, reserved, held, open, limit) = (reader.GetString(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3), reader.GetInt64(4));
+                // Sums of BIGINT come back as numeric on PostgreSQL: read every figure through one conversion.
+                var (customer, reserved, held, open, limit) = (reader.GetString(0), Int64(reader, 1), Int64(reader, 2), Int64(reader, 3), Int64(reader, 4));
                 if (reserved != held || held != open)
                 {
                     violations.Add($"{customer}: credit reserved {reserved}, reservations held {held}, open approved orders {open}");
@@ -401,24 +450,26 @@ public static class ShopDemo
         return violations;
     }
 
-    static Dictionary<string, long> Count(SqliteConnection connection, string sql)
+    static async Task<Dictionary<string, long>> CountAsync(DbConnection connection, string sql, CancellationToken cancellationToken)
     {
         var counts = new Dictionary<string, long>(StringComparer.Ordinal);
-        using var command = connection.CreateCommand();
+        await using var command = connection.CreateCommand();
         command.CommandText = sql;
-        using var reader = command.ExecuteReader();
-        while (reader.Read())
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
         {
-            counts[reader.GetString(0)] = reader.GetInt64(1);
+            counts[reader.GetString(0)] = Int64(reader, 1);
         }
 
         return counts;
     }
 
-    static long Scalar(SqliteConnection connection, string sql)
+    static async Task<long> ScalarAsync(DbConnection connection, string sql, CancellationToken cancellationToken)
     {
-        using var command = connection.CreateCommand();
+        await using var command = connection.CreateCommand();
         command.CommandText = sql;
-        return (long)command.ExecuteScalar()!;
+        return Convert.ToInt64(await command.ExecuteScalarAsync(cancellationToken), CultureInfo.InvariantCulture);
     }
+
+    static long Int64(DbDataReader reader, int ordinal) => Convert.ToInt64(reader.GetValue(ordinal), CultureInfo.InvariantCulture);
 }

@@ -89,19 +89,26 @@ public static class ShopSetup
     /// <summary>The payment provider's ledger lives in its own file beside the shop's database.</summary>
     public static string LedgerPath(string databasePath) => databasePath + ".provider-ledger";
 
-    public static void AddServices(IServiceCollection services, string databasePath) =>
-        services.AddSingleton(_ => new PaymentProvider(LedgerPath(databasePath)));
+    /// <summary>The payment provider's ledger in a folder of the simulated outside services (the one a PostgreSQL run uses).</summary>
+    public static string LedgerIn(string folder) => Path.Combine(folder, "shop-provider-ledger.db");
 
-    /// <summary>Creates the services' tables (each service owns its own, prefixed by its name).</summary>
+    /// <summary>Adds the payment provider, with its ledger at <paramref name="ledgerPath"/> (every process of a run uses the same file).</summary>
+    public static void AddServices(IServiceCollection services, string ledgerPath) =>
+        services.AddSingleton(_ => new PaymentProvider(ledgerPath));
+
+    /// <summary>
+    /// Creates the services' tables (each service owns its own, prefixed by its name). Amounts are cents in BIGINT,
+    /// which SQLite reads as INTEGER and PostgreSQL as a 64-bit integer, so the same SQL runs on both stores.
+    /// </summary>
     public static async Task CreateTablesAsync(IMessageStore store, CancellationToken cancellationToken)
     {
         await using var transaction = await store.BeginAsync(cancellationToken);
         foreach (var statement in new[]
         {
-            "CREATE TABLE IF NOT EXISTS shop_orders (id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, amount INTEGER NOT NULL, status TEXT NOT NULL, reason TEXT, style TEXT NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS shop_customers (id TEXT PRIMARY KEY, credit_limit INTEGER NOT NULL, reserved INTEGER NOT NULL DEFAULT 0)",
-            "CREATE TABLE IF NOT EXISTS shop_reservations (order_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, amount INTEGER NOT NULL, status TEXT NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS shop_payments (order_id TEXT PRIMARY KEY, status TEXT NOT NULL, amount INTEGER NOT NULL, reference TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS shop_orders (id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, amount BIGINT NOT NULL, status TEXT NOT NULL, reason TEXT, style TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS shop_customers (id TEXT PRIMARY KEY, credit_limit BIGINT NOT NULL, reserved BIGINT NOT NULL DEFAULT 0)",
+            "CREATE TABLE IF NOT EXISTS shop_reservations (order_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, amount BIGINT NOT NULL, status TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS shop_payments (order_id TEXT PRIMARY KEY, status TEXT NOT NULL, amount BIGINT NOT NULL, reference TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS shop_shipments (order_id TEXT PRIMARY KEY, tracking TEXT NOT NULL)",
         })
         {

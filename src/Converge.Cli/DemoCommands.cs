@@ -8,10 +8,12 @@ namespace Converge.Cli;
 /// <summary>
 /// <c>converge demo shop</c>: the Shop sample end to end, with faults injected, and its outcome checked.
 /// <c>converge demo month-close</c>: the Billing sample's month close for N accounts, and its outcome checked.
+/// Both run on a SQLite file (<c>--db</c>) or a PostgreSQL schema (<c>--postgres</c>), in this process or with
+/// worker processes of their own, some of which can be killed along the way.
 /// </summary>
 internal static class DemoCommands
 {
-    public static Command Create(CliOutput output) => new("demo", "Run a sample end to end on the embedded SQLite store and check its outcome.")
+    public static Command Create(CliOutput output) => new("demo", "Run a sample end to end on SQLite (--db) or PostgreSQL (--postgres) and check its outcome.")
     {
         Shop(output),
         MonthClose(output),
@@ -23,9 +25,13 @@ internal static class DemoCommands
         var failRate = new Option<double>("--fail-rate") { Description = "Share of orders that meet an injected fault (a failed, delayed, duplicated or dropped step) through the fault plan, 0 to 1.", HelpName = "P", DefaultValueFactory = _ => 0.2 };
         var style = new Option<string>("--style") { Description = "orchestrated (the place-order saga) or choreographed (events on the log).", HelpName = "orchestrated|choreographed", DefaultValueFactory = _ => "orchestrated" };
         style.AcceptOnlyFromAmong("orchestrated", "choreographed");
-        var db = new Option<string>("--db") { Description = "The database to create (a new file; kept, so converge sagas and flow can inspect it). Default: a new temporary file.", HelpName = "FILE" };
+        var store = new DemoStoreOptions(
+            "The database to create (a new file; kept, so converge sagas and flow can inspect it). Default: a new temporary file.",
+            "converge_shop",
+            "It must not hold a shop yet; it is kept, so converge sagas and flow can inspect it.",
+            "the payment provider's ledger");
         var seed = new Option<int>("--seed") { Description = "Seeds the orders and which of them meet faults.", HelpName = "N", DefaultValueFactory = _ => 42 };
-        var processes = new Option<bool>("--processes") { Description = "Run Customers, Payments and Shipping in a process each (this one keeps Orders), all on the same database file." };
+        var processes = new Option<bool>("--processes") { Description = "Run Customers, Payments and Shipping in a process each (this one keeps Orders), all on the same store." };
         var kills = new Option<int>("--kill") { Description = "With --processes: kill a worker process this many times with SIGKILL at random moments, starting it again each time.", HelpName = "N" };
         var json = CommonOptions.Json();
         orders.Validators.Add(r =>
@@ -44,34 +50,40 @@ internal static class DemoCommands
         });
         var command = new Command("shop", "Place orders through the Shop (orders, customer credit, payments with a simulated provider, shipping) with faults injected at every step, wait until every order has settled, and check: every saga ended, completed orders charged and shipped once, compensated orders hold no credit and no net charge, credit reserved equals the open orders.")
         {
-            orders, failRate, style, db, seed, processes, kills, json,
+            orders, failRate, style, seed, processes, kills, json,
         };
+        store.AddTo(command);
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
-            var path = parsed.GetValue(db);
+            var path = store.Db(parsed);
             if (path is not null && File.Exists(path))
             {
                 throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file, or omit --db for a temporary one.");
             }
+
+            await store.CheckPostgresAsync(parsed);
 
             if (parsed.GetValue(kills) is var killCount && (killCount < 0 || (killCount > 0 && !parsed.GetValue(processes))))
             {
                 throw new CliException(CliApp.Usage, "--kill needs --processes (the workers it kills are processes of their own) and a count of 0 or more.");
             }
 
-            var report = await ShopDemo.RunAsync(
+            var report = await RefusedSettingsAreMisuse(() => ShopDemo.RunAsync(
                 new ShopDemoSettings
                 {
                     Orders = parsed.GetValue(orders),
                     FailRate = parsed.GetValue(failRate),
                     Style = parsed.GetValue(style) == "choreographed" ? ShopStyle.Choreographed : ShopStyle.Orchestrated,
-                    DbPath = path is null ? null : Path.GetFullPath(path),
+                    DbPath = path,
+                    PostgreSql = store.Postgres(parsed),
+                    Schema = store.Schema(parsed),
+                    SimulationFolder = store.SimulationFolder(parsed),
                     Seed = parsed.GetValue(seed),
                     Processes = parsed.GetValue(processes),
                     Kills = parsed.GetValue(kills),
                 },
                 output.Error,
-                cancellationToken);
+                cancellationToken));
             var outcome = report.Violations == 0 && report.InFlight == 0 ? CliApp.Success : CliApp.Failure;
             if (parsed.GetValue(json))
             {
@@ -87,12 +99,15 @@ internal static class DemoCommands
             CliOutput.AddRow(table, "rejected", report.Rejected);
             CliOutput.AddRow(table, "in flight", report.InFlight);
             CliOutput.AddRow(table, "violations", report.Violations);
+            CliOutput.AddRow(table, "double charges", report.DoubleCharges);
             CliOutput.AddRow(table, "faults injected", report.FaultsInjected);
             CliOutput.AddRow(table, "replies ignored (duplicate or late)", report.RepliesIgnored);
             CliOutput.AddRow(table, "timeouts fired", report.TimeoutsFired);
             CliOutput.AddRow(table, "seconds", report.Seconds);
             CliOutput.AddRow(table, "sagas per second", report.SagasPerSecond);
+            CliOutput.AddRow(table, "worker processes", report.Processes);
             CliOutput.AddRow(table, "worker processes killed", report.Kills);
+            CliOutput.AddRow(table, "store", report.Store);
             CliOutput.AddRow(table, "database", report.Db);
             output.Console().Write(table);
             foreach (var example in report.ViolationExamples)
@@ -108,11 +123,13 @@ internal static class DemoCommands
     static Command MonthClose(CliOutput output)
     {
         var accounts = new Option<long>("--accounts") { Description = "Accounts to seed when the database has none (an existing database keeps its accounts).", HelpName = "N", DefaultValueFactory = _ => 10_000 };
-        var db = new Option<string>("--db")
-        {
-            Description = "The database: a new file, or one an earlier run left, in which case the close that ran there resumes (run the same command again after a crash or Ctrl+C). The provider's ledger and the sent mail sit beside it (FILE.provider.db, FILE.email.db). Default: a new temporary file.",
-            HelpName = "FILE",
-        };
+        var store = new DemoStoreOptions(
+            "The database: a new file, or one an earlier run left, in which case the close that ran there resumes (run the same command again after a crash or Ctrl+C). The provider's ledger and the sent mail sit beside it (FILE.provider.db, FILE.email.db). Default: a new temporary file.",
+            "converge_billing",
+            "A schema that holds a close already resumes it, like an existing --db file.",
+            "the payment provider's ledger and the sent mail");
+        var processes = new Option<int>("--processes") { Description = "Run the close in this many worker processes on the same store (this one then only seeds, triggers, watches and checks). Default: 0, the close runs in this process.", HelpName = "N" };
+        var kills = new Option<int>("--kill") { Description = "With --processes: kill a worker process this many times with SIGKILL while the close runs (at random shares of the accounts settled), starting it again each time.", HelpName = "K" };
         var latency = new Option<double>("--latency") { Description = "The payment provider's latency per call in milliseconds (with seeded jitter of up to half of it either way).", HelpName = "MS", DefaultValueFactory = _ => 20 };
         var seed = new Option<int>("--seed") { Description = "Seeds the accounts, the provider's jitter and outages, and which accounts pay, get a credit or remove their card between invoice and charge.", HelpName = "N", DefaultValueFactory = _ => 42 };
         var period = new Option<string>("--period") { Description = "The month to close. Default: the month before this one in the time zone.", HelpName = "YYYY-MM" };
@@ -132,12 +149,26 @@ internal static class DemoCommands
                 r.AddError("--latency must be between 0 and 10000 milliseconds, for example 20.");
             }
         });
+        processes.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int>() is < 0 or > 32)
+            {
+                r.AddError("--processes must be between 0 and 32, for example 3.");
+            }
+        });
         var command = new Command("month-close", "Close a billing month for N accounts: a batch of background jobs invoices every account, re-reads it before charging through a simulated provider (latency, 429 throttling, short outages, declines; idempotency keys), skips invoices paid meanwhile, charges only what a credit leaves, holds accounts without a usable card, sends receipts in each account's language, and writes the finance report when the batch completes. Then checks: every account settled exactly once, one receipt per charged or credited invoice, no double charge in the provider's ledger.")
         {
-            accounts, db, latency, seed, period, timeZone, json,
+            accounts, latency, seed, period, timeZone, processes, kills, json,
         };
+        store.AddTo(command);
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
+            if (parsed.GetValue(kills) is var killCount && (killCount < 0 || (killCount > 0 && parsed.GetValue(processes) < 1)))
+            {
+                throw new CliException(CliApp.Usage, "--kill needs --processes N of 1 or more (the workers it kills are processes of their own) and a count of 0 or more.");
+            }
+
+            await store.CheckPostgresAsync(parsed);
             var billing = new BillingOptions
             {
                 ProviderLatency = TimeSpan.FromMilliseconds(parsed.GetValue(latency)),
@@ -159,16 +190,23 @@ internal static class DemoCommands
                     : $"time zone '{billing.TimeZone}' is not known on this machine; use an IANA id such as Europe/Berlin or UTC.");
             }
 
-            var settings = new MonthCloseSettings
+            MonthCloseSettings Settings(Action<string> log) => new()
             {
                 Accounts = parsed.GetValue(accounts),
-                DbPath = parsed.GetValue(db) is { } path ? Path.GetFullPath(path) : null,
+                DbPath = store.Db(parsed),
+                PostgreSql = store.Postgres(parsed),
+                Schema = store.Schema(parsed),
+                SimulationFolder = store.SimulationFolder(parsed),
+                Processes = parsed.GetValue(processes),
+                Kills = parsed.GetValue(kills),
                 Period = parsed.GetValue(period),
                 Billing = billing,
+                Log = log,
             };
-            var report = parsed.GetValue(json) || !IsTerminal(output)
-                ? await MonthCloseDemo.RunAsync(settings, ProgressLines(output), cancellationToken)
-                : await RunWithProgressBarAsync(output, settings, cancellationToken);
+            var lines = new Lock();
+            var report = await RefusedSettingsAreMisuse(() => parsed.GetValue(json) || !IsTerminal(output)
+                ? MonthCloseDemo.RunAsync(Settings(Line(output, lines)), ProgressLines(output, lines), cancellationToken)
+                : RunWithProgressBarAsync(output, Settings, cancellationToken));
             var outcome = report.Violations == 0 && report.Finished ? CliApp.Success : CliApp.Failure;
             if (parsed.GetValue(json))
             {
@@ -202,6 +240,9 @@ internal static class DemoCommands
             CliOutput.AddRow(table, "seconds", report.Seconds);
             CliOutput.AddRow(table, "accounts per second", report.AccountsPerSecond);
             CliOutput.AddRow(table, "resumed an earlier run", report.Resumed ? "yes" : "no");
+            CliOutput.AddRow(table, "worker processes", report.Processes);
+            CliOutput.AddRow(table, "worker processes killed", report.Kills);
+            CliOutput.AddRow(table, "store", report.Store);
             CliOutput.AddRow(table, "database", report.Db);
             output.Console().Write(table);
             foreach (var example in report.ViolationExamples)
@@ -211,7 +252,9 @@ internal static class DemoCommands
 
             if (!report.Finished)
             {
-                await output.Error.WriteLineAsync($"the close did not finish in time; run the same command with --db {report.Db} to resume it.");
+                await output.Error.WriteLineAsync(report.Store == "postgresql"
+                    ? "the close did not finish in time; run the same command again (same --postgres and --schema) to resume it."
+                    : $"the close did not finish in time; run the same command with --db {ShellQuote.Quote(report.Db)} to resume it.");
             }
 
             return outcome;
@@ -221,10 +264,34 @@ internal static class DemoCommands
 
     static bool IsTerminal(CliOutput output) => ReferenceEquals(output.Error, System.Console.Error) && !System.Console.IsErrorRedirected;
 
-    /// <summary>Progress as plain lines on stderr: every note, and otherwise at most one line a second.</summary>
-    static Action<MonthCloseProgress> ProgressLines(CliOutput output)
+    /// <summary>
+    /// Runs a demo; a setting it refuses (a store that is not new, a folder holding another run's files, a connection
+    /// string it cannot use) is misuse, exit code 2, with the demo's message.
+    /// </summary>
+    static async Task<T> RefusedSettingsAreMisuse<T>(Func<Task<T>> run)
     {
-        var gate = new object();
+        try
+        {
+            return await run();
+        }
+        catch (ArgumentException exception)
+        {
+            throw new CliException(CliApp.Usage, StoreAccess.WithoutParameterName(exception));
+        }
+    }
+
+    /// <summary>Lines about the worker processes, on stderr; <paramref name="gate"/> keeps them from interleaving with progress lines.</summary>
+    static Action<string> Line(CliOutput output, Lock gate) => line =>
+    {
+        lock (gate)
+        {
+            output.Error.WriteLine(line);
+        }
+    };
+
+    /// <summary>Progress as plain lines on stderr: every note, and otherwise at most one line a second.</summary>
+    static Action<MonthCloseProgress> ProgressLines(CliOutput output, Lock gate)
+    {
         var last = System.Diagnostics.Stopwatch.StartNew();
         var first = true;
         return p =>
@@ -245,7 +312,10 @@ internal static class DemoCommands
     }
 
     /// <summary>Runs the demo under a Spectre.Console progress display on stderr: seeding, settling, checking.</summary>
-    static async Task<MonthCloseReport> RunWithProgressBarAsync(CliOutput output, MonthCloseSettings settings, CancellationToken cancellationToken)
+    /// <param name="output">Where the bars go (stderr).</param>
+    /// <param name="settings">The settings, given where the lines about worker processes go (printed above the bars).</param>
+    /// <param name="cancellationToken">Stops the demo.</param>
+    static async Task<MonthCloseReport> RunWithProgressBarAsync(CliOutput output, Func<Action<string>, MonthCloseSettings> settings, CancellationToken cancellationToken)
     {
         var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(output.Error) });
         MonthCloseReport? report = null;
@@ -254,11 +324,12 @@ internal static class DemoCommands
             .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn(), new SpinnerColumn())
             .StartAsync(async context =>
             {
-                var seed = context.AddTask("seed accounts", maxValue: Math.Max(1, settings.Accounts));
-                var close = context.AddTask("month close", autoStart: false, maxValue: Math.Max(1, settings.Accounts));
+                var run = settings(line => console.MarkupLine(Markup.Escape(line)));
+                var seed = context.AddTask("seed accounts", maxValue: Math.Max(1, run.Accounts));
+                var close = context.AddTask("month close", autoStart: false, maxValue: Math.Max(1, run.Accounts));
                 var check = context.AddTask("check", autoStart: false, maxValue: 1);
                 report = await MonthCloseDemo.RunAsync(
-                    settings,
+                    run,
                     p =>
                     {
                         var task = p.Stage switch { "seed" => seed, "close" => close, _ => check };

@@ -111,7 +111,7 @@ internal static class StoreAccess
     /// The message without the " (Parameter 'Schema')" that .NET appends: it names a property of the options class,
     /// which the user never typed.
     /// </summary>
-    static string WithoutParameterName(ArgumentException exception)
+    internal static string WithoutParameterName(ArgumentException exception)
     {
         var message = exception.Message;
         var suffix = $" (Parameter '{exception.ParamName}')";

@@ -70,6 +70,33 @@ public sealed class DemoMonthCloseTests
     }
 
     [Fact]
+    public async Task With_three_worker_processes_one_killed_the_close_on_SQLite_settles_every_account_once()
+    {
+        using var folder = new TempFolder();
+        var db = folder.File("billing.db");
+
+        var result = await Cli.RunAsync("demo", "month-close", "--accounts", "500", "--latency", "1", "--period", "2026-11", "--processes", "3", "--kill", "1", "--db", db, "--json");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var report = result.Json();
+        Assert.Equal("sqlite", report.GetProperty("store").GetString());
+        Assert.Equal(3, report.GetProperty("processes").GetInt32());
+        Assert.Equal(1, report.GetProperty("kills").GetInt32());
+        Assert.Equal(500, report.GetProperty("invoiced").GetInt64());
+        Assert.Equal(0, report.GetProperty("violations").GetInt64());
+        Assert.Equal(0, report.GetProperty("double_charges").GetInt64());
+        Assert.Equal(0, report.GetProperty("duplicate_emails").GetInt64());
+        Assert.True(report.GetProperty("finished").GetBoolean(), result.ToString());
+        foreach (var worker in new[] { "worker 1: process ", "worker 2: process ", "worker 3: process " })
+        {
+            Assert.Contains(worker, result.Error, StringComparison.Ordinal);
+        }
+
+        Assert.Contains("exit code 137", result.Error, StringComparison.Ordinal);
+        Assert.True(File.Exists(db + ".provider.db"), "The provider's ledger is not beside the database.");
+    }
+
+    [Fact]
     public async Task The_table_names_the_figures_and_the_database()
     {
         using var folder = new TempFolder();
@@ -80,6 +107,8 @@ public sealed class DemoMonthCloseTests
         Assert.True(result.ExitCode == 0, result.ToString());
         Assert.Contains("skipped, already paid", result.Out, StringComparison.Ordinal);
         Assert.Contains("double charges", result.Out, StringComparison.Ordinal);
+        Assert.Contains("worker processes", result.Out, StringComparison.Ordinal);
+        Assert.Contains("sqlite", result.Out, StringComparison.Ordinal);
         Assert.Contains(db, result.Out, StringComparison.Ordinal);
         Assert.ThrowsAny<JsonException>(() => JsonDocument.Parse(result.Out));
     }

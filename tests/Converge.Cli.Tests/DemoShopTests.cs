@@ -17,6 +17,7 @@ public sealed class DemoShopTests
         Assert.Equal(300, report.GetProperty("orders").GetInt32());
         Assert.Equal(0, report.GetProperty("in_flight").GetInt32());
         Assert.Equal(0, report.GetProperty("violations").GetInt32());
+        Assert.Equal(0, report.GetProperty("double_charges").GetInt32());
         Assert.Equal(300, report.GetProperty("completed").GetInt32() + report.GetProperty("compensated").GetInt32() + report.GetProperty("rejected").GetInt32());
         Assert.True(report.GetProperty("faults_injected").GetInt64() > 0, result.ToString());
         Assert.True(report.GetProperty("completed").GetInt32() > 0, result.ToString());
@@ -47,6 +48,8 @@ public sealed class DemoShopTests
         }
 
         Assert.Equal(2, report.GetProperty("kills").GetInt32());
+        Assert.Equal(3, report.GetProperty("processes").GetInt32());
+        Assert.Equal("sqlite", report.GetProperty("store").GetString());
         Assert.Contains("kill 2: ", result.Error, StringComparison.Ordinal);
         Assert.Contains("exit code 137", result.Error, StringComparison.Ordinal);
     }

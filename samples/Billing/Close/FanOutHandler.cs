@@ -46,7 +46,7 @@ public sealed class FanOutHandler(BillingOptions billing) : IJobHandler<FanOutJo
         {
             ids = await connection.ReadAllAsync(
                 "SELECT id FROM billing_accounts WHERE id BETWEEN @from AND @to ORDER BY id",
-                r => r.GetInt64(0),
+                r => r.Int64(0),
                 cancellationToken,
                 ("@from", job.FromId), ("@to", job.ToId));
         }

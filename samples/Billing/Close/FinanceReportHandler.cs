@@ -19,14 +19,14 @@ public sealed class FinanceReportHandler(IJobClient jobs, TimeProvider clock) : 
             totals = (await connection.ReadOneAsync(
                 """
                 SELECT count(*), coalesce(sum(amount_cents), 0),
-                       coalesce(sum(status = 'charged'), 0), coalesce(sum(status = 'credited'), 0),
+                       count(*) FILTER (WHERE status = 'charged'), count(*) FILTER (WHERE status = 'credited'),
                        coalesce(sum(charged_cents), 0), coalesce(sum(credit_applied_cents), 0),
-                       coalesce(sum(status = 'skipped_already_paid'), 0), coalesce(sum(CASE WHEN status = 'skipped_already_paid' THEN amount_cents END), 0),
-                       coalesce(sum(status = 'held'), 0), coalesce(sum(CASE WHEN status = 'held' THEN amount_cents END), 0),
-                       coalesce(sum(status = 'open'), 0)
+                       count(*) FILTER (WHERE status = 'skipped_already_paid'), coalesce(sum(amount_cents) FILTER (WHERE status = 'skipped_already_paid'), 0),
+                       count(*) FILTER (WHERE status = 'held'), coalesce(sum(amount_cents) FILTER (WHERE status = 'held'), 0),
+                       count(*) FILTER (WHERE status = 'open')
                 FROM billing_invoices WHERE period = @period
                 """,
-                r => Enumerable.Range(0, 11).Select(r.GetInt64).ToArray(),
+                r => Enumerable.Range(0, 11).Select(r.Int64).ToArray(),
                 cancellationToken,
                 ("@period", job.Period)))!;
         }

@@ -39,7 +39,7 @@ public sealed class MonthCloseHandler(IJobClient jobs, BillingOptions billing) :
         {
             accounts = (await connection.ReadOneAsync<(long, long, long)?>(
                 "SELECT coalesce(min(id), 0), coalesce(max(id), 0), count(*) FROM billing_accounts",
-                r => (r.GetInt64(0), r.GetInt64(1), r.GetInt64(2)),
+                r => (r.Int64(0), r.Int64(1), r.Int64(2)),
                 cancellationToken)) ?? default;
         }
 

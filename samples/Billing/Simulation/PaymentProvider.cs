@@ -62,7 +62,9 @@ public sealed class PaymentProviderOptions
 /// <summary>What the provider's ledger holds, read from its file.</summary>
 /// <param name="DoubleCharges">References (invoices) charged successfully more than once: must be 0.</param>
 /// <param name="Replays">Calls answered from an earlier call with the same idempotency key.</param>
-public sealed record LedgerSummary(long Charges, long CollectedCents, long Declines, long DoubleCharges, long Replays);
+/// <param name="Throttled">Calls refused with 429, by every instance that used the ledger.</param>
+/// <param name="Unavailable">Calls refused with 503, by every instance that used the ledger.</param>
+public sealed record LedgerSummary(long Charges, long CollectedCents, long Declines, long DoubleCharges, long Replays, long Throttled, long Unavailable);
 
 /// <summary>
 /// A simulated card payment provider outside the store: it keeps its own ledger in its own SQLite file and honours
@@ -90,6 +92,10 @@ public sealed class PaymentProvider : IAsyncDisposable, IDisposable
             replays INTEGER NOT NULL DEFAULT 0)
         """,
         "CREATE INDEX IF NOT EXISTS charges_reference ON charges (reference)",
+
+        // Calls refused with 429 or 503, per status: several processes may serve the provider's callers, and their
+        // counts add up here.
+        "CREATE TABLE IF NOT EXISTS refusals (status INTEGER PRIMARY KEY, calls INTEGER NOT NULL)",
     ];
 
     readonly PaymentProviderOptions _options;
@@ -113,10 +119,10 @@ public sealed class PaymentProvider : IAsyncDisposable, IDisposable
         _writer = new SerialWriter<Commands>(options.LedgerPath, Schema, connection => new Commands(connection));
     }
 
-    /// <summary>Calls refused with 429 by this instance.</summary>
+    /// <summary>Calls refused with 429 by this instance (<see cref="ReadSummary"/> counts those of every instance).</summary>
     public long Throttled => Interlocked.Read(ref _throttled);
 
-    /// <summary>Calls refused with 503 by this instance.</summary>
+    /// <summary>Calls refused with 503 by this instance (<see cref="ReadSummary"/> counts those of every instance).</summary>
     public long Unavailable => Interlocked.Read(ref _unavailable);
 
     /// <summary>Charges the card, or returns the answer already given for the same idempotency key.</summary>
@@ -130,12 +136,14 @@ public sealed class PaymentProvider : IAsyncDisposable, IDisposable
         if (InOutage(now))
         {
             Interlocked.Increment(ref _unavailable);
+            await _writer.WriteAsync((commands, transaction) => commands.CountRefusal(transaction, 503), cancellationToken);
             throw new ProviderUnavailableException();
         }
 
         if (Throttle(now) is { } retryAfter)
         {
             Interlocked.Increment(ref _throttled);
+            await _writer.WriteAsync((commands, transaction) => commands.CountRefusal(transaction, 429), cancellationToken);
             throw new ProviderThrottledException(retryAfter);
         }
 
@@ -190,7 +198,7 @@ public sealed class PaymentProvider : IAsyncDisposable, IDisposable
     {
         if (!File.Exists(ledgerPath))
         {
-            return new LedgerSummary(0, 0, 0, 0, 0);
+            return new LedgerSummary(0, 0, 0, 0, 0, 0, 0);
         }
 
         using var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = ledgerPath, Mode = SqliteOpenMode.ReadOnly, Pooling = false }.ToString());
@@ -202,11 +210,13 @@ public sealed class PaymentProvider : IAsyncDisposable, IDisposable
                 (SELECT coalesce(sum(amount_cents), 0) FROM charges WHERE status = 'succeeded'),
                 (SELECT count(*) FROM charges WHERE status = 'declined'),
                 (SELECT count(*) FROM (SELECT reference FROM charges WHERE status = 'succeeded' GROUP BY reference HAVING count(*) > 1)),
-                (SELECT coalesce(sum(replays), 0) FROM charges)
+                (SELECT coalesce(sum(replays), 0) FROM charges),
+                (SELECT coalesce(sum(calls), 0) FROM refusals WHERE status = 429),
+                (SELECT coalesce(sum(calls), 0) FROM refusals WHERE status = 503)
             """;
         using var reader = command.ExecuteReader();
         reader.Read();
-        return new LedgerSummary(reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3), reader.GetInt64(4));
+        return new LedgerSummary(reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3), reader.GetInt64(4), reader.GetInt64(5), reader.GetInt64(6));
     }
 
     public ValueTask DisposeAsync() => _writer.DisposeAsync();
@@ -220,9 +230,11 @@ public sealed class PaymentProvider : IAsyncDisposable, IDisposable
         readonly SqliteCommand _find;
         readonly SqliteCommand _replay;
         readonly SqliteCommand _insert;
+        readonly SqliteCommand _refusal;
 
         public Commands(SqliteConnection connection)
         {
+            _refusal = Prepare(connection, "INSERT INTO refusals (status, calls) VALUES ($status, 1) ON CONFLICT (status) DO UPDATE SET calls = calls + 1", "$status");
             _find = Prepare(connection, "SELECT id, status, amount_cents, decline_code FROM charges WHERE idempotency_key = $key", "$key");
             _replay = Prepare(connection, "UPDATE charges SET replays = replays + 1 WHERE idempotency_key = $key", "$key");
             _insert = Prepare(
@@ -270,6 +282,14 @@ public sealed class PaymentProvider : IAsyncDisposable, IDisposable
             return charge;
         }
 
+        public bool CountRefusal(SqliteTransaction transaction, int status)
+        {
+            _refusal.Transaction = transaction;
+            _refusal.Parameters["$status"].Value = status;
+            _refusal.ExecuteNonQuery();
+            return true;
+        }
+
         static SqliteCommand Prepare(SqliteConnection connection, string sql, params string[] parameters)
         {
             var command = connection.CreateCommand();
@@ -287,6 +307,7 @@ public sealed class PaymentProvider : IAsyncDisposable, IDisposable
             _find.Dispose();
             _replay.Dispose();
             _insert.Dispose();
+            _refusal.Dispose();
         }
     }
 }

@@ -23,16 +23,15 @@ public sealed class CreditHandlers(FaultInjector faults) :
 
     public async Task HandleAsync(ReleaseCredit message, MessageContext context, CancellationToken cancellationToken)
     {
-        var transaction = await context.GetTransactionAsync(cancellationToken);
-        var status = await Scalar(transaction, "SELECT status FROM shop_reservations WHERE order_id = @order", ("@order", message.OrderId)) as string;
-        if (status == "reserved")
+        switch (await ClaimAsync(context, message.OrderId, cancellationToken))
         {
-            await context.ExecuteAsync("UPDATE shop_customers SET reserved = reserved - (SELECT amount FROM shop_reservations WHERE order_id = @order) WHERE id = (SELECT customer_id FROM shop_reservations WHERE order_id = @order)", ("@order", message.OrderId));
-            await context.ExecuteAsync("UPDATE shop_reservations SET status = 'released' WHERE order_id = @order", ("@order", message.OrderId));
-        }
-        else if (status is null)
-        {
-            await context.ExecuteAsync("INSERT INTO shop_reservations (order_id, customer_id, amount, status) VALUES (@order, '', 0, 'released')", ("@order", message.OrderId));
+            case "reserved":
+                await ReturnCreditAsync(context, message.OrderId, "released");
+                break;
+            case Claimed:
+                // Nothing reserved yet: the row stays as a tombstone, so a reservation that arrives late refuses.
+                await context.ExecuteAsync("UPDATE shop_reservations SET status = 'released' WHERE order_id = @order", ("@order", message.OrderId));
+                break;
         }
 
         await context.ReplyAsync(new CreditReleased(message.OrderId), cancellationToken);
@@ -40,14 +39,9 @@ public sealed class CreditHandlers(FaultInjector faults) :
 
     public async Task HandleAsync(SettleCredit message, MessageContext context, CancellationToken cancellationToken)
     {
-        // Paid and shipped: the order no longer draws on the customer's credit.
-        var transaction = await context.GetTransactionAsync(cancellationToken);
-        if (await Scalar(transaction, "SELECT status FROM shop_reservations WHERE order_id = @order", ("@order", message.OrderId)) as string == "reserved")
-        {
-            await context.ExecuteAsync("UPDATE shop_customers SET reserved = reserved - (SELECT amount FROM shop_reservations WHERE order_id = @order) WHERE id = (SELECT customer_id FROM shop_reservations WHERE order_id = @order)", ("@order", message.OrderId));
-            await context.ExecuteAsync("UPDATE shop_reservations SET status = 'settled' WHERE order_id = @order", ("@order", message.OrderId));
-        }
-
+        // Paid and shipped: the order no longer draws on the customer's credit. The status changes only from
+        // 'reserved', in the statement that locks the row, so two deliveries cannot both return the credit.
+        await ReturnCreditAsync(context, message.OrderId, "settled");
         await context.ReplyAsync(new CreditSettled(message.OrderId), cancellationToken);
     }
 
@@ -72,8 +66,7 @@ public sealed class CreditHandlers(FaultInjector faults) :
     /// <returns><c>null</c> when reserved (now or before), otherwise why not.</returns>
     static async Task<string?> ReserveAsync(MessageContext context, string orderId, string customerId, decimal amount, CancellationToken cancellationToken)
     {
-        var transaction = await context.GetTransactionAsync(cancellationToken);
-        switch (await Scalar(transaction, "SELECT status FROM shop_reservations WHERE order_id = @order", ("@order", orderId)) as string)
+        switch (await ClaimAsync(context, orderId, cancellationToken))
         {
             case "reserved" or "settled":
                 return null;
@@ -85,9 +78,39 @@ public sealed class CreditHandlers(FaultInjector faults) :
 
         var cents = ToCents(amount);
         var room = await context.ExecuteAsync("UPDATE shop_customers SET reserved = reserved + @amount WHERE id = @customer AND reserved + @amount <= credit_limit", ("@amount", cents), ("@customer", customerId));
-        await context.ExecuteAsync("INSERT INTO shop_reservations (order_id, customer_id, amount, status) VALUES (@order, @customer, @amount, @status)",
+        await context.ExecuteAsync("UPDATE shop_reservations SET customer_id = @customer, amount = @amount, status = @status WHERE order_id = @order",
             ("@order", orderId), ("@customer", customerId), ("@amount", cents), ("@status", room == 1 ? "reserved" : "refused"));
         return room == 1 ? null : "credit limit exceeded";
+    }
+
+    /// <summary>The status of a row this transaction has just claimed and nothing has decided yet.</summary>
+    const string Claimed = "claimed";
+
+    /// <summary>
+    /// Makes sure the order's reservation row exists and locks it, then returns its status (<see cref="Claimed"/> when
+    /// nothing was decided for the order yet). Every command about an order starts here: on PostgreSQL, where each
+    /// statement reads what is committed, a second command for the same order waits at this row until the first
+    /// commits and then reads its outcome, instead of both acting on the same old status. (SQLite runs one writer
+    /// at a time, so there the lock changes nothing.) If the transaction rolls back, so does the claimed row.
+    /// </summary>
+    static async Task<string?> ClaimAsync(MessageContext context, string orderId, CancellationToken cancellationToken)
+    {
+        await context.ExecuteAsync(
+            "INSERT INTO shop_reservations (order_id, customer_id, amount, status) VALUES (@order, '', 0, 'claimed') ON CONFLICT (order_id) DO UPDATE SET status = shop_reservations.status",
+            ("@order", orderId));
+        var transaction = await context.GetTransactionAsync(cancellationToken);
+        return await Scalar(transaction, "SELECT status FROM shop_reservations WHERE order_id = @order", ("@order", orderId)) as string;
+    }
+
+    /// <summary>Moves a 'reserved' reservation to <paramref name="status"/> and gives its amount back to the customer; nothing otherwise.</summary>
+    static async Task ReturnCreditAsync(MessageContext context, string orderId, string status)
+    {
+        if (await context.ExecuteAsync("UPDATE shop_reservations SET status = @status WHERE order_id = @order AND status = 'reserved'", ("@status", status), ("@order", orderId)) == 1)
+        {
+            await context.ExecuteAsync(
+                "UPDATE shop_customers SET reserved = reserved - (SELECT amount FROM shop_reservations WHERE order_id = @order) WHERE id = (SELECT customer_id FROM shop_reservations WHERE order_id = @order)",
+                ("@order", orderId));
+        }
     }
 
     internal static long ToCents(decimal amount) => (long)decimal.Round(amount * 100, MidpointRounding.AwayFromZero);

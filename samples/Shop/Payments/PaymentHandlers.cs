@@ -12,11 +12,14 @@ public sealed class PaymentHandlers(PaymentProvider provider) : IHandler<ChargeP
     public async Task HandleAsync(ChargePayment message, MessageContext context, CancellationToken cancellationToken)
     {
         var transaction = await context.GetTransactionAsync(cancellationToken);
-        switch (await CreditHandlers.Scalar(transaction, "SELECT status FROM shop_payments WHERE order_id = @order", ("@order", message.OrderId)) as string)
+        switch (await ClaimAsync(context, message.OrderId, cancellationToken))
         {
             case "charged":
                 var reference = (string)(await CreditHandlers.Scalar(transaction, "SELECT reference FROM shop_payments WHERE order_id = @order", ("@order", message.OrderId)))!;
                 await context.ReplyAsync(new PaymentCharged(message.OrderId, reference), cancellationToken);
+                return;
+            case "declined":
+                await context.ReplyAsync(new PaymentDeclined(message.OrderId, "card declined"), cancellationToken);
                 return;
             case "refunded" or "cancelled":
                 await context.ReplyAsync(new PaymentDeclined(message.OrderId, "the order was cancelled before it was charged"), cancellationToken);
@@ -29,32 +32,51 @@ public sealed class PaymentHandlers(PaymentProvider provider) : IHandler<ChargeP
         var charged = provider.Charge(message.OrderId + ":charge", message.OrderId, message.CustomerId, cents);
         if (charged is null)
         {
+            await context.ExecuteAsync("UPDATE shop_payments SET status = 'declined' WHERE order_id = @order", ("@order", message.OrderId));
             await context.ReplyAsync(new PaymentDeclined(message.OrderId, "card declined"), cancellationToken);
             return;
         }
 
-        await context.ExecuteAsync("INSERT INTO shop_payments (order_id, status, amount, reference) VALUES (@order, 'charged', @amount, @reference)",
+        await context.ExecuteAsync("UPDATE shop_payments SET status = 'charged', amount = @amount, reference = @reference WHERE order_id = @order",
             ("@order", message.OrderId), ("@amount", cents), ("@reference", charged));
         await context.ReplyAsync(new PaymentCharged(message.OrderId, charged), cancellationToken);
     }
 
     public async Task HandleAsync(RefundPayment message, MessageContext context, CancellationToken cancellationToken)
     {
-        var transaction = await context.GetTransactionAsync(cancellationToken);
-        switch (await CreditHandlers.Scalar(transaction, "SELECT status FROM shop_payments WHERE order_id = @order", ("@order", message.OrderId)) as string)
+        switch (await ClaimAsync(context, message.OrderId, cancellationToken))
         {
             case "charged":
                 provider.Refund(message.OrderId + ":refund", message.OrderId);
                 await context.ExecuteAsync("UPDATE shop_payments SET status = 'refunded' WHERE order_id = @order", ("@order", message.OrderId));
                 break;
-            case null:
+            case Claimed:
                 // Nothing charged yet: remember the cancellation so a charge that arrives late declines. The provider
                 // is still asked, in case a charge reached it before a crash.
                 provider.Refund(message.OrderId + ":refund", message.OrderId);
-                await context.ExecuteAsync("INSERT INTO shop_payments (order_id, status, amount, reference) VALUES (@order, 'cancelled', 0, '')", ("@order", message.OrderId));
+                await context.ExecuteAsync("UPDATE shop_payments SET status = 'cancelled' WHERE order_id = @order", ("@order", message.OrderId));
                 break;
         }
 
         await context.ReplyAsync(new PaymentRefunded(message.OrderId), cancellationToken);
+    }
+
+    /// <summary>The status of a row this transaction has just claimed and nothing has decided yet.</summary>
+    const string Claimed = "claimed";
+
+    /// <summary>
+    /// Makes sure the order's payment row exists and locks it, then returns its status (<see cref="Claimed"/> when
+    /// nothing was decided for the order yet). A charge and a refund of the same order then take turns even on
+    /// PostgreSQL, where each statement reads what is committed: without the lock both could find nothing recorded,
+    /// and the refund would ask the provider before the charge reached it, leaving money charged on a cancelled
+    /// order. If the transaction rolls back, so does the claimed row.
+    /// </summary>
+    static async Task<string?> ClaimAsync(MessageContext context, string orderId, CancellationToken cancellationToken)
+    {
+        await context.ExecuteAsync(
+            "INSERT INTO shop_payments (order_id, status, amount, reference) VALUES (@order, 'claimed', 0, '') ON CONFLICT (order_id) DO UPDATE SET status = shop_payments.status",
+            ("@order", orderId));
+        var transaction = await context.GetTransactionAsync(cancellationToken);
+        return await CreditHandlers.Scalar(transaction, "SELECT status FROM shop_payments WHERE order_id = @order", ("@order", orderId)) as string;
     }
 }

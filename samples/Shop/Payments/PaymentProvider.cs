@@ -5,7 +5,8 @@ namespace Converge.Samples.Shop.Payments;
 /// <summary>
 /// A simulated payment provider outside the shop's database: it keeps its own ledger in its own SQLite file and
 /// honours idempotency keys (a repeated key returns the first result and moves no money), as real providers do.
-/// Cards of customers whose number is a multiple of 13 are declined.
+/// Cards of customers whose number is a multiple of 13 are declined. Each call looks its key up and records its
+/// answer in one write transaction, so the keys hold across every process that opens the same ledger file.
 /// </summary>
 public sealed class PaymentProvider : IDisposable
 {
@@ -25,7 +26,10 @@ public sealed class PaymentProvider : IDisposable
     {
         lock (_lock)
         {
-            if (Lookup(idempotencyKey) is { } earlier)
+            // BEGIN IMMEDIATE takes the file's write lock before the lookup: another process with the same key
+            // waits here and then finds this answer.
+            using var transaction = _connection.BeginTransaction(deferred: false);
+            if (Lookup(transaction, idempotencyKey) is { } earlier)
             {
                 return earlier;
             }
@@ -36,7 +40,8 @@ public sealed class PaymentProvider : IDisposable
             }
 
             var reference = "ch_" + Guid.NewGuid().ToString("N")[..12];
-            Insert(idempotencyKey, orderId, "charge", cents, reference);
+            Insert(transaction, idempotencyKey, orderId, "charge", cents, reference);
+            transaction.Commit();
             return reference;
         }
     }
@@ -46,19 +51,23 @@ public sealed class PaymentProvider : IDisposable
     {
         lock (_lock)
         {
-            if (Lookup(idempotencyKey) is not null)
+            using var transaction = _connection.BeginTransaction(deferred: false);
+            if (Lookup(transaction, idempotencyKey) is not null)
             {
                 return;
             }
 
             using var command = _connection.CreateCommand();
+            command.Transaction = transaction;
             command.CommandText = "SELECT coalesce(sum(amount), 0) FROM ledger WHERE order_id = $order";
             command.Parameters.AddWithValue("$order", orderId);
             var net = (long)command.ExecuteScalar()!;
             if (net > 0)
             {
-                Insert(idempotencyKey, orderId, "refund", -net, "re_" + Guid.NewGuid().ToString("N")[..12]);
+                Insert(transaction, idempotencyKey, orderId, "refund", -net, "re_" + Guid.NewGuid().ToString("N")[..12]);
             }
+
+            transaction.Commit();
         }
     }
 
@@ -80,17 +89,19 @@ public sealed class PaymentProvider : IDisposable
         }
     }
 
-    string? Lookup(string key)
+    string? Lookup(SqliteTransaction transaction, string key)
     {
         using var command = _connection.CreateCommand();
+        command.Transaction = transaction;
         command.CommandText = "SELECT reference FROM ledger WHERE idempotency_key = $key";
         command.Parameters.AddWithValue("$key", key);
         return command.ExecuteScalar() as string;
     }
 
-    void Insert(string key, string orderId, string kind, long amount, string reference)
+    void Insert(SqliteTransaction transaction, string key, string orderId, string kind, long amount, string reference)
     {
         using var command = _connection.CreateCommand();
+        command.Transaction = transaction;
         command.CommandText = "INSERT INTO ledger (idempotency_key, order_id, kind, amount, reference) VALUES ($key, $order, $kind, $amount, $reference)";
         command.Parameters.AddWithValue("$key", key);
         command.Parameters.AddWithValue("$order", orderId);
