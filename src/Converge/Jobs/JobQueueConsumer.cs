@@ -508,24 +508,12 @@ internal sealed class JobQueueConsumer : IDisposable
             }
         }
 
-        foreach (var (batchId, counts) in batches)
-        {
-            if (await transaction.RecordBatchOutcomesAsync(batchId, counts.Succeeded, counts.Failed, cancellationToken) is { } finished)
-            {
-                await JobClient.EnqueueCallbacksAsync(transaction, finished, cancellationToken);
-            }
-        }
-
-        if (forget.Count > 0)
-        {
-            await transaction.ForgetJobStateAsync(forget, cancellationToken);
-        }
-
-        // The slots these jobs held free up with this commit: fill them in the same transaction.
+        // The slots these jobs held free up with this commit: fill them in the same transaction. Not for a limited
+        // queue on a store with parallel writers: its claims take turns to the commit, and so would every group.
         IReadOnlyList<QueuedMessage> next = [];
         var free = Capacity - (Volatile.Read(ref _outstanding) - group.Count);
         var nextOldest = false;
-        if (free > 0 && !_stopping.IsCancellationRequested)
+        if (free > 0 && !_stopping.IsCancellationRequested && !(_limited && _store.ParallelWriters > 1))
         {
             // In a savepoint of its own: a claim that fails must not undo the outcomes it rides with.
             (var policy, nextOldest) = NextPolicy();
@@ -540,6 +528,20 @@ internal sealed class JobQueueConsumer : IDisposable
                 await transaction.RollbackToSavepointAsync(cancellationToken);
                 Log.ClaimFailed(_logger, exception, _queue.Name, TimeSpan.Zero);
             }
+        }
+
+        // Batch counters last: many groups of one batch update its row, and each holds the row until its commit.
+        foreach (var (batchId, counts) in batches)
+        {
+            if (await transaction.RecordBatchOutcomesAsync(batchId, counts.Succeeded, counts.Failed, cancellationToken) is { } finished)
+            {
+                await JobClient.EnqueueCallbacksAsync(transaction, finished, cancellationToken);
+            }
+        }
+
+        if (forget.Count > 0)
+        {
+            await transaction.ForgetJobStateAsync(forget, cancellationToken);
         }
 
         await transaction.CommitAsync(cancellationToken);
