@@ -863,6 +863,70 @@ public abstract class MessageStoreConformanceTests
         Assert.True(await InTransactionAsync(host.Store, t => t.CompleteAsync(committed[0], CancellationToken.None)));
     }
 
+    /// <summary>
+    /// A requeued message continues where its earlier deliveries left off: its next claim counts the attempts already
+    /// made and carries their failures; it stays invisible until it is due.
+    /// </summary>
+    [Fact]
+    public async Task Requeued_message_keeps_its_attempts_and_history_and_waits_until_due()
+    {
+        var time = new ManualTimeProvider();
+        await using var host = await StartIdleAsync(time);
+        var store = host.Store;
+        var envelope = RawEnvelope("conformance.command@1", "{\"key\":\"continued\"}"u8.ToArray());
+        AttemptRecord[] history = [new(1, time.GetUtcNow().AddMinutes(-2), "TimeoutException: first"), new(2, time.GetUtcNow().AddMinutes(-1), "TimeoutException: second")];
+
+        await InTransactionAsync(store, t => t.RequeueAsync(new OutgoingMessage(Queue, envelope, time.GetUtcNow().AddMinutes(1), Priority: 2), 2, history, CancellationToken.None));
+        var early = await store.ClaimAsync(Queue, 10, TimeSpan.FromMinutes(5), CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+        var due = Assert.Single(await store.ClaimAsync(Queue, 10, TimeSpan.FromMinutes(5), CancellationToken.None));
+
+        Assert.Empty(early);
+        Assert.Equal((envelope.MessageId, 3, 2), (due.Envelope.MessageId, due.Attempt, due.Priority));
+        Assert.Equal(history, due.History);
+        Assert.Equal("{\"key\":\"continued\"}", Encoding.UTF8.GetString(due.Envelope.Body.Span));
+    }
+
+    /// <summary>
+    /// A dead letter recorded for a message that was never a row of the queue reads back with everything it was given,
+    /// and a retry puts it on its queue with a fresh attempt count.
+    /// </summary>
+    [Fact]
+    public async Task Recorded_dead_letter_reads_back_and_can_be_retried()
+    {
+        var time = new ManualTimeProvider();
+        await using var host = await StartIdleAsync(time);
+        var store = host.Store;
+        var envelope = new Envelope
+        {
+            MessageId = Guid.NewGuid(),
+            MessageType = "conformance.command@1",
+            CorrelationId = "order-77",
+            CausationId = Guid.NewGuid(),
+            SentAt = time.GetUtcNow().AddMinutes(-5),
+            AsOf = time.GetUtcNow().AddMinutes(-6),
+            Headers = new Dictionary<string, string> { ["origin"] = "broker" },
+            Body = "{\"key\":\"from-the-broker\"}"u8.ToArray(),
+        };
+        AttemptRecord[] history = [new(1, time.GetUtcNow().AddMinutes(-1), "TimeoutException: slow")];
+
+        await InTransactionAsync(store, t => t.RecordDeadLetterAsync(Queue, envelope, 4, DeadLetterReasons.MaxAttemptsExceeded, "delivered 20 times", 20, history, CancellationToken.None));
+        var letter = Assert.Single(await store.ListDeadLettersAsync(Queue, 10, CancellationToken.None));
+
+        Assert.Equal((Queue, DeadLetterReasons.MaxAttemptsExceeded, "delivered 20 times", 20, 4, time.GetUtcNow(), null as long?),
+            (letter.Source, letter.Reason, letter.Exception, letter.Attempts, letter.Priority, letter.DeadLetteredAt, letter.LogPosition));
+        Assert.Equal((envelope.MessageId, envelope.MessageType, envelope.CorrelationId, envelope.CausationId, envelope.SentAt, envelope.AsOf),
+            (letter.Envelope.MessageId, letter.Envelope.MessageType, letter.Envelope.CorrelationId, letter.Envelope.CausationId, letter.Envelope.SentAt, letter.Envelope.AsOf));
+        Assert.Equal(envelope.Headers, letter.Envelope.Headers);
+        Assert.Equal(envelope.Body.ToArray(), letter.Envelope.Body.ToArray());
+        Assert.Equal(history, letter.History);
+
+        Assert.True(await store.RetryDeadLetterAsync(letter.Id, CancellationToken.None));
+        var retried = Assert.Single(await store.ClaimAsync(Queue, 10, TimeSpan.FromMinutes(5), CancellationToken.None));
+        Assert.Equal((envelope.MessageId, 1), (retried.Envelope.MessageId, retried.Attempt));
+        Assert.Empty(await store.ListDeadLettersAsync(Queue, 10, CancellationToken.None));
+    }
+
     /// <summary>A concurrency limit counts the live leases of the queue: claims stop at the limit and resume as leases end.</summary>
     [Fact]
     public async Task Claim_policy_keeps_leases_in_flight_within_the_limit()
