@@ -31,7 +31,8 @@ internal sealed class BrokerConnection : IAsyncDisposable
             RequestedConnectionTimeout = TimeSpan.FromSeconds(10),
         };
         _logger = logger;
-        _display = options.Uri!.GetLeftPart(UriPartial.Authority) + options.Uri.AbsolutePath;
+        // Never the credentials: the address goes into log messages.
+        _display = new UriBuilder(options.Uri!) { UserName = string.Empty, Password = string.Empty }.Uri.ToString();
     }
 
     /// <summary>Raised once for each connection that closes (not when this object is disposed).</summary>

@@ -109,6 +109,8 @@ internal sealed class BrokerQueue : IDisposable
     readonly SemaphoreSlim _sending = new(1, 1);
     IChannel? _channel;
     string? _consumerTag;
+    TaskCompletionSource _unregistered = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    long _lastClaim = TimeProvider.System.GetTimestamp();
 
     public BrokerQueue(RabbitMqTransport transport, string name, string brokerName)
     {
@@ -124,6 +126,18 @@ internal sealed class BrokerQueue : IDisposable
     public string BrokerName { get; }
 
     public bool IsConsuming => _channel is { IsOpen: true };
+
+    /// <summary>Set when this process stopped consuming because nobody claimed; the next claim clears it.</summary>
+    public bool Paused { get; set; }
+
+    /// <summary>Whether the queue is consumed here while no worker claims from it and nothing is claimed.</summary>
+    public bool IsIdle(TimeSpan timeout)
+    {
+        lock (_lock)
+        {
+            return _channel is { IsOpen: true } && _claimed.Count == 0 && TimeProvider.System.GetElapsedTime(Volatile.Read(ref _lastClaim)) > timeout;
+        }
+    }
 
     /// <summary>Delivered to this process and not claimed yet.</summary>
     public int BufferedCount
@@ -171,7 +185,14 @@ internal sealed class BrokerQueue : IDisposable
             await channel.BasicQosAsync(0, (ushort)_transport.Options.PrefetchCount, global: false, cancellationToken);
             var consumer = new AsyncEventingBasicConsumer(channel);
             var current = channel;
+            var unregistered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
             consumer.ReceivedAsync += (_, delivery) => OnReceivedAsync(current, delivery);
+            consumer.UnregisteredAsync += (_, _) =>
+            {
+                unregistered.TrySetResult();
+                return Task.CompletedTask;
+            };
+            _unregistered = unregistered;
             channel.ChannelShutdownAsync += (_, _) =>
             {
                 Drop(current);
@@ -215,12 +236,15 @@ internal sealed class BrokerQueue : IDisposable
             return;
         }
 
+        var attemptsMade = AmqpEnvelope.AttemptsMade(properties);
+        var returned = AmqpEnvelope.DeliveryCount(properties);
+        RabbitMqLog.Delivered(_transport.Logger, envelope.MessageId, Name, attemptsMade, returned);
         var delivery = new Delivery(
             this,
             channel,
             args.DeliveryTag,
             envelope,
-            AmqpEnvelope.AttemptsMade(properties) + AmqpEnvelope.DeliveryCount(properties) + 1,
+            attemptsMade + returned + 1,
             AmqpEnvelope.Priority(properties),
             AmqpEnvelope.History(properties));
         lock (_lock)
@@ -271,6 +295,7 @@ internal sealed class BrokerQueue : IDisposable
     public List<QueuedMessage> Take(int max, DateTimeOffset leaseUntil)
     {
         var taken = new List<QueuedMessage>(Math.Min(max, 64));
+        Volatile.Write(ref _lastClaim, TimeProvider.System.GetTimestamp());
         lock (_lock)
         {
             while (taken.Count < max && _buffer.TryDequeue(out var delivery))
@@ -449,6 +474,13 @@ internal sealed class BrokerQueue : IDisposable
         try
         {
             await channel.BasicCancelAsync(tag);
+
+            // Deliveries sent before the cancellation are dispatched before it: once it is, every one is buffered.
+            await _unregistered.Task.WaitAsync(TimeSpan.FromSeconds(5));
+        }
+        catch (TimeoutException exception)
+        {
+            RabbitMqLog.SettleFailed(_transport.Logger, exception, Name);
         }
         catch (Exception exception) when (exception is AlreadyClosedException or OperationInterruptedException or IOException or ObjectDisposedException)
         {

@@ -71,7 +71,7 @@ internal sealed class DeadLetterConsumer : IDisposable
         var (reason, attempts, explanation) = brokerReason switch
         {
             "delivery_limit" => (DeadLetterReasons.MaxAttemptsExceeded, attemptsMade + _transport.Options.DeliveryLimit,
-                $"RabbitMQ dead-lettered the message from queue '{brokerQueue}' after delivering it {_transport.Options.DeliveryLimit} times without an acknowledgement: each consumer that received it stopped, crashed or lost its connection before finishing."),
+                $"RabbitMQ dead-lettered the message from queue '{brokerQueue}' at its delivery limit ({_transport.Options.DeliveryLimit}): it was delivered again and again without an acknowledgement, each consumer that received it stopped, crashed or lost its connection before finishing."),
             "rejected" => (RabbitMqDeadLetterReasons.Rejected, attemptsMade + 1, $"A consumer of queue '{brokerQueue}' rejected the message without requeueing it."),
             "expired" => (RabbitMqDeadLetterReasons.Expired, attemptsMade, $"The message expired on queue '{brokerQueue}' before it was delivered."),
             _ => (RabbitMqDeadLetterReasons.Other, attemptsMade, $"RabbitMQ dead-lettered the message from queue '{brokerQueue}' for reason '{brokerReason}'."),

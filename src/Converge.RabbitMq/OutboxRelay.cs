@@ -61,6 +61,9 @@ internal sealed class QueueRoute
         }
     }
 
+    /// <summary>Moves from <paramref name="expected"/> to <paramref name="mode"/>; <c>false</c> when something else moved it first.</summary>
+    public bool TrySet(RouteMode expected, RouteMode mode) => Interlocked.CompareExchange(ref _mode, (int)mode, (int)expected) == (int)expected;
+
     /// <summary>Keeps the queue in the store for good: it holds jobs.</summary>
     public void KeepInStore() => Volatile.Write(ref _mode, (int)RouteMode.Store);
 
@@ -211,6 +214,7 @@ internal sealed class OutboxRelay : IAsyncDisposable
             }
 
             var (confirmed, failed, returned, error) = await PublishAsync(publisher, route, batch, cancellationToken);
+            RabbitMqLog.Relayed(_transport.Logger, route.Name, confirmed.Count, failed.Count, returned);
             if (confirmed.Count > 0)
             {
                 try
@@ -237,7 +241,7 @@ internal sealed class OutboxRelay : IAsyncDisposable
 
             if (returned)
             {
-                MarkAbsent(route);
+                MarkAbsent(route, RouteMode.Broker);
             }
 
             if (error is not null)
@@ -322,7 +326,8 @@ internal sealed class OutboxRelay : IAsyncDisposable
     /// <summary>Whether the relay may publish to <paramref name="route"/>: it is on the broker, or the broker says it now is.</summary>
     async Task<bool> IsRoutableAsync(QueueRoute route, CancellationToken cancellationToken)
     {
-        switch (route.Mode)
+        var mode = route.Mode;
+        switch (mode)
         {
             case RouteMode.Broker:
                 return true;
@@ -337,23 +342,25 @@ internal sealed class OutboxRelay : IAsyncDisposable
 
         if (await _transport.Connection.InspectAsync(route.BrokerName, cancellationToken) is not null)
         {
-            route.Set(RouteMode.Broker);
+            route.TrySet(mode, RouteMode.Broker);
             return route.Mode == RouteMode.Broker;
         }
 
-        MarkAbsent(route);
-        return false;
+        MarkAbsent(route, mode);
+        return route.Mode == RouteMode.Broker;
     }
 
-    void MarkAbsent(QueueRoute route)
+    /// <summary>
+    /// Records that the queue was not on the broker when the relay looked (in <paramref name="seen"/> mode); a consumer
+    /// that declared it meanwhile wins.
+    /// </summary>
+    void MarkAbsent(QueueRoute route, RouteMode seen)
     {
-        if (route.Mode == RouteMode.Unknown || route.Mode == RouteMode.Broker)
+        route.NextCheck = TimeProvider.System.GetTimestamp() + (long)(Options.QueueCheckInterval.TotalSeconds * TimeProvider.System.TimestampFrequency);
+        if (route.TrySet(seen, RouteMode.Absent) && seen != RouteMode.Absent)
         {
             RabbitMqLog.QueueAbsent(_transport.Logger, route.Name);
         }
-
-        route.Set(RouteMode.Absent);
-        route.NextCheck = TimeProvider.System.GetTimestamp() + (long)(Options.QueueCheckInterval.TotalSeconds * TimeProvider.System.TimestampFrequency);
     }
 
     async Task<IChannel> PublisherAsync(CancellationToken cancellationToken)

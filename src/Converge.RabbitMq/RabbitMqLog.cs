@@ -23,6 +23,12 @@ internal static partial class RabbitMqLog
     [LoggerMessage(EventId = 3102, Level = LogLevel.Error, Message = "The outbox relay published {Count} message(s) of queue {Queue} but could not mark them relayed; they will be published again (the inbox absorbs the copies)")]
     public static partial void RelayCompletionFailed(ILogger logger, Exception exception, string queue, int count);
 
+    [LoggerMessage(EventId = 3103, Level = LogLevel.Debug, Message = "Relayed {Count} message(s) of queue {Queue} to RabbitMQ ({Refused} refused, {Returned} unroutable)")]
+    public static partial void Relayed(ILogger logger, string queue, int count, int refused, bool returned);
+
+    [LoggerMessage(EventId = 3104, Level = LogLevel.Debug, Message = "Delivery of message {MessageId} on queue {Queue}: {AttemptsMade} attempt(s) before the broker, returned {DeliveryCount} time(s)")]
+    public static partial void Delivered(ILogger logger, Guid messageId, string queue, int attemptsMade, int deliveryCount);
+
     [LoggerMessage(EventId = 3200, Level = LogLevel.Error, Message = "Message {MessageId} on queue {Queue} is not a Converge envelope ({Error}); moved to the dead letters")]
     public static partial void InvalidEnvelope(ILogger logger, string messageId, string queue, string error);
 

@@ -308,7 +308,7 @@ public sealed class RabbitMqTransport : IMessageStore
                 await EnsureTopologyAsync(stopping);
                 foreach (var route in _routes.Values)
                 {
-                    if (route.Mode == RouteMode.Broker && route.Consumer is { IsConsuming: false } consumer)
+                    if (route.Mode == RouteMode.Broker && route.Consumer is { IsConsuming: false, Paused: false } consumer)
                     {
                         await consumer.StartAsync(stopping);
                     }
@@ -322,7 +322,12 @@ public sealed class RabbitMqTransport : IMessageStore
                 var now = Time.GetUtcNow();
                 foreach (var route in _routes.Values)
                 {
-                    route.Consumer?.ExpireLeases(now);
+                    // Not in the tick that returned leases: the broker may be delivering those right back here, and
+                    // what arrives while a consumer stops goes back counted.
+                    if (route.Consumer is { } consumer && consumer.ExpireLeases(now) == 0 && consumer.IsIdle(Options.IdleConsumerTimeout))
+                    {
+                        await PauseAsync(consumer);
+                    }
                 }
 
                 failures = 0;
@@ -462,10 +467,25 @@ public sealed class RabbitMqTransport : IMessageStore
             consumer = route.Consumer ??= new BrokerQueue(this, route.Name, route.BrokerName);
         }
 
+        consumer.Paused = false;
+
         await consumer.StartAsync(cancellationToken);
         route.Set(RouteMode.Broker);
         Relay.Wake();
         return consumer;
+    }
+
+    /// <summary>
+    /// Stops consuming a queue no worker here claims from: what arrived unclaimed goes back through the outbox (its
+    /// attempt not counted), so that the broker hands it to a process that works the queue. A delivery the broker
+    /// pushes while the consumer is being cancelled is returned when the channel closes, its attempt counted.
+    /// </summary>
+    async Task PauseAsync(BrokerQueue consumer)
+    {
+        consumer.Paused = true;
+        await consumer.CancelConsumersAsync();
+        await HandBackAsync(consumer.TakeBuffered());
+        await consumer.StopAsync();
     }
 
     /// <inheritdoc />

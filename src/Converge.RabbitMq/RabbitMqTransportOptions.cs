@@ -34,10 +34,11 @@ public sealed partial class RabbitMqTransportOptions
     public IList<string> StoreQueues { get; } = new List<string>();
 
     /// <summary>
-    /// How often the broker delivers one message before dead-lettering it (<c>x-delivery-limit</c> of the quorum
-    /// queues): a message whose consumers keep crashing or losing their connection ends up in Converge's dead
-    /// letters with reason <c>max-attempts-exceeded</c>. Handler failures are counted by Converge's own retry policy
-    /// and do not use this up. Changing it for an existing queue requires deleting the queue. Default 20.
+    /// How many times the broker takes one message back unacknowledged before dead-lettering it
+    /// (<c>x-delivery-limit</c> of the quorum queues; RabbitMQ 3.x delivers it once more when the returns are
+    /// connection losses): a message whose consumers keep crashing or losing their connection ends up in Converge's
+    /// dead letters with reason <c>max-attempts-exceeded</c>. Handler failures are counted by Converge's own retry
+    /// policy and do not use this up. Changing it for an existing queue requires deleting the queue. Default 20.
     /// </summary>
     public int DeliveryLimit { get; set; } = 20;
 
@@ -68,6 +69,14 @@ public sealed partial class RabbitMqTransportOptions
     /// busy consumers fed; lower shares a queue more evenly between processes. Default 128.
     /// </summary>
     public int PrefetchCount { get; set; } = 128;
+
+    /// <summary>
+    /// How long this process keeps consuming a queue that none of its workers claims from (and that has nothing
+    /// claimed): after that it hands the deliveries it holds unclaimed back (through the outbox, so the attempt is not
+    /// counted) and stops consuming until the next claim, so they go to processes that work the queue. A running
+    /// worker claims at every poll, so this only affects processes that stopped working a queue. Default 10 s.
+    /// </summary>
+    public TimeSpan IdleConsumerTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
     /// <summary>Messages the outbox relay moves to the broker per batch (one claim, one store commit). Default 256.</summary>
     public int RelayBatchSize { get; set; } = 256;
@@ -165,6 +174,7 @@ public sealed partial class RabbitMqTransportOptions
         {
             (nameof(RelayPollInterval), RelayPollInterval), (nameof(PublishTimeout), PublishTimeout), (nameof(ClaimWait), ClaimWait),
             (nameof(DeliveryWait), DeliveryWait), (nameof(ReconnectDelay), ReconnectDelay), (nameof(QueueCheckInterval), QueueCheckInterval),
+            (nameof(IdleConsumerTimeout), IdleConsumerTimeout),
         })
         {
             if (value <= TimeSpan.Zero || value > TimeSpan.FromHours(1))
