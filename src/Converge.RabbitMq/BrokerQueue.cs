@@ -390,16 +390,16 @@ internal sealed class BrokerQueue : IDisposable
     /// <summary>Acknowledges or returns the delivery <paramref name="tag"/> of <paramref name="channel"/>; for deliveries never buffered (invalid envelopes).</summary>
     public async Task SendAsync(IChannel channel, ulong tag, bool acknowledge)
     {
-        if (!channel.IsOpen)
-        {
-            // The broker returned it when the channel closed.
-            return;
-        }
-
-        // One settlement at a time per channel, so that a burst of commits never interleaves frames.
+        // One settlement at a time per consumer, and never while its channel is being closed.
         await _sending.WaitAsync();
         try
         {
+            if (!channel.IsOpen)
+            {
+                // The broker returned it when the channel closed.
+                return;
+            }
+
             if (acknowledge)
             {
                 await channel.BasicAckAsync(tag, multiple: false);
@@ -458,7 +458,17 @@ internal sealed class BrokerQueue : IDisposable
 
         if (channel is not null)
         {
-            await BrokerConnection.CloseQuietlyAsync(channel);
+            // Never while a settlement is being sent: an acknowledgement that reaches the broker after the channel's
+            // close is an error that closes the whole connection.
+            await _sending.WaitAsync();
+            try
+            {
+                await BrokerConnection.CloseQuietlyAsync(channel);
+            }
+            finally
+            {
+                _sending.Release();
+            }
         }
     }
 

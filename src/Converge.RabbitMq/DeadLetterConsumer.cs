@@ -16,6 +16,7 @@ internal sealed class DeadLetterConsumer : IDisposable
 
     readonly RabbitMqTransport _transport;
     readonly SemaphoreSlim _starting = new(1, 1);
+    readonly SemaphoreSlim _settling = new(1, 1);
     IChannel? _channel;
 
     public DeadLetterConsumer(RabbitMqTransport transport) => _transport = transport;
@@ -101,20 +102,29 @@ internal sealed class DeadLetterConsumer : IDisposable
         await Settle(channel, args.DeliveryTag, acknowledge: true);
     }
 
-    static async Task Settle(IChannel channel, ulong tag, bool acknowledge)
+    async Task Settle(IChannel channel, ulong tag, bool acknowledge)
     {
-        if (!channel.IsOpen)
+        // Never while the channel is being closed: a settlement arriving after the close fails the whole connection.
+        await _settling.WaitAsync();
+        try
         {
-            return;
-        }
+            if (!channel.IsOpen)
+            {
+                return;
+            }
 
-        if (acknowledge)
-        {
-            await channel.BasicAckAsync(tag, multiple: false);
+            if (acknowledge)
+            {
+                await channel.BasicAckAsync(tag, multiple: false);
+            }
+            else
+            {
+                await channel.BasicNackAsync(tag, multiple: false, requeue: true);
+            }
         }
-        else
+        finally
         {
-            await channel.BasicNackAsync(tag, multiple: false, requeue: true);
+            _settling.Release();
         }
     }
 
@@ -123,9 +133,21 @@ internal sealed class DeadLetterConsumer : IDisposable
         if (_channel is { } channel)
         {
             _channel = null;
-            await BrokerConnection.CloseQuietlyAsync(channel);
+            await _settling.WaitAsync();
+            try
+            {
+                await BrokerConnection.CloseQuietlyAsync(channel);
+            }
+            finally
+            {
+                _settling.Release();
+            }
         }
     }
 
-    public void Dispose() => _starting.Dispose();
+    public void Dispose()
+    {
+        _starting.Dispose();
+        _settling.Dispose();
+    }
 }

@@ -120,6 +120,9 @@ public sealed class RabbitMqTransport : IMessageStore
 
     internal ICollection<QueueRoute> Routes => _routes.Values;
 
+    /// <summary>The log's stream; <c>null</c> when the log stays in the store only.</summary>
+    internal LogStream? Log => _log;
+
     internal CancellationToken Stopping => _stopping.Token;
 
     /// <summary>The broker queues this transport declared or found (for tests that clean up after themselves).</summary>

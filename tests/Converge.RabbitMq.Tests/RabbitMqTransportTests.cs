@@ -15,82 +15,9 @@ using Xunit.Abstractions;
 namespace Converge.RabbitMq.Tests;
 
 /// <summary>What the transport promises beyond the conformance suite: the broker's side of delivery.</summary>
-public sealed class RabbitMqTransportTests(ITestOutputHelper output) : IAsyncLifetime
+/// <summary>What the transport promises beyond the conformance suite: the broker's side of delivery.</summary>
+public sealed class RabbitMqTransportTests(ITestOutputHelper output) : BrokerTestBase(output)
 {
-    const string Queue = "orders";
-
-    readonly string _folder = Directory.CreateTempSubdirectory("converge-rabbitmq-").FullName;
-    readonly string _prefix = TestBroker.NewPrefix();
-    readonly ConcurrentBag<RabbitMqTransport> _transports = [];
-    readonly List<string> _extraQueues = [];
-
-    async Task<ConvergeTestHost> StartAsync(string store = "main", Action<ConvergeOptions>? configure = null, Uri? broker = null, Action<RabbitMqTransportOptions>? transport = null)
-    {
-        var host = await ConvergeTestHost.StartAsync(o =>
-        {
-            o.UseSqlite(Path.Combine(_folder, store + ".db"));
-            o.UseRabbitMq(broker ?? TestBroker.Uri, t =>
-            {
-                t.QueuePrefix = _prefix;
-                t.ReconnectDelay = TimeSpan.FromMilliseconds(50);
-                t.MaxReconnectDelay = TimeSpan.FromMilliseconds(500);
-                transport?.Invoke(t);
-            });
-            var factory = o.StoreFactory!;
-            o.StoreFactory = context =>
-            {
-                var created = (RabbitMqTransport)factory(context);
-                _transports.Add(created);
-                return created;
-            };
-            o.Messages.Register<ConformanceCommand>("conformance.command");
-            o.Handle<ConformanceCommand, ConformanceCommandHandler>(Queue);
-            o.Retry.InitialDelay = TimeSpan.FromMilliseconds(20);
-            o.Retry.MaxDelay = TimeSpan.FromMilliseconds(200);
-            configure?.Invoke(o);
-        }, services => services.AddSingleton<ILoggerFactory>(LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Debug).AddProvider(new TestOutputLoggerProvider(output)))));
-        await using var connection = Sqlite(host).OpenConnection();
-        await using var create = connection.CreateCommand();
-        create.CommandText = Effects.CreateTable;
-        await create.ExecuteNonQueryAsync();
-        return host;
-    }
-
-    static RabbitMqTransport Transport(ConvergeTestHost host) => (RabbitMqTransport)host.Store;
-
-    static SqliteMessageStore Sqlite(ConvergeTestHost host) => (SqliteMessageStore)Transport(host).Inner;
-
-    static async Task<long> CountEffectsAsync(ConvergeTestHost host, string? key = null)
-    {
-        await using var connection = Sqlite(host).OpenConnection();
-        return await Effects.CountAsync(connection, key);
-    }
-
-    static async Task<long> CountDistinctEffectsAsync(ConvergeTestHost host)
-    {
-        await using var connection = Sqlite(host).OpenConnection();
-        await using var command = connection.CreateCommand();
-        command.CommandText = "SELECT count(DISTINCT item_key) FROM conformance_effects";
-        return (long)(await command.ExecuteScalarAsync())!;
-    }
-
-    /// <summary>What waits in the outbox (the store's queue table) for <paramref name="queue"/>.</summary>
-    static async Task<long> OutboxCountAsync(ConvergeTestHost host, string queue = Queue)
-    {
-        var status = await Sqlite(host).GetStatusAsync(CancellationToken.None);
-        return status.Queues.Where(q => q.Queue == queue).Sum(q => q.Ready + q.Scheduled + q.InFlight);
-    }
-
-    string BrokerQueue(string queue) => _prefix + queue;
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public async Task DisposeAsync()
-    {
-        await TestBroker.DeleteAsync(_transports.SelectMany(t => t.BrokerQueues).Concat(_extraQueues), [_prefix + "converge.dead-letters"]);
-        Directory.Delete(_folder, recursive: true);
-    }
-
     [Fact]
     public async Task Each_queue_is_a_durable_quorum_queue_with_a_delivery_limit_and_dead_lettering()
     {
@@ -104,7 +31,7 @@ public sealed class RabbitMqTransportTests(ITestOutputHelper output) : IAsyncLif
             await same.QueueDeclareAsync(BrokerQueue(Queue), durable: true, exclusive: false, autoDelete: false, new Dictionary<string, object?>
             {
                 ["x-queue-type"] = "quorum",
-                ["x-dead-letter-exchange"] = _prefix + "converge.dead-letters",
+                ["x-dead-letter-exchange"] = Prefix + "converge.dead-letters",
                 ["x-dead-letter-strategy"] = "at-least-once",
                 ["x-overflow"] = "reject-publish",
                 ["x-delivery-limit"] = 20,
@@ -116,7 +43,7 @@ public sealed class RabbitMqTransportTests(ITestOutputHelper output) : IAsyncLif
             classic.QueueDeclareAsync(BrokerQueue(Queue), durable: true, exclusive: false, autoDelete: false, new Dictionary<string, object?>
             {
                 ["x-queue-type"] = "classic",
-                ["x-dead-letter-exchange"] = _prefix + "converge.dead-letters",
+                ["x-dead-letter-exchange"] = Prefix + "converge.dead-letters",
                 ["x-dead-letter-strategy"] = "at-least-once",
                 ["x-overflow"] = "reject-publish",
                 ["x-delivery-limit"] = 20,
@@ -133,7 +60,7 @@ public sealed class RabbitMqTransportTests(ITestOutputHelper output) : IAsyncLif
         // A queue that holds two messages and refuses (nacks) further publishes. A classic queue: a quorum queue's
         // length limit is soft and lets a burst in.
         const string Capped = "capped";
-        _extraQueues.Add(BrokerQueue(Capped));
+        ExtraQueues.Add(BrokerQueue(Capped));
         await using var connection = await TestBroker.ConnectAsync();
         await using (var declare = await connection.CreateChannelAsync())
         {
