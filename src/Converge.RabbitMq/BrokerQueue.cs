@@ -107,6 +107,7 @@ internal sealed class BrokerQueue : IDisposable
     readonly Doorbell _arrived = new();
     readonly SemaphoreSlim _starting = new(1, 1);
     readonly SemaphoreSlim _sending = new(1, 1);
+    readonly HashSet<IChannel> _closing = [];
     IChannel? _channel;
     string? _consumerTag;
     TaskCompletionSource _unregistered = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -218,7 +219,7 @@ internal sealed class BrokerQueue : IDisposable
                     }
                 }
 
-                await BrokerConnection.CloseQuietlyAsync(channel);
+                await CloseAsync(channel);
             }
 
             _starting.Release();
@@ -394,9 +395,9 @@ internal sealed class BrokerQueue : IDisposable
         await _sending.WaitAsync();
         try
         {
-            if (!channel.IsOpen)
+            if (!channel.IsOpen || _closing.Contains(channel))
             {
-                // The broker returned it when the channel closed.
+                // The broker returns it when the channel closes.
                 return;
             }
 
@@ -458,18 +459,24 @@ internal sealed class BrokerQueue : IDisposable
 
         if (channel is not null)
         {
-            // Never while a settlement is being sent: an acknowledgement that reaches the broker after the channel's
-            // close is an error that closes the whole connection.
-            await _sending.WaitAsync();
-            try
-            {
-                await BrokerConnection.CloseQuietlyAsync(channel);
-            }
-            finally
-            {
-                _sending.Release();
-            }
+            await CloseAsync(channel);
         }
+    }
+
+    /// <summary>
+    /// Closes a channel once no settlement is being sent on it, and sends none after: an acknowledgement that reaches
+    /// the broker after the channel's close is an error that closes the whole connection. The semaphore is not held
+    /// while closing: the close waits for the delivery handler, which may be waiting to settle.
+    /// </summary>
+    async Task CloseAsync(IChannel channel)
+    {
+        await _sending.WaitAsync();
+        _closing.Add(channel);
+        _sending.Release();
+        await BrokerConnection.CloseQuietlyAsync(channel);
+        await _sending.WaitAsync();
+        _closing.Remove(channel);
+        _sending.Release();
     }
 
     /// <summary>Stops new deliveries without closing the channel, so that buffered ones can still be settled.</summary>

@@ -18,6 +18,7 @@ internal sealed class DeadLetterConsumer : IDisposable
     readonly SemaphoreSlim _starting = new(1, 1);
     readonly SemaphoreSlim _settling = new(1, 1);
     IChannel? _channel;
+    IChannel? _closing;
 
     public DeadLetterConsumer(RabbitMqTransport transport) => _transport = transport;
 
@@ -108,7 +109,7 @@ internal sealed class DeadLetterConsumer : IDisposable
         await _settling.WaitAsync();
         try
         {
-            if (!channel.IsOpen)
+            if (!channel.IsOpen || ReferenceEquals(channel, _closing))
             {
                 return;
             }
@@ -132,16 +133,13 @@ internal sealed class DeadLetterConsumer : IDisposable
     {
         if (_channel is { } channel)
         {
+            // Settle nothing more on it, but do not hold the semaphore while closing: the close waits for the delivery
+            // handler, which may be waiting to settle.
             _channel = null;
             await _settling.WaitAsync();
-            try
-            {
-                await BrokerConnection.CloseQuietlyAsync(channel);
-            }
-            finally
-            {
-                _settling.Release();
-            }
+            _closing = channel;
+            _settling.Release();
+            await BrokerConnection.CloseQuietlyAsync(channel);
         }
     }
 

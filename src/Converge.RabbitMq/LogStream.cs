@@ -68,6 +68,13 @@ internal sealed class LogStream : IAsyncDisposable
             var wait = Options.RelayPollInterval;
             try
             {
+                if (!_transport.Connection.IsOpen)
+                {
+                    // The supervisor reconnects (and reports the outage); it wakes the relay once connected.
+                    await _wake.WaitAsync(wait, TimeProvider.System, stopping);
+                    continue;
+                }
+
                 if (!await HoldLockAsync(stopping))
                 {
                     wait = LockRetry;

@@ -107,7 +107,13 @@ internal sealed class OutboxRelay : IAsyncDisposable
             var wait = Options.RelayPollInterval;
             try
             {
-                await _transport.Connection.GetAsync(stopping);
+                if (!_transport.Connection.IsOpen)
+                {
+                    // The supervisor reconnects (and reports the outage); it wakes the relay once connected.
+                    await _wake.WaitAsync(wait, TimeProvider.System, stopping);
+                    continue;
+                }
+
                 var failed = false;
                 foreach (var route in _transport.Routes)
                 {
@@ -144,11 +150,11 @@ internal sealed class OutboxRelay : IAsyncDisposable
             }
             catch (Exception exception)
             {
-                // Down or failing: wait out the backoff whatever rings meanwhile, so that every commit does not retry.
+                // Failing: wait out the backoff whatever rings meanwhile, so that every commit does not retry.
                 var delay = _transport.Backoff(++failures);
                 if (exception is not RelayFailedException)
                 {
-                    RabbitMqLog.Unreachable(_transport.Logger, exception, _transport.Connection.Display, delay);
+                    RabbitMqLog.RelayFailed(_transport.Logger, exception, "*", delay);
                 }
 
                 try

@@ -424,6 +424,7 @@ public sealed class RabbitMqTransport : IMessageStore
         }
 
         Relay.Wake();
+        _log?.Wake();
     }
 
     /// <summary>Declares a Converge queue: a durable quorum queue that dead-letters at least once after the delivery limit.</summary>
