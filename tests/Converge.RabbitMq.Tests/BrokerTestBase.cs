@@ -89,7 +89,11 @@ public abstract class BrokerTestBase(ITestOutputHelper output) : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
-        await TestBroker.DeleteAsync(_transports.SelectMany(t => t.BrokerQueues).Concat(ExtraQueues), [_prefix + "converge.dead-letters"]);
+        if (!_transports.IsEmpty || ExtraQueues.Count > 0)
+        {
+            await TestBroker.DeleteAsync(_transports.SelectMany(t => t.BrokerQueues).Concat(ExtraQueues), [_prefix + "converge.dead-letters"]);
+        }
+
         Directory.Delete(_folder, recursive: true);
     }
 }
