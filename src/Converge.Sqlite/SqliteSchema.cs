@@ -194,6 +194,7 @@ internal sealed class SqliteSchema
         RecordVersion = $"INSERT INTO {Migrations} (version, applied_at) VALUES ($version, $at)";
 
         Enqueue = $"INSERT INTO {Queue} (queue, priority, visible_at, {envelopeColumns}) VALUES ($queue, $priority, $visible_at, $message_id, $message_type, $correlation_id, $causation_id, $sent_at, $as_of, $headers, $body)";
+        Requeue = $"INSERT INTO {Queue} (queue, priority, visible_at, attempts, history, {envelopeColumns}) VALUES ($queue, $priority, $visible_at, $attempts, $history, $message_id, $message_type, $correlation_id, $causation_id, $sent_at, $as_of, $headers, $body)";
         Claim = $"""
             UPDATE {Queue} SET visible_at = $until, lease_token = $token, attempts = attempts + 1
             WHERE id IN (SELECT id FROM {Queue} WHERE queue = $queue AND visible_at <= $now ORDER BY priority DESC, visible_at LIMIT $max)
@@ -430,6 +431,7 @@ internal sealed class SqliteSchema
     public string CurrentVersion { get; }
     public string RecordVersion { get; }
     public string Enqueue { get; }
+    public string Requeue { get; }
     public string Claim { get; }
     public string AnyVisible { get; }
     public string NextVisible { get; }

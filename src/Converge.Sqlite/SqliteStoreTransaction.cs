@@ -55,18 +55,39 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
             .With("$visible_at", (message.DueAt is { } due && due > now ? due : now).UtcTicks)
             .WithEnvelope(message.Envelope)
             .ExecuteNonQuery();
+        RingOnCommit(message.Queue);
+        return ValueTask.CompletedTask;
+    }
+
+    public ValueTask RequeueAsync(OutgoingMessage message, int attempts, IReadOnlyList<AttemptRecord> history, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        ArgumentNullException.ThrowIfNull(history);
+        ArgumentOutOfRangeException.ThrowIfNegative(attempts);
+        var now = _store.Now;
+        Command(Sql.Requeue)
+            .With("$queue", message.Queue)
+            .With("$priority", message.Priority)
+            .With("$visible_at", (message.DueAt is { } due && due > now ? due : now).UtcTicks)
+            .With("$attempts", attempts)
+            .With("$history", SqliteMapping.WriteHistory(history, null))
+            .WithEnvelope(message.Envelope)
+            .ExecuteNonQuery();
+        RingOnCommit(message.Queue);
+        return ValueTask.CompletedTask;
+    }
+
+    void RingOnCommit(string queue)
+    {
         if (_session is null)
         {
-            var queue = message.Queue;
             var signals = _store.Signals;
             OnCommitted(() => signals.RingQueue(queue));
         }
         else
         {
-            (_queuesWritten ??= new HashSet<string>(StringComparer.Ordinal)).Add(message.Queue);
+            (_queuesWritten ??= new HashSet<string>(StringComparer.Ordinal)).Add(queue);
         }
-
-        return ValueTask.CompletedTask;
     }
 
     public ValueTask<IReadOnlyList<LogEvent>> AppendAsync(string stream, long? expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken)
@@ -214,6 +235,16 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
 
         InsertDeadLetter(message.Queue, message.Envelope, message.Priority, reason, exception, message.Attempt, SqliteMapping.WriteHistory(message.History, failure), null);
         return ValueTask.FromResult(true);
+    }
+
+    public ValueTask RecordDeadLetterAsync(string queue, Envelope envelope, int priority, string reason, string? exception, int attempts, IReadOnlyList<AttemptRecord> history, CancellationToken cancellationToken)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(queue);
+        ArgumentNullException.ThrowIfNull(envelope);
+        ArgumentException.ThrowIfNullOrEmpty(reason);
+        ArgumentNullException.ThrowIfNull(history);
+        InsertDeadLetter(queue, envelope, priority, reason, exception, attempts, SqliteMapping.WriteHistory(history, null), null);
+        return ValueTask.CompletedTask;
     }
 
     public ValueTask ParkEventAsync(string group, LogEvent logEvent, string reason, string? exception, int attempts, CancellationToken cancellationToken)

@@ -879,6 +879,12 @@ public abstract class MessageStoreConformanceTests
     Task<ConvergeTestHost> StartIdleAsync(ManualTimeProvider time, string storeName = "main") =>
         StartAsync(storeName, o => { o.RunConsumers = false; o.TimeProvider = time; });
 
+    /// <summary>
+    /// Records <see cref="Queue"/> as a job queue, as a job worker does when it starts (and a job client with a queue's
+    /// first job). Job facts begin with it: a transport that keeps job queues in the store learns here that this one is.
+    /// </summary>
+    static Task StartJobQueueAsync(IMessageStore store) => InTransactionAsync(store, t => t.RegisterJobQueueAsync(Queue, CancellationToken.None));
+
     static async Task<T> InTransactionAsync<T>(IMessageStore store, Func<IStoreTransaction, ValueTask<T>> work)
     {
         await using var transaction = await store.BeginAsync(CancellationToken.None);
@@ -948,6 +954,70 @@ public abstract class MessageStoreConformanceTests
         Assert.Equal(2, rest.Count);
         Assert.Empty(committed.Select(m => m.Envelope.MessageId).Intersect(rest.Select(m => m.Envelope.MessageId)));
         Assert.True(await InTransactionAsync(host.Store, t => t.CompleteAsync(committed[0], CancellationToken.None)));
+    }
+
+    /// <summary>
+    /// A requeued message continues where its earlier deliveries left off: its next claim counts the attempts already
+    /// made and carries their failures; it stays invisible until it is due.
+    /// </summary>
+    [Fact]
+    public async Task Requeued_message_keeps_its_attempts_and_history_and_waits_until_due()
+    {
+        var time = new ManualTimeProvider();
+        await using var host = await StartIdleAsync(time);
+        var store = host.Store;
+        var envelope = RawEnvelope("conformance.command@1", "{\"key\":\"continued\"}"u8.ToArray());
+        AttemptRecord[] history = [new(1, time.GetUtcNow().AddMinutes(-2), "TimeoutException: first"), new(2, time.GetUtcNow().AddMinutes(-1), "TimeoutException: second")];
+
+        await InTransactionAsync(store, t => t.RequeueAsync(new OutgoingMessage(Queue, envelope, time.GetUtcNow().AddMinutes(1), Priority: 2), 2, history, CancellationToken.None));
+        var early = await store.ClaimAsync(Queue, 10, TimeSpan.FromMinutes(5), CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+        var due = Assert.Single(await store.ClaimAsync(Queue, 10, TimeSpan.FromMinutes(5), CancellationToken.None));
+
+        Assert.Empty(early);
+        Assert.Equal((envelope.MessageId, 3, 2), (due.Envelope.MessageId, due.Attempt, due.Priority));
+        Assert.Equal(history, due.History);
+        Assert.Equal("{\"key\":\"continued\"}", Encoding.UTF8.GetString(due.Envelope.Body.Span));
+    }
+
+    /// <summary>
+    /// A dead letter recorded for a message that was never a row of the queue reads back with everything it was given,
+    /// and a retry puts it on its queue with a fresh attempt count.
+    /// </summary>
+    [Fact]
+    public async Task Recorded_dead_letter_reads_back_and_can_be_retried()
+    {
+        var time = new ManualTimeProvider();
+        await using var host = await StartIdleAsync(time);
+        var store = host.Store;
+        var envelope = new Envelope
+        {
+            MessageId = Guid.NewGuid(),
+            MessageType = "conformance.command@1",
+            CorrelationId = "order-77",
+            CausationId = Guid.NewGuid(),
+            SentAt = time.GetUtcNow().AddMinutes(-5),
+            AsOf = time.GetUtcNow().AddMinutes(-6),
+            Headers = new Dictionary<string, string> { ["origin"] = "broker" },
+            Body = "{\"key\":\"from-the-broker\"}"u8.ToArray(),
+        };
+        AttemptRecord[] history = [new(1, time.GetUtcNow().AddMinutes(-1), "TimeoutException: slow")];
+
+        await InTransactionAsync(store, t => t.RecordDeadLetterAsync(Queue, envelope, 4, DeadLetterReasons.MaxAttemptsExceeded, "delivered 20 times", 20, history, CancellationToken.None));
+        var letter = Assert.Single(await store.ListDeadLettersAsync(Queue, 10, CancellationToken.None));
+
+        Assert.Equal((Queue, DeadLetterReasons.MaxAttemptsExceeded, "delivered 20 times", 20, 4, time.GetUtcNow(), null as long?),
+            (letter.Source, letter.Reason, letter.Exception, letter.Attempts, letter.Priority, letter.DeadLetteredAt, letter.LogPosition));
+        Assert.Equal((envelope.MessageId, envelope.MessageType, envelope.CorrelationId, envelope.CausationId, envelope.SentAt, envelope.AsOf),
+            (letter.Envelope.MessageId, letter.Envelope.MessageType, letter.Envelope.CorrelationId, letter.Envelope.CausationId, letter.Envelope.SentAt, letter.Envelope.AsOf));
+        Assert.Equal(envelope.Headers, letter.Envelope.Headers);
+        Assert.Equal(envelope.Body.ToArray(), letter.Envelope.Body.ToArray());
+        Assert.Equal(history, letter.History);
+
+        Assert.True(await store.RetryDeadLetterAsync(letter.Id, CancellationToken.None));
+        var retried = Assert.Single(await store.ClaimAsync(Queue, 10, TimeSpan.FromMinutes(5), CancellationToken.None));
+        Assert.Equal((envelope.MessageId, 1), (retried.Envelope.MessageId, retried.Attempt));
+        Assert.Empty(await store.ListDeadLettersAsync(Queue, 10, CancellationToken.None));
     }
 
     /// <summary>A concurrency limit counts the live leases of the queue: claims stop at the limit and resume as leases end.</summary>
@@ -1273,6 +1343,7 @@ public abstract class MessageStoreConformanceTests
         var time = new ManualTimeProvider();
         await using var host = await StartIdleAsync(time);
         var store = host.Store;
+        await StartJobQueueAsync(store);
         var running = await host.Bus.SendAsync(new ConformanceCommand("running"));
         var other = await host.Bus.SendAsync(new ConformanceCommand("other"));
         var claimed = await store.ClaimAsync(Queue, 1, TimeSpan.FromMinutes(5), CancellationToken.None);
@@ -1329,6 +1400,7 @@ public abstract class MessageStoreConformanceTests
         var time = new ManualTimeProvider();
         await using var host = await StartIdleAsync(time);
         var store = host.Store;
+        await StartJobQueueAsync(store);
         var t0 = time.GetUtcNow();
         var asOf = t0.AddMinutes(-1);
         var job = await host.Bus.SendAsync(new ConformanceCommand("states"), new SendOptions
@@ -1389,6 +1461,7 @@ public abstract class MessageStoreConformanceTests
         var time = new ManualTimeProvider();
         await using var host = await StartIdleAsync(time);
         var store = host.Store;
+        await StartJobQueueAsync(store);
         async Task<Guid> SendAsync(string key, SendOptions? options = null)
         {
             time.Advance(TimeSpan.FromSeconds(1));

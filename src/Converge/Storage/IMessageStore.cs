@@ -147,6 +147,15 @@ public interface IStoreTransaction : IAsyncDisposable
     ValueTask EnqueueAsync(OutgoingMessage message, CancellationToken cancellationToken);
 
     /// <summary>
+    /// Puts a message on a queue as the continuation of earlier deliveries: it keeps the <paramref name="attempts"/>
+    /// already made (its next claim is attempt <paramref name="attempts"/> + 1) and their failures,
+    /// <paramref name="history"/>, oldest first. A transport that delivers messages from a broker hands one back to
+    /// the store this way (a retry with backoff, a graceful release) without resetting its count. Visible at
+    /// <see cref="OutgoingMessage.DueAt"/> (now when <c>null</c>); consumers are woken as for <see cref="EnqueueAsync"/>.
+    /// </summary>
+    ValueTask RequeueAsync(OutgoingMessage message, int attempts, IReadOnlyList<AttemptRecord> history, CancellationToken cancellationToken);
+
+    /// <summary>
     /// Appends events to a stream; <paramref name="expectedVersion"/> <c>null</c> appends at any version, 0 requires a
     /// new stream. Returns the stored events with their positions.
     /// </summary>
@@ -207,6 +216,14 @@ public interface IStoreTransaction : IAsyncDisposable
 
     /// <summary>Moves a message to the dead letters with its reason; <c>false</c> when the lease was lost.</summary>
     ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, string? exception, AttemptRecord? failure, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Records a dead letter for a message that is not a row of this store's queue: one a transport received from a
+    /// broker, or one the broker dead-lettered itself. <paramref name="queue"/> is the queue it came from (the dead
+    /// letter's source, where <see cref="IMessageStore.RetryDeadLetterAsync"/> puts it back), <paramref name="attempts"/>
+    /// the delivery attempts made and <paramref name="history"/> their failures, oldest first.
+    /// </summary>
+    ValueTask RecordDeadLetterAsync(string queue, Envelope envelope, int priority, string reason, string? exception, int attempts, IReadOnlyList<AttemptRecord> history, CancellationToken cancellationToken);
 
     /// <summary>Parks a log event a consumer group could not handle.</summary>
     ValueTask ParkEventAsync(string group, LogEvent logEvent, string reason, string? exception, int attempts, CancellationToken cancellationToken);

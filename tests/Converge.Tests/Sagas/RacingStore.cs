@@ -73,6 +73,7 @@ public sealed class RacingStore(IMessageStore inner, Func<SagaInstance, bool> lo
         }
 
         public ValueTask EnqueueAsync(OutgoingMessage message, CancellationToken cancellationToken) => inner.EnqueueAsync(message, cancellationToken);
+        public ValueTask RequeueAsync(OutgoingMessage message, int attempts, IReadOnlyList<AttemptRecord> history, CancellationToken cancellationToken) => inner.RequeueAsync(message, attempts, history, cancellationToken);
         public ValueTask RegisterJobQueueAsync(string queue, CancellationToken cancellationToken) => inner.RegisterJobQueueAsync(queue, cancellationToken);
         public ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken) => inner.ClaimAsync(queue, max, lease, policy, cancellationToken);
         public ValueTask<IReadOnlyList<LogEvent>> AppendAsync(string stream, long? expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken) => inner.AppendAsync(stream, expectedVersion, events, cancellationToken);
@@ -80,6 +81,7 @@ public sealed class RacingStore(IMessageStore inner, Func<SagaInstance, bool> lo
         public ValueTask<bool> CompleteAsync(QueuedMessage message, CancellationToken cancellationToken) => inner.CompleteAsync(message, cancellationToken);
         public ValueTask<bool> RetryLaterAsync(QueuedMessage message, DateTimeOffset dueAt, AttemptRecord failure, CancellationToken cancellationToken) => inner.RetryLaterAsync(message, dueAt, failure, cancellationToken);
         public ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, string? exception, AttemptRecord? failure, CancellationToken cancellationToken) => inner.DeadLetterAsync(message, reason, exception, failure, cancellationToken);
+        public ValueTask RecordDeadLetterAsync(string queue, Envelope envelope, int priority, string reason, string? exception, int attempts, IReadOnlyList<AttemptRecord> history, CancellationToken cancellationToken) => inner.RecordDeadLetterAsync(queue, envelope, priority, reason, exception, attempts, history, cancellationToken);
         public ValueTask ParkEventAsync(string group, LogEvent logEvent, string reason, string? exception, int attempts, CancellationToken cancellationToken) => inner.ParkEventAsync(group, logEvent, reason, exception, attempts, cancellationToken);
         public ValueTask<bool> SaveConsumerGroupAsync(string group, long expectedPosition, long position, int failedAttempts, string? lastError, CancellationToken cancellationToken) => inner.SaveConsumerGroupAsync(group, expectedPosition, position, failedAttempts, lastError, cancellationToken);
         public ValueTask<int> ExecuteAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken) => inner.ExecuteAsync(sql, parameters, cancellationToken);
