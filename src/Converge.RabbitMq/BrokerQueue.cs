@@ -421,6 +421,21 @@ internal sealed class BrokerQueue : IDisposable
     }
 
     /// <summary>
+    /// With some deliveries buffered, waits while more keep arriving (each within <see cref="ArrivalGap"/> of the last),
+    /// up to <paramref name="target"/>: a burst the relay just published is claimed together, not one by one.
+    /// </summary>
+    public async Task WaitForBurstAsync(int target, CancellationToken cancellationToken)
+    {
+        while (BufferedCount is > 0 and var buffered && buffered < target)
+        {
+            if (!await _arrived.WaitAsync(ArrivalGap, TimeProvider.System, cancellationToken))
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>
     /// Waits until at least one delivery is buffered (at most <paramref name="firstWait"/>), then for up to
     /// <paramref name="target"/> while they keep arriving.
     /// </summary>

@@ -102,6 +102,10 @@ public sealed class RabbitMqTransport : IMessageStore
     /// <inheritdoc />
     public string Name => _inner.Name + "+rabbitmq";
 
+    /// <inheritdoc />
+    /// <remarks>The store's: the transport adds no writer of its own.</remarks>
+    public int ParallelWriters => _inner.ParallelWriters;
+
     /// <summary>
     /// Rung when deliveries arrive for a queue, when a queue kept in the store gets work, and when events are appended
     /// or arrive on the stream.
@@ -519,6 +523,7 @@ public sealed class RabbitMqTransport : IMessageStore
         var consumer = await ConsumerAsync(route, cancellationToken);
         var now = Time.GetUtcNow();
         var returned = consumer.ExpireLeases(now);
+        await consumer.WaitForBurstAsync(max, cancellationToken);
         var taken = consumer.Take(max, now + lease);
         if (taken.Count > 0)
         {

@@ -1,0 +1,63 @@
+using System.Collections.Concurrent;
+using System.Data.Common;
+using Converge.PostgreSql;
+using Converge.Runtime;
+using Converge.Storage;
+using Converge.Testing.Conformance;
+using Npgsql;
+
+namespace Converge.RabbitMq.Tests;
+
+/// <summary>
+/// The conformance suite on the scale-out pair: PostgreSQL keeps the outbox, inbox, log, sagas, jobs and dead letters;
+/// every message queue goes through RabbitMQ. Needs <c>CONVERGE_TEST_POSTGRES</c> beside <c>CONVERGE_TEST_RABBITMQ</c>.
+/// </summary>
+public sealed class PostgreSqlRabbitMqConformanceTests : MessageStoreConformanceTests, IAsyncLifetime
+{
+    readonly string _schemaPrefix = "rq" + Guid.NewGuid().ToString("N")[..12];
+    readonly string _prefix = TestBroker.NewPrefix();
+    readonly ConcurrentBag<RabbitMqTransport> _transports = [];
+    readonly ConcurrentDictionary<string, byte> _schemas = new();
+
+    static string Postgres =>
+        Environment.GetEnvironmentVariable("CONVERGE_TEST_POSTGRES") is { Length: > 0 } value
+            ? value
+            : throw new InvalidOperationException("CONVERGE_TEST_POSTGRES is not set. Run ./test.sh, which starts PostgreSQL and RabbitMQ, or start them with scripts/services.sh start DIR and source DIR/services.env.");
+
+    protected override void UseStore(ConvergeOptions options, string storeName)
+    {
+        var schema = _schemaPrefix + "_" + storeName;
+        _schemas.TryAdd(schema, 0);
+        options.UsePostgreSql(new NpgsqlConnectionStringBuilder(Postgres) { SearchPath = schema }.ConnectionString, o => o.Schema = schema);
+        options.UseRabbitMq(TestBroker.Uri, o => o.QueuePrefix = _prefix);
+        var transport = options.StoreFactory!;
+        options.StoreFactory = context =>
+        {
+            var created = (RabbitMqTransport)transport(context);
+            _transports.Add(created);
+            return created;
+        };
+    }
+
+    protected override async Task<DbConnection> OpenConnectionAsync(IMessageStore store) =>
+        await ((PostgreSqlMessageStore)((RabbitMqTransport)store).Inner).OpenConnectionAsync();
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
+    {
+        var first = _transports.FirstOrDefault();
+        if (first is not null)
+        {
+            await TestBroker.DeleteAsync(_transports.SelectMany(t => t.BrokerQueues), [first.BrokerName(first.Options.DeadLetterQueue)]);
+        }
+
+        await using var connection = new NpgsqlConnection(Postgres);
+        await connection.OpenAsync();
+        foreach (var schema in _schemas.Keys)
+        {
+            await using var drop = new NpgsqlCommand($"DROP SCHEMA IF EXISTS \"{schema}\" CASCADE", connection);
+            await drop.ExecuteNonQueryAsync();
+        }
+    }
+}
