@@ -1,0 +1,118 @@
+using System.Collections.Concurrent;
+using Converge.PostgreSql;
+using Converge.Testing;
+using Converge.Testing.Conformance;
+using Npgsql;
+
+namespace Converge.RabbitMq.Tests;
+
+/// <summary>
+/// RabbitMQ gone for 30 seconds in the middle of a run, on the scale-out pair (PostgreSQL + RabbitMQ): sends keep
+/// committing into the outbox while the broker is unreachable, and every message is handled exactly once after it
+/// returns. The outage is a proxy between the process and the broker that closes every connection and refuses new
+/// ones, which is what a stopped broker looks like to a client, without stopping the broker other tests share.
+/// </summary>
+public sealed class BrokerOutageTests : IAsyncLifetime
+{
+    static readonly TimeSpan Outage = TimeSpan.FromSeconds(30);
+    readonly string _schema = "out" + Guid.NewGuid().ToString("N")[..12];
+    readonly string _prefix = TestBroker.NewPrefix();
+    readonly ConcurrentBag<RabbitMqTransport> _transports = [];
+
+    static string Postgres =>
+        Environment.GetEnvironmentVariable("CONVERGE_TEST_POSTGRES") is { Length: > 0 } value
+            ? value
+            : throw new InvalidOperationException("CONVERGE_TEST_POSTGRES is not set. Run ./test.sh, which starts PostgreSQL and RabbitMQ, or start them with scripts/services.sh start DIR and source DIR/services.env.");
+
+    async Task<long> CountAsync(string sql)
+    {
+        await using var connection = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(Postgres) { SearchPath = _schema }.ConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(sql, connection);
+        return (long)(await command.ExecuteScalarAsync())!;
+    }
+
+    Task<long> OutboxAsync() => CountAsync($"SELECT count(*) FROM \"{_schema}\".queue WHERE queue = 'orders'");
+
+    [Fact]
+    public async Task Nothing_sent_while_RabbitMQ_is_gone_for_30_seconds_is_lost_and_each_message_is_handled_once()
+    {
+        await using var proxy = new TcpProxy(TestBroker.Uri);
+        proxy.Open();
+        await using var host = await ConvergeTestHost.StartAsync(o =>
+        {
+            o.UsePostgreSql(new NpgsqlConnectionStringBuilder(Postgres) { SearchPath = _schema }.ConnectionString, s => s.Schema = _schema);
+            o.UseRabbitMq(proxy.Uri, t =>
+            {
+                t.QueuePrefix = _prefix;
+                t.ReconnectDelay = TimeSpan.FromMilliseconds(100);
+                t.MaxReconnectDelay = TimeSpan.FromSeconds(2);
+            });
+            var factory = o.StoreFactory!;
+            o.StoreFactory = context =>
+            {
+                var created = (RabbitMqTransport)factory(context);
+                _transports.Add(created);
+                return created;
+            };
+            o.Messages.Register<ConformanceCommand>("conformance.command");
+            o.Handle<ConformanceCommand, ConformanceCommandHandler>("orders");
+        });
+        await using (var connection = await ((PostgreSqlMessageStore)((RabbitMqTransport)host.Store).Inner).OpenConnectionAsync())
+        await using (var create = new NpgsqlCommand(Effects.CreateTable, connection))
+        {
+            await create.ExecuteNonQueryAsync();
+        }
+
+        var sent = 0;
+        async Task SendAsync(string phase, int count)
+        {
+            for (var i = 0; i < count; i++)
+            {
+                await host.Bus.SendAsync(new ConformanceCommand($"{phase}-{i}"));
+                sent++;
+            }
+        }
+
+        await SendAsync("before", 200);
+        await Eventually.UntilAsync(async () => await CountAsync("SELECT count(*) FROM conformance_effects") == 200, "the first messages handled", TimeSpan.FromSeconds(60));
+
+        // The broker goes away; sends keep committing for the whole outage, a burst each second.
+        await proxy.CloseAsync();
+        var outageEnds = TimeProvider.System.GetTimestamp() + (long)(Outage.TotalSeconds * TimeProvider.System.TimestampFrequency);
+        var burst = 0;
+        while (TimeProvider.System.GetTimestamp() < outageEnds)
+        {
+            await SendAsync("during-" + burst++, 20);
+            await Task.Delay(TimeSpan.FromSeconds(1), TimeProvider.System);
+        }
+
+        var waiting = await OutboxAsync();
+        proxy.Open();
+        await SendAsync("after", 200);
+
+        await Eventually.UntilAsync(
+            async () => await CountAsync("SELECT count(*) FROM conformance_effects") >= sent && await OutboxAsync() == 0,
+            "every message handled after the broker returned",
+            TimeSpan.FromSeconds(120));
+        Assert.True(waiting >= 20 * (burst - 1), $"the outbox held {waiting} messages at the end of the outage; {burst} bursts of 20 were sent");
+        Assert.Equal(sent, await CountAsync("SELECT count(*) FROM conformance_effects"));
+        Assert.Equal(sent, await CountAsync("SELECT count(DISTINCT item_key) FROM conformance_effects"));
+        Assert.Empty(await host.Store.ListDeadLettersAsync(null, 10, CancellationToken.None));
+    }
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
+    {
+        if (!_transports.IsEmpty)
+        {
+            await TestBroker.DeleteAsync(_transports.SelectMany(t => t.BrokerQueues), [_prefix + "converge.dead-letters"]);
+        }
+
+        await using var connection = new NpgsqlConnection(Postgres);
+        await connection.OpenAsync();
+        await using var drop = new NpgsqlCommand($"DROP SCHEMA IF EXISTS \"{_schema}\" CASCADE", connection);
+        await drop.ExecuteNonQueryAsync();
+    }
+}
