@@ -28,6 +28,9 @@ public sealed class MonthCloseSettings
     /// </summary>
     public string? PostgreSql { get; init; }
 
+    /// <summary>A RabbitMQ broker that carries the message queues (the store stays the outbox and inbox); <c>null</c>: none.</summary>
+    public Uri? RabbitMq { get; init; }
+
     /// <summary>With <see cref="PostgreSql"/>: the schema for Converge's tables and the billing tables.</summary>
     public string Schema { get; init; } = "converge_billing";
 
@@ -124,6 +127,7 @@ public static class MonthCloseDemo
         var store = settings.PostgreSql is { } connectionString
             ? DemoStore.PostgreSql(connectionString, settings.Schema)
             : DemoStore.Sqlite(settings.DbPath ?? Path.Combine(Path.GetTempPath(), "converge-billing-" + Guid.NewGuid().ToString("N") + ".db"));
+        store.RabbitMq = settings.RabbitMq;
         var resumed = store.IsPostgreSql ? await store.TableExistsAsync("billing_accounts", cancellationToken) : File.Exists(store.Path);
         var folder = settings.SimulationFolder ?? (store.IsPostgreSql ? store.DefaultSimulationFolder("billing") : null);
         var files = folder is null ? BillingFiles.Beside(store.Path!) : BillingFiles.In(folder);

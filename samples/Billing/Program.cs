@@ -11,7 +11,7 @@ using Microsoft.Extensions.Logging.Console;
 // dotnet run --project samples/Billing -- demo [accounts] [latency-ms] [seed] [--db FILE]
 //   closes a month for that many accounts in one process and prints the checked outcome; on an existing FILE
 //   it resumes the close that was running there.
-// dotnet run --project samples/Billing -- serve (DB | --postgres CONN [--schema NAME]) [--sim-dir DIR] [latency-ms] [seed]
+// dotnet run --project samples/Billing -- serve (DB | --postgres CONN [--schema NAME]) [--rabbitmq-env VAR] [--sim-dir DIR] [latency-ms] [seed]
 //                                          [--log-level warning|error|...] [--watch-stdin]
 //   works the billing queues on the store until stopped (several processes may share it): a SQLite file, or a
 //   PostgreSQL schema (default converge_billing; --postgres-env VAR reads the connection string from an environment
@@ -57,7 +57,7 @@ if (args is ["serve", ..])
 
 if (args is not [] and not ["demo", ..])
 {
-    Console.Error.WriteLine("usage: billing demo [accounts] [latency-ms] [seed] [--db FILE] | billing serve (DB | --postgres CONN [--schema NAME]) [--sim-dir DIR] [latency-ms] [seed] [--log-level LEVEL] [--watch-stdin]");
+    Console.Error.WriteLine("usage: billing demo [accounts] [latency-ms] [seed] [--db FILE] | billing serve (DB | --postgres CONN [--schema NAME]) [--rabbitmq-env VAR] [--sim-dir DIR] [latency-ms] [seed] [--log-level LEVEL] [--watch-stdin]");
     return 2;
 }
 

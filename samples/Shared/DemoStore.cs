@@ -1,5 +1,6 @@
 using System.Data.Common;
 using Converge.PostgreSql;
+using Converge.RabbitMq;
 using Converge.Runtime;
 using Converge.Sqlite;
 using Microsoft.Data.Sqlite;
@@ -20,6 +21,9 @@ internal sealed class DemoStore
     /// </summary>
     public const string PostgresVariable = "CONVERGE_DEMO_POSTGRES";
 
+    /// <summary>The environment variable through which a demo hands the RabbitMQ address (with its credentials) to its workers.</summary>
+    public const string RabbitMqVariable = "CONVERGE_DEMO_RABBITMQ";
+
     DemoStore(string? path, string? connectionString, string? schema)
     {
         Path = path;
@@ -37,6 +41,9 @@ internal sealed class DemoStore
     public string? Schema { get; }
 
     public bool IsPostgreSql => ConnectionString is not null;
+
+    /// <summary>The RabbitMQ broker that carries the message queues; <c>null</c> when the store carries them.</summary>
+    public Uri? RabbitMq { get; set; }
 
     /// <summary>"sqlite" or "postgresql", as the demos' summaries name the store.</summary>
     public string Kind => IsPostgreSql ? "postgresql" : "sqlite";
@@ -58,6 +65,13 @@ internal sealed class DemoStore
         else
         {
             options.UseSqlite(Path!);
+        }
+
+        if (RabbitMq is { } broker)
+        {
+            // One run's queues apart from another's on a shared broker: named after the schema or the file.
+            var prefix = IsPostgreSql ? Schema! : System.IO.Path.GetFileNameWithoutExtension(Path!);
+            options.UseRabbitMq(broker, r => r.QueuePrefix = prefix + ".");
         }
     }
 
@@ -144,7 +158,8 @@ internal sealed class DemoStore
 
     /// <summary>The arguments that name this store to a worker's <c>serve</c>; see <see cref="FromArguments"/>.</summary>
     public IEnumerable<string> WorkerArguments() =>
-        IsPostgreSql ? ["--postgres-env", PostgresVariable, "--schema", Schema!] : [Path!];
+        (IsPostgreSql ? ["--postgres-env", PostgresVariable, "--schema", Schema!] : new[] { Path! })
+            .Concat(RabbitMq is null ? [] : ["--rabbitmq-env", RabbitMqVariable]);
 
     /// <summary>Sets what <see cref="WorkerArguments"/> refers to in a worker's environment.</summary>
     public void AddWorkerEnvironment(IDictionary<string, string?> environment)
@@ -152,6 +167,11 @@ internal sealed class DemoStore
         if (IsPostgreSql)
         {
             environment[PostgresVariable] = ConnectionString;
+        }
+
+        if (RabbitMq is { } broker)
+        {
+            environment[RabbitMqVariable] = broker.ToString();
         }
     }
 
@@ -175,10 +195,20 @@ internal sealed class DemoStore
         }
 
         var schema = TakeOption(arguments, "--schema");
+        Uri? rabbitMq = null;
+        if (TakeOption(arguments, "--rabbitmq-env") is { } rabbitVariable)
+        {
+            if (!Uri.TryCreate(Environment.GetEnvironmentVariable(rabbitVariable), UriKind.Absolute, out rabbitMq))
+            {
+                error = $"--rabbitmq-env {rabbitVariable}: the environment variable does not hold a broker address.";
+                return null;
+            }
+        }
+
         error = null;
         if (connectionString is not null)
         {
-            return PostgreSql(connectionString, schema ?? defaultSchema);
+            return new DemoStore(null, connectionString, schema ?? defaultSchema) { RabbitMq = rabbitMq };
         }
 
         if (schema is not null)
@@ -194,7 +224,7 @@ internal sealed class DemoStore
         }
 
         arguments.Remove(path);
-        return Sqlite(path);
+        return new DemoStore(System.IO.Path.GetFullPath(path), null, null) { RabbitMq = rabbitMq };
     }
 
     /// <summary>Removes <c>NAME VALUE</c> from <paramref name="arguments"/> and returns the value, or <c>null</c> when absent.</summary>

@@ -7,7 +7,7 @@ using Microsoft.Extensions.Hosting;
 
 // dotnet run --project samples/Shop -- demo [orders] [fail-rate] [orchestrated|choreographed]
 //   runs the demo in one process and prints its summary.
-// dotnet run --project samples/Shop -- serve (DB | --postgres CONN [--schema NAME]) [all|orders|customers|payments|shipping]
+// dotnet run --project samples/Shop -- serve (DB | --postgres CONN [--schema NAME]) [--rabbitmq-env VAR] [all|orders|customers|payments|shipping]
 //                                      [fail-rate seed] [--ledger FILE] [--watch-stdin]
 //   runs some of the services against a shared store until stopped (one process per service scales out): a SQLite
 //   file, or a PostgreSQL schema (default converge_shop; --postgres-env VAR reads the connection string from an
@@ -52,7 +52,7 @@ if (args is ["serve", ..])
 
 if (args is not [] and not ["demo", ..])
 {
-    Console.Error.WriteLine("usage: shop demo [orders] [fail-rate] [orchestrated|choreographed] | shop serve (DB | --postgres CONN [--schema NAME]) [all|orders|customers|payments|shipping] [fail-rate seed] [--ledger FILE]");
+    Console.Error.WriteLine("usage: shop demo [orders] [fail-rate] [orchestrated|choreographed] | shop serve (DB | --postgres CONN [--schema NAME]) [--rabbitmq-env VAR] [all|orders|customers|payments|shipping] [fail-rate seed] [--ledger FILE]");
     return 2;
 }
 

@@ -29,6 +29,9 @@ public sealed class ShopDemoSettings
     /// <summary>A PostgreSQL connection string: the shop then runs in <see cref="Schema"/> of that database instead of a SQLite file.</summary>
     public string? PostgreSql { get; init; }
 
+    /// <summary>A RabbitMQ broker that carries the message queues (the store stays the outbox and inbox); <c>null</c>: none.</summary>
+    public Uri? RabbitMq { get; init; }
+
     /// <summary>With <see cref="PostgreSql"/>: the schema for Converge's tables and the shop's (it must not hold a shop yet).</summary>
     public string Schema { get; init; } = "converge_shop";
 
@@ -97,6 +100,7 @@ public static class ShopDemo
         var store = settings.PostgreSql is { } connectionString
             ? DemoStore.PostgreSql(connectionString, settings.Schema)
             : DemoStore.Sqlite(settings.DbPath ?? Path.Combine(Path.GetTempPath(), "converge-shop-" + Guid.NewGuid().ToString("N") + ".db"));
+        store.RabbitMq = settings.RabbitMq;
         if (store.IsPostgreSql ? await store.TableExistsAsync("shop_orders", cancellationToken) : File.Exists(store.Path))
         {
             throw new ArgumentException(store.IsPostgreSql

@@ -23,6 +23,12 @@ internal sealed class DemoStoreOptions
 
     readonly Option<string> _simulation;
 
+    readonly Option<string> _rabbitMq = new("--rabbitmq")
+    {
+        Description = "Carry the demo's message queues through RabbitMQ (amqp://user:password@host:port/), with the store as outbox and inbox. Job queues stay in the store.",
+        HelpName = "URI",
+    };
+
     /// <param name="db">What <c>--db</c> means for this demo.</param>
     /// <param name="defaultSchema">The schema when <c>--postgres</c> comes without <c>--schema</c>.</param>
     /// <param name="schema">What <c>--schema</c> means for this demo, after its rule.</param>
@@ -54,6 +60,14 @@ internal sealed class DemoStoreOptions
         command.Options.Add(_postgres);
         command.Options.Add(_schema);
         command.Options.Add(_simulation);
+        command.Options.Add(_rabbitMq);
+        _rabbitMq.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<string>() is { } text && ParseBroker(text) is null)
+            {
+                result.AddError($"--rabbitmq needs an AMQP address such as amqp://user:password@host:5672/; got '{text}'.");
+            }
+        });
         command.Validators.Add(Validate);
     }
 
@@ -64,6 +78,12 @@ internal sealed class DemoStoreOptions
     public string? Postgres(ParseResult parsed) => parsed.GetValue(_postgres);
 
     public string Schema(ParseResult parsed) => parsed.GetValue(_schema) ?? DefaultSchema;
+
+    /// <summary>The RabbitMQ broker, or <c>null</c> when the store carries the queues itself.</summary>
+    public Uri? RabbitMq(ParseResult parsed) => parsed.GetValue(_rabbitMq) is { } text ? ParseBroker(text) : null;
+
+    static Uri? ParseBroker(string text) =>
+        Uri.TryCreate(text, UriKind.Absolute, out var uri) && uri.Scheme is "amqp" or "amqps" ? uri : null;
 
     /// <summary>The folder of the simulated services as a full path, or <c>null</c> for the default.</summary>
     public string? SimulationFolder(ParseResult parsed) => parsed.GetValue(_simulation) is { } folder ? Path.GetFullPath(folder) : null;

@@ -284,9 +284,10 @@ public sealed class QueueOptions
 
     /// <summary>
     /// Message queues: consumers working this queue at once in this process, each with a batch in a transaction of
-    /// its own. Default: the store's <see cref="Storage.IMessageStore.ParallelWriters"/> (1 on SQLite, where writes are
-    /// serialized and more consumers only help handlers that wait on something else; 4 on PostgreSQL). Job queues:
-    /// jobs running at once in this process (they run outside transactions). Default 16.
+    /// its own. Default 1: on SQLite writes are serialized, so more consumers only help handlers that wait on something
+    /// else; on PostgreSQL more consumers overlap their commits, but batches that update the same rows (a customer's
+    /// balance) then wait on each other's locks until they commit, so raise it for handlers whose writes do not
+    /// collide. Job queues: jobs running at once in this process (they run outside transactions). Default 16.
     /// </summary>
     public int Concurrency
     {
@@ -294,8 +295,6 @@ public sealed class QueueOptions
         set => _concurrency = value;
     }
 
-    /// <summary>Consumers of a message queue on <paramref name="store"/>: the configured number, else the store's writers.</summary>
-    internal int ConsumersOn(Storage.IMessageStore store) => _concurrency ?? (RunsJobs ? Concurrency : Math.Clamp(store.ParallelWriters, 1, 16));
 
     /// <summary>Whether the queue runs jobs (<see cref="ConvergeOptions.Job{TJob, THandler}"/>) rather than message handlers.</summary>
     public bool RunsJobs { get; internal set; }

@@ -38,7 +38,7 @@ internal sealed class QueueConsumer
     }
 
     public Task RunAsync(CancellationToken stopping, CancellationToken abort) =>
-        Task.WhenAll(Enumerable.Range(0, _queue.ConsumersOn(_store)).Select(_ => Task.Run(() => WorkAsync(stopping, abort), CancellationToken.None)));
+        Task.WhenAll(Enumerable.Range(0, _queue.Concurrency).Select(_ => Task.Run(() => WorkAsync(stopping, abort), CancellationToken.None)));
 
     async Task WorkAsync(CancellationToken stopping, CancellationToken abort)
     {
