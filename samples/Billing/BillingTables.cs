@@ -131,7 +131,7 @@ public static class BillingTables
             first = Convert.ToInt64(await command.ExecuteScalarAsync(cancellationToken), CultureInfo.InvariantCulture) + 1;
         }
 
-        var postgres = store.Name == "postgresql";
+        var postgres = store.Name.StartsWith("postgresql", StringComparison.Ordinal);
         var buffer = new ArrayBufferWriter<byte>(RowsPerStatement * 160);
         for (var from = first; from <= count; from += RowsPerTransaction)
         {

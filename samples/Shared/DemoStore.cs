@@ -45,8 +45,8 @@ internal sealed class DemoStore
     /// <summary>The RabbitMQ broker that carries the message queues; <c>null</c> when the store carries them.</summary>
     public Uri? RabbitMq { get; set; }
 
-    /// <summary>"sqlite" or "postgresql", as the demos' summaries name the store.</summary>
-    public string Kind => IsPostgreSql ? "postgresql" : "sqlite";
+    /// <summary>"sqlite" or "postgresql", with "+rabbitmq" when a broker carries the queues, as the demos' summaries name the store.</summary>
+    public string Kind => (IsPostgreSql ? "postgresql" : "sqlite") + (RabbitMq is null ? "" : "+rabbitmq");
 
     public static DemoStore Sqlite(string path) => new(System.IO.Path.GetFullPath(path), null, null);
 

@@ -254,7 +254,7 @@ internal static class DemoCommands
 
             if (!report.Finished)
             {
-                await output.Error.WriteLineAsync(report.Store == "postgresql"
+                await output.Error.WriteLineAsync(report.Store.StartsWith("postgresql", StringComparison.Ordinal)
                     ? "the close did not finish in time; run the same command again (same --postgres and --schema) to resume it."
                     : $"the close did not finish in time; run the same command with --db {ShellQuote.Quote(report.Db)} to resume it.");
             }

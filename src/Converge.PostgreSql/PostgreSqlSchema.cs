@@ -232,7 +232,12 @@ internal sealed class PostgreSqlSchema
         CompleteMany = $"DELETE FROM {Queue} q USING unnest(@ids, @tokens) AS done(id, token) WHERE q.id = done.id AND q.lease_token = done.token RETURNING q.id";
         RetryLater = $"UPDATE {Queue} SET visible_at = @due, lease_token = NULL, history = @history WHERE id = @id AND lease_token = @token";
         Release = $"UPDATE {Queue} q SET visible_at = @now, lease_token = NULL, attempts = q.attempts - @uncount FROM unnest(@ids, @tokens) AS r(id, token) WHERE q.id = r.id AND q.lease_token = r.token";
-        Renew = $"UPDATE {Queue} q SET visible_at = @until FROM unnest(@ids, @tokens) AS r(id, token) WHERE q.id = r.id AND q.lease_token = r.token";
+        // Rows another transaction holds are being completed or retried by their own committer: skipping them keeps a
+        // renewal from deadlocking with that commit (the lease it would have extended ends with the commit anyway).
+        Renew = $"""
+            UPDATE {Queue} q SET visible_at = @until
+            WHERE q.id IN (SELECT l.id FROM {Queue} l JOIN unnest(@ids, @tokens) AS r(id, token) ON l.id = r.id AND l.lease_token = r.token FOR UPDATE OF l SKIP LOCKED)
+            """;
         RecordInbox = $"INSERT INTO {Inbox} (consumer, message_id, handled_at, message_type, correlation_id, causation_id, sent_at, batch_id) VALUES (@consumer, @message_id, @at, @message_type, @correlation_id, @causation_id, @sent_at, @batch_id) ON CONFLICT DO NOTHING";
         PurgeInbox = $"DELETE FROM {Inbox} WHERE ctid IN (SELECT ctid FROM {Inbox} WHERE handled_at < @cutoff LIMIT @chunk)";
         PurgeUniqueKeys = $"DELETE FROM {UniqueKeys} WHERE ctid IN (SELECT ctid FROM {UniqueKeys} WHERE expires_at <= @now LIMIT @chunk)";

@@ -18,6 +18,8 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     readonly bool _owned;
     List<Action>? _afterCommit;
     List<(OutgoingMessage Message, long VisibleAt)>? _pendingEnqueues;
+    Dictionary<string, long>? _batchAdds;
+    Dictionary<string, long>? _batchAddsAtSavepoint;
     HashSet<string>? _notified;
     bool _logLocked;
     bool _finished;
@@ -418,7 +420,32 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     public async ValueTask AddToBatchAsync(string batchId, int count, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batchId);
-        if (await ExecuteAsync((await CommandAsync(Sql.AddToBatch, cancellationToken)).With("id", batchId).With("count", (long)count), cancellationToken) == 0)
+        if (!_owned)
+        {
+            await ApplyBatchAddAsync(batchId, count, cancellationToken);
+            return;
+        }
+
+        // Every job that enqueues a child into its batch counts it there, and the batch row is one row for all of them:
+        // updated now, it would stay locked through the rest of the transaction. Checked now, counted just before the
+        // batch's outcomes or the commit, so the row is held only from there to the commit.
+        await using (var check = (await CommandAsync(Sql.GetBatch, cancellationToken)).With("id", batchId))
+        {
+            if (await check.ReadFirstAsync(PostgreSqlMapping.ReadBatch, cancellationToken) is not { FinishedAt: null })
+            {
+                await ApplyBatchAddAsync(batchId, count, cancellationToken);
+                return;
+            }
+        }
+
+        _batchAdds ??= new Dictionary<string, long>(StringComparer.Ordinal);
+        _batchAdds[batchId] = _batchAdds.GetValueOrDefault(batchId) + count;
+    }
+
+    /// <summary>Counts jobs into a batch now; throws as <see cref="IStoreTransaction.AddToBatchAsync"/> says when it cannot.</summary>
+    async ValueTask ApplyBatchAddAsync(string batchId, long count, CancellationToken cancellationToken)
+    {
+        if (await ExecuteAsync((await CommandAsync(Sql.AddToBatch, cancellationToken)).With("id", batchId).With("count", count), cancellationToken) == 0)
         {
             await using var get = (await CommandAsync(Sql.GetBatch, cancellationToken)).With("id", batchId);
             var batch = await get.ReadFirstAsync(PostgreSqlMapping.ReadBatch, cancellationToken);
@@ -428,9 +455,28 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         }
     }
 
+    /// <summary>Applies the counts held for <paramref name="batchId"/> (or for every batch).</summary>
+    async ValueTask FlushBatchAddsAsync(string? batchId, CancellationToken cancellationToken)
+    {
+        if (_batchAdds is not { Count: > 0 } adds)
+        {
+            return;
+        }
+
+        foreach (var (id, count) in adds.Where(a => batchId is null || a.Key == batchId).ToList())
+        {
+            adds.Remove(id);
+            if (count != 0)
+            {
+                await ApplyBatchAddAsync(id, count, cancellationToken);
+            }
+        }
+    }
+
     public async ValueTask<JobBatchRecord?> RecordBatchOutcomesAsync(string batchId, int succeeded, int failed, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batchId);
+        await FlushBatchAddsAsync(batchId, cancellationToken);
 
         // A finished batch keeps its counts: only a job retried before it finished was re-opened in it.
         var recorded = await ExecuteAsync((await CommandAsync(Sql.RecordBatchOutcomes, cancellationToken)).With("id", batchId).With("succeeded", (long)succeeded).With("failed", (long)failed), cancellationToken) == 1;
@@ -440,6 +486,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     public async ValueTask<JobBatchRecord?> SealBatchAsync(string batchId, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batchId);
+        await FlushBatchAddsAsync(batchId, cancellationToken);
         var sealedNow = await ExecuteAsync((await CommandAsync(Sql.SealBatch, cancellationToken)).With("id", batchId), cancellationToken) == 1;
         return sealedNow ? await FinishBatchAsync(batchId, cancellationToken) : null;
     }
@@ -534,14 +581,24 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         return requested ? JobCancelOutcome.Requested : JobCancelOutcome.Cancelled;
     }
 
-    public async ValueTask SavepointAsync(CancellationToken cancellationToken) =>
+    public async ValueTask SavepointAsync(CancellationToken cancellationToken)
+    {
         await ExecuteAsync((await CommandAsync(PostgreSqlSchema.Savepoint, cancellationToken)), cancellationToken);
+        _batchAddsAtSavepoint = _batchAdds is null ? null : new Dictionary<string, long>(_batchAdds, StringComparer.Ordinal);
+    }
 
-    public async ValueTask RollbackToSavepointAsync(CancellationToken cancellationToken) =>
+    public async ValueTask RollbackToSavepointAsync(CancellationToken cancellationToken)
+    {
         await ExecuteAsync((await CommandAsync(PostgreSqlSchema.RollbackToSavepoint, cancellationToken)), cancellationToken);
+        _batchAdds = _batchAddsAtSavepoint;
+        _batchAddsAtSavepoint = null;
+    }
 
-    public async ValueTask ReleaseSavepointAsync(CancellationToken cancellationToken) =>
+    public async ValueTask ReleaseSavepointAsync(CancellationToken cancellationToken)
+    {
         await ExecuteAsync((await CommandAsync(PostgreSqlSchema.ReleaseSavepoint, cancellationToken)), cancellationToken);
+        _batchAddsAtSavepoint = null;
+    }
 
     public void OnCommitted(Action callback)
     {
@@ -568,6 +625,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
 
         ObjectDisposedException.ThrowIf(_finished, this);
         await FlushAsync(cancellationToken);
+        await FlushBatchAddsAsync(null, cancellationToken);
         if (_notified is { Count: > 0 } payloads)
         {
             await _store.NotifyAsync(_connection, _transaction, payloads, cancellationToken);
