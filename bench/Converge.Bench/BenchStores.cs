@@ -1,5 +1,6 @@
 using System.Data.Common;
 using Converge.PostgreSql;
+using Converge.RabbitMq;
 using Converge.Runtime;
 using Converge.Sqlite;
 using Converge.Storage;
@@ -18,32 +19,41 @@ internal static class BenchStores
         postgres is null ? path + suffix : "bench_" + Guid.NewGuid().ToString("N")[..12] + suffix.Replace('.', '_');
 
     /// <summary>Points <paramref name="options"/> at <paramref name="location"/>, with the store's tables first on the search path.</summary>
-    public static void Use(ConvergeOptions options, string? postgres, string location, SqliteDurability durability)
+    public static void Use(ConvergeOptions options, string? postgres, string location, SqliteDurability durability, Uri? rabbitMq = null)
     {
         if (postgres is null)
         {
             options.UseSqlite(location, s => s.Durability = durability);
-            return;
+        }
+        else
+        {
+            var connection = new NpgsqlConnectionStringBuilder(postgres) { SearchPath = location };
+            options.UsePostgreSql(connection.ConnectionString, s => s.Schema = location);
         }
 
-        var connection = new NpgsqlConnectionStringBuilder(postgres) { SearchPath = location };
-        options.UsePostgreSql(connection.ConnectionString, s => s.Schema = location);
+        if (rabbitMq is not null)
+        {
+            // A run's queues apart from every other run's on the broker.
+            options.UseRabbitMq(rabbitMq, r => r.QueuePrefix = "bench-" + Guid.NewGuid().ToString("N")[..12] + ".");
+        }
     }
 
     /// <summary>A connection for the bench's own tables, beside the store's.</summary>
     public static async Task<DbConnection> OpenConnectionAsync(IMessageStore store) => store switch
     {
+        RabbitMqTransport transport => await OpenConnectionAsync(transport.Inner),
         SqliteMessageStore sqlite => sqlite.OpenConnection(),
         PostgreSqlMessageStore postgres => await postgres.OpenConnectionAsync(),
         _ => throw new NotSupportedException($"The bench does not know the store '{store.Name}'."),
     };
 
     /// <summary>A column type for a message id in the bench's own tables.</summary>
-    public static string IdColumnType(IMessageStore store) => store is PostgreSqlMessageStore ? "uuid" : "BLOB";
+    public static string IdColumnType(IMessageStore store) => store is PostgreSqlMessageStore or RabbitMqTransport { Inner: PostgreSqlMessageStore } ? "uuid" : "BLOB";
 
     /// <summary>Where the run's store is, for messages.</summary>
     public static string Describe(IMessageStore store) => store switch
     {
+        RabbitMqTransport transport => Describe(transport.Inner) + " with RabbitMQ",
         SqliteMessageStore sqlite => sqlite.Path,
         PostgreSqlMessageStore postgres => "schema " + postgres.SchemaName,
         _ => store.Name,

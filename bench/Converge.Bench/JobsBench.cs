@@ -22,6 +22,9 @@ public sealed class JobsBenchSettings
     /// <summary>A PostgreSQL connection string: each run gets a new schema there (dropped after it) instead of a SQLite file.</summary>
     public string? Postgres { get; init; }
 
+    /// <summary>A RabbitMQ broker that carries the bench's message queues (the store stays the outbox and inbox).</summary>
+    public Uri? RabbitMq { get; init; }
+
     /// <summary>Measured runs, each on a fresh file; figures are the median over runs.</summary>
     public int Runs { get; init; } = 1;
 
@@ -104,7 +107,7 @@ public static class JobsBench
             Concurrency: settings.Concurrency,
             BatchSize: results[0].BatchSize,
             EnqueueBatchSize: settings.EnqueueBatchSize,
-            Durability: settings.Postgres is not null ? "postgresql" : settings.Durability == SqliteDurability.Full ? "full" : "normal",
+            Durability: settings.Postgres is not null ? (settings.RabbitMq is null ? "postgresql" : "postgresql+rabbitmq") : settings.Durability == SqliteDurability.Full ? "full" : "normal",
             Runs: settings.Runs,
             JobsPerSecondRuns: settings.Runs > 1 ? results.Select(r => MessagesBench.Round(r.JobsPerSecond, 1)).ToList() : null,
             EnqueuePerSecondRuns: settings.Runs > 1 ? results.Select(r => MessagesBench.Round(r.EnqueuePerSecond, 1)).ToList() : null,
@@ -196,7 +199,7 @@ public static class JobsBench
 
         builder.Services.AddConverge(o =>
         {
-            BenchStores.Use(o, settings.Postgres, path, settings.Durability);
+            BenchStores.Use(o, settings.Postgres, path, settings.Durability, settings.RabbitMq);
             o.RunConsumers = runWorkers;
             o.Messages.Register<BenchJob>("bench.job");
             o.Job<BenchJob, BenchJobHandler>(Queue);

@@ -25,6 +25,9 @@ public sealed class MessagesBenchSettings
     /// <summary>A PostgreSQL connection string: each run gets a new schema there (dropped after it) instead of a SQLite file.</summary>
     public string? Postgres { get; init; }
 
+    /// <summary>A RabbitMQ broker that carries the bench's message queues (the store stays the outbox and inbox).</summary>
+    public Uri? RabbitMq { get; init; }
+
     /// <summary>The queue's batch size; <c>null</c> keeps the library default.</summary>
     public int? BatchSize { get; init; }
 
@@ -137,7 +140,7 @@ public static class MessagesBench
             SendMaxMs: Round(Median(results.Select(r => r.SendMaxMs)), 3),
             Rate: settings.Rate,
             BatchSize: results[0].BatchSize,
-            Durability: settings.Postgres is not null ? "postgresql" : settings.Durability == SqliteDurability.Full ? "full" : "normal",
+            Durability: settings.Postgres is not null ? (settings.RabbitMq is null ? "postgresql" : "postgresql+rabbitmq") : settings.Durability == SqliteDurability.Full ? "full" : "normal",
             Sender: settings.Sender == OutboxSender.Converge ? "converge" : "own",
             Runs: settings.Runs,
             PerSecondRuns: settings.Runs > 1 ? results.Select(r => Round(r.PerSecond, 1)).ToList() : null,
@@ -152,7 +155,7 @@ public static class MessagesBench
         builder.Services.AddSingleton<IMessageObserver>(observer);
         builder.Services.AddConverge(o =>
         {
-            BenchStores.Use(o, settings.Postgres, path, settings.Durability);
+            BenchStores.Use(o, settings.Postgres, path, settings.Durability, settings.RabbitMq);
             o.Messages.Register<BenchMessage>("bench.message");
             o.Handle<BenchMessage, BenchHandler>(Queue);
             o.Queue(Queue, q =>

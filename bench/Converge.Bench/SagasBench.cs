@@ -22,6 +22,9 @@ public sealed class SagasBenchSettings
     /// <summary>A PostgreSQL connection string: each run gets a new schema there (dropped after it) instead of a SQLite file.</summary>
     public string? Postgres { get; init; }
 
+    /// <summary>A RabbitMQ broker that carries the bench's message queues (the store stays the outbox and inbox).</summary>
+    public Uri? RabbitMq { get; init; }
+
     /// <summary>Measured runs, each on a fresh file; figures are the median over runs.</summary>
     public int Runs { get; init; } = 1;
 
@@ -74,7 +77,7 @@ public static class SagasBench
             settings.Runs,
             settings.Runs > 1 ? results.Select(r => Math.Round(r.PerSecond, 1)).ToList() : null,
             settings.Timeouts,
-            settings.Postgres is not null ? "postgresql" : settings.Durability == SqliteDurability.Full ? "full" : "normal",
+            settings.Postgres is not null ? (settings.RabbitMq is null ? "postgresql" : "postgresql+rabbitmq") : settings.Durability == SqliteDurability.Full ? "full" : "normal",
             Verified: true);
     }
 
@@ -87,7 +90,7 @@ public static class SagasBench
         builder.Services.AddSingleton<BenchParticipant>();
         builder.Services.AddConverge(o =>
         {
-            BenchStores.Use(o, settings.Postgres, path, settings.Durability);
+            BenchStores.Use(o, settings.Postgres, path, settings.Durability, settings.RabbitMq);
             o.Messages
                 .Register<ReserveCredit>("bench.reserve-credit").Register<CreditReserved>("bench.credit-reserved").Register<ReleaseCredit>("bench.release-credit").Register<CreditReleased>("bench.credit-released")
                 .Register<ChargeOrder>("bench.charge").Register<OrderCharged>("bench.charged").Register<RefundOrder>("bench.refund").Register<OrderRefunded>("bench.refunded")
