@@ -120,6 +120,8 @@ public static class MessagesBench
                     Count = count,
                     BatchSize = settings.BatchSize,
                     Durability = settings.Durability,
+                    Postgres = settings.Postgres,
+                    RabbitMq = settings.RabbitMq,
                     SendBatchSize = settings.SendBatchSize,
                     Sender = settings.Sender,
                     StallTimeout = settings.StallTimeout,
