@@ -140,7 +140,11 @@ public interface IMessageStore : IAsyncDisposable
 /// </summary>
 public interface IStoreTransaction : IAsyncDisposable
 {
-    /// <summary>The underlying transaction; use its connection for the caller's own writes.</summary>
+    /// <summary>
+    /// The underlying transaction; use its connection for the caller's own writes (an EF Core <c>DbContext</c> can join
+    /// it). A transaction Converge owns must be committed with <see cref="CommitAsync"/>, never through this object:
+    /// a store may hold the transaction's sends until that commit writes them in one statement.
+    /// </summary>
     DbTransaction Transaction { get; }
 
     /// <summary>Puts a message on a queue.</summary>
