@@ -16,33 +16,10 @@ internal static class BenchCommands
         Ceiling(output),
     };
 
-    /// <summary>--postgres: run on PostgreSQL (a new schema per run) instead of a SQLite file.</summary>
-    static Option<string> PostgresOption()
-    {
-        var postgres = new Option<string>("--postgres") { Description = "Run on PostgreSQL instead of SQLite: an Npgsql connection string. Every run gets a new schema, dropped after it.", HelpName = "CONN" };
-        return postgres;
-    }
-
-    /// <summary>--rabbitmq: carry the bench's message queues through a RabbitMQ broker.</summary>
-    static Option<string> RabbitMqOption()
-    {
-        var rabbitMq = new Option<string>("--rabbitmq") { Description = "Carry the message queues through RabbitMQ (amqp://user:password@host:port/); the store stays the outbox and inbox. Job queues stay in the store.", HelpName = "URI" };
-        rabbitMq.Validators.Add(result =>
-        {
-            if (result.GetValueOrDefault<string>() is { } text && !(Uri.TryCreate(text, UriKind.Absolute, out var uri) && uri.Scheme is "amqp" or "amqps"))
-            {
-                result.AddError($"--rabbitmq needs an AMQP address such as amqp://user:password@host:5672/; got '{text}'.");
-            }
-        });
-        return rabbitMq;
-    }
-
     static Command Jobs(CliOutput output)
     {
         var count = new Option<int>("--count") { Description = "Jobs per run.", HelpName = "N", Required = true };
-        var db = new Option<string>("--db") { Description = "Where to put the database (a new file, recreated for every run and kept after the last). Default: a temporary file, deleted.", HelpName = "FILE" };
-        var postgres = PostgresOption();
-        var rabbitMq = RabbitMqOption();
+        var store = new BenchStoreOptions("Where to put the database (a new file, recreated for every run and kept after the last). Default: a temporary file, deleted.");
         var runs = new Option<int>("--runs") { Description = "Measured runs, each on a fresh file; figures are medians.", HelpName = "N", DefaultValueFactory = _ => 1 };
         var warmup = new Option<int>("--warmup") { Description = "Jobs of an unreported warm-up run first; at most --count; 0 to skip.", HelpName = "N", DefaultValueFactory = _ => 100_000 };
         var concurrency = new Option<int>("--concurrency") { Description = "Jobs running at once in the worker (the queue's Concurrency).", HelpName = "N", DefaultValueFactory = _ => 64 };
@@ -69,27 +46,18 @@ internal static class BenchCommands
         });
         var command = new Command("jobs", "Enqueue N no-op background jobs through the job client (transactions of 1,000, no worker running), then start a worker and time until every job's outcome committed; verify each ran exactly once.")
         {
-            count, db, postgres, rabbitMq, runs, warmup, concurrency, batchSize, durability, json,
+            count, runs, warmup, concurrency, batchSize, durability, json,
         };
+        store.AddTo(command);
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
-            var path = parsed.GetValue(db);
-            if (path is not null && parsed.GetValue(postgres) is not null)
-            {
-                throw new CliException(CliApp.Usage, "Give either --db (SQLite) or --postgres (PostgreSQL), not both.");
-            }
-
-            if (path is not null && (File.Exists(path) || Directory.Exists(path)))
-            {
-                throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file: the bench recreates it for every run.");
-            }
-
+            var (path, postgres, rabbitMq) = store.Resolve(parsed);
             var settings = new JobsBenchSettings
             {
                 Count = parsed.GetValue(count),
-                DbPath = path is null ? null : Path.GetFullPath(path),
-                Postgres = parsed.GetValue(postgres),
-                RabbitMq = parsed.GetValue(rabbitMq) is { } broker ? new Uri(broker) : null,
+                DbPath = path,
+                Postgres = postgres,
+                RabbitMq = rabbitMq,
                 Runs = parsed.GetValue(runs),
                 WarmupCount = parsed.GetValue(warmup),
                 Concurrency = parsed.GetValue(concurrency),
@@ -129,9 +97,7 @@ internal static class BenchCommands
     static Command Sagas(CliOutput output)
     {
         var count = new Option<int>("--count") { Description = "Sagas per run.", HelpName = "N", Required = true };
-        var db = new Option<string>("--db") { Description = "Where to put the database (a new file, recreated for every run and kept after the last). Default: a temporary file, deleted.", HelpName = "FILE" };
-        var postgres = PostgresOption();
-        var rabbitMq = RabbitMqOption();
+        var store = new BenchStoreOptions("Where to put the database (a new file, recreated for every run and kept after the last). Default: a temporary file, deleted.");
         var runs = new Option<int>("--runs") { Description = "Measured runs, each on a fresh file; figures are medians.", HelpName = "N", DefaultValueFactory = _ => 1 };
         var warmup = new Option<int>("--warmup") { Description = "Sagas of an unreported warm-up run first; at most --count; 0 to skip.", HelpName = "N", DefaultValueFactory = _ => 20_000 };
         var sagaBatch = new Option<int?>("--batch-size") { Description = "Messages claimed and handled per transaction on every queue. Default: the library's (256).", HelpName = "N" };
@@ -143,27 +109,18 @@ internal static class BenchCommands
         AtLeast(runs, 1);
         var command = new Command("sagas", "Run N three-step orchestrated sagas (reserve credit, charge, ship) with participants on their own queues, fully durable on SQLite (or PostgreSQL with --postgres), and verify each completed exactly once.")
         {
-            count, db, postgres, rabbitMq, runs, warmup, sagaBatch, timeouts, durability, json,
+            count, runs, warmup, sagaBatch, timeouts, durability, json,
         };
+        store.AddTo(command);
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
-            var path = parsed.GetValue(db);
-            if (path is not null && parsed.GetValue(postgres) is not null)
-            {
-                throw new CliException(CliApp.Usage, "Give either --db (SQLite) or --postgres (PostgreSQL), not both.");
-            }
-
-            if (path is not null && (File.Exists(path) || Directory.Exists(path)))
-            {
-                throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file: the bench recreates it for every run.");
-            }
-
+            var (path, postgres, rabbitMq) = store.Resolve(parsed);
             var settings = new SagasBenchSettings
             {
                 Count = parsed.GetValue(count),
-                DbPath = path is null ? null : Path.GetFullPath(path),
-                Postgres = parsed.GetValue(postgres),
-                RabbitMq = parsed.GetValue(rabbitMq) is { } broker ? new Uri(broker) : null,
+                DbPath = path,
+                Postgres = postgres,
+                RabbitMq = rabbitMq,
                 Runs = parsed.GetValue(runs),
                 WarmupCount = parsed.GetValue(warmup),
                 Timeouts = parsed.GetValue(timeouts),
@@ -201,9 +158,7 @@ internal static class BenchCommands
     {
         var count = new Option<int>("--count") { Description = "Messages per run.", HelpName = "N", Required = true };
         var rate = new Option<double?>("--rate") { Description = "Send at this fixed rate (messages per second, one per transaction) and measure latency from each message's scheduled time. Without it: send as fast as possible in transactions of 1,000.", HelpName = "R" };
-        var db = new Option<string>("--db") { Description = "Where to put the bench database (a new file; kept after the last run). Default: a temporary file, deleted.", HelpName = "FILE" };
-        var postgres = PostgresOption();
-        var rabbitMq = RabbitMqOption();
+        var store = new BenchStoreOptions("Where to put the bench database (a new file; kept after the last run). Default: a temporary file, deleted.");
         var batchSize = new Option<int?>("--batch-size") { Description = "The queue's BatchSize (default: the library default).", HelpName = "B" };
         var durability = new Option<string>("--durability") { Description = "SQLite synchronous setting of the store.", DefaultValueFactory = _ => "full" };
         durability.AcceptOnlyFromAmong("full", "normal");
@@ -232,28 +187,19 @@ internal static class BenchCommands
 
         var command = new Command("messages", "Send N messages through the outbox to an in-process consumer whose handler writes one row per message, and verify every one was handled exactly once.")
         {
-            count, rate, db, postgres, rabbitMq, batchSize, durability, sender, runs, warmup, json,
+            count, rate, batchSize, durability, sender, runs, warmup, json,
         };
+        store.AddTo(command);
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
-            var path = parsed.GetValue(db);
-            if (path is not null && parsed.GetValue(postgres) is not null)
-            {
-                throw new CliException(CliApp.Usage, "Give either --db (SQLite) or --postgres (PostgreSQL), not both.");
-            }
-
-            if (path is not null && (File.Exists(path) || Directory.Exists(path)))
-            {
-                throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file: the bench recreates it for every run.");
-            }
-
+            var (path, postgres, rabbitMq) = store.Resolve(parsed);
             var settings = new MessagesBenchSettings
             {
                 Count = parsed.GetValue(count),
                 Rate = parsed.GetValue(rate),
-                DbPath = path is null ? null : Path.GetFullPath(path),
-                Postgres = parsed.GetValue(postgres),
-                RabbitMq = parsed.GetValue(rabbitMq) is { } broker ? new Uri(broker) : null,
+                DbPath = path,
+                Postgres = postgres,
+                RabbitMq = rabbitMq,
                 BatchSize = parsed.GetValue(batchSize),
                 Durability = parsed.GetValue(durability) == "normal" ? SqliteDurability.Normal : SqliteDurability.Full,
                 Sender = parsed.GetValue(sender) == "own" ? OutboxSender.Own : OutboxSender.Converge,

@@ -28,6 +28,10 @@ internal static class CommonOptions
         DefaultValueFactory = _ => "converge_",
     };
 
+    /// <summary>A RabbitMQ address (<c>amqp://</c> or <c>amqps://</c>); <c>null</c> when <paramref name="text"/> is not one.</summary>
+    public static Uri? Broker(string text) =>
+        Uri.TryCreate(text, UriKind.Absolute, out var uri) && uri.Scheme is "amqp" or "amqps" ? uri : null;
+
     public static Option<bool> Json() => new("--json")
     {
         Description = "Print one JSON object (snake_case) instead of a table.",

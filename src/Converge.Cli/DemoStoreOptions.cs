@@ -63,7 +63,7 @@ internal sealed class DemoStoreOptions
         command.Options.Add(_rabbitMq);
         _rabbitMq.Validators.Add(result =>
         {
-            if (result.GetValueOrDefault<string>() is { } text && ParseBroker(text) is null)
+            if (result.GetValueOrDefault<string>() is { } text && CommonOptions.Broker(text) is null)
             {
                 result.AddError($"--rabbitmq needs an AMQP address such as amqp://user:password@host:5672/; got '{text}'.");
             }
@@ -80,10 +80,7 @@ internal sealed class DemoStoreOptions
     public string Schema(ParseResult parsed) => parsed.GetValue(_schema) ?? DefaultSchema;
 
     /// <summary>The RabbitMQ broker, or <c>null</c> when the store carries the queues itself.</summary>
-    public Uri? RabbitMq(ParseResult parsed) => parsed.GetValue(_rabbitMq) is { } text ? ParseBroker(text) : null;
-
-    static Uri? ParseBroker(string text) =>
-        Uri.TryCreate(text, UriKind.Absolute, out var uri) && uri.Scheme is "amqp" or "amqps" ? uri : null;
+    public Uri? RabbitMq(ParseResult parsed) => parsed.GetValue(_rabbitMq) is { } text ? CommonOptions.Broker(text) : null;
 
     /// <summary>The folder of the simulated services as a full path, or <c>null</c> for the default.</summary>
     public string? SimulationFolder(ParseResult parsed) => parsed.GetValue(_simulation) is { } folder ? Path.GetFullPath(folder) : null;

@@ -1,0 +1,64 @@
+using System.CommandLine;
+
+namespace Converge.Cli;
+
+/// <summary>
+/// Where a bench runs: a new SQLite file (<c>--db FILE</c>, default a temporary one) or a new schema per run on
+/// PostgreSQL (<c>--postgres CONN</c>), with the message queues optionally carried by RabbitMQ (<c>--rabbitmq URI</c>).
+/// </summary>
+internal sealed class BenchStoreOptions
+{
+    readonly Option<string> _db;
+
+    readonly Option<string> _postgres = new("--postgres")
+    {
+        Description = "Run on PostgreSQL instead of SQLite: an Npgsql connection string. Every run gets a new schema, dropped after it.",
+        HelpName = "CONN",
+    };
+
+    readonly Option<string> _rabbitMq = new("--rabbitmq")
+    {
+        Description = "Carry the message queues through RabbitMQ (amqp://user:password@host:port/); the store stays the outbox and inbox. Job queues stay in the store.",
+        HelpName = "URI",
+    };
+
+    /// <param name="db">What <c>--db</c> means for this bench.</param>
+    public BenchStoreOptions(string db)
+    {
+        _db = new("--db") { Description = db, HelpName = "FILE" };
+        _rabbitMq.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<string>() is { } text && CommonOptions.Broker(text) is null)
+            {
+                result.AddError($"--rabbitmq needs an AMQP address such as amqp://user:password@host:5672/; got '{text}'.");
+            }
+        });
+    }
+
+    public void AddTo(Command command)
+    {
+        ArgumentNullException.ThrowIfNull(command);
+        command.Options.Add(_db);
+        command.Options.Add(_postgres);
+        command.Options.Add(_rabbitMq);
+    }
+
+    /// <summary>The new SQLite file as a full path (or <c>null</c>), the PostgreSQL connection, the broker; misuse throws.</summary>
+    public (string? DbPath, string? Postgres, Uri? RabbitMq) Resolve(ParseResult parsed)
+    {
+        ArgumentNullException.ThrowIfNull(parsed);
+        var path = parsed.GetValue(_db);
+        var postgres = parsed.GetValue(_postgres);
+        if (path is not null && postgres is not null)
+        {
+            throw new CliException(CliApp.Usage, "Give either --db (SQLite) or --postgres (PostgreSQL), not both.");
+        }
+
+        if (path is not null && (File.Exists(path) || Directory.Exists(path)))
+        {
+            throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file: the bench recreates it for every run.");
+        }
+
+        return (path is null ? null : Path.GetFullPath(path), postgres, parsed.GetValue(_rabbitMq) is { } text ? CommonOptions.Broker(text) : null);
+    }
+}
