@@ -131,6 +131,11 @@ public sealed class PriorityAndLimitTests : JobsTest
             () => $"22 starts ({Log.Runs.Count} so far)");
 
         Assert.True(Time.GetUtcNow() - started >= TimeSpan.FromSeconds(2), $"22 starts took {Time.GetUtcNow() - started} of the clock");
-        Assert.Equal(22, Log.Runs.Select(r => r.Job.N).Distinct().Count());
+
+        // Workers that lag behind the clock have permits saved up (up to the burst), so a start or two may land
+        // between the last look and this one: every start so far, however many, is a different job.
+        var runs = Log.Runs.Select(r => r.Job.N).ToList();
+        Assert.True(runs.Count >= 22, $"{runs.Count} starts");
+        Assert.Equal(runs.Count, runs.Distinct().Count());
     }
 }
