@@ -117,10 +117,14 @@ public sealed class JobStoreFixture : IAsyncLifetime, IDisposable
 
     public Dictionary<string, Guid> Ids { get; } = [];
 
+    /// <summary>When the store began to be made: every time the jobs and schedules hold was computed after it.</summary>
+    public DateTimeOffset StartedAt { get; private set; }
+
     public void Dispose() => _folder.Dispose();
 
     public async Task InitializeAsync()
     {
+        StartedAt = TimeProvider.System.GetUtcNow();
         await using var host = await JobHosts.StartAsync(Db, configure: o =>
         {
             // Registered, never run: the schedule is stored at start, its occurrences are not enqueued.
@@ -199,7 +203,7 @@ public sealed class JobCommandTests(JobStoreFixture store) : IClassFixture<JobSt
         var dave = jobs[store.Ids["dave"]];
         Assert.Equal("scheduled", dave.GetProperty("state").GetString());
         Assert.Equal(3, dave.GetProperty("priority").GetInt32());
-        Assert.True(dave.GetProperty("due_at").GetDateTimeOffset() > TimeProvider.System.GetUtcNow().AddMinutes(30));
+        Assert.True(dave.GetProperty("due_at").GetDateTimeOffset() > store.StartedAt.AddMinutes(30));
         Assert.Equal("enqueued", jobs[store.Ids["erin"]].GetProperty("state").GetString());
         Assert.Equal("later", jobs[store.Ids["erin"]].GetProperty("queue").GetString());
         Assert.Equal(40, jobs[store.Ids["frank"]].GetProperty("progress").GetInt32());
@@ -332,7 +336,7 @@ public sealed class JobCommandTests(JobStoreFixture store) : IClassFixture<JobSt
         Assert.Equal("mail", schedule.GetProperty("queue").GetString());
         Assert.Equal("cli.job@1", schedule.GetProperty("type").GetString());
         Assert.Equal("skip", schedule.GetProperty("misfire").GetString());
-        Assert.True(schedule.GetProperty("next_at").GetDateTimeOffset() > TimeProvider.System.GetUtcNow());
+        Assert.True(schedule.GetProperty("next_at").GetDateTimeOffset() > store.StartedAt);
         Assert.Equal(JsonValueKind.Null, schedule.GetProperty("last_at").ValueKind);
 
         var table = (await RunAsync("jobs", "recurring")).Out;
