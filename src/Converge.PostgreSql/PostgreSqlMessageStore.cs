@@ -250,31 +250,61 @@ public sealed class PostgreSqlMessageStore : IMessageStore
     }
 
     /// <summary>Leases up to <paramref name="max"/> visible messages with <paramref name="claim"/>, skipping rows other claims hold.</summary>
+    /// <remarks>
+    /// The claim must walk its index in order and stop after <paramref name="max"/> rows. Right after a burst of enqueues
+    /// the table's statistics still describe it as nearly empty, and the planner then reads every waiting row and sorts
+    /// them, each claim again, until autovacuum analyzes the table. Sorting and bitmap scans are switched off for the claim
+    /// alone so its plan does not depend on how fresh the statistics are.
+    /// </remarks>
     static async Task<IReadOnlyList<QueuedMessage>> ClaimRowsAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, string claim, string queue, int max, TimeSpan lease, DateTimeOffset now, CancellationToken cancellationToken)
     {
         var token = Guid.NewGuid();
         var claimed = new List<QueuedMessage>(Math.Min(max, 1024));
-        await using (var command = Command(connection, transaction, claim)
-            .With("until", (now + lease).UtcTicks)
-            .With("token", token)
-            .With("queue", queue)
-            .With("now", now.UtcTicks)
-            .With("max", max))
-        await using (var reader = await command.ExecuteReaderAsync(cancellationToken))
+        await using var own = transaction is null ? await connection.BeginTransactionAsync(IsolationLevel.ReadCommitted, cancellationToken) : null;
+        await using (var batch = new NpgsqlBatch(connection, transaction ?? own))
         {
-            while (await reader.ReadAsync(cancellationToken))
+            foreach (var setting in PostgreSqlSchema.PinClaimPlan)
             {
-                claimed.Add(new QueuedMessage
-                {
-                    Id = reader.GetInt64(0),
-                    Priority = reader.GetInt32(1),
-                    Attempt = reader.GetInt32(2),
-                    History = PostgreSqlMapping.ReadHistory(reader, 3),
-                    Envelope = PostgreSqlMapping.ReadEnvelope(reader, 4),
-                    Queue = queue,
-                    LeaseToken = token,
-                });
+                batch.BatchCommands.Add(new NpgsqlBatchCommand(setting));
             }
+
+            var claimCommand = new NpgsqlBatchCommand(claim);
+            claimCommand.Parameters.AddWithValue("until", (now + lease).UtcTicks);
+            claimCommand.Parameters.AddWithValue("token", token);
+            claimCommand.Parameters.AddWithValue("queue", queue);
+            claimCommand.Parameters.AddWithValue("now", now.UtcTicks);
+            claimCommand.Parameters.AddWithValue("max", max);
+            batch.BatchCommands.Add(claimCommand);
+
+            // In the caller's transaction the statements after the claim plan as usual.
+            foreach (var setting in own is null ? PostgreSqlSchema.UnpinClaimPlan : [])
+            {
+                batch.BatchCommands.Add(new NpgsqlBatchCommand(setting));
+            }
+
+            await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
+            do
+            {
+                while (reader.FieldCount > 0 && await reader.ReadAsync(cancellationToken))
+                {
+                    claimed.Add(new QueuedMessage
+                    {
+                        Id = reader.GetInt64(0),
+                        Priority = reader.GetInt32(1),
+                        Attempt = reader.GetInt32(2),
+                        History = PostgreSqlMapping.ReadHistory(reader, 3),
+                        Envelope = PostgreSqlMapping.ReadEnvelope(reader, 4),
+                        Queue = queue,
+                        LeaseToken = token,
+                    });
+                }
+            }
+            while (await reader.NextResultAsync(cancellationToken));
+        }
+
+        if (own is not null)
+        {
+            await own.CommitAsync(cancellationToken);
         }
 
         claimed.Sort(static (a, b) => a.Priority != b.Priority ? b.Priority.CompareTo(a.Priority) : a.Id.CompareTo(b.Id));

@@ -411,6 +411,12 @@ internal sealed class PostgreSqlSchema
     public string Cancellations { get; }
     public string RateLimits { get; }
 
+    /// <summary>Makes the rest of the transaction's statements walk an index in order rather than sort (see ClaimRowsAsync).</summary>
+    public static readonly string[] PinClaimPlan = ["SET LOCAL enable_sort = off", "SET LOCAL enable_bitmapscan = off"];
+
+    /// <summary>Undoes <see cref="PinClaimPlan"/> for the statements that follow in the same transaction.</summary>
+    public static readonly string[] UnpinClaimPlan = ["SET LOCAL enable_sort TO DEFAULT", "SET LOCAL enable_bitmapscan TO DEFAULT"];
+
     /// <summary>Migration scripts; index 0 is version 1. Append only: never edit a released version.</summary>
     public IReadOnlyList<string> Versions { get; }
 
