@@ -13,6 +13,12 @@ namespace Converge.RabbitMq;
 /// </summary>
 internal sealed class BrokerConnection : IAsyncDisposable
 {
+    /// <summary>
+    /// How many publishes each publisher (the outbox relay, the log stream's) has awaiting their confirm at once: a
+    /// default relay batch, so a batch costs one wait for confirms rather than one per 64 messages.
+    /// </summary>
+    public const int ConfirmWindow = 256;
+
     readonly ConnectionFactory _factory;
     readonly ILogger _logger;
     readonly SemaphoreSlim _lock = new(1, 1);
@@ -99,7 +105,9 @@ internal sealed class BrokerConnection : IAsyncDisposable
     {
         var connection = await GetAsync(cancellationToken);
         return await connection.CreateChannelAsync(
-            confirms ? new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true) : null,
+            // The client's default limit (128, throttled from 64) would hold publishes back below the publishers' own
+            // windows. One limiter per channel: the permits of publishes a lost channel never settles die with it.
+            confirms ? new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true, new ThrottlingRateLimiter(2 * ConfirmWindow)) : null,
             cancellationToken);
     }
 

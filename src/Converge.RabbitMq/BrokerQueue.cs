@@ -426,7 +426,7 @@ internal sealed class BrokerQueue : IDisposable
     /// </summary>
     public async Task WaitForBurstAsync(int target, CancellationToken cancellationToken)
     {
-        while (BufferedCount is > 0 and var buffered && buffered < target)
+        while (BufferedCount is > 0 and var buffered && buffered < Deliverable(target))
         {
             if (!await _arrived.WaitAsync(ArrivalGap, TimeProvider.System, cancellationToken))
             {
@@ -434,6 +434,12 @@ internal sealed class BrokerQueue : IDisposable
             }
         }
     }
+
+    /// <summary>
+    /// At most <paramref name="target"/>, and no more than the broker can still send: it stops at the prefetch count of
+    /// deliveries not yet acknowledged, so waiting for more than that would only wait out the arrival gap.
+    /// </summary>
+    int Deliverable(int target) => Math.Min(target, Math.Max(1, _transport.Options.PrefetchCount - ClaimedCount));
 
     /// <summary>
     /// Waits until at least one delivery is buffered (at most <paramref name="firstWait"/>), then for up to
@@ -453,7 +459,7 @@ internal sealed class BrokerQueue : IDisposable
             await _arrived.WaitAsync(remaining, TimeProvider.System, cancellationToken);
         }
 
-        while (BufferedCount < target && TimeProvider.System.GetElapsedTime(started) < firstWait)
+        while (BufferedCount < Deliverable(target) && TimeProvider.System.GetElapsedTime(started) < firstWait)
         {
             if (!await _arrived.WaitAsync(ArrivalGap, TimeProvider.System, cancellationToken))
             {

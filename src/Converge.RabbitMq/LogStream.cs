@@ -18,7 +18,7 @@ internal sealed class LogStream : IAsyncDisposable
     /// <summary>The lock queue's name is the stream's with this suffix.</summary>
     public const string LockSuffix = ".relay-lock";
 
-    const int ConfirmWindow = 64;
+    const int ConfirmWindow = BrokerConnection.ConfirmWindow;
     const int MaxCursors = 16;
     const ushort CursorPrefetch = 512;
     const int IndexEvery = 256;

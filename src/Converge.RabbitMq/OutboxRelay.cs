@@ -79,8 +79,7 @@ internal sealed class QueueRoute
 /// </summary>
 internal sealed class OutboxRelay : IAsyncDisposable
 {
-    /// <summary>Publishes awaiting their confirm at once; the client throttles beyond 128.</summary>
-    const int ConfirmWindow = 64;
+    const int ConfirmWindow = BrokerConnection.ConfirmWindow;
 
     readonly RabbitMqTransport _transport;
     readonly Doorbell _wake = new();
@@ -226,11 +225,7 @@ internal sealed class OutboxRelay : IAsyncDisposable
                 try
                 {
                     await using var transaction = await _transport.Inner.BeginAsync(CancellationToken.None);
-                    foreach (var message in confirmed)
-                    {
-                        await transaction.CompleteAsync(message, CancellationToken.None);
-                    }
-
+                    await transaction.CompleteAsync(confirmed, CancellationToken.None);
                     await transaction.CommitAsync(CancellationToken.None);
                 }
                 catch (Exception exception)

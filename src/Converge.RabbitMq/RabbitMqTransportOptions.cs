@@ -66,9 +66,10 @@ public sealed partial class RabbitMqTransportOptions
 
     /// <summary>
     /// Deliveries the broker hands this process per queue before it acknowledges any (consumer prefetch). Higher keeps
-    /// busy consumers fed; lower shares a queue more evenly between processes. Default 128.
+    /// busy consumers fed; lower shares a queue more evenly between processes. Default 512: twice a queue's default
+    /// batch, so the next batch arrives while one is being handled.
     /// </summary>
-    public int PrefetchCount { get; set; } = 128;
+    public int PrefetchCount { get; set; } = 512;
 
     /// <summary>
     /// How long this process keeps consuming a queue that none of its workers claims from (and that has nothing
@@ -162,7 +163,7 @@ public sealed partial class RabbitMqTransportOptions
 
         if (PrefetchCount is < 1 or > ushort.MaxValue)
         {
-            errors.Add($"PrefetchCount is {PrefetchCount}; use 1 to {ushort.MaxValue} (default 128).");
+            errors.Add($"PrefetchCount is {PrefetchCount}; use 1 to {ushort.MaxValue} (default 512).");
         }
 
         if (RelayBatchSize is < 1 or > 10_000)
