@@ -333,6 +333,15 @@ internal sealed class PostgreSqlSchema
             """;
         SealBatch = $"UPDATE {Batches} SET sealed = true WHERE id = @id";
         FinishBatch = $"UPDATE {Batches} SET finished_at = @now WHERE id = @id AND sealed AND pending <= 0 AND finished_at IS NULL RETURNING {batchColumns}";
+        // Jobs counted in, outcomes counted, and the batch finished if that was the last: one statement, so the batch
+        // row, which every job of the batch updates, is held from this statement to the commit and no longer.
+        CountIntoBatch = $"""
+            UPDATE {Batches} SET total = total + @added,
+                pending = pending + @added - (@succeeded + @failed), succeeded = succeeded + @succeeded, failed = failed + @failed,
+                finished_at = CASE WHEN sealed AND pending + @added - (@succeeded + @failed) <= 0 THEN @now END
+            WHERE id = @id AND finished_at IS NULL
+            RETURNING {batchColumns}
+            """;
 
         const string recurringColumns = "name, cron, time_zone, queue, message_type, body, priority, misfire, next_at, last_at";
         UpsertRecurring = $"""
@@ -478,6 +487,7 @@ internal sealed class PostgreSqlSchema
     public string RecordBatchOutcomes { get; }
     public string SealBatch { get; }
     public string FinishBatch { get; }
+    public string CountIntoBatch { get; }
     public string UpsertRecurring { get; }
     public string LoadDueRecurring { get; }
     public string ListRecurring { get; }

@@ -21,6 +21,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     Dictionary<string, long>? _batchAdds;
     Dictionary<string, long>? _batchAddsAtSavepoint;
     HashSet<string>? _notified;
+    HashSet<string>? _notifiedSent;
     bool _logLocked;
     bool _finished;
 
@@ -79,6 +80,24 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         }
 
         await _store.NotifyAsync(_connection, _transaction, [payload], cancellationToken);
+    }
+
+    /// <summary>Sends the notifications of Converge's own transaction not sent yet (PostgreSQL delivers them at commit).</summary>
+    async ValueTask SendNotificationsAsync(CancellationToken cancellationToken)
+    {
+        if (_notified is not { Count: > 0 } notified)
+        {
+            return;
+        }
+
+        var unsent = _notifiedSent is null ? notified.ToList() : notified.Where(p => !_notifiedSent.Contains(p)).ToList();
+        if (unsent.Count == 0)
+        {
+            return;
+        }
+
+        await _store.NotifyAsync(_connection, _transaction, unsent, cancellationToken);
+        (_notifiedSent ??= new HashSet<string>(StringComparer.Ordinal)).UnionWith(unsent);
     }
 
     public async ValueTask EnqueueAsync(OutgoingMessage message, CancellationToken cancellationToken)
@@ -476,11 +495,38 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     public async ValueTask<JobBatchRecord?> RecordBatchOutcomesAsync(string batchId, int succeeded, int failed, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batchId);
-        await FlushBatchAddsAsync(batchId, cancellationToken);
+        var added = 0L;
+        if (_batchAdds is { } adds && adds.Remove(batchId, out var held))
+        {
+            added = held;
+        }
+
+        // The batch row stays locked from the count to the commit: what the commit would send first goes out now.
+        await FlushAsync(cancellationToken);
+        if (_owned)
+        {
+            await SendNotificationsAsync(cancellationToken);
+        }
 
         // A finished batch keeps its counts: only a job retried before it finished was re-opened in it.
-        var recorded = await ExecuteAsync((await CommandAsync(Sql.RecordBatchOutcomes, cancellationToken)).With("id", batchId).With("succeeded", (long)succeeded).With("failed", (long)failed), cancellationToken) == 1;
-        return recorded ? await FinishBatchAsync(batchId, cancellationToken) : null;
+        await using var count = (await CommandAsync(Sql.CountIntoBatch, cancellationToken))
+            .With("id", batchId)
+            .With("added", added)
+            .With("succeeded", (long)succeeded)
+            .With("failed", (long)failed)
+            .With("now", _store.Now.UtcTicks);
+        if (await count.ReadFirstAsync(PostgreSqlMapping.ReadBatch, cancellationToken) is { } batch)
+        {
+            return batch.FinishedAt is null ? null : batch;
+        }
+
+        if (added != 0)
+        {
+            // The batch finished (or is gone) since the adds were checked: say so as an add would.
+            await ApplyBatchAddAsync(batchId, added, cancellationToken);
+        }
+
+        return null;
     }
 
     public async ValueTask<JobBatchRecord?> SealBatchAsync(string batchId, CancellationToken cancellationToken)
@@ -625,11 +671,10 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
 
         ObjectDisposedException.ThrowIf(_finished, this);
         await FlushAsync(cancellationToken);
+        await SendNotificationsAsync(cancellationToken);
+
+        // Last before the commit: each count locks its batch's row until then.
         await FlushBatchAddsAsync(null, cancellationToken);
-        if (_notified is { Count: > 0 } payloads)
-        {
-            await _store.NotifyAsync(_connection, _transaction, payloads, cancellationToken);
-        }
 
         try
         {

@@ -530,6 +530,11 @@ internal sealed class JobQueueConsumer : IDisposable
             }
         }
 
+        if (forget.Count > 0)
+        {
+            await transaction.ForgetJobStateAsync(forget, cancellationToken);
+        }
+
         // Batch counters last: many groups of one batch update its row, and each holds the row until its commit.
         foreach (var (batchId, counts) in batches)
         {
@@ -537,11 +542,6 @@ internal sealed class JobQueueConsumer : IDisposable
             {
                 await JobClient.EnqueueCallbacksAsync(transaction, finished, cancellationToken);
             }
-        }
-
-        if (forget.Count > 0)
-        {
-            await transaction.ForgetJobStateAsync(forget, cancellationToken);
         }
 
         await transaction.CommitAsync(cancellationToken);
