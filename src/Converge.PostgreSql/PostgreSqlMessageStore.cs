@@ -364,6 +364,9 @@ public sealed class PostgreSqlMessageStore : IMessageStore
         Array.ForEach(queues, Signals.RingQueue);
     }
 
+    /// <summary>Notifies the schema's channel (<c>@channel</c>) once per payload of <c>@payloads</c>.</summary>
+    internal const string NotifySql = "SELECT pg_notify(@channel, payload) FROM unnest(@payloads) AS payload";
+
     /// <summary>Announces <paramref name="payloads"/> on the schema's channel when <paramref name="transaction"/> commits.</summary>
     internal async Task NotifyAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, IEnumerable<string> payloads, CancellationToken cancellationToken)
     {
@@ -373,7 +376,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
             return;
         }
 
-        await using var command = Command(connection, transaction, "SELECT pg_notify(@channel, payload) FROM unnest(@payloads) AS payload")
+        await using var command = Command(connection, transaction, NotifySql)
             .With("channel", Schema.Channel)
             .With("payloads", all);
         await command.ExecuteNonQueryAsync(cancellationToken);

@@ -82,21 +82,16 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         await _store.NotifyAsync(_connection, _transaction, [payload], cancellationToken);
     }
 
-    /// <summary>Sends the notifications of Converge's own transaction not sent yet (PostgreSQL delivers them at commit).</summary>
-    async ValueTask SendNotificationsAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// Writes the held sends and sends the notifications of Converge's own transaction not sent yet, in one round trip
+    /// (PostgreSQL delivers the notifications at commit).
+    /// </summary>
+    async ValueTask FlushAndNotifyAsync(CancellationToken cancellationToken)
     {
-        if (_notified is not { Count: > 0 } notified)
-        {
-            return;
-        }
-
-        var unsent = _notifiedSent is null ? notified.ToList() : notified.Where(p => !_notifiedSent.Contains(p)).ToList();
-        if (unsent.Count == 0)
-        {
-            return;
-        }
-
-        await _store.NotifyAsync(_connection, _transaction, unsent, cancellationToken);
+        var unsent = _notified is not { Count: > 0 } notified ? []
+            : _notifiedSent is null ? notified.ToList()
+            : notified.Where(p => !_notifiedSent.Contains(p)).ToList();
+        await FlushAsync(unsent, cancellationToken);
         (_notifiedSent ??= new HashSet<string>(StringComparer.Ordinal)).UnionWith(unsent);
     }
 
@@ -153,24 +148,36 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     }
 
     /// <summary>Writes the held sends; every other statement of the transaction runs after this, so it sees them.</summary>
-    async ValueTask FlushAsync(CancellationToken cancellationToken)
+    ValueTask FlushAsync(CancellationToken cancellationToken) => FlushAsync(null, cancellationToken);
+
+    /// <summary>Writes the held sends, with <paramref name="notifications"/> in the same round trip.</summary>
+    async ValueTask FlushAsync(IReadOnlyList<string>? notifications, CancellationToken cancellationToken)
     {
         if (_pendingEnqueues is not { Count: > 0 } pending)
         {
+            if (notifications is { Count: > 0 })
+            {
+                await _store.NotifyAsync(_connection, _transaction, notifications, cancellationToken);
+            }
+
             return;
         }
 
         _pendingEnqueues = null;
+        var notify = notifications is { Count: > 0 } ? "; " + PostgreSqlMessageStore.NotifySql : "";
+        NpgsqlCommand WithNotifications(NpgsqlCommand command) =>
+            notify.Length == 0 ? command : command.With("channel", _store.Schema.Channel).With("payloads", notifications!.ToArray());
+
         if (pending.Count == 1)
         {
             var (message, visibleAt) = pending[0];
-            await ExecuteAsync(Command(Sql.Enqueue).With("queue", message.Queue).With("priority", message.Priority).With("visible_at", visibleAt).WithEnvelope(message.Envelope), cancellationToken);
+            await ExecuteAsync(WithNotifications(Command(Sql.Enqueue + notify)).With("queue", message.Queue).With("priority", message.Priority).With("visible_at", visibleAt).WithEnvelope(message.Envelope), cancellationToken);
             return;
         }
 
         var envelopes = pending.Select(p => p.Message.Envelope).ToArray();
         await ExecuteAsync(
-            Command(Sql.EnqueueMany)
+            WithNotifications(Command(Sql.EnqueueMany + notify))
                 .With("queues", NpgsqlDbType.Array | NpgsqlDbType.Text, pending.Select(p => p.Message.Queue).ToArray())
                 .With("priorities", NpgsqlDbType.Array | NpgsqlDbType.Integer, pending.Select(p => p.Message.Priority).ToArray())
                 .With("visible_ats", NpgsqlDbType.Array | NpgsqlDbType.Bigint, pending.Select(p => p.VisibleAt).ToArray())
@@ -502,10 +509,9 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         }
 
         // The batch row stays locked from the count to the commit: what the commit would send first goes out now.
-        await FlushAsync(cancellationToken);
         if (_owned)
         {
-            await SendNotificationsAsync(cancellationToken);
+            await FlushAndNotifyAsync(cancellationToken);
         }
 
         // A finished batch keeps its counts: only a job retried before it finished was re-opened in it.
@@ -670,8 +676,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         }
 
         ObjectDisposedException.ThrowIf(_finished, this);
-        await FlushAsync(cancellationToken);
-        await SendNotificationsAsync(cancellationToken);
+        await FlushAndNotifyAsync(cancellationToken);
 
         // Last before the commit: each count locks its batch's row until then.
         await FlushBatchAddsAsync(null, cancellationToken);
