@@ -90,12 +90,17 @@ public sealed partial class RabbitMqTransportOptions
 
     /// <summary>
     /// How long the relay holds the outbox rows it is publishing; if the process dies meanwhile, another relay publishes
-    /// them again once this passes (a duplicate the inbox absorbs). Must exceed <see cref="PublishTimeout"/>. Default 1 minute.
+    /// them again once this passes (a duplicate the inbox absorbs): the longest a killed process delays what it was
+    /// relaying. Must exceed <see cref="PublishTimeout"/> by the time the relay needs to remove a confirmed batch from
+    /// the outbox. Default 15 s.
     /// </summary>
-    public TimeSpan RelayLease { get; set; } = TimeSpan.FromMinutes(1);
+    public TimeSpan RelayLease { get; set; } = TimeSpan.FromSeconds(15);
 
-    /// <summary>How long the relay waits for the broker to confirm a batch before handing it back to the outbox. Default 10 s.</summary>
-    public TimeSpan PublishTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    /// <summary>
+    /// How long the relay waits for the broker to confirm a batch before handing it back to the outbox. Default 5 s;
+    /// a healthy broker confirms a batch in milliseconds.
+    /// </summary>
+    public TimeSpan PublishTimeout { get; set; } = TimeSpan.FromSeconds(5);
 
     /// <summary>
     /// How long a claim that finds nothing waits for a delivery before it returns empty, so that callers that poll do
