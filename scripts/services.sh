@@ -7,6 +7,9 @@
 #                                   DIR/services.env (export CONVERGE_TEST_POSTGRES=..., export
 #                                   CONVERGE_TEST_RABBITMQ=...), which it also prints
 #   scripts/services.sh stop DIR    stops whatever a start in DIR left running; safe to repeat
+#   scripts/services.sh rabbitmqctl DIR ARGS...
+#                                   runs rabbitmqctl against the RabbitMQ a start in DIR started, e.g.
+#                                   stop_app (the broker stops; its node and data stay) and start_app
 #
 # CONVERGE_SERVICES=all|postgres|rabbitmq|none (default all) chooses what start starts.
 # The packages' own system services are neither started nor used. For a demo:
@@ -15,14 +18,19 @@
 set -euo pipefail
 
 usage() {
-  echo "usage: $0 start DIR | stop DIR    (CONVERGE_SERVICES=all|postgres|rabbitmq|none)" >&2
+  echo "usage: $0 start DIR | stop DIR | rabbitmqctl DIR ARGS...    (CONVERGE_SERVICES=all|postgres|rabbitmq|none)" >&2
   exit 2
 }
 
-[ $# -eq 2 ] || usage
+[ $# -ge 2 ] || usage
 action=$1
 dir=$2
-case "$action" in start | stop) ;; *) usage ;; esac
+shift 2
+case "$action" in
+  start | stop) [ $# -eq 0 ] || usage ;;
+  rabbitmqctl) [ $# -ge 1 ] || usage ;;
+  *) usage ;;
+esac
 
 services=${CONVERGE_SERVICES:-all}
 case "$services" in all | postgres | rabbitmq | none) ;; *)
@@ -334,6 +342,13 @@ rabbit_stop() {
 }
 
 # ---------------------------------------------------------------- main
+
+if [ "$action" = rabbitmqctl ]; then
+  [ -f "$dir/rabbitmq/rabbitmq.env" ] || die "no RabbitMQ was started in $dir: run '$0 start $dir' first"
+  dir=$(cd "$dir" && pwd)
+  rabbitmqctl_ "$@"
+  exit
+fi
 
 if [ "$action" = stop ]; then
   [ -d "$dir" ] || exit 0

@@ -8,9 +8,9 @@ namespace Converge.RabbitMq.Tests;
 
 /// <summary>
 /// RabbitMQ gone for 30 seconds in the middle of a run, on the scale-out pair (PostgreSQL + RabbitMQ): sends keep
-/// committing into the outbox while the broker is unreachable, and every message is handled exactly once after it
-/// returns. The outage is a proxy between the process and the broker that closes every connection and refuses new
-/// ones, which is what a stopped broker looks like to a client, without stopping the broker other tests share.
+/// committing into the outbox while the broker is away, and every message is handled exactly once after it returns.
+/// Two outages: the broker itself stopped and started again (a private broker, so the one other tests share keeps
+/// running), and the network to it cut by a proxy that closes every connection and refuses new ones.
 /// </summary>
 public sealed class BrokerOutageTests : IAsyncLifetime
 {
@@ -18,6 +18,7 @@ public sealed class BrokerOutageTests : IAsyncLifetime
     readonly string _schema = "out" + Guid.NewGuid().ToString("N")[..12];
     readonly string _prefix = TestBroker.NewPrefix();
     readonly ConcurrentBag<RabbitMqTransport> _transports = [];
+    Uri? _broker;
 
     static string Postgres =>
         Environment.GetEnvironmentVariable("CONVERGE_TEST_POSTGRES") is { Length: > 0 } value
@@ -35,14 +36,32 @@ public sealed class BrokerOutageTests : IAsyncLifetime
     Task<long> OutboxAsync() => CountAsync($"SELECT count(*) FROM \"{_schema}\".queue WHERE queue = 'orders'");
 
     [Fact]
-    public async Task Nothing_sent_while_RabbitMQ_is_gone_for_30_seconds_is_lost_and_each_message_is_handled_once()
+    public async Task Nothing_sent_while_RabbitMQ_is_stopped_for_30_seconds_is_lost_and_each_message_is_handled_once()
+    {
+        await using var broker = await PrivateBroker.StartAsync();
+        _broker = broker.Uri;
+        await RunThroughOutageAsync(broker.Uri, broker.StopAppAsync, broker.StartAppAsync);
+    }
+
+    [Fact]
+    public async Task Nothing_sent_while_RabbitMQ_is_unreachable_for_30_seconds_is_lost_and_each_message_is_handled_once()
     {
         await using var proxy = new TcpProxy(TestBroker.Uri);
         proxy.Open();
+        await RunThroughOutageAsync(proxy.Uri, proxy.CloseAsync, () =>
+        {
+            proxy.Open();
+            return Task.CompletedTask;
+        });
+    }
+
+    /// <summary>Sends, takes the broker at <paramref name="broker"/> away with <paramref name="stop"/> for 30 s while sending, brings it back, sends again.</summary>
+    async Task RunThroughOutageAsync(Uri broker, Func<Task> stop, Func<Task> start)
+    {
         await using var host = await ConvergeTestHost.StartAsync(o =>
         {
             o.UsePostgreSql(new NpgsqlConnectionStringBuilder(Postgres) { SearchPath = _schema }.ConnectionString, s => s.Schema = _schema);
-            o.UseRabbitMq(proxy.Uri, t =>
+            o.UseRabbitMq(broker, t =>
             {
                 t.QueuePrefix = _prefix;
                 t.ReconnectDelay = TimeSpan.FromMilliseconds(100);
@@ -74,11 +93,24 @@ public sealed class BrokerOutageTests : IAsyncLifetime
             }
         }
 
-        await SendAsync("before", 200);
-        await Eventually.UntilAsync(async () => await CountAsync("SELECT count(*) FROM conformance_effects") == 200, "the first messages handled", TimeSpan.FromSeconds(60));
+        // Mid-run: committed at once, some of these are handled and the others wait in the outbox, on the broker or
+        // in this process when it goes away.
+        await using (var transaction = await host.Bus.BeginTransactionAsync())
+        {
+            for (var i = 0; i < 2000; i++)
+            {
+                await host.Bus.SendAsync(new ConformanceCommand($"before-{i}"), transaction.Transaction);
+                sent++;
+            }
+
+            await transaction.CommitAsync(CancellationToken.None);
+        }
+
+        await Eventually.UntilAsync(async () => await CountAsync("SELECT count(*) FROM conformance_effects") >= 50, "the first messages handled", TimeSpan.FromSeconds(60));
+        var handledBefore = await CountAsync("SELECT count(*) FROM conformance_effects");
 
         // The broker goes away; sends keep committing for the whole outage, a burst each second.
-        await proxy.CloseAsync();
+        await stop();
         var outageEnds = TimeProvider.System.GetTimestamp() + (long)(Outage.TotalSeconds * TimeProvider.System.TimestampFrequency);
         var burst = 0;
         while (TimeProvider.System.GetTimestamp() < outageEnds)
@@ -88,13 +120,14 @@ public sealed class BrokerOutageTests : IAsyncLifetime
         }
 
         var waiting = await OutboxAsync();
-        proxy.Open();
+        await start();
         await SendAsync("after", 200);
 
         await Eventually.UntilAsync(
             async () => await CountAsync("SELECT count(*) FROM conformance_effects") >= sent && await OutboxAsync() == 0,
             "every message handled after the broker returned",
             TimeSpan.FromSeconds(120));
+        Assert.True(handledBefore < 2000, $"all {handledBefore} messages sent before the outage were handled before it began");
         Assert.True(waiting >= 20 * (burst - 1), $"the outbox held {waiting} messages at the end of the outage; {burst} bursts of 20 were sent");
         Assert.Equal(sent, await CountAsync("SELECT count(*) FROM conformance_effects"));
         Assert.Equal(sent, await CountAsync("SELECT count(DISTINCT item_key) FROM conformance_effects"));
@@ -105,7 +138,8 @@ public sealed class BrokerOutageTests : IAsyncLifetime
 
     public async Task DisposeAsync()
     {
-        if (!_transports.IsEmpty)
+        // A private broker is gone with its folder; the shared one keeps what the test declared unless deleted.
+        if (!_transports.IsEmpty && _broker is null)
         {
             await TestBroker.DeleteAsync(_transports.SelectMany(t => t.BrokerQueues), [_prefix + "converge.dead-letters"]);
         }
