@@ -10,6 +10,23 @@ public sealed record Charge(int N);
 
 public sealed record ChargesDone(string Batch);
 
+/// <summary>A job that, below <see cref="Children"/>, enqueues its successor into its own batch as it finishes.</summary>
+public sealed record Step(int N, int Children);
+
+public sealed class StepHandler(ChargeLog log) : IJobHandler<Step>
+{
+    public Task ExecuteAsync(Step job, JobContext context, CancellationToken cancellationToken)
+    {
+        log.Runs.AddOrUpdate(job.N, 1, (_, runs) => runs + 1);
+        if (job.N < job.Children)
+        {
+            context.Enqueue(new Step(job.N + job.Children, job.Children), new JobOptions { BatchId = context.BatchId });
+        }
+
+        return Task.CompletedTask;
+    }
+}
+
 /// <summary>Counts each job's runs across every host of a test.</summary>
 public sealed class ChargeLog
 {
@@ -53,6 +70,9 @@ public sealed class PostgreSqlJobTests : IAsyncDisposable
                 o.UsePostgreSql(TestDatabase.ConnectionStringFor(schema), s => s.Schema = schema);
                 o.Messages.Register<Charge>("test.charge");
                 o.Messages.Register<ChargesDone>("test.charges-done");
+                o.Messages.Register<Step>("test.step");
+                o.Job<Step, StepHandler>("steps");
+                o.Queue("steps", q => q.Concurrency = 32);
                 o.Job<Charge, ChargeHandler>("charges");
                 o.Job<ChargesDone, ChargesDoneHandler>("reports");
                 o.Queue("charges", q => q.Concurrency = 32);
@@ -98,5 +118,39 @@ public sealed class PostgreSqlJobTests : IAsyncDisposable
         await using var reader = await count.ExecuteReaderAsync();
         await reader.ReadAsync();
         Assert.Equal((Jobs, Jobs), (reader.GetInt64(0), reader.GetInt64(1)));
+    }
+
+    [Fact]
+    public async Task Jobs_that_add_their_successors_to_their_batch_leave_it_exact_and_finish_it_once()
+    {
+        const int Parents = 1000;
+        var schema = _database.Schema("steps");
+        var log = new ChargeLog();
+        await using var client = await StartAsync(schema, log, runWorkers: false);
+        await client.Jobs.StartBatchAsync(new JobBatchOptions { Id = "chain", OnComplete = new ChargesDone("chain"), OnSuccess = new ChargesDone("chain-ok") });
+        await using (var transaction = await client.Bus.BeginTransactionAsync())
+        {
+            for (var n = 0; n < Parents; n++)
+            {
+                await client.Jobs.EnqueueAsync(new Step(n, Parents), transaction.Transaction, new JobOptions { BatchId = "chain" });
+            }
+
+            await transaction.CommitAsync();
+        }
+
+        await client.Jobs.SealBatchAsync("chain");
+        await using var one = await StartAsync(schema, log, runWorkers: true);
+        await using var two = await StartAsync(schema, log, runWorkers: true);
+
+        await Eventually.UntilAsync(async () => (await client.Jobs.GetBatchAsync("chain"))?.FinishedAt is not null, "the batch to finish", TimeSpan.FromSeconds(60));
+        var batch = await client.Jobs.GetBatchAsync("chain");
+        Assert.Equal((2L * Parents, 0L, 2L * Parents, 0L), (batch!.Total, batch.Pending, batch.Succeeded, batch.Failed));
+        Assert.Equal(2 * Parents, log.Runs.Count);
+        Assert.All(log.Runs.Values, runs => Assert.Equal(1, runs));
+
+        await using var check = await ((PostgreSqlMessageStore)client.Store).OpenConnectionAsync();
+        await using var callbacks = new NpgsqlCommand($"SELECT count(*) FROM \"{schema}\".inbox WHERE consumer = 'reports'", check);
+        await Eventually.UntilAsync(async () => (long)(await callbacks.ExecuteScalarAsync())! == 2, "OnComplete and OnSuccess to run", TimeSpan.FromSeconds(30));
+        Assert.Equal(2L, (long)(await callbacks.ExecuteScalarAsync())!);
     }
 }
