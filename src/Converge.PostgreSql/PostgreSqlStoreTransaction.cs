@@ -454,9 +454,12 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
 
         // Every job that enqueues a child into its batch counts it there, and the batch row is one row for all of them:
         // updated now, it would stay locked through the rest of the transaction. Checked now, counted just before the
-        // batch's outcomes or the commit, so the row is held only from there to the commit.
-        await using (var check = (await CommandAsync(Sql.GetBatch, cancellationToken)).With("id", batchId))
+        // batch's outcomes or the commit, so the row is held only from there to the commit (which checks again that
+        // the batch is open). Checked once per transaction, and without writing the held sends first: the check does
+        // not need to see them, and they stay one statement.
+        if (_batchAdds?.ContainsKey(batchId) != true)
         {
+            await using var check = Command(Sql.GetBatch).With("id", batchId);
             if (await check.ReadFirstAsync(PostgreSqlMapping.ReadBatch, cancellationToken) is not { FinishedAt: null })
             {
                 await ApplyBatchAddAsync(batchId, count, cancellationToken);
