@@ -287,16 +287,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
             {
                 while (reader.FieldCount > 0 && await reader.ReadAsync(cancellationToken))
                 {
-                    claimed.Add(new QueuedMessage
-                    {
-                        Id = reader.GetInt64(0),
-                        Priority = reader.GetInt32(1),
-                        Attempt = reader.GetInt32(2),
-                        History = PostgreSqlMapping.ReadHistory(reader, 3),
-                        Envelope = PostgreSqlMapping.ReadEnvelope(reader, 4),
-                        Queue = queue,
-                        LeaseToken = token,
-                    });
+                    claimed.Add(RowReader.ReadClaimed(reader, queue, token));
                 }
             }
             while (await reader.NextResultAsync(cancellationToken));
@@ -385,13 +376,13 @@ public sealed class PostgreSqlMessageStore : IMessageStore
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<LogEvent>> ReadLogAsync(long afterPosition, int max, CancellationToken cancellationToken) =>
         ReadAsync<IReadOnlyList<LogEvent>>(
-            async connection => await Command(connection, null, Schema.ReadLog).With("after", afterPosition).With("max", max).ReadAllAsync(PostgreSqlMapping.ReadEvent, cancellationToken),
+            async connection => await Command(connection, null, Schema.ReadLog).With("after", afterPosition).With("max", max).ReadAllAsync(RowReader.ReadEvent, cancellationToken),
             cancellationToken);
 
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<LogEvent>> ReadStreamAsync(string stream, long fromVersion, int max, CancellationToken cancellationToken) =>
         ReadAsync<IReadOnlyList<LogEvent>>(
-            async connection => await Command(connection, null, Schema.ReadStream).With("stream", stream).With("from", fromVersion).With("max", max).ReadAllAsync(PostgreSqlMapping.ReadEvent, cancellationToken),
+            async connection => await Command(connection, null, Schema.ReadStream).With("stream", stream).With("from", fromVersion).With("max", max).ReadAllAsync(RowReader.ReadEvent, cancellationToken),
             cancellationToken);
 
     /// <inheritdoc />
@@ -405,7 +396,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(string? source, int max, CancellationToken cancellationToken) =>
         ReadAsync<IReadOnlyList<DeadLetter>>(
-            async connection => await Command(connection, null, Schema.ListDeadLetters).With("source", NpgsqlDbType.Text, source).With("max", max).ReadAllAsync(PostgreSqlMapping.ReadDeadLetter, cancellationToken),
+            async connection => await Command(connection, null, Schema.ListDeadLetters).With("source", NpgsqlDbType.Text, source).With("max", max).ReadAllAsync(RowReader.ReadDeadLetter, cancellationToken),
             cancellationToken);
 
     /// <inheritdoc />
@@ -414,7 +405,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
         var queue = await WriteAsync(
             async (connection, transaction) =>
             {
-                var letter = await Command(connection, transaction, Schema.GetDeadLetter).With("id", id).ReadFirstAsync(PostgreSqlMapping.ReadDeadLetter, cancellationToken);
+                var letter = await Command(connection, transaction, Schema.GetDeadLetter).With("id", id).ReadFirstAsync(RowReader.ReadDeadLetter, cancellationToken);
                 if (letter is null || letter.LogPosition is not null)
                 {
                     return null;
@@ -510,7 +501,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
 
     /// <inheritdoc />
     public ValueTask<SagaInstance?> GetSagaAsync(string transactionId, CancellationToken cancellationToken) =>
-        ReadAsync(async connection => await Command(connection, null, Schema.LoadSaga).With("transaction_id", transactionId).ReadFirstAsync(PostgreSqlMapping.ReadSaga, cancellationToken), cancellationToken);
+        ReadAsync(async connection => await Command(connection, null, Schema.LoadSaga).With("transaction_id", transactionId).ReadFirstAsync(RowReader.ReadSaga, cancellationToken), cancellationToken);
 
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<SagaInstance>> QuerySagasAsync(SagaQuery query, CancellationToken cancellationToken)
@@ -522,7 +513,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
                 .With("definition", NpgsqlDbType.Text, query.Definition)
                 .With("version", NpgsqlDbType.Integer, query.Version)
                 .With("max", query.Max)
-                .ReadAllAsync(PostgreSqlMapping.ReadSaga, cancellationToken),
+                .ReadAllAsync(RowReader.ReadSaga, cancellationToken),
             cancellationToken);
     }
 
@@ -536,7 +527,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) =>
         ReadAsync<IReadOnlyList<SagaLogEntry>>(
-            async connection => await Command(connection, null, Schema.ReadSagaLog).With("transaction_id", transactionId).ReadAllAsync(PostgreSqlMapping.ReadSagaLogEntry, cancellationToken),
+            async connection => await Command(connection, null, Schema.ReadSagaLog).With("transaction_id", transactionId).ReadAllAsync(RowReader.ReadSagaLogEntry, cancellationToken),
             cancellationToken);
 
     /// <inheritdoc />
@@ -575,10 +566,10 @@ public sealed class PostgreSqlMessageStore : IMessageStore
             async (connection, transaction) =>
             {
                 var now = Now.UtcTicks;
-                var job = await Command(connection, transaction, Schema.JobInQueue).With("message_id", id).ReadAllAsync(PostgreSqlMapping.ReadQueueRow, cancellationToken) is [var row, ..]
+                var job = await Command(connection, transaction, Schema.JobInQueue).With("message_id", id).ReadAllAsync(RowReader.ReadQueueRow, cancellationToken) is [var row, ..]
                     ? StoredRows.QueuedJob(row, now)
                     : await Command(connection, transaction, Schema.JobInInbox).With("message_id", id).ReadFirstAsync(SucceededJob, cancellationToken)
-                        ?? (await Command(connection, transaction, Schema.JobInDeadLetters).With("message_id", id).ReadFirstAsync(PostgreSqlMapping.ReadDeadLetter, cancellationToken) is { } letter ? StoredRows.DeadJob(letter) : null);
+                        ?? (await Command(connection, transaction, Schema.JobInDeadLetters).With("message_id", id).ReadFirstAsync(RowReader.ReadDeadLetter, cancellationToken) is { } letter ? StoredRows.DeadJob(letter) : null);
                 return job is null ? null : await WithProgressAsync(connection, transaction, job, cancellationToken);
             },
             cancellationToken);
@@ -606,7 +597,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
                         .With("state", NpgsqlDbType.Text, state switch { JobState.Scheduled => "scheduled", JobState.Enqueued => "enqueued", JobState.Processing => "processing", _ => null })
                         .With("now", now)
                         .With("max", query.Max)
-                        .ReadAllAsync(PostgreSqlMapping.ReadQueueRow, cancellationToken);
+                        .ReadAllAsync(RowReader.ReadQueueRow, cancellationToken);
                     found.AddRange(rows.Select(row => StoredRows.QueuedJob(row, now)));
                 }
 
@@ -617,7 +608,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
                         .With("batch", NpgsqlDbType.Text, query.BatchId)
                         .With("cancelled", NpgsqlDbType.Boolean, state switch { JobState.Cancelled => true, JobState.Dead => false, _ => null })
                         .With("max", query.Max)
-                        .ReadAllAsync(PostgreSqlMapping.ReadDeadLetter, cancellationToken);
+                        .ReadAllAsync(RowReader.ReadDeadLetter, cancellationToken);
                     found.AddRange(letters.Select(StoredRows.DeadJob));
                 }
 
@@ -692,11 +683,11 @@ public sealed class PostgreSqlMessageStore : IMessageStore
 
     /// <inheritdoc />
     public ValueTask<JobBatchRecord?> GetBatchAsync(string id, CancellationToken cancellationToken) =>
-        ReadAsync(async connection => await Command(connection, null, Schema.GetBatch).With("id", id).ReadFirstAsync(PostgreSqlMapping.ReadBatch, cancellationToken), cancellationToken);
+        ReadAsync(async connection => await Command(connection, null, Schema.GetBatch).With("id", id).ReadFirstAsync(RowReader.ReadBatch, cancellationToken), cancellationToken);
 
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<RecurringJobRecord>> ListRecurringJobsAsync(CancellationToken cancellationToken) =>
-        ReadAsync<IReadOnlyList<RecurringJobRecord>>(async connection => await Command(connection, null, Schema.ListRecurring).ReadAllAsync(PostgreSqlMapping.ReadRecurring, cancellationToken), cancellationToken);
+        ReadAsync<IReadOnlyList<RecurringJobRecord>>(async connection => await Command(connection, null, Schema.ListRecurring).ReadAllAsync(RowReader.ReadRecurring, cancellationToken), cancellationToken);
 
     /// <summary>Runs one statement or a few on a pooled connection, each in its own implicit transaction.</summary>
     async ValueTask<T> ReadAsync<T>(Func<NpgsqlConnection, Task<T>> read, CancellationToken cancellationToken)

@@ -283,7 +283,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     public async ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken)
     {
         await using var command = (await CommandAsync(Sql.LoadSaga, cancellationToken)).With("transaction_id", transactionId);
-        return await command.ReadFirstAsync(PostgreSqlMapping.ReadSaga, cancellationToken);
+        return await command.ReadFirstAsync(RowReader.ReadSaga, cancellationToken);
     }
 
     public async ValueTask<bool> InsertSagaAsync(SagaInstance instance, CancellationToken cancellationToken)
@@ -318,7 +318,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     public async ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken)
     {
         await using var command = (await CommandAsync(Sql.ReadSagaLog, cancellationToken)).With("transaction_id", transactionId);
-        return await command.ReadAllAsync(PostgreSqlMapping.ReadSagaLogEntry, cancellationToken);
+        return await command.ReadAllAsync(RowReader.ReadSagaLogEntry, cancellationToken);
     }
 
     public async ValueTask AppendSagaLogAsync(IReadOnlyList<SagaLogEntry> entries, CancellationToken cancellationToken)
@@ -460,7 +460,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         if (_batchAdds?.ContainsKey(batchId) != true)
         {
             await using var check = Command(Sql.GetBatch).With("id", batchId);
-            if (await check.ReadFirstAsync(PostgreSqlMapping.ReadBatch, cancellationToken) is not { FinishedAt: null })
+            if (await check.ReadFirstAsync(RowReader.ReadBatch, cancellationToken) is not { FinishedAt: null })
             {
                 await ApplyBatchAddAsync(batchId, count, cancellationToken);
                 return;
@@ -477,7 +477,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         if (await ExecuteAsync((await CommandAsync(Sql.AddToBatch, cancellationToken)).With("id", batchId).With("count", count), cancellationToken) == 0)
         {
             await using var get = (await CommandAsync(Sql.GetBatch, cancellationToken)).With("id", batchId);
-            var batch = await get.ReadFirstAsync(PostgreSqlMapping.ReadBatch, cancellationToken);
+            var batch = await get.ReadFirstAsync(RowReader.ReadBatch, cancellationToken);
             throw new InvalidOperationException(batch is null
                 ? $"There is no batch '{batchId}'. Start it with IJobClient.StartBatchAsync before adding jobs to it."
                 : $"Batch '{batchId}' finished at {batch.FinishedAt:O}; a finished batch takes no more jobs. Start a new batch.");
@@ -524,7 +524,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
             .With("succeeded", (long)succeeded)
             .With("failed", (long)failed)
             .With("now", _store.Now.UtcTicks);
-        if (await count.ReadFirstAsync(PostgreSqlMapping.ReadBatch, cancellationToken) is { } batch)
+        if (await count.ReadFirstAsync(RowReader.ReadBatch, cancellationToken) is { } batch)
         {
             return batch.FinishedAt is null ? null : batch;
         }
@@ -550,7 +550,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     async Task<JobBatchRecord?> FinishBatchAsync(string batchId, CancellationToken cancellationToken)
     {
         await using var finish = (await CommandAsync(Sql.FinishBatch, cancellationToken)).With("id", batchId).With("now", _store.Now.UtcTicks);
-        return await finish.ReadFirstAsync(PostgreSqlMapping.ReadBatch, cancellationToken);
+        return await finish.ReadFirstAsync(RowReader.ReadBatch, cancellationToken);
     }
 
     public async ValueTask UpsertRecurringJobAsync(RecurringJobRecord schedule, CancellationToken cancellationToken)
@@ -572,7 +572,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         }
 
         await using var command = (await CommandAsync(Sql.LoadDueRecurring, cancellationToken)).With("now", now.UtcTicks);
-        return await command.ReadAllAsync(PostgreSqlMapping.ReadRecurring, cancellationToken);
+        return await command.ReadAllAsync(RowReader.ReadRecurring, cancellationToken);
     }
 
     public async ValueTask<bool> AdvanceRecurringJobAsync(string name, DateTimeOffset expectedNextAt, DateTimeOffset nextAt, DateTimeOffset? lastAt, CancellationToken cancellationToken) =>
@@ -606,7 +606,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         List<QueueRow> rows;
         await using (var find = (await CommandAsync(Sql.JobInQueueForUpdate, cancellationToken)).With("message_id", id))
         {
-            rows = await find.ReadAllAsync(PostgreSqlMapping.ReadQueueRow, cancellationToken);
+            rows = await find.ReadAllAsync(RowReader.ReadQueueRow, cancellationToken);
         }
 
         if (rows.Count == 0)

@@ -313,16 +313,7 @@ public sealed class SqliteMessageStore : IMessageStore
         {
             while (reader.Read())
             {
-                claimed.Add(new QueuedMessage
-                {
-                    Id = reader.GetInt64(0),
-                    Priority = reader.GetInt32(1),
-                    Attempt = reader.GetInt32(2),
-                    History = SqliteMapping.ReadHistory(reader, 3),
-                    Envelope = SqliteMapping.ReadEnvelope(reader, 4),
-                    Queue = queue,
-                    LeaseToken = token,
-                });
+                claimed.Add(RowReader.ReadClaimed(reader, queue, token));
             }
         }
 
@@ -372,17 +363,7 @@ public sealed class SqliteMessageStore : IMessageStore
     public ValueTask<IReadOnlyList<LogEvent>> ReadStreamAsync(string stream, long fromVersion, int max, CancellationToken cancellationToken) =>
         ValueTask.FromResult<IReadOnlyList<LogEvent>>(Read(session => ReadEvents(session.Commands.Get(Schema.ReadStream, null).With("$stream", stream).With("$from", fromVersion).With("$max", max))));
 
-    static List<LogEvent> ReadEvents(SqliteCommand command)
-    {
-        var events = new List<LogEvent>();
-        using var reader = command.ExecuteReader();
-        while (reader.Read())
-        {
-            events.Add(new LogEvent(reader.GetInt64(0), reader.GetString(1), reader.GetInt64(2), SqliteMapping.ReadEnvelope(reader, 3)));
-        }
-
-        return events;
-    }
+    static List<LogEvent> ReadEvents(SqliteCommand command) => command.ReadAll(RowReader.ReadEvent);
 
     /// <inheritdoc />
     public ValueTask<ConsumerGroupState?> GetConsumerGroupAsync(string group, CancellationToken cancellationToken) =>
@@ -398,29 +379,7 @@ public sealed class SqliteMessageStore : IMessageStore
     public ValueTask<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(string? source, int max, CancellationToken cancellationToken) =>
         ValueTask.FromResult<IReadOnlyList<DeadLetter>>(Read(session => ReadDeadLetters(session.Commands.Get(Schema.ListDeadLetters, null).With("$source", source).With("$max", max))));
 
-    static List<DeadLetter> ReadDeadLetters(SqliteCommand command)
-    {
-        var letters = new List<DeadLetter>();
-        using var reader = command.ExecuteReader();
-        while (reader.Read())
-        {
-            letters.Add(new DeadLetter
-            {
-                Id = reader.GetInt64(0),
-                Source = reader.GetString(1),
-                Priority = reader.GetInt32(2),
-                Reason = reader.GetString(3),
-                Exception = reader.IsDBNull(4) ? null : reader.GetString(4),
-                Attempts = reader.GetInt32(5),
-                History = SqliteMapping.ReadHistory(reader, 6),
-                DeadLetteredAt = SqliteMapping.FromTicks(reader.GetInt64(7)),
-                LogPosition = reader.IsDBNull(8) ? null : reader.GetInt64(8),
-                Envelope = SqliteMapping.ReadEnvelope(reader, 9),
-            });
-        }
-
-        return letters;
-    }
+    static List<DeadLetter> ReadDeadLetters(SqliteCommand command) => command.ReadAll(RowReader.ReadDeadLetter);
 
     /// <inheritdoc />
     public async ValueTask<bool> RetryDeadLetterAsync(long id, CancellationToken cancellationToken)
@@ -537,7 +496,7 @@ public sealed class SqliteMessageStore : IMessageStore
 
     /// <inheritdoc />
     public ValueTask<SagaInstance?> GetSagaAsync(string transactionId, CancellationToken cancellationToken) =>
-        ValueTask.FromResult(Read(session => session.Commands.Get(Schema.LoadSaga, null).With("$transaction_id", transactionId).ReadFirst(SqliteMapping.ReadSaga)));
+        ValueTask.FromResult(Read(session => session.Commands.Get(Schema.LoadSaga, null).With("$transaction_id", transactionId).ReadFirst(RowReader.ReadSaga)));
 
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<SagaInstance>> QuerySagasAsync(SagaQuery query, CancellationToken cancellationToken)
@@ -548,7 +507,7 @@ public sealed class SqliteMessageStore : IMessageStore
             .With("$definition", query.Definition)
             .With("$version", query.Version)
             .With("$max", query.Max)
-            .ReadAll(SqliteMapping.ReadSaga)));
+            .ReadAll(RowReader.ReadSaga)));
     }
 
     /// <inheritdoc />
@@ -559,7 +518,7 @@ public sealed class SqliteMessageStore : IMessageStore
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) =>
         ValueTask.FromResult<IReadOnlyList<SagaLogEntry>>(Read(session =>
-            session.Commands.Get(Schema.ReadSagaLog, null).With("$transaction_id", transactionId).ReadAll(SqliteMapping.ReadSagaLogEntry)));
+            session.Commands.Get(Schema.ReadSagaLog, null).With("$transaction_id", transactionId).ReadAll(RowReader.ReadSagaLogEntry)));
 
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<FlowItem>> ReadFlowAsync(string correlationId, CancellationToken cancellationToken) =>
@@ -615,7 +574,7 @@ public sealed class SqliteMessageStore : IMessageStore
         ValueTask.FromResult(ReadSnapshot((session, transaction) =>
         {
             var now = Now.UtcTicks;
-            var job = session.Commands.Get(Schema.JobInQueue, transaction).With("$message_id", id).ReadAll(SqliteMapping.ReadQueueRow) is [var row, ..]
+            var job = session.Commands.Get(Schema.JobInQueue, transaction).With("$message_id", id).ReadAll(RowReader.ReadQueueRow) is [var row, ..]
                 ? StoredRows.QueuedJob(row, now)
                 : session.Commands.Get(Schema.JobInInbox, transaction).With("$message_id", id).ReadFirst(SucceededJob)
                     ?? (ReadDeadLetters(session.Commands.Get(Schema.JobInDeadLetters, transaction).With("$message_id", id)) is [var letter, ..] ? StoredRows.DeadJob(letter) : null);
@@ -647,7 +606,7 @@ public sealed class SqliteMessageStore : IMessageStore
                     .With("$state", state switch { JobState.Scheduled => "scheduled", JobState.Enqueued => "enqueued", JobState.Processing => "processing", _ => null })
                     .With("$now", now)
                     .With("$max", query.Max)
-                    .ReadAll(SqliteMapping.ReadQueueRow);
+                    .ReadAll(RowReader.ReadQueueRow);
                 found.AddRange(rows.Select(row => StoredRows.QueuedJob(row, now)));
             }
 
@@ -722,11 +681,11 @@ public sealed class SqliteMessageStore : IMessageStore
 
     /// <inheritdoc />
     public ValueTask<JobBatchRecord?> GetBatchAsync(string id, CancellationToken cancellationToken) =>
-        ValueTask.FromResult(Read(session => session.Commands.Get(Schema.GetBatch, null).With("$id", id).ReadFirst(SqliteMapping.ReadBatch)));
+        ValueTask.FromResult(Read(session => session.Commands.Get(Schema.GetBatch, null).With("$id", id).ReadFirst(RowReader.ReadBatch)));
 
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<RecurringJobRecord>> ListRecurringJobsAsync(CancellationToken cancellationToken) =>
-        ValueTask.FromResult<IReadOnlyList<RecurringJobRecord>>(Read(session => session.Commands.Get(Schema.ListRecurring, null).ReadAll(SqliteMapping.ReadRecurring)));
+        ValueTask.FromResult<IReadOnlyList<RecurringJobRecord>>(Read(session => session.Commands.Get(Schema.ListRecurring, null).ReadAll(RowReader.ReadRecurring)));
 
     T Read<T>(Func<SqliteSession, T> read)
     {

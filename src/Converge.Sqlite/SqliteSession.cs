@@ -93,19 +93,6 @@ internal static class SqliteMapping
         .With("$headers", StoredRows.WriteHeaders(envelope.Headers))
         .With("$body", ToArray(envelope.Body));
 
-    /// <summary>Reads the eight envelope columns starting at <paramref name="first"/>.</summary>
-    public static Envelope ReadEnvelope(SqliteDataReader reader, int first) => new()
-    {
-        MessageId = reader.GetGuid(first),
-        MessageType = reader.GetString(first + 1),
-        CorrelationId = reader.IsDBNull(first + 2) ? null : reader.GetString(first + 2),
-        CausationId = reader.IsDBNull(first + 3) ? null : reader.GetGuid(first + 3),
-        SentAt = FromTicks(reader.GetInt64(first + 4)),
-        AsOf = reader.IsDBNull(first + 5) ? null : FromTicks(reader.GetInt64(first + 5)),
-        Headers = StoredRows.ParseHeaders(reader.IsDBNull(first + 6) ? null : reader.GetString(first + 6)),
-        Body = reader.IsDBNull(first + 7) ? Array.Empty<byte>() : (byte[])reader.GetValue(first + 7),
-    };
-
     /// <summary>Executes <paramref name="command"/> and maps every row.</summary>
     public static List<T> ReadAll<T>(this SqliteCommand command, Func<SqliteDataReader, T> map)
     {
@@ -137,52 +124,9 @@ internal static class SqliteMapping
         .With("$concurrency_version", instance.ConcurrencyVersion)
         .With("$updated_at", instance.UpdatedAt.UtcTicks);
 
-    /// <summary>Reads the thirteen saga columns in schema order.</summary>
-    public static SagaInstance ReadSaga(SqliteDataReader reader) => new()
-    {
-        TransactionId = reader.GetString(0),
-        Definition = reader.GetString(1),
-        Version = reader.GetInt32(2),
-        State = SagaStates.Parse(reader.GetString(3)),
-        StepIndex = reader.GetInt32(4),
-        Awaiting = reader.IsDBNull(5) ? null : reader.GetGuid(5),
-        StepAttempt = reader.GetInt32(6),
-        Steps = StoredRows.ParseSteps(reader.GetString(7)),
-        Data = (byte[])reader.GetValue(8),
-        Failure = reader.IsDBNull(9) ? null : reader.GetString(9),
-        ConcurrencyVersion = reader.GetInt64(10),
-        StartedAt = FromTicks(reader.GetInt64(11)),
-        UpdatedAt = FromTicks(reader.GetInt64(12)),
-    };
-
-    /// <summary>Reads a saga log entry: id, transaction_id, at, kind, step, message_id, message_type, detail, answers.</summary>
-    public static SagaLogEntry ReadSagaLogEntry(SqliteDataReader reader) => new(
-        reader.GetString(1),
-        FromTicks(reader.GetInt64(2)),
-        reader.GetString(3),
-        reader.IsDBNull(4) ? null : reader.GetString(4),
-        reader.IsDBNull(5) ? null : reader.GetGuid(5),
-        reader.IsDBNull(6) ? null : reader.GetString(6),
-        reader.IsDBNull(7) ? null : reader.GetString(7))
-    { Id = reader.GetInt64(0), Answers = reader.IsDBNull(8) ? null : reader.GetGuid(8) };
-
     public static string WriteSteps(IReadOnlyList<string> steps) => StoredRows.WriteSteps(steps);
 
     public static string? WriteHistory(IReadOnlyList<AttemptRecord> history, AttemptRecord? next) => StoredRows.WriteHistory(history, next);
-
-    public static IReadOnlyList<AttemptRecord> ReadHistory(SqliteDataReader reader, int ordinal) =>
-        StoredRows.ParseHistory(reader.IsDBNull(ordinal) ? null : reader.GetString(ordinal));
-
-    /// <summary>Reads a queue row as a job sees it: id, queue, priority, visible_at, attempts, lease_token, history, then the envelope.</summary>
-    public static QueueRow ReadQueueRow(SqliteDataReader reader) => new(
-        reader.GetInt64(0),
-        reader.GetString(1),
-        reader.GetInt32(2),
-        reader.GetInt64(3),
-        reader.GetInt32(4),
-        !reader.IsDBNull(5),
-        reader.IsDBNull(6) ? null : reader.GetString(6),
-        ReadEnvelope(reader, 7));
 
     public static DateTimeOffset FromTicks(long ticks) => StoredRows.FromTicks(ticks);
 
@@ -214,25 +158,6 @@ internal static class SqliteMapping
             .With(names[9], envelope is null ? null : ToArray(envelope.Body));
     }
 
-    /// <summary>Reads a batch row: its nine own columns, then ten columns of each callback.</summary>
-    public static JobBatchRecord ReadBatch(SqliteDataReader reader) => new()
-    {
-        Id = reader.GetString(0),
-        Description = reader.IsDBNull(1) ? null : reader.GetString(1),
-        Total = reader.GetInt64(2),
-        Pending = reader.GetInt64(3),
-        Succeeded = reader.GetInt64(4),
-        Failed = reader.GetInt64(5),
-        Sealed = reader.GetInt64(6) != 0,
-        CreatedAt = FromTicks(reader.GetInt64(7)),
-        FinishedAt = reader.IsDBNull(8) ? null : FromTicks(reader.GetInt64(8)),
-        OnSuccess = ReadCallback(reader, 9),
-        OnComplete = ReadCallback(reader, 19),
-    };
-
-    static OutgoingMessage? ReadCallback(SqliteDataReader reader, int first) =>
-        reader.IsDBNull(first) ? null : new OutgoingMessage(reader.GetString(first), ReadEnvelope(reader, first + 2), Priority: reader.GetInt32(first + 1));
-
     public static SqliteCommand WithRecurring(this SqliteCommand command, RecurringJobRecord schedule) => command
         .With("$name", schedule.Name)
         .With("$cron", schedule.Cron)
@@ -244,21 +169,6 @@ internal static class SqliteMapping
         .With("$misfire", StoredRows.MisfireText(schedule.Misfire))
         .With("$next_at", schedule.NextAt.UtcTicks)
         .With("$last_at", schedule.LastAt?.UtcTicks);
-
-    /// <summary>Reads a recurring schedule: name, cron, time_zone, queue, message_type, body, priority, misfire, next_at, last_at.</summary>
-    public static RecurringJobRecord ReadRecurring(SqliteDataReader reader) => new()
-    {
-        Name = reader.GetString(0),
-        Cron = reader.GetString(1),
-        TimeZone = reader.GetString(2),
-        Queue = reader.GetString(3),
-        MessageType = reader.GetString(4),
-        Body = (byte[])reader.GetValue(5),
-        Priority = reader.GetInt32(6),
-        Misfire = StoredRows.ParseMisfire(reader.GetString(7)),
-        NextAt = FromTicks(reader.GetInt64(8)),
-        LastAt = reader.IsDBNull(9) ? null : FromTicks(reader.GetInt64(9)),
-    };
 
     static byte[] ToArray(ReadOnlyMemory<byte> body) =>
         System.Runtime.InteropServices.MemoryMarshal.TryGetArray(body, out var segment) && segment.Offset == 0 && segment.Count == segment.Array!.Length

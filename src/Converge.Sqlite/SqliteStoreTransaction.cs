@@ -137,7 +137,7 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
             .ExecuteNonQuery() == 1);
 
     public ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken) =>
-        ValueTask.FromResult(Command(Sql.LoadSaga).With("$transaction_id", transactionId).ReadFirst(SqliteMapping.ReadSaga));
+        ValueTask.FromResult(Command(Sql.LoadSaga).With("$transaction_id", transactionId).ReadFirst(RowReader.ReadSaga));
 
     public ValueTask<bool> InsertSagaAsync(SagaInstance instance, CancellationToken cancellationToken)
     {
@@ -168,7 +168,7 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
     }
 
     public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) =>
-        ValueTask.FromResult<IReadOnlyList<SagaLogEntry>>(Command(Sql.ReadSagaLog).With("$transaction_id", transactionId).ReadAll(SqliteMapping.ReadSagaLogEntry));
+        ValueTask.FromResult<IReadOnlyList<SagaLogEntry>>(Command(Sql.ReadSagaLog).With("$transaction_id", transactionId).ReadAll(RowReader.ReadSagaLogEntry));
 
     public ValueTask AppendSagaLogAsync(IReadOnlyList<SagaLogEntry> entries, CancellationToken cancellationToken)
     {
@@ -318,7 +318,7 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
         ArgumentNullException.ThrowIfNull(batchId);
         if (Command(Sql.AddToBatch).With("$id", batchId).With("$count", count).ExecuteNonQuery() == 0)
         {
-            var batch = Command(Sql.GetBatch).With("$id", batchId).ReadFirst(SqliteMapping.ReadBatch);
+            var batch = Command(Sql.GetBatch).With("$id", batchId).ReadFirst(RowReader.ReadBatch);
             throw new InvalidOperationException(batch is null
                 ? $"There is no batch '{batchId}'. Start it with IJobClient.StartBatchAsync before adding jobs to it."
                 : $"Batch '{batchId}' finished at {batch.FinishedAt:O}; a finished batch takes no more jobs. Start a new batch.");
@@ -345,7 +345,7 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
 
     /// <summary>Marks the batch finished if it is sealed and nothing is pending; the batch when this call finished it.</summary>
     JobBatchRecord? FinishBatch(string batchId) =>
-        Command(Sql.FinishBatch).With("$id", batchId).With("$now", _store.Now.UtcTicks).ReadFirst(SqliteMapping.ReadBatch);
+        Command(Sql.FinishBatch).With("$id", batchId).With("$now", _store.Now.UtcTicks).ReadFirst(RowReader.ReadBatch);
 
     public ValueTask UpsertRecurringJobAsync(RecurringJobRecord schedule, CancellationToken cancellationToken)
     {
@@ -355,7 +355,7 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
     }
 
     public ValueTask<IReadOnlyList<RecurringJobRecord>> LoadDueRecurringJobsAsync(DateTimeOffset now, CancellationToken cancellationToken) =>
-        ValueTask.FromResult<IReadOnlyList<RecurringJobRecord>>(Command(Sql.LoadDueRecurring).With("$now", now.UtcTicks).ReadAll(SqliteMapping.ReadRecurring));
+        ValueTask.FromResult<IReadOnlyList<RecurringJobRecord>>(Command(Sql.LoadDueRecurring).With("$now", now.UtcTicks).ReadAll(RowReader.ReadRecurring));
 
     public ValueTask<bool> AdvanceRecurringJobAsync(string name, DateTimeOffset expectedNextAt, DateTimeOffset nextAt, DateTimeOffset? lastAt, CancellationToken cancellationToken) =>
         ValueTask.FromResult(Command(Sql.AdvanceRecurring)
@@ -387,7 +387,7 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
     internal async ValueTask<JobCancelOutcome> CancelJobAsync(Guid id, CancellationToken cancellationToken)
     {
         var now = _store.Now.UtcTicks;
-        var rows = Command(Sql.JobInQueue).With("$message_id", id).ReadAll(SqliteMapping.ReadQueueRow);
+        var rows = Command(Sql.JobInQueue).With("$message_id", id).ReadAll(RowReader.ReadQueueRow);
         if (rows.Count == 0)
         {
             return JobCancelOutcome.NotFound;
