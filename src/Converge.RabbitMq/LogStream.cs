@@ -94,11 +94,7 @@ internal sealed class LogStream : IAsyncDisposable
             {
                 var delay = _transport.Backoff(++failures);
                 RabbitMqLog.LogRelayFailed(_transport.Logger, exception, BrokerName, delay);
-                try
-                {
-                    await Task.Delay(delay, TimeProvider.System, stopping);
-                }
-                catch (OperationCanceledException)
+                if (!await RabbitMqTransport.PausedAsync(Task.Delay(delay, TimeProvider.System, stopping)))
                 {
                     break;
                 }
@@ -106,11 +102,7 @@ internal sealed class LogStream : IAsyncDisposable
                 continue;
             }
 
-            try
-            {
-                await _wake.WaitAsync(wait, TimeProvider.System, stopping);
-            }
-            catch (OperationCanceledException)
+            if (!await RabbitMqTransport.PausedAsync(_wake.WaitAsync(wait, TimeProvider.System, stopping)))
             {
                 break;
             }

@@ -156,11 +156,7 @@ internal sealed class OutboxRelay : IAsyncDisposable
                     RabbitMqLog.RelayFailed(_transport.Logger, exception, "*", delay);
                 }
 
-                try
-                {
-                    await Task.Delay(delay, TimeProvider.System, stopping);
-                }
-                catch (OperationCanceledException)
+                if (!await RabbitMqTransport.PausedAsync(Task.Delay(delay, TimeProvider.System, stopping)))
                 {
                     break;
                 }
@@ -168,11 +164,7 @@ internal sealed class OutboxRelay : IAsyncDisposable
                 continue;
             }
 
-            try
-            {
-                await _wake.WaitAsync(wait, TimeProvider.System, stopping);
-            }
-            catch (OperationCanceledException)
+            if (!await RabbitMqTransport.PausedAsync(_wake.WaitAsync(wait, TimeProvider.System, stopping)))
             {
                 break;
             }

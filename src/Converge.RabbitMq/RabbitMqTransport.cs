@@ -304,6 +304,20 @@ public sealed class RabbitMqTransport : IMessageStore
     /// again (backing off while it stays unreachable) and starts every consumer afresh. Also ends leases that ran out
     /// while nobody claimed, so that a hung handler's message moves on.
     /// </summary>
+    /// <summary>Waits out <paramref name="pause"/> of a background loop; <c>false</c> when it ended because the process is stopping.</summary>
+    internal static async Task<bool> PausedAsync(Task pause)
+    {
+        try
+        {
+            await pause;
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
     async Task SuperviseAsync(CancellationToken stopping)
     {
         var failures = 0;
@@ -347,11 +361,7 @@ public sealed class RabbitMqTransport : IMessageStore
             {
                 wait = Backoff(++failures);
                 RabbitMqLog.Unreachable(Logger, exception, Connection.Display, wait);
-                try
-                {
-                    await Task.Delay(wait, TimeProvider.System, stopping);
-                }
-                catch (OperationCanceledException)
+                if (!await RabbitMqTransport.PausedAsync(Task.Delay(wait, TimeProvider.System, stopping)))
                 {
                     break;
                 }
@@ -359,11 +369,7 @@ public sealed class RabbitMqTransport : IMessageStore
                 continue;
             }
 
-            try
-            {
-                await _supervisorWake.WaitAsync(wait, TimeProvider.System, stopping);
-            }
-            catch (OperationCanceledException)
+            if (!await RabbitMqTransport.PausedAsync(_supervisorWake.WaitAsync(wait, TimeProvider.System, stopping)))
             {
                 break;
             }
