@@ -16,24 +16,11 @@ internal sealed class BenchStoreOptions
         HelpName = "CONN",
     };
 
-    readonly Option<string> _rabbitMq = new("--rabbitmq")
-    {
-        Description = "Carry the message queues through RabbitMQ (amqp://user:password@host:port/); the store stays the outbox and inbox. Job queues stay in the store.",
-        HelpName = "URI",
-    };
+    readonly Option<string> _rabbitMq = CommonOptions.RabbitMq(
+        "Carry the message queues through RabbitMQ (amqp://user:password@host:port/); the store stays the outbox and inbox. Job queues stay in the store.");
 
     /// <param name="db">What <c>--db</c> means for this bench.</param>
-    public BenchStoreOptions(string db)
-    {
-        _db = new("--db") { Description = db, HelpName = "FILE" };
-        _rabbitMq.Validators.Add(result =>
-        {
-            if (result.GetValueOrDefault<string>() is { } text && CommonOptions.Broker(text) is null)
-            {
-                result.AddError($"--rabbitmq needs an AMQP address such as amqp://user:password@host:5672/; got '{text}'.");
-            }
-        });
-    }
+    public BenchStoreOptions(string db) => _db = new("--db") { Description = db, HelpName = "FILE" };
 
     public void AddTo(Command command)
     {

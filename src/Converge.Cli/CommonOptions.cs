@@ -32,6 +32,20 @@ internal static class CommonOptions
     public static Uri? Broker(string text) =>
         Uri.TryCreate(text, UriKind.Absolute, out var uri) && uri.Scheme is "amqp" or "amqps" ? uri : null;
 
+    /// <summary><c>--rabbitmq URI</c>, described by <paramref name="description"/>; anything but an AMQP address is refused with an example.</summary>
+    public static Option<string> RabbitMq(string description)
+    {
+        var option = new Option<string>("--rabbitmq") { Description = description, HelpName = "URI" };
+        option.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<string>() is { } text && Broker(text) is null)
+            {
+                result.AddError($"--rabbitmq needs an AMQP address such as amqp://user:password@host:5672/; got '{text}'.");
+            }
+        });
+        return option;
+    }
+
     public static Option<bool> Json() => new("--json")
     {
         Description = "Print one JSON object (snake_case) instead of a table.",

@@ -23,11 +23,8 @@ internal sealed class DemoStoreOptions
 
     readonly Option<string> _simulation;
 
-    readonly Option<string> _rabbitMq = new("--rabbitmq")
-    {
-        Description = "Carry the demo's message queues through RabbitMQ (amqp://user:password@host:port/), with the store as outbox and inbox. Job queues stay in the store.",
-        HelpName = "URI",
-    };
+    readonly Option<string> _rabbitMq = CommonOptions.RabbitMq(
+        "Carry the demo's message queues through RabbitMQ (amqp://user:password@host:port/), with the store as outbox and inbox. Job queues stay in the store.");
 
     /// <param name="db">What <c>--db</c> means for this demo.</param>
     /// <param name="defaultSchema">The schema when <c>--postgres</c> comes without <c>--schema</c>.</param>
@@ -61,13 +58,6 @@ internal sealed class DemoStoreOptions
         command.Options.Add(_schema);
         command.Options.Add(_simulation);
         command.Options.Add(_rabbitMq);
-        _rabbitMq.Validators.Add(result =>
-        {
-            if (result.GetValueOrDefault<string>() is { } text && CommonOptions.Broker(text) is null)
-            {
-                result.AddError($"--rabbitmq needs an AMQP address such as amqp://user:password@host:5672/; got '{text}'.");
-            }
-        });
         command.Validators.Add(Validate);
     }
 
