@@ -278,6 +278,13 @@ internal sealed class LogStream : IAsyncDisposable
             cursor.FromFirst = false;
             Interlocked.Add(ref _readFromStream, events.Count);
             Remember(cursor.Indexed);
+            if (events.Count < max)
+            {
+                // The stream ends where the relay has got to; what committed after that is in the store, and a read
+                // returns what the store would, so a reader never takes a short read for the end of the log.
+                events.AddRange(await _transport.Inner.ReadLogAsync(events[^1].Position, max - events.Count, cancellationToken));
+            }
+
             return events;
         }
         catch (Exception exception) when (exception is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
@@ -313,7 +320,9 @@ internal sealed class LogStream : IAsyncDisposable
         Cursor? found = null;
         while (_idle.TryTake(out var cursor))
         {
-            if (cursor.Position == afterPosition && cursor.IsOpen)
+            // A cursor a little behind serves too (it skips what the reader has passed): a read topped up from the
+            // store leaves its cursor where the stream ended.
+            if (cursor.Position <= afterPosition && afterPosition - cursor.Position <= CursorPrefetch && cursor.IsOpen)
             {
                 found = cursor;
                 break;

@@ -91,6 +91,46 @@ public sealed class LogStreamTests(ITestOutputHelper output) : BrokerTestBase(ou
         Assert.Equal(35, Transport(replay).Log!.EventsReadFromStream);
     }
 
+    /// <summary>
+    /// A read that starts on the stream goes on in the store past the relay's checkpoint, so a reader never takes the
+    /// stream's end for the log's (the conformance replay once read [1, 2] of three events this way).
+    /// </summary>
+    [Fact]
+    public async Task A_read_from_the_stream_goes_on_in_the_store_where_the_relay_has_not_got_to()
+    {
+        await using (var writer = await StartAsync("shared", o => { o.RunConsumers = false; Events(o); }))
+        {
+            for (var i = 0; i < 30; i++)
+            {
+                await writer.Bus.PublishAsync("order-" + (i % 4), new ConformanceEvent("relayed-" + i));
+            }
+
+            await Eventually.UntilAsync(async () => await RelayedAsync(writer) == 30, "the relay's checkpoint at position 30");
+        }
+
+        // Holding the relay lock here keeps every process from mirroring what follows.
+        await using var connection = await TestBroker.ConnectAsync();
+        await using var channel = await connection.CreateChannelAsync();
+        await channel.QueueDeclareAsync(Prefix + "converge.log" + LogStream.LockSuffix, durable: false, exclusive: true, autoDelete: true, arguments: null);
+
+        await using var host = await StartAsync("shared", o => { o.RunConsumers = false; Events(o); });
+        for (var i = 0; i < 10; i++)
+        {
+            await host.Bus.PublishAsync("order-" + (i % 4), new ConformanceEvent("stored-" + i));
+        }
+
+        var all = await host.Store.ReadLogAsync(0, 100, CancellationToken.None);
+        var across = await host.Store.ReadLogAsync(27, 5, CancellationToken.None);
+        var stored = await Transport(host).Inner.ReadLogAsync(0, 100, CancellationToken.None);
+
+        Assert.Equal(30, await RelayedAsync(host));
+        Assert.False(Transport(host).Log!.IsRelaying);
+        Assert.Equal(stored.Select(e => (e.Position, e.Envelope.MessageId)), all.Select(e => (e.Position, e.Envelope.MessageId)));
+        Assert.Equal(40, all.Count);
+        Assert.Equal([28L, 29L, 30L, 31L, 32L], across.Select(e => e.Position));
+        Assert.True(Transport(host).Log!.EventsReadFromStream >= 30, $"read {Transport(host).Log!.EventsReadFromStream} events from the stream");
+    }
+
     [Fact]
     public async Task A_new_consumer_group_replays_the_whole_log_from_the_stream()
     {
