@@ -721,7 +721,9 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
 
     public async ValueTask RollbackToSavepointAsync(CancellationToken cancellationToken)
     {
-        await ExecuteAsync((await CommandAsync(PostgreSqlSchema.RollbackToSavepoint, cancellationToken)), cancellationToken);
+        // Whatever is held came after the savepoint (taking it wrote what was held before): undone unwritten.
+        _held = null;
+        await ExecuteAsync(Command(PostgreSqlSchema.RollbackToSavepoint), cancellationToken);
         _batchAdds = _batchAddsAtSavepoint;
         _batchAddsAtSavepoint = null;
     }
