@@ -2,6 +2,7 @@ using System.Text.Json;
 
 namespace Converge.Cli.Tests;
 
+[Collection(WorkerProcessRuns.Name)]
 public sealed class DemoMonthCloseTests
 {
     [Fact]

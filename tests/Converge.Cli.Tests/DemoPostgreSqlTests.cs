@@ -8,6 +8,7 @@ namespace Converge.Cli.Tests;
 /// schema, dropped afterwards, and keeps the simulated services' files in a temporary folder. Kept small, so CI
 /// stays fast: the point is the store and the kill, not the volume.
 /// </summary>
+[Collection(WorkerProcessRuns.Name)]
 public sealed class DemoPostgreSqlTests
 {
     [Fact]

@@ -1,5 +1,6 @@
 namespace Converge.Cli.Tests;
 
+[Collection(WorkerProcessRuns.Name)]
 public sealed class DemoShopTests
 {
     [Theory]

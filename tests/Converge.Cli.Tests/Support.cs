@@ -90,3 +90,13 @@ public sealed class JobHandler(FailSwitch failSwitch) : IHandler<Job>
         failSwitch.CountHandled();
     }
 }
+
+/// <summary>
+/// The tests that run a demo in worker processes. Each such run keeps both of a small machine's cores busy, and two at
+/// once starve each other's saga step timeouts: they take turns.
+/// </summary>
+[CollectionDefinition(Name)]
+public sealed class WorkerProcessRuns
+{
+    public const string Name = "demo runs in worker processes";
+}
