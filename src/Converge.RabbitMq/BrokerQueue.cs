@@ -98,6 +98,9 @@ internal sealed class Delivery
 /// </summary>
 internal sealed class BrokerQueue : IDisposable
 {
+    /// <summary>How long stopping waits for the broker to confirm a consumer's cancellation.</summary>
+    static readonly TimeSpan CancelTimeout = TimeSpan.FromSeconds(5);
+
     static readonly TimeSpan ArrivalGap = TimeSpan.FromMilliseconds(20);
 
     readonly RabbitMqTransport _transport;
@@ -511,12 +514,15 @@ internal sealed class BrokerQueue : IDisposable
 
         try
         {
-            await channel.BasicCancelAsync(tag);
+            // Bounded: a broker that does not answer (just back from an outage, say) must not hold up stopping, and
+            // what it still delivers is redelivered to another consumer once this channel closes.
+            using var timeout = new CancellationTokenSource(CancelTimeout);
+            await channel.BasicCancelAsync(tag, noWait: false, timeout.Token);
 
             // Deliveries sent before the cancellation are dispatched before it: once it is, every one is buffered.
-            await _unregistered.Task.WaitAsync(TimeSpan.FromSeconds(5));
+            await _unregistered.Task.WaitAsync(CancelTimeout);
         }
-        catch (TimeoutException exception)
+        catch (Exception exception) when (exception is TimeoutException or OperationCanceledException)
         {
             RabbitMqLog.SettleFailed(_transport.Logger, exception, Name);
         }
