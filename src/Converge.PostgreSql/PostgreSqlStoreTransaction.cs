@@ -721,9 +721,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
 
     public async ValueTask RollbackToSavepointAsync(CancellationToken cancellationToken)
     {
-        // Whatever is held came after the savepoint (taking it wrote what was held before): undone unwritten.
-        _held = null;
-        await ExecuteAsync(Command(PostgreSqlSchema.RollbackToSavepoint), cancellationToken);
+        await ExecuteAsync((await CommandAsync(PostgreSqlSchema.RollbackToSavepoint, cancellationToken)), cancellationToken);
         _batchAdds = _batchAddsAtSavepoint;
         _batchAddsAtSavepoint = null;
     }
