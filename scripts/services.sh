@@ -182,8 +182,7 @@ pg_start() {
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$sock'
-# The demos' tests start four processes on one server, each with a pool of up to 200 connections.
-max_connections = 1000
+max_connections = 300
 shared_buffers = 256MB
 fsync = on
 synchronous_commit = on

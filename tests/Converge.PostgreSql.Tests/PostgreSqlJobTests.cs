@@ -81,33 +81,6 @@ public sealed class PostgreSqlJobTests : IAsyncDisposable
             },
             services => services.AddSingleton(log));
 
-    /// <summary>
-    /// Creates the charges table with <paramref name="createTable"/>, then enqueues charges 0 to <paramref name="jobs"/> - 1
-    /// into a sealed batch whose OnComplete reports <paramref name="batchId"/>, in transactions of 500.
-    /// </summary>
-    static async Task CreateChargesAsync(ConvergeTestHost client, string createTable, string batchId, int jobs)
-    {
-        await using (var connection = await ((PostgreSqlMessageStore)client.Store).OpenConnectionAsync())
-        await using (var create = new NpgsqlCommand(createTable, connection))
-        {
-            await create.ExecuteNonQueryAsync();
-        }
-
-        await client.Jobs.StartBatchAsync(new JobBatchOptions { Id = batchId, OnComplete = new ChargesDone(batchId) });
-        for (var first = 0; first < jobs; first += 500)
-        {
-            await using var transaction = await client.Bus.BeginTransactionAsync();
-            for (var n = first; n < Math.Min(first + 500, jobs); n++)
-            {
-                await client.Jobs.EnqueueAsync(new Charge(n), transaction.Transaction, new JobOptions { BatchId = batchId });
-            }
-
-            await transaction.CommitAsync();
-        }
-
-        await client.Jobs.SealBatchAsync(batchId);
-    }
-
     [Fact]
     public async Task Two_workers_run_every_job_of_a_batch_once_and_the_batch_finishes()
     {
@@ -115,7 +88,25 @@ public sealed class PostgreSqlJobTests : IAsyncDisposable
         var schema = _database.Schema("jobs");
         var log = new ChargeLog();
         await using var client = await StartAsync(schema, log, runWorkers: false);
-        await CreateChargesAsync(client, "CREATE TABLE charges (n integer NOT NULL)", "close", Jobs);
+        await using (var connection = await ((PostgreSqlMessageStore)client.Store).OpenConnectionAsync())
+        await using (var create = new NpgsqlCommand("CREATE TABLE charges (n integer NOT NULL)", connection))
+        {
+            await create.ExecuteNonQueryAsync();
+        }
+
+        await client.Jobs.StartBatchAsync(new JobBatchOptions { Id = "close", OnComplete = new ChargesDone("close") });
+        for (var first = 0; first < Jobs; first += 500)
+        {
+            await using var transaction = await client.Bus.BeginTransactionAsync();
+            for (var n = first; n < first + 500; n++)
+            {
+                await client.Jobs.EnqueueAsync(new Charge(n), transaction.Transaction, new JobOptions { BatchId = "close" });
+            }
+
+            await transaction.CommitAsync();
+        }
+
+        await client.Jobs.SealBatchAsync("close");
         await using var one = await StartAsync(schema, log, runWorkers: true);
         await using var two = await StartAsync(schema, log, runWorkers: true);
 
@@ -189,7 +180,24 @@ public sealed class PostgreSqlJobTests : IAsyncDisposable
         var schema = _database.Schema("bad_writes");
         var log = new ChargeLog();
         await using var client = await StartAsync(schema, log, runWorkers: false);
-        await CreateChargesAsync(client, "CREATE TABLE charges (n integer NOT NULL CHECK (n % 50 <> 7))", "mixed", Jobs);
+        await using (var connection = await ((PostgreSqlMessageStore)client.Store).OpenConnectionAsync())
+        await using (var create = new NpgsqlCommand("CREATE TABLE charges (n integer NOT NULL CHECK (n % 50 <> 7))", connection))
+        {
+            await create.ExecuteNonQueryAsync();
+        }
+
+        await client.Jobs.StartBatchAsync(new JobBatchOptions { Id = "mixed", OnComplete = new ChargesDone("mixed") });
+        await using (var transaction = await client.Bus.BeginTransactionAsync())
+        {
+            for (var n = 0; n < Jobs; n++)
+            {
+                await client.Jobs.EnqueueAsync(new Charge(n), transaction.Transaction, new JobOptions { BatchId = "mixed" });
+            }
+
+            await transaction.CommitAsync();
+        }
+
+        await client.Jobs.SealBatchAsync("mixed");
         await using var worker = await StartAsync(schema, log, runWorkers: true, maxAttempts: 1);
 
         Assert.Equal("mixed", await log.Done.Task.WaitAsync(TimeSpan.FromSeconds(60)));
