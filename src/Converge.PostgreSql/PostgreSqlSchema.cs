@@ -21,7 +21,6 @@ internal sealed class PostgreSqlSchema
         UniqueKeys = Table("unique_keys");
         JobQueues = Table("job_queues");
         Batches = Table("job_batches");
-        BatchCounts = Table("job_batch_counts");
         Recurring = Table("recurring_jobs");
         Progress = Table("job_progress");
         Cancellations = Table("job_cancellations");
@@ -190,15 +189,6 @@ internal sealed class PostgreSqlSchema
                 tokens double precision NOT NULL,
                 refilled_at bigint NOT NULL);
             """,
-            $"""
-            CREATE TABLE {BatchCounts} (
-                batch_id text NOT NULL,
-                shard integer NOT NULL,
-                total bigint NOT NULL,
-                succeeded bigint NOT NULL,
-                failed bigint NOT NULL,
-                PRIMARY KEY (batch_id, shard));
-            """,
         ];
 
         CreateSchema = $"CREATE SCHEMA IF NOT EXISTS {SchemaName}";
@@ -335,41 +325,22 @@ internal sealed class PostgreSqlSchema
                 @on_complete_queue, @on_complete_priority, @on_complete_message_id, @on_complete_message_type, @on_complete_correlation_id, @on_complete_causation_id, @on_complete_sent_at, @on_complete_as_of, @on_complete_headers, @on_complete_body)
             ON CONFLICT (id) DO NOTHING
             """;
-        // A batch's counts are its row's plus its shards' (see CountIntoShard).
-        var countedBatch = $"""
-            SELECT b.id, b.description, b.total + s.total, b.pending, b.succeeded + s.succeeded, b.failed + s.failed, b.sealed, b.created_at, b.finished_at,
-                b.on_success_queue, b.on_success_priority, b.on_success_message_id, b.on_success_message_type, b.on_success_correlation_id, b.on_success_causation_id, b.on_success_sent_at, b.on_success_as_of, b.on_success_headers, b.on_success_body,
-                b.on_complete_queue, b.on_complete_priority, b.on_complete_message_id, b.on_complete_message_type, b.on_complete_correlation_id, b.on_complete_causation_id, b.on_complete_sent_at, b.on_complete_as_of, b.on_complete_headers, b.on_complete_body
-            FROM b CROSS JOIN LATERAL (
-                SELECT coalesce(sum(total), 0)::bigint AS total, coalesce(sum(succeeded), 0)::bigint AS succeeded, coalesce(sum(failed), 0)::bigint AS failed
-                FROM {BatchCounts} WHERE batch_id = b.id) s
-            """;
-        GetBatch = $"WITH b AS (SELECT {batchColumns} FROM {Batches} WHERE id = @id) {countedBatch}";
+        GetBatch = $"SELECT {batchColumns} FROM {Batches} WHERE id = @id";
         AddToBatch = $"UPDATE {Batches} SET total = total + @count, pending = pending + @count WHERE id = @id AND finished_at IS NULL";
         RecordBatchOutcomes = $"""
             UPDATE {Batches} SET pending = pending - (@succeeded + @failed), succeeded = succeeded + @succeeded, failed = failed + @failed
             WHERE id = @id AND finished_at IS NULL
             """;
         SealBatch = $"UPDATE {Batches} SET sealed = true WHERE id = @id";
-        FinishBatch = $"WITH b AS (UPDATE {Batches} SET finished_at = @now WHERE id = @id AND sealed AND pending <= 0 AND finished_at IS NULL RETURNING {batchColumns}) {countedBatch}";
+        FinishBatch = $"UPDATE {Batches} SET finished_at = @now WHERE id = @id AND sealed AND pending <= 0 AND finished_at IS NULL RETURNING {batchColumns}";
         // Jobs counted in, outcomes counted, and the batch finished if that was the last: one statement, so the batch
         // row, which every job of the batch updates, is held from this statement to the commit and no longer.
         CountIntoBatch = $"""
-            WITH b AS (
-                UPDATE {Batches} SET total = total + @added,
-                    pending = pending + @added - (@succeeded + @failed), succeeded = succeeded + @succeeded, failed = failed + @failed,
-                    finished_at = CASE WHEN sealed AND pending + @added - (@succeeded + @failed) <= 0 THEN @now END
-                WHERE id = @id AND finished_at IS NULL
-                RETURNING {batchColumns})
-            {countedBatch}
-            """;
-        // Counts that leave the batch's pending jobs as they are (as many jobs added as finished) cannot finish it, so
-        // they need not take its row, which every group of the batch would otherwise queue on: they go to one of
-        // several shard rows beside it. The batch is open: its pending count still includes the finished jobs.
-        CountIntoShard = $"""
-            INSERT INTO {BatchCounts} AS c (batch_id, shard, total, succeeded, failed)
-            SELECT @id, @shard, @added, @succeeded, @failed WHERE EXISTS (SELECT 1 FROM {Batches} WHERE id = @id AND finished_at IS NULL)
-            ON CONFLICT (batch_id, shard) DO UPDATE SET total = c.total + excluded.total, succeeded = c.succeeded + excluded.succeeded, failed = c.failed + excluded.failed
+            UPDATE {Batches} SET total = total + @added,
+                pending = pending + @added - (@succeeded + @failed), succeeded = succeeded + @succeeded, failed = failed + @failed,
+                finished_at = CASE WHEN sealed AND pending + @added - (@succeeded + @failed) <= 0 THEN @now END
+            WHERE id = @id AND finished_at IS NULL
+            RETURNING {batchColumns}
             """;
 
         const string recurringColumns = "name, cron, time_zone, queue, message_type, body, priority, misfire, next_at, last_at";
@@ -444,7 +415,6 @@ internal sealed class PostgreSqlSchema
     public string UniqueKeys { get; }
     public string JobQueues { get; }
     public string Batches { get; }
-    public string BatchCounts { get; }
     public string Recurring { get; }
     public string Progress { get; }
     public string Cancellations { get; }
@@ -518,7 +488,6 @@ internal sealed class PostgreSqlSchema
     public string SealBatch { get; }
     public string FinishBatch { get; }
     public string CountIntoBatch { get; }
-    public string CountIntoShard { get; }
     public string UpsertRecurring { get; }
     public string LoadDueRecurring { get; }
     public string ListRecurring { get; }

@@ -33,9 +33,6 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         _owned = owned;
     }
 
-    /// <summary>Shard rows a batch's counts spread over (see <see cref="PostgreSqlSchema.CountIntoShard"/>).</summary>
-    const int BatchShards = 32;
-
     public DbTransaction Transaction => _transaction;
 
     PostgreSqlSchema Sql => _store.Schema;
@@ -575,23 +572,6 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         if (_owned)
         {
             await FlushAndNotifyAsync(cancellationToken);
-        }
-
-        if (added != 0 && added == succeeded + failed)
-        {
-            // Pending stays as it is, so this cannot finish the batch: counted beside its row, on one of several shards.
-            var counted = await ExecuteAsync(
-                (await CommandAsync(Sql.CountIntoShard, cancellationToken))
-                    .With("id", batchId)
-                    .With("shard", Random.Shared.Next(BatchShards))
-                    .With("added", added)
-                    .With("succeeded", (long)succeeded)
-                    .With("failed", (long)failed),
-                cancellationToken);
-            if (counted == 1)
-            {
-                return null;
-            }
         }
 
         // A finished batch keeps its counts: only a job retried before it finished was re-opened in it.
