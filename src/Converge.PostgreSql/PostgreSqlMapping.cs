@@ -10,37 +10,18 @@ internal static class PostgreSqlMapping
 {
     public static NpgsqlCommand With(this NpgsqlCommand command, string name, object? value)
     {
-        command.Parameters.With(name, value);
+        command.Parameters.AddWithValue(name, value ?? DBNull.Value);
         return command;
     }
 
     /// <summary>Binds a value whose type PostgreSQL cannot infer when it is null.</summary>
     public static NpgsqlCommand With(this NpgsqlCommand command, string name, NpgsqlDbType type, object? value)
     {
-        command.Parameters.With(name, type, value);
+        command.Parameters.Add(new NpgsqlParameter(name, type) { Value = value ?? DBNull.Value });
         return command;
     }
 
-    public static NpgsqlParameterCollection With(this NpgsqlParameterCollection parameters, string name, object? value)
-    {
-        parameters.AddWithValue(name, value ?? DBNull.Value);
-        return parameters;
-    }
-
-    /// <summary>Binds a value whose type PostgreSQL cannot infer when it is null.</summary>
-    public static NpgsqlParameterCollection With(this NpgsqlParameterCollection parameters, string name, NpgsqlDbType type, object? value)
-    {
-        parameters.Add(new NpgsqlParameter(name, type) { Value = value ?? DBNull.Value });
-        return parameters;
-    }
-
-    public static NpgsqlCommand WithEnvelope(this NpgsqlCommand command, Envelope envelope)
-    {
-        command.Parameters.WithEnvelope(envelope);
-        return command;
-    }
-
-    public static NpgsqlParameterCollection WithEnvelope(this NpgsqlParameterCollection parameters, Envelope envelope) => parameters
+    public static NpgsqlCommand WithEnvelope(this NpgsqlCommand command, Envelope envelope) => command
         .With("message_id", envelope.MessageId)
         .With("message_type", envelope.MessageType)
         .With("correlation_id", NpgsqlDbType.Text, envelope.CorrelationId)
@@ -51,14 +32,7 @@ internal static class PostgreSqlMapping
         .With("body", ToArray(envelope.Body));
 
     /// <summary>Binds the columns that several statements take as arrays: ids, types, correlation, causation, send times.</summary>
-    public static NpgsqlCommand WithEnvelopes(this NpgsqlCommand command, Envelope[] envelopes)
-    {
-        command.Parameters.WithEnvelopes(envelopes);
-        return command;
-    }
-
-    /// <inheritdoc cref="WithEnvelopes(NpgsqlCommand, Envelope[])"/>
-    public static NpgsqlParameterCollection WithEnvelopes(this NpgsqlParameterCollection parameters, Envelope[] envelopes) => parameters
+    public static NpgsqlCommand WithEnvelopes(this NpgsqlCommand command, Envelope[] envelopes) => command
         .With("message_ids", NpgsqlDbType.Array | NpgsqlDbType.Uuid, envelopes.Select(e => e.MessageId).ToArray())
         .With("message_types", NpgsqlDbType.Array | NpgsqlDbType.Text, envelopes.Select(e => e.MessageType).ToArray())
         .With("correlation_ids", NpgsqlDbType.Array | NpgsqlDbType.Text, envelopes.Select(e => e.CorrelationId).ToArray())

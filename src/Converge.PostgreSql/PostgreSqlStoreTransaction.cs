@@ -17,7 +17,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     readonly NpgsqlTransaction _transaction;
     readonly bool _owned;
     List<Action>? _afterCommit;
-    List<HeldWrite>? _held;
+    List<(OutgoingMessage Message, long VisibleAt)>? _pendingEnqueues;
     Dictionary<string, long>? _batchAdds;
     Dictionary<string, long>? _batchAddsAtSavepoint;
     HashSet<string>? _notified;
@@ -105,7 +105,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
             // Held until the next statement or the commit, then written with the others in one statement: a batch of
             // sends costs one round trip, not one each. (A caller's transaction is committed by the caller, so its
             // sends are written at once.)
-            (_held ??= []).Add(new HeldWrite(message, visibleAt, null));
+            (_pendingEnqueues ??= []).Add((message, visibleAt));
             (_notified ??= new HashSet<string>(StringComparer.Ordinal)).Add(PostgreSqlNotifications.QueuePrefix + message.Queue);
             return;
         }
@@ -147,16 +147,13 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         await InsertDeadLetterAsync(queue, envelope, priority, reason, exception, attempts, StoredRows.WriteHistory(history, null), null, cancellationToken);
     }
 
-    /// <summary>Writes the held writes; every other statement of the transaction runs after this, so it sees them.</summary>
+    /// <summary>Writes the held sends; every other statement of the transaction runs after this, so it sees them.</summary>
     ValueTask FlushAsync(CancellationToken cancellationToken) => FlushAsync(null, cancellationToken);
 
-    /// <summary>
-    /// Writes the held writes in their order, with <paramref name="notifications"/>, in one round trip: a run of sends
-    /// is one statement, and each held statement keeps its own parameters.
-    /// </summary>
+    /// <summary>Writes the held sends, with <paramref name="notifications"/> in the same round trip.</summary>
     async ValueTask FlushAsync(IReadOnlyList<string>? notifications, CancellationToken cancellationToken)
     {
-        if (_held is not { Count: > 0 } held)
+        if (_pendingEnqueues is not { Count: > 0 } pending)
         {
             if (notifications is { Count: > 0 })
             {
@@ -166,62 +163,29 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
             return;
         }
 
-        // Taken before the round trip: if it fails, the held writes are gone with the statement (or the savepoint) it
-        // failed in, and are not written a second time.
-        _held = null;
-        await using var batch = new NpgsqlBatch(_connection, _transaction);
-        for (var start = 0; start < held.Count;)
+        _pendingEnqueues = null;
+        var notify = notifications is { Count: > 0 } ? "; " + PostgreSqlMessageStore.NotifySql : "";
+        NpgsqlCommand WithNotifications(NpgsqlCommand command) =>
+            notify.Length == 0 ? command : command.With("channel", _store.Schema.Channel).With("payloads", notifications!.ToArray());
+
+        if (pending.Count == 1)
         {
-            if (held[start].Statement is { } statement)
-            {
-                batch.BatchCommands.Add(statement);
-                start++;
-                continue;
-            }
-
-            var end = start;
-            while (end < held.Count && held[end].Statement is null)
-            {
-                end++;
-            }
-
-            batch.BatchCommands.Add(EnqueueCommand(held, start, end));
-            start = end;
+            var (message, visibleAt) = pending[0];
+            await ExecuteAsync(WithNotifications(Command(Sql.Enqueue + notify)).With("queue", message.Queue).With("priority", message.Priority).With("visible_at", visibleAt).WithEnvelope(message.Envelope), cancellationToken);
+            return;
         }
 
-        if (notifications is { Count: > 0 })
-        {
-            var notify = new NpgsqlBatchCommand(PostgreSqlMessageStore.NotifySql);
-            notify.Parameters.With("channel", _store.Schema.Channel).With("payloads", notifications.ToArray());
-            batch.BatchCommands.Add(notify);
-        }
-
-        await batch.ExecuteNonQueryAsync(cancellationToken);
-    }
-
-    /// <summary>The sends <c>held[start..end]</c> as one statement.</summary>
-    NpgsqlBatchCommand EnqueueCommand(List<HeldWrite> held, int start, int end)
-    {
-        if (end - start == 1)
-        {
-            var single = new NpgsqlBatchCommand(Sql.Enqueue);
-            var (message, visibleAt, _) = held[start];
-            single.Parameters.With("queue", message!.Queue).With("priority", message.Priority).With("visible_at", visibleAt).WithEnvelope(message.Envelope);
-            return single;
-        }
-
-        var sends = held.GetRange(start, end - start);
-        var envelopes = sends.Select(p => p.Message!.Envelope).ToArray();
-        var many = new NpgsqlBatchCommand(Sql.EnqueueMany);
-        many.Parameters
-            .With("queues", NpgsqlDbType.Array | NpgsqlDbType.Text, sends.Select(p => p.Message!.Queue).ToArray())
-            .With("priorities", NpgsqlDbType.Array | NpgsqlDbType.Integer, sends.Select(p => p.Message!.Priority).ToArray())
-            .With("visible_ats", NpgsqlDbType.Array | NpgsqlDbType.Bigint, sends.Select(p => p.VisibleAt).ToArray())
-            .WithEnvelopes(envelopes)
-            .With("as_ofs", NpgsqlDbType.Array | NpgsqlDbType.Bigint, envelopes.Select(e => e.AsOf?.UtcTicks).ToArray())
-            .With("headers", NpgsqlDbType.Array | NpgsqlDbType.Text, envelopes.Select(e => StoredRows.WriteHeaders(e.Headers)).ToArray())
-            .With("bodies", NpgsqlDbType.Array | NpgsqlDbType.Bytea, envelopes.Select(e => PostgreSqlMapping.ToArray(e.Body)).ToArray());
-        return many;
+        var envelopes = pending.Select(p => p.Message.Envelope).ToArray();
+        await ExecuteAsync(
+            WithNotifications(Command(Sql.EnqueueMany + notify))
+                .With("queues", NpgsqlDbType.Array | NpgsqlDbType.Text, pending.Select(p => p.Message.Queue).ToArray())
+                .With("priorities", NpgsqlDbType.Array | NpgsqlDbType.Integer, pending.Select(p => p.Message.Priority).ToArray())
+                .With("visible_ats", NpgsqlDbType.Array | NpgsqlDbType.Bigint, pending.Select(p => p.VisibleAt).ToArray())
+                .WithEnvelopes(envelopes)
+                .With("as_ofs", NpgsqlDbType.Array | NpgsqlDbType.Bigint, envelopes.Select(e => e.AsOf?.UtcTicks).ToArray())
+                .With("headers", NpgsqlDbType.Array | NpgsqlDbType.Text, envelopes.Select(e => StoredRows.WriteHeaders(e.Headers)).ToArray())
+                .With("bodies", NpgsqlDbType.Array | NpgsqlDbType.Bytea, envelopes.Select(e => PostgreSqlMapping.ToArray(e.Body)).ToArray()),
+            cancellationToken);
     }
 
     public async ValueTask<IReadOnlyList<LogEvent>> AppendAsync(string stream, long? expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken)
@@ -456,27 +420,6 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         }
 
         return await ExecuteAsync(command, cancellationToken);
-    }
-
-    public async ValueTask ExecuteDeferredAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken)
-    {
-        ArgumentNullException.ThrowIfNull(sql);
-        ArgumentNullException.ThrowIfNull(parameters);
-        if (!_owned)
-        {
-            await ExecuteAsync(sql, parameters, cancellationToken);
-            return;
-        }
-
-        // Held with the sends, in order, until the next statement or the commit: a job's recorded writes then cost
-        // no round trip of their own.
-        var statement = new NpgsqlBatchCommand(sql);
-        foreach (var (name, value) in parameters)
-        {
-            statement.Parameters.With(name, value);
-        }
-
-        (_held ??= []).Add(new HeldWrite(null, 0, statement));
     }
 
     public async ValueTask<Guid?> TryReserveUniqueKeyAsync(string key, Guid jobId, DateTimeOffset expiresAt, CancellationToken cancellationToken)
@@ -788,7 +731,4 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         await _transaction.DisposeAsync();
         await _connection.DisposeAsync();
     }
-
-    /// <summary>A write held until the next statement or the commit: a send, or a statement nobody reads the result of.</summary>
-    readonly record struct HeldWrite(OutgoingMessage? Message, long VisibleAt, NpgsqlBatchCommand? Statement);
 }

@@ -189,9 +189,6 @@ internal sealed class RabbitMqStoreTransaction : IStoreTransaction
     public ValueTask<int> ExecuteAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken) =>
         _inner.ExecuteAsync(sql, parameters, cancellationToken);
 
-    public ValueTask ExecuteDeferredAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken) =>
-        _inner.ExecuteDeferredAsync(sql, parameters, cancellationToken);
-
     public ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken) => _inner.LoadSagaAsync(transactionId, cancellationToken);
 
     public ValueTask<bool> InsertSagaAsync(SagaInstance instance, CancellationToken cancellationToken) => _inner.InsertSagaAsync(instance, cancellationToken);

@@ -63,7 +63,7 @@ public sealed class PostgreSqlJobTests : IAsyncDisposable
 
     public ValueTask DisposeAsync() => _database.DisposeAsync();
 
-    static Task<ConvergeTestHost> StartAsync(string schema, ChargeLog log, bool runWorkers, int? maxAttempts = null) =>
+    static Task<ConvergeTestHost> StartAsync(string schema, ChargeLog log, bool runWorkers) =>
         ConvergeTestHost.StartAsync(
             o =>
             {
@@ -77,7 +77,6 @@ public sealed class PostgreSqlJobTests : IAsyncDisposable
                 o.Job<ChargesDone, ChargesDoneHandler>("reports");
                 o.Queue("charges", q => q.Concurrency = 32);
                 o.RunConsumers = runWorkers;
-                o.Retry.MaxAttempts = maxAttempts ?? o.Retry.MaxAttempts;
             },
             services => services.AddSingleton(log));
 
@@ -153,53 +152,5 @@ public sealed class PostgreSqlJobTests : IAsyncDisposable
         await using var callbacks = new NpgsqlCommand($"SELECT count(*) FROM \"{schema}\".inbox WHERE consumer = 'reports'", check);
         await Eventually.UntilAsync(async () => (long)(await callbacks.ExecuteScalarAsync())! == 2, "OnComplete and OnSuccess to run", TimeSpan.FromSeconds(30));
         Assert.Equal(2L, (long)(await callbacks.ExecuteScalarAsync())!);
-    }
-
-    /// <summary>
-    /// A job's recorded writes are held and sent with the group's next statement: one that breaks a constraint fails
-    /// that job alone (its run is undone and it is dead-lettered), and the jobs committed beside it keep their writes.
-    /// </summary>
-    [Fact]
-    public async Task A_recorded_write_that_breaks_a_constraint_fails_its_job_alone()
-    {
-        const int Jobs = 600;
-        var schema = _database.Schema("bad_writes");
-        var log = new ChargeLog();
-        await using var client = await StartAsync(schema, log, runWorkers: false);
-        await using (var connection = await ((PostgreSqlMessageStore)client.Store).OpenConnectionAsync())
-        await using (var create = new NpgsqlCommand("CREATE TABLE charges (n integer NOT NULL CHECK (n % 50 <> 7))", connection))
-        {
-            await create.ExecuteNonQueryAsync();
-        }
-
-        await client.Jobs.StartBatchAsync(new JobBatchOptions { Id = "mixed", OnComplete = new ChargesDone("mixed") });
-        await using (var transaction = await client.Bus.BeginTransactionAsync())
-        {
-            for (var n = 0; n < Jobs; n++)
-            {
-                await client.Jobs.EnqueueAsync(new Charge(n), transaction.Transaction, new JobOptions { BatchId = "mixed" });
-            }
-
-            await transaction.CommitAsync();
-        }
-
-        await client.Jobs.SealBatchAsync("mixed");
-        await using var worker = await StartAsync(schema, log, runWorkers: true, maxAttempts: 1);
-
-        Assert.Equal("mixed", await log.Done.Task.WaitAsync(TimeSpan.FromSeconds(60)));
-        var bad = Enumerable.Range(0, Jobs).Where(n => n % 50 == 7).ToList();
-        var batch = await client.Jobs.GetBatchAsync("mixed");
-        Assert.Equal((Jobs, 0L, Jobs - bad.Count, (long)bad.Count), (batch!.Total, batch.Pending, batch.Succeeded, batch.Failed));
-        await using var check = await ((PostgreSqlMessageStore)client.Store).OpenConnectionAsync();
-        await using (var count = new NpgsqlCommand("SELECT count(*), count(DISTINCT n), count(*) FILTER (WHERE n % 50 = 7) FROM charges", check))
-        await using (var reader = await count.ExecuteReaderAsync())
-        {
-            await reader.ReadAsync();
-            Assert.Equal((Jobs - bad.Count, Jobs - bad.Count, 0L), (reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2)));
-        }
-
-        var deadLetters = await client.Store.ListDeadLettersAsync(null, 100, CancellationToken.None);
-        Assert.Equal(bad.Count, deadLetters.Count);
-        Assert.All(deadLetters, d => Assert.Contains("23514", d.Exception ?? d.Reason, StringComparison.Ordinal));
     }
 }

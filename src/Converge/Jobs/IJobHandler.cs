@@ -107,7 +107,7 @@ public sealed class JobContext
         ArgumentException.ThrowIfNullOrWhiteSpace(sql);
         ArgumentNullException.ThrowIfNull(parameters);
         var pairs = parameters.Select(p => new KeyValuePair<string, object?>(p.Name, p.Value)).ToArray();
-        Effects.Add((transaction, ct) => transaction.ExecuteDeferredAsync(sql, pairs, ct));
+        Effects.Add((transaction, ct) => Discard(transaction.ExecuteAsync(sql, pairs, ct)));
     }
 
     /// <summary>

@@ -245,15 +245,6 @@ public interface IStoreTransaction : IAsyncDisposable
     /// </summary>
     ValueTask<int> ExecuteAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken);
 
-    /// <summary>
-    /// Executes <paramref name="sql"/> as <see cref="ExecuteAsync"/> does, for a caller that does not read the count of
-    /// affected rows. A store may hold the statement and send it, in order with the transaction's other writes, with
-    /// the next statement or the commit, saving it a round trip; a failure of the statement then surfaces from that
-    /// later call (a savepoint's release, at the latest <see cref="CommitAsync"/>). Default: executes it at once.
-    /// </summary>
-    async ValueTask ExecuteDeferredAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken) =>
-        await ExecuteAsync(sql, parameters, cancellationToken);
-
     /// <summary>Loads the saga instance of <paramref name="transactionId"/> inside this transaction; <c>null</c> when none.</summary>
     ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken);
 
