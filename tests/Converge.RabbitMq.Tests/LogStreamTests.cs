@@ -25,6 +25,21 @@ public sealed class LogStreamTests(ITestOutputHelper output) : BrokerTestBase(ou
     static async Task<long> RelayedAsync(ConvergeTestHost host) =>
         (await Transport(host).Inner.GetConsumerGroupAsync(Transport(host).Log!.RelayCheckpoint, CancellationToken.None))?.Position ?? 0;
 
+    /// <summary>
+    /// In a process of its own on <paramref name="store"/>, publishes <paramref name="count"/> events over
+    /// <paramref name="streams"/> streams, waits until the relay has mirrored them all, and stops.
+    /// </summary>
+    async Task PublishRelayedAsync(string store, int count, int streams)
+    {
+        await using var writer = await StartAsync(store, o => { o.RunConsumers = false; Events(o); });
+        for (var i = 0; i < count; i++)
+        {
+            await writer.Bus.PublishAsync("order-" + (i % streams), new ConformanceEvent("event-" + i));
+        }
+
+        await Eventually.UntilAsync(async () => await RelayedAsync(writer) == count, $"the relay's checkpoint at position {count}");
+    }
+
     /// <summary>Everything on the stream from its first message: each message's position header and message id.</summary>
     async Task<List<(long Position, Guid MessageId)>> ReadStreamAsync(int expected)
     {
@@ -65,15 +80,7 @@ public sealed class LogStreamTests(ITestOutputHelper output) : BrokerTestBase(ou
     [Fact]
     public async Task Consumer_groups_read_the_log_from_the_stream_and_replay_it_from_an_earlier_position()
     {
-        await using (var writer = await StartAsync("shared", o => { o.RunConsumers = false; Events(o); }))
-        {
-            for (var i = 0; i < 60; i++)
-            {
-                await writer.Bus.PublishAsync("order-" + (i % 7), new ConformanceEvent("event-" + i));
-            }
-
-            await Eventually.UntilAsync(async () => await RelayedAsync(writer) == 60, "the relay's checkpoint at position 60");
-        }
+        await PublishRelayedAsync("shared", 60, streams: 7);
 
         await using var reader = await StartAsync("shared", o => Subscribe(o));
         await Eventually.UntilAsync(async () => (await reader.Store.GetConsumerGroupAsync(Group, CancellationToken.None))?.Position == 60, "the group at position 60");
@@ -98,15 +105,7 @@ public sealed class LogStreamTests(ITestOutputHelper output) : BrokerTestBase(ou
     [Fact]
     public async Task A_read_from_the_stream_goes_on_in_the_store_where_the_relay_has_not_got_to()
     {
-        await using (var writer = await StartAsync("shared", o => { o.RunConsumers = false; Events(o); }))
-        {
-            for (var i = 0; i < 30; i++)
-            {
-                await writer.Bus.PublishAsync("order-" + (i % 4), new ConformanceEvent("relayed-" + i));
-            }
-
-            await Eventually.UntilAsync(async () => await RelayedAsync(writer) == 30, "the relay's checkpoint at position 30");
-        }
+        await PublishRelayedAsync("shared", 30, streams: 4);
 
         // Holding the relay lock here keeps every process from mirroring what follows.
         await using var connection = await TestBroker.ConnectAsync();
