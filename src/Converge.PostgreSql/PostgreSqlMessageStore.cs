@@ -1,6 +1,7 @@
 using System.Data;
 using System.Data.Common;
 using Converge.Contracts;
+using Converge.Runtime;
 using Converge.Storage;
 using Npgsql;
 using NpgsqlTypes;

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Data.Common;
 using Converge.Contracts;
+using Converge.Runtime;
 using Converge.Storage;
 using Microsoft.Data.Sqlite;
 

@@ -1,6 +1,7 @@
 using System.Data.Common;
 using System.Text;
 using Converge.Contracts;
+using Converge.Jobs;
 using Converge.Runtime;
 using Converge.Storage;
 using Xunit;

@@ -9,49 +9,6 @@ using Microsoft.Extensions.Options;
 
 namespace Converge.Hosting;
 
-/// <summary>Registers Converge in a service collection.</summary>
-public static class ConvergeServiceCollectionExtensions
-{
-    /// <summary>
-    /// Adds Converge: the store, <see cref="IMessageBus"/>, and a hosted service that migrates the store and runs
-    /// the consumers. <paramref name="configure"/> must choose a store (for example <c>o.UseSqlite("app.db")</c>)
-    /// and register every message type; the options are validated when the host starts, with messages that
-    /// name the fix.
-    /// </summary>
-    public static IServiceCollection AddConverge(this IServiceCollection services, Action<ConvergeOptions> configure)
-    {
-        ArgumentNullException.ThrowIfNull(services);
-        ArgumentNullException.ThrowIfNull(configure);
-        var options = new ConvergeOptions();
-        configure(options);
-        foreach (var register in options.ServiceRegistrations)
-        {
-            register(services);
-        }
-
-        services.AddSingleton(options);
-        services.AddSingleton<IOptions<ConvergeOptions>>(Options.Create(options));
-        services.TryAddSingleton<ILoggerFactory>(NullLoggerFactory.Instance);
-        services.TryAdd(ServiceDescriptor.Singleton(typeof(ILogger<>), typeof(Logger<>)));
-        services.TryAddSingleton(sp =>
-        {
-            ConvergeOptionsValidator.ThrowIfInvalid(options);
-            return options.StoreFactory!(new StoreContext(options.TimeProvider, sp));
-        });
-        services.TryAddSingleton<ObserverSet>();
-        services.TryAddSingleton<MessageBus>();
-        services.TryAddSingleton<IMessageBus>(sp => sp.GetRequiredService<MessageBus>());
-        services.TryAddSingleton(new Faults.FaultInjector(options.Faults));
-        services.TryAddSingleton<Sagas.SagaEngine>();
-        services.TryAddSingleton<Sagas.ISagaClient, Sagas.SagaClient>();
-        services.TryAddSingleton<Jobs.JobRuntime>();
-        services.TryAddSingleton<Jobs.IJobClient>(sp => sp.GetRequiredService<Jobs.JobRuntime>().Client);
-        services.TryAddSingleton<ConvergeHost>();
-        services.AddHostedService(sp => sp.GetRequiredService<ConvergeHost>());
-        return services;
-    }
-}
-
 /// <summary>Checks <see cref="ConvergeOptions"/> once, before anything runs.</summary>
 public static class ConvergeOptionsValidator
 {

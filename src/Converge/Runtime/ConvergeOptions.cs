@@ -309,7 +309,7 @@ public sealed class QueueOptions
     /// Job queues: the most job starts per second across every process on the store (for a third-party API that
     /// allows N calls per second); <c>null</c> (default) for no limit.
     /// </summary>
-    public Storage.RateLimit? RateLimit { get; set; }
+    public RateLimit? RateLimit { get; set; }
 
     /// <summary>
     /// Job queues: of every this-many jobs a worker claims, one is the longest-waiting job whatever its priority, so

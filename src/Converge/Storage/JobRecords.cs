@@ -1,4 +1,6 @@
 using Converge.Contracts;
+using Converge.Jobs;
+using Converge.Runtime;
 
 namespace Converge.Storage;
 
@@ -26,11 +28,6 @@ public sealed record ClaimPolicy
     /// <summary>Starts allowed per second across every process, as a token bucket kept in the store; <c>null</c> (default) for no limit.</summary>
     public RateLimit? RateLimit { get; init; }
 }
-
-/// <summary>A token bucket: <paramref name="PermitsPerSecond"/> refill, at most <paramref name="Burst"/> saved up.</summary>
-/// <param name="PermitsPerSecond">Sustained starts per second; must be positive.</param>
-/// <param name="Burst">The most starts allowed at once after a quiet spell; at least 1.</param>
-public sealed record RateLimit(double PermitsPerSecond, int Burst);
 
 /// <summary>The life-cycle states of a job, as read back from the store.</summary>
 public enum JobState
@@ -168,16 +165,6 @@ public sealed record JobBatchRecord
 
     /// <summary>Enqueued when the batch finishes, whatever the failures.</summary>
     public OutgoingMessage? OnComplete { get; init; }
-}
-
-/// <summary>What to do with occurrences of a recurring job that were missed while no process ran.</summary>
-public enum MisfirePolicy
-{
-    /// <summary>Run once for all the missed occurrences (the latest of them), then keep to the schedule. The default.</summary>
-    RunOnce,
-
-    /// <summary>Skip the missed occurrences; run at the next one.</summary>
-    Skip,
 }
 
 /// <summary>A recurring job's schedule as stored: the template job and where the schedule stands.</summary>

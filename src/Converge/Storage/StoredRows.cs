@@ -1,5 +1,7 @@
 using System.Text.Json;
 using Converge.Contracts;
+using Converge.Jobs;
+using Converge.Runtime;
 
 namespace Converge.Storage;
 

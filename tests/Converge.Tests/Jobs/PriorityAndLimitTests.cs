@@ -1,4 +1,5 @@
 using Converge.Jobs;
+using Converge.Runtime;
 using Converge.Storage;
 using Converge.Testing;
 

@@ -1,0 +1,9 @@
+namespace Converge.Runtime;
+
+/// <summary>
+/// A rate limit for a job queue (<see cref="QueueOptions.RateLimit"/>), kept in the store as a token bucket shared by every
+/// process: <paramref name="PermitsPerSecond"/> refill, at most <paramref name="Burst"/> saved up.
+/// </summary>
+/// <param name="PermitsPerSecond">Sustained starts per second; must be positive.</param>
+/// <param name="Burst">The most starts allowed at once after a quiet spell; at least 1.</param>
+public sealed record RateLimit(double PermitsPerSecond, int Burst);
