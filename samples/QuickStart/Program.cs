@@ -1,11 +1,9 @@
 // Quick start: a shop writes an order and announces it through the outbox; the inventory service reserves
 // stock exactly once (inbox) and publishes an event to the log; a projection reads the log in order. One
 // order names an unknown product and ends in the dead letters with its reason.
-using Converge.Hosting;
 using Converge.Runtime;
 using Converge.Sqlite;
 using Converge.Storage;
-using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -31,12 +29,16 @@ using var host = builder.Build();
 await host.StartAsync();
 
 var bus = host.Services.GetRequiredService<IMessageBus>();
-var store = (SqliteMessageStore)host.Services.GetRequiredService<IMessageStore>();
-await Sql.ExecuteAsync(store, """
-    CREATE TABLE orders (id TEXT PRIMARY KEY, sku TEXT NOT NULL, quantity INTEGER NOT NULL);
-    CREATE TABLE reservations (order_id TEXT NOT NULL, sku TEXT NOT NULL, quantity INTEGER NOT NULL);
-    CREATE TABLE order_summary (order_id TEXT PRIMARY KEY, status TEXT NOT NULL, reserved_at TEXT NOT NULL);
-    """);
+var store = host.Services.GetRequiredService<IMessageStore>();
+
+// The application's own tables, in a transaction on the store's database like any of its writes.
+await using (var schema = await bus.BeginTransactionAsync())
+{
+    await schema.ExecuteAsync("CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, sku TEXT NOT NULL, quantity INTEGER NOT NULL)");
+    await schema.ExecuteAsync("CREATE TABLE IF NOT EXISTS reservations (order_id TEXT NOT NULL, sku TEXT NOT NULL, quantity INTEGER NOT NULL)");
+    await schema.ExecuteAsync("CREATE TABLE IF NOT EXISTS order_summary (order_id TEXT PRIMARY KEY, status TEXT NOT NULL, reserved_at TEXT NOT NULL)");
+    await schema.CommitAsync();
+}
 
 // The order row and the ReserveStock command commit together, or not at all.
 var orders = Enumerable.Range(1, 20).Select(i => (Id: $"order-{i}", Sku: i == 13 ? "no-such-sku" : "sku-" + (i % 3), Quantity: i)).ToList();
@@ -44,7 +46,7 @@ Guid firstMessage = default;
 foreach (var order in orders)
 {
     await using var transaction = await bus.BeginTransactionAsync();
-    await transaction.ExecuteAsync("INSERT INTO orders (id, sku, quantity) VALUES (@id, @sku, @q)", [new("@id", order.Id), new("@sku", order.Sku), new("@q", order.Quantity)], CancellationToken.None);
+    await transaction.ExecuteAsync("INSERT INTO orders (id, sku, quantity) VALUES (@id, @sku, @q)", ("@id", order.Id), ("@sku", order.Sku), ("@q", order.Quantity));
     var id = await bus.SendAsync(new ReserveStock(order.Id, order.Sku, order.Quantity), transaction.Transaction, new SendOptions { CorrelationId = order.Id });
     firstMessage = firstMessage == default ? id : firstMessage;
     await transaction.CommitAsync();

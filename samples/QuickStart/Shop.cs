@@ -1,5 +1,5 @@
 using Converge.Runtime;
-using Converge.Sqlite;
+using Converge.Storage;
 
 namespace QuickStart;
 
@@ -37,19 +37,12 @@ public sealed class OrderSummaryProjection : IHandler<StockReserved>
             cancellationToken);
 }
 
+/// <summary>Reads a count through a read-only connection to the store's database.</summary>
 internal static class Sql
 {
-    public static async Task ExecuteAsync(SqliteMessageStore store, string sql)
+    public static async Task<long> ScalarAsync(IMessageStore store, string sql)
     {
-        await using var connection = store.OpenConnection();
-        await using var command = connection.CreateCommand();
-        command.CommandText = sql;
-        await command.ExecuteNonQueryAsync();
-    }
-
-    public static async Task<long> ScalarAsync(SqliteMessageStore store, string sql)
-    {
-        await using var connection = store.OpenConnection();
+        await using var connection = await store.OpenReadConnectionAsync(CancellationToken.None);
         await using var command = connection.CreateCommand();
         command.CommandText = sql;
         return (long)(await command.ExecuteScalarAsync())!;

@@ -41,8 +41,11 @@ public sealed class MessageTypeRegistry
     public string GetName(Type type) =>
         _names.TryGetValue(type, out var name)
             ? name
-            : throw new InvalidOperationException(
-                $"{type.FullName} has no message type name. Register it with options.Messages.Register<{type.Name}>(\"your.name\", version: 1).");
+            : throw Unregistered(type);
+
+    /// <summary>The error for a type with no registered name, naming the registration that fixes it.</summary>
+    internal static InvalidOperationException Unregistered(Type type) => new(
+        $"{type.FullName} has no message type name. Register it in AddConverge: o.Messages.Register<{type.Name}>(\"your.name\") (version 1 unless you pass version:).");
 
     /// <summary>Finds the CLR type registered for <paramref name="typeName"/>; <c>false</c> when unknown.</summary>
     public bool TryGetType(string typeName, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out Type? type) =>

@@ -74,10 +74,21 @@ internal sealed class MessageBus : IMessageBus
         return envelope.MessageId;
     }
 
-    /// <summary>The queue a message of <paramref name="type"/> goes to when a send names none.</summary>
-    internal string QueueOf(Type type) => _options.Routes.TryGetValue(type, out var routed)
-        ? routed
-        : throw new InvalidOperationException($"{type.Name} has no queue. Call options.Route<{type.Name}>(\"queue\") or pass the queue in the send or job options.");
+    /// <summary>
+    /// The queue a message of <paramref name="type"/> goes to when a send names none. A type with no registered name
+    /// cannot be sent anywhere, so that is checked first: its fix (register the name) is the one the sender needs.
+    /// </summary>
+    internal string QueueOf(Type type)
+    {
+        if (!_options.Messages.IsRegistered(type))
+        {
+            throw MessageTypeRegistry.Unregistered(type);
+        }
+
+        return _options.Routes.TryGetValue(type, out var routed)
+            ? routed
+            : throw new InvalidOperationException($"{type.Name} has no queue. Call o.Route<{type.Name}>(\"queue\") or o.Handle<{type.Name}, THandler>(\"queue\") in AddConverge, or pass the queue in the send or job options.");
+    }
 
     /// <summary>Builds the queue entry <see cref="SendCoreAsync"/> would write, without writing it (batch callbacks are stored this way).</summary>
     internal OutgoingMessage CreateOutgoing<T>(T message, SendOptions? options, Envelope? cause) where T : notnull
