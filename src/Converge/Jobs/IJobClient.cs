@@ -5,7 +5,8 @@ namespace Converge.Jobs;
 
 /// <summary>
 /// Enqueues, cancels and inspects background jobs. The overloads that take a <see cref="DbTransaction"/> are the
-/// outbox: the job commits or rolls back with the caller's own writes.
+/// outbox: the job commits or rolls back with the caller's own writes. <c>AddConverge</c> registers it as a singleton:
+/// inject it, or resolve it from the host's services.
 /// </summary>
 public interface IJobClient
 {

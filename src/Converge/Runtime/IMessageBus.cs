@@ -6,6 +6,7 @@ namespace Converge.Runtime;
 /// <summary>
 /// Sends commands to queues and publishes events to the log. The overloads that take a <see cref="DbTransaction"/>
 /// are the outbox: the message commits or rolls back with the caller's own writes in that transaction.
+/// <c>AddConverge</c> registers it as a singleton: inject it, or resolve it from the host's services.
 /// </summary>
 public interface IMessageBus
 {
@@ -15,6 +16,8 @@ public interface IMessageBus
     /// overloads, write with its connection, then <see cref="IStoreTransaction.CommitAsync"/>. Consumers in this
     /// process are woken as soon as it commits. On SQLite this transaction waits its turn with Converge's own
     /// writers instead of competing for the file's lock, so prefer it to a transaction of your own there.
+    /// The application's own statements, its tables included, go through
+    /// <see cref="StoreTransactionExtensions.ExecuteAsync(IStoreTransaction, string, ValueTuple{string, object}[])"/>.
     /// Disposing without committing rolls back.
     /// </summary>
     ValueTask<IStoreTransaction> BeginTransactionAsync(CancellationToken cancellationToken = default);
