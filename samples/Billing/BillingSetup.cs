@@ -44,7 +44,9 @@ public static class BillingSetup
         ArgumentNullException.ThrowIfNull(useStore);
         ArgumentNullException.ThrowIfNull(files);
         ArgumentNullException.ThrowIfNull(billing);
+#pragma warning disable RS0030 // The registration's default clock; a test registers a fake one before.
         services.TryAddSingleton(TimeProvider.System);
+#pragma warning restore RS0030
         services.AddSingleton(billing);
         services.AddSingleton(sp => new PaymentProvider(
             new PaymentProviderOptions

@@ -137,7 +137,9 @@ public static class MonthCloseDemo
         }
 
         var billing = settings.Billing;
+#pragma warning disable RS0030 // The demo composes its host here, for the command line and the sample's program alike.
         var clock = TimeProvider.System;
+#pragma warning restore RS0030
         var period = settings.Period ?? BillingPeriod.Previous(clock.GetUtcNow(), billing.Zone());
         BillingPeriod.Parse(period);
         var log = Serialized(settings.Log);

@@ -89,7 +89,9 @@ var report = await MonthCloseDemo.RunAsync(
     },
     p =>
     {
+#pragma warning disable RS0030 // The program's entry: progress lines are paced by the wall clock.
         var now = TimeProvider.System.GetUtcNow();
+#pragma warning restore RS0030
         if (p.Note is not null || now - lastShown > TimeSpan.FromSeconds(1) || p.Done == p.Total)
         {
             lastShown = now;

@@ -20,6 +20,11 @@ public static class CliApp
     /// <summary>Exit code of a command that could not run as given: bad arguments, or a file or schema that is not a Converge store.</summary>
     public const int Usage = 2;
 
+    /// <summary>The clock of the stores the commands open: the command line's composition root.</summary>
+#pragma warning disable RS0030 // The command line's entry chooses the wall clock, once, for every command.
+    internal static TimeProvider Clock { get; } = TimeProvider.System;
+#pragma warning restore RS0030
+
     /// <summary>Parses <paramref name="args"/> and runs the command, writing results to <paramref name="stdout"/> and errors to <paramref name="stderr"/>.</summary>
     /// <returns>The process exit code: <see cref="Success"/>, <see cref="Failure"/> or <see cref="Usage"/>.</returns>
     public static async Task<int> RunAsync(string[] args, TextWriter stdout, TextWriter stderr, CancellationToken cancellationToken = default)

@@ -88,7 +88,7 @@ internal sealed class DemoStoreOptions
 
         try
         {
-            await using var store = new PostgreSqlMessageStore(new PostgreSqlStoreOptions { ConnectionString = connectionString, Schema = Schema(parsed) }, TimeProvider.System);
+            await using var store = new PostgreSqlMessageStore(new PostgreSqlStoreOptions { ConnectionString = connectionString, Schema = Schema(parsed) }, CliApp.Clock);
         }
         catch (ArgumentException exception)
         {

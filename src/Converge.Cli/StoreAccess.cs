@@ -38,7 +38,7 @@ internal static class StoreAccess
         SqliteMessageStore store;
         try
         {
-            store = new SqliteMessageStore(new SqliteStoreOptions { Path = full, TablePrefix = tablePrefix }, TimeProvider.System);
+            store = new SqliteMessageStore(new SqliteStoreOptions { Path = full, TablePrefix = tablePrefix }, CliApp.Clock);
         }
         catch (ArgumentException exception)
         {
@@ -77,7 +77,7 @@ internal static class StoreAccess
         PostgreSqlMessageStore store;
         try
         {
-            store = new PostgreSqlMessageStore(new PostgreSqlStoreOptions { ConnectionString = target.ConnectionString, Schema = target.Schema }, TimeProvider.System);
+            store = new PostgreSqlMessageStore(new PostgreSqlStoreOptions { ConnectionString = target.ConnectionString, Schema = target.Schema }, CliApp.Clock);
         }
         catch (ArgumentException exception)
         {

@@ -114,13 +114,14 @@ internal sealed class BrokerQueue : IDisposable
     IChannel? _channel;
     string? _consumerTag;
     TaskCompletionSource _unregistered = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    long _lastClaim = TimeProvider.System.GetTimestamp();
+    long _lastClaim;
 
     public BrokerQueue(RabbitMqTransport transport, string name, string brokerName)
     {
         _transport = transport;
         Name = name;
         BrokerName = brokerName;
+        _lastClaim = transport.Time.GetTimestamp();
     }
 
     /// <summary>The Converge queue.</summary>
@@ -139,7 +140,7 @@ internal sealed class BrokerQueue : IDisposable
     {
         lock (_lock)
         {
-            return _channel is { IsOpen: true } && _claimed.Count == 0 && TimeProvider.System.GetElapsedTime(Volatile.Read(ref _lastClaim)) > timeout;
+            return _channel is { IsOpen: true } && _claimed.Count == 0 && _transport.Time.GetElapsedTime(Volatile.Read(ref _lastClaim)) > timeout;
         }
     }
 
@@ -299,7 +300,7 @@ internal sealed class BrokerQueue : IDisposable
     public List<QueuedMessage> Take(int max, DateTimeOffset leaseUntil)
     {
         var taken = new List<QueuedMessage>(Math.Min(max, 64));
-        Volatile.Write(ref _lastClaim, TimeProvider.System.GetTimestamp());
+        Volatile.Write(ref _lastClaim, _transport.Time.GetTimestamp());
         lock (_lock)
         {
             while (taken.Count < max && _buffer.TryDequeue(out var delivery))
@@ -431,7 +432,7 @@ internal sealed class BrokerQueue : IDisposable
     {
         while (BufferedCount is > 0 and var buffered && buffered < Deliverable(target))
         {
-            if (!await _arrived.WaitAsync(ArrivalGap, TimeProvider.System, cancellationToken))
+            if (!await _arrived.WaitAsync(ArrivalGap, _transport.BrokerTime, cancellationToken))
             {
                 return;
             }
@@ -450,21 +451,21 @@ internal sealed class BrokerQueue : IDisposable
     /// </summary>
     public async Task WaitForDeliveriesAsync(int target, TimeSpan firstWait, CancellationToken cancellationToken)
     {
-        var started = TimeProvider.System.GetTimestamp();
+        var started = _transport.BrokerTime.GetTimestamp();
         while (BufferedCount == 0)
         {
-            var remaining = firstWait - TimeProvider.System.GetElapsedTime(started);
+            var remaining = firstWait - _transport.BrokerTime.GetElapsedTime(started);
             if (remaining <= TimeSpan.Zero)
             {
                 return;
             }
 
-            await _arrived.WaitAsync(remaining, TimeProvider.System, cancellationToken);
+            await _arrived.WaitAsync(remaining, _transport.BrokerTime, cancellationToken);
         }
 
-        while (BufferedCount < Deliverable(target) && TimeProvider.System.GetElapsedTime(started) < firstWait)
+        while (BufferedCount < Deliverable(target) && _transport.BrokerTime.GetElapsedTime(started) < firstWait)
         {
-            if (!await _arrived.WaitAsync(ArrivalGap, TimeProvider.System, cancellationToken))
+            if (!await _arrived.WaitAsync(ArrivalGap, _transport.BrokerTime, cancellationToken))
             {
                 return;
             }
@@ -516,11 +517,11 @@ internal sealed class BrokerQueue : IDisposable
         {
             // Bounded: a broker that does not answer (just back from an outage, say) must not hold up stopping, and
             // what it still delivers is redelivered to another consumer once this channel closes.
-            using var timeout = new CancellationTokenSource(CancelTimeout);
+            using var timeout = new CancellationTokenSource(CancelTimeout, _transport.BrokerTime);
             await channel.BasicCancelAsync(tag, noWait: false, timeout.Token);
 
             // Deliveries sent before the cancellation are dispatched before it: once it is, every one is buffered.
-            await _unregistered.Task.WaitAsync(CancelTimeout);
+            await _unregistered.Task.WaitAsync(CancelTimeout, _transport.BrokerTime);
         }
         catch (Exception exception) when (exception is TimeoutException or OperationCanceledException)
         {

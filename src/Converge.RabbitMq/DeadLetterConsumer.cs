@@ -94,7 +94,7 @@ internal sealed class DeadLetterConsumer : IDisposable
             // The store is failing: leave the message on the broker and try again after a pause (this queue has no
             // delivery limit, so a quick requeue would spin).
             RabbitMqLog.DeadLetterFailed(_transport.Logger, exception, brokerQueue);
-            await Task.Delay(RetryPause, TimeProvider.System);
+            await Task.Delay(RetryPause, _transport.Time);
             await Settle(channel, args.DeliveryTag, acknowledge: false);
             return;
         }

@@ -71,7 +71,7 @@ internal sealed class LogStream : IAsyncDisposable
                 if (!_transport.Connection.IsOpen)
                 {
                     // The supervisor reconnects (and reports the outage); it wakes the relay once connected.
-                    await _wake.WaitAsync(wait, TimeProvider.System, stopping);
+                    await _wake.WaitAsync(wait, _transport.Time, stopping);
                     continue;
                 }
 
@@ -94,7 +94,7 @@ internal sealed class LogStream : IAsyncDisposable
             {
                 var delay = _transport.Backoff(++failures);
                 RabbitMqLog.LogRelayFailed(_transport.Logger, exception, BrokerName, delay);
-                if (!await RabbitMqTransport.PausedAsync(Task.Delay(delay, TimeProvider.System, stopping)))
+                if (!await RabbitMqTransport.PausedAsync(Task.Delay(delay, _transport.Time, stopping)))
                 {
                     break;
                 }
@@ -102,7 +102,7 @@ internal sealed class LogStream : IAsyncDisposable
                 continue;
             }
 
-            if (!await RabbitMqTransport.PausedAsync(_wake.WaitAsync(wait, TimeProvider.System, stopping)))
+            if (!await RabbitMqTransport.PausedAsync(_wake.WaitAsync(wait, _transport.Time, stopping)))
             {
                 break;
             }
@@ -153,8 +153,8 @@ internal sealed class LogStream : IAsyncDisposable
         }
 
         var publisher = await PublisherAsync(cancellationToken);
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(Options.PublishTimeout);
+        using var deadline = new CancellationTokenSource(Options.PublishTimeout, _transport.BrokerTime);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, deadline.Token);
         var confirmed = _relayed;
         Exception? error = null;
         var pending = new List<(long Position, Task Confirm)>(ConfirmWindow);
@@ -502,7 +502,7 @@ internal sealed class LogStream : IAsyncDisposable
             };
             await channel.BasicConsumeAsync(BrokerName, autoAck: false, string.Empty, noLocal: false, exclusive: false,
                 new Dictionary<string, object?> { ["x-stream-offset"] = offset }, consumer, cancellationToken);
-            return await found.Task.WaitAsync(Options.DeliveryWait, TimeProvider.System, cancellationToken);
+            return await found.Task.WaitAsync(Options.DeliveryWait, _transport.BrokerTime, cancellationToken);
         }
         catch (TimeoutException)
         {
@@ -592,7 +592,7 @@ internal sealed class LogStream : IAsyncDisposable
         {
             var events = new List<LogEvent>(Math.Min(max, 256));
             var last = afterPosition;
-            var started = TimeProvider.System.GetTimestamp();
+            var started = stream._transport.BrokerTime.GetTimestamp();
             while (events.Count < max)
             {
                 if (_buffer.TryDequeue(out var item))
@@ -612,13 +612,13 @@ internal sealed class LogStream : IAsyncDisposable
                 }
 
                 // Everything up to the relayed position is on the stream: read on until there, as the store would.
-                var remaining = wait - TimeProvider.System.GetElapsedTime(started);
+                var remaining = wait - stream._transport.BrokerTime.GetElapsedTime(started);
                 if (last >= relayed || remaining <= TimeSpan.Zero)
                 {
                     break;
                 }
 
-                await _arrived.WaitAsync(remaining, TimeProvider.System, cancellationToken);
+                await _arrived.WaitAsync(remaining, stream._transport.BrokerTime, cancellationToken);
             }
 
             if (_lastTag != 0 && _channel is { IsOpen: true } channel)

@@ -39,7 +39,7 @@ internal sealed class QueueRoute
 
     public RouteMode Mode => (RouteMode)Volatile.Read(ref _mode);
 
-    /// <summary>When (a <see cref="TimeProvider.System"/> timestamp) to ask the broker again whether an absent queue exists.</summary>
+    /// <summary>When (a timestamp of the transport's clock) to ask the broker again whether an absent queue exists.</summary>
     public long NextCheck { get; set; }
 
     /// <summary>This process's consumer of the queue, once a worker claimed from it.</summary>
@@ -109,7 +109,7 @@ internal sealed class OutboxRelay : IAsyncDisposable
                 if (!_transport.Connection.IsOpen)
                 {
                     // The supervisor reconnects (and reports the outage); it wakes the relay once connected.
-                    await _wake.WaitAsync(wait, TimeProvider.System, stopping);
+                    await _wake.WaitAsync(wait, _transport.Time, stopping);
                     continue;
                 }
 
@@ -156,7 +156,7 @@ internal sealed class OutboxRelay : IAsyncDisposable
                     RabbitMqLog.RelayFailed(_transport.Logger, exception, "*", delay);
                 }
 
-                if (!await RabbitMqTransport.PausedAsync(Task.Delay(delay, TimeProvider.System, stopping)))
+                if (!await RabbitMqTransport.PausedAsync(Task.Delay(delay, _transport.Time, stopping)))
                 {
                     break;
                 }
@@ -164,7 +164,7 @@ internal sealed class OutboxRelay : IAsyncDisposable
                 continue;
             }
 
-            if (!await RabbitMqTransport.PausedAsync(_wake.WaitAsync(wait, TimeProvider.System, stopping)))
+            if (!await RabbitMqTransport.PausedAsync(_wake.WaitAsync(wait, _transport.Time, stopping)))
             {
                 break;
             }
@@ -252,8 +252,8 @@ internal sealed class OutboxRelay : IAsyncDisposable
 
     async Task<(List<QueuedMessage> Confirmed, List<QueuedMessage> Failed, bool Returned, Exception? Error)> PublishAsync(IChannel publisher, QueueRoute route, IReadOnlyList<QueuedMessage> batch, CancellationToken cancellationToken)
     {
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        timeout.CancelAfter(Options.PublishTimeout);
+        using var deadline = new CancellationTokenSource(Options.PublishTimeout, _transport.BrokerTime);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, deadline.Token);
         var confirmed = new List<QueuedMessage>(batch.Count);
         var failed = new List<QueuedMessage>();
         var pending = new List<(QueuedMessage Message, Task Confirm)>(ConfirmWindow);
@@ -328,7 +328,7 @@ internal sealed class OutboxRelay : IAsyncDisposable
                 return false;
         }
 
-        if (TimeProvider.System.GetTimestamp() < route.NextCheck)
+        if (_transport.Time.GetTimestamp() < route.NextCheck)
         {
             return false;
         }
@@ -349,7 +349,7 @@ internal sealed class OutboxRelay : IAsyncDisposable
     /// </summary>
     void MarkAbsent(QueueRoute route, RouteMode seen)
     {
-        route.NextCheck = TimeProvider.System.GetTimestamp() + (long)(Options.QueueCheckInterval.TotalSeconds * TimeProvider.System.TimestampFrequency);
+        route.NextCheck = _transport.Time.GetTimestamp() + (long)(Options.QueueCheckInterval.TotalSeconds * _transport.Time.TimestampFrequency);
         if (route.TrySet(seen, RouteMode.Absent) && seen != RouteMode.Absent)
         {
             RabbitMqLog.QueueAbsent(_transport.Logger, route.Name);

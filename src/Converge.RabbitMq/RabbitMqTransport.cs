@@ -114,7 +114,11 @@ public sealed class RabbitMqTransport : IMessageStore
 
     internal RabbitMqTransportOptions Options { get; }
 
+    /// <summary>The application's clock: leases, delayed messages, backoff, polls and idle timeouts follow it.</summary>
     internal TimeProvider Time { get; }
+
+    /// <summary>The clock of waits for the broker's answers (<see cref="RabbitMqTransportOptions.BrokerTimeProvider"/>).</summary>
+    internal TimeProvider BrokerTime => Options.BrokerTimeProvider;
 
     internal ILogger Logger { get; }
 
@@ -203,7 +207,7 @@ public sealed class RabbitMqTransport : IMessageStore
         {
             try
             {
-                if (!await bell.WaitAsync(TimeSpan.FromSeconds(30), TimeProvider.System, stopping))
+                if (!await bell.WaitAsync(TimeSpan.FromSeconds(30), Time, stopping))
                 {
                     continue;
                 }
@@ -231,7 +235,7 @@ public sealed class RabbitMqTransport : IMessageStore
         {
             try
             {
-                if (!await _inner.Signals.Log.WaitAsync(TimeSpan.FromSeconds(30), TimeProvider.System, stopping))
+                if (!await _inner.Signals.Log.WaitAsync(TimeSpan.FromSeconds(30), Time, stopping))
                 {
                     continue;
                 }
@@ -361,7 +365,7 @@ public sealed class RabbitMqTransport : IMessageStore
             {
                 wait = Backoff(++failures);
                 RabbitMqLog.Unreachable(Logger, exception, Connection.Display, wait);
-                if (!await RabbitMqTransport.PausedAsync(Task.Delay(wait, TimeProvider.System, stopping)))
+                if (!await RabbitMqTransport.PausedAsync(Task.Delay(wait, Time, stopping)))
                 {
                     break;
                 }
@@ -369,7 +373,7 @@ public sealed class RabbitMqTransport : IMessageStore
                 continue;
             }
 
-            if (!await RabbitMqTransport.PausedAsync(_supervisorWake.WaitAsync(wait, TimeProvider.System, stopping)))
+            if (!await RabbitMqTransport.PausedAsync(_supervisorWake.WaitAsync(wait, Time, stopping)))
             {
                 break;
             }
@@ -671,7 +675,7 @@ public sealed class RabbitMqTransport : IMessageStore
         catch (Exception exception)
         {
             RabbitMqLog.DeadLetterFailed(Logger, exception, queue.BrokerName);
-            await Task.Delay(TimeSpan.FromSeconds(1), TimeProvider.System);
+            await Task.Delay(TimeSpan.FromSeconds(1), Time);
             await queue.SendAsync(channel, tag, acknowledge: false);
             return;
         }

@@ -126,6 +126,18 @@ public sealed partial class RabbitMqTransportOptions
     /// </summary>
     public TimeSpan QueueCheckInterval { get; set; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// The clock that bounds waits for the broker's answers: deliveries to arrive (<see cref="ClaimWait"/>,
+    /// <see cref="DeliveryWait"/>), publisher confirms (<see cref="PublishTimeout"/>), a consumer's cancellation. The
+    /// broker answers in real time whatever clock the application runs on, so the default is the system clock and a
+    /// claim returns promptly when a test fakes <c>ConvergeOptions.TimeProvider</c>. Everything the transport decides
+    /// by time (leases, delayed messages, retries and reconnection backoff, polls, <see cref="IdleConsumerTimeout"/>,
+    /// <see cref="QueueCheckInterval"/>) follows <c>ConvergeOptions.TimeProvider</c> instead.
+    /// </summary>
+#pragma warning disable RS0030 // The option's default, set where the transport is composed: the broker's answers take real time.
+    public TimeProvider BrokerTimeProvider { get; set; } = TimeProvider.System;
+#pragma warning restore RS0030
+
     /// <summary>The connection name the broker shows for this process. Default <c>converge</c>.</summary>
     public string ConnectionName { get; set; } = "converge";
 
@@ -164,6 +176,11 @@ public sealed partial class RabbitMqTransportOptions
         if (LogStreamMaxAge is { } age && age < TimeSpan.FromSeconds(1))
         {
             errors.Add($"LogStreamMaxAge is {age}; use at least 1 second, or null to keep every event.");
+        }
+
+        if (BrokerTimeProvider is null)
+        {
+            errors.Add("BrokerTimeProvider is null; leave the default (the system clock) unless a test fakes the broker's waits.");
         }
 
         if (PrefetchCount is < 1 or > ushort.MaxValue)

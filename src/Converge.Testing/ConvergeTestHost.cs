@@ -127,7 +127,7 @@ public sealed class ConvergeTestHost : IAsyncDisposable
     {
         until ??= static instance => SagaStates.IsEnded(instance.State);
         var wait = timeout ?? DefaultTimeout;
-        var started = TimeProvider.System.GetTimestamp();
+        var started = WallClock.Instance.GetTimestamp();
         while (true)
         {
             if (await Store.GetSagaAsync(transactionId, CancellationToken.None) is { } instance && until(instance))
@@ -135,7 +135,7 @@ public sealed class ConvergeTestHost : IAsyncDisposable
                 return instance;
             }
 
-            if (TimeProvider.System.GetElapsedTime(started) > wait)
+            if (WallClock.Instance.GetElapsedTime(started) > wait)
             {
                 var current = await Store.GetSagaAsync(transactionId, CancellationToken.None);
                 var log = await Store.ReadSagaLogAsync(transactionId, CancellationToken.None);
@@ -145,7 +145,7 @@ public sealed class ConvergeTestHost : IAsyncDisposable
             }
 
             // Real time on purpose, as in WaitForQuiescenceAsync: the work happens on the consumers' own threads.
-            await Task.Delay(TimeSpan.FromMilliseconds(2), TimeProvider.System);
+            await Task.Delay(TimeSpan.FromMilliseconds(2), WallClock.Instance);
         }
     }
 

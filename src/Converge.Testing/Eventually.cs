@@ -23,10 +23,10 @@ public static class Eventually
         ArgumentNullException.ThrowIfNull(condition);
         ArgumentNullException.ThrowIfNull(what);
         var wait = timeout ?? DefaultTimeout;
-        var started = TimeProvider.System.GetTimestamp();
+        var started = WallClock.Instance.GetTimestamp();
         while (!await condition())
         {
-            if (TimeProvider.System.GetElapsedTime(started) > wait)
+            if (WallClock.Instance.GetElapsedTime(started) > wait)
             {
                 throw new TimeoutException($"Still waiting after {wait}: {what()}.");
             }

@@ -1,5 +1,6 @@
 using Converge.Samples.Billing.Simulation;
 using Converge.Testing;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Converge.Cli.Tests;
 
@@ -10,7 +11,7 @@ public sealed class PaymentProviderTests : IDisposable
 
     public void Dispose() => Directory.Delete(_folder, recursive: true);
 
-    PaymentProvider Start(ManualTimeProvider time, int callsPerSecond, TimeSpan outageEvery) => new(
+    PaymentProvider Start(FakeTimeProvider time, int callsPerSecond, TimeSpan outageEvery) => new(
         new PaymentProviderOptions
         {
             LedgerPath = Path.Combine(_folder, "ledger.db"),
@@ -26,7 +27,7 @@ public sealed class PaymentProviderTests : IDisposable
     [Fact]
     public async Task Above_its_limit_it_answers_429_with_the_time_until_the_next_second()
     {
-        var time = new ManualTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, 250, TimeSpan.Zero));
+        var time = new FakeTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, 250, TimeSpan.Zero));
         await using var provider = Start(time, callsPerSecond: 3, outageEvery: TimeSpan.Zero);
 
         for (var i = 0; i < 3; i++)
@@ -45,7 +46,7 @@ public sealed class PaymentProviderTests : IDisposable
     [Fact]
     public async Task The_same_idempotency_key_replays_the_first_charge_and_never_charges_twice()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using (var provider = Start(time, callsPerSecond: 100, outageEvery: TimeSpan.Zero))
         {
             var first = await provider.ChargeAsync(Request("inv-1"), CancellationToken.None);
@@ -61,7 +62,7 @@ public sealed class PaymentProviderTests : IDisposable
     [Fact]
     public async Task During_an_outage_it_answers_503_and_charges_nothing()
     {
-        var time = new ManualTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var time = new FakeTimeProvider(new DateTimeOffset(2030, 1, 1, 0, 0, 0, TimeSpan.Zero));
         await using var provider = Start(time, callsPerSecond: 100, outageEvery: TimeSpan.FromSeconds(1));
 
         var outcomes = new List<string>();

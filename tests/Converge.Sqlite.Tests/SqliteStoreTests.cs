@@ -5,6 +5,7 @@ using Converge.Storage;
 using Converge.Testing;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Converge.Sqlite.Tests;
 
@@ -66,7 +67,7 @@ public sealed class SqliteStoreTests : IDisposable
     [Fact]
     public async Task The_inbox_clean_up_also_deletes_expired_unique_keys()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var store = new SqliteMessageStore(new SqliteStoreOptions { Path = DbPath() }, time);
         await store.MigrateAsync(CancellationToken.None);
         await using (var transaction = await store.BeginAsync(CancellationToken.None))

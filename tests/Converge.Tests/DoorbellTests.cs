@@ -1,5 +1,6 @@
 using Converge.Storage;
 using Converge.Testing;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Converge.Tests;
 
@@ -11,13 +12,13 @@ public sealed class DoorbellTests
         var bell = new Doorbell();
         bell.Ring();
 
-        Assert.True(await bell.WaitAsync(TimeSpan.FromHours(1), new ManualTimeProvider(), CancellationToken.None));
+        Assert.True(await bell.WaitAsync(TimeSpan.FromHours(1), new FakeTimeProvider(), CancellationToken.None));
     }
 
     [Fact]
     public async Task A_ring_during_the_wait_wakes_the_waiter_and_is_consumed()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var bell = new Doorbell();
         var waiting = bell.WaitAsync(TimeSpan.FromHours(1), time, CancellationToken.None);
 
@@ -34,7 +35,7 @@ public sealed class DoorbellTests
     public async Task Cancellation_ends_the_wait()
     {
         using var cancellation = new CancellationTokenSource();
-        var waiting = new Doorbell().WaitAsync(TimeSpan.FromHours(1), new ManualTimeProvider(), cancellation.Token);
+        var waiting = new Doorbell().WaitAsync(TimeSpan.FromHours(1), new FakeTimeProvider(), cancellation.Token);
 
         await cancellation.CancelAsync();
 

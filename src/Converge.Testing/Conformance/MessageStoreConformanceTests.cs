@@ -4,6 +4,7 @@ using Converge.Contracts;
 using Converge.Jobs;
 using Converge.Runtime;
 using Converge.Storage;
+using Microsoft.Extensions.Time.Testing;
 using Xunit;
 
 namespace Converge.Testing.Conformance;
@@ -151,7 +152,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Expired_lease_is_redelivered()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var host = await StartAsync(configure: o => { o.RunConsumers = false; o.TimeProvider = time; });
         await host.Bus.SendAsync(new ConformanceCommand("leased"));
 
@@ -171,7 +172,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Renewed_lease_keeps_the_message_invisible()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var host = await StartAsync(configure: o => { o.RunConsumers = false; o.TimeProvider = time; });
         await host.Bus.SendAsync(new ConformanceCommand("long-running"));
         var claimed = await host.Store.ClaimAsync(Queue, 1, TimeSpan.FromSeconds(10), CancellationToken.None);
@@ -193,7 +194,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Competing_consumers_never_both_complete_one_message()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var host = await StartAsync(configure: o => { o.RunConsumers = false; o.TimeProvider = time; });
         await host.Bus.SendAsync(new ConformanceCommand("contended"));
         var slow = Assert.Single(await host.Store.ClaimAsync(Queue, 1, TimeSpan.FromSeconds(5), CancellationToken.None));
@@ -366,7 +367,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Delayed_message_is_invisible_until_due()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var host = await StartAsync(configure: o => { o.RunConsumers = false; o.TimeProvider = time; });
         await host.Bus.SendAsync(new ConformanceCommand("later"), new SendOptions { Delay = TimeSpan.FromMinutes(5) });
 
@@ -603,7 +604,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Inbox_records_are_purged_after_retention()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var host = await StartAsync(configure: o => { o.TimeProvider = time; o.RunConsumers = false; });
         await RecordInboxAsync(host.Store, Guid.NewGuid());
         time.Advance(TimeSpan.FromDays(8));
@@ -877,7 +878,7 @@ public abstract class MessageStoreConformanceTests
         Assert.Empty(await host.Store.ReadFlowAsync("order-unknown", CancellationToken.None));
     }
 
-    Task<ConvergeTestHost> StartIdleAsync(ManualTimeProvider time, string storeName = "main") =>
+    Task<ConvergeTestHost> StartIdleAsync(FakeTimeProvider time, string storeName = "main") =>
         StartAsync(storeName, o => { o.RunConsumers = false; o.TimeProvider = time; });
 
     /// <summary>
@@ -931,7 +932,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Claim_in_a_transaction_shares_its_fate()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var host = await StartIdleAsync(time);
         for (var i = 0; i < 5; i++)
         {
@@ -964,7 +965,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Requeued_message_keeps_its_attempts_and_history_and_waits_until_due()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var host = await StartIdleAsync(time);
         var store = host.Store;
         var envelope = RawEnvelope("conformance.command@1", "{\"key\":\"continued\"}"u8.ToArray());
@@ -988,7 +989,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Recorded_dead_letter_reads_back_and_can_be_retried()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var host = await StartIdleAsync(time);
         var store = host.Store;
         var envelope = new Envelope
@@ -1025,7 +1026,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Claim_policy_keeps_leases_in_flight_within_the_limit()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var host = await StartIdleAsync(time);
         for (var i = 0; i < 10; i++)
         {
@@ -1055,7 +1056,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Claim_policy_rate_limit_is_a_token_bucket_shared_by_every_process()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var first = await StartIdleAsync(time, "shared");
         await using var second = await StartIdleAsync(time, "shared");
         for (var i = 0; i < 30; i++)
@@ -1083,7 +1084,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Claim_policy_oldest_first_ignores_priority()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var host = await StartIdleAsync(time);
         await host.Bus.SendAsync(new ConformanceCommand("old-low"));
         time.Advance(TimeSpan.FromSeconds(1));
@@ -1102,7 +1103,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Unique_key_is_held_until_it_expires()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var host = await StartIdleAsync(time);
         var (first, second, third, fourth) = (Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid());
         ValueTask<Guid?> ReserveAsync(IStoreTransaction t, string key, Guid job) => t.TryReserveUniqueKeyAsync(key, job, time.GetUtcNow().AddHours(1), CancellationToken.None);
@@ -1140,7 +1141,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Batch_counts_its_jobs_and_finishes_once_sealed_with_nothing_pending()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var host = await StartIdleAsync(time);
         var batch = NewBatch("month-close:2030-01", time.GetUtcNow());
         var store = host.Store;
@@ -1196,7 +1197,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Retrying_a_dead_job_reopens_its_count_in_an_unfinished_batch()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var host = await StartIdleAsync(time);
         var store = host.Store;
         foreach (var id in new[] { "open", "closed" })
@@ -1262,7 +1263,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Recurring_schedule_upsert_advance_due_and_remove()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var host = await StartIdleAsync(time);
         var store = host.Store;
         var t0 = time.GetUtcNow();
@@ -1321,7 +1322,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Cancelling_a_waiting_job_dead_letters_it_and_counts_it_failed_in_its_batch()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var host = await StartIdleAsync(time);
         var store = host.Store;
         var batch = NewBatch("cancel-me", time.GetUtcNow());
@@ -1354,7 +1355,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Cancelling_a_running_job_flags_it_for_its_worker()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var host = await StartIdleAsync(time);
         var store = host.Store;
         await StartJobQueueAsync(store);
@@ -1381,7 +1382,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Job_progress_is_saved_and_read_back_with_the_job()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var host = await StartIdleAsync(time);
         var store = host.Store;
         var job = await host.Bus.SendAsync(new ConformanceCommand("progressing"));
@@ -1411,7 +1412,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Job_reads_back_through_its_states()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var host = await StartIdleAsync(time);
         var store = host.Store;
         await StartJobQueueAsync(store);
@@ -1472,7 +1473,7 @@ public abstract class MessageStoreConformanceTests
     [Fact]
     public async Task Jobs_are_listed_newest_first_by_queue_state_and_batch()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         await using var host = await StartIdleAsync(time);
         var store = host.Store;
         await StartJobQueueAsync(store);
@@ -1550,10 +1551,10 @@ public abstract class MessageStoreConformanceTests
     protected static async Task WaitForAsync(Func<Task<bool>> condition, TimeSpan? timeout = null)
     {
         ArgumentNullException.ThrowIfNull(condition);
-        var deadline = TimeProvider.System.GetTimestamp() + (long)((timeout ?? TimeSpan.FromSeconds(30)).TotalSeconds * TimeProvider.System.TimestampFrequency);
+        var deadline = WallClock.Instance.GetTimestamp() + (long)((timeout ?? TimeSpan.FromSeconds(30)).TotalSeconds * WallClock.Instance.TimestampFrequency);
         while (!await condition())
         {
-            if (TimeProvider.System.GetTimestamp() > deadline)
+            if (WallClock.Instance.GetTimestamp() > deadline)
             {
                 throw new TimeoutException("The awaited condition did not become true in time.");
             }

@@ -92,7 +92,7 @@ internal sealed class JobQueueConsumer : IDisposable
             // every claimed job is committed or handed back.
             while (Volatile.Read(ref _outstanding) > 0)
             {
-                await _slotFreed.WaitAsync(TimeSpan.FromMilliseconds(50), TimeProvider.System, CancellationToken.None);
+                await _slotFreed.WaitAsync(TimeSpan.FromMilliseconds(50), _options.TimeProvider, CancellationToken.None);
                 await Task.WhenAll(_jobs.Keys);
             }
         }

@@ -57,8 +57,13 @@ public sealed partial class ConvergeOptions
     /// <summary>Whether this process runs consumers. <c>false</c> makes a send-only process. Default <c>true</c>.</summary>
     public bool RunConsumers { get; set; } = true;
 
-    /// <summary>The clock. Default <see cref="TimeProvider.System"/>; tests pass a manual one.</summary>
+    /// <summary>
+    /// The clock of every time-dependent behaviour: leases, retries, timeouts, polls, the transport's waits. Default
+    /// <c>TimeProvider.System</c>; tests pass a fake one (<c>FakeTimeProvider</c>) and move it with <c>Advance</c>.
+    /// </summary>
+#pragma warning disable RS0030 // The composition root's default: everything else reads the clock set here.
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
+#pragma warning restore RS0030
 
     /// <summary>The random source for retry jitter. Default <see cref="SharedRandomSource"/>.</summary>
     public IRandomSource Random { get; set; } = SharedRandomSource.Instance;

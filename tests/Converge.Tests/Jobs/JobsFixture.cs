@@ -4,6 +4,7 @@ using Converge.Runtime;
 using Converge.Sqlite;
 using Converge.Testing;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Converge.Tests.Jobs;
 
@@ -107,7 +108,7 @@ public abstract class JobsTest(DateTimeOffset? start = null) : IAsyncLifetime
 
     protected JobLog Log { get; } = new();
 
-    protected ManualTimeProvider Time { get; } = new(start);
+    protected FakeTimeProvider Time { get; } = start is { } at ? new(at) : new();
 
     public Task InitializeAsync() => Task.CompletedTask;
 
@@ -168,7 +169,7 @@ internal static class JobsFixture
     /// woken by one step may arm its next timer only after that step returns; stepping again fires it, so no test
     /// depends on how fast a worker re-arms. Returns the time moved.
     /// </summary>
-    public static async Task<TimeSpan> AdvanceUntilAsync(ManualTimeProvider time, TimeSpan step, Func<bool> condition, Func<string> what, TimeSpan? timeout = null)
+    public static async Task<TimeSpan> AdvanceUntilAsync(FakeTimeProvider time, TimeSpan step, Func<bool> condition, Func<string> what, TimeSpan? timeout = null)
     {
         var wait = timeout ?? TimeSpan.FromSeconds(30);
         var started = TimeProvider.System.GetTimestamp();

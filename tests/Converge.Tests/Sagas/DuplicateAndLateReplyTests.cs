@@ -2,6 +2,7 @@ using Converge.Faults;
 using Converge.Runtime;
 using Converge.Storage;
 using Converge.Testing;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Converge.Tests.Sagas;
 
@@ -99,7 +100,7 @@ public sealed class DuplicateAndLateReplyTests
     [Fact]
     public async Task A_late_reply_after_a_timeout_moved_on_is_logged_as_late_and_changes_nothing()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var participants = new Participants().Silence("d4", "ship", times: 2);
         await using var host = await ShopSaga.StartAsync(participants, o => o.TimeProvider = time);
 
@@ -131,7 +132,7 @@ public sealed class DuplicateAndLateReplyTests
     [Fact]
     public async Task A_late_reply_after_the_saga_ended_is_logged_as_late_and_changes_nothing()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var participants = new Participants().Silence("d5", "reserve", times: 1);
         await using var host = await ShopSaga.StartAsync(participants, o => o.TimeProvider = time);
         await host.Sagas.StartAsync("order", "tx-d5", new OrderData { Order = "d5", Amount = 3 });

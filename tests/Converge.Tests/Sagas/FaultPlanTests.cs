@@ -1,6 +1,7 @@
 using Converge.Faults;
 using Converge.Storage;
 using Converge.Testing;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Converge.Tests.Sagas;
 
@@ -41,7 +42,7 @@ public sealed class FaultPlanTests
     [Fact]
     public async Task A_delay_rule_delivers_the_command_late_and_its_timeout_waits_for_it()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var participants = new Participants();
         await using var host = await ShopSaga.StartAsync(participants, o =>
         {
@@ -68,7 +69,7 @@ public sealed class FaultPlanTests
     [Fact]
     public async Task A_drop_reply_rule_loses_the_reply_so_the_step_times_out_and_is_sent_again()
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var participants = new Participants();
         await using var host = await ShopSaga.StartAsync(participants, o =>
         {

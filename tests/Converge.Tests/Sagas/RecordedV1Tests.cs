@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using Converge.Runtime;
 using Converge.Storage;
 using Converge.Testing;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Converge.Tests.Sagas;
 
@@ -14,6 +15,9 @@ public sealed class RecordedV1Tests
 {
     const string FixtureName = "order-v1-instances.json";
 
+    /// <summary>The clock the fixture was recorded on: its messages are due then, not at the fake clock's default start.</summary>
+    static readonly DateTimeOffset RecordedAt = new(2030, 1, 1, 0, 0, 0, TimeSpan.Zero);
+
     static string FixturePath => Path.Combine(AppContext.BaseDirectory, "Sagas", "Fixtures", FixtureName);
 
     [Fact]
@@ -24,7 +28,7 @@ public sealed class RecordedV1Tests
             ["after-start", "mid-way", "compensating", "compensating-two-steps"],
             recording.Instances.Select(i => i.Point));
         Assert.All(recording.Instances, i => Assert.Equal(1, i.Version));
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider(RecordedAt);
         var participants = new Participants();
         await using var host = await ShopSaga.StartAsync(participants, o => o.TimeProvider = time, sagas: o => o.AddSaga<OrderSaga>().AddSaga<OrderSagaV2>());
 
@@ -117,7 +121,7 @@ public sealed class RecordedV1Tests
             participants,
             o =>
             {
-                o.TimeProvider = new ManualTimeProvider();
+                o.TimeProvider = new FakeTimeProvider(RecordedAt);
                 configure?.Invoke(o);
             },
             sagas: o => o.AddSaga<OrderSaga>(),

@@ -5,6 +5,7 @@ using Converge.Sqlite;
 using Converge.Storage;
 using Converge.Testing;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Converge.Tests.Sagas;
 
@@ -33,7 +34,7 @@ public sealed class OrderData
 /// <summary>
 /// The order process, declared once for every version: reserve (compensatable) -> charge (compensatable) ->
 /// ship (pivot) [-> notify (retriable)]. Every step times out after <see cref="StepTimeout"/>; tests that need the
-/// timeout to fire run on a <see cref="ManualTimeProvider"/> and advance it past this.
+/// timeout to fire run on a <see cref="FakeTimeProvider"/> and advance it past this.
 /// </summary>
 public static class OrderSteps
 {
@@ -333,7 +334,7 @@ public static class ShopSaga
     /// Moves the manual clock and wakes every queue's consumer, so a consumer that went back to sleep on the old
     /// time looks again at once.
     /// </summary>
-    public static void Advance(ConvergeTestHost host, ManualTimeProvider time, TimeSpan by)
+    public static void Advance(ConvergeTestHost host, FakeTimeProvider time, TimeSpan by)
     {
         time.Advance(by);
         foreach (var queue in host.Options.Queues.Keys)

@@ -1,6 +1,7 @@
 using Converge.Sagas;
 using Converge.Storage;
 using Converge.Testing;
+using Microsoft.Extensions.Time.Testing;
 
 namespace Converge.Tests.Sagas;
 
@@ -9,9 +10,9 @@ public sealed class TimeoutTests
 {
     static readonly TimeSpan PastTimeout = OrderSteps.StepTimeout + TimeSpan.FromSeconds(1);
 
-    static async Task<(ConvergeTestHost Host, ManualTimeProvider Time)> StartAsync(Participants participants)
+    static async Task<(ConvergeTestHost Host, FakeTimeProvider Time)> StartAsync(Participants participants)
     {
-        var time = new ManualTimeProvider();
+        var time = new FakeTimeProvider();
         var host = await ShopSaga.StartAsync(participants, o => o.TimeProvider = time);
         return (host, time);
     }
