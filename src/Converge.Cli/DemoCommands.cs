@@ -82,6 +82,7 @@ internal static class DemoCommands
                     Seed = parsed.GetValue(seed),
                     Processes = parsed.GetValue(processes),
                     Kills = parsed.GetValue(kills),
+                    WorkerCommand = DemoWorkers.Command(DemoWorkers.Shop),
                 },
                 output.Error,
                 cancellationToken));
@@ -201,6 +202,7 @@ internal static class DemoCommands
                 SimulationFolder = store.SimulationFolder(parsed),
                 Processes = parsed.GetValue(processes),
                 Kills = parsed.GetValue(kills),
+                WorkerCommand = DemoWorkers.Command(DemoWorkers.MonthClose),
                 Period = parsed.GetValue(period),
                 Billing = billing,
                 Log = log,
