@@ -89,7 +89,7 @@ internal static class DemoCommands
             var outcome = report.Violations == 0 && report.InFlight == 0 ? CliApp.Success : CliApp.Failure;
             if (parsed.GetValue(json))
             {
-                await output.WriteJsonAsync(report);
+                await output.WriteMeasuredJsonAsync(report);
                 return outcome;
             }
 
@@ -111,6 +111,7 @@ internal static class DemoCommands
             CliOutput.AddRow(table, "worker processes killed", report.Kills);
             CliOutput.AddRow(table, "store", report.Store);
             CliOutput.AddRow(table, "database", report.Db);
+            CliOutput.AddRow(table, "peak working set of this process (MB)", CliOutput.PeakWorkingSetMegabytes());
             output.Console().Write(table);
             foreach (var example in report.ViolationExamples)
             {
@@ -214,7 +215,7 @@ internal static class DemoCommands
             var outcome = report.Violations == 0 && report.Finished ? CliApp.Success : CliApp.Failure;
             if (parsed.GetValue(json))
             {
-                await output.WriteJsonAsync(report);
+                await output.WriteMeasuredJsonAsync(report);
                 return outcome;
             }
 
@@ -248,6 +249,7 @@ internal static class DemoCommands
             CliOutput.AddRow(table, "worker processes killed", report.Kills);
             CliOutput.AddRow(table, "store", report.Store);
             CliOutput.AddRow(table, "database", report.Db);
+            CliOutput.AddRow(table, "peak working set of this process (MB)", CliOutput.PeakWorkingSetMegabytes());
             output.Console().Write(table);
             foreach (var example in report.ViolationExamples)
             {

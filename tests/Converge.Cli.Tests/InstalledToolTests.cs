@@ -38,6 +38,7 @@ public sealed class InstalledToolTests
         Assert.True(result.ExitCode == 0, result.ToString());
         var report = result.Json();
         Assert.Equal(3, report.GetProperty("processes").GetInt32());
+        Assert.True(report.GetProperty("peak_working_set_mb").GetDouble() > 0, result.ToString());
         Assert.Equal(0, report.GetProperty("in_flight").GetInt32());
         Assert.Equal(0, report.GetProperty("violations").GetInt32());
         Assert.Equal(30, report.GetProperty("completed").GetInt32() + report.GetProperty("compensated").GetInt32() + report.GetProperty("rejected").GetInt32());
@@ -57,6 +58,7 @@ public sealed class InstalledToolTests
         Assert.True(result.ExitCode == 0, result.ToString());
         var report = result.Json();
         Assert.Equal(2, report.GetProperty("processes").GetInt32());
+        Assert.True(report.GetProperty("peak_working_set_mb").GetDouble() > 0, result.ToString());
         Assert.True(report.GetProperty("finished").GetBoolean(), result.ToString());
         Assert.Equal(0, report.GetProperty("violations").GetInt32());
         Assert.Equal(100, report.GetProperty("accounts").GetInt64());
