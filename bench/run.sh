@@ -9,7 +9,7 @@
 #   --runs N  measured runs per bench, whose medians are reported (default 5; 3 with --quick)
 #   --out DIR where the results go (default bench/results)
 # Progress goes to stderr; the paths of the two files written are printed last. Exits 1 when a bench or the demo
-# failed (its entry in the results says so), 2 for bad arguments.
+# failed (its entry in the results says so), 2 for bad arguments. Assembling the results needs python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
