@@ -13,6 +13,7 @@ rm -rf "$results"
 mkdir -p "$results"
 
 services_dir=$(mktemp -d -t converge-services.XXXXXX)
+tool_dir=$(mktemp -d -t converge-tool.XXXXXX)
 services_pid=
 cleanup() {
   # A start still running is ended first, so that the stop below sees all it started.
@@ -21,7 +22,7 @@ cleanup() {
     wait "$services_pid" 2>/dev/null || true
   fi
   scripts/services.sh stop "$services_dir" || true
-  rm -rf "$services_dir"
+  rm -rf "$services_dir" "$tool_dir"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -31,6 +32,19 @@ scripts/services.sh start "$services_dir" >"$services_dir/start.log" 2>&1 &
 services_pid=$!
 
 dotnet build Converge.slnx -c Release --nologo -v quiet
+
+# The converge command as a user installs it: packed as a .NET tool from this build and installed into a tool path
+# from that package alone (no other package source). The CLI's tests run its demos, worker processes included, from
+# there (CONVERGE_TEST_TOOL); a failed pack or install leaves the variable naming a missing file, so they fail.
+if dotnet pack src/Converge.Cli -c Release --no-build --nologo -v quiet -o "$tool_dir/package" \
+  && printf '<?xml version="1.0" encoding="utf-8"?>\n<configuration><packageSources><clear /><add key="converge" value="%s" /></packageSources></configuration>\n' \
+    "$tool_dir/package" >"$tool_dir/nuget.config" \
+  && dotnet tool install --tool-path "$tool_dir/bin" --configfile "$tool_dir/nuget.config" Converge.Cli >/dev/null; then
+  echo "Installed the converge tool ($(du -k "$tool_dir"/package/*.nupkg | cut -f1) KB package) into $tool_dir/bin."
+else
+  echo "Packing or installing the converge tool failed; the installed tool's tests will fail." >&2
+fi
+export CONVERGE_TEST_TOOL="$tool_dir/bin/converge"
 
 services_status=0
 wait "$services_pid" || services_status=$?

@@ -50,6 +50,14 @@ public sealed class MonthCloseSettings
     /// <summary>With <see cref="Processes"/>: kill a worker this many times with SIGKILL while the close runs, starting it again each time.</summary>
     public int Kills { get; init; }
 
+    /// <summary>
+    /// The command line that starts a worker process (a program and its first arguments), to which the worker's
+    /// <c>serve</c> arguments are appended. Default (<c>null</c>): the dotnet host running this sample's assembly. An
+    /// application that carries the sample, such as the <c>converge</c> tool, passes itself, so that its workers load
+    /// with its dependencies.
+    /// </summary>
+    public IReadOnlyList<string>? WorkerCommand { get; init; }
+
     /// <summary>Lines about the worker processes: started, killed, and whatever they print. Called from several threads, one line at a time.</summary>
     public Action<string>? Log { get; init; }
 
@@ -172,7 +180,7 @@ public static class MonthCloseDemo
                     messages, settings.Accounts, billing.Seed, clock.GetUtcNow(), done => report(new MonthCloseProgress("seed", done, settings.Accounts, null, null)), cancellationToken);
                 report(new MonthCloseProgress("seed", settings.Accounts, settings.Accounts, null, seeded == 0 ? "accounts already there" : null));
 
-                var startWorker = (int number) => StartWorkerAsync(store, folder, billing, number, log, cancellationToken);
+                var startWorker = (int number) => StartWorkerAsync(store, folder, billing, DemoWorker.Command(settings.WorkerCommand, typeof(MonthCloseDemo).Assembly), number, log, cancellationToken);
                 for (var number = 1; number <= settings.Processes; number++)
                 {
                     workers.Add(await startWorker(number));
@@ -308,8 +316,8 @@ public static class MonthCloseDemo
         Directory.CreateDirectory(Path.GetDirectoryName(files.ProviderLedger)!);
     }
 
-    /// <summary>Starts worker <paramref name="number"/>: <c>serve</c> of this program on the same store and files, and waits until it serves.</summary>
-    static async Task<DemoWorker> StartWorkerAsync(DemoStore store, string? folder, BillingOptions billing, int number, Action<string> log, CancellationToken cancellationToken)
+    /// <summary>Starts worker <paramref name="number"/>: <c>serve</c> of <paramref name="command"/> on the same store and files, and waits until it serves.</summary>
+    static async Task<DemoWorker> StartWorkerAsync(DemoStore store, string? folder, BillingOptions billing, IReadOnlyList<string> command, int number, Action<string> log, CancellationToken cancellationToken)
     {
         var name = "worker " + number.ToString(CultureInfo.InvariantCulture);
         List<string> arguments = ["serve", .. store.WorkerArguments()];
@@ -323,7 +331,7 @@ public static class MonthCloseDemo
 
         // Retries after a 429 or 503 are the demo working as meant; only errors are worth a line.
         arguments.AddRange(["--log-level", "error"]);
-        var worker = await DemoWorker.StartAsync(name, typeof(MonthCloseDemo).Assembly.Location, arguments, store, log, cancellationToken);
+        var worker = await DemoWorker.StartAsync(name, command, arguments, store, log, cancellationToken);
         log($"{name}: process {worker.Id}");
         return worker;
     }

@@ -1,12 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
-using Converge.Samples;
 using Converge.Samples.Billing;
-using Converge.Storage;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Hosting;
-using Microsoft.Extensions.Logging;
-using Microsoft.Extensions.Logging.Console;
 
 // dotnet run --project samples/Billing -- demo [accounts] [latency-ms] [seed] [--db FILE]
 //   closes a month for that many accounts in one process and prints the checked outcome; on an existing FILE
@@ -20,39 +14,7 @@ using Microsoft.Extensions.Logging.Console;
 //   it also stops when its standard input closes, so a worker started by a test or a demo never outlives it.
 if (args is ["serve", ..])
 {
-    var arguments = args.Skip(1).ToList();
-    var folder = DemoStore.TakeOption(arguments, "--sim-dir");
-    var watchInput = arguments.Remove("--watch-stdin");
-    var logLevel = Enum.Parse<LogLevel>(DemoStore.TakeOption(arguments, "--log-level") ?? nameof(LogLevel.Warning), ignoreCase: true);
-    var store = DemoStore.FromArguments(arguments, "converge_billing", out var error);
-    if (store is null || (folder is null && store.IsPostgreSql))
-    {
-        Console.Error.WriteLine(error ?? "With --postgres, name the folder of the simulated services' files: --sim-dir DIR.");
-        return 2;
-    }
-
-    var billing = new BillingOptions
-    {
-        ProviderLatency = TimeSpan.FromMilliseconds(arguments.Count > 0 ? double.Parse(arguments[0], CultureInfo.InvariantCulture) : 20),
-        Seed = arguments.Count > 1 ? int.Parse(arguments[1], CultureInfo.InvariantCulture) : 42,
-    };
-    var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
-    builder.Logging.SetMinimumLevel(logLevel);
-    builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
-    builder.Services.Configure<ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
-    builder.Services.AddBilling(store.Use, folder is null ? BillingFiles.Beside(store.Path!) : BillingFiles.In(folder), billing, MonthCloseDemo.Tune);
-    using var host = builder.Build();
-    await host.StartAsync();
-    await BillingTables.CreateAsync(host.Services.GetRequiredService<IMessageStore>(), CancellationToken.None);
-    if (watchInput)
-    {
-        DemoWorker.StopWhenInputCloses(host.Services.GetRequiredService<IHostApplicationLifetime>());
-    }
-
-    Console.WriteLine($"serving the month close on {store.Describe()}; Ctrl+C stops");
-    Console.Out.Flush();
-    await host.WaitForShutdownAsync();
-    return 0;
+    return await BillingWorker.ServeAsync(args[1..]);
 }
 
 if (args is not [] and not ["demo", ..])

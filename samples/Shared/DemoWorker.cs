@@ -28,22 +28,39 @@ internal sealed class DemoWorker : IAsyncDisposable
     public int Id => _process.Id;
 
     /// <summary>
-    /// Starts <paramref name="program"/> (an assembly the dotnet host runs) with <paramref name="arguments"/> and
-    /// waits until it prints its <c>serving</c> line. Everything else it prints goes to <paramref name="log"/>,
-    /// labelled with <paramref name="name"/>.
+    /// The command line that starts a worker, before its <c>serve</c> arguments: <paramref name="given"/> when there is
+    /// one (an application that carries the sample, such as the <c>converge</c> tool, runs its workers as itself, so
+    /// they load with its dependencies), else the dotnet host running <paramref name="sample"/>, the sample's own
+    /// program, which finds its dependencies through the deps.json its build wrote beside it.
+    /// </summary>
+    public static IReadOnlyList<string> Command(IReadOnlyList<string>? given, System.Reflection.Assembly sample)
+    {
+        ArgumentNullException.ThrowIfNull(sample);
+        if (given is { Count: > 0 })
+        {
+            return given;
+        }
+
+        return [DotnetHost(), sample.Location];
+    }
+
+    /// <summary>
+    /// Starts <paramref name="command"/> (a program and the arguments before the worker's own; see
+    /// <see cref="Command"/>) with <paramref name="arguments"/> and waits until it prints its <c>serving</c> line.
+    /// Everything else it prints goes to <paramref name="log"/>, labelled with <paramref name="name"/>.
     /// </summary>
     public static async Task<DemoWorker> StartAsync(
-        string name, string program, IEnumerable<string> arguments, DemoStore store, Action<string> log, CancellationToken cancellationToken)
+        string name, IReadOnlyList<string> command, IEnumerable<string> arguments, DemoStore store, Action<string> log, CancellationToken cancellationToken)
     {
-        var start = new ProcessStartInfo(DotnetHost())
+        ArgumentNullException.ThrowIfNull(command);
+        var start = new ProcessStartInfo(command[0])
         {
             RedirectStandardInput = true,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        start.ArgumentList.Add(program);
-        foreach (var argument in arguments)
+        foreach (var argument in command.Skip(1).Concat(arguments))
         {
             start.ArgumentList.Add(argument);
         }
@@ -192,7 +209,7 @@ internal sealed class DemoWorker : IAsyncDisposable
     }
 
     /// <summary>The dotnet host: the one running this process when it is dotnet, else the one on the PATH.</summary>
-    static string DotnetHost()
+    public static string DotnetHost()
     {
         if (Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host && File.Exists(host))
         {

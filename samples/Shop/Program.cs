@@ -1,9 +1,5 @@
 using System.Text.Json;
-using Converge.Hosting;
-using Converge.Samples;
 using Converge.Samples.Shop;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Hosting;
 
 // dotnet run --project samples/Shop -- demo [orders] [fail-rate] [orchestrated|choreographed]
 //   runs the demo in one process and prints its summary.
@@ -15,39 +11,7 @@ using Microsoft.Extensions.Hosting;
 //   is FILE (default: beside DB). With --watch-stdin it also stops when its standard input closes.
 if (args is ["serve", ..])
 {
-    var arguments = args.Skip(1).ToList();
-    var ledgerOption = DemoStore.TakeOption(arguments, "--ledger");
-    var watchInput = arguments.Remove("--watch-stdin");
-    var store = DemoStore.FromArguments(arguments, "converge_shop", out var error);
-    if (store is null || (ledgerOption is null && store.IsPostgreSql))
-    {
-        Console.Error.WriteLine(error ?? "With --postgres, name the payment provider's ledger: --ledger FILE.");
-        return 2;
-    }
-
-    var ledger = ledgerOption ?? ShopSetup.LedgerPath(store.Path!);
-    var services = ShopSetup.Parse(arguments.Count > 0 ? arguments[0] : "all");
-    var failRate = arguments.Count > 1 ? double.Parse(arguments[1], System.Globalization.CultureInfo.InvariantCulture) : 0;
-    var seed = arguments.Count > 2 ? int.Parse(arguments[2], System.Globalization.CultureInfo.InvariantCulture) : 42;
-    var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
-    ShopSetup.AddServices(builder.Services, ledger);
-    builder.Services.AddConverge(o =>
-    {
-        store.Use(o);
-        ShopDemo.ConfigureDemo(o, services, failRate, seed);
-    });
-    using var host = builder.Build();
-    await host.StartAsync();
-    await ShopSetup.CreateTablesAsync(host.Services.GetRequiredService<Converge.Storage.IMessageStore>(), CancellationToken.None);
-    if (watchInput)
-    {
-        DemoWorker.StopWhenInputCloses(host.Services.GetRequiredService<IHostApplicationLifetime>());
-    }
-
-    Console.WriteLine($"serving {services} on {store.Describe()}; Ctrl+C stops");
-    Console.Out.Flush();
-    await host.WaitForShutdownAsync();
-    return 0;
+    return await ShopWorker.ServeAsync(args[1..]);
 }
 
 if (args is not [] and not ["demo", ..])

@@ -56,6 +56,14 @@ public sealed class ShopDemoSettings
     /// <summary>With <see cref="Processes"/>: kill a worker process this many times (SIGKILL, at seeded random moments) and start it again.</summary>
     public int Kills { get; init; }
 
+    /// <summary>
+    /// The command line that starts a worker process (a program and its first arguments), to which the worker's
+    /// <c>serve</c> arguments are appended. Default (<c>null</c>): the dotnet host running this sample's assembly. An
+    /// application that carries the sample, such as the <c>converge</c> tool, passes itself, so that its workers load
+    /// with its dependencies.
+    /// </summary>
+    public IReadOnlyList<string>? WorkerCommand { get; init; }
+
     /// <summary>Give up waiting for the orders to settle after this long.</summary>
     public TimeSpan Deadline { get; init; } = TimeSpan.FromMinutes(10);
 }
@@ -252,7 +260,7 @@ public static class ShopDemo
     {
         var worker = await DemoWorker.StartAsync(
             service,
-            typeof(ShopDemo).Assembly.Location,
+            DemoWorker.Command(settings.WorkerCommand, typeof(ShopDemo).Assembly),
             ["serve", .. store.WorkerArguments(), service, settings.FailRate.ToString(CultureInfo.InvariantCulture), settings.Seed.ToString(CultureInfo.InvariantCulture), "--ledger", ledger],
             store,
             log,

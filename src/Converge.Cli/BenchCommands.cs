@@ -67,7 +67,7 @@ internal static class BenchCommands
             var report = await JobsBench.RunAsync(settings, output.Error, cancellationToken);
             if (parsed.GetValue(json))
             {
-                await output.WriteJsonAsync(report);
+                await output.WriteMeasuredJsonAsync(report);
                 return CliApp.Success;
             }
 
@@ -88,6 +88,7 @@ internal static class BenchCommands
             }
 
             CliOutput.AddRow(table, "verified", "every job ran exactly once, queue empty, no dead letters");
+            CliOutput.AddRow(table, "peak working set (MB)", CliOutput.PeakWorkingSetMegabytes());
             output.Console().Write(table);
             return CliApp.Success;
         });
@@ -130,7 +131,7 @@ internal static class BenchCommands
             var report = await SagasBench.RunAsync(settings, output.Error, cancellationToken);
             if (parsed.GetValue(json))
             {
-                await output.WriteJsonAsync(report);
+                await output.WriteMeasuredJsonAsync(report);
                 return CliApp.Success;
             }
 
@@ -148,6 +149,7 @@ internal static class BenchCommands
             }
 
             CliOutput.AddRow(table, "verified", "every saga completed exactly once, queues empty");
+            CliOutput.AddRow(table, "peak working set (MB)", CliOutput.PeakWorkingSetMegabytes());
             output.Console().Write(table);
             return CliApp.Success;
         });
@@ -209,7 +211,7 @@ internal static class BenchCommands
             var report = await MessagesBench.RunAsync(settings, output.Error, cancellationToken);
             if (parsed.GetValue(json))
             {
-                await output.WriteJsonAsync(report);
+                await output.WriteMeasuredJsonAsync(report);
                 return CliApp.Success;
             }
 
@@ -231,6 +233,7 @@ internal static class BenchCommands
             }
 
             CliOutput.AddRow(table, "verified", "every message handled exactly once, queue empty");
+            CliOutput.AddRow(table, "peak working set (MB)", CliOutput.PeakWorkingSetMegabytes());
             output.Console().Write(table);
             return CliApp.Success;
         });
@@ -276,7 +279,7 @@ internal static class BenchCommands
             var result = await Task.Run(() => CeilingBench.Run(settings, output.Error, cancellationToken), cancellationToken);
             if (parsed.GetValue(json))
             {
-                await output.WriteJsonAsync(result);
+                await output.WriteMeasuredJsonAsync(result);
                 return CliApp.Success;
             }
 
@@ -289,6 +292,7 @@ internal static class BenchCommands
             CliOutput.AddRow(table, "batched rows", result.BatchedRows);
             CliOutput.AddRow(table, "journal mode / synchronous", $"{result.JournalMode} / {result.Synchronous}");
             CliOutput.AddRow(table, "SQLite", result.SqliteVersion);
+            CliOutput.AddRow(table, "peak working set (MB)", CliOutput.PeakWorkingSetMegabytes());
             output.Console().Write(table);
             return CliApp.Success;
         });

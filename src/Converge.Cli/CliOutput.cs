@@ -32,6 +32,29 @@ internal sealed class CliOutput
         await Out.FlushAsync();
     }
 
+    /// <summary>
+    /// Writes a bench's or a demo's <paramref name="report"/> like <see cref="WriteJsonAsync"/>, with the peak memory
+    /// of this process added as <c>peak_working_set_mb</c> (see <see cref="PeakWorkingSetMegabytes"/>).
+    /// </summary>
+    public async Task WriteMeasuredJsonAsync<T>(T report)
+    {
+        var json = JsonSerializer.SerializeToNode(report, Json)!.AsObject();
+        json["peak_working_set_mb"] = PeakWorkingSetMegabytes();
+        await Out.WriteLineAsync(json.ToJsonString(Json));
+        await Out.FlushAsync();
+    }
+
+    /// <summary>
+    /// The most physical memory this process has held so far, in MB (its peak working set: VmHWM on Linux), read when
+    /// a bench or a demo reports, so it covers the whole command, warm-up runs included. Worker processes a demo
+    /// starts are not included.
+    /// </summary>
+    public static double PeakWorkingSetMegabytes()
+    {
+        using var process = System.Diagnostics.Process.GetCurrentProcess();
+        return Math.Round(process.PeakWorkingSet64 / (1024.0 * 1024.0), 1);
+    }
+
     /// <summary>Prints <paramref name="report"/> as one JSON object when <paramref name="json"/> is set, otherwise with <paramref name="render"/>.</summary>
     public async Task<int> ReportAsync<T>(T report, bool json, Action<IAnsiConsole, T> render)
     {

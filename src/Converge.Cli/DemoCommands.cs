@@ -82,13 +82,14 @@ internal static class DemoCommands
                     Seed = parsed.GetValue(seed),
                     Processes = parsed.GetValue(processes),
                     Kills = parsed.GetValue(kills),
+                    WorkerCommand = DemoWorkers.Command(DemoWorkers.Shop),
                 },
                 output.Error,
                 cancellationToken));
             var outcome = report.Violations == 0 && report.InFlight == 0 ? CliApp.Success : CliApp.Failure;
             if (parsed.GetValue(json))
             {
-                await output.WriteJsonAsync(report);
+                await output.WriteMeasuredJsonAsync(report);
                 return outcome;
             }
 
@@ -110,6 +111,7 @@ internal static class DemoCommands
             CliOutput.AddRow(table, "worker processes killed", report.Kills);
             CliOutput.AddRow(table, "store", report.Store);
             CliOutput.AddRow(table, "database", report.Db);
+            CliOutput.AddRow(table, "peak working set of this process (MB)", CliOutput.PeakWorkingSetMegabytes());
             output.Console().Write(table);
             foreach (var example in report.ViolationExamples)
             {
@@ -201,6 +203,7 @@ internal static class DemoCommands
                 SimulationFolder = store.SimulationFolder(parsed),
                 Processes = parsed.GetValue(processes),
                 Kills = parsed.GetValue(kills),
+                WorkerCommand = DemoWorkers.Command(DemoWorkers.MonthClose),
                 Period = parsed.GetValue(period),
                 Billing = billing,
                 Log = log,
@@ -212,7 +215,7 @@ internal static class DemoCommands
             var outcome = report.Violations == 0 && report.Finished ? CliApp.Success : CliApp.Failure;
             if (parsed.GetValue(json))
             {
-                await output.WriteJsonAsync(report);
+                await output.WriteMeasuredJsonAsync(report);
                 return outcome;
             }
 
@@ -246,6 +249,7 @@ internal static class DemoCommands
             CliOutput.AddRow(table, "worker processes killed", report.Kills);
             CliOutput.AddRow(table, "store", report.Store);
             CliOutput.AddRow(table, "database", report.Db);
+            CliOutput.AddRow(table, "peak working set of this process (MB)", CliOutput.PeakWorkingSetMegabytes());
             output.Console().Write(table);
             foreach (var example in report.ViolationExamples)
             {

@@ -25,6 +25,11 @@ public sealed class SqliteMessageStore : IMessageStore
     readonly SemaphoreSlim _writeGate = new(1, 1);
     readonly ConcurrentBag<SqliteSession> _sessions = [];
 
+    // Whether a pooled read connection was ever opened, so that disposing has a pool to clear. A store that never
+    // opened one must not construct a connection to clear it: when SQLite itself failed to load (its native library
+    // missing), that construction throws again and would hide the original error behind the disposal's.
+    volatile bool _readPoolUsed;
+
     /// <summary>Creates the store; nothing is opened until first use. Call <see cref="MigrateAsync"/> before anything else.</summary>
     public SqliteMessageStore(SqliteStoreOptions options, TimeProvider timeProvider)
     {
@@ -558,6 +563,7 @@ public sealed class SqliteMessageStore : IMessageStore
         try
         {
             connection.Open();
+            _readPoolUsed = true;
             using var readOnly = connection.CreateCommand();
             readOnly.CommandText = $"PRAGMA busy_timeout = {(long)_options.BusyTimeout.TotalMilliseconds}; PRAGMA query_only = 1";
             readOnly.ExecuteNonQuery();
@@ -774,8 +780,9 @@ public sealed class SqliteMessageStore : IMessageStore
             session.Dispose();
         }
 
-        using (var pooled = new SqliteConnection(_readConnectionString))
+        if (_readPoolUsed)
         {
+            using var pooled = new SqliteConnection(_readConnectionString);
             SqliteConnection.ClearPool(pooled);
         }
 

@@ -7,6 +7,7 @@ public sealed class BenchTests
     [Fact]
     public async Task Bench_messages_reports_verified_figures_as_json()
     {
+        var workingSetBefore = Environment.WorkingSet / (1024.0 * 1024.0);
         var result = await Cli.RunAsync("bench", "messages", "--count", "300", "--warmup", "0", "--json");
 
         Assert.True(result.ExitCode == 0, result.ToString());
@@ -23,6 +24,7 @@ public sealed class BenchTests
         Assert.Equal("full", json.GetProperty("durability").GetString());
         Assert.Equal(1, json.GetProperty("runs").GetInt32());
         Assert.True(json.GetProperty("verified").GetBoolean());
+        AssertPeakMemory(json, workingSetBefore);
     }
 
     [Fact]
@@ -110,6 +112,7 @@ public sealed class BenchTests
     [Fact]
     public async Task Bench_ceiling_reports_its_fields()
     {
+        var workingSetBefore = Environment.WorkingSet / (1024.0 * 1024.0);
         var result = await Cli.RunAsync("bench", "ceiling", "--commits", "50", "--rows", "2000", "--batch-rows", "500", "--json");
 
         Assert.True(result.ExitCode == 0, result.ToString());
@@ -119,5 +122,17 @@ public sealed class BenchTests
         Assert.Equal(500, json.GetProperty("batch_rows").GetInt32());
         Assert.Equal("wal", json.GetProperty("journal_mode").GetString());
         Assert.Equal("full", json.GetProperty("synchronous").GetString());
+        AssertPeakMemory(json, workingSetBefore);
+    }
+
+    /// <summary>
+    /// The peak working set a bench reports is this process's (the CLI runs in-process here): at least what the
+    /// process held before the bench ran, and not more than the machine has.
+    /// </summary>
+    static void AssertPeakMemory(JsonElement json, double workingSetBeforeMb)
+    {
+        var peak = json.GetProperty("peak_working_set_mb").GetDouble();
+        var machineMb = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / (1024.0 * 1024.0);
+        Assert.True(peak >= Math.Floor(workingSetBeforeMb) && peak <= machineMb, $"peak working set {peak} MB; {workingSetBeforeMb:0.0} MB before the bench, {machineMb:0} MB on the machine");
     }
 }
