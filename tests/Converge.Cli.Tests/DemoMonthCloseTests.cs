@@ -138,13 +138,9 @@ public sealed class DemoMonthCloseTests
         Assert.Equal(1, report.GetProperty("deadline_seconds").GetDouble());
         Assert.True(report.GetProperty("jobs_not_finished").GetInt64() > 0, result.ToString());
         Assert.True(report.GetProperty("messages_queued").GetInt64() > 0, result.ToString());
-        var settled = 0L;
-        foreach (var figure in new[] { "charged", "credited", "skipped_already_paid", "held" })
-        {
-            settled += report.GetProperty(figure).GetInt64();
-        }
 
-        Assert.True(settled < 100, result.ToString());
+        // The in-flight counts are taken at the deadline; the figures after it come from the check, once the jobs
+        // running then have finished or been abandoned, so they are not asserted here.
         Assert.Equal(JsonValueKind.Number, report.GetProperty("dead_letters").ValueKind);
         Assert.Equal(processes, report.GetProperty("processes").GetInt32());
     }
