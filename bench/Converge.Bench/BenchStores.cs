@@ -47,6 +47,13 @@ internal static class BenchStores
         _ => throw new NotSupportedException($"The bench does not know the store '{store.Name}'."),
     };
 
+    /// <summary>
+    /// One of Converge's tables as the bench's SQL names it: prefixed on SQLite, plain on PostgreSQL (where the
+    /// search path finds it in the run's schema).
+    /// </summary>
+    public static string Table(IMessageStore store, string name) =>
+        store is PostgreSqlMessageStore or RabbitMqTransport { Inner: PostgreSqlMessageStore } ? name : "converge_" + name;
+
     /// <summary>A column type for a message id in the bench's own tables.</summary>
     public static string IdColumnType(IMessageStore store) => store is PostgreSqlMessageStore or RabbitMqTransport { Inner: PostgreSqlMessageStore } ? "uuid" : "BLOB";
 

@@ -179,7 +179,11 @@ public static class JobsBench
             var seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
             await host.StopAsync(CancellationToken.None);
             stopped = true;
-            await VerifyAsync(host.Services.GetRequiredService<IMessageStore>(), count, tally, cancellationToken);
+            var store = host.Services.GetRequiredService<IMessageStore>();
+            if (await VerifyAsync(store, count, tally, cancellationToken) is { Count: > 0 } problems)
+            {
+                throw new BenchVerificationException("verification failed: " + string.Join("; ", problems) + $" ({BenchStores.Describe(store)}).");
+            }
             return (seconds, batchSize);
         }
         finally
@@ -215,7 +219,12 @@ public static class JobsBench
         return builder.Build();
     }
 
-    static async Task VerifyAsync(IMessageStore store, int count, JobsBenchTally tally, CancellationToken cancellationToken)
+    /// <summary>
+    /// Checks a finished run of <paramref name="count"/> jobs: each ran once (the handler's tally: none twice, none
+    /// missing), one inbox record each in the store, nothing left on the queue and nothing dead-lettered. Returns the
+    /// problems; empty when verified.
+    /// </summary>
+    internal static async Task<IReadOnlyList<string>> VerifyAsync(IMessageStore store, int count, JobsBenchTally tally, CancellationToken cancellationToken)
     {
         var status = await store.GetStatusAsync(cancellationToken);
         var left = status.Queues.Sum(q => q.Ready + q.Scheduled + q.InFlight);
@@ -240,10 +249,7 @@ public static class JobsBench
             problems.Add($"{status.InboxRecords} inbox records; expected {count}");
         }
 
-        if (problems.Count > 0)
-        {
-            throw new BenchVerificationException("verification failed: " + string.Join("; ", problems) + $" ({BenchStores.Describe(store)}).");
-        }
+        return problems;
     }
 }
 

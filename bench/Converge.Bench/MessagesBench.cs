@@ -205,7 +205,10 @@ public static class MessagesBench
 
             await host.StopAsync(CancellationToken.None);
             stopped = true;
-            await VerifyAsync(store, count, cancellationToken);
+            if (await VerifyAsync(store, count, cancellationToken) is { Count: > 0 } problems)
+            {
+                throw new BenchVerificationException("verification failed: " + string.Join("; ", problems) + $" ({BenchStores.Describe(store)}).");
+            }
             return Figures(count, start, sentAt, committedAt, observer.CompletedAt, batch);
         }
         finally
@@ -348,7 +351,12 @@ public static class MessagesBench
         }
     }
 
-    static async Task VerifyAsync(IMessageStore store, int count, CancellationToken cancellationToken)
+    /// <summary>
+    /// Checks a finished run of <paramref name="count"/> messages from the store's rows: one effect row for each
+    /// message (none twice, none missing), one inbox record each, nothing left on the queues and nothing
+    /// dead-lettered. Returns the problems; empty when verified.
+    /// </summary>
+    internal static async Task<IReadOnlyList<string>> VerifyAsync(IMessageStore store, int count, CancellationToken cancellationToken)
     {
         long rows, distinct, min, max;
         await using (var connection = await BenchStores.OpenConnectionAsync(store))
@@ -383,10 +391,7 @@ public static class MessagesBench
             problems.Add($"{status.InboxRecords} inbox records; expected {count}");
         }
 
-        if (problems.Count > 0)
-        {
-            throw new BenchVerificationException("verification failed: " + string.Join("; ", problems) + $" ({BenchStores.Describe(store)}).");
-        }
+        return problems;
     }
 
     static MessagesRunResult Figures(int count, long start, long[] sentAt, long[] committedAt, long[] completedAt, int batchSize)

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using Converge.Contracts;
 using Converge.Hosting;
 using Converge.Runtime;
@@ -52,8 +53,10 @@ public sealed record SagasBenchReport(int Sagas, double Seconds, double PerSecon
 
 /// <summary>
 /// The three-step orchestrated saga (reserve credit, charge, ship), fully durable: every start, command, reply,
-/// state change and saga log entry committed to the SQLite file; participants on their own queues answer through
-/// the inbox. Every run is verified: each saga completed exactly once and nothing is left over.
+/// state change and saga log entry committed to the SQLite file; participants on their own queues record each
+/// command's effect in the transaction of its inbox record and answer. Every run is verified from the store's rows:
+/// each participant command took effect exactly once (and no compensation ran), each saga instance completed
+/// exactly once, and nothing is left over.
 /// </summary>
 public static class SagasBench
 {
@@ -114,6 +117,7 @@ public static class SagasBench
         {
             await host.StartAsync(cancellationToken);
             var store = host.Services.GetRequiredService<IMessageStore>();
+            await CreateEffectsTableAsync(store, cancellationToken);
             var bus = host.Services.GetRequiredService<IMessageBus>();
             var sagas = host.Services.GetRequiredService<ISagaClient>();
             var start = Stopwatch.GetTimestamp();
@@ -128,7 +132,7 @@ public static class SagasBench
                         for (var seq = first; seq < Math.Min(count, first + settings.StartBatchSize); seq++)
                         {
                             startedAt[seq] = began;
-                            await sagas.StartAsync(BenchSaga.SagaName, "order-" + seq.ToString(System.Globalization.CultureInfo.InvariantCulture), new BenchOrder { Seq = seq, Amount = 10 + (seq % 90) }, transaction.Transaction, cancellationToken);
+                            await sagas.StartAsync(BenchSaga.SagaName, "order-" + seq.ToString(CultureInfo.InvariantCulture), new BenchOrder { Seq = seq, Amount = 10 + (seq % 90) }, transaction.Transaction, cancellationToken);
                         }
 
                         await transaction.CommitAsync(cancellationToken);
@@ -141,7 +145,11 @@ public static class SagasBench
             var seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
             await host.StopAsync(CancellationToken.None);
             stopped = true;
-            await VerifyAsync(store, count, cancellationToken);
+            if (await VerifyAsync(store, count, cancellationToken) is { Count: > 0 } problems)
+            {
+                throw new BenchVerificationException("verification failed: " + string.Join("; ", problems) + $" ({BenchStores.Describe(store)}).");
+            }
+
             var latencies = observer.Latencies();
             return (seconds, count / seconds, MessagesBench.Percentile(latencies, 0.50), MessagesBench.Percentile(latencies, 0.99));
         }
@@ -151,18 +159,84 @@ public static class SagasBench
         }
     }
 
-    static async Task VerifyAsync(IMessageStore store, int count, CancellationToken cancellationToken)
+    /// <summary>The participants' effects: one row per command handled, written in the transaction of its inbox record.</summary>
+    static async Task CreateEffectsTableAsync(IMessageStore store, CancellationToken cancellationToken)
     {
-        var counts = await store.CountSagasAsync(cancellationToken);
-        var completed = counts.Where(c => c.State == SagaState.Completed).Sum(c => c.Count);
-        var status = await store.GetStatusAsync(cancellationToken);
+        await using var connection = await BenchStores.OpenConnectionAsync(store);
+        await using var command = connection.CreateCommand();
+        command.CommandText = $"CREATE TABLE bench_saga_effects (seq INTEGER NOT NULL, command TEXT NOT NULL, message_id {BenchStores.IdColumnType(store)} NOT NULL)";
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <summary>The commands every saga sends when all goes well, as <see cref="BenchParticipant"/> records them.</summary>
+    internal static readonly string[] ForwardCommands = ["reserve-credit", "charge", "ship"];
+
+    /// <summary>
+    /// Checks a finished run of <paramref name="count"/> sagas from the store's rows, de-duplicated: every forward
+    /// command (<see cref="ForwardCommands"/>) took effect exactly once for every saga and no compensation ran;
+    /// every saga instance exists once and completed exactly once (one change to <c>completed</c> in its saga log);
+    /// no message is ready or in flight, and nothing was dead-lettered. Returns the problems; empty when verified.
+    /// </summary>
+    internal static async Task<IReadOnlyList<string>> VerifyAsync(IMessageStore store, int count, CancellationToken cancellationToken)
+    {
         var problems = new List<string>();
-        if (completed != count || counts.Sum(c => c.Count) != count)
+        await using (var connection = await BenchStores.OpenConnectionAsync(store))
         {
-            problems.Add($"{completed} of {counts.Sum(c => c.Count)} saga instances completed; expected all {count}");
+            // Per command: rows, distinct sagas, and the range of their numbers. A duplicate shows as more rows than
+            // sagas, a missing effect as fewer sagas than the run started.
+            var effects = new Dictionary<string, (long Rows, long Distinct, long Min, long Max)>(StringComparer.Ordinal);
+            await using (var command = connection.CreateCommand())
+            {
+                command.CommandText = "SELECT command, count(*), count(DISTINCT seq), min(seq), max(seq) FROM bench_saga_effects GROUP BY command";
+                await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+                while (await reader.ReadAsync(cancellationToken))
+                {
+                    effects[reader.GetString(0)] = (reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3), reader.GetInt64(4));
+                }
+            }
+
+            foreach (var name in ForwardCommands)
+            {
+                var (rows, distinct, min, max) = effects.GetValueOrDefault(name, (0, 0, -1, -1));
+                if (rows != count || distinct != count || min != 0 || max != count - 1)
+                {
+                    problems.Add($"{name} took effect {rows} times for {distinct} distinct sagas (numbers {min}..{max}); expected once for each of the {count}");
+                }
+            }
+
+            foreach (var (name, (rows, _, _, _)) in effects.Where(e => !ForwardCommands.Contains(e.Key)))
+            {
+                problems.Add($"{name} took effect {rows} times; no saga should have compensated");
+            }
+
+            // Per instance, from its saga log: exactly one change to completed.
+            await using (var command = connection.CreateCommand())
+            {
+                command.CommandText = $"""
+                    SELECT count(*), coalesce(sum(CASE WHEN completions = 1 THEN 1 ELSE 0 END), 0)
+                    FROM (SELECT s.transaction_id,
+                                 (SELECT count(*) FROM {BenchStores.Table(store, "saga_log")} l
+                                  WHERE l.transaction_id = s.transaction_id AND l.kind = '{SagaLogKinds.StateChanged}' AND l.detail LIKE '% -> completed') AS completions
+                          FROM {BenchStores.Table(store, "sagas")} s WHERE s.state = 'completed') AS c
+                    """;
+                await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+                await reader.ReadAsync(cancellationToken);
+                var (completed, once) = (Convert.ToInt64(reader.GetValue(0), CultureInfo.InvariantCulture), Convert.ToInt64(reader.GetValue(1), CultureInfo.InvariantCulture));
+                if (completed != count || once != count)
+                {
+                    problems.Add($"{completed} saga instances are completed and {once} of them logged exactly one completion; expected {count} and {count}");
+                }
+            }
+        }
+
+        var counts = await store.CountSagasAsync(cancellationToken);
+        if (counts.Sum(c => c.Count) != count)
+        {
+            problems.Add($"{counts.Sum(c => c.Count)} saga instances exist ({string.Join(", ", counts.Select(c => $"{c.Count} {c.State}"))}); expected {count}");
         }
 
         // Timeouts stay scheduled until their due time (they find the step answered and do nothing).
+        var status = await store.GetStatusAsync(cancellationToken);
         var left = status.Queues.Sum(q => q.Ready + q.InFlight);
         if (left != 0)
         {
@@ -174,16 +248,7 @@ public static class SagasBench
             problems.Add($"{status.DeadLetters} dead letters");
         }
 
-        var sample = await store.ReadSagaLogAsync("order-0", cancellationToken);
-        if (sample.Count(e => e.Kind == SagaLogKinds.ReplyReceived) != 3)
-        {
-            problems.Add($"saga order-0 logged {sample.Count(e => e.Kind == SagaLogKinds.ReplyReceived)} replies; expected 3");
-        }
-
-        if (problems.Count > 0)
-        {
-            throw new BenchVerificationException("verification failed: " + string.Join("; ", problems) + $" ({BenchStores.Describe(store)}).");
-        }
+        return problems;
     }
 }
 
@@ -246,21 +311,54 @@ internal sealed class BenchSaga : SagaDefinition<BenchOrder>
     }
 }
 
-/// <summary>The participants: each command is answered at once through the inbox.</summary>
+/// <summary>
+/// The participants: each command records its effect (a row in <c>bench_saga_effects</c>, committed with its inbox
+/// record) and is answered at once.
+/// </summary>
 internal sealed class BenchParticipant : IHandler<ReserveCredit>, IHandler<ReleaseCredit>, IHandler<ChargeOrder>, IHandler<RefundOrder>, IHandler<ShipOrder>
 {
-    public Task HandleAsync(ReserveCredit message, MessageContext context, CancellationToken cancellationToken) => context.ReplyAsync(new CreditReserved(message.Seq), cancellationToken).AsTask();
+    public async Task HandleAsync(ReserveCredit message, MessageContext context, CancellationToken cancellationToken)
+    {
+        await RecordAsync(context, message.Seq, "reserve-credit", cancellationToken);
+        await context.ReplyAsync(new CreditReserved(message.Seq), cancellationToken);
+    }
 
-    public Task HandleAsync(ReleaseCredit message, MessageContext context, CancellationToken cancellationToken) => context.ReplyAsync(new CreditReleased(message.Seq), cancellationToken).AsTask();
+    public async Task HandleAsync(ReleaseCredit message, MessageContext context, CancellationToken cancellationToken)
+    {
+        await RecordAsync(context, message.Seq, "release-credit", cancellationToken);
+        await context.ReplyAsync(new CreditReleased(message.Seq), cancellationToken);
+    }
 
-    public Task HandleAsync(ChargeOrder message, MessageContext context, CancellationToken cancellationToken) => context.ReplyAsync(new OrderCharged(message.Seq, "pay-" + message.Seq), cancellationToken).AsTask();
+    public async Task HandleAsync(ChargeOrder message, MessageContext context, CancellationToken cancellationToken)
+    {
+        await RecordAsync(context, message.Seq, "charge", cancellationToken);
+        await context.ReplyAsync(new OrderCharged(message.Seq, "pay-" + message.Seq), cancellationToken);
+    }
 
-    public Task HandleAsync(RefundOrder message, MessageContext context, CancellationToken cancellationToken) => context.ReplyAsync(new OrderRefunded(message.Seq), cancellationToken).AsTask();
+    public async Task HandleAsync(RefundOrder message, MessageContext context, CancellationToken cancellationToken)
+    {
+        await RecordAsync(context, message.Seq, "refund", cancellationToken);
+        await context.ReplyAsync(new OrderRefunded(message.Seq), cancellationToken);
+    }
 
-    public Task HandleAsync(ShipOrder message, MessageContext context, CancellationToken cancellationToken) => context.ReplyAsync(new OrderShipped(message.Seq), cancellationToken).AsTask();
+    public async Task HandleAsync(ShipOrder message, MessageContext context, CancellationToken cancellationToken)
+    {
+        await RecordAsync(context, message.Seq, "ship", cancellationToken);
+        await context.ReplyAsync(new OrderShipped(message.Seq), cancellationToken);
+    }
+
+    static ValueTask<int> RecordAsync(MessageContext context, int seq, string command, CancellationToken cancellationToken) =>
+        context.ExecuteAsync(
+            "INSERT INTO bench_saga_effects (seq, command, message_id) VALUES (@seq, @command, @message_id)",
+            [("@seq", seq), ("@command", command), ("@message_id", context.MessageId)],
+            cancellationToken);
 }
 
-/// <summary>Counts sagas whose last reply (shipped) was handled and committed on the saga queue.</summary>
+/// <summary>
+/// Counts sagas whose last reply (shipped) was handled and committed on the saga queue, each saga once: a second
+/// shipped reply for the same saga (a duplicate the saga ignores) neither counts again nor moves its completion time,
+/// so it cannot stop the clock before every saga completed. The run's verification then checks the store's rows.
+/// </summary>
 internal sealed class SagaCompletionObserver : IMessageObserver
 {
     readonly long[] _completedAt;
@@ -292,8 +390,13 @@ internal sealed class SagaCompletionObserver : IMessageObserver
             return;
         }
 
-        var seq = int.Parse(envelope.CorrelationId!.AsSpan("order-".Length), System.Globalization.CultureInfo.InvariantCulture);
-        _completedAt[seq] = Stopwatch.GetTimestamp();
+        var seq = int.Parse(envelope.CorrelationId!.AsSpan("order-".Length), CultureInfo.InvariantCulture);
+        var now = Stopwatch.GetTimestamp();
+        if ((uint)seq >= (uint)_completedAt.Length || Interlocked.CompareExchange(ref _completedAt[seq], now, 0) != 0)
+        {
+            return;
+        }
+
         if (Interlocked.Increment(ref _completed) == _completedAt.Length)
         {
             _done.TrySetResult();

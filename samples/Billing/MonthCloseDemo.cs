@@ -67,8 +67,15 @@ public sealed class MonthCloseSettings
     /// <summary>The time zone, provider, email and seed settings.</summary>
     public BillingOptions Billing { get; init; } = new();
 
-    /// <summary>Give up waiting for the finance report after this long.</summary>
-    public TimeSpan Deadline { get; init; } = TimeSpan.FromMinutes(30);
+    /// <summary>
+    /// Give up waiting for the finance report after this long (counted from the trigger), report what is still in
+    /// flight and fail; running the demo again resumes the close. <c>null</c>: <see cref="DefaultDeadline"/> for the
+    /// accounts in the store.
+    /// </summary>
+    public TimeSpan? Deadline { get; init; }
+
+    /// <summary>The deadline when none is given: two minutes, and 5 ms more per account (10,000 accounts: 170 s).</summary>
+    public static TimeSpan DefaultDeadline(long accounts) => TimeSpan.FromMinutes(2) + (TimeSpan.FromMilliseconds(5) * Math.Max(accounts, 0));
 
     /// <summary>How often progress is reported while the close runs.</summary>
     public TimeSpan ProgressInterval { get; init; } = TimeSpan.FromMilliseconds(500);
@@ -81,7 +88,11 @@ public sealed record MonthCloseProgress(string Stage, long Done, long Total, Job
 /// <summary>
 /// The demo's outcome, counted from the store's tables, the provider's ledger and the email service's store.
 /// <c>Processes</c> is the number of worker processes, <c>Kills</c> how many times one was killed, <c>Store</c>
-/// <c>sqlite</c> or <c>postgresql</c>.
+/// <c>sqlite</c> or <c>postgresql</c>. <c>DoubleCharges</c> counts accounts the provider's ledger shows charged more
+/// than once for the period and <c>LostCharges</c> invoices that record a charge the ledger does not hold, whatever
+/// the keys. When the close did not finish (<c>DeadlineReached</c>), <c>JobsNotFinished</c> (the close's batch) and
+/// <c>MessagesQueued</c> (every queue, jobs included) say what was still under way. <c>DeadLetters</c> counts the
+/// store's dead letters.
 /// </summary>
 public sealed record MonthCloseReport(
     string Period,
@@ -118,7 +129,13 @@ public sealed record MonthCloseReport(
     string Db,
     int Processes,
     int Kills,
-    string Store);
+    string Store,
+    long LostCharges,
+    long DeadLetters,
+    long JobsNotFinished,
+    long MessagesQueued,
+    bool DeadlineReached,
+    double DeadlineSeconds);
 
 /// <summary>
 /// The month close end to end: seeds the accounts, starts a host with the billing jobs (or worker processes that
@@ -165,6 +182,9 @@ public static class MonthCloseDemo
         });
         long seeded;
         bool finished;
+        TimeSpan deadline;
+        StoreStatus status;
+        long jobsNotFinished;
         var kills = 0;
         var started = Stopwatch.GetTimestamp();
         var workers = new List<DemoWorker>();
@@ -217,7 +237,17 @@ public static class MonthCloseDemo
                     return killAt.Count > 0;
                 }
 
-                finished = await WaitForFinanceReportAsync(connection, jobs, period, accounts, settings, report, killAt.Count > 0 ? KillAsync : null, cancellationToken);
+                deadline = settings.Deadline ?? MonthCloseSettings.DefaultDeadline(accounts);
+                finished = await WaitForFinanceReportAsync(connection, jobs, period, accounts, settings, deadline, report, killAt.Count > 0 ? KillAsync : null, cancellationToken);
+
+                // What is still under way, before the workers stop: at the deadline, this is what did not finish.
+                status = await messages.GetStatusAsync(cancellationToken);
+                jobsNotFinished = (await jobs.GetBatchAsync(BillingPeriod.BatchId(period), cancellationToken))?.Pending ?? 0;
+                if (!finished)
+                {
+                    log($"deadline: {deadline.TotalSeconds:0.#} s passed without the finance report; {jobsNotFinished} jobs of the close not finished, {Queued(status)} messages queued");
+                }
+
                 foreach (var worker in workers)
                 {
                     await worker.StopAsync(TimeSpan.FromSeconds(30));
@@ -230,7 +260,16 @@ public static class MonthCloseDemo
                     await worker.DisposeAsync();
                 }
 
-                await host.StopAsync(CancellationToken.None);
+                // A job that does not return must not hold the demo past its summary: stopping is bounded too.
+                using var stopping = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+                try
+                {
+                    await host.StopAsync(stopping.Token);
+                }
+                catch (OperationCanceledException)
+                {
+                    log("the demo's host did not stop within 30 s; leaving it to the process's end");
+                }
             }
         }
 
@@ -279,8 +318,17 @@ public static class MonthCloseDemo
             store.Describe(),
             settings.Processes,
             kills,
-            store.Kind);
+            store.Kind,
+            outcome.LostCharges,
+            status.DeadLetters,
+            jobsNotFinished,
+            Queued(status),
+            !finished,
+            deadline.TotalSeconds);
     }
+
+    /// <summary>Messages and jobs on every queue: ready, scheduled or being handled.</summary>
+    static long Queued(StoreStatus status) => status.Queues.Sum(q => q.Ready + q.Scheduled + q.InFlight);
 
     /// <summary>The demo's Converge settings: quick polling and retries, and short leases so a killed worker's jobs come back soon.</summary>
     public static void Tune(Converge.Runtime.ConvergeOptions o)
@@ -360,7 +408,7 @@ public static class MonthCloseDemo
     /// kill lands close to its point; it answers whether more kills are planned.
     /// </summary>
     static async Task<bool> WaitForFinanceReportAsync(
-        DbConnection connection, IJobClient jobs, string period, long accounts, MonthCloseSettings settings, Action<MonthCloseProgress> report,
+        DbConnection connection, IJobClient jobs, string period, long accounts, MonthCloseSettings settings, TimeSpan deadline, Action<MonthCloseProgress> report,
         Func<long, Task<bool>>? kill, CancellationToken cancellationToken)
     {
         var waited = Stopwatch.StartNew();
@@ -385,7 +433,7 @@ public static class MonthCloseDemo
                 return true;
             }
 
-            if (waited.Elapsed > settings.Deadline)
+            if (waited.Elapsed > deadline)
             {
                 return false;
             }
@@ -415,6 +463,7 @@ public static class MonthCloseDemo
         long Emails,
         IReadOnlyDictionary<string, long> EmailsByLanguage,
         long DoubleCharges,
+        long LostCharges,
         long DuplicateEmails,
         long ProviderReplays,
         long Declined,
@@ -443,18 +492,21 @@ public static class MonthCloseDemo
     /// account settled exactly once (one invoice, in a final state), charged amounts match the ledger with one
     /// charge per invoice, one receipt per charged or credited invoice and none for the others, held invoices have
     /// a hold and an account on hold, skipped invoices were paid, no credit below zero, and the finance report
-    /// agrees with the invoices. Run it when no process works on the files.
+    /// agrees with the invoices. A double charge is an account charged more than once for the period and a lost
+    /// charge an invoice that records a charge the ledger does not hold, both counted from the provider's ledger
+    /// whatever keys the charges came with. Run it when no process works on the files.
     /// </summary>
     public static async Task<Outcome> CheckAsync(DbConnection connection, BillingFiles files, string period, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(connection);
         ArgumentNullException.ThrowIfNull(files);
-        var ledger = PaymentProvider.ReadSummary(files.ProviderLedger);
         var mailbox = EmailService.ReadSummary(files.Mailbox);
         var prefix = "INV-" + period + "-";
 
-        // The outside services keep their own files, so they are read into memory per account (an invoice id ends
-        // in the account id) and set against the invoices as these are read, rather than joined in SQL.
+        // The outside services keep their own files, so they are read into memory per account and set against the
+        // invoices as these are read, rather than joined in SQL. Charges are counted per account and period, as the
+        // provider's ledger records them, whatever key or reference they came with: an invoice created twice under
+        // another id, or a charge job enqueued again under another key, still shows as a second charge.
         var charges = new Dictionary<long, (long Count, long Cents)>();
         var emails = new Dictionary<long, long>();
         var byLanguage = new SortedDictionary<string, long>(StringComparer.Ordinal);
@@ -463,19 +515,19 @@ public static class MonthCloseDemo
         {
             if (provider is not null)
             {
-                foreach (var (reference, succeeded, cents, declines, replayed) in await provider.ReadAllAsync(
+                foreach (var (account, succeeded, cents, declines, replayed) in await provider.ReadAllAsync(
                     """
-                    SELECT reference, count(*) FILTER (WHERE status = 'succeeded'), coalesce(sum(amount_cents) FILTER (WHERE status = 'succeeded'), 0),
+                    SELECT account_id, count(*) FILTER (WHERE status = 'succeeded'), coalesce(sum(amount_cents) FILTER (WHERE status = 'succeeded'), 0),
                            count(*) FILTER (WHERE status = 'declined'), coalesce(sum(replays), 0)
-                    FROM charges WHERE reference LIKE @prefix GROUP BY reference
+                    FROM charges WHERE period = @period GROUP BY account_id
                     """,
-                    r => (r.GetString(0), r.Int64(1), r.Int64(2), r.Int64(3), r.Int64(4)),
+                    r => (r.Int64(0), r.Int64(1), r.Int64(2), r.Int64(3), r.Int64(4)),
                     cancellationToken,
-                    ("@prefix", prefix + "%")))
+                    ("@period", period)))
                 {
                     if (succeeded > 0)
                     {
-                        charges[AccountOf(reference)] = (succeeded, cents);
+                        charges[account] = (succeeded, cents);
                     }
 
                     declined += declines;
@@ -528,6 +580,7 @@ public static class MonthCloseDemo
         // Every invoice against the provider's ledger and the sent mail: one charge of exactly what the invoice
         // records as charged (none when nothing was), one receipt per charged or credited invoice and none otherwise.
         var invoiced = new HashSet<long>();
+        long lost = 0;
         foreach (var violation in await connection.ReadAllAsync(
             "SELECT id, account_id, status, charged_cents FROM billing_invoices WHERE period = @period",
             r =>
@@ -535,6 +588,7 @@ public static class MonthCloseDemo
                 var (id, account, status, charged) = (r.GetString(0), r.Int64(1), r.GetString(2), r.Int64(3));
                 invoiced.Add(account);
                 var (count, cents) = charges.GetValueOrDefault(account);
+                lost += charged > 0 && count == 0 ? 1 : 0;
                 var sent = emails.GetValueOrDefault(account);
                 var receipts = status is InvoiceStatus.Charged or InvoiceStatus.Credited ? 1 : 0;
                 return count != (charged > 0 ? 1 : 0) || cents != charged
@@ -590,9 +644,10 @@ public static class MonthCloseDemo
             """,
             r => $"finance report {r.GetString(0)}: its totals disagree with the invoices, or it counted open invoices",
             p);
-        if (ledger.DoubleCharges > 0)
+        var doubleCharges = charges.Values.LongCount(c => c.Count > 1);
+        if (doubleCharges > 0)
         {
-            violations.Add($"the provider's ledger shows {ledger.DoubleCharges} invoice(s) charged more than once");
+            violations.Add($"the provider's ledger shows {doubleCharges} account(s) charged more than once for {period}");
         }
 
         if (mailbox.DuplicateEmails > 0)
@@ -633,7 +688,8 @@ public static class MonthCloseDemo
             ChangedAfterAsOf: counts[7],
             Emails: byLanguage.Values.Sum(),
             EmailsByLanguage: byLanguage,
-            DoubleCharges: ledger.DoubleCharges,
+            DoubleCharges: doubleCharges,
+            LostCharges: lost,
             DuplicateEmails: mailbox.DuplicateEmails,
             ProviderReplays: replays,
             Declined: declined,

@@ -31,4 +31,4 @@ var report = await ShopDemo.RunAsync(
     Console.Error,
     CancellationToken.None);
 Console.WriteLine(JsonSerializer.Serialize(report, new JsonSerializerOptions { WriteIndented = true, PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower }));
-return report.Violations == 0 && report.InFlight == 0 ? 0 : 1;
+return report.Violations == 0 && report.InFlight == 0 && !report.DeadlineReached ? 0 : 1;

@@ -64,14 +64,23 @@ public sealed class ShopDemoSettings
     /// </summary>
     public IReadOnlyList<string>? WorkerCommand { get; init; }
 
-    /// <summary>Give up waiting for the orders to settle after this long.</summary>
-    public TimeSpan Deadline { get; init; } = TimeSpan.FromMinutes(10);
+    /// <summary>
+    /// Give up waiting for the orders to settle after this long (counted from the last order placed), report what is
+    /// still in flight and fail. <c>null</c>: <see cref="DefaultDeadline"/> for <see cref="Orders"/>.
+    /// </summary>
+    public TimeSpan? Deadline { get; init; }
+
+    /// <summary>The deadline when none is given: two minutes, and 50 ms more per order (2,000 orders: 220 s).</summary>
+    public static TimeSpan DefaultDeadline(int orders) => TimeSpan.FromMinutes(2) + (TimeSpan.FromMilliseconds(50) * Math.Max(orders, 0));
 }
 
 /// <summary>
 /// The demo's summary. The violations are counted from the databases and the provider's ledger. <c>Processes</c> is
 /// the number of worker processes besides the demo's own (0 or 3); <c>Store</c> is <c>sqlite</c> or <c>postgresql</c>;
-/// <c>DoubleCharges</c> counts orders the provider's ledger shows charged more than once (each is also a violation).
+/// <c>DoubleCharges</c> counts orders the provider's ledger shows charged more than once, under whatever keys, and
+/// <c>LostCharges</c> completed orders it shows no charge for (each is also a violation). <c>InFlight</c> counts the
+/// orders not settled; when <c>DeadlineReached</c>, <c>SagasNotEnded</c> and <c>MessagesQueued</c> say what was still
+/// under way. <c>DeadLetters</c> counts the store's dead letters.
 /// </summary>
 public sealed record ShopDemoReport(
     string Style,
@@ -92,7 +101,19 @@ public sealed record ShopDemoReport(
     int Kills,
     int Processes,
     string Store,
-    int DoubleCharges);
+    int DoubleCharges,
+    int LostCharges,
+    long DeadLetters,
+    int SagasNotEnded,
+    long MessagesQueued,
+    bool DeadlineReached,
+    double DeadlineSeconds);
+
+/// <summary>
+/// What the check of a shop found: every rule broken, the orders the provider's ledger shows charged more than once
+/// (counted per order, whatever the idempotency keys), and the completed orders it shows no charge for.
+/// </summary>
+public sealed record ShopCheck(IReadOnlyList<string> Violations, int DoubleCharges, int LostCharges);
 
 /// <summary>
 /// Places N orders in one process running all four services, with faults injected through a fault plan at every
@@ -163,24 +184,28 @@ public static class ShopDemo
                 workers[index] = await StartWorkerAsync(store, ledger, worker.Name, settings, log, cancellationToken);
             }
 
+            var deadline = settings.Deadline ?? ShopDemoSettings.DefaultDeadline(settings.Orders);
             await using var connection = await messages.OpenReadConnectionAsync(cancellationToken);
-            var inFlight = await WaitUntilSettledAsync(connection, messages, settings, log, cancellationToken);
+            var wait = await WaitUntilSettledAsync(connection, messages, settings, deadline, log, cancellationToken);
             var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+            if (wait.DeadlineReached)
+            {
+                log($"deadline: {deadline.TotalSeconds:0.#} s passed with {wait.Pending} orders not settled, {wait.SagasNotEnded} sagas not ended and {wait.Messages} messages queued; checking what there is");
+            }
 
             var statuses = await CountAsync(connection, "SELECT status, count(*) FROM shop_orders GROUP BY status", cancellationToken);
-            using var provider = new PaymentProvider(ledger);
-            var charges = provider.Ledger();
-            var violations = await CheckAsync(connection, store, charges, settings.Style, cancellationToken);
+            var check = await CheckAsync(connection, store.SagasTable, ledger, settings.Style, cancellationToken);
             var kinds = await CountAsync(connection, $"SELECT kind, count(*) FROM {store.SagaLogTable} GROUP BY kind", cancellationToken);
+            var deadLetters = (await messages.GetStatusAsync(cancellationToken)).DeadLetters;
             return new ShopDemoReport(
                 settings.Style == ShopStyle.Orchestrated ? "orchestrated" : "choreographed",
                 settings.Orders,
                 (int)statuses.GetValueOrDefault(settings.Style == ShopStyle.Orchestrated ? "completed" : "approved"),
                 (int)statuses.GetValueOrDefault("compensated"),
                 (int)statuses.GetValueOrDefault("rejected"),
-                inFlight,
-                violations.Count,
-                [.. violations.Take(10)],
+                wait.Pending,
+                check.Violations.Count,
+                [.. check.Violations.Take(10)],
                 Math.Round(seconds, 3),
                 Math.Round(settings.Orders / seconds, 1),
                 settings.FailRate,
@@ -193,7 +218,13 @@ public static class ShopDemo
                 settings.Processes ? settings.Kills : 0,
                 workers.Count,
                 store.Kind,
-                charges.Values.Count(c => c.Charges > 1));
+                check.DoubleCharges,
+                check.LostCharges,
+                deadLetters,
+                wait.SagasNotEnded,
+                wait.Messages,
+                wait.DeadlineReached,
+                deadline.TotalSeconds);
         }
         finally
         {
@@ -202,9 +233,21 @@ public static class ShopDemo
                 await worker.DisposeAsync();
             }
 
-            await host.StopAsync(CancellationToken.None);
+            // A participant that does not return must not hold the demo past its summary: stopping is bounded too.
+            using var stopping = new CancellationTokenSource(StopTimeout);
+            try
+            {
+                await host.StopAsync(stopping.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                log($"the demo's host did not stop within {StopTimeout.TotalSeconds:0} s; leaving it to the process's end");
+            }
         }
     }
+
+    /// <summary>How long the demo waits for its own host to stop after the summary is made.</summary>
+    static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(30);
 
     /// <summary>
     /// A new run needs a new ledger: order ids repeat from run to run, and so would the provider's idempotency keys.
@@ -341,8 +384,14 @@ public static class ShopDemo
         }
     }
 
-    /// <summary>Waits until no order is pending and no message is left to handle; returns the orders still pending.</summary>
-    static async Task<int> WaitUntilSettledAsync(DbConnection connection, IMessageStore store, ShopDemoSettings settings, Action<string> log, CancellationToken cancellationToken)
+    /// <summary>Where the run stood when it settled or its deadline passed.</summary>
+    readonly record struct Settling(int Pending, int SagasNotEnded, long Messages, bool DeadlineReached);
+
+    /// <summary>
+    /// Waits until no order is pending, no saga is under way and no message is left to handle, or until
+    /// <paramref name="deadline"/> has passed; returns what was still in flight then.
+    /// </summary>
+    static async Task<Settling> WaitUntilSettledAsync(DbConnection connection, IMessageStore store, ShopDemoSettings settings, TimeSpan deadline, Action<string> log, CancellationToken cancellationToken)
     {
         var started = Stopwatch.GetTimestamp();
         var reported = Stopwatch.GetTimestamp();
@@ -351,14 +400,15 @@ public static class ShopDemo
             var pending = (int)await ScalarAsync(connection, "SELECT count(*) FROM shop_orders WHERE status = 'pending'", cancellationToken);
             var status = await store.GetStatusAsync(cancellationToken);
             var messages = status.Queues.Sum(q => q.Ready + q.Scheduled + q.InFlight) + status.ConsumerGroups.Sum(g => g.Lag);
-            if (pending == 0 && messages == 0)
+            var sagas = (int)(await store.CountSagasAsync(cancellationToken)).Where(c => c.State is not (SagaState.Completed or SagaState.Compensated)).Sum(c => c.Count);
+            if (pending == 0 && messages == 0 && sagas == 0)
             {
-                return 0;
+                return new Settling(0, 0, 0, DeadlineReached: false);
             }
 
-            if (Stopwatch.GetElapsedTime(started) > settings.Deadline)
+            if (Stopwatch.GetElapsedTime(started) > deadline)
             {
-                return pending;
+                return new Settling(pending, sagas, messages, DeadlineReached: true);
             }
 
             if (Stopwatch.GetElapsedTime(reported) > TimeSpan.FromSeconds(1))
@@ -371,10 +421,34 @@ public static class ShopDemo
         }
     }
 
-    /// <summary>Every rule the outcome must satisfy, checked against the services' tables and the provider's ledger.</summary>
-    static async Task<List<string>> CheckAsync(DbConnection connection, DemoStore store, Dictionary<string, (int Charges, long Net)> ledger, ShopStyle style, CancellationToken cancellationToken)
+    /// <summary>
+    /// Checks the shop on the SQLite file <paramref name="databasePath"/> against the provider's ledger beside it; see
+    /// <see cref="CheckAsync(DbConnection, string, string, ShopStyle, CancellationToken)"/>.
+    /// </summary>
+    public static async Task<ShopCheck> CheckAsync(string databasePath, ShopStyle style, CancellationToken cancellationToken)
     {
+        var store = DemoStore.Sqlite(databasePath);
+        await using var connection = await store.OpenConnectionAsync(cancellationToken);
+        return await CheckAsync(connection, store.SagasTable, ShopSetup.LedgerPath(store.Path!), style, cancellationToken);
+    }
+
+    /// <summary>
+    /// Every rule the outcome must satisfy, checked against the services' tables on <paramref name="connection"/>
+    /// (SQLite or PostgreSQL; <paramref name="sagasTable"/> names Converge's saga table there) and the provider's
+    /// ledger at <paramref name="ledgerPath"/>: every order settled and its saga ended the same way; a completed order
+    /// charged once for its amount (net of refunds), shipped and its credit settled; a compensated or rejected order
+    /// with no net charge, no shipment and no credit held; credit reserved per customer equal to the reservations and
+    /// the open orders, within the limit. Charges are counted per order from the ledger, whatever keys they came
+    /// with: two charges of one order are a double charge even when the keys differ. Run it when nothing works on
+    /// the shop.
+    /// </summary>
+    public static async Task<ShopCheck> CheckAsync(DbConnection connection, string sagasTable, string ledgerPath, ShopStyle style, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(connection);
+        var ledger = PaymentProvider.ReadLedger(ledgerPath);
         var violations = new List<string>();
+        var orders = new HashSet<string>(StringComparer.Ordinal);
+        var lost = 0;
         await using (var command = connection.CreateCommand())
         {
             command.CommandText = $"""
@@ -382,7 +456,7 @@ public static class ShopDemo
                 FROM shop_orders o
                 LEFT JOIN shop_reservations r ON r.order_id = o.id
                 LEFT JOIN shop_shipments s ON s.order_id = o.id
-                LEFT JOIN {store.SagasTable} g ON g.transaction_id = o.id
+                LEFT JOIN {sagasTable} g ON g.transaction_id = o.id
                 """;
             await using var reader = await command.ExecuteReaderAsync(cancellationToken);
             while (await reader.ReadAsync(cancellationToken))
@@ -393,6 +467,7 @@ public static class ShopDemo
                 var reservation = reader.IsDBNull(3) ? null : reader.GetString(3);
                 var shipped = reader.GetBoolean(4);
                 var saga = reader.IsDBNull(5) ? null : reader.GetString(5);
+                orders.Add(id);
                 var (charges, net) = ledger.GetValueOrDefault(id);
                 switch (status, style)
                 {
@@ -400,6 +475,7 @@ public static class ShopDemo
                         violations.Add($"{id}: never settled (saga {saga ?? "none"})");
                         break;
                     case ("completed", ShopStyle.Orchestrated):
+                        lost += charges == 0 ? 1 : 0;
                         if (charges != 1 || net != amount) violations.Add($"{id}: completed but charged {charges} time(s), net {net} of {amount}");
                         if (!shipped) violations.Add($"{id}: completed but not shipped");
                         if (reservation != "settled") violations.Add($"{id}: completed but its credit is {reservation ?? "missing"}, not settled");
@@ -451,15 +527,20 @@ public static class ShopDemo
             }
         }
 
-        foreach (var (order, (charges, _)) in ledger)
+        foreach (var (order, (charges, net)) in ledger.OrderBy(l => l.Key, StringComparer.Ordinal))
         {
             if (charges > 1)
             {
                 violations.Add($"{order}: the provider's ledger shows {charges} charges");
             }
+
+            if (!orders.Contains(order) && (charges > 0 || net != 0))
+            {
+                violations.Add($"{order}: the provider's ledger shows {charges} charge(s), net {net}, but the shop has no such order");
+            }
         }
 
-        return violations;
+        return new ShopCheck(violations, ledger.Values.Count(c => c.Charges > 1), lost);
     }
 
     static async Task<Dictionary<string, long>> CountAsync(DbConnection connection, string sql, CancellationToken cancellationToken)

@@ -148,7 +148,7 @@ internal static class BenchCommands
                 CliOutput.AddRow(table, "per run (sagas/s)", string.Join(", ", each.Select(v => CliOutput.Format(v))));
             }
 
-            CliOutput.AddRow(table, "verified", "every saga completed exactly once, queues empty");
+            CliOutput.AddRow(table, "verified", "every participant command took effect once, every saga completed once, queues empty");
             CliOutput.AddRow(table, "peak working set (MB)", CliOutput.PeakWorkingSetMegabytes());
             output.Console().Write(table);
             return CliApp.Success;

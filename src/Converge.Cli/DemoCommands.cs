@@ -33,6 +33,7 @@ internal static class DemoCommands
         var seed = new Option<int>("--seed") { Description = "Seeds the orders and which of them meet faults.", HelpName = "N", DefaultValueFactory = _ => 42 };
         var processes = new Option<bool>("--processes") { Description = "Run Customers, Payments and Shipping in a process each (this one keeps Orders), all on the same store." };
         var kills = new Option<int>("--kill") { Description = "With --processes: kill a worker process this many times with SIGKILL at random moments, starting it again each time.", HelpName = "N" };
+        var deadline = Deadline("How long to wait for the orders to settle, counted from the last order placed; then the summary shows what is still in flight (orders, sagas, messages) and the exit code is 1. Default: 120 s plus 50 ms per order (220 s for 2,000 orders).");
         var json = CommonOptions.Json();
         orders.Validators.Add(r =>
         {
@@ -50,7 +51,7 @@ internal static class DemoCommands
         });
         var command = new Command("shop", "Place orders through the Shop (orders, customer credit, payments with a simulated provider, shipping) with faults injected at every step, wait until every order has settled, and check: every saga ended, completed orders charged and shipped once, compensated orders hold no credit and no net charge, credit reserved equals the open orders.")
         {
-            orders, failRate, style, seed, processes, kills, json,
+            orders, failRate, style, seed, processes, kills, deadline, json,
         };
         store.AddTo(command);
         command.SetAction(output, async (parsed, cancellationToken) =>
@@ -83,10 +84,11 @@ internal static class DemoCommands
                     Processes = parsed.GetValue(processes),
                     Kills = parsed.GetValue(kills),
                     WorkerCommand = DemoWorkers.Command(DemoWorkers.Shop),
+                    Deadline = DeadlineValue(parsed, deadline),
                 },
                 output.Error,
                 cancellationToken));
-            var outcome = report.Violations == 0 && report.InFlight == 0 ? CliApp.Success : CliApp.Failure;
+            var outcome = report.Violations == 0 && report.InFlight == 0 && !report.DeadlineReached ? CliApp.Success : CliApp.Failure;
             if (parsed.GetValue(json))
             {
                 await output.WriteMeasuredJsonAsync(report);
@@ -100,13 +102,18 @@ internal static class DemoCommands
             CliOutput.AddRow(table, "compensated", report.Compensated);
             CliOutput.AddRow(table, "rejected", report.Rejected);
             CliOutput.AddRow(table, "in flight", report.InFlight);
+            CliOutput.AddRow(table, "sagas not ended", report.SagasNotEnded);
+            CliOutput.AddRow(table, "messages queued", report.MessagesQueued);
+            CliOutput.AddRow(table, "dead letters", report.DeadLetters);
             CliOutput.AddRow(table, "violations", report.Violations);
             CliOutput.AddRow(table, "double charges", report.DoubleCharges);
+            CliOutput.AddRow(table, "lost charges", report.LostCharges);
             CliOutput.AddRow(table, "faults injected", report.FaultsInjected);
             CliOutput.AddRow(table, "replies ignored (duplicate or late)", report.RepliesIgnored);
             CliOutput.AddRow(table, "timeouts fired", report.TimeoutsFired);
             CliOutput.AddRow(table, "seconds", report.Seconds);
             CliOutput.AddRow(table, "sagas per second", report.SagasPerSecond);
+            CliOutput.AddRow(table, "deadline", $"{report.DeadlineSeconds:0.#} s{(report.DeadlineReached ? ", reached" : "")}");
             CliOutput.AddRow(table, "worker processes", report.Processes);
             CliOutput.AddRow(table, "worker processes killed", report.Kills);
             CliOutput.AddRow(table, "store", report.Store);
@@ -118,10 +125,32 @@ internal static class DemoCommands
                 await output.Error.WriteLineAsync("violation: " + example);
             }
 
+            if (report.DeadlineReached)
+            {
+                await output.Error.WriteLineAsync($"the orders did not settle within the deadline of {report.DeadlineSeconds:0.#} s: {report.InFlight} orders, {report.SagasNotEnded} sagas and {report.MessagesQueued} messages were still in flight (converge sagas list and converge status --db show them).");
+            }
+
             return outcome;
         });
         return command;
     }
+
+    /// <summary>A demo's <c>--deadline SECONDS</c>; unset, the demo picks a default scaled to its size.</summary>
+    static Option<double?> Deadline(string description)
+    {
+        var option = new Option<double?>("--deadline") { Description = description, HelpName = "SECONDS" };
+        option.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<double?>() is <= 0 or > 86_400 * 7)
+            {
+                r.AddError("--deadline must be a number of seconds above 0 (and at most a week), for example 300.");
+            }
+        });
+        return option;
+    }
+
+    static TimeSpan? DeadlineValue(ParseResult parsed, Option<double?> option) =>
+        parsed.GetValue(option) is { } seconds ? TimeSpan.FromSeconds(seconds) : null;
 
     static Command MonthClose(CliOutput output)
     {
@@ -137,6 +166,7 @@ internal static class DemoCommands
         var seed = new Option<int>("--seed") { Description = "Seeds the accounts, the provider's jitter and outages, and which accounts pay, get a credit or remove their card between invoice and charge.", HelpName = "N", DefaultValueFactory = _ => 42 };
         var period = new Option<string>("--period") { Description = "The month to close. Default: the month before this one in the time zone.", HelpName = "YYYY-MM" };
         var timeZone = new Option<string>("--time-zone") { Description = "The billing time zone (IANA id): the monthly schedule and the \"as of\" on receipts use it.", HelpName = "ID", DefaultValueFactory = _ => "Europe/Berlin" };
+        var deadline = Deadline("How long to wait for the close to finish, counted from its trigger; then the summary shows what is still in flight (jobs of the close, messages queued) and the exit code is 1 (run the same command again to resume). Default: 120 s plus 5 ms per account (170 s for 10,000 accounts).");
         var json = CommonOptions.Json();
         accounts.Validators.Add(r =>
         {
@@ -161,7 +191,7 @@ internal static class DemoCommands
         });
         var command = new Command("month-close", "Close a billing month for N accounts: a batch of background jobs invoices every account, re-reads it before charging through a simulated provider (latency, 429 throttling, short outages, declines; idempotency keys), skips invoices paid meanwhile, charges only what a credit leaves, holds accounts without a usable card, sends receipts in each account's language, and writes the finance report when the batch completes. Then checks: every account settled exactly once, one receipt per charged or credited invoice, no double charge in the provider's ledger.")
         {
-            accounts, latency, seed, period, timeZone, processes, kills, json,
+            accounts, latency, seed, period, timeZone, processes, kills, deadline, json,
         };
         store.AddTo(command);
         command.SetAction(output, async (parsed, cancellationToken) =>
@@ -207,6 +237,7 @@ internal static class DemoCommands
                 Period = parsed.GetValue(period),
                 Billing = billing,
                 Log = log,
+                Deadline = DeadlineValue(parsed, deadline),
             };
             var lines = new Lock();
             var report = await RefusedSettingsAreMisuse(() => parsed.GetValue(json) || !IsTerminal(output)
@@ -233,6 +264,7 @@ internal static class DemoCommands
             CliOutput.AddRow(table, "receipts sent", report.Emails);
             CliOutput.AddRow(table, "receipts by language", string.Join(", ", report.EmailsByLanguage.Select(e => $"{e.Key} {e.Value}")));
             CliOutput.AddRow(table, "double charges", report.DoubleCharges);
+            CliOutput.AddRow(table, "lost charges", report.LostCharges);
             CliOutput.AddRow(table, "duplicate emails", report.DuplicateEmails);
             CliOutput.AddRow(table, "provider: idempotent replays", report.ProviderReplays);
             CliOutput.AddRow(table, "provider: throttled (429)", report.ProviderThrottled);
@@ -241,9 +273,13 @@ internal static class DemoCommands
             CliOutput.AddRow(table, "collected", $"{report.CollectedCents / 100m:N2} of {report.InvoicedCents / 100m:N2} invoiced");
             CliOutput.AddRow(table, "finance report", report.FinanceReport ? "written" : "missing");
             CliOutput.AddRow(table, "failed jobs", report.FailedJobs);
+            CliOutput.AddRow(table, "jobs of the close not finished", report.JobsNotFinished);
+            CliOutput.AddRow(table, "messages queued", report.MessagesQueued);
+            CliOutput.AddRow(table, "dead letters", report.DeadLetters);
             CliOutput.AddRow(table, "violations", report.Violations);
             CliOutput.AddRow(table, "seconds", report.Seconds);
             CliOutput.AddRow(table, "accounts per second", report.AccountsPerSecond);
+            CliOutput.AddRow(table, "deadline", $"{report.DeadlineSeconds:0.#} s{(report.DeadlineReached ? ", reached" : "")}");
             CliOutput.AddRow(table, "resumed an earlier run", report.Resumed ? "yes" : "no");
             CliOutput.AddRow(table, "worker processes", report.Processes);
             CliOutput.AddRow(table, "worker processes killed", report.Kills);
@@ -258,9 +294,10 @@ internal static class DemoCommands
 
             if (!report.Finished)
             {
+                var inFlight = $"the close did not finish within the deadline of {report.DeadlineSeconds:0.#} s: {report.StillOpen} invoices open, {report.JobsNotFinished} jobs of the close not finished, {report.MessagesQueued} messages queued";
                 await output.Error.WriteLineAsync(report.Store.StartsWith("postgresql", StringComparison.Ordinal)
-                    ? "the close did not finish in time; run the same command again (same --postgres and --schema) to resume it."
-                    : $"the close did not finish in time; run the same command with --db {ShellQuote.Quote(report.Db)} to resume it.");
+                    ? inFlight + "; run the same command again (same --postgres and --schema) to resume it."
+                    : $"{inFlight}; run the same command with --db {ShellQuote.Quote(report.Db)} to resume it.");
             }
 
             return outcome;

@@ -96,6 +96,22 @@ public sealed class BenchTests
     }
 
     [Fact]
+    public async Task Bench_sagas_with_step_timeouts_reports_verified_figures_as_json()
+    {
+        var result = await Cli.RunAsync("bench", "sagas", "--count", "200", "--warmup", "0", "--timeouts", "--json");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var json = result.Json();
+        Assert.Equal(200, json.GetProperty("sagas").GetInt32());
+        Assert.True(json.GetProperty("per_second").GetDouble() > 0);
+        var p50 = json.GetProperty("p50_ms").GetDouble();
+        Assert.True(p50 > 0 && p50 <= json.GetProperty("p99_ms").GetDouble(), result.ToString());
+        Assert.True(json.GetProperty("timeouts").GetBoolean());
+        Assert.True(json.GetProperty("verified").GetBoolean());
+        Assert.Contains("run 1/1: 200 sagas in ", result.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Bench_refuses_to_overwrite_an_existing_file()
     {
         using var temp = new TempFolder();

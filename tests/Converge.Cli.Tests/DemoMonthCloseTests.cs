@@ -22,6 +22,10 @@ public sealed class DemoMonthCloseTests
         Assert.Equal(0, report.GetProperty("violations").GetInt64());
         Assert.Equal(0, report.GetProperty("double_charges").GetInt64());
         Assert.Equal(0, report.GetProperty("duplicate_emails").GetInt64());
+        Assert.Equal(0, report.GetProperty("lost_charges").GetInt64());
+        Assert.Equal(0, report.GetProperty("dead_letters").GetInt64());
+        Assert.Equal(0, report.GetProperty("jobs_not_finished").GetInt64());
+        Assert.False(report.GetProperty("deadline_reached").GetBoolean());
         Assert.True(report.GetProperty("finance_report").GetBoolean(), result.ToString());
         Assert.True(report.GetProperty("finished").GetBoolean(), result.ToString());
 
@@ -115,6 +119,52 @@ public sealed class DemoMonthCloseTests
     }
 
     [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    public async Task A_close_that_cannot_finish_by_its_deadline_reports_what_is_in_flight_and_fails(int processes)
+    {
+        using var folder = new TempFolder();
+        var db = folder.File("billing.db");
+
+        // Each charge waits 1 to 3 s for the provider: a 1 s deadline passes before the close can finish.
+        var result = await Cli.RunAsync(
+            "demo", "month-close", "--accounts", "100", "--latency", "2000", "--period", "2026-11", "--deadline", "1",
+            "--processes", processes.ToString(System.Globalization.CultureInfo.InvariantCulture), "--db", db, "--json");
+
+        Assert.True(result.ExitCode == 1, result.ToString());
+        var report = result.Json();
+        Assert.False(report.GetProperty("finished").GetBoolean(), result.ToString());
+        Assert.True(report.GetProperty("deadline_reached").GetBoolean(), result.ToString());
+        Assert.Equal(1, report.GetProperty("deadline_seconds").GetDouble());
+        Assert.True(report.GetProperty("jobs_not_finished").GetInt64() > 0, result.ToString());
+        Assert.True(report.GetProperty("messages_queued").GetInt64() > 0, result.ToString());
+
+        // The in-flight counts are taken at the deadline; the figures after it come from the check, once the jobs
+        // running then have finished or been abandoned, so they are not asserted here.
+        Assert.Equal(JsonValueKind.Number, report.GetProperty("dead_letters").ValueKind);
+        Assert.Equal(processes, report.GetProperty("processes").GetInt32());
+    }
+
+    [Fact]
+    public async Task The_table_shows_what_is_in_flight_when_the_deadline_passes_and_how_to_resume()
+    {
+        using var folder = new TempFolder();
+        var db = folder.File("billing.db");
+
+        var result = await Cli.RunAsync("demo", "month-close", "--accounts", "50", "--latency", "2000", "--deadline", "1", "--db", db);
+
+        Assert.True(result.ExitCode == 1, result.ToString());
+        foreach (var row in new[] { "jobs of the close not finished", "messages queued", "dead letters", "lost charges", "1 s, reached" })
+        {
+            Assert.Contains(row, result.Out, StringComparison.Ordinal);
+        }
+
+        Assert.Contains("the close did not finish within the deadline of 1 s", result.Error, StringComparison.Ordinal);
+        Assert.Contains("to resume it", result.Error, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("--deadline", "-3", "--deadline must be a number of seconds above 0")]
     [InlineData("--period", "2026-13", "is not a billing period")]
     [InlineData("--time-zone", "Mars/Olympus_Mons", "is not known on this machine")]
     [InlineData("--accounts", "0", "--accounts must be at least 1")]

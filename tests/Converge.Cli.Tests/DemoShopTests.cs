@@ -1,3 +1,5 @@
+using System.Text.Json;
+
 namespace Converge.Cli.Tests;
 
 [Collection(WorkerProcessRuns.Name)]
@@ -19,6 +21,11 @@ public sealed class DemoShopTests
         Assert.Equal(0, report.GetProperty("in_flight").GetInt32());
         Assert.Equal(0, report.GetProperty("violations").GetInt32());
         Assert.Equal(0, report.GetProperty("double_charges").GetInt32());
+        Assert.Equal(0, report.GetProperty("lost_charges").GetInt32());
+        Assert.False(report.GetProperty("deadline_reached").GetBoolean());
+        Assert.Equal(0, report.GetProperty("sagas_not_ended").GetInt32());
+        Assert.Equal(0, report.GetProperty("messages_queued").GetInt64());
+        Assert.Equal(0, report.GetProperty("dead_letters").GetInt64());
         Assert.Equal(300, report.GetProperty("completed").GetInt32() + report.GetProperty("compensated").GetInt32() + report.GetProperty("rejected").GetInt32());
         Assert.True(report.GetProperty("faults_injected").GetInt64() > 0, result.ToString());
         Assert.True(report.GetProperty("completed").GetInt32() > 0, result.ToString());
@@ -53,6 +60,56 @@ public sealed class DemoShopTests
         Assert.Equal("sqlite", report.GetProperty("store").GetString());
         Assert.Contains("kill 2: ", result.Error, StringComparison.Ordinal);
         Assert.Contains("exit code 137", result.Error, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_shop_that_cannot_settle_by_its_deadline_reports_what_is_in_flight_and_fails(bool processes)
+    {
+        using var folder = new TempFolder();
+        var db = Path.Combine(folder.Path, "shop.db");
+
+        // Every step's timeout is 2 s and injected delays hold replies for 3 s: 0.5 s is too short for any run.
+        string[] arguments = ["demo", "shop", "--orders", "60", "--fail-rate", "1", "--deadline", "0.5", "--db", db, "--json"];
+        var result = await Cli.RunAsync(processes ? [.. arguments, "--processes"] : arguments);
+
+        Assert.True(result.ExitCode == 1, result.ToString());
+        var report = result.Json();
+        Assert.True(report.GetProperty("deadline_reached").GetBoolean(), result.ToString());
+        Assert.Equal(0.5, report.GetProperty("deadline_seconds").GetDouble());
+        Assert.True(report.GetProperty("in_flight").GetInt32() > 0, result.ToString());
+        Assert.True(report.GetProperty("sagas_not_ended").GetInt32() > 0, result.ToString());
+        Assert.True(report.GetProperty("messages_queued").GetInt64() > 0, result.ToString());
+        Assert.Equal(JsonValueKind.Number, report.GetProperty("dead_letters").ValueKind);
+        Assert.Equal(processes ? 3 : 0, report.GetProperty("processes").GetInt32());
+        Assert.Contains("deadline: 0.5 s passed with ", result.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task The_table_shows_the_in_flight_counts_and_dead_letters_when_the_deadline_passes()
+    {
+        using var folder = new TempFolder();
+        var db = Path.Combine(folder.Path, "shop.db");
+
+        var result = await Cli.RunAsync("demo", "shop", "--orders", "20", "--fail-rate", "1", "--deadline", "0.5", "--db", db);
+
+        Assert.True(result.ExitCode == 1, result.ToString());
+        foreach (var row in new[] { "in flight", "sagas not ended", "messages queued", "dead letters", "lost charges", "0.5 s, reached" })
+        {
+            Assert.Contains(row, result.Out, StringComparison.Ordinal);
+        }
+
+        Assert.Contains("the orders did not settle within the deadline of 0.5 s", result.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_deadline_of_zero_is_refused_with_the_fix()
+    {
+        var result = await Cli.RunAsync("demo", "shop", "--deadline", "0");
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("--deadline must be a number of seconds above 0", result.Error, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -22,7 +22,9 @@ public sealed class PaymentProviderTests : IDisposable
         },
         time);
 
-    static ChargeRequest Request(string key) => new(key, "card-1", 1000, "EUR", key);
+    /// <summary>A charge of the account the key ends in, for the period 2026-11, with the key as its reference.</summary>
+    static ChargeRequest Request(string key) =>
+        new(key, "card-1", 1000, "EUR", key, long.Parse(key.AsSpan(key.LastIndexOf('-') + 1), System.Globalization.CultureInfo.InvariantCulture), "2026-11");
 
     [Fact]
     public async Task Above_its_limit_it_answers_429_with_the_time_until_the_next_second()
@@ -57,6 +59,25 @@ public sealed class PaymentProviderTests : IDisposable
 
         var ledger = PaymentProvider.ReadSummary(Path.Combine(_folder, "ledger.db"));
         Assert.Equal((1L, 0L, 1L), (ledger.Charges, ledger.DoubleCharges, ledger.Replays));
+    }
+
+    [Fact]
+    public async Task Two_charges_for_one_account_and_period_under_different_keys_and_references_count_as_a_double_charge()
+    {
+        await using (var provider = Start(new ManualTimeProvider(), callsPerSecond: 100, outageEvery: TimeSpan.Zero))
+        {
+            await provider.ChargeAsync(Request("inv-7"), CancellationToken.None);
+            await provider.ChargeAsync(Request("inv-8"), CancellationToken.None);
+
+            // The invoice created twice: a new id, so a new key and reference, for the same account and period.
+            await provider.ChargeAsync(Request("inv-again-7"), CancellationToken.None);
+
+            // The same account in another period is a charge of its own.
+            await provider.ChargeAsync(Request("inv-8") with { IdempotencyKey = "inv-dec-8", Reference = "inv-dec-8", Period = "2026-12" }, CancellationToken.None);
+        }
+
+        var ledger = PaymentProvider.ReadSummary(Path.Combine(_folder, "ledger.db"));
+        Assert.Equal((4L, 1L), (ledger.Charges, ledger.DoubleCharges));
     }
 
     [Fact]

@@ -133,7 +133,7 @@ public sealed class ChargeInvoiceHandler(PaymentProvider provider, BillingOption
         Charge charge;
         try
         {
-            charge = await provider.ChargeAsync(new ChargeRequest(invoiceId, state.CardToken!, decision.ToChargeCents, billing.Currency, invoiceId), cancellationToken);
+            charge = await provider.ChargeAsync(new ChargeRequest(invoiceId, state.CardToken!, decision.ToChargeCents, billing.Currency, invoiceId, state.AccountId, job.Period), cancellationToken);
         }
         catch (ProviderThrottledException throttled) when (context.Attempt < billing.ChargeAttempts)
         {

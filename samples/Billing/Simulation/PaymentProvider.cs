@@ -2,8 +2,12 @@ using Microsoft.Data.Sqlite;
 
 namespace Converge.Samples.Billing.Simulation;
 
-/// <summary>A charge request. <paramref name="Reference"/> is the merchant's own reference (the invoice id).</summary>
-public sealed record ChargeRequest(string IdempotencyKey, string CardToken, long AmountCents, string Currency, string Reference);
+/// <summary>
+/// A charge request. <paramref name="Reference"/> is the merchant's own reference (the invoice id);
+/// <paramref name="AccountId"/> and <paramref name="Period"/> say what the charge is for (the metadata a merchant
+/// attaches to a charge), so the ledger can tell two charges for one account and period apart from the keys.
+/// </summary>
+public sealed record ChargeRequest(string IdempotencyKey, string CardToken, long AmountCents, string Currency, string Reference, long AccountId, string Period);
 
 /// <summary>The provider's answer: <c>succeeded</c> (money moved) or <c>declined</c> (permanently; retrying cannot help).</summary>
 /// <param name="Replayed"><c>true</c> when the key was seen before: this is the original answer, nothing happened now.</param>
@@ -60,7 +64,9 @@ public sealed class PaymentProviderOptions
 }
 
 /// <summary>What the provider's ledger holds, read from its file.</summary>
-/// <param name="DoubleCharges">References (invoices) charged successfully more than once: must be 0.</param>
+/// <param name="DoubleCharges">
+/// Accounts charged successfully more than once for one period, whatever the keys and references: must be 0.
+/// </param>
 /// <param name="Replays">Calls answered from an earlier call with the same idempotency key.</param>
 /// <param name="Throttled">Calls refused with 429, by every instance that used the ledger.</param>
 /// <param name="Unavailable">Calls refused with 503, by every instance that used the ledger.</param>
@@ -83,6 +89,8 @@ public sealed class PaymentProvider : IAsyncDisposable, IDisposable
             id TEXT PRIMARY KEY,
             idempotency_key TEXT NOT NULL UNIQUE,
             reference TEXT NOT NULL,
+            account_id INTEGER NOT NULL,
+            period TEXT NOT NULL,
             card_token TEXT NOT NULL,
             amount_cents INTEGER NOT NULL,
             currency TEXT NOT NULL,
@@ -92,6 +100,7 @@ public sealed class PaymentProvider : IAsyncDisposable, IDisposable
             replays INTEGER NOT NULL DEFAULT 0)
         """,
         "CREATE INDEX IF NOT EXISTS charges_reference ON charges (reference)",
+        "CREATE INDEX IF NOT EXISTS charges_subject ON charges (period, account_id)",
 
         // Calls refused with 429 or 503, per status: several processes may serve the provider's callers, and their
         // counts add up here.
@@ -209,7 +218,7 @@ public sealed class PaymentProvider : IAsyncDisposable, IDisposable
                 (SELECT count(*) FROM charges WHERE status = 'succeeded'),
                 (SELECT coalesce(sum(amount_cents), 0) FROM charges WHERE status = 'succeeded'),
                 (SELECT count(*) FROM charges WHERE status = 'declined'),
-                (SELECT count(*) FROM (SELECT reference FROM charges WHERE status = 'succeeded' GROUP BY reference HAVING count(*) > 1)),
+                (SELECT count(*) FROM (SELECT 1 FROM charges WHERE status = 'succeeded' GROUP BY account_id, period HAVING count(*) > 1)),
                 (SELECT coalesce(sum(replays), 0) FROM charges),
                 (SELECT coalesce(sum(calls), 0) FROM refusals WHERE status = 429),
                 (SELECT coalesce(sum(calls), 0) FROM refusals WHERE status = 503)
@@ -239,8 +248,8 @@ public sealed class PaymentProvider : IAsyncDisposable, IDisposable
             _replay = Prepare(connection, "UPDATE charges SET replays = replays + 1 WHERE idempotency_key = $key", "$key");
             _insert = Prepare(
                 connection,
-                "INSERT INTO charges (id, idempotency_key, reference, card_token, amount_cents, currency, status, decline_code, created_at) VALUES ($id, $key, $reference, $card, $amount, $currency, $status, $decline, $at)",
-                "$id", "$key", "$reference", "$card", "$amount", "$currency", "$status", "$decline", "$at");
+                "INSERT INTO charges (id, idempotency_key, reference, account_id, period, card_token, amount_cents, currency, status, decline_code, created_at) VALUES ($id, $key, $reference, $account, $period, $card, $amount, $currency, $status, $decline, $at)",
+                "$id", "$key", "$reference", "$account", "$period", "$card", "$amount", "$currency", "$status", "$decline", "$at");
         }
 
         public Charge Charge(SqliteTransaction transaction, ChargeRequest request, long now)
@@ -272,6 +281,8 @@ public sealed class PaymentProvider : IAsyncDisposable, IDisposable
             p["$id"].Value = charge.Id;
             p["$key"].Value = request.IdempotencyKey;
             p["$reference"].Value = request.Reference;
+            p["$account"].Value = request.AccountId;
+            p["$period"].Value = request.Period;
             p["$card"].Value = request.CardToken;
             p["$amount"].Value = charge.AmountCents;
             p["$currency"].Value = request.Currency;

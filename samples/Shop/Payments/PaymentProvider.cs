@@ -71,22 +71,30 @@ public sealed class PaymentProvider : IDisposable
         }
     }
 
-    /// <summary>The ledger per order: number of charges and net amount in cents.</summary>
-    public Dictionary<string, (int Charges, long Net)> Ledger()
+    /// <summary>
+    /// The ledger at <paramref name="ledgerPath"/> per order: the number of charges and the net amount in cents
+    /// (charges less refunds), counted per order whatever idempotency keys the calls came with. Empty when the
+    /// provider never ran.
+    /// </summary>
+    public static Dictionary<string, (int Charges, long Net)> ReadLedger(string ledgerPath)
     {
-        lock (_lock)
+        var result = new Dictionary<string, (int, long)>(StringComparer.Ordinal);
+        if (!File.Exists(ledgerPath))
         {
-            var result = new Dictionary<string, (int, long)>(StringComparer.Ordinal);
-            using var command = _connection.CreateCommand();
-            command.CommandText = "SELECT order_id, sum(kind = 'charge'), sum(amount) FROM ledger GROUP BY order_id";
-            using var reader = command.ExecuteReader();
-            while (reader.Read())
-            {
-                result[reader.GetString(0)] = (reader.GetInt32(1), reader.GetInt64(2));
-            }
-
             return result;
         }
+
+        using var connection = new SqliteConnection(new SqliteConnectionStringBuilder { DataSource = ledgerPath, Mode = SqliteOpenMode.ReadOnly, Pooling = false }.ToString());
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT order_id, sum(kind = 'charge'), sum(amount) FROM ledger GROUP BY order_id";
+        using var reader = command.ExecuteReader();
+        while (reader.Read())
+        {
+            result[reader.GetString(0)] = (reader.GetInt32(1), reader.GetInt64(2));
+        }
+
+        return result;
     }
 
     string? Lookup(SqliteTransaction transaction, string key)
