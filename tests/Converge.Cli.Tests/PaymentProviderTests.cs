@@ -64,7 +64,7 @@ public sealed class PaymentProviderTests : IDisposable
     [Fact]
     public async Task Two_charges_for_one_account_and_period_under_different_keys_and_references_count_as_a_double_charge()
     {
-        await using (var provider = Start(new ManualTimeProvider(), callsPerSecond: 100, outageEvery: TimeSpan.Zero))
+        await using (var provider = Start(new FakeTimeProvider(), callsPerSecond: 100, outageEvery: TimeSpan.Zero))
         {
             await provider.ChargeAsync(Request("inv-7"), CancellationToken.None);
             await provider.ChargeAsync(Request("inv-8"), CancellationToken.None);
