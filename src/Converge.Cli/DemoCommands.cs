@@ -33,6 +33,14 @@ internal static class DemoCommands
         var seed = new Option<int>("--seed") { Description = "Seeds the orders and which of them meet faults.", HelpName = "N", DefaultValueFactory = _ => 42 };
         var processes = new Option<bool>("--processes") { Description = "Run Customers, Payments and Shipping in a process each (this one keeps Orders), all on the same store." };
         var kills = new Option<int>("--kill") { Description = "With --processes: kill a worker process this many times with SIGKILL at random moments, starting it again each time.", HelpName = "N" };
+        var stepTimeout = new Option<double>("--step-timeout") { Description = "Seconds a saga step waits for its reply before it counts as failed (a compensatable step is then compensated, a later one sent again). With --kill, a timeout shorter than a worker's restart fails the steps it was handling.", HelpName = "SECONDS", DefaultValueFactory = _ => 2 };
+        stepTimeout.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<double>() is <= 0 or > 3600)
+            {
+                r.AddError("--step-timeout must be a number of seconds above 0 (and at most an hour), for example 2.");
+            }
+        });
         var deadline = Deadline("How long to wait for the orders to settle, counted from the last order placed; then the summary shows what is still in flight (orders, sagas, messages) and the exit code is 1. Default: 120 s plus 50 ms per order (220 s for 2,000 orders).");
         var json = CommonOptions.Json();
         orders.Validators.Add(r =>
@@ -51,7 +59,7 @@ internal static class DemoCommands
         });
         var command = new Command("shop", "Place orders through the Shop (orders, customer credit, payments with a simulated provider, shipping) with faults injected at every step, wait until every order has settled, and check: every saga ended, completed orders charged and shipped once, compensated orders hold no credit and no net charge, credit reserved equals the open orders.")
         {
-            orders, failRate, style, seed, processes, kills, deadline, json,
+            orders, failRate, style, seed, processes, kills, stepTimeout, deadline, json,
         };
         store.AddTo(command);
         command.SetAction(output, async (parsed, cancellationToken) =>
@@ -83,6 +91,7 @@ internal static class DemoCommands
                     Seed = parsed.GetValue(seed),
                     Processes = parsed.GetValue(processes),
                     Kills = parsed.GetValue(kills),
+                    StepTimeout = TimeSpan.FromSeconds(parsed.GetValue(stepTimeout)),
                     WorkerCommand = DemoWorkers.Command(DemoWorkers.Shop),
                     Deadline = DeadlineValue(parsed, deadline),
                 },
