@@ -241,7 +241,7 @@ internal static class SagaCommands
             var request = new Envelope
             {
                 MessageId = MessageIds.New(now),
-                MessageType = SagaResumeRequested.TypeName,
+                MessageType = MessageTypeName.Format(SagaResumeRequested.TypeName, 1),
                 CorrelationId = transactionId,
                 SentAt = now,
                 Body = new SystemTextJsonMessageSerializer().Serialize(new SagaResumeRequested("converge sagas resume"), typeof(SagaResumeRequested)),

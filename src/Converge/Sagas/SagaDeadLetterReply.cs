@@ -29,7 +29,7 @@ internal static class SagaDeadLetterReply
         var failure = new Envelope
         {
             MessageId = MessageIds.New(now),
-            MessageType = SagaStepFailed.TypeName,
+            MessageType = options.Messages.GetName(typeof(SagaStepFailed)),
             CorrelationId = envelope.CorrelationId,
             CausationId = envelope.MessageId,
             SentAt = now,
