@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Converge.PostgreSql;
 using Converge.Runtime;
 using Converge.Sagas;
 using Converge.Sqlite;
@@ -51,10 +52,18 @@ public sealed class SagaResumeCommandTests : IDisposable
 
     public void Dispose() => _folder.Dispose();
 
-    Task<ConvergeTestHost> StartAsync() => ConvergeTestHost.StartAsync(
+    Task<ConvergeTestHost> StartAsync(Action<ConvergeOptions>? store = null) => ConvergeTestHost.StartAsync(
         o =>
         {
-            o.UseSqlite(Db);
+            if (store is null)
+            {
+                o.UseSqlite(Db);
+            }
+            else
+            {
+                store(o);
+            }
+
             o.PollInterval = TimeSpan.FromMilliseconds(50);
             o.Retry.MaxAttempts = 1;
             o.SagaRetry.MaxAttempts = 3;
@@ -133,5 +142,25 @@ public sealed class SagaResumeCommandTests : IDisposable
         Assert.Single(log, e => e.Detail == "stuck -> compensating: resumed by converge sagas resume");
         var ignored = Assert.Single(log, e => e.Kind == SagaLogKinds.ReplyIgnored);
         Assert.StartsWith("resume requested by converge sagas resume, but the saga is compensat", ignored.Detail, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Resume_works_on_a_postgresql_store()
+    {
+        await using var postgres = await PostgresStore.CreateAsync();
+        _bank.Broken["undebit"] = true;
+        await using var host = await StartAsync(o => o.UsePostgreSql(PostgresStore.ConnectionString, p => p.Schema = postgres.Schema));
+        await host.Sagas.StartAsync("transfer", "tx-pg", new TransferData { From = "dave", To = "closed", Amount = 5 });
+        await host.WaitForSagaAsync("tx-pg", s => s.State == SagaState.Stuck);
+
+        var list = await postgres.RunAsync("sagas", "list", "--state", "stuck", "--json");
+        Assert.True(list.ExitCode == 0, list.ToString());
+        Assert.Equal(["tx-pg"], list.Json().GetProperty("sagas").EnumerateArray().Select(e => e.GetProperty("transaction_id").GetString()));
+
+        _bank.Broken.TryRemove("undebit", out _);
+        var resume = await postgres.RunAsync("sagas", "resume", "tx-pg");
+        Assert.True(resume.ExitCode == 0, resume.ToString());
+        Assert.Equal(SagaState.Compensated, (await host.WaitForSagaAsync("tx-pg")).State);
+        Assert.Equal(1, (await postgres.RunAsync("sagas", "resume", "tx-pg")).ExitCode);
     }
 }
