@@ -206,7 +206,9 @@ internal sealed class SagaEngine
 
         if (log.FirstOrDefault(e => e.MessageId == command && e.Kind is SagaLogKinds.CommandSent or SagaLogKinds.CompensationSent) is { } sent)
         {
-            var now = SagaStates.IsEnded(instance.State) ? $"the saga has {SagaStates.ToText(instance.State)}" : $"the saga now awaits {instance.Awaiting:N}";
+            var now = SagaStates.IsEnded(instance.State) ? $"the saga has {SagaStates.ToText(instance.State)}"
+                : instance.Awaiting is { } awaiting ? $"the saga now awaits {awaiting:N}"
+                : $"the saga is {SagaStates.ToText(instance.State)}";
             return $"late: command {command:N} (step '{sent.Step}') is no longer awaited; {now}";
         }
 
@@ -262,7 +264,7 @@ internal sealed class SagaEngine
             Log(SagaLogKinds.TimeoutFired, timeout.Step, _cause?.MessageId, _cause?.MessageType, $"no reply to {timeout.CommandId:N}");
             if (_instance.State == SagaState.Compensating)
             {
-                await RetryOrStickAsync("timed out", compensation: true, cancellationToken);
+                await RetryOrStickAsync("timed out", compensation: true, answered: false, cancellationToken);
             }
             else
             {
@@ -305,7 +307,7 @@ internal sealed class SagaEngine
                 if (refusal is not null)
                 {
                     Log(SagaLogKinds.StepFailed, step.Name, envelope.MessageId, envelope.MessageType, $"compensation refused: {refusal}; {answered}", envelope.CausationId);
-                    await RetryOrStickAsync(refusal, compensation: true, cancellationToken);
+                    await RetryOrStickAsync(refusal, compensation: true, answered: true, cancellationToken);
                     return true;
                 }
 
@@ -404,11 +406,11 @@ internal sealed class SagaEngine
             switch (step.Kind)
             {
                 case SagaStepKind.Retriable:
-                    await RetryOrStickAsync(reason, compensation: false, cancellationToken);
+                    await RetryOrStickAsync(reason, compensation: false, answered: !timedOut, cancellationToken);
                     break;
                 case SagaStepKind.Pivot when timedOut:
                     // Whether a pivot took effect must be known before anything is undone: ask again.
-                    await RetryOrStickAsync(reason, compensation: false, cancellationToken);
+                    await RetryOrStickAsync(reason, compensation: false, answered: !timedOut, cancellationToken);
                     break;
                 default:
                     // A timed-out step may still take effect, so it is compensated too; a refused one did nothing.
@@ -495,13 +497,23 @@ internal sealed class SagaEngine
         /// Sends the current step's command (or its compensation) again after the retry backoff, or, once it has been
         /// sent its maximum number of times, gives up: the instance becomes stuck and waits for an operator.
         /// </summary>
-        async ValueTask RetryOrStickAsync(string error, bool compensation, CancellationToken cancellationToken)
+        /// <param name="error">Why the last send failed.</param>
+        /// <param name="compensation">Whether the compensation failed, not the step's command.</param>
+        /// <param name="answered">Whether a reply said so (else it timed out and a late success may still come).</param>
+        /// <param name="cancellationToken">Cancels the sends.</param>
+        async ValueTask RetryOrStickAsync(string error, bool compensation, bool answered, CancellationToken cancellationToken)
         {
             var step = Current;
             _instance.LastError = error;
             var (maxAttempts, initialDelay, maxDelay) = RetryOf(step);
             if (_instance.StepAttempt >= maxAttempts)
             {
+                if (answered)
+                {
+                    // The command was answered (refused): a copy of that reply must be recognised as a duplicate.
+                    _instance.Awaiting = null;
+                }
+
                 Stick(step, compensation, error);
                 return;
             }

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
+using Converge.Contracts;
 using Converge.Diagnostics;
 using Converge.Runtime;
 using Converge.Sagas;
@@ -221,6 +222,13 @@ public sealed class StuckSagaTests
         // The reply deleted the last compensation's timeout: nothing waits on the saga's queue.
         Assert.Equal(0, (await QueueAsync(host, Queue))?.Scheduled ?? 0);
 
+        // A copy of the refusal that made it stuck is a duplicate, not a new failure.
+        var lastUnhold = (await host.Sagas.ReadLogAsync("tx-stuck")).Last(e => e.Kind == SagaLogKinds.CompensationSent).MessageId!.Value;
+        await DeliverAsync(host, "tx-stuck", "hold", lastUnhold, new SagaStepFailed("dead-lettered (again)"));
+        var ignored = (await ShopSagaLog(host, "tx-stuck", e => e.Kind == SagaLogKinds.ReplyIgnored, "the copied refusal")).Single(e => e.Kind == SagaLogKinds.ReplyIgnored);
+        Assert.Equal($"duplicate: command {lastUnhold:N} was already answered", ignored.Detail);
+        Assert.Equal(stuck.ConcurrencyVersion, (await host.Sagas.GetAsync("tx-stuck"))!.ConcurrencyVersion);
+
         // Stuck means quiet: nothing more is sent however long one waits, and no timeouts are left pending.
         Advance(host, time, TimeSpan.FromHours(1));
         await host.WaitForQuiescenceAsync();
@@ -317,6 +325,24 @@ public sealed class StuckSagaTests
         var saga = await QueueAsync(host, Queue);
         Assert.Equal(0, (saga?.Ready ?? 0) + (saga?.Scheduled ?? 0) + (saga?.InFlight ?? 0));
         Assert.Equal(0, (await host.Store.GetStatusAsync(CancellationToken.None)).DeadLetters);
+    }
+
+    static async Task DeliverAsync<T>(ConvergeTestHost host, string tx, string step, Guid command, T reply) where T : notnull
+    {
+        var options = host.Options;
+        var envelope = new Envelope
+        {
+            MessageId = Guid.CreateVersion7(),
+            MessageType = options.Messages.GetName(typeof(T)),
+            CorrelationId = tx,
+            CausationId = command,
+            SentAt = options.TimeProvider.GetUtcNow(),
+            Headers = new Dictionary<string, string> { [SagaHeaders.Step] = step },
+            Body = options.Serializer.Serialize(reply, typeof(T)),
+        };
+        await using var transaction = await host.Store.BeginAsync(CancellationToken.None);
+        await transaction.EnqueueAsync(new OutgoingMessage(Queue, envelope), CancellationToken.None);
+        await transaction.CommitAsync();
     }
 
     static Task<IReadOnlyList<SagaLogEntry>> ShopSagaLog(ConvergeTestHost host, string tx, Func<SagaLogEntry, bool> match, string what) =>
