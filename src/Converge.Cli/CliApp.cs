@@ -6,7 +6,7 @@ using System.CommandLine.Parsing;
 namespace Converge.Cli;
 
 /// <summary>
-/// The <c>converge</c> command line: <c>status</c>, <c>dead-letters list|retry|discard</c>, <c>sagas list|show</c>,
+/// The <c>converge</c> command line: <c>status</c>, <c>dead-letters list|retry|discard</c>, <c>sagas list|show|resume</c>,
 /// <c>jobs list|show|retry|cancel|batch|recurring</c>, <c>flow</c> and <c>bench messages|sagas|jobs|ceiling</c>. Every command prints a table, or one JSON object with <c>--json</c>.
 /// </summary>
 public static class CliApp

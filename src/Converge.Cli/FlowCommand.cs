@@ -35,7 +35,7 @@ internal static class FlowCommand
             var report = new FlowReport(
                 opened.Name,
                 transactionId,
-                saga is null ? null : new SagaReport(saga.Definition, saga.Version, SagaStates.ToText(saga.State), saga.Failure),
+                saga is null ? null : new SagaReport(saga.Definition, saga.Version, SagaStates.ToText(saga.State), saga.Failure, saga.FailedStep, saga.StuckReason),
                 [.. flow.Select(Step)],
                 flow.Count);
             return await output.ReportAsync(report, parsed.GetValue(json), Render);
@@ -53,7 +53,12 @@ internal static class FlowCommand
             console.Write(new Text(saga.State, SagaFormat.StateStyle(saga.State)));
             if (saga.Failure is not null)
             {
-                console.Write(new Text($" ({saga.Failure})"));
+                console.Write(new Text($" (step '{saga.FailedStep}' failed: {saga.Failure})"));
+            }
+
+            if (saga.StuckReason is not null)
+            {
+                console.Write(new Text($" [stuck: {saga.StuckReason}]"));
             }
         }
 
@@ -111,7 +116,7 @@ internal static class FlowCommand
 
     internal sealed record FlowReport(string Db, string TransactionId, SagaReport? Saga, IReadOnlyList<StepReport> Steps, int Count);
 
-    internal sealed record SagaReport(string Definition, int Version, string State, string? Failure);
+    internal sealed record SagaReport(string Definition, int Version, string State, string? Failure, string? FailedStep, string? StuckReason);
 
     internal sealed record StepReport(
         int Depth,

@@ -3,21 +3,23 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using Converge.Contracts;
 using Converge.Sagas;
 using Converge.Storage;
 using Spectre.Console;
 
 namespace Converge.Cli;
 
-/// <summary><c>converge sagas list|show</c>: saga instances, where each stands, and what happened to one.</summary>
+/// <summary><c>converge sagas list|show|resume</c>: saga instances, where each stands, what happened to one, and resuming a stuck one.</summary>
 internal static class SagaCommands
 {
-    const string States = "running, compensating, completed or compensated";
+    const string States = "running, compensating, completed, compensated or stuck";
 
-    public static Command Create(CliOutput output) => new("sagas", "List saga instances with counts per definition, version and state, or show one instance and its log.")
+    public static Command Create(CliOutput output) => new("sagas", "List saga instances with counts per definition, version and state, show one instance and its log, or resume a stuck one.")
     {
         List(output),
         Show(output),
+        Resume(output),
     };
 
     static Command List(CliOutput output)
@@ -114,7 +116,7 @@ internal static class SagaCommands
 
         console.Write(table);
 
-        var totals = CliOutput.Listing("Saga", "Running", "Compensating", "Completed", "Compensated", "Total");
+        var totals = CliOutput.Listing("Saga", "Running", "Compensating", "Stuck", "Completed", "Compensated", "Total");
         foreach (var column in totals.Columns.Skip(1))
         {
             column.RightAligned();
@@ -122,13 +124,17 @@ internal static class SagaCommands
         foreach (var saga in report.Counts.GroupBy(c => (c.Definition, c.Version)))
         {
             long Of(string state) => saga.Where(c => c.State == state).Sum(c => c.Count);
-            CliOutput.AddRow(totals, $"{saga.Key.Definition}@{saga.Key.Version}", Of("running"), Of("compensating"), Of("completed"), Of("compensated"), saga.Sum(c => c.Count));
+            CliOutput.AddRow(totals, $"{saga.Key.Definition}@{saga.Key.Version}", Of("running"), Of("compensating"), Of("stuck"), Of("completed"), Of("compensated"), saga.Sum(c => c.Count));
         }
 
         console.Write(totals);
         console.WriteLine(report.Total > report.Count
             ? $"Showing the newest {report.Count} of {report.Total}{(filtered ? " matching" : "")}; pass --max to see more."
             : $"{report.Count} saga instance(s){(filtered ? " match" : "")}. Show one with: converge sagas show {storeArguments} TXID");
+        if (report.Sagas.Any(s => s.State == "stuck"))
+        {
+            console.WriteLine($"Stuck instances wait for an operator: fix the participant, then run: converge sagas resume {storeArguments} TXID");
+        }
     }
 
     static Command Show(CliOutput output)
@@ -167,7 +173,13 @@ internal static class SagaCommands
         Field("Steps", string.Join(", ", report.Steps));
         Field("Remaining", report.RemainingSteps.Count == 0 ? null : string.Join(", ", report.RemainingSteps));
         Field("Awaiting", report.Awaiting is { } awaiting ? SagaFormat.ShortId(awaiting) : null);
-        Field("Failure", report.Failure);
+        Field("Failure", report.Failure is null ? null : $"step '{report.FailedStep}': {report.Failure}");
+        if (report.StuckReason is not null)
+        {
+            Field("Stuck", report.StuckReason);
+        }
+
+        Field("Last error", report.LastError);
         Field("Started", CliOutput.Format(report.StartedAt));
         Field("Updated", $"{CliOutput.Format(report.UpdatedAt)} (+{SagaFormat.Duration(report.UpdatedAt - report.StartedAt)})");
         Field("Concurrency version", report.ConcurrencyVersion.ToString(CultureInfo.InvariantCulture));
@@ -200,8 +212,60 @@ internal static class SagaCommands
         console.WriteLine($"{report.Log.Count} log entries; ids show their last 8 hex digits (--json for the full ids).");
     }
 
+    static Command Resume(CliOutput output)
+    {
+        var location = new StoreLocation();
+        var json = CommonOptions.Json();
+        var id = new Argument<string>("TXID") { Description = "The stuck saga instance's transaction id, as 'converge sagas list --state stuck' shows it." };
+        var command = location.AddTo(new Command(
+            "resume",
+            "Resume a stuck saga instance once its participant is fixed: the application's process sends the step (or compensation) it gave up on again, counting attempts from 1. The request waits on the saga's queue until that process handles it.")
+        {
+            id, json,
+        });
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var transactionId = parsed.GetRequiredValue(id);
+            await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
+            var store = opened.Store;
+            var instance = await store.GetSagaAsync(transactionId, cancellationToken)
+                ?? throw new CliException(CliApp.Failure, $"no saga instance has transaction id '{transactionId}' in {opened.Name}; list the stuck ones with: converge sagas list --state stuck {opened.Arguments}");
+            if (instance.State != SagaState.Stuck)
+            {
+                throw new CliException(CliApp.Failure, $"saga '{transactionId}' is {SagaStates.ToText(instance.State)}, not stuck, so there is nothing to resume; see where it stands with: converge sagas show {opened.Arguments} {transactionId}");
+            }
+
+            // The definitions live in the application, not here: ask its saga engine, through the saga's queue.
+            var queue = instance.Queue ?? "sagas." + instance.Definition;
+            var now = TimeProvider.System.GetUtcNow();
+            var request = new Envelope
+            {
+                MessageId = MessageIds.New(now),
+                MessageType = MessageTypeName.Format(SagaResumeRequested.TypeName, 1),
+                CorrelationId = transactionId,
+                SentAt = now,
+                Body = new SystemTextJsonMessageSerializer().Serialize(new SagaResumeRequested("converge sagas resume"), typeof(SagaResumeRequested)),
+            };
+            await using (var transaction = await store.BeginAsync(cancellationToken))
+            {
+                await transaction.EnqueueAsync(new OutgoingMessage(queue, request), cancellationToken);
+                await transaction.CommitAsync(cancellationToken);
+            }
+
+            var report = new ResumeReport(opened.Name, transactionId, instance.Definition, instance.Version, SagaFormat.CurrentStep(instance), instance.Failure is not null, instance.StuckReason, instance.LastError, queue, request.MessageId);
+            return await output.ReportAsync(report, parsed.GetValue(json), (console, r) =>
+            {
+                var what = r.Compensating ? $"the compensation of step '{r.Step}'" : $"step '{r.Step}'";
+                console.WriteLine($"Resume of saga {r.TransactionId} ({r.Definition}@{r.Version}) requested: its application sends {what} again, counting attempts from 1, when it handles the request on queue '{r.Queue}'.");
+                console.WriteLine($"Was stuck because {r.StuckReason ?? "-"}; last error: {r.LastError ?? "-"}.");
+                console.WriteLine($"Follow it with: converge sagas show {opened.Arguments} {r.TransactionId}");
+            });
+        });
+        return command;
+    }
+
     static SagaSummary Summary(SagaInstance s) =>
-        new(s.TransactionId, s.Definition, s.Version, SagaStates.ToText(s.State), SagaFormat.CurrentStep(s), s.StepIndex, s.StartedAt, s.UpdatedAt, s.Failure);
+        new(s.TransactionId, s.Definition, s.Version, SagaStates.ToText(s.State), SagaFormat.CurrentStep(s), s.StepIndex, s.StartedAt, s.UpdatedAt, s.Failure, s.FailedStep, s.StuckReason, s.LastError);
 
     static ShowReport Detail(string db, SagaInstance s, IReadOnlyList<SagaLogEntry> log) => new(
         db,
@@ -216,6 +280,9 @@ internal static class SagaCommands
         s.StepAttempt,
         s.Awaiting,
         s.Failure,
+        s.FailedStep,
+        s.StuckReason,
+        s.LastError,
         SagaFormat.Data(s.Data),
         s.ConcurrencyVersion,
         s.StartedAt,
@@ -236,9 +303,14 @@ internal static class SagaCommands
         int StepIndex,
         DateTimeOffset StartedAt,
         DateTimeOffset UpdatedAt,
-        string? Failure);
+        string? Failure,
+        string? FailedStep,
+        string? StuckReason,
+        string? LastError);
 
     internal sealed record ListReport(string Db, FilterReport Filter, IReadOnlyList<CountReport> Counts, IReadOnlyList<SagaSummary> Sagas, int Count, long Total);
+
+    internal sealed record ResumeReport(string Db, string TransactionId, string Definition, int Version, string? Step, bool Compensating, string? StuckReason, string? LastError, string Queue, Guid RequestId);
 
     internal sealed record LogReport(long Id, DateTimeOffset At, long OffsetMs, string Kind, string? Step, Guid? MessageId, string? MessageType, string? Detail);
 
@@ -255,6 +327,9 @@ internal static class SagaCommands
         int Attempt,
         Guid? Awaiting,
         string? Failure,
+        string? FailedStep,
+        string? StuckReason,
+        string? LastError,
         JsonElement? Data,
         long ConcurrencyVersion,
         DateTimeOffset StartedAt,
@@ -323,6 +398,7 @@ internal static partial class SagaFormat
     {
         "completed" => new Style(Color.Green),
         "compensating" or "compensated" => new Style(Color.Yellow),
+        "stuck" => new Style(Color.Red),
         _ => Style.Plain,
     };
 
@@ -333,6 +409,7 @@ internal static partial class SagaFormat
         SagaLogKinds.ReplyReceived when detail?.StartsWith("failure", StringComparison.Ordinal) == true => new Style(Color.Red),
         SagaLogKinds.CompensationSent => new Style(Color.Yellow),
         SagaLogKinds.ReplyReceived when detail?.StartsWith("compensated", StringComparison.Ordinal) == true => new Style(Color.Yellow),
+        SagaLogKinds.StateChanged when detail?.Contains("-> stuck", StringComparison.Ordinal) == true => new Style(Color.Red),
         SagaLogKinds.StateChanged when detail?.EndsWith("completed", StringComparison.Ordinal) == true => new Style(Color.Green),
         SagaLogKinds.StateChanged when detail?.Contains("compensat", StringComparison.Ordinal) == true => new Style(Color.Yellow),
         SagaLogKinds.ReplyIgnored => new Style(Color.Grey),

@@ -66,7 +66,13 @@ internal static class PostgreSqlMapping
         .With("data", ToArray(instance.Data))
         .With("failure", NpgsqlDbType.Text, instance.Failure)
         .With("concurrency_version", instance.ConcurrencyVersion)
-        .With("updated_at", instance.UpdatedAt.UtcTicks);
+        .With("updated_at", instance.UpdatedAt.UtcTicks)
+        .With("failed_step", NpgsqlDbType.Text, instance.FailedStep)
+        .With("last_error", NpgsqlDbType.Text, instance.LastError)
+        .With("stuck_reason", NpgsqlDbType.Text, instance.StuckReason)
+        .With("timeout_id", NpgsqlDbType.Uuid, instance.TimeoutId)
+        .With("timeout_at", NpgsqlDbType.Bigint, instance.TimeoutAt?.UtcTicks)
+        .With("queue", NpgsqlDbType.Text, instance.Queue);
 
     public static DateTimeOffset FromTicks(long ticks) => StoredRows.FromTicks(ticks);
 

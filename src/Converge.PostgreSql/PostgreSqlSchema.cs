@@ -189,6 +189,15 @@ internal sealed class PostgreSqlSchema
                 tokens double precision NOT NULL,
                 refilled_at bigint NOT NULL);
             """,
+            $"""
+            ALTER TABLE {Sagas}
+                ADD COLUMN failed_step text,
+                ADD COLUMN last_error text,
+                ADD COLUMN stuck_reason text,
+                ADD COLUMN timeout_id uuid,
+                ADD COLUMN timeout_at bigint,
+                ADD COLUMN queue text;
+            """,
         ];
 
         CreateSchema = $"CREATE SCHEMA IF NOT EXISTS {SchemaName}";
@@ -274,16 +283,17 @@ internal sealed class PostgreSqlSchema
         GroupStatus = $"SELECT name, position, failed_attempts, last_error FROM {Groups} ORDER BY name";
         InboxCount = $"SELECT count(*) FROM {Inbox}";
 
-        const string sagaColumns = "transaction_id, definition, version, state, step_index, awaiting, step_attempt, steps, data, failure, concurrency_version, started_at, updated_at";
+        const string sagaColumns = "transaction_id, definition, version, state, step_index, awaiting, step_attempt, steps, data, failure, concurrency_version, started_at, updated_at, failed_step, last_error, stuck_reason, timeout_id, timeout_at, queue";
         LoadSaga = $"SELECT {sagaColumns} FROM {Sagas} WHERE transaction_id = @transaction_id";
         InsertSaga = $"""
             INSERT INTO {Sagas} ({sagaColumns})
-            VALUES (@transaction_id, @definition, @version, @state, @step_index, @awaiting, @step_attempt, @steps, @data, @failure, @concurrency_version, @started_at, @updated_at)
+            VALUES (@transaction_id, @definition, @version, @state, @step_index, @awaiting, @step_attempt, @steps, @data, @failure, @concurrency_version, @started_at, @updated_at, @failed_step, @last_error, @stuck_reason, @timeout_id, @timeout_at, @queue)
             ON CONFLICT (transaction_id) DO NOTHING
             """;
         UpdateSaga = $"""
             UPDATE {Sagas} SET state = @state, step_index = @step_index, awaiting = @awaiting, step_attempt = @step_attempt, data = @data,
-                failure = @failure, concurrency_version = @concurrency_version, updated_at = @updated_at
+                failure = @failure, concurrency_version = @concurrency_version, updated_at = @updated_at, failed_step = @failed_step,
+                last_error = @last_error, stuck_reason = @stuck_reason, timeout_id = @timeout_id, timeout_at = @timeout_at, queue = @queue
             WHERE transaction_id = @transaction_id AND concurrency_version = @expected
             """;
         QuerySagas = $"""
@@ -393,6 +403,7 @@ internal sealed class PostgreSqlSchema
             ORDER BY id DESC LIMIT @max
             """;
         DeleteQueued = $"DELETE FROM {Queue} WHERE id = @id";
+        CancelScheduled = $"DELETE FROM {Queue} WHERE queue = @queue AND visible_at = @visible_at AND message_id = @message_id AND lease_token IS NULL";
     }
 
     /// <summary>The schema name as configured (validated: safe to embed).</summary>
@@ -507,6 +518,7 @@ internal sealed class PostgreSqlSchema
     public string RegisterJobQueue { get; }
     public string ListDeadLetterJobs { get; }
     public string DeleteQueued { get; }
+    public string CancelScheduled { get; }
 
     public const string Savepoint = "SAVEPOINT converge_item";
     public const string RollbackToSavepoint = "ROLLBACK TO SAVEPOINT converge_item; RELEASE SAVEPOINT converge_item";

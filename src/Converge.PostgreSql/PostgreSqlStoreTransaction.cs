@@ -280,6 +280,14 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         return (await command.ReadAllAsync(reader => reader.GetInt64(0), cancellationToken)).Count;
     }
 
+    public async ValueTask<bool> CancelScheduledAsync(string queue, Guid messageId, DateTimeOffset dueAt, CancellationToken cancellationToken) =>
+        await ExecuteAsync(
+            (await CommandAsync(Sql.CancelScheduled, cancellationToken))
+                .With("queue", queue)
+                .With("visible_at", dueAt.UtcTicks)
+                .With("message_id", messageId),
+            cancellationToken) == 1;
+
     public async ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken)
     {
         await using var command = (await CommandAsync(Sql.LoadSaga, cancellationToken)).With("transaction_id", transactionId);

@@ -47,6 +47,11 @@ internal sealed class RabbitMqStoreTransaction : IStoreTransaction
         Sent(message.Queue);
     }
 
+    /// <inheritdoc />
+    /// <remarks>A scheduled message waits in the store's outbox until due, so the store can delete it until then.</remarks>
+    public ValueTask<bool> CancelScheduledAsync(string queue, Guid messageId, DateTimeOffset dueAt, CancellationToken cancellationToken) =>
+        _inner.CancelScheduledAsync(queue, messageId, dueAt, cancellationToken);
+
     /// <summary>The relay learns of the queue now and is woken when the message is committed.</summary>
     void Sent(string queue)
     {

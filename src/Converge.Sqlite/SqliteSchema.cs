@@ -187,6 +187,14 @@ internal sealed class SqliteSchema
                 tokens REAL NOT NULL,
                 refilled_at INTEGER NOT NULL);
             """,
+            $"""
+            ALTER TABLE {Sagas} ADD COLUMN failed_step TEXT;
+            ALTER TABLE {Sagas} ADD COLUMN last_error TEXT;
+            ALTER TABLE {Sagas} ADD COLUMN stuck_reason TEXT;
+            ALTER TABLE {Sagas} ADD COLUMN timeout_id BLOB;
+            ALTER TABLE {Sagas} ADD COLUMN timeout_at INTEGER;
+            ALTER TABLE {Sagas} ADD COLUMN queue TEXT;
+            """,
         ];
 
         CreateMigrations = $"CREATE TABLE IF NOT EXISTS {Migrations} (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)";
@@ -241,16 +249,17 @@ internal sealed class SqliteSchema
         GroupStatus = $"SELECT name, position, failed_attempts, last_error FROM {Groups} ORDER BY name";
         InboxCount = $"SELECT count(*) FROM {Inbox}";
 
-        const string sagaColumns = "transaction_id, definition, version, state, step_index, awaiting, step_attempt, steps, data, failure, concurrency_version, started_at, updated_at";
+        const string sagaColumns = "transaction_id, definition, version, state, step_index, awaiting, step_attempt, steps, data, failure, concurrency_version, started_at, updated_at, failed_step, last_error, stuck_reason, timeout_id, timeout_at, queue";
         LoadSaga = $"SELECT {sagaColumns} FROM {Sagas} WHERE transaction_id = $transaction_id";
         InsertSaga = $"""
             INSERT INTO {Sagas} ({sagaColumns})
-            VALUES ($transaction_id, $definition, $version, $state, $step_index, $awaiting, $step_attempt, $steps, $data, $failure, $concurrency_version, $started_at, $updated_at)
+            VALUES ($transaction_id, $definition, $version, $state, $step_index, $awaiting, $step_attempt, $steps, $data, $failure, $concurrency_version, $started_at, $updated_at, $failed_step, $last_error, $stuck_reason, $timeout_id, $timeout_at, $queue)
             ON CONFLICT (transaction_id) DO NOTHING
             """;
         UpdateSaga = $"""
             UPDATE {Sagas} SET state = $state, step_index = $step_index, awaiting = $awaiting, step_attempt = $step_attempt, data = $data,
-                failure = $failure, concurrency_version = $concurrency_version, updated_at = $updated_at
+                failure = $failure, concurrency_version = $concurrency_version, updated_at = $updated_at, failed_step = $failed_step,
+                last_error = $last_error, stuck_reason = $stuck_reason, timeout_id = $timeout_id, timeout_at = $timeout_at, queue = $queue
             WHERE transaction_id = $transaction_id AND concurrency_version = $expected
             """;
         QuerySagas = $"""
@@ -356,6 +365,7 @@ internal sealed class SqliteSchema
             ORDER BY id DESC LIMIT $max
             """;
         DeleteQueued = $"DELETE FROM {Queue} WHERE id = $id";
+        CancelScheduled = $"DELETE FROM {Queue} WHERE queue = $queue AND visible_at = $visible_at AND message_id = $message_id AND lease_token IS NULL";
     }
 
     public string Sagas { get; }
@@ -412,6 +422,7 @@ internal sealed class SqliteSchema
     public string ListInboxJobs { get; }
     public string ListDeadLetterJobs { get; }
     public string DeleteQueued { get; }
+    public string CancelScheduled { get; }
 
     public const string Savepoint = "SAVEPOINT converge_item";
     public const string RollbackToSavepoint = "ROLLBACK TO converge_item";

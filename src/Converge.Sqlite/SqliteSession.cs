@@ -122,7 +122,13 @@ internal static class SqliteMapping
         .With("$data", ToArray(instance.Data))
         .With("$failure", instance.Failure)
         .With("$concurrency_version", instance.ConcurrencyVersion)
-        .With("$updated_at", instance.UpdatedAt.UtcTicks);
+        .With("$updated_at", instance.UpdatedAt.UtcTicks)
+        .With("$failed_step", instance.FailedStep)
+        .With("$last_error", instance.LastError)
+        .With("$stuck_reason", instance.StuckReason)
+        .With("$timeout_id", instance.TimeoutId)
+        .With("$timeout_at", instance.TimeoutAt?.UtcTicks)
+        .With("$queue", instance.Queue);
 
     public static string WriteSteps(IReadOnlyList<string> steps) => StoredRows.WriteSteps(steps);
 

@@ -136,6 +136,13 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
             .With("$sent_at", envelope.SentAt.UtcTicks)
             .ExecuteNonQuery() == 1);
 
+    public ValueTask<bool> CancelScheduledAsync(string queue, Guid messageId, DateTimeOffset dueAt, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Command(Sql.CancelScheduled)
+            .With("$queue", queue)
+            .With("$visible_at", dueAt.UtcTicks)
+            .With("$message_id", messageId)
+            .ExecuteNonQuery() == 1);
+
     public ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken) =>
         ValueTask.FromResult(Command(Sql.LoadSaga).With("$transaction_id", transactionId).ReadFirst(RowReader.ReadSaga));
 

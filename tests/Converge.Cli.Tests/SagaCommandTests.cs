@@ -157,7 +157,7 @@ public sealed class SagaCommandTests(SagaStoreFixture store) : IClassFixture<Sag
         Assert.Equal(JsonValueKind.Null, sagas["tx-ok"].GetProperty("current_step").ValueKind);
         Assert.Equal("transfer", sagas["tx-comp"].GetProperty("definition").GetString());
         Assert.Equal(1, sagas["tx-comp"].GetProperty("version").GetInt32());
-        Assert.Equal("credit: account closed", sagas["tx-comp"].GetProperty("failure").GetString());
+        Assert.Equal(("credit", "account closed"), (sagas["tx-comp"].GetProperty("failed_step").GetString(), sagas["tx-comp"].GetProperty("failure").GetString()));
         Assert.Equal(2, sagas["tx-pay"].GetProperty("version").GetInt32());
         Assert.True(sagas["tx-ok"].GetProperty("updated_at").GetDateTimeOffset() >= sagas["tx-ok"].GetProperty("started_at").GetDateTimeOffset());
     }
@@ -217,7 +217,7 @@ public sealed class SagaCommandTests(SagaStoreFixture store) : IClassFixture<Sag
         Assert.Equal(JsonValueKind.Null, show.GetProperty("current_step").ValueKind);
         Assert.Equal(["debit", "credit"], show.GetProperty("steps").EnumerateArray().Select(s => s.GetString()));
         Assert.Empty(show.GetProperty("remaining_steps").EnumerateArray());
-        Assert.Equal("credit: account closed", show.GetProperty("failure").GetString());
+        Assert.Equal(("credit", "account closed"), (show.GetProperty("failed_step").GetString(), show.GetProperty("failure").GetString()));
         Assert.Equal("closed", show.GetProperty("data").GetProperty("to").GetString());
         Assert.True(show.GetProperty("concurrency_version").GetInt64() > 1);
 
@@ -241,7 +241,7 @@ public sealed class SagaCommandTests(SagaStoreFixture store) : IClassFixture<Sag
     {
         var show = (await RunAsync("sagas", "show", "tx-comp")).Out;
 
-        foreach (var expected in new[] { "Saga tx-comp: transfer@1, compensated", "Failure", "credit: account closed", "Concurrency version", "\"to\":\"closed\"", "+ms", "compensation-sent", "cli.undebit@1", "running -> compensating" })
+        foreach (var expected in new[] { "Saga tx-comp: transfer@1, compensated", "Failure", "step 'credit': account closed", "Concurrency version", "\"to\":\"closed\"", "+ms", "compensation-sent", "cli.undebit@1", "running -> compensating" })
         {
             Assert.Contains(expected, show, StringComparison.Ordinal);
         }
@@ -296,7 +296,7 @@ public sealed class SagaCommandTests(SagaStoreFixture store) : IClassFixture<Sag
         var flow = (await RunAsync("flow", "tx-comp")).Out;
 
         Assert.Contains("Flow of tx-comp: 6 message(s) from ", flow, StringComparison.Ordinal);
-        Assert.Contains("saga transfer@1 compensated (credit: account closed)", flow, StringComparison.Ordinal);
+        Assert.Contains("saga transfer@1 compensated (step 'credit' failed: account closed)", flow, StringComparison.Ordinal);
         var lines = flow.Split('\n').Select(l => l.TrimEnd()).ToList();
         var tree = lines.SkipWhile(l => !l.StartsWith(" Message", StringComparison.Ordinal)).Skip(2).TakeWhile(l => l.Length > 0)
             .Select(l => System.Text.RegularExpressions.Regex.Match(l, "^ *\\S.*?(?=  |$)").Value).ToList();

@@ -129,7 +129,7 @@ public sealed class PostgreSqlStoreTests : IAsyncDisposable
         try
         {
             await Task.WhenAll(stores.Select(s => s.MigrateAsync(CancellationToken.None).AsTask()));
-            Assert.All(await Task.WhenAll(stores.Select(s => s.GetSchemaVersionAsync().AsTask())), v => Assert.Equal(1, v));
+            Assert.All(await Task.WhenAll(stores.Select(s => s.GetSchemaVersionAsync().AsTask())), v => Assert.Equal(stores[0].Schema.Versions.Count, v));
         }
         finally
         {

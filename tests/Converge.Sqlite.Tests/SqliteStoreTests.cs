@@ -97,6 +97,45 @@ public sealed class SqliteStoreTests : IDisposable
         Assert.Equal(1L, command.ExecuteScalar());
     }
 
+    /// <summary>
+    /// A store made before saga instances had their failed step, stuck reason, last error, timeout and queue columns
+    /// upgrades in place: the columns are added and old instances read back with them empty.
+    /// </summary>
+    [Fact]
+    public async Task A_store_from_before_the_saga_columns_upgrades_and_keeps_its_instances()
+    {
+        var path = DbPath();
+        await using (var old = new SqliteMessageStore(new SqliteStoreOptions { Path = path }, TimeProvider.System))
+        {
+            await old.MigrateAsync(CancellationToken.None);
+            await using var connection = old.OpenConnection();
+            await using var command = connection.CreateCommand();
+            command.CommandText = """
+                DELETE FROM converge_schema_migrations WHERE version = 4;
+                ALTER TABLE converge_sagas DROP COLUMN failed_step;
+                ALTER TABLE converge_sagas DROP COLUMN last_error;
+                ALTER TABLE converge_sagas DROP COLUMN stuck_reason;
+                ALTER TABLE converge_sagas DROP COLUMN timeout_id;
+                ALTER TABLE converge_sagas DROP COLUMN timeout_at;
+                ALTER TABLE converge_sagas DROP COLUMN queue;
+                INSERT INTO converge_sagas (transaction_id, definition, version, state, step_index, awaiting, step_attempt, steps, data, failure, concurrency_version, started_at, updated_at)
+                VALUES ('tx-old', 'order', 1, 'compensated', -1, NULL, 0, '["reserve","ship"]', X'7B7D', 'ship: refused', 3, 0, 0);
+                """;
+            command.ExecuteNonQuery();
+            Assert.Equal(3, old.GetSchemaVersion());
+        }
+
+        SqliteConnection.ClearAllPools();
+        await using var upgraded = new SqliteMessageStore(new SqliteStoreOptions { Path = path }, TimeProvider.System);
+        await upgraded.MigrateAsync(CancellationToken.None);
+        var instance = await upgraded.GetSagaAsync("tx-old", CancellationToken.None);
+
+        Assert.Equal(upgraded.Schema.Versions.Count, upgraded.GetSchemaVersion());
+        Assert.NotNull(instance);
+        Assert.Equal((SagaState.Compensated, "ship: refused", null as string, null as string, null as Guid?, null as string),
+            (instance.State, instance.Failure, instance.FailedStep, instance.StuckReason, instance.TimeoutId, instance.Queue));
+    }
+
     [Fact]
     public async Task Processes_starting_at_once_migrate_the_schema_once()
     {

@@ -65,7 +65,7 @@ public sealed class PlaceOrderSaga : SagaDefinition<PlaceOrderData>
         });
         saga.WhenCompensated(async (context, cancellationToken) =>
         {
-            var rejected = context.Failure?.StartsWith("reserve-credit:", StringComparison.Ordinal) == true;
+            var rejected = context.FailedStep == "reserve-credit";
             await context.ExecuteAsync("UPDATE shop_orders SET status = @status, reason = @reason WHERE id = @id",
                 ("@status", rejected ? "rejected" : "compensated"), ("@reason", context.Failure), ("@id", context.Data.OrderId));
             await context.PublishAsync(ShopQueues.Stream(context.Data.OrderId), new OrderCancelled(context.Data.OrderId, context.Failure ?? ""), cancellationToken: cancellationToken);

@@ -703,6 +703,65 @@ public abstract class MessageStoreConformanceTests
         Assert.Null(await host.Store.GetSagaAsync("saga-2", CancellationToken.None));
     }
 
+    /// <summary>The fields of a failed, stuck instance and its pending timeout read back as saved.</summary>
+    [Fact]
+    public async Task Saga_failure_stuck_and_timeout_fields_read_back_as_saved()
+    {
+        await using var host = await StartAsync(configure: o => o.RunConsumers = false);
+        await InsertSagaAsync(host.Store, NewSaga("saga-stuck"));
+        var instance = (await host.Store.GetSagaAsync("saga-stuck", CancellationToken.None))!;
+        Assert.Equal((null as string, null as string, null as string, null as Guid?, null as DateTimeOffset?, null as string),
+            (instance.FailedStep, instance.LastError, instance.StuckReason, instance.TimeoutId, instance.TimeoutAt, instance.Queue));
+
+        var timeoutId = Guid.NewGuid();
+        var dueAt = new DateTimeOffset(2030, 1, 2, 3, 4, 5, TimeSpan.Zero).AddTicks(1234567);
+        instance.State = SagaState.Stuck;
+        instance.Failure = "ship refused";
+        instance.FailedStep = "ship";
+        instance.LastError = "timed out";
+        instance.StuckReason = "gave up";
+        instance.TimeoutId = timeoutId;
+        instance.TimeoutAt = dueAt;
+        instance.Queue = "sagas.order";
+        Assert.True(await UpdateSagaAsync(host.Store, instance, 1));
+        var stored = (await host.Store.GetSagaAsync("saga-stuck", CancellationToken.None))!;
+
+        Assert.Equal((SagaState.Stuck, "ship refused", "ship", "timed out", "gave up", timeoutId, dueAt, "sagas.order"),
+            (stored.State, stored.Failure, stored.FailedStep, stored.LastError, stored.StuckReason, stored.TimeoutId, stored.TimeoutAt, stored.Queue));
+        Assert.Equal(["saga-stuck"], (await host.Store.QuerySagasAsync(new SagaQuery { State = SagaState.Stuck }, CancellationToken.None)).Select(s => s.TransactionId));
+    }
+
+    /// <summary>A scheduled message is deleted by its queue, id and due time, once.</summary>
+    [Fact]
+    public async Task A_scheduled_message_is_cancelled_by_queue_id_and_due_time()
+    {
+        var time = new FakeTimeProvider();
+        await using var host = await StartAsync(configure: o => { o.RunConsumers = false; o.TimeProvider = time; });
+        var dueAt = time.GetUtcNow() + TimeSpan.FromMinutes(5);
+        var kept = RawEnvelope("conformance.timer", [1]);
+        var cancelled = RawEnvelope("conformance.timer", [2]);
+        await using (var transaction = await host.Store.BeginAsync(CancellationToken.None))
+        {
+            await transaction.EnqueueAsync(new OutgoingMessage(Queue, kept, dueAt), CancellationToken.None);
+            await transaction.EnqueueAsync(new OutgoingMessage(Queue, cancelled, dueAt), CancellationToken.None);
+            await transaction.CommitAsync(CancellationToken.None);
+        }
+
+        async Task<bool> CancelAsync(string queue, Guid id, DateTimeOffset at)
+        {
+            await using var transaction = await host.Store.BeginAsync(CancellationToken.None);
+            var done = await transaction.CancelScheduledAsync(queue, id, at, CancellationToken.None);
+            await transaction.CommitAsync(CancellationToken.None);
+            return done;
+        }
+
+        Assert.False(await CancelAsync(Queue, cancelled.MessageId, dueAt + TimeSpan.FromTicks(1)));
+        Assert.False(await CancelAsync("elsewhere", cancelled.MessageId, dueAt));
+        Assert.True(await CancelAsync(Queue, cancelled.MessageId, dueAt));
+        Assert.False(await CancelAsync(Queue, cancelled.MessageId, dueAt));
+        Assert.Equal(1, (await StatusAsync(host)).Queues.Single(q => q.Queue == Queue).Scheduled);
+    }
+
     /// <summary>A save from a stale version is refused and leaves the stored instance as the winning save left it.</summary>
     [Fact]
     public async Task Saga_update_with_a_stale_expected_version_is_refused_and_leaves_the_row()

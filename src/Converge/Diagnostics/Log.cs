@@ -53,6 +53,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 1401, Level = LogLevel.Error, Message = "Inbox clean-up failed; trying again in {Delay}")]
     public static partial void InboxPurgeFailed(ILogger logger, Exception exception, TimeSpan delay);
 
+    [LoggerMessage(EventId = 1600, Level = LogLevel.Error, Message = "Saga {TransactionId} ({Saga}) is stuck: {What} of step {Step} failed {Attempts} time(s) in a row (last error: {LastError}); resume it with 'converge sagas resume' once the participant is fixed")]
+    public static partial void SagaStuck(ILogger logger, string transactionId, string saga, string step, int attempts, string what, string lastError);
+
     [LoggerMessage(EventId = 1500, Level = LogLevel.Error, Message = "A message observer threw; observers must not throw")]
     public static partial void ObserverFailed(ILogger logger, Exception exception);
 }

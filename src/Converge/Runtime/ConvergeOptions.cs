@@ -23,6 +23,7 @@ public sealed partial class ConvergeOptions
     {
         Messages.Register<SagaStepTimeout>(SagaStepTimeout.TypeName);
         Messages.Register<SagaStepFailed>(SagaStepFailed.TypeName);
+        Messages.Register<SagaResumeRequested>(SagaResumeRequested.TypeName);
     }
 
     /// <summary>The explicit type-name registry. Every message and event type must be registered.</summary>
@@ -47,6 +48,12 @@ public sealed partial class ConvergeOptions
 
     /// <summary>Retry policy for queue handlers and consumer groups.</summary>
     public RetryOptions Retry { get; } = new();
+
+    /// <summary>
+    /// How sagas re-send steps that fail or time out, and when they give up (become stuck); defaults for every saga.
+    /// See <see cref="SagaRetryOptions"/>.
+    /// </summary>
+    public SagaRetryOptions SagaRetry { get; } = new();
 
     /// <summary>How long inbox records are kept for duplicate detection. Default 7 days.</summary>
     public TimeSpan InboxRetention { get; set; } = TimeSpan.FromDays(7);
@@ -155,7 +162,7 @@ public sealed partial class ConvergeOptions
             return this;
         }
 
-        foreach (var type in model.ReplyTypes.Append(typeof(SagaStepTimeout)).Append(typeof(SagaStepFailed)))
+        foreach (var type in model.ReplyTypes.Append(typeof(SagaStepTimeout)).Append(typeof(SagaStepFailed)).Append(typeof(SagaResumeRequested)))
         {
             if (!_handlers.Any(h => h.Queue == replyQueue && h.MessageType == type))
             {
@@ -239,7 +246,7 @@ public sealed partial class ConvergeOptions
             yield return error;
         }
 
-        foreach (var error in Retry.Validate())
+        foreach (var error in Retry.Validate().Concat(SagaRetry.Validate()))
         {
             yield return error;
         }

@@ -88,6 +88,7 @@ internal static class QueueOutcomes
             return null;
         }
 
+        await Sagas.SagaDeadLetterReply.SendAsync(transaction, message.Envelope, reason, exception, options, cancellationToken);
         Log.DeadLettered(logger, exception, message.Envelope.MessageId, message.Envelope.MessageType, message.Queue, reason);
         return HandlingOutcome.DeadLettered;
     }

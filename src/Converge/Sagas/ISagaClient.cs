@@ -28,6 +28,14 @@ public interface ISagaClient
 
     /// <summary>The instance's data, deserialized as <typeparamref name="TData"/>.</summary>
     TData ReadData<TData>(SagaInstance instance) where TData : class;
+
+    /// <summary>
+    /// Resumes a <see cref="SagaState.Stuck"/> instance once its participant is fixed, in a transaction of its own:
+    /// the step's command (or the compensation) it gave up on is sent again, counting attempts from 1. An instance
+    /// that is not stuck is left as it is (<see cref="SagaResumeResult.NotStuck"/>). The instance's definition version
+    /// must be registered in this process.
+    /// </summary>
+    ValueTask<SagaResumeResult> ResumeAsync(string transactionId, CancellationToken cancellationToken = default);
 }
 
 /// <summary>What is left to do for a saga instance, read from the instance alone (no definition needed).</summary>
@@ -44,6 +52,8 @@ public static class SagaProgress
         {
             SagaState.Running => [.. instance.Steps.Skip(Math.Max(instance.StepIndex, 0))],
             SagaState.Compensating => [.. Enumerable.Range(0, instance.StepIndex + 1).Reverse().Select(i => "compensate " + instance.Steps[i])],
+            SagaState.Stuck when instance.Failure is null => [.. instance.Steps.Skip(Math.Max(instance.StepIndex, 0))],
+            SagaState.Stuck => [.. Enumerable.Range(0, instance.StepIndex + 1).Reverse().Select(i => "compensate " + instance.Steps[i])],
             _ => [],
         };
     }
@@ -80,6 +90,18 @@ internal sealed class SagaClient : ISagaClient
     public ValueTask<IReadOnlyList<SagaInstance>> QueryAsync(SagaQuery query, CancellationToken cancellationToken = default) => _store.QuerySagasAsync(query, cancellationToken);
 
     public ValueTask<IReadOnlyList<SagaLogEntry>> ReadLogAsync(string transactionId, CancellationToken cancellationToken = default) => _store.ReadSagaLogAsync(transactionId, cancellationToken);
+
+    public async ValueTask<SagaResumeResult> ResumeAsync(string transactionId, CancellationToken cancellationToken = default)
+    {
+        await using var transaction = await _store.BeginAsync(cancellationToken);
+        var result = await _engine.ResumeAsync(transaction, transactionId, "the saga client", _services, cancellationToken);
+        if (result == SagaResumeResult.Resumed)
+        {
+            await transaction.CommitAsync(cancellationToken);
+        }
+
+        return result;
+    }
 
     public TData ReadData<TData>(SagaInstance instance) where TData : class
     {

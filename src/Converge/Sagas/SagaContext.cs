@@ -20,8 +20,11 @@ public abstract class SagaContext
     /// <summary>The instance as it is being saved.</summary>
     public SagaInstance Instance => _core.Instance;
 
-    /// <summary>Why the saga compensated (the failed step and its error); <c>null</c> when it completed.</summary>
+    /// <summary>Why the saga compensated (the error of <see cref="FailedStep"/>); <c>null</c> when it completed.</summary>
     public string? Failure => _core.Instance.Failure;
+
+    /// <summary>The step whose failure made the saga compensate; <c>null</c> when it completed.</summary>
+    public string? FailedStep => _core.Instance.FailedStep;
 
     /// <summary>The services of the message being handled.</summary>
     public IServiceProvider Services => _core.Services;

@@ -3,7 +3,10 @@ namespace Converge.Sagas;
 /// <summary>How a step behaves when the saga fails (see the compensating-transaction pattern).</summary>
 public enum SagaStepKind
 {
-    /// <summary>Before the pivot: undone by its compensating command when a later step (up to the pivot) fails.</summary>
+    /// <summary>
+    /// Before the pivot: undone by its compensating command when a later step (up to the pivot) fails. A step without
+    /// a compensation (a read-only check) is passed over when compensating.
+    /// </summary>
     Compensatable,
 
     /// <summary>The point of no return: when it succeeds the saga can only go forward.</summary>
@@ -61,8 +64,20 @@ public sealed class SagaBuilder<TData> where TData : class
     readonly List<StepBuilder<TData>> _steps = [];
     Func<SagaContext<TData>, CancellationToken, Task>? _completed;
     Func<SagaContext<TData>, CancellationToken, Task>? _compensated;
+    SagaRetryOverrides? _retry;
 
     internal SagaBuilder() { }
+
+    /// <summary>
+    /// How this saga re-sends failed or timed-out steps and compensations and when it gives up (becomes stuck);
+    /// unset values use <c>ConvergeOptions.SagaRetry</c> (defaults 10 attempts, 1 second doubling up to 5 minutes).
+    /// A step's own <see cref="StepBuilder{TData}.Retry"/> wins over this.
+    /// </summary>
+    public SagaBuilder<TData> Retry(int? maxAttempts = null, TimeSpan? initialDelay = null, TimeSpan? maxDelay = null)
+    {
+        _retry = new SagaRetryOverrides(maxAttempts, initialDelay, maxDelay);
+        return this;
+    }
 
     /// <summary>Adds a step that a later failure (up to the pivot) undoes with its compensating command.</summary>
     public StepBuilder<TData> Compensatable(string name) => Add(name, SagaStepKind.Compensatable);
@@ -132,8 +147,13 @@ public sealed class SagaBuilder<TData> where TData : class
             seenRetriable |= step.Kind == SagaStepKind.Retriable;
         }
 
+        if (_retry is { } retry && SagaRetryOptions.Validate($"Saga '{name}' version {version}", retry.MaxAttempts, retry.InitialDelay, retry.MaxDelay).FirstOrDefault() is { } invalid)
+        {
+            throw new ArgumentException(invalid);
+        }
+
         var steps = _steps.Select(s => s.Build(name)).ToList();
-        return new SagaModel(name, version, typeof(TData), steps,
+        return new SagaModel(name, version, typeof(TData), steps, _retry,
             _completed is null ? null : (context, token) => _completed((SagaContext<TData>)context, token),
             _compensated is null ? null : (context, token) => _compensated((SagaContext<TData>)context, token),
             static (core, data) => new SagaContext<TData>(core, (TData)data));
@@ -150,7 +170,9 @@ public sealed class StepBuilder<TData> where TData : class
     Func<object, object>? _compensation;
     string? _compensationQueue;
     TimeSpan? _timeout;
+    TimeSpan? _compensationTimeout;
     TimeSpan? _retryDelay;
+    SagaRetryOverrides? _retry;
 
     internal StepBuilder(string name, SagaStepKind kind)
     {
@@ -189,6 +211,7 @@ public sealed class StepBuilder<TData> where TData : class
     /// The command that undoes this step, sent when a later step up to the pivot fails, or when this step timed out
     /// (its command may still take effect). The participant must make it idempotent and must remember it, so that
     /// the step's own command arriving later does nothing. <paramref name="queue"/> defaults to the command type's route.
+    /// Optional: a compensatable step that changes nothing (a read-only check) has no compensation and is passed over.
     /// </summary>
     public StepBuilder<TData> CompensateWith<TCommand>(Func<TData, TCommand> command, string? queue = null) where TCommand : notnull
     {
@@ -207,8 +230,9 @@ public sealed class StepBuilder<TData> where TData : class
 
     /// <summary>
     /// How long to wait for the reply (a scheduled message); default none. A timed-out compensatable step fails and is
-    /// compensated itself too; a timed-out pivot, retriable step or compensation is sent again, because its outcome
-    /// must be known.
+    /// compensated itself too; a timed-out pivot, retriable step or compensation is sent again after the retry backoff
+    /// (see <see cref="Retry"/>), because its outcome must be known. Also the compensation's timeout unless
+    /// <see cref="CompensationTimeout"/> sets its own. The reply deletes the scheduled timeout.
     /// </summary>
     public StepBuilder<TData> Timeout(TimeSpan timeout)
     {
@@ -217,11 +241,32 @@ public sealed class StepBuilder<TData> where TData : class
         return this;
     }
 
-    /// <summary>The pause before a failed retriable step or compensation is sent again; default: the retry backoff.</summary>
+    /// <summary>How long to wait for the compensation's reply; default the step's <see cref="Timeout"/>. Needs a compensation.</summary>
+    public StepBuilder<TData> CompensationTimeout(TimeSpan timeout)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(timeout, TimeSpan.Zero);
+        _compensationTimeout = timeout;
+        return this;
+    }
+
+    /// <summary>
+    /// A fixed pause before a failed or timed-out step or compensation is sent again, instead of the exponential
+    /// backoff of <see cref="Retry"/>; the attempt limit still applies.
+    /// </summary>
     public StepBuilder<TData> RetryDelay(TimeSpan delay)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(delay, TimeSpan.Zero);
         _retryDelay = delay;
+        return this;
+    }
+
+    /// <summary>
+    /// How this step (and its compensation) is re-sent and when the saga gives up on it and becomes stuck; unset
+    /// values use the saga's <see cref="SagaBuilder{TData}.Retry"/>, then <c>ConvergeOptions.SagaRetry</c>.
+    /// </summary>
+    public StepBuilder<TData> Retry(int? maxAttempts = null, TimeSpan? initialDelay = null, TimeSpan? maxDelay = null)
+    {
+        _retry = new SagaRetryOverrides(maxAttempts, initialDelay, maxDelay);
         return this;
     }
 
@@ -237,9 +282,14 @@ public sealed class StepBuilder<TData> where TData : class
             throw new ArgumentException($"Saga '{saga}': step '{Name}' has no success reply. Call .OnReply<TReply>().");
         }
 
-        if (Kind == SagaStepKind.Compensatable && _compensation is null)
+        if (_compensationTimeout is not null && _compensation is null)
         {
-            throw new ArgumentException($"Saga '{saga}': compensatable step '{Name}' has no compensation. Call .CompensateWith(data => new Undo(...)), or declare it a pivot or retriable step.");
+            throw new ArgumentException($"Saga '{saga}': step '{Name}' sets a compensation timeout but has no compensation. Call .CompensateWith(data => new Undo(...)) or remove .CompensationTimeout.");
+        }
+
+        if (_retry is { } retry && SagaRetryOptions.Validate($"Saga '{saga}' step '{Name}'", retry.MaxAttempts, retry.InitialDelay, retry.MaxDelay).FirstOrDefault() is { } invalid)
+        {
+            throw new ArgumentException(invalid);
         }
 
         if (_compensation is not null && Kind != SagaStepKind.Compensatable)
@@ -252,7 +302,7 @@ public sealed class StepBuilder<TData> where TData : class
             throw new ArgumentException($"Saga '{saga}': step '{Name}' compensates but accepts no confirmation. Call .OnCompensated<TReply>().");
         }
 
-        return new SagaStepModel(Name, Kind, _command, _queue, _replies, _compensation, _compensationQueue, _compensationReplies, _timeout, _retryDelay);
+        return new SagaStepModel(Name, Kind, _command, _queue, _replies, _compensation, _compensationQueue, _compensationReplies, _timeout, _compensationTimeout, _retryDelay, _retry);
     }
 }
 
@@ -268,13 +318,16 @@ internal sealed record SagaStepModel(
     string? CompensationQueue,
     IReadOnlySet<Type> CompensationReplies,
     TimeSpan? Timeout,
-    TimeSpan? RetryDelay);
+    TimeSpan? CompensationTimeout,
+    TimeSpan? RetryDelay,
+    SagaRetryOverrides? Retry);
 
 internal sealed record SagaModel(
     string Name,
     int Version,
     Type DataType,
     IReadOnlyList<SagaStepModel> Steps,
+    SagaRetryOverrides? Retry,
     Func<SagaContext, CancellationToken, Task>? Completed,
     Func<SagaContext, CancellationToken, Task>? Compensated,
     Func<SagaContextCore, object, SagaContext> CreateContext)

@@ -1,8 +1,10 @@
 using System.Globalization;
 using Converge.Contracts;
+using Converge.Diagnostics;
 using Converge.Faults;
 using Converge.Runtime;
 using Converge.Storage;
+using Microsoft.Extensions.Logging;
 
 namespace Converge.Sagas;
 
@@ -47,11 +49,13 @@ internal sealed class SagaEngine
 {
     readonly ConvergeOptions _options;
     readonly MessageBus _bus;
+    readonly ILogger _logger;
 
-    public SagaEngine(ConvergeOptions options, MessageBus bus)
+    public SagaEngine(ConvergeOptions options, MessageBus bus, ILogger<SagaEngine> logger)
     {
         _options = options;
         _bus = bus;
+        _logger = logger;
     }
 
     SagaRegistry Registry => _options.SagaRegistry;
@@ -83,6 +87,7 @@ internal sealed class SagaEngine
             Data = ReadOnlyMemory<byte>.Empty,
             StartedAt = now,
             UpdatedAt = now,
+            Queue = Registry.QueueOf(model.Name),
         };
         var transition = new Transition(this, transaction, model, instance, data, cause, services, now);
         transition.Log(SagaLogKinds.Started, null, null, null, "version " + model.Version.ToString(CultureInfo.InvariantCulture));
@@ -114,9 +119,12 @@ internal sealed class SagaEngine
         var expected = instance.ConcurrencyVersion;
         var now = _options.TimeProvider.GetUtcNow();
         var transition = new Transition(this, transaction, model, instance, null, envelope, context.Services, now);
-        var changed = message is SagaStepTimeout timeout
-            ? await transition.OnTimeoutAsync(timeout, cancellationToken)
-            : await transition.OnReplyAsync(message, cancellationToken);
+        var changed = message switch
+        {
+            SagaStepTimeout timeout => await transition.OnTimeoutAsync(timeout, cancellationToken),
+            SagaResumeRequested resume => await transition.OnResumeRequestedAsync(resume.RequestedBy, cancellationToken),
+            _ => await transition.OnReplyAsync(message, cancellationToken),
+        };
         if (changed)
         {
             if (transition.HasData)
@@ -134,6 +142,43 @@ internal sealed class SagaEngine
         {
             await transaction.AppendSagaLogAsync(transition.Entries, cancellationToken);
         }
+    }
+
+    /// <summary>
+    /// Resumes a stuck instance in <paramref name="transaction"/>: sends its step (or compensation) again, counting
+    /// attempts from 1. Anything else is left as it is.
+    /// </summary>
+    public async ValueTask<SagaResumeResult> ResumeAsync(IStoreTransaction transaction, string transactionId, string requestedBy, IServiceProvider services, CancellationToken cancellationToken)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(transactionId);
+        var instance = await transaction.LoadSagaAsync(transactionId, cancellationToken);
+        if (instance is null)
+        {
+            return SagaResumeResult.NotFound;
+        }
+
+        if (instance.State != SagaState.Stuck)
+        {
+            return SagaResumeResult.NotStuck;
+        }
+
+        var model = Registry.Find(instance.Definition, instance.Version)
+            ?? throw new InvalidOperationException($"Saga '{instance.Definition}' version {instance.Version} is not registered in this process; register it to resume instance '{transactionId}'.");
+        var expected = instance.ConcurrencyVersion;
+        var transition = new Transition(this, transaction, model, instance, null, null, services, _options.TimeProvider.GetUtcNow());
+        await transition.ResumeAsync(requestedBy, cancellationToken);
+        if (transition.HasData)
+        {
+            instance.Data = Serialize(model, transition.Data);
+        }
+
+        if (!await transaction.UpdateSagaAsync(instance, expected, cancellationToken))
+        {
+            throw new SagaConcurrencyException(transactionId, expected);
+        }
+
+        await transaction.AppendSagaLogAsync(transition.Entries, cancellationToken);
+        return SagaResumeResult.Resumed;
     }
 
     byte[] Serialize(SagaModel model, object data) => _options.Serializer.Serialize(data, model.DataType);
@@ -161,7 +206,9 @@ internal sealed class SagaEngine
 
         if (log.FirstOrDefault(e => e.MessageId == command && e.Kind is SagaLogKinds.CommandSent or SagaLogKinds.CompensationSent) is { } sent)
         {
-            var now = SagaStates.IsEnded(instance.State) ? $"the saga has {SagaStates.ToText(instance.State)}" : $"the saga now awaits {instance.Awaiting:N}";
+            var now = SagaStates.IsEnded(instance.State) ? $"the saga has {SagaStates.ToText(instance.State)}"
+                : instance.Awaiting is { } awaiting ? $"the saga now awaits {awaiting:N}"
+                : $"the saga is {SagaStates.ToText(instance.State)}";
             return $"late: command {command:N} (step '{sent.Step}') is no longer awaited; {now}";
         }
 
@@ -205,16 +252,19 @@ internal sealed class SagaEngine
 
         public async ValueTask<bool> OnTimeoutAsync(SagaStepTimeout timeout, CancellationToken cancellationToken)
         {
-            if (_instance.Awaiting != timeout.CommandId)
+            if (_instance.Awaiting != timeout.CommandId || _instance.State == SagaState.Stuck)
             {
-                // The step was answered in time; the timer simply runs out.
+                // The step was answered in time (and its timeout could not be deleted), or the instance gave up and
+                // waits for an operator: the timer simply runs out.
                 return false;
             }
 
+            _instance.TimeoutId = null;
+            _instance.TimeoutAt = null;
             Log(SagaLogKinds.TimeoutFired, timeout.Step, _cause?.MessageId, _cause?.MessageType, $"no reply to {timeout.CommandId:N}");
             if (_instance.State == SagaState.Compensating)
             {
-                await SendCompensationAsync(null, cancellationToken);
+                await RetryOrStickAsync("timed out", compensation: true, answered: false, cancellationToken);
             }
             else
             {
@@ -234,6 +284,16 @@ internal sealed class SagaEngine
                 return false;
             }
 
+            await CancelTimeoutAsync(cancellationToken);
+            if (_instance.State == SagaState.Stuck)
+            {
+                // The last command was answered after all: go on from where the instance gave up.
+                var to = _instance.Failure is null ? SagaState.Running : SagaState.Compensating;
+                Log(SagaLogKinds.StateChanged, Current.Name, envelope.MessageId, envelope.MessageType, $"stuck -> {SagaStates.ToText(to)}: the last command was answered");
+                _instance.State = to;
+                _instance.StuckReason = null;
+            }
+
             var step = Current;
             var answered = "to " + envelope.CausationId.Value.ToString("N");
             var known = step.Replies.TryGetValue(reply.GetType(), out var rule);
@@ -247,7 +307,7 @@ internal sealed class SagaEngine
                 if (refusal is not null)
                 {
                     Log(SagaLogKinds.StepFailed, step.Name, envelope.MessageId, envelope.MessageType, $"compensation refused: {refusal}; {answered}", envelope.CausationId);
-                    await SendCompensationAsync(RetryDelay(step), cancellationToken);
+                    await RetryOrStickAsync(refusal, compensation: true, answered: true, cancellationToken);
                     return true;
                 }
 
@@ -260,6 +320,7 @@ internal sealed class SagaEngine
                 Log(SagaLogKinds.ReplyReceived, step.Name, envelope.MessageId, envelope.MessageType, "compensated; " + answered, envelope.CausationId);
                 _instance.StepIndex--;
                 _instance.StepAttempt = 0;
+                _instance.LastError = null;
                 await SendCompensationAsync(null, cancellationToken);
                 return true;
             }
@@ -281,6 +342,7 @@ internal sealed class SagaEngine
             Log(SagaLogKinds.ReplyReceived, step.Name, envelope.MessageId, envelope.MessageType, answered, envelope.CausationId);
             _instance.StepIndex++;
             _instance.StepAttempt = 0;
+            _instance.LastError = null;
             if (_instance.StepIndex == _model.Steps.Count)
             {
                 await FinishAsync(SagaState.Completed, cancellationToken);
@@ -344,16 +406,18 @@ internal sealed class SagaEngine
             switch (step.Kind)
             {
                 case SagaStepKind.Retriable:
-                    await SendStepAsync(cancellationToken, RetryDelay(step));
+                    await RetryOrStickAsync(reason, compensation: false, answered: !timedOut, cancellationToken);
                     break;
                 case SagaStepKind.Pivot when timedOut:
                     // Whether a pivot took effect must be known before anything is undone: ask again.
-                    await SendStepAsync(cancellationToken);
+                    await RetryOrStickAsync(reason, compensation: false, answered: !timedOut, cancellationToken);
                     break;
                 default:
                     // A timed-out step may still take effect, so it is compensated too; a refused one did nothing.
                     _instance.State = SagaState.Compensating;
-                    _instance.Failure = $"{step.Name}: {reason}";
+                    _instance.Failure = reason;
+                    _instance.FailedStep = step.Name;
+                    _instance.LastError = null;
                     Log(SagaLogKinds.StateChanged, step.Name, null, null, "running -> compensating");
                     _instance.StepIndex = timedOut && step.Kind == SagaStepKind.Compensatable ? _instance.StepIndex : _instance.StepIndex - 1;
                     _instance.StepAttempt = 0;
@@ -399,25 +463,137 @@ internal sealed class SagaEngine
                 cancellationToken);
             _instance.Awaiting = id;
             Log(kind, step.Name, id, options.Messages.GetName(command.GetType()), attempt == 1 ? null : "attempt " + attempt.ToString(CultureInfo.InvariantCulture));
-            if (step.Timeout is { } timeout)
+            var timeout = kind == SagaLogKinds.CompensationSent ? step.CompensationTimeout ?? step.Timeout : step.Timeout;
+            if (timeout is { } wait)
             {
+                // Recorded on the instance, so the reply can delete it instead of leaving it pending on the queue.
+                var timeoutId = MessageIds.New(_now);
+                var dueAt = _now + (delay ?? TimeSpan.Zero) + wait;
                 await _engine._bus.SendCoreAsync(
                     _transaction,
                     new SagaStepTimeout(id, step.Name),
-                    new SendOptions { Queue = options.SagaRegistry.QueueOf(_model.Name), CorrelationId = _instance.TransactionId, Delay = (delay ?? TimeSpan.Zero) + timeout },
+                    new SendOptions { Queue = options.SagaRegistry.QueueOf(_model.Name), MessageId = timeoutId, CorrelationId = _instance.TransactionId, DueAt = dueAt },
                     _cause,
                     cancellationToken);
+                _instance.TimeoutId = timeoutId;
+                _instance.TimeoutAt = dueAt;
             }
         }
 
-        TimeSpan RetryDelay(SagaStepModel step) =>
-            step.RetryDelay ?? _engine._options.Retry.DelayBefore(_instance.StepAttempt + 1, _engine._options.Random.NextDouble());
+        /// <summary>Deletes the pending timeout of the command that was just answered, if the store still has it.</summary>
+        async ValueTask CancelTimeoutAsync(CancellationToken cancellationToken)
+        {
+            if (_instance.TimeoutId is { } id && _instance.TimeoutAt is { } dueAt)
+            {
+                var queue = _instance.Queue ?? _engine._options.SagaRegistry.QueueOf(_model.Name);
+                await _transaction.CancelScheduledAsync(queue, id, dueAt, cancellationToken);
+            }
+
+            _instance.TimeoutId = null;
+            _instance.TimeoutAt = null;
+        }
+
+        /// <summary>
+        /// Sends the current step's command (or its compensation) again after the retry backoff, or, once it has been
+        /// sent its maximum number of times, gives up: the instance becomes stuck and waits for an operator.
+        /// </summary>
+        /// <param name="error">Why the last send failed.</param>
+        /// <param name="compensation">Whether the compensation failed, not the step's command.</param>
+        /// <param name="answered">Whether a reply said so (else it timed out and a late success may still come).</param>
+        /// <param name="cancellationToken">Cancels the sends.</param>
+        async ValueTask RetryOrStickAsync(string error, bool compensation, bool answered, CancellationToken cancellationToken)
+        {
+            var step = Current;
+            _instance.LastError = error;
+            var (maxAttempts, initialDelay, maxDelay) = RetryOf(step);
+            if (_instance.StepAttempt >= maxAttempts)
+            {
+                if (answered)
+                {
+                    // The command was answered (refused): a copy of that reply must be recognised as a duplicate.
+                    _instance.Awaiting = null;
+                }
+
+                Stick(step, compensation, error);
+                return;
+            }
+
+            var delay = step.RetryDelay ?? SagaRetryOptions.DelayBefore(_instance.StepAttempt + 1, initialDelay, maxDelay, _engine._options.Random.NextDouble());
+            if (compensation)
+            {
+                await SendCompensationAsync(delay, cancellationToken);
+            }
+            else
+            {
+                await SendStepAsync(cancellationToken, delay);
+            }
+        }
+
+        (int MaxAttempts, TimeSpan InitialDelay, TimeSpan MaxDelay) RetryOf(SagaStepModel step)
+        {
+            var defaults = _engine._options.SagaRetry;
+            return (
+                step.Retry?.MaxAttempts ?? _model.Retry?.MaxAttempts ?? defaults.MaxAttempts,
+                step.Retry?.InitialDelay ?? _model.Retry?.InitialDelay ?? defaults.InitialDelay,
+                step.Retry?.MaxDelay ?? _model.Retry?.MaxDelay ?? defaults.MaxDelay);
+        }
+
+        void Stick(SagaStepModel step, bool compensation, string error)
+        {
+            var attempts = _instance.StepAttempt;
+            var what = compensation ? $"the compensation of step '{step.Name}'" : $"step '{step.Name}'";
+            var reason = $"{what} failed {attempts} time(s) in a row; re-sending stopped until the saga is resumed";
+            var from = SagaStates.ToText(_instance.State);
+            _instance.State = SagaState.Stuck;
+            _instance.StuckReason = reason;
+            Log(SagaLogKinds.StateChanged, step.Name, null, null, $"{from} -> stuck: {reason}; last error: {error}");
+            var engine = _engine;
+            var transactionId = _instance.TransactionId;
+            var definition = _instance.Definition;
+            _transaction.OnCommitted(() =>
+            {
+                ConvergeDiagnostics.SagasStuck.Add(1, new KeyValuePair<string, object?>("saga", definition));
+                Diagnostics.Log.SagaStuck(engine._logger, transactionId, definition, step.Name, attempts, compensation ? "the compensation" : "the command", error);
+            });
+        }
+
+        /// <summary>Resumes a stuck instance: its step (or compensation) is sent again, counting attempts from 1.</summary>
+        public async ValueTask ResumeAsync(string requestedBy, CancellationToken cancellationToken)
+        {
+            var to = _instance.Failure is null ? SagaState.Running : SagaState.Compensating;
+            Log(SagaLogKinds.StateChanged, Current.Name, _cause?.MessageId, _cause?.MessageType, $"stuck -> {SagaStates.ToText(to)}: resumed by {requestedBy}");
+            _instance.State = to;
+            _instance.StuckReason = null;
+            _instance.StepAttempt = 0;
+            if (to == SagaState.Running)
+            {
+                await SendStepAsync(cancellationToken);
+            }
+            else
+            {
+                await SendCompensationAsync(null, cancellationToken);
+            }
+        }
+
+        /// <summary>A resume request sent by the command-line tool: resumes a stuck instance, and is logged and ignored otherwise.</summary>
+        public async ValueTask<bool> OnResumeRequestedAsync(string requestedBy, CancellationToken cancellationToken)
+        {
+            if (_instance.State != SagaState.Stuck)
+            {
+                Log(SagaLogKinds.ReplyIgnored, null, _cause?.MessageId, _cause?.MessageType, $"resume requested by {requestedBy}, but the saga is {SagaStates.ToText(_instance.State)}, not stuck");
+                return false;
+            }
+
+            await ResumeAsync(requestedBy, cancellationToken);
+            return true;
+        }
 
         async ValueTask FinishAsync(SagaState state, CancellationToken cancellationToken)
         {
             var from = SagaStates.ToText(_instance.State);
             _instance.State = state;
             _instance.Awaiting = null;
+            _instance.LastError = null;
             Log(SagaLogKinds.StateChanged, null, null, null, $"{from} -> {SagaStates.ToText(state)}");
             var hook = state == SagaState.Completed ? _model.Completed : _model.Compensated;
             if (hook is not null)

@@ -20,6 +20,18 @@ public sealed record SagaStepFailed(string Reason)
     public const string TypeName = "converge.saga-step-failed";
 }
 
+/// <summary>
+/// Asks the saga engine to resume a <see cref="Storage.SagaState.Stuck"/> instance (the one named by the message's
+/// correlation id): sent to the saga's queue by <c>converge sagas resume</c>, which has no saga definitions to do it
+/// itself. An instance that is not stuck ignores it (and logs that it did).
+/// </summary>
+/// <param name="RequestedBy">Who asked, for the saga log.</param>
+public sealed record SagaResumeRequested(string RequestedBy)
+{
+    /// <summary>The registered type name.</summary>
+    public const string TypeName = "converge.saga-resume";
+}
+
 /// <summary>Headers a saga puts on its commands. Stable strings: participants in other languages may read them.</summary>
 public static class SagaHeaders
 {

@@ -245,6 +245,16 @@ public interface IStoreTransaction : IAsyncDisposable
     /// </summary>
     ValueTask<int> ExecuteAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Deletes a message that waits on <paramref name="queue"/>, unclaimed, to become visible at
+    /// <paramref name="dueAt"/> (a scheduled message no longer needed, such as a saga step's timeout once the reply
+    /// came); <c>false</c> when it is not there (handled, leased, or already handed to a broker). The queue and due
+    /// time let the store find the row by its queue index. Stores that cannot delete return <c>false</c>, and the
+    /// message is then delivered and must be ignored by its handler.
+    /// </summary>
+    ValueTask<bool> CancelScheduledAsync(string queue, Guid messageId, DateTimeOffset dueAt, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(false);
+
     /// <summary>Loads the saga instance of <paramref name="transactionId"/> inside this transaction; <c>null</c> when none.</summary>
     ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken);
 

@@ -24,7 +24,7 @@ internal static class RowReader
         Body = reader.IsDBNull(first + 7) ? Array.Empty<byte>() : reader.GetFieldValue<byte[]>(first + 7),
     };
 
-    /// <summary>Reads the thirteen saga columns in schema order.</summary>
+    /// <summary>Reads the nineteen saga columns in schema order.</summary>
     public static SagaInstance ReadSaga(DbDataReader reader) => new()
     {
         TransactionId = reader.GetString(0),
@@ -40,6 +40,12 @@ internal static class RowReader
         ConcurrencyVersion = reader.GetInt64(10),
         StartedAt = StoredRows.FromTicks(reader.GetInt64(11)),
         UpdatedAt = StoredRows.FromTicks(reader.GetInt64(12)),
+        FailedStep = reader.IsDBNull(13) ? null : reader.GetString(13),
+        LastError = reader.IsDBNull(14) ? null : reader.GetString(14),
+        StuckReason = reader.IsDBNull(15) ? null : reader.GetString(15),
+        TimeoutId = reader.IsDBNull(16) ? null : reader.GetGuid(16),
+        TimeoutAt = reader.IsDBNull(17) ? null : StoredRows.FromTicks(reader.GetInt64(17)),
+        Queue = reader.IsDBNull(18) ? null : reader.GetString(18),
     };
 
     /// <summary>Reads a saga log entry: id, transaction_id, at, kind, step, message_id, message_type, detail, answers.</summary>

@@ -14,6 +14,15 @@ public enum SagaState
 
     /// <summary>Every completed step was compensated (possibly none, when the first step failed).</summary>
     Compensated,
+
+    /// <summary>
+    /// Gave up re-sending a step's command or compensation after its attempts (<see cref="Sagas.SagaRetryOptions.MaxAttempts"/>):
+    /// nothing more is sent until an operator resumes the instance (<see cref="Sagas.ISagaClient.ResumeAsync"/>,
+    /// <c>converge sagas resume</c>). <see cref="SagaInstance.StuckReason"/> and <see cref="SagaInstance.LastError"/>
+    /// say why. Not ended: a late success reply to the last command still moves it on. An instance with a
+    /// <see cref="SagaInstance.Failure"/> was compensating and resumes compensating; one without was going forward.
+    /// </summary>
+    Stuck,
 }
 
 /// <summary>One stored saga instance: the business transaction it carries out and where it stands.</summary>
@@ -49,8 +58,35 @@ public sealed class SagaInstance
     /// <summary>The saga data, serialized (UTF-8 JSON with the default serializer).</summary>
     public required ReadOnlyMemory<byte> Data { get; set; }
 
-    /// <summary>Why the instance compensated: the failed step and its error; <c>null</c> otherwise.</summary>
+    /// <summary>Why the instance compensated: the error of the step that failed (<see cref="FailedStep"/>); <c>null</c> otherwise.</summary>
     public string? Failure { get; set; }
+
+    /// <summary>The step whose failure made the instance compensate; <c>null</c> unless it did.</summary>
+    public string? FailedStep { get; set; }
+
+    /// <summary>
+    /// The last error of the step in progress (its failure reply, "timed out", or the dead-letter reason of its
+    /// command); <c>null</c> until one fails, and cleared when a step succeeds.
+    /// </summary>
+    public string? LastError { get; set; }
+
+    /// <summary>Why the instance is <see cref="SagaState.Stuck"/>; <c>null</c> when it is not.</summary>
+    public string? StuckReason { get; set; }
+
+    /// <summary>
+    /// The scheduled timeout message of the command in flight, if its step has a timeout: the reply deletes it from
+    /// the queue (with <see cref="TimeoutAt"/> and <see cref="Queue"/>), so answered steps leave no pending timeouts.
+    /// </summary>
+    public Guid? TimeoutId { get; set; }
+
+    /// <summary>When <see cref="TimeoutId"/> is due.</summary>
+    public DateTimeOffset? TimeoutAt { get; set; }
+
+    /// <summary>
+    /// The queue of the saga's replies and timeouts (where <c>converge sagas resume</c> sends its request);
+    /// <c>null</c> for instances stored before it was recorded, which use the default <c>sagas.NAME</c>.
+    /// </summary>
+    public string? Queue { get; set; }
 
     /// <summary>Optimistic-concurrency version: 1 when created, one more at every save.</summary>
     public long ConcurrencyVersion { get; set; }
@@ -176,6 +212,7 @@ public static class SagaStates
         SagaState.Compensating => "compensating",
         SagaState.Completed => "completed",
         SagaState.Compensated => "compensated",
+        SagaState.Stuck => "stuck",
         _ => throw new ArgumentOutOfRangeException(nameof(state), state, null),
     };
 
@@ -183,7 +220,7 @@ public static class SagaStates
     /// <exception cref="FormatException">Not a state name.</exception>
     public static SagaState Parse(string text) => TryParse(text, out var state)
         ? state
-        : throw new FormatException($"'{text}' is not a saga state; use running, compensating, completed or compensated.");
+        : throw new FormatException($"'{text}' is not a saga state; use running, compensating, completed, compensated or stuck.");
 
     /// <summary>Parses a state name (case-insensitive); <c>false</c> when it is not one.</summary>
     public static bool TryParse(string? text, out SagaState state)
@@ -194,6 +231,7 @@ public static class SagaStates
             case "COMPENSATING": state = SagaState.Compensating; return true;
             case "COMPLETED": state = SagaState.Completed; return true;
             case "COMPENSATED": state = SagaState.Compensated; return true;
+            case "STUCK": state = SagaState.Stuck; return true;
             default: state = default; return false;
         }
     }

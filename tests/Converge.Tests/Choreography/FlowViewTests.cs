@@ -95,9 +95,6 @@ public sealed class FlowViewTests
                 "3 test.refused@1 received reply-received:charge,step-failed:charge,state-changed:charge",
                 "4 test.release@1 handled compensation-sent:reserve",
                 "5 test.released@1 received reply-received:reserve,state-changed",
-                "4 converge.saga-step-timeout@1 pending ",
-                "2 converge.saga-step-timeout@1 pending ",
-                "0 converge.saga-step-timeout@1 pending ",
             ],
             flow.Select(s => $"{s.Depth} {s.Item.MessageType} {s.Item.Status} {Kinds(s)}"));
 

@@ -110,6 +110,7 @@ public sealed class DuplicateAndLateReplyTests
         await ShopSaga.WaitForFlowHandledAsync(host, "tx-d4", first);
         ShopSaga.Advance(host, time, OrderSteps.StepTimeout + TimeSpan.FromSeconds(1));
         await ShopSaga.WaitForLogAsync(host, "tx-d4", e => e.Kind == SagaLogKinds.CommandSent && e.Detail == "attempt 2", "the second ship");
+        ShopSaga.Advance(host, time, TimeSpan.FromSeconds(1)); // past the re-send's backoff
         var second = await ShopSaga.CommandIdAsync(host, "tx-d4", "ship", nth: 2);
         await ShopSaga.WaitForFlowHandledAsync(host, "tx-d4", second);
         var before = (await host.Sagas.GetAsync("tx-d4"))!;
@@ -124,6 +125,8 @@ public sealed class DuplicateAndLateReplyTests
         Assert.Null(host.Sagas.ReadData<OrderData>(before).Tracking);
 
         ShopSaga.Advance(host, time, OrderSteps.StepTimeout + TimeSpan.FromSeconds(1));
+        await ShopSaga.WaitForLogAsync(host, "tx-d4", e => e.Kind == SagaLogKinds.CommandSent && e.Detail == "attempt 3", "the third ship");
+        ShopSaga.Advance(host, time, TimeSpan.FromSeconds(2));
         var instance = await host.WaitForSagaAsync("tx-d4");
         Assert.Equal(SagaState.Completed, instance.State);
         Assert.Equal("track-d4", host.Sagas.ReadData<OrderData>(instance).Tracking);

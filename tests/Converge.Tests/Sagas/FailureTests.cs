@@ -16,7 +16,7 @@ public sealed class FailureTests
         var instance = await host.WaitForSagaAsync("tx-reserve");
 
         Assert.Equal(SagaState.Compensated, instance.State);
-        Assert.Equal("reserve: reserve refused", instance.Failure);
+        Assert.Equal(("reserve", "reserve refused"), (instance.FailedStep, instance.Failure));
         Assert.Null(instance.Awaiting);
         Assert.Empty(participants.EffectsOf("o1"));
         Assert.Equal(
@@ -53,7 +53,7 @@ public sealed class FailureTests
         var instance = await host.WaitForSagaAsync("tx-charge");
 
         Assert.Equal(SagaState.Compensated, instance.State);
-        Assert.Equal("charge: charge refused", instance.Failure);
+        Assert.Equal(("charge", "charge refused"), (instance.FailedStep, instance.Failure));
         Assert.Equal(-1, instance.StepIndex);
         Assert.Equal(["reserve", "release"], participants.EffectsOf("o2"));
         Assert.Equal(
@@ -74,7 +74,7 @@ public sealed class FailureTests
         var instance = await host.WaitForSagaAsync("tx-ship");
 
         Assert.Equal(SagaState.Compensated, instance.State);
-        Assert.Equal("ship: ship refused", instance.Failure);
+        Assert.Equal(("ship", "ship refused"), (instance.FailedStep, instance.Failure));
         Assert.Equal(["reserve", "charge", "refund", "release"], participants.EffectsOf("o3"));
         Assert.Equal(
             ["started", "command-sent:reserve", "reply-received:reserve", "command-sent:charge", "reply-received:charge",

@@ -27,7 +27,7 @@ public sealed class FaultPlanTests
         var instance = await host.WaitForSagaAsync("tx-f1");
 
         Assert.Equal(SagaState.Compensated, instance.State);
-        Assert.Equal("charge: card declined", instance.Failure);
+        Assert.Equal(("charge", "card declined"), (instance.FailedStep, instance.Failure));
         Assert.Equal(["reserve", "release"], participants.EffectsOf("f1"));
         Assert.Equal(
             ["started", "command-sent:reserve", "reply-received:reserve", "fault-injected:charge", "reply-received:charge", "step-failed:charge",
@@ -80,6 +80,8 @@ public sealed class FaultPlanTests
         await host.Sagas.StartAsync("order", "tx-f3", new OrderData { Order = "f3", Amount = 2 });
         var log = await ShopSaga.WaitForLogAsync(host, "tx-f3", e => e.Kind == SagaLogKinds.FaultInjected, "the dropped reply");
         ShopSaga.Advance(host, time, OrderSteps.StepTimeout + TimeSpan.FromSeconds(1));
+        await ShopSaga.WaitForLogAsync(host, "tx-f3", e => e.Kind == SagaLogKinds.TimeoutFired, "the ship timeout");
+        ShopSaga.Advance(host, time, TimeSpan.FromSeconds(1)); // past the re-send's backoff
         var instance = await host.WaitForSagaAsync("tx-f3");
 
         var dropped = log.Single(e => e.Kind == SagaLogKinds.FaultInjected);
@@ -114,7 +116,7 @@ public sealed class FaultPlanTests
         Assert.Equal(
             [SagaState.Compensated, SagaState.Completed, SagaState.Completed, SagaState.Completed],
             instances.Select(i => i.State));
-        Assert.Equal("ship: injected fault", instances[0].Failure);
+        Assert.Equal(("ship", "injected fault"), (instances[0].FailedStep, instances[0].Failure));
         Assert.Equal(["reserve", "charge", "refund", "release"], participants.EffectsOf("canary-0"));
         Assert.Contains(await ShopSaga.LogAsync(host, ids[0]), e => e.Kind == SagaLogKinds.FaultInjected && e.Step == "ship");
         foreach (var (id, i) in ids.Skip(1).Select((id, i) => (id, i + 1)))

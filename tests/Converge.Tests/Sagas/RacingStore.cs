@@ -73,6 +73,7 @@ public sealed class RacingStore(IMessageStore inner, Func<SagaInstance, bool> lo
         }
 
         public ValueTask EnqueueAsync(OutgoingMessage message, CancellationToken cancellationToken) => inner.EnqueueAsync(message, cancellationToken);
+        public ValueTask<bool> CancelScheduledAsync(string queue, Guid messageId, DateTimeOffset dueAt, CancellationToken cancellationToken) => inner.CancelScheduledAsync(queue, messageId, dueAt, cancellationToken);
         public ValueTask RequeueAsync(OutgoingMessage message, int attempts, IReadOnlyList<AttemptRecord> history, CancellationToken cancellationToken) => inner.RequeueAsync(message, attempts, history, cancellationToken);
         public ValueTask RegisterJobQueueAsync(string queue, CancellationToken cancellationToken) => inner.RegisterJobQueueAsync(queue, cancellationToken);
         public ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken) => inner.ClaimAsync(queue, max, lease, policy, cancellationToken);

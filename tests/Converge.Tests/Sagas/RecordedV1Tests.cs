@@ -36,8 +36,12 @@ public sealed class RecordedV1Tests
         var started = await host.WaitForSagaAsync("v1-after-start");
         var midway = await host.WaitForSagaAsync("v1-mid-way");
 
-        // The compensations were sent and never answered: their timeouts, recorded as pending, bring them round again.
+        // The compensations were sent and never answered: their timeouts, recorded as pending, bring them round again
+        // after the retry backoff.
         ShopSaga.Advance(host, time, OrderSteps.StepTimeout + TimeSpan.FromSeconds(1));
+        await ShopSaga.WaitForLogAsync(host, "v1-compensating", e => e.Kind == SagaLogKinds.TimeoutFired, "the v1-compensating timeout");
+        await ShopSaga.WaitForLogAsync(host, "v1-compensating-two-steps", e => e.Kind == SagaLogKinds.TimeoutFired, "the v1-compensating-two-steps timeout");
+        ShopSaga.Advance(host, time, TimeSpan.FromSeconds(1));
         var compensating = await host.WaitForSagaAsync("v1-compensating");
         var compensatingTwo = await host.WaitForSagaAsync("v1-compensating-two-steps");
 

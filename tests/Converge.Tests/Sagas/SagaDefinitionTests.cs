@@ -57,6 +57,22 @@ public sealed class SagaDefinitionTests
             saga.Compensatable("charge").Send(d => new Charge(d.Order, d.Amount)).OnReply<Charged>();
     }
 
+    sealed class CompensationTimeoutWithoutCompensation : SagaDefinition<OrderData>
+    {
+        public override string Name => "no-undo-timeout";
+
+        protected override void Define(SagaBuilder<OrderData> saga) =>
+            saga.Compensatable("check").Send(d => new Charge(d.Order, d.Amount)).OnReply<Charged>().CompensationTimeout(TimeSpan.FromSeconds(5));
+    }
+
+    sealed class NoRetries : SagaDefinition<OrderData>
+    {
+        public override string Name => "no-retries";
+
+        protected override void Define(SagaBuilder<OrderData> saga) =>
+            saga.Retry(maxAttempts: 0).Compensatable("check").Send(d => new Charge(d.Order, d.Amount)).OnReply<Charged>();
+    }
+
     sealed class CompensationWithoutConfirmation : SagaDefinition<OrderData>
     {
         public override string Name => "unconfirmed";
@@ -138,10 +154,16 @@ public sealed class SagaDefinitionTests
         Assert.Contains("step 'notify' (Pivot) is out of order", Refused<TwoPivots>().Message, StringComparison.Ordinal);
 
     [Fact]
-    public void A_compensatable_step_without_compensation_is_refused() =>
-        Assert.Equal(
-            "Saga 'no-undo': compensatable step 'charge' has no compensation. Call .CompensateWith(data => new Undo(...)), or declare it a pivot or retriable step.",
-            Refused<CompensatableWithoutCompensation>().Message);
+    public void A_compensatable_step_may_have_no_compensation() =>
+        new ConvergeOptions().AddSaga<CompensatableWithoutCompensation>();
+
+    [Fact]
+    public void A_compensation_timeout_without_compensation_is_refused() =>
+        Assert.Contains("sets a compensation timeout but has no compensation", Refused<CompensationTimeoutWithoutCompensation>().Message, StringComparison.Ordinal);
+
+    [Fact]
+    public void A_saga_retry_without_attempts_is_refused() =>
+        Assert.Contains("MaxAttempts is 0", Refused<NoRetries>().Message, StringComparison.Ordinal);
 
     [Fact]
     public void A_compensation_without_confirmation_is_refused() =>

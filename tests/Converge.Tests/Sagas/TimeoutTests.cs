@@ -10,6 +10,9 @@ public sealed class TimeoutTests
 {
     static readonly TimeSpan PastTimeout = OrderSteps.StepTimeout + TimeSpan.FromSeconds(1);
 
+    /// <summary>Past the first re-send's backoff (at most SagaRetry.InitialDelay, default 1 s).</summary>
+    static readonly TimeSpan PastBackoff = TimeSpan.FromSeconds(1);
+
     static async Task<(ConvergeTestHost Host, FakeTimeProvider Time)> StartAsync(Participants participants)
     {
         var time = new FakeTimeProvider();
@@ -47,7 +50,7 @@ public sealed class TimeoutTests
         Assert.Equal((SagaState.Running, 0, reserve), (before!.State, before.StepIndex, before.Awaiting));
         Assert.Equal(1, scheduledBefore);
         Assert.Equal(SagaState.Compensated, instance.State);
-        Assert.Equal("reserve: timed out", instance.Failure);
+        Assert.Equal(("reserve", "timed out"), (instance.FailedStep, instance.Failure));
         Assert.Equal(["reserve", "release"], participants.EffectsOf("t1"));
         Assert.Equal(
             ["started", "command-sent:reserve", "timeout-fired:reserve", "step-failed:reserve", "state-changed:reserve",
@@ -71,7 +74,7 @@ public sealed class TimeoutTests
         var instance = await host.WaitForSagaAsync("tx-t2");
 
         Assert.Equal(SagaState.Compensated, instance.State);
-        Assert.Equal("charge: timed out", instance.Failure);
+        Assert.Equal(("charge", "timed out"), (instance.FailedStep, instance.Failure));
         Assert.Equal(["reserve", "charge", "refund", "release"], participants.EffectsOf("t2"));
         Assert.Equal(
             ["started", "command-sent:reserve", "reply-received:reserve", "command-sent:charge",
@@ -90,6 +93,8 @@ public sealed class TimeoutTests
         await host.Sagas.StartAsync("order", "tx-t3", new OrderData { Order = "t3", Amount = 5 });
         await WaitForSilentStepAsync(host, "tx-t3", "ship");
         ShopSaga.Advance(host, time, PastTimeout);
+        await ShopSaga.WaitForLogAsync(host, "tx-t3", e => e.Kind == SagaLogKinds.TimeoutFired, "the ship timeout");
+        ShopSaga.Advance(host, time, PastBackoff);
         var instance = await host.WaitForSagaAsync("tx-t3");
 
         Assert.Equal(SagaState.Completed, instance.State);
@@ -115,6 +120,8 @@ public sealed class TimeoutTests
         await WaitForSilentStepAsync(host, "tx-t4", "reserve", kind: SagaLogKinds.CompensationSent);
         var compensating = await host.Sagas.GetAsync("tx-t4");
         ShopSaga.Advance(host, time, PastTimeout);
+        await ShopSaga.WaitForLogAsync(host, "tx-t4", e => e.Kind == SagaLogKinds.TimeoutFired, "the release timeout");
+        ShopSaga.Advance(host, time, PastBackoff);
         var instance = await host.WaitForSagaAsync("tx-t4");
 
         Assert.Equal(SagaState.Compensating, compensating!.State);
@@ -150,8 +157,9 @@ public sealed class TimeoutTests
         Assert.DoesNotContain(await ShopSaga.LogAsync(host, "tx-t5"), e => e.Kind == SagaLogKinds.CompensationSent);
     }
 
+    /// <summary>A reply deletes its step's timeout: a finished saga leaves no scheduled timeouts on its queue.</summary>
     [Fact]
-    public async Task Timeouts_of_answered_steps_change_nothing_when_they_fall_due()
+    public async Task Timeouts_of_answered_steps_are_deleted_with_the_reply()
     {
         var participants = new Participants();
         var (host, time) = await StartAsync(participants);
@@ -164,7 +172,7 @@ public sealed class TimeoutTests
         await ShopSaga.WaitUntilAsync(async () => (await host.Store.GetStatusAsync(CancellationToken.None)).Queues.All(q => q.Ready + q.Scheduled + q.InFlight == 0), "the stale timeouts to be handled");
         var after = await host.Sagas.GetAsync("tx-t6");
 
-        Assert.Equal(4, scheduled);
+        Assert.Equal(0, scheduled);
         Assert.Equal(completed.ConcurrencyVersion, after!.ConcurrencyVersion);
         Assert.DoesNotContain(await ShopSaga.LogAsync(host, "tx-t6"), e => e.Kind == SagaLogKinds.TimeoutFired);
     }
