@@ -237,7 +237,7 @@ internal static class SagaCommands
 
             // The definitions live in the application, not here: ask its saga engine, through the saga's queue.
             var queue = instance.Queue ?? "sagas." + instance.Definition;
-            var now = TimeProvider.System.GetUtcNow();
+            var now = CliApp.Clock.GetUtcNow();
             var request = new Envelope
             {
                 MessageId = MessageIds.New(now),
