@@ -224,6 +224,7 @@ internal sealed class QueueConsumer
         CancellationTokenSource _handler = CancellationTokenSource.CreateLinkedTokenSource(abort);
         bool _renewing;
         bool _givenUp;
+        bool _disposed;
 
         public void Start(IReadOnlyList<QueuedMessage> batch, DateTimeOffset now)
         {
@@ -278,9 +279,26 @@ internal sealed class QueueConsumer
 
         public void CancelHandler()
         {
+            CancellationTokenSource handler;
             lock (_lock)
             {
-                _handler.Cancel();
+                // The renewal timer may fire once more after the worker ended.
+                if (_disposed)
+                {
+                    return;
+                }
+
+                handler = _handler;
+            }
+
+            try
+            {
+                // Outside the lock: cancellation runs the handler's own callbacks.
+                handler.Cancel();
+            }
+            catch (Exception exception) when (exception is AggregateException or ObjectDisposedException)
+            {
+                // A callback of the handler threw, or the token was replaced meanwhile: either way it is cancelled or unused.
             }
         }
 
@@ -326,6 +344,7 @@ internal sealed class QueueConsumer
         {
             lock (_lock)
             {
+                _disposed = true;
                 _handler.Dispose();
             }
         }
