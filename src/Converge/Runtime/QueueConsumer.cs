@@ -111,7 +111,10 @@ internal sealed class QueueConsumer
             ConvergeDiagnostics.ConsumerErrors.Add(1);
             Log.HandlerAbandoned(_logger, abandoned.Message.Envelope.MessageId, abandoned.Message.Envelope.MessageType, _queue.Name, _options.EffectiveHandlerTimeout, batch.Count);
             await RecordTimeoutQuietlyAsync(abandoned.Message);
-            await ReleaseQuietlyAsync([.. batch.Where(m => !ReferenceEquals(m, abandoned.Message))], countAttempt: false);
+            if (batch.Count > 1)
+            {
+                await ReleaseQuietlyAsync([.. batch.Where(m => !ReferenceEquals(m, abandoned.Message))], countAttempt: false);
+            }
         }
         catch (Exception exception)
         {
