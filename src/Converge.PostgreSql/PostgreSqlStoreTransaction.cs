@@ -725,6 +725,36 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         }
     }
 
+    public async ValueTask AbandonAsync()
+    {
+        if (!_owned || _finished)
+        {
+            return;
+        }
+
+        _finished = true;
+        try
+        {
+            await _transaction.DisposeAsync();
+        }
+        catch (Exception exception) when (exception is NpgsqlException or InvalidOperationException)
+        {
+            // The handler is still inside a command on this connection; closing the connection ends the session,
+            // and the server rolls the transaction back.
+        }
+        finally
+        {
+            try
+            {
+                await _connection.DisposeAsync();
+            }
+            catch (Exception exception) when (exception is NpgsqlException or InvalidOperationException)
+            {
+                // Could not close it under the running command: the leases expire and another consumer takes over.
+            }
+        }
+    }
+
     public async ValueTask DisposeAsync()
     {
         if (_owned && !_finished)

@@ -44,7 +44,12 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
             ? owned
             : new(store, null, CommandCache.For(transaction.Connection!), transaction);
 
-    SqliteCommand Command(string sql) => _commands.Get(sql, _transaction);
+    SqliteCommand Command(string sql)
+    {
+        // An abandoned handler that wakes up must not reach the cached commands of a session serving someone else.
+        ObjectDisposedException.ThrowIf(_finished, this);
+        return _commands.Get(sql, _transaction);
+    }
 
     public ValueTask EnqueueAsync(OutgoingMessage message, CancellationToken cancellationToken)
     {
@@ -488,6 +493,17 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
         }
 
         return ValueTask.CompletedTask;
+    }
+
+    public ValueTask AbandonAsync()
+    {
+        if (_session is not null)
+        {
+            // The handler may still hold the connection: close it rather than pool it.
+            _session.Broken = true;
+        }
+
+        return DisposeAsync();
     }
 
     public ValueTask DisposeAsync()

@@ -36,7 +36,9 @@ public sealed class RetryOptionsTests
         { new JsonException(), false },
         { new NotSupportedException(), false },
         { new InvalidOperationException(), true },
-        { new FakeDbException(), true },
+        { new FakeDbException(transient: false), false },
+        { new FakeDbException(transient: true), true },
+        { new InvalidOperationException("an ORM's wrapper", new FakeDbException(transient: false)), false },
     };
 
     [Theory]
@@ -44,5 +46,18 @@ public sealed class RetryOptionsTests
     public void IsTransientByDefault_retries_what_can_heal_and_stops_what_cannot(Exception exception, bool transient) =>
         Assert.Equal(transient, RetryOptions.IsTransientByDefault(exception));
 
-    sealed class FakeDbException : DbException;
+    [Fact]
+    public void The_stores_judgement_of_database_errors_decides_before_the_providers_IsTransient()
+    {
+        var retry = new RetryOptions { DatabaseErrors = e => e.Message == "busy" };
+
+        Assert.True(retry.IsTransient(new FakeDbException(transient: false, "busy")));
+        Assert.False(retry.IsTransient(new FakeDbException(transient: true, "unique")));
+        Assert.False(retry.IsTransient(new ArgumentException("bad")));
+    }
+
+    sealed class FakeDbException(bool transient, string message = "fake") : DbException(message)
+    {
+        public override bool IsTransient => transient;
+    }
 }

@@ -11,6 +11,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 1001, Level = LogLevel.Information, Message = "Converge stopped")]
     public static partial void Stopped(ILogger logger);
 
+    [LoggerMessage(EventId = 1002, Level = LogLevel.Warning, Message = "Converge stopped before all its workers did: {HandBack} after the host's shutdown timeout some were still running (a handler blocking its thread); their messages are delivered again when their leases expire")]
+    public static partial void StopTimedOut(ILogger logger, TimeSpan handBack);
+
     [LoggerMessage(EventId = 1100, Level = LogLevel.Warning, Message = "Message {MessageId} ({MessageType}) on queue {Queue} failed attempt {Attempt}; retrying at {DueAt}")]
     public static partial void RetryScheduled(ILogger logger, Exception exception, Guid messageId, string messageType, string queue, int attempt, DateTimeOffset dueAt);
 
@@ -22,6 +25,12 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 1103, Level = LogLevel.Warning, Message = "Message {MessageId} on queue {Queue}: the lease was lost to another consumer; its effects were rolled back")]
     public static partial void LeaseLost(ILogger logger, Guid messageId, string queue);
+
+    [LoggerMessage(EventId = 1104, Level = LogLevel.Error, Message = "The handler of message {MessageId} ({MessageType}) on queue {Queue} ignored cancellation after its timeout of {Timeout}; its batch of {Count} was abandoned and rolled back. Pass the handler's CancellationToken to everything it awaits")]
+    public static partial void HandlerAbandoned(ILogger logger, Guid messageId, string messageType, string queue, TimeSpan timeout, int count);
+
+    [LoggerMessage(EventId = 1105, Level = LogLevel.Error, Message = "A handler on queue {Queue} has blocked its worker for {Elapsed} (timeout {Timeout}) without returning; the leases of its batch of {Count} are no longer renewed, so another consumer receives them when they expire")]
+    public static partial void HandlerStuck(ILogger logger, string queue, TimeSpan elapsed, TimeSpan timeout, int count);
 
     [LoggerMessage(EventId = 1200, Level = LogLevel.Error, Message = "Consumer of queue {Queue} failed outside a handler; its batch of {Count} is released for redelivery")]
     public static partial void BatchFailed(ILogger logger, Exception exception, string queue, int count);

@@ -27,7 +27,7 @@ public static class ConvergeOptionsValidator
 /// <summary>
 /// The hosted service: migrates the store at start-up, then runs one consumer per configured queue, one runner
 /// per consumer group, and the inbox clean-up. On stop it stops claiming, lets in-flight batches finish until
-/// the host's shutdown timeout, then cancels them and hands their messages back.
+/// the host's shutdown timeout, then cancels them and hands their messages back (see <see cref="StopAsync"/>).
 /// </summary>
 public sealed class ConvergeHost : IHostedService, IAsyncDisposable
 {
@@ -100,23 +100,49 @@ public sealed class ConvergeHost : IHostedService, IAsyncDisposable
         Diagnostics.Log.Started(_logger, _store.Name, _options.Queues.Count, _options.ConsumerGroups.Count);
     }
 
-    /// <inheritdoc />
+    /// <summary>
+    /// Stops claiming and lets in-flight batches finish until <paramref name="cancellationToken"/> (the host's shutdown
+    /// timeout) is cancelled; then cancels their handlers, rolls their batches back without waiting for handlers that
+    /// ignore cancellation, and hands the messages back uncounted. Returns at most <see cref="HandBackTime"/> after the
+    /// token is cancelled, even when a handler blocks its thread (its messages return when their leases expire).
+    /// </summary>
     public async Task StopAsync(CancellationToken cancellationToken)
     {
         await _stopping.CancelAsync();
         using (cancellationToken.Register(() => _abort.Cancel()))
         {
-            try
-            {
-                await _running;
-            }
-            catch (OperationCanceledException)
-            {
-                // Aborted in-flight work was handed back to the store.
-            }
+            await WaitForWorkersAsync(cancellationToken);
         }
 
         Diagnostics.Log.Stopped(_logger);
+    }
+
+    /// <summary>How long workers are given to hand their messages back once the shutdown timeout has passed: 1 second.</summary>
+    public static TimeSpan HandBackTime { get; } = TimeSpan.FromSeconds(1);
+
+    async Task WaitForWorkersAsync(CancellationToken shutdownTimeout)
+    {
+        var finished = _running.IsCompleted || await Task.WhenAny(_running, Task.Delay(Timeout.InfiniteTimeSpan, shutdownTimeout)) == _running;
+        if (!finished)
+        {
+            // Out of shutdown time: the abort is signalled and batches are being handed back.
+            finished = await Task.WhenAny(_running, Task.Delay(HandBackTime, _options.TimeProvider, CancellationToken.None)) == _running;
+        }
+
+        if (!finished)
+        {
+            Diagnostics.Log.StopTimedOut(_logger, HandBackTime);
+            return;
+        }
+
+        try
+        {
+            await _running;
+        }
+        catch (OperationCanceledException)
+        {
+            // Aborted in-flight work was handed back to the store.
+        }
     }
 
     async Task PurgeInboxAsync(CancellationToken stopping)
@@ -162,14 +188,7 @@ public sealed class ConvergeHost : IHostedService, IAsyncDisposable
         {
             await _stopping.CancelAsync();
             await _abort.CancelAsync();
-            try
-            {
-                await _running;
-            }
-            catch (OperationCanceledException)
-            {
-                // Stopped.
-            }
+            await WaitForWorkersAsync(_abort.Token);
         }
 
         _stopping.Dispose();

@@ -46,6 +46,23 @@ public sealed partial class ConvergeOptions
     /// <summary>How long a claimed message stays invisible to others; renewed while it is being handled. Default 30 s.</summary>
     public TimeSpan LeaseDuration { get; set; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// How long one message handler may run before its <see cref="CancellationToken"/> is cancelled and the attempt
+    /// fails (a transient <see cref="TimeoutException"/>, retried like any failure). On SQLite a handler runs inside its
+    /// batch's write transaction, so a slow handler holds every writer of the file: keep handlers short and move slow
+    /// I/O to jobs. A handler that ignores cancellation for a quarter of the timeout more (at most 5 s) is abandoned:
+    /// its batch is rolled back (releasing the write lock), its message's attempt is counted, the rest of the batch is
+    /// handed back, and the task is left running unobserved. A handler that blocks its worker thread and never returns
+    /// cannot be abandoned: its leases are no longer renewed, so another consumer receives the messages when they
+    /// expire. Default <c>null</c>: <see cref="LeaseDuration"/>.
+    /// </summary>
+    public TimeSpan? HandlerTimeout { get; set; }
+
+    internal TimeSpan EffectiveHandlerTimeout => HandlerTimeout ?? LeaseDuration;
+
+    /// <summary>How long an abandoned handler's cancellation is given to take effect: a quarter of the timeout, at most 5 s.</summary>
+    internal TimeSpan HandlerGrace => EffectiveHandlerTimeout / 4 < TimeSpan.FromSeconds(5) ? EffectiveHandlerTimeout / 4 : TimeSpan.FromSeconds(5);
+
     /// <summary>Retry policy for queue handlers and consumer groups.</summary>
     public RetryOptions Retry { get; } = new();
 
@@ -224,6 +241,11 @@ public sealed partial class ConvergeOptions
         if (LeaseDuration < TimeSpan.FromSeconds(1))
         {
             yield return $"LeaseDuration is {LeaseDuration}; set at least 1 second so a lease outlives one renewal round.";
+        }
+
+        if (HandlerTimeout is { } handlerTimeout && (handlerTimeout <= TimeSpan.Zero || handlerTimeout > MaxInterval))
+        {
+            yield return $"HandlerTimeout is {handlerTimeout}; set a positive duration of at most {MaxInterval.TotalDays} days, or null for LeaseDuration.";
         }
 
         if (PollInterval <= TimeSpan.Zero)

@@ -10,7 +10,8 @@ namespace Converge.Runtime;
 /// <summary>
 /// Works one queue: claims batches under a lease, runs each message's handler inside one store transaction
 /// (a savepoint per message, so one failure never undoes the others), records the inbox entry and the
-/// outcome, and commits the batch at once.
+/// outcome, and commits the batch at once. A handler that outlives <see cref="ConvergeOptions.HandlerTimeout"/> is
+/// cancelled; one that ignores cancellation is abandoned with its batch, so the write transaction never waits on it.
 /// </summary>
 internal sealed class QueueConsumer
 {
@@ -43,7 +44,7 @@ internal sealed class QueueConsumer
     async Task WorkAsync(CancellationToken stopping, CancellationToken abort)
     {
         var bell = _store.Signals.Queue(_queue.Name);
-        var inFlight = new InFlight();
+        using var inFlight = new InFlight(abort);
         var renewEvery = _options.LeaseDuration / 3;
         using var renewal = _options.TimeProvider.CreateTimer(_ => RenewIfLong(inFlight), null, renewEvery, renewEvery);
         var failures = 0;
@@ -101,7 +102,19 @@ internal sealed class QueueConsumer
         inFlight.Start(batch, _options.TimeProvider.GetUtcNow());
         try
         {
-            await ProcessAsync(batch, abort);
+            await ProcessAsync(batch, inFlight, abort);
+        }
+        catch (HandlerAbandonedException abandoned) when (!abort.IsCancellationRequested)
+        {
+            // The batch was rolled back without waiting for the handler. Its message's attempt counts (so a handler
+            // that always hangs ends in the dead letters); the others go back untouched.
+            ConvergeDiagnostics.ConsumerErrors.Add(1);
+            Log.HandlerAbandoned(_logger, abandoned.Message.Envelope.MessageId, abandoned.Message.Envelope.MessageType, _queue.Name, _options.EffectiveHandlerTimeout, batch.Count);
+            await RecordTimeoutQuietlyAsync(abandoned.Message);
+            if (batch.Count > 1)
+            {
+                await ReleaseQuietlyAsync([.. batch.Where(m => !ReferenceEquals(m, abandoned.Message))], countAttempt: false);
+            }
         }
         catch (Exception exception)
         {
@@ -113,12 +126,49 @@ internal sealed class QueueConsumer
                 Log.BatchFailed(_logger, exception, _queue.Name, batch.Count);
             }
 
-            await ReleaseQuietlyAsync(batch, countAttempt: !abort.IsCancellationRequested);
+            await ReleaseQuietlyAsync(batch, countAttempt: !abort.IsCancellationRequested && exception is not LeasesLostException);
         }
         finally
         {
             inFlight.Stop();
         }
+    }
+
+    /// <summary>Records the abandoned attempt of <paramref name="message"/> in a transaction of its own (retry with backoff, or dead letter).</summary>
+    async Task RecordTimeoutQuietlyAsync(QueuedMessage message)
+    {
+        try
+        {
+            HandlingOutcome? outcome;
+            await using (var transaction = await _store.BeginAsync(CancellationToken.None))
+            {
+                outcome = await RecordFailureAsync(transaction, message, HandlerTimedOut(message, abandoned: true, null), CancellationToken.None);
+                await transaction.CommitAsync(CancellationToken.None);
+            }
+
+            if (outcome is { } recorded && _observers.Any)
+            {
+                _observers.Handled(message.Envelope, message.Queue, recorded);
+            }
+        }
+        catch (Exception exception)
+        {
+            // Its lease expires and it is delivered again then.
+            ConvergeDiagnostics.ConsumerErrors.Add(1);
+            Log.BatchFailed(_logger, exception, _queue.Name, 1);
+        }
+    }
+
+    TimeoutException HandlerTimedOut(QueuedMessage message, bool abandoned, Exception? inner) => new(
+        abandoned
+            ? $"The handler of {message.Envelope.MessageType} did not finish within HandlerTimeout ({_options.EffectiveHandlerTimeout}) and ignored cancellation; it was abandoned."
+            : $"The handler of {message.Envelope.MessageType} did not finish within HandlerTimeout ({_options.EffectiveHandlerTimeout}) and was cancelled.",
+        inner);
+
+    /// <summary>A handler ignored cancellation past its grace: its batch is abandoned without waiting for it.</summary>
+    sealed class HandlerAbandonedException(QueuedMessage message) : Exception("A handler ignored cancellation and was abandoned.")
+    {
+        public new QueuedMessage Message { get; } = message;
     }
 
     /// <summary>
@@ -128,7 +178,22 @@ internal sealed class QueueConsumer
     void RenewIfLong(InFlight inFlight)
     {
         var interval = _options.LeaseDuration / 3;
-        if (inFlight.TakeForRenewal(_options.TimeProvider.GetUtcNow(), interval) is not { } batch)
+        var now = _options.TimeProvider.GetUtcNow();
+
+        // A handler that blocks its worker thread never returns to be abandoned: cancel its token, and once it is past
+        // its grace stop renewing, so the leases expire and another consumer takes the messages.
+        var limit = _options.EffectiveHandlerTimeout;
+        if (inFlight.HandlerRunningFor(now) is { } running && running >= limit)
+        {
+            inFlight.CancelHandler();
+            if (running >= limit + _options.HandlerGrace && inFlight.GiveUp() is { } stuck)
+            {
+                ConvergeDiagnostics.ConsumerErrors.Add(1);
+                Log.HandlerStuck(_logger, _queue.Name, running, limit, stuck.Count);
+            }
+        }
+
+        if (inFlight.TakeForRenewal(now, interval) is not { } batch)
         {
             return;
         }
@@ -152,13 +217,17 @@ internal sealed class QueueConsumer
         });
     }
 
-    /// <summary>The batch a worker is handling, shared with its renewal timer.</summary>
-    sealed class InFlight
+    /// <summary>The batch a worker is handling and the token of its running handler, shared with its renewal timer.</summary>
+    sealed class InFlight(CancellationToken abort) : IDisposable
     {
         readonly object _lock = new();
         IReadOnlyList<QueuedMessage>? _batch;
         DateTimeOffset _renewedAt;
+        DateTimeOffset? _handlerStartedAt;
+        CancellationTokenSource _handler = CancellationTokenSource.CreateLinkedTokenSource(abort);
         bool _renewing;
+        bool _givenUp;
+        bool _disposed;
 
         public void Start(IReadOnlyList<QueuedMessage> batch, DateTimeOffset now)
         {
@@ -166,6 +235,7 @@ internal sealed class QueueConsumer
             {
                 _batch = batch;
                 _renewedAt = now;
+                _givenUp = false;
             }
         }
 
@@ -174,6 +244,79 @@ internal sealed class QueueConsumer
             lock (_lock)
             {
                 _batch = null;
+                _handlerStartedAt = null;
+            }
+        }
+
+        /// <summary>The token for the next handler: the same source unless the last handler's was cancelled.</summary>
+        public CancellationToken StartHandler(DateTimeOffset now)
+        {
+            lock (_lock)
+            {
+                if (!_handler.TryReset())
+                {
+                    _handler.Dispose();
+                    _handler = CancellationTokenSource.CreateLinkedTokenSource(abort);
+                }
+
+                _handlerStartedAt = now;
+                return _handler.Token;
+            }
+        }
+
+        public void EndHandler()
+        {
+            lock (_lock)
+            {
+                _handlerStartedAt = null;
+            }
+        }
+
+        public TimeSpan? HandlerRunningFor(DateTimeOffset now)
+        {
+            lock (_lock)
+            {
+                return _handlerStartedAt is { } started ? now - started : null;
+            }
+        }
+
+        public void CancelHandler()
+        {
+            CancellationTokenSource handler;
+            lock (_lock)
+            {
+                // The renewal timer may fire once more after the worker ended.
+                if (_disposed)
+                {
+                    return;
+                }
+
+                handler = _handler;
+            }
+
+            try
+            {
+                // Outside the lock: cancellation runs the handler's own callbacks.
+                handler.Cancel();
+            }
+            catch (Exception exception) when (exception is AggregateException or ObjectDisposedException)
+            {
+                // A callback of the handler threw, or the token was replaced meanwhile: either way it is cancelled or unused.
+            }
+        }
+
+        /// <summary>Stops renewing the batch; returns it the first time.</summary>
+        public IReadOnlyList<QueuedMessage>? GiveUp()
+        {
+            lock (_lock)
+            {
+                if (_givenUp || _batch is null)
+                {
+                    return null;
+                }
+
+                _givenUp = true;
+                return _batch;
             }
         }
 
@@ -181,7 +324,7 @@ internal sealed class QueueConsumer
         {
             lock (_lock)
             {
-                if (_batch is null || _renewing || now - _renewedAt < interval)
+                if (_batch is null || _givenUp || _renewing || now - _renewedAt < interval)
                 {
                     return null;
                 }
@@ -199,9 +342,18 @@ internal sealed class QueueConsumer
                 _renewing = false;
             }
         }
+
+        public void Dispose()
+        {
+            lock (_lock)
+            {
+                _disposed = true;
+                _handler.Dispose();
+            }
+        }
     }
 
-    async Task ProcessAsync(IReadOnlyList<QueuedMessage> batch, CancellationToken abort)
+    async Task ProcessAsync(IReadOnlyList<QueuedMessage> batch, InFlight inFlight, CancellationToken abort)
     {
         var started = Stopwatch.GetTimestamp();
         var outcomes = new (QueuedMessage Message, HandlingOutcome? Outcome)[batch.Count];
@@ -214,11 +366,36 @@ internal sealed class QueueConsumer
             decoded[i] = Decode(batch[i]);
         }
 
-        // Optimistically without a savepoint per message (each one copies every page it touches); if anything in
-        // the batch fails, the whole transaction is undone and the batch runs again with a savepoint per message.
-        if (!await TryProcessAsync(batch, decoded, outcomes, isolated: false, abort))
+        // A savepoint per message from the start: a failure undoes only that message's writes and records its
+        // attempt, and nobody's handler runs twice for one attempt (calls to outside services stay bounded by the
+        // retry limit).
+        var transaction = await _store.BeginAsync(abort);
+        try
         {
-            await TryProcessAsync(batch, decoded, outcomes, isolated: true, abort);
+            var completions = new List<QueuedMessage>(batch.Count);
+            for (var i = 0; i < batch.Count; i++)
+            {
+                outcomes[i] = (batch[i], await HandleOneAsync(transaction, batch[i], decoded[i], completions, inFlight, abort));
+            }
+
+            // The batch's removals are one statement; a lease lost meanwhile (the batch outlived it and another
+            // consumer claimed a message) undoes the whole batch rather than commit effects someone else now owns.
+            if (completions.Count > 0 && await transaction.CompleteAsync(completions, abort) is var completed && completed != completions.Count)
+            {
+                throw new LeasesLostException(completions.Count - completed);
+            }
+
+            await transaction.CommitAsync(CancellationToken.None);
+        }
+        catch (HandlerAbandonedException)
+        {
+            // Roll back now, releasing the write lock, while the handler may still hold the transaction.
+            await transaction.AbandonAsync();
+            throw;
+        }
+        finally
+        {
+            await transaction.DisposeAsync();
         }
 
         foreach (var (message, outcome) in outcomes)
@@ -236,72 +413,15 @@ internal sealed class QueueConsumer
         ConvergeDiagnostics.BatchDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 
-    /// <returns><c>false</c> when a message failed while not <paramref name="isolated"/> (nothing was committed).</returns>
-    async Task<bool> TryProcessAsync(IReadOnlyList<QueuedMessage> batch, QueueOutcomes.Decoded<HandlerRegistration>[] decoded, (QueuedMessage Message, HandlingOutcome? Outcome)[] outcomes, bool isolated, CancellationToken abort)
-    {
-        await using var transaction = await _store.BeginAsync(abort);
-        try
-        {
-            // Optimistically, the batch's inbox records and its removals from the queue are one statement each.
-            var recorded = isolated ? null : await RecordInboxAsync(transaction, batch, decoded, abort);
-            var completions = isolated ? null : new List<QueuedMessage>(batch.Count);
-            for (var i = 0; i < batch.Count; i++)
-            {
-                outcomes[i] = (batch[i], await HandleOneAsync(transaction, batch[i], decoded[i], isolated, recorded?[i], completions, abort));
-            }
-
-            if (completions is { Count: > 0 } && await transaction.CompleteAsync(completions, abort) != completions.Count)
-            {
-                throw new OptimisticBatchFailed();
-            }
-        }
-        catch (OptimisticBatchFailed)
-        {
-            return false;
-        }
-        catch (Exception) when (!isolated && !abort.IsCancellationRequested)
-        {
-            return false;
-        }
-
-        await transaction.CommitAsync(CancellationToken.None);
-        return true;
-    }
-
-    /// <summary>A message failed in a batch run without savepoints: run the batch again, isolating each message.</summary>
-    sealed class OptimisticBatchFailed : Exception;
-
-    /// <summary>The inbox records of the messages that will run, in one call; element i is message i's (null when it will not run).</summary>
-    async Task<bool?[]?> RecordInboxAsync(IStoreTransaction transaction, IReadOnlyList<QueuedMessage> batch, QueueOutcomes.Decoded<HandlerRegistration>[] decoded, CancellationToken abort)
-    {
-        if (!_queue.RecordsInbox || batch.Count < 2)
-        {
-            return null;
-        }
-
-        var runs = Enumerable.Range(0, batch.Count).Where(i => decoded[i].RejectedFor is null && batch[i].Attempt <= _options.Retry.MaxAttempts).ToList();
-        if (runs.Count < 2)
-        {
-            return null;
-        }
-
-        var recorded = await transaction.TryRecordInboxAsync(_queue.Name, [.. runs.Select(i => batch[i].Envelope)], abort);
-        var byMessage = new bool?[batch.Count];
-        for (var k = 0; k < runs.Count; k++)
-        {
-            byMessage[runs[k]] = recorded[k];
-        }
-
-        return byMessage;
-    }
+    /// <summary>Leases of a batch expired and other consumers took its messages: the batch was undone.</summary>
+    sealed class LeasesLostException(int lost) : Exception($"{lost} message(s) of the batch were claimed by another consumer after their leases expired; the batch was undone and the rest handed back.");
 
     /// <summary>
-    /// Handles one message in <paramref name="transaction"/>. <paramref name="recordedInbox"/> tells whether its inbox record
-    /// was new when the batch recorded them already; <paramref name="completions"/> collects removals for one statement
-    /// (<c>null</c>: each is removed at once).
+    /// Handles one message in <paramref name="transaction"/>, under a savepoint of its own; its removal from the queue
+    /// is added to <paramref name="completions"/>, to go with the batch's others in one statement.
     /// </summary>
     /// <returns>The outcome, or <c>null</c> when the lease was lost and nothing was recorded.</returns>
-    async ValueTask<HandlingOutcome?> HandleOneAsync(IStoreTransaction transaction, QueuedMessage message, QueueOutcomes.Decoded<HandlerRegistration> decoded, bool isolated, bool? recordedInbox, List<QueuedMessage>? completions, CancellationToken abort)
+    async ValueTask<HandlingOutcome?> HandleOneAsync(IStoreTransaction transaction, QueuedMessage message, QueueOutcomes.Decoded<HandlerRegistration> decoded, List<QueuedMessage> completions, InFlight inFlight, CancellationToken abort)
     {
         var envelope = message.Envelope;
         if (decoded.RejectedFor is { } reason)
@@ -316,68 +436,94 @@ internal sealed class QueueConsumer
             return await DeadLetterAsync(transaction, message, DeadLetterReasons.MaxAttemptsExceeded, null, abort);
         }
 
-        if (isolated)
-        {
-            await transaction.SavepointAsync(abort);
-        }
-
+        await transaction.SavepointAsync(abort);
         try
         {
-            if (_queue.RecordsInbox && !(recordedInbox ?? await transaction.TryRecordInboxAsync(_queue.Name, envelope, abort)))
+            if (_queue.RecordsInbox && !await transaction.TryRecordInboxAsync(_queue.Name, envelope, abort))
             {
-                await CompleteAsync(transaction, message, completions, abort);
-                await ReleaseAsync(transaction, isolated, abort);
+                await transaction.ReleaseSavepointAsync(abort);
+                completions.Add(message);
                 Log.Duplicate(_logger, envelope.MessageId, _queue.Name);
                 return HandlingOutcome.Duplicate;
             }
 
             using (var activity = StartActivity(envelope))
             {
-                await using var scope = _scopes.CreateAsyncScope();
+                var scope = _scopes.CreateAsyncScope();
                 var context = new MessageContext(_bus, transaction, envelope, _queue.Name, null, message.Attempt, scope.ServiceProvider);
-                await decoded.Registration!.Invoker.InvokeAsync(scope.ServiceProvider, decoded.Body!, context, abort);
-            }
-
-            if (!await CompleteAsync(transaction, message, completions, abort))
-            {
-                if (!isolated)
+                var started = _options.TimeProvider.GetUtcNow();
+                var handling = decoded.Registration!.Invoker.InvokeAsync(scope.ServiceProvider, decoded.Body!, context, inFlight.StartHandler(started));
+                try
                 {
-                    throw new OptimisticBatchFailed();
-                }
+                    if (!handling.IsCompleted)
+                    {
+                        await AwaitHandlerAsync(handling, message, started, inFlight, abort);
+                    }
 
-                await transaction.RollbackToSavepointAsync(abort);
-                Log.LeaseLost(_logger, envelope.MessageId, _queue.Name);
-                return null;
+                    await handling;
+                }
+                finally
+                {
+                    inFlight.EndHandler();
+                    if (handling.IsCompleted)
+                    {
+                        // An abandoned handler keeps its scope: disposing it could wait on the handler.
+                        await scope.DisposeAsync();
+                    }
+                }
             }
 
-            await ReleaseAsync(transaction, isolated, abort);
+            await transaction.ReleaseSavepointAsync(abort);
+            completions.Add(message);
             return HandlingOutcome.Completed;
         }
-        catch (Exception exception) when (!isolated && exception is not OptimisticBatchFailed && !abort.IsCancellationRequested)
-        {
-            throw new OptimisticBatchFailed();
-        }
-        catch (Exception exception) when (!abort.IsCancellationRequested)
+        catch (Exception exception) when (!abort.IsCancellationRequested && exception is not HandlerAbandonedException)
         {
             await transaction.RollbackToSavepointAsync(abort);
             return await RecordFailureAsync(transaction, message, exception, abort);
         }
     }
 
-    /// <summary>Removes a message now, or, when <paramref name="completions"/> collects them, with the batch's others.</summary>
-    static async ValueTask<bool> CompleteAsync(IStoreTransaction transaction, QueuedMessage message, List<QueuedMessage>? completions, CancellationToken abort)
+    /// <summary>
+    /// Waits for a handler that did not finish at once, up to <see cref="ConvergeOptions.HandlerTimeout"/>; then cancels
+    /// it and waits its grace. Throws a <see cref="TimeoutException"/> when it stopped after cancellation, and
+    /// <see cref="HandlerAbandonedException"/> when it ignored it (or the host ran out of shutdown time).
+    /// </summary>
+    async Task AwaitHandlerAsync(Task handling, QueuedMessage message, DateTimeOffset started, InFlight inFlight, CancellationToken abort)
     {
-        if (completions is null)
+        var time = _options.TimeProvider;
+        var remaining = _options.EffectiveHandlerTimeout - (time.GetUtcNow() - started);
+        try
         {
-            return await transaction.CompleteAsync(message, abort);
+            await handling.WaitAsync(remaining > TimeSpan.Zero ? remaining : TimeSpan.Zero, time, abort);
+            return;
+        }
+        catch (Exception) when (!handling.IsCompleted)
+        {
+            // Out of time, or the host is out of shutdown time.
         }
 
-        completions.Add(message);
-        return true;
-    }
+        inFlight.CancelHandler();
+        if (!abort.IsCancellationRequested)
+        {
+            try
+            {
+                await handling.WaitAsync(_options.HandlerGrace, time, abort);
+            }
+            catch (Exception) when (!handling.IsCompleted)
+            {
+                throw new HandlerAbandonedException(message);
+            }
+            catch (Exception exception)
+            {
+                throw HandlerTimedOut(message, abandoned: false, exception);
+            }
 
-    static ValueTask ReleaseAsync(IStoreTransaction transaction, bool isolated, CancellationToken abort) =>
-        isolated ? transaction.ReleaseSavepointAsync(abort) : ValueTask.CompletedTask;
+            return;
+        }
+
+        throw new HandlerAbandonedException(message);
+    }
 
     ValueTask<HandlingOutcome?> RecordFailureAsync(IStoreTransaction transaction, QueuedMessage message, Exception exception, CancellationToken abort) =>
         QueueOutcomes.RecordFailureAsync(transaction, message, exception, _options, _logger, abort);

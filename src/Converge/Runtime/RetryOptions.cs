@@ -15,20 +15,41 @@ public sealed class RetryOptions
     /// <summary>Upper bound on any delay. Default 5 minutes.</summary>
     public TimeSpan MaxDelay { get; set; } = TimeSpan.FromMinutes(5);
 
-    /// <summary>
-    /// Decides whether a failure is worth retrying. Default <see cref="IsTransientByDefault"/>: a
-    /// <see cref="HandlerFailureException"/> says so itself, a <see cref="DbException"/> asks
-    /// <see cref="DbException.IsTransient"/> or is treated as transient, and argument, format, JSON, cast and
-    /// not-supported errors are permanent.
-    /// </summary>
-    public Func<Exception, bool> IsTransient { get; set; } = IsTransientByDefault;
+    /// <summary>Creates the default policy.</summary>
+    public RetryOptions() => IsTransient = exception => IsTransientByDefault(exception, DatabaseErrors);
 
-    /// <summary>The default classification; see <see cref="IsTransient"/>.</summary>
-    public static bool IsTransientByDefault(Exception exception) => exception switch
+    /// <summary>
+    /// Decides whether a failure is worth retrying; a failure it calls permanent is dead-lettered at once with
+    /// reason <c>permanent-failure</c>. Default: <see cref="IsTransientByDefault(Exception, Func{DbException, bool}?)"/>
+    /// with <see cref="DatabaseErrors"/>, read at each call. A replacement may call that method for the cases it
+    /// does not decide itself.
+    /// </summary>
+    public Func<Exception, bool> IsTransient { get; set; }
+
+    /// <summary>
+    /// How the default classification judges a <see cref="DbException"/>: <c>true</c> when retrying can help. Set by
+    /// the store's <c>Use...</c> method, because only the provider knows its codes (<c>UseSqlite</c>: busy and locked
+    /// are transient, constraint violations and every other code are not; <c>UsePostgreSql</c>: by SQLSTATE).
+    /// <c>null</c> (no store set it): <see cref="DbException.IsTransient"/>, which is <c>false</c> unless the provider
+    /// overrides it.
+    /// </summary>
+    public Func<DbException, bool>? DatabaseErrors { get; set; }
+
+    /// <summary>The default classification without a store's judgement of database errors; see <see cref="IsTransientByDefault(Exception, Func{DbException, bool}?)"/>.</summary>
+    public static bool IsTransientByDefault(Exception exception) => IsTransientByDefault(exception, null);
+
+    /// <summary>
+    /// The default classification: a <see cref="HandlerFailureException"/> says so itself; a <see cref="DbException"/>
+    /// (or an exception whose <see cref="Exception.InnerException"/> is one, as an ORM's update exception wraps the
+    /// provider's) is judged by <paramref name="databaseErrors"/>, or by <see cref="DbException.IsTransient"/> when that
+    /// is <c>null</c>; argument, format, JSON, cast and not-supported errors are permanent; anything else is transient.
+    /// </summary>
+    public static bool IsTransientByDefault(Exception exception, Func<DbException, bool>? databaseErrors) => exception switch
     {
         HandlerFailureException failure => !failure.NonRetryable,
-        DbException => true,
+        DbException database => databaseErrors?.Invoke(database) ?? database.IsTransient,
         ArgumentException or FormatException or JsonException or InvalidCastException or NotSupportedException or NotImplementedException => false,
+        { InnerException: DbException database } => databaseErrors?.Invoke(database) ?? database.IsTransient,
         _ => true,
     };
 

@@ -340,4 +340,11 @@ public interface IStoreTransaction : IAsyncDisposable
 
     /// <summary>Commits a transaction Converge owns; for an enlisted transaction, throws (the caller commits).</summary>
     ValueTask CommitAsync(CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Rolls back a transaction Converge owns whose handler is still running (it ignored cancellation), releasing its
+    /// locks; the connection must never serve anyone again, because the handler may still hold it. Later calls
+    /// through this object must throw. Default: <see cref="IAsyncDisposable.DisposeAsync"/>.
+    /// </summary>
+    ValueTask AbandonAsync() => DisposeAsync();
 }

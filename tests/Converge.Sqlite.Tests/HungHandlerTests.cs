@@ -1,0 +1,165 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Converge.Hosting;
+using Converge.Runtime;
+using Converge.Testing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+
+namespace Converge.Sqlite.Tests;
+
+public sealed record Slow(string Name);
+
+/// <summary>What each host's handler does and saw; one per host.</summary>
+public sealed class SlowBehaviour
+{
+    /// <summary>hang: await forever, ignoring the token; cooperate: await until the token is cancelled (first attempt only); complete.</summary>
+    public string Mode { get; init; } = "complete";
+
+    public TaskCompletionSource Started { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public ConcurrentQueue<(string Name, int Attempt)> Completed { get; } = new();
+}
+
+public sealed class SlowHandler(SlowBehaviour behaviour) : IHandler<Slow>
+{
+    static readonly TaskCompletionSource Never = new();
+
+    public async Task HandleAsync(Slow message, MessageContext context, CancellationToken cancellationToken)
+    {
+        behaviour.Started.TrySetResult();
+        switch (behaviour.Mode)
+        {
+            case "hang":
+                await Never.Task;
+                break;
+            case "cooperate" when context.Attempt == 1:
+                await Task.Delay(Timeout.InfiniteTimeSpan, cancellationToken);
+                break;
+        }
+
+        behaviour.Completed.Enqueue((message.Name, context.Attempt));
+    }
+}
+
+public sealed class HungHandlerTests : IDisposable
+{
+    readonly DirectoryInfo _folder = Directory.CreateTempSubdirectory("converge-hung-");
+
+    string Path => System.IO.Path.Combine(_folder.FullName, "converge.db");
+
+    async Task<IHost> StartHostAsync(SlowBehaviour behaviour, Action<ConvergeOptions>? configure = null)
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Services.AddSingleton(behaviour);
+        builder.Services.AddConverge(o =>
+        {
+            o.UseSqlite(Path);
+            o.Messages.Register<Slow>("test.slow");
+            o.Handle<Slow, SlowHandler>("slow");
+            o.PollInterval = TimeSpan.FromMilliseconds(50);
+            configure?.Invoke(o);
+        });
+        var host = builder.Build();
+        await host.StartAsync();
+        return host;
+    }
+
+    static async Task<TimeSpan> StopAsync(IHost host, TimeSpan shutdownTimeout)
+    {
+        var watch = Stopwatch.StartNew();
+        using (var timeout = new CancellationTokenSource(shutdownTimeout))
+        {
+            await host.Services.GetRequiredService<ConvergeHost>().StopAsync(timeout.Token);
+        }
+
+        var elapsed = watch.Elapsed;
+        await host.StopAsync();
+        host.Dispose();
+        return elapsed;
+    }
+
+    [Fact]
+    public async Task A_handler_that_ignores_cancellation_is_abandoned_so_the_file_is_writable_and_another_host_handles_its_message()
+    {
+        var hanging = new SlowBehaviour { Mode = "hang" };
+        var first = await StartHostAsync(hanging, o =>
+        {
+            o.LeaseDuration = TimeSpan.FromSeconds(2);
+            o.Retry.InitialDelay = o.Retry.MaxDelay = TimeSpan.FromSeconds(8);
+        });
+        var bus = first.Services.GetRequiredService<IMessageBus>();
+        await bus.SendAsync(new Slow("stuck"));
+        await hanging.Started.Task.WaitAsync(TimeSpan.FromSeconds(20));
+
+        // A second host must take the file's write lock to start (it migrates under BEGIN IMMEDIATE): it can only
+        // start once the first abandoned the batch and rolled it back, after HandlerTimeout (the lease, 2 s) and a grace.
+        var watch = Stopwatch.StartNew();
+        var working = new SlowBehaviour();
+        var second = await StartHostAsync(working);
+        Assert.InRange(watch.Elapsed, TimeSpan.Zero, TimeSpan.FromSeconds(15));
+
+        // The first host writes again (its write gate is free) and stops within its shutdown timeout although
+        // its handler is still awaiting.
+        await bus.SendAsync(new Slow("after"), new SendOptions { Queue = "elsewhere" }).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.InRange(await StopAsync(first, TimeSpan.FromSeconds(1)), TimeSpan.Zero, TimeSpan.FromSeconds(1) + ConvergeHost.HandBackTime + TimeSpan.FromSeconds(1));
+
+        await Eventually.UntilAsync(() => !working.Completed.IsEmpty, () => "the second host handles the abandoned message", TimeSpan.FromSeconds(30));
+        Assert.Equal([("stuck", 2)], working.Completed);
+
+        var store = second.Services.GetRequiredService<Storage.IMessageStore>();
+        await Eventually.UntilAsync(
+            async () => (await store.GetStatusAsync(CancellationToken.None)).Queues.Where(q => q.Queue == "slow").All(q => q.Ready + q.InFlight + q.Scheduled == 0),
+            "the queue is empty");
+        Assert.Empty(await store.ListDeadLettersAsync(null, 10, CancellationToken.None));
+        await StopAsync(second, TimeSpan.FromSeconds(5));
+    }
+
+    [Fact]
+    public async Task A_handler_that_honours_its_token_is_cancelled_at_the_timeout_and_retried()
+    {
+        var behaviour = new SlowBehaviour { Mode = "cooperate" };
+        var host = await StartHostAsync(behaviour, o =>
+        {
+            o.HandlerTimeout = TimeSpan.FromMilliseconds(500);
+            o.Retry.InitialDelay = o.Retry.MaxDelay = TimeSpan.FromMilliseconds(10);
+        });
+        await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Slow("slow"));
+
+        await Eventually.UntilAsync(() => !behaviour.Completed.IsEmpty, () => "the second attempt completes", TimeSpan.FromSeconds(30));
+
+        Assert.Equal([("slow", 2)], behaviour.Completed);
+        await StopAsync(host, TimeSpan.FromSeconds(5));
+    }
+
+    [Fact]
+    public async Task StopAsync_returns_within_the_shutdown_timeout_while_a_handler_ignores_cancellation()
+    {
+        var hanging = new SlowBehaviour { Mode = "hang" };
+        var host = await StartHostAsync(hanging, o => o.LeaseDuration = TimeSpan.FromMinutes(10));
+        await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Slow("stuck"));
+        await hanging.Started.Task.WaitAsync(TimeSpan.FromSeconds(20));
+
+        var elapsed = await StopAsync(host, TimeSpan.FromSeconds(1));
+
+        Assert.InRange(elapsed, TimeSpan.FromSeconds(0.9), TimeSpan.FromSeconds(1) + ConvergeHost.HandBackTime);
+
+        // The batch was rolled back and handed back uncounted: the file is writable and the message ready.
+        await using var store = new SqliteMessageStore(new SqliteStoreOptions { Path = Path, BusyTimeout = TimeSpan.FromSeconds(2) }, TimeProvider.System);
+        var again = Assert.Single(await store.ClaimAsync("slow", 10, TimeSpan.FromSeconds(30), CancellationToken.None));
+        Assert.Equal(1, again.Attempt);
+    }
+
+    public void Dispose()
+    {
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        try
+        {
+            _folder.Delete(recursive: true);
+        }
+        catch (IOException)
+        {
+            // An abandoned handler's connection may still be closing.
+        }
+    }
+}
