@@ -51,6 +51,26 @@ public sealed class StatusTests
         Assert.Equal(before, await File.ReadAllBytesAsync(db));
     }
 
+    [Theory]
+    [InlineData("sqlite_", "TablePrefix 'sqlite_' is reserved: SQLite keeps table names starting with 'sqlite_' for itself")]
+    [InlineData("app_\n", "TablePrefix 'app_\n' is not valid: use lower-case letters, digits and '_'")]
+    public async Task A_table_prefix_that_is_not_a_usable_name_exits_2_with_the_fix(string prefix, string expected)
+    {
+        using var temp = new TempFolder();
+        var db = temp.File("app.db");
+        await using (var store = new SqliteMessageStore(new SqliteStoreOptions { Path = db }, TimeProvider.System))
+        {
+            await store.MigrateAsync(CancellationToken.None);
+        }
+
+        var result = await Cli.RunAsync("status", "--db", db, "--table-prefix", prefix);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains(expected, result.Error, StringComparison.Ordinal);
+        Assert.Contains("(for example 'converge_')", result.Error, StringComparison.Ordinal);
+        Assert.Equal("", result.Out);
+    }
+
     [Fact]
     public async Task Status_json_reports_queued_messages_and_a_dead_letter()
     {
