@@ -119,15 +119,118 @@ internal static class RowReader
     static OutgoingMessage? ReadCallback(DbDataReader reader, int first) =>
         reader.IsDBNull(first) ? null : new OutgoingMessage(reader.GetString(first), ReadEnvelope(reader, first + 2), Priority: reader.GetInt32(first + 1));
 
-    /// <summary>Reads a claimed queue row: id, priority, attempts, history, then the envelope.</summary>
-    public static QueuedMessage ReadClaimed(DbDataReader reader, string queue, Guid leaseToken) => new()
+    /// <summary>
+    /// Reads a claimed queue row: id, priority, attempts, history, then the envelope. A row that cannot be decoded (a
+    /// column holding what Converge never writes there) does not throw: it comes back with the reason, and with what
+    /// could be read, for the store to dead-letter in the claim's transaction (see <see cref="ClaimedRow"/>).
+    /// </summary>
+    public static ClaimedRow ReadClaimed(DbDataReader reader, string queue, Guid leaseToken)
     {
-        Id = reader.GetInt64(0),
-        Priority = reader.GetInt32(1),
-        Attempt = reader.GetInt32(2),
-        History = ReadHistory(reader, 3),
-        Envelope = ReadEnvelope(reader, 4),
-        Queue = queue,
-        LeaseToken = leaseToken,
-    };
+        try
+        {
+            return new(new QueuedMessage
+            {
+                Id = reader.GetInt64(0),
+                Priority = reader.GetInt32(1),
+                Attempt = ClaimedAttempt(reader.GetInt32(2)),
+                History = ReadHistory(reader, 3),
+                Envelope = ReadEnvelope(reader, 4),
+                Queue = queue,
+                LeaseToken = leaseToken,
+            }, null);
+        }
+        catch (Exception exception) when (exception is not DbException)
+        {
+            return ReadUndecodable(reader, queue, leaseToken);
+        }
+    }
+
+    /// <summary>
+    /// A claimed row's attempt count, which its claim has just raised: at least 1, and short of <see cref="int.MaxValue"/>,
+    /// where a count that cannot grow any more stops (PostgreSQL's claim saturates rather than overflow).
+    /// </summary>
+    static int ClaimedAttempt(int attempt) =>
+        attempt is >= 1 and < int.MaxValue
+            ? attempt
+            : throw new InvalidDataException($"The claimed attempt count is {attempt}; Converge counts attempts from 1 and never near int's largest value.");
+
+    /// <summary>
+    /// Reads a claimed row column by column, keeping each value that decodes and standing in for each that does not:
+    /// its raw value goes into the headers (<see cref="InvalidRows.RawHeaderPrefix"/> + column) and its error into the
+    /// problem.
+    /// </summary>
+    static ClaimedRow ReadUndecodable(DbDataReader reader, string queue, Guid leaseToken)
+    {
+        var problems = new List<string>();
+        var raw = new Dictionary<string, string>(StringComparer.Ordinal);
+        T Read<T>(int ordinal, string column, Func<DbDataReader, int, T> read, T standIn)
+        {
+            try
+            {
+                return read(reader, ordinal);
+            }
+            catch (Exception exception) when (exception is not DbException)
+            {
+                var text = InvalidRows.RawText(reader, ordinal);
+                raw[InvalidRows.RawHeaderPrefix + column] = text;
+                problems.Add($"{column}: {exception.GetType().Name}: {exception.Message}");
+                return standIn;
+            }
+        }
+
+        var id = reader.GetInt64(0);
+        var priority = Read(1, "priority", static (r, i) => r.GetInt32(i), 0);
+        var attempt = Read(2, "attempts", static (r, i) => ClaimedAttempt(r.GetInt32(i)), 1);
+        var history = Read(3, "history", static (r, i) => ReadHistory(r, i), []);
+        var headers = Read(10, "headers", static (r, i) => StoredRows.ParseHeaders(r.IsDBNull(i) ? null : r.GetString(i)), Envelope.EmptyHeaders);
+        var envelope = new Envelope
+        {
+            MessageId = Read(4, "message_id", static (r, i) => r.GetGuid(i), Guid.NewGuid()),
+            MessageType = Read(5, "message_type", static (r, i) => r.GetString(i), InvalidRows.UnknownType),
+            CorrelationId = Read(6, "correlation_id", static (r, i) => r.IsDBNull(i) ? null : r.GetString(i), null),
+            CausationId = Read(7, "causation_id", static (r, i) => r.IsDBNull(i) ? null : r.GetGuid(i), (Guid?)null),
+            SentAt = Read(8, "sent_at", static (r, i) => StoredRows.FromTicks(r.GetInt64(i)), DateTimeOffset.UnixEpoch),
+            AsOf = Read(9, "as_of", static (r, i) => r.IsDBNull(i) ? null : StoredRows.FromTicks(r.GetInt64(i)), (DateTimeOffset?)null),
+            Body = Read(11, "body", static (r, i) => r.IsDBNull(i) ? Array.Empty<byte>() : r.GetFieldValue<byte[]>(i), []),
+        };
+
+        if (problems.Count == 0)
+        {
+            // Every column reads on its own: what failed was reading them together, which should not happen; keep the
+            // row out of the way all the same rather than let it fail every claim.
+            problems.Add("the row could not be read as a whole, though each column reads on its own");
+        }
+
+        var kept = new Dictionary<string, string>(headers, StringComparer.Ordinal);
+        foreach (var (key, value) in raw)
+        {
+            kept[key] = value;
+        }
+
+        envelope = new Envelope
+        {
+            MessageId = envelope.MessageId,
+            MessageType = envelope.MessageType,
+            CorrelationId = envelope.CorrelationId,
+            CausationId = envelope.CausationId,
+            SentAt = envelope.SentAt,
+            AsOf = envelope.AsOf,
+            Headers = kept,
+            Body = envelope.Body,
+        };
+        var message = new QueuedMessage
+        {
+            Id = id,
+            Priority = priority,
+            Attempt = attempt,
+            History = history,
+            Envelope = envelope,
+            Queue = queue,
+            LeaseToken = leaseToken,
+        };
+        var problem = $"Queue row {id} of '{queue}' cannot be decoded, so it was dead-lettered as {DeadLetterReasons.InvalidRow}. "
+            + $"The columns that could not be read are kept raw in the headers {InvalidRows.RawHeaderPrefix}COLUMN:{Environment.NewLine}"
+            + string.Join(Environment.NewLine, problems);
+        return new(message, problem);
+    }
 }
