@@ -84,7 +84,7 @@ internal static class StatusCommand
         IReadOnlyList<GroupReport> ConsumerGroups,
         long InboxRecords);
 
-    /// <param name="Stranded">Rows whose visible_at no consumer will reach (see <see cref="QueueStatus.Stranded"/>).</param>
+    // Stranded: rows whose visible_at no consumer will reach (QueueStatus.Stranded).
     internal sealed record QueueReport(string Queue, long Ready, long Scheduled, long InFlight, long DeadLetters, long Stranded);
 
     internal sealed record GroupReport(string Group, long Position, long Lag, int FailedAttempts, string? LastError);
