@@ -1552,6 +1552,45 @@ public abstract class MessageStoreConformanceTests
         Assert.Equal(batch.OnComplete!.Envelope.MessageId, callback.Envelope.MessageId);
     }
 
+    /// <summary>
+    /// A job whose row cannot be decoded leaves the queue at its claim, dead-lettered as invalid-row beside the claim's
+    /// good rows, and counts as failed in its batch (read from its headers), which finishes and enqueues its callback.
+    /// </summary>
+    [Fact]
+    public async Task Job_row_that_cannot_be_decoded_is_dead_lettered_at_its_claim_and_counted_failed_in_its_batch()
+    {
+        var time = new ManualTimeProvider();
+        await using var host = await StartIdleAsync(time);
+        var store = host.Store;
+        var batch = NewBatch("spoiled", time.GetUtcNow());
+        await InTransactionAsync(store, t => t.CreateBatchAsync(batch, CancellationToken.None));
+        await InTransactionAsync(store, t => t.AddToBatchAsync(batch.Id, 1, CancellationToken.None));
+        await InTransactionAsync(store, t => t.SealBatchAsync(batch.Id, CancellationToken.None));
+        var before = await host.Bus.SendAsync(new ConformanceCommand("before"));
+        var job = await host.Bus.SendAsync(new ConformanceCommand("spoiled"), new SendOptions { Headers = InBatch(batch.Id) });
+        var after = await host.Bus.SendAsync(new ConformanceCommand("after"));
+        await using (var connection = await OpenConnectionAsync(store))
+        {
+            await using var spoil = connection.CreateCommand();
+            spoil.CommandText = $"UPDATE {QueueTable} SET sent_at = -5, history = '[null]' WHERE id = (SELECT min(id) + 1 FROM {QueueTable})";
+            Assert.Equal(1, await spoil.ExecuteNonQueryAsync());
+        }
+
+        var claimed = await store.ClaimAsync(Queue, 10, TimeSpan.FromMinutes(5), CancellationToken.None);
+
+        Assert.Equal([before, after], claimed.Select(m => m.Envelope.MessageId));
+        var letter = Assert.Single(await store.ListDeadLettersAsync(Queue, 10, CancellationToken.None));
+        Assert.Equal((job, DeadLetterReasons.InvalidRow, 1), (letter.Envelope.MessageId, letter.Reason, letter.Attempts));
+        Assert.Equal(("-5", "[null]", batch.Id), (letter.Envelope.Headers["converge-raw-sent_at"], letter.Envelope.Headers["converge-raw-history"], letter.Envelope.Headers[JobHeaders.Batch]));
+        Assert.Contains("sent_at: ArgumentOutOfRangeException", letter.Exception, StringComparison.Ordinal);
+        Assert.Contains("history: JsonException", letter.Exception, StringComparison.Ordinal);
+        var finished = (await store.GetBatchAsync(batch.Id, CancellationToken.None))!;
+        Assert.Equal((0L, 0L, 1L), (finished.Pending, finished.Succeeded, finished.Failed));
+        Assert.NotNull(finished.FinishedAt);
+        var callback = Assert.Single(await store.ClaimAsync("callbacks", 10, TimeSpan.FromMinutes(5), CancellationToken.None));
+        Assert.Equal(batch.OnComplete!.Envelope.MessageId, callback.Envelope.MessageId);
+    }
+
     /// <summary>Cancelling a running job leaves it with its worker and flags it; the flag is read back until it is forgotten.</summary>
     [Fact]
     public async Task Cancelling_a_running_job_flags_it_for_its_worker()
