@@ -1591,6 +1591,38 @@ public abstract class MessageStoreConformanceTests
         Assert.Equal(batch.OnComplete!.Envelope.MessageId, callback.Envelope.MessageId);
     }
 
+    /// <summary>
+    /// A waiting job whose row cannot be decoded is still listed and looked up (with what could be read), and
+    /// cancelling it leaves a dead letter that reads back, rather than fail every job listing.
+    /// </summary>
+    [Fact]
+    public async Task Job_row_that_cannot_be_decoded_is_listed_looked_up_and_cancelled()
+    {
+        var time = new ManualTimeProvider();
+        await using var host = await StartIdleAsync(time);
+        var store = host.Store;
+        await StartJobQueueAsync(store);
+        var job = await host.Bus.SendAsync(new ConformanceCommand("waiting"), new SendOptions { Delay = TimeSpan.FromMinutes(10) });
+        await using (var connection = await OpenConnectionAsync(store))
+        {
+            await using var spoil = connection.CreateCommand();
+            spoil.CommandText = $"UPDATE {QueueTable} SET as_of = -7, history = '[null]', headers = '{{\"a\":1}}'";
+            Assert.Equal(1, await spoil.ExecuteNonQueryAsync());
+        }
+
+        var listed = Assert.Single(await store.ListJobsAsync(new JobQuery { Queue = Queue }, CancellationToken.None));
+        var found = await store.GetJobAsync(job, CancellationToken.None);
+        var outcome = await store.CancelJobAsync(job, CancellationToken.None);
+
+        Assert.Equal((job, JobState.Scheduled), (listed.Id, listed.State));
+        Assert.Equal(("-7", "[null]", "{\"a\":1}"), (listed.Headers["converge-raw-as_of"], listed.Headers["converge-raw-history"], listed.Headers["converge-raw-headers"]));
+        Assert.Equal(job, found!.Id);
+        Assert.Equal(JobCancelOutcome.Cancelled, outcome);
+        var letter = Assert.Single(await store.ListDeadLettersAsync(Queue, 10, CancellationToken.None));
+        Assert.Equal((job, DeadLetterReasons.Cancelled), (letter.Envelope.MessageId, letter.Reason));
+        Assert.Equal("-7", letter.Envelope.Headers["converge-raw-as_of"]);
+    }
+
     /// <summary>Cancelling a running job leaves it with its worker and flags it; the flag is read back until it is forgotten.</summary>
     [Fact]
     public async Task Cancelling_a_running_job_flags_it_for_its_worker()

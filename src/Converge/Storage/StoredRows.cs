@@ -89,7 +89,7 @@ internal static class StoredRows
             State = row.VisibleAt <= nowTicks ? JobState.Enqueued : row.Leased ? JobState.Processing : JobState.Scheduled,
             CorrelationId = row.Envelope.CorrelationId,
             EnqueuedAt = row.Envelope.SentAt,
-            DueAt = FromTicks(row.VisibleAt),
+            DueAt = FromTicksClamped(row.VisibleAt),
             AsOf = row.Envelope.AsOf,
             Priority = row.Priority,
             Attempts = row.Attempts,
