@@ -493,6 +493,23 @@ public abstract class MessageStoreConformanceTests
         var history = await host.SendAndWaitAsync(new ConformanceCommand("beside-the-stranded"), timeout: TimeSpan.FromSeconds(5));
         Assert.Contains(history, h => h.What == "completed");
         Assert.Equal(absurd.Count, (await StatusAsync(host)).Queues.Single(q => q.Queue == Queue).Stranded);
+
+        // A queue that holds nothing but a time beyond .NET's last tick waits until the end of time; it does not fail.
+        await using (var transaction = await host.Store.BeginAsync(CancellationToken.None))
+        {
+            await transaction.EnqueueAsync(new OutgoingMessage("far", RawEnvelope("conformance.command@1", "{}"u8.ToArray()), DueAt: host.Options.TimeProvider.GetUtcNow().AddDays(1)), CancellationToken.None);
+            await transaction.CommitAsync(CancellationToken.None);
+        }
+
+        await using (var connection = await OpenConnectionAsync(host.Store))
+        {
+            await using var update = connection.CreateCommand();
+            update.CommandText = $"UPDATE {QueueTable} SET visible_at = @value WHERE queue = 'far'";
+            AddParameter(update, "@value", long.MaxValue);
+            Assert.Equal(1, await update.ExecuteNonQueryAsync());
+        }
+
+        Assert.Equal(DateTimeOffset.MaxValue, await host.Store.NextVisibleAtAsync("far", CancellationToken.None));
     }
 
     /// <summary>Visible-at values no consumer will reach that the store's column accepts; SQLite adds values that are not numbers.</summary>
