@@ -22,7 +22,7 @@ internal static class StatusCommand
             var report = new StatusReport(
                 opened.Name,
                 opened.SchemaVersion,
-                [.. status.Queues.Select(q => new QueueReport(q.Queue, q.Ready, q.Scheduled, q.InFlight, q.DeadLetters))],
+                [.. status.Queues.Select(q => new QueueReport(q.Queue, q.Ready, q.Scheduled, q.InFlight, q.DeadLetters, q.Stranded))],
                 status.DeadLetters,
                 status.LogPosition,
                 [.. status.ConsumerGroups.Select(g => new GroupReport(g.Group, g.Position, g.Lag, g.FailedAttempts, g.LastError))],
@@ -48,6 +48,12 @@ internal static class StatusCommand
         else
         {
             console.Write(queues);
+        }
+
+        foreach (var q in report.Queues.Where(q => q.Stranded > 0))
+        {
+            // Not a column: such rows come from outside Converge, and a line that names them is hard to miss.
+            console.WriteLine($"Stranded: queue '{q.Queue}' holds {q.Stranded} row(s) no consumer will ever claim: their visible_at is more than 100 years ahead or not a number, which Converge never writes. Find them with SQL (the queue table's rows WHERE queue = '{q.Queue}'), then fix their visible_at or delete them.");
         }
 
         var summary = CliOutput.Table("Dead letters (all)", "Log head", "Inbox records");
@@ -78,7 +84,8 @@ internal static class StatusCommand
         IReadOnlyList<GroupReport> ConsumerGroups,
         long InboxRecords);
 
-    internal sealed record QueueReport(string Queue, long Ready, long Scheduled, long InFlight, long DeadLetters);
+    // Stranded: rows whose visible_at no consumer will reach (QueueStatus.Stranded).
+    internal sealed record QueueReport(string Queue, long Ready, long Scheduled, long InFlight, long DeadLetters, long Stranded);
 
     internal sealed record GroupReport(string Group, long Position, long Lag, int FailedAttempts, string? LastError);
 }

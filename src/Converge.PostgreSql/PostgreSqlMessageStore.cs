@@ -257,10 +257,10 @@ public sealed class PostgreSqlMessageStore : IMessageStore
     /// them, each claim again, until autovacuum analyzes the table. Sorting and bitmap scans are switched off for the claim
     /// alone so its plan does not depend on how fresh the statistics are.
     /// </remarks>
-    static async Task<IReadOnlyList<QueuedMessage>> ClaimRowsAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, string claim, string queue, int max, TimeSpan lease, DateTimeOffset now, CancellationToken cancellationToken)
+    async Task<IReadOnlyList<QueuedMessage>> ClaimRowsAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, string claim, string queue, int max, TimeSpan lease, DateTimeOffset now, CancellationToken cancellationToken)
     {
         var token = Guid.NewGuid();
-        var claimed = new List<QueuedMessage>(Math.Min(max, 1024));
+        var rows = new List<ClaimedRow>(Math.Min(max, 1024));
         await using var own = transaction is null ? await connection.BeginTransactionAsync(IsolationLevel.ReadCommitted, cancellationToken) : null;
         await using (var batch = new NpgsqlBatch(connection, transaction ?? own))
         {
@@ -288,11 +288,20 @@ public sealed class PostgreSqlMessageStore : IMessageStore
             {
                 while (reader.FieldCount > 0 && await reader.ReadAsync(cancellationToken))
                 {
-                    claimed.Add(RowReader.ReadClaimed(reader, queue, token));
+                    rows.Add(RowReader.ReadClaimed(reader, queue, token));
                 }
             }
             while (await reader.NextResultAsync(cancellationToken));
         }
+
+        // A row that cannot be decoded is dead-lettered in the claim's transaction; the rest go on.
+        var claimed = rows.TrueForAll(static row => row.Problem is null)
+            ? rows.ConvertAll(static row => row.Message)
+            : await InvalidRows.SetAsideAsync(
+                PostgreSqlStoreTransaction.TryGetOwned(transaction ?? own!) ?? PostgreSqlStoreTransaction.Enlisted(this, connection, transaction ?? own!),
+                rows,
+                now,
+                cancellationToken);
 
         if (own is not null)
         {
@@ -307,7 +316,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
     public ValueTask<DateTimeOffset?> NextVisibleAtAsync(string queue, CancellationToken cancellationToken) =>
         ReadAsync(async connection =>
             await Command(connection, null, Schema.NextVisible).With("queue", queue).ExecuteScalarAsync(cancellationToken) is long ticks
-                ? PostgreSqlMapping.FromTicks(ticks)
+                ? StoredRows.FromTicksClamped(ticks)
                 : (DateTimeOffset?)null,
             cancellationToken);
 
@@ -478,8 +487,8 @@ public sealed class PostgreSqlMessageStore : IMessageStore
                     deadLetters[source] = count;
                 }
 
-                var queues = await Command(connection, transaction, Schema.QueueStatus).With("now", now).ReadAllAsync(
-                    r => new QueueStatus(r.GetString(0), r.GetInt64(1), r.GetInt64(2), r.GetInt64(3), 0),
+                var queues = await Command(connection, transaction, Schema.QueueStatus).With("now", now).With("stranded_after", (Now + InvalidRows.StrandedAfter).UtcTicks).ReadAllAsync(
+                    r => new QueueStatus(r.GetString(0), r.GetInt64(1), r.GetInt64(2), r.GetInt64(3), 0) { Stranded = r.GetInt64(4) },
                     cancellationToken);
                 queues = [.. queues.Select(q => q with { DeadLetters = deadLetters.GetValueOrDefault(q.Queue) })];
                 foreach (var (source, count) in deadLetters)

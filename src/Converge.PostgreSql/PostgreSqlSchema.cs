@@ -218,12 +218,14 @@ internal sealed class PostgreSqlSchema
             ON CONFLICT DO NOTHING RETURNING message_id
             """;
         EnqueueWithHistory = $"INSERT INTO {Queue} (queue, priority, visible_at, attempts, history, {envelopeColumns}) VALUES (@queue, @priority, @visible_at, @attempts, @history, {envelopeParameters})";
+        // Saturating: a row whose count is already int's largest must still be claimed (and dead-lettered), not fail the claim.
+        const string countAttempt = "CASE WHEN q.attempts < 2147483647 THEN q.attempts + 1 ELSE q.attempts END";
         const string claimed = $"RETURNING q.id, q.priority, q.attempts, q.history, q.message_id, q.message_type, q.correlation_id, q.causation_id, q.sent_at, q.as_of, q.headers, q.body";
         Claim = $"""
             WITH picked AS (
                 SELECT id FROM {Queue} WHERE queue = @queue AND visible_at <= @now
                 ORDER BY priority DESC, visible_at, id LIMIT @max FOR UPDATE SKIP LOCKED)
-            UPDATE {Queue} q SET visible_at = @until, lease_token = @token, attempts = q.attempts + 1
+            UPDATE {Queue} q SET visible_at = @until, lease_token = @token, attempts = {countAttempt}
             FROM picked WHERE q.id = picked.id
             {claimed}
             """;
@@ -231,7 +233,7 @@ internal sealed class PostgreSqlSchema
             WITH picked AS (
                 SELECT id FROM {Queue} WHERE queue = @queue AND visible_at <= @now
                 ORDER BY visible_at, id LIMIT @max FOR UPDATE SKIP LOCKED)
-            UPDATE {Queue} q SET visible_at = @until, lease_token = @token, attempts = q.attempts + 1
+            UPDATE {Queue} q SET visible_at = @until, lease_token = @token, attempts = {countAttempt}
             FROM picked WHERE q.id = picked.id
             {claimed}
             """;
@@ -274,8 +276,9 @@ internal sealed class PostgreSqlSchema
         QueueStatus = $"""
             SELECT queue,
                    count(*) FILTER (WHERE visible_at <= @now),
-                   count(*) FILTER (WHERE lease_token IS NULL AND visible_at > @now),
-                   count(*) FILTER (WHERE lease_token IS NOT NULL AND visible_at > @now)
+                   count(*) FILTER (WHERE lease_token IS NULL AND visible_at > @now AND visible_at <= @stranded_after),
+                   count(*) FILTER (WHERE lease_token IS NOT NULL AND visible_at > @now),
+                   count(*) FILTER (WHERE visible_at > @stranded_after)
             FROM {Queue} GROUP BY queue
             """;
         DeadLetterCounts = $"SELECT source, count(*) FROM {DeadLetters} GROUP BY source";

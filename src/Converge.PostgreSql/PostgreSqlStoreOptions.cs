@@ -14,8 +14,9 @@ public sealed partial class PostgreSqlStoreOptions
 
     /// <summary>
     /// The schema that holds every Converge table: lower-case letters, digits and '_', starting with a letter or '_',
-    /// at most 50 characters. Created when missing. Default <c>converge</c>. Several applications, or several test
-    /// runs, can share one database with a schema each.
+    /// at most 50 characters. Not a name PostgreSQL keeps for itself (starting with <c>pg_</c>, such as
+    /// <c>pg_catalog</c>) or for its catalog views (<c>information_schema</c>). Created when missing. Default
+    /// <c>converge</c>. Several applications, or several test runs, can share one database with a schema each.
     /// </summary>
     public string Schema { get; set; } = "converge";
 
@@ -53,9 +54,19 @@ public sealed partial class PostgreSqlStoreOptions
             throw new ArgumentException($"The PostgreSQL connection string is not valid: {exception.Message}", nameof(ConnectionString), exception);
         }
 
-        if (!SchemaPattern().IsMatch(Schema))
+        if (Schema is null || !SchemaPattern().IsMatch(Schema))
         {
             throw new ArgumentException($"Schema '{Schema}' is not valid: use lower-case letters, digits and '_', starting with a letter or '_', at most 50 characters (for example 'converge').", nameof(Schema));
+        }
+
+        if (Schema.StartsWith("pg_", StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"Schema '{Schema}' is reserved: PostgreSQL keeps schema names starting with 'pg_' for its own (pg_catalog, pg_toast, pg_temp_N) and refuses to create them. Choose a schema of your own (for example 'converge').", nameof(Schema));
+        }
+
+        if (Schema == "information_schema")
+        {
+            throw new ArgumentException("Schema 'information_schema' holds PostgreSQL's catalog views, not application tables. Choose a schema of your own (for example 'converge').", nameof(Schema));
         }
 
         if (ListenerReconnectDelay < TimeSpan.Zero)
@@ -64,6 +75,7 @@ public sealed partial class PostgreSqlStoreOptions
         }
     }
 
-    [GeneratedRegex("^[a-z_][a-z0-9_]{0,49}$")]
+    // \z, not $: '$' also matches before a final newline, which would let "abc\n" through and create a schema "abc\n".
+    [GeneratedRegex(@"^[a-z_][a-z0-9_]{0,49}\z")]
     private static partial Regex SchemaPattern();
 }

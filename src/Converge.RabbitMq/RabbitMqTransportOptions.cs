@@ -232,9 +232,9 @@ public sealed partial class RabbitMqTransportOptions
         }
     }
 
-    [GeneratedRegex("^[A-Za-z0-9._:-]{1,50}$")]
+    [GeneratedRegex(@"^[A-Za-z0-9._:-]{1,50}\z")]
     private static partial Regex PrefixPattern();
 
-    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")]
+    [GeneratedRegex(@"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}\z")]
     private static partial Regex NamePattern();
 }

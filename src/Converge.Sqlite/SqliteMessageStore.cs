@@ -201,21 +201,7 @@ public sealed class SqliteMessageStore : IMessageStore
             return [];
         }
 
-        await _writeGate.WaitAsync(cancellationToken);
-        var session = Rent();
-        try
-        {
-            return ClaimRows(session.Commands, null, Schema.Claim, queue, max, lease, Now);
-        }
-        catch
-        {
-            session.Broken = true;
-            throw;
-        }
-        finally
-        {
-            EndWrite(session);
-        }
+        return await ClaimInOwnTransactionAsync(queue, max, lease, ClaimPolicy.Default, cancellationToken);
     }
 
     /// <inheritdoc />
@@ -235,32 +221,27 @@ public sealed class SqliteMessageStore : IMessageStore
             return [];
         }
 
-        await _writeGate.WaitAsync(cancellationToken);
-        var session = Rent();
-        try
-        {
-            // BEGIN IMMEDIATE: the count of live leases and the bucket hold until the claim commits, in every process.
-            using var transaction = session.Connection.BeginTransaction(deferred: false);
-            var claimed = ClaimWithin(session.Commands, transaction, queue, max, lease, policy, Now);
-            transaction.Commit();
-            return claimed;
-        }
-        catch
-        {
-            session.Broken = true;
-            throw;
-        }
-        finally
-        {
-            EndWrite(session);
-        }
+        return await ClaimInOwnTransactionAsync(queue, max, lease, policy, cancellationToken);
+    }
+
+    /// <summary>
+    /// Claims in a write transaction of its own (BEGIN IMMEDIATE): the count of live leases and the token bucket hold
+    /// until the claim commits, in every process, and a row that cannot be decoded leaves the queue with the claim.
+    /// </summary>
+    async ValueTask<IReadOnlyList<QueuedMessage>> ClaimInOwnTransactionAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken)
+    {
+        await using var transaction = await BeginAsync(cancellationToken);
+        var claimed = await transaction.ClaimAsync(queue, max, lease, policy, cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+        return claimed;
     }
 
     /// <summary>
     /// Claims inside <paramref name="transaction"/>, within <paramref name="policy"/>'s limits: live leases counted
-    /// against the concurrency limit, permits taken from the token bucket, rows leased in the policy's order.
+    /// against the concurrency limit, permits taken from the token bucket, rows leased in the policy's order. Rows
+    /// that cannot be decoded are dead-lettered in the same transaction (<see cref="InvalidRows"/>) and not returned.
     /// </summary>
-    internal List<QueuedMessage> ClaimWithin(CommandCache commands, SqliteTransaction transaction, string queue, int max, TimeSpan lease, ClaimPolicy policy, DateTimeOffset now)
+    internal async ValueTask<List<QueuedMessage>> ClaimWithinAsync(IStoreTransaction storeTransaction, CommandCache commands, SqliteTransaction transaction, string queue, int max, TimeSpan lease, ClaimPolicy policy, DateTimeOffset now, CancellationToken cancellationToken)
     {
         var allowed = max;
         if (policy.MaxInFlight is { } maxInFlight)
@@ -275,21 +256,24 @@ public sealed class SqliteMessageStore : IMessageStore
             allowed = Math.Min(allowed, ClaimLimits.Permits(tokens));
         }
 
-        var claimed = allowed > 0
+        var rows = allowed > 0
             ? ClaimRows(commands, transaction, policy.OldestFirst ? Schema.ClaimOldest : Schema.Claim, queue, allowed, lease, now)
             : [];
         if (policy.RateLimit is not null)
         {
             commands.Get(Schema.SaveRateLimit, transaction)
                 .With("$queue", queue)
-                .With("$tokens", Math.Max(0, tokens - claimed.Count))
+                .With("$tokens", Math.Max(0, tokens - rows.Count))
                 .With("$refilled_at", refilledAt)
                 .ExecuteNonQuery();
         }
 
+        var claimed = rows.TrueForAll(static row => row.Problem is null)
+            ? rows.ConvertAll(static row => row.Message)
+            : await InvalidRows.SetAsideAsync(storeTransaction, rows, now, cancellationToken);
+        claimed.Sort(static (a, b) => a.Priority != b.Priority ? b.Priority.CompareTo(a.Priority) : a.Id.CompareTo(b.Id));
         return claimed;
     }
-
 
     bool AnyVisible(SqliteSession session, string queue, DateTimeOffset now) =>
         session.Commands.Get(Schema.AnyVisible, null).With("$queue", queue).With("$now", now.UtcTicks).ExecuteScalar() is not null;
@@ -305,10 +289,10 @@ public sealed class SqliteMessageStore : IMessageStore
     }
 
     /// <summary>Leases up to <paramref name="max"/> visible messages with <paramref name="claim"/>; highest priority first, then in queue order.</summary>
-    static List<QueuedMessage> ClaimRows(CommandCache commands, SqliteTransaction? transaction, string claim, string queue, int max, TimeSpan lease, DateTimeOffset now)
+    static List<ClaimedRow> ClaimRows(CommandCache commands, SqliteTransaction transaction, string claim, string queue, int max, TimeSpan lease, DateTimeOffset now)
     {
         var token = Guid.NewGuid();
-        var claimed = new List<QueuedMessage>(Math.Min(max, 1024));
+        var claimed = new List<ClaimedRow>(Math.Min(max, 1024));
         using (var reader = commands.Get(claim, transaction)
             .With("$until", (now + lease).UtcTicks)
             .With("$token", token)
@@ -323,7 +307,6 @@ public sealed class SqliteMessageStore : IMessageStore
             }
         }
 
-        claimed.Sort(static (a, b) => a.Priority != b.Priority ? b.Priority.CompareTo(a.Priority) : a.Id.CompareTo(b.Id));
         return claimed;
     }
 
@@ -331,7 +314,7 @@ public sealed class SqliteMessageStore : IMessageStore
     public ValueTask<DateTimeOffset?> NextVisibleAtAsync(string queue, CancellationToken cancellationToken) =>
         ValueTask.FromResult(Read(session =>
             session.Commands.Get(Schema.NextVisible, null).With("$queue", queue).ExecuteScalar() is long ticks
-                ? SqliteMapping.FromTicks(ticks)
+                ? StoredRows.FromTicksClamped(ticks)
                 : (DateTimeOffset?)null));
 
     /// <inheritdoc />
@@ -467,12 +450,12 @@ public sealed class SqliteMessageStore : IMessageStore
             }
 
             var queues = new List<QueueStatus>();
-            using (var reader = session.Commands.Get(Schema.QueueStatus, null).With("$now", now).ExecuteReader())
+            using (var reader = session.Commands.Get(Schema.QueueStatus, null).With("$now", now).With("$stranded_after", (Now + InvalidRows.StrandedAfter).UtcTicks).ExecuteReader())
             {
                 while (reader.Read())
                 {
                     var name = reader.GetString(0);
-                    queues.Add(new QueueStatus(name, reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3), deadLetters.GetValueOrDefault(name)));
+                    queues.Add(new QueueStatus(name, reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3), deadLetters.GetValueOrDefault(name)) { Stranded = reader.GetInt64(4) });
                 }
             }
 

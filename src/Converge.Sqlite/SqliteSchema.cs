@@ -240,8 +240,9 @@ internal sealed class SqliteSchema
         QueueStatus = $"""
             SELECT queue,
                    sum(visible_at <= $now),
-                   sum(lease_token IS NULL AND visible_at > $now),
-                   sum(lease_token IS NOT NULL AND visible_at > $now)
+                   sum(lease_token IS NULL AND visible_at > $now AND visible_at <= $stranded_after AND typeof(visible_at) IN ('integer', 'real')),
+                   sum(lease_token IS NOT NULL AND visible_at > $now),
+                   sum(visible_at > $stranded_after OR typeof(visible_at) NOT IN ('integer', 'real'))
             FROM {Queue} GROUP BY queue
             """;
         DeadLetterCounts = $"SELECT source, count(*) FROM {DeadLetters} GROUP BY source";

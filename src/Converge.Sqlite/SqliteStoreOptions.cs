@@ -28,7 +28,10 @@ public sealed partial class SqliteStoreOptions
     /// <summary>Commit durability. Default <see cref="SqliteDurability.Full"/>.</summary>
     public SqliteDurability Durability { get; set; } = SqliteDurability.Full;
 
-    /// <summary>Prefix of every table Converge creates: lower-case letters, digits and '_'. Default <c>converge_</c>.</summary>
+    /// <summary>
+    /// Prefix of every table Converge creates: lower-case letters, digits and '_', starting with a letter, at most 41
+    /// characters, and not starting with <c>sqlite_</c> (SQLite reserves those table names). Default <c>converge_</c>.
+    /// </summary>
     public string TablePrefix { get; set; } = "converge_";
 
     /// <summary>How long a writer waits for another process's write lock before failing. Default 30 s.</summary>
@@ -41,9 +44,14 @@ public sealed partial class SqliteStoreOptions
             throw new ArgumentException("The SQLite store needs a file: options.UseSqlite(\"converge.db\").", nameof(Path));
         }
 
-        if (!PrefixPattern().IsMatch(TablePrefix))
+        if (TablePrefix is null || !PrefixPattern().IsMatch(TablePrefix))
         {
-            throw new ArgumentException($"TablePrefix '{TablePrefix}' is not valid: use lower-case letters, digits and '_', starting with a letter (for example 'converge_').", nameof(TablePrefix));
+            throw new ArgumentException($"TablePrefix '{TablePrefix}' is not valid: use lower-case letters, digits and '_', starting with a letter, at most 41 characters (for example 'converge_').", nameof(TablePrefix));
+        }
+
+        if (TablePrefix.StartsWith(ReservedPrefix, StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"TablePrefix '{TablePrefix}' is reserved: SQLite keeps table names starting with '{ReservedPrefix}' for itself and refuses to create them. Choose another prefix (for example 'converge_').", nameof(TablePrefix));
         }
 
         if (BusyTimeout < TimeSpan.Zero)
@@ -52,6 +60,10 @@ public sealed partial class SqliteStoreOptions
         }
     }
 
-    [GeneratedRegex("^[a-z][a-z0-9_]{0,40}$")]
+    /// <summary>SQLite refuses to create tables whose names start with this (https://www.sqlite.org/fileformat2.html#intschema).</summary>
+    const string ReservedPrefix = "sqlite_";
+
+    // \z, not $: '$' also matches before a final newline, which would let "abc\n" through.
+    [GeneratedRegex(@"^[a-z][a-z0-9_]{0,40}\z")]
     private static partial Regex PrefixPattern();
 }

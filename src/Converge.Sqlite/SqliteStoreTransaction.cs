@@ -117,10 +117,10 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
         return ValueTask.FromResult<IReadOnlyList<LogEvent>>(stored);
     }
 
-    public ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken)
+    public async ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken)
     {
         ClaimLimits.Validate(policy);
-        return ValueTask.FromResult<IReadOnlyList<QueuedMessage>>(_store.ClaimWithin(_commands, _transaction, queue, max, lease, policy, _store.Now));
+        return await _store.ClaimWithinAsync(this, _commands, _transaction, queue, max, lease, policy, _store.Now, cancellationToken);
     }
 
     public ValueTask RegisterJobQueueAsync(string queue, CancellationToken cancellationToken)

@@ -280,6 +280,7 @@ public sealed class PostgreSqlMisuseTests
     [InlineData("Bad-Name")]
     [InlineData("1converge")]
     [InlineData("converge; DROP TABLE x")]
+    [InlineData("converge\n")]
     public async Task An_invalid_schema_exits_2_with_the_rule(string schema)
     {
         // Port 1: nothing listens there, so reaching the server would fail differently; the name is checked first.
@@ -288,6 +289,19 @@ public sealed class PostgreSqlMisuseTests
         Assert.Equal(2, result.ExitCode);
         Assert.Contains($"Schema '{schema}' is not valid: use lower-case letters, digits and '_'", result.Error, StringComparison.Ordinal);
         Assert.DoesNotContain("(Parameter", result.Error, StringComparison.Ordinal);
+        Assert.Equal("", result.Out);
+    }
+
+    [Theory]
+    [InlineData("pg_catalog", "is reserved: PostgreSQL keeps schema names starting with 'pg_'")]
+    [InlineData("information_schema", "holds PostgreSQL's catalog views, not application tables")]
+    public async Task A_schema_postgresql_keeps_for_itself_exits_2_with_the_fix(string schema, string expected)
+    {
+        var result = await Cli.RunAsync("status", "--postgres", "Host=127.0.0.1;Port=1;Username=u;Database=d", "--schema", schema);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains($"Schema '{schema}' {expected}", result.Error, StringComparison.Ordinal);
+        Assert.Contains("Choose a schema of your own", result.Error, StringComparison.Ordinal);
         Assert.Equal("", result.Out);
     }
 

@@ -51,6 +51,26 @@ public sealed class StatusTests
         Assert.Equal(before, await File.ReadAllBytesAsync(db));
     }
 
+    [Theory]
+    [InlineData("sqlite_", "TablePrefix 'sqlite_' is reserved: SQLite keeps table names starting with 'sqlite_' for itself")]
+    [InlineData("app_\n", "TablePrefix 'app_\n' is not valid: use lower-case letters, digits and '_'")]
+    public async Task A_table_prefix_that_is_not_a_usable_name_exits_2_with_the_fix(string prefix, string expected)
+    {
+        using var temp = new TempFolder();
+        var db = temp.File("app.db");
+        await using (var store = new SqliteMessageStore(new SqliteStoreOptions { Path = db }, TimeProvider.System))
+        {
+            await store.MigrateAsync(CancellationToken.None);
+        }
+
+        var result = await Cli.RunAsync("status", "--db", db, "--table-prefix", prefix);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains(expected, result.Error, StringComparison.Ordinal);
+        Assert.Contains("(for example 'converge_')", result.Error, StringComparison.Ordinal);
+        Assert.Equal("", result.Out);
+    }
+
     [Fact]
     public async Task Status_json_reports_queued_messages_and_a_dead_letter()
     {
@@ -107,6 +127,44 @@ public sealed class StatusTests
         Assert.Equal(0, queues["later"].GetProperty("dead_letters").GetInt64());
         Assert.Equal(0, queues["work"].GetProperty("ready").GetInt64());
         Assert.Equal(1, queues["work"].GetProperty("dead_letters").GetInt64());
+    }
+
+    [Fact]
+    public async Task Status_names_the_queue_and_count_of_rows_no_consumer_will_reach()
+    {
+        using var temp = new TempFolder();
+        var db = temp.File("app.db");
+        await using (var host = await StartHostAsync(db))
+        {
+            for (var i = 0; i < 4; i++)
+            {
+                await host.Bus.SendAsync(new Job(i), new SendOptions { Queue = "later", Delay = TimeSpan.FromHours(1) });
+            }
+        }
+
+        // Written by something other than Converge: 200 years ahead, beyond .NET's last tick, and not a number at all.
+        await using (var connection = new SqliteConnection($"Data Source={db};Pooling=False"))
+        {
+            await connection.OpenAsync();
+            await using var command = connection.CreateCommand();
+            command.CommandText = """
+                UPDATE converge_queue SET visible_at = CASE id - (SELECT min(id) FROM converge_queue)
+                    WHEN 0 THEN $far WHEN 1 THEN 9223372036854775807 WHEN 2 THEN 'next tuesday' ELSE visible_at END
+                """;
+            command.Parameters.AddWithValue("$far", TimeProvider.System.GetUtcNow().AddYears(200).UtcTicks);
+            Assert.Equal(4, await command.ExecuteNonQueryAsync());
+        }
+
+        var json = await Cli.RunAsync("status", "--db", db, "--json");
+        var table = await Cli.RunAsync("status", "--db", db);
+
+        Assert.True(json.ExitCode == 0, json.ToString());
+        var later = json.Json().GetProperty("queues").EnumerateArray().Single(q => q.GetProperty("queue").GetString() == "later");
+        Assert.Equal(3, later.GetProperty("stranded").GetInt64());
+        Assert.Equal(1, later.GetProperty("scheduled").GetInt64());
+        Assert.True(table.ExitCode == 0, table.ToString());
+        Assert.Contains("Stranded: queue 'later' holds 3 row(s) no consumer will ever claim", table.Out, StringComparison.Ordinal);
+        Assert.Contains("then fix their visible_at or delete them", table.Out, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -9,6 +9,8 @@ public sealed class PostgreSqlConformanceTests : MessageStoreConformanceTests, I
 {
     readonly TestDatabase _database = new();
 
+    protected override string QueueTable => "queue";
+
     protected override void UseStore(ConvergeOptions options, string storeName)
     {
         var schema = _database.Schema(storeName);

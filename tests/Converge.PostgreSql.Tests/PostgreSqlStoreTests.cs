@@ -92,10 +92,31 @@ public sealed class PostgreSqlStoreTests : IAsyncDisposable
     [InlineData("bad-name")]
     [InlineData("x\"; DROP TABLE y; --")]
     [InlineData("a_schema_name_that_is_much_too_long_to_be_accepted_here")]
+    [InlineData("abc\n")]
+    [InlineData("converge\r\n")]
     public void Invalid_schema_names_are_refused_with_what_to_use(string schema)
     {
         var error = Assert.Throws<ArgumentException>(() => new ConvergeOptions().UsePostgreSql("Host=127.0.0.1", o => o.Schema = schema));
         Assert.Contains("lower-case letters, digits and '_'", error.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("pg_catalog")]
+    [InlineData("pg_toast")]
+    [InlineData("pg_temp_1")]
+    [InlineData("pg_converge")]
+    public void Schemas_postgresql_reserves_are_refused_with_the_fix(string schema)
+    {
+        var error = Assert.Throws<ArgumentException>(() => new ConvergeOptions().UsePostgreSql("Host=127.0.0.1", o => o.Schema = schema));
+        Assert.Contains($"Schema '{schema}' is reserved: PostgreSQL keeps schema names starting with 'pg_'", error.Message, StringComparison.Ordinal);
+        Assert.Contains("Choose a schema of your own (for example 'converge')", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void The_information_schema_is_refused_with_the_fix()
+    {
+        var error = Assert.Throws<ArgumentException>(() => new ConvergeOptions().UsePostgreSql("Host=127.0.0.1", o => o.Schema = "information_schema"));
+        Assert.Contains("Schema 'information_schema' holds PostgreSQL's catalog views, not application tables. Choose a schema of your own", error.Message, StringComparison.Ordinal);
     }
 
     [Fact]

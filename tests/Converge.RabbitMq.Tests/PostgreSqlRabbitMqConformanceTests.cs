@@ -24,6 +24,8 @@ public sealed class PostgreSqlRabbitMqConformanceTests : MessageStoreConformance
             ? value
             : throw new InvalidOperationException("CONVERGE_TEST_POSTGRES is not set. Run ./test.sh, which starts PostgreSQL and RabbitMQ, or start them with scripts/services.sh start DIR and source DIR/services.env.");
 
+    protected override string QueueTable => "queue";
+
     protected override void UseStore(ConvergeOptions options, string storeName)
     {
         var schema = _schemaPrefix + "_" + storeName;

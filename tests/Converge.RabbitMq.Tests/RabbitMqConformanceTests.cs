@@ -14,6 +14,8 @@ public sealed class RabbitMqConformanceTests : MessageStoreConformanceTests, IAs
     readonly string _prefix = TestBroker.NewPrefix();
     readonly ConcurrentBag<RabbitMqTransport> _transports = [];
 
+    protected override string QueueTable => "converge_queue";
+
     protected override void UseStore(ConvergeOptions options, string storeName)
     {
         options.UseSqlite(Path.Combine(_folder, storeName + ".db"));

@@ -15,5 +15,50 @@ public sealed class SqliteConformanceTests : MessageStoreConformanceTests, IDisp
     protected override Task<DbConnection> OpenConnectionAsync(IMessageStore store) =>
         Task.FromResult<DbConnection>(((SqliteMessageStore)store).OpenConnection());
 
+    protected override string QueueTable => "converge_queue";
+
+    /// <summary>SQLite's columns take any value of any type: ids that are not GUIDs, numbers beyond int, times that are floats.</summary>
+    protected override IReadOnlyList<RowDamage> RowDamages { get; } =
+    [
+        .. PortableRowDamages,
+        new("message_id", r => "not-a-guid-" + Garbage(r)),
+        new("message_id", r => RandomBytes(r, r.Next(0, 16))),
+        new("message_id", r => RandomBytes(r, r.Next(17, 40))),
+        new("message_id", r => r.NextInt64()),
+        new("causation_id", r => "not-a-guid-" + Garbage(r)),
+        new("causation_id", r => RandomBytes(r, r.Next(0, 16))),
+        new("priority", r => (long)int.MaxValue + 1 + r.NextInt64(int.MaxValue)),
+        new("priority", r => (long)int.MinValue - 1 - r.NextInt64(int.MaxValue)),
+        new("priority", _ => 1e300),
+        new("attempts", r => (long)int.MaxValue + r.NextInt64(int.MaxValue)),
+        new("attempts", _ => long.MaxValue),
+        new("sent_at", _ => 1e30),
+        new("as_of", _ => -1e30),
+        new("headers", r => RandomBytes(r, r.Next(1, 40))),
+        new("history", r => RandomBytes(r, r.Next(1, 40))),
+    ];
+
+    /// <summary>SQLite compares a text or blob visible_at above every number, so no claim ever reaches it.</summary>
+    protected override IReadOnlyList<object> StrandedVisibleAts { get; } =
+    [
+        .. PortableStrandedVisibleAts,
+        "tomorrow",
+        new byte[] { 1, 2, 3 },
+    ];
+
+    static byte[] RandomBytes(Random random, int count)
+    {
+        var bytes = new byte[count];
+        random.NextBytes(bytes);
+
+        // Not text that happens to spell a GUID or JSON: a leading 0xFF is never valid UTF-8.
+        if (count > 0)
+        {
+            bytes[0] = 0xFF;
+        }
+
+        return bytes;
+    }
+
     public void Dispose() => Directory.Delete(_folder, recursive: true);
 }

@@ -177,11 +177,34 @@ public sealed class SqliteStoreTests : IDisposable
     [InlineData("Converge_")]
     [InlineData("x; DROP TABLE y; --")]
     [InlineData("1abc")]
+    [InlineData("abc\n")]
+    [InlineData("abc\r\n")]
+    [InlineData("")]
     public void Invalid_table_prefixes_are_refused_with_the_rule(string prefix)
     {
         var error = Assert.Throws<ArgumentException>(() => new SqliteMessageStore(new SqliteStoreOptions { Path = DbPath(), TablePrefix = prefix }, TimeProvider.System));
 
         Assert.Contains("lower-case letters", error.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("sqlite_")]
+    [InlineData("sqlite_app_")]
+    public void Table_prefixes_sqlite_reserves_are_refused_with_the_fix(string prefix)
+    {
+        var error = Assert.Throws<ArgumentException>(() => new SqliteMessageStore(new SqliteStoreOptions { Path = DbPath(), TablePrefix = prefix }, TimeProvider.System));
+
+        Assert.Contains($"TablePrefix '{prefix}' is reserved: SQLite keeps table names starting with 'sqlite_'", error.Message, StringComparison.Ordinal);
+        Assert.Contains("Choose another prefix (for example 'converge_')", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_prefix_that_only_starts_like_sqlite_is_a_prefix_like_any_other()
+    {
+        await using var store = new SqliteMessageStore(new SqliteStoreOptions { Path = DbPath(), TablePrefix = "sqlitex_" }, TimeProvider.System);
+        await store.MigrateAsync(CancellationToken.None);
+
+        Assert.Equal(3, store.GetSchemaVersion());
     }
 
     [Fact]

@@ -74,6 +74,7 @@ public sealed class ConvergeOptionsTests
     [InlineData("has space")]
     [InlineData("")]
     [InlineData("-leading-dash")]
+    [InlineData("orders\n")]
     public void Invalid_queue_names_are_refused_when_configured(string name) =>
         Assert.ThrowsAny<ArgumentException>(() => new ConvergeOptions().Route<Ping>(name));
 

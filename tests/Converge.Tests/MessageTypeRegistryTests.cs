@@ -41,6 +41,7 @@ public sealed class MessageTypeRegistryTests
     [InlineData("shop order")]
     [InlineData("shop@1")]
     [InlineData("")]
+    [InlineData("shop.order\n")]
     public void Invalid_names_are_refused(string name) =>
         Assert.ThrowsAny<ArgumentException>(() => new MessageTypeRegistry().Register<OrderPlaced>(name));
 

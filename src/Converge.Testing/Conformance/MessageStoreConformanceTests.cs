@@ -31,6 +31,57 @@ public abstract class MessageStoreConformanceTests
     /// <summary>Opens a connection to the database of <paramref name="store"/> for the test's own SQL.</summary>
     protected abstract Task<DbConnection> OpenConnectionAsync(IMessageStore store);
 
+    /// <summary>The store's queue table as the test's own SQL names it on a connection from <see cref="OpenConnectionAsync"/>.</summary>
+    protected abstract string QueueTable { get; }
+
+    /// <summary>
+    /// One way a queue row can hold what Converge never writes to <paramref name="Column"/>, so that the row cannot be
+    /// decoded; <paramref name="Value"/> draws a value (a type the store's column accepts) for the test's SQL.
+    /// </summary>
+    /// <param name="Column">The queue table's column.</param>
+    /// <param name="Value">Draws one spoiling value.</param>
+    protected sealed record RowDamage(string Column, Func<Random, object> Value);
+
+    /// <summary>
+    /// The damage the fuzz test inflicts on queue rows. The default is what every store's column types allow (text that
+    /// is not headers or a history, times outside .NET's range, attempt counts no claim can raise); a store whose
+    /// columns accept more (SQLite's are untyped) adds its own.
+    /// </summary>
+    protected virtual IReadOnlyList<RowDamage> RowDamages { get; } = PortableRowDamages;
+
+    /// <summary>Damage every store's column types allow.</summary>
+    protected static IReadOnlyList<RowDamage> PortableRowDamages { get; } =
+    [
+        new("headers", r => "x" + Garbage(r)),
+        new("headers", r => "{\"n\":" + r.Next() + "}"),
+        new("headers", _ => "{\"a\":null}"),
+        new("headers", _ => "[\"not\",\"an\",\"object\"]"),
+        new("headers", r => "{\"a\":" + new string('[', 70 + r.Next(30)) + new string(']', 100) + "}"),
+        new("history", r => "x" + Garbage(r)),
+        new("history", _ => "[null]"),
+        new("history", _ => "[{}]"),
+        new("history", _ => "{\"attempt\":1}"),
+        new("sent_at", r => -1 - r.NextInt64(long.MaxValue - 1)),
+        new("sent_at", r => DateTimeOffset.MaxValue.UtcTicks + 1 + r.NextInt64(long.MaxValue - DateTimeOffset.MaxValue.UtcTicks - 1)),
+        new("as_of", r => -1 - r.NextInt64(long.MaxValue - 1)),
+        new("as_of", _ => long.MaxValue),
+        new("attempts", _ => int.MaxValue),
+        new("attempts", r => -r.Next(1, int.MaxValue)),
+    ];
+
+    /// <summary>Printable junk of random length.</summary>
+    protected static string Garbage(Random random)
+    {
+        ArgumentNullException.ThrowIfNull(random);
+        var chars = new char[random.Next(0, 40)];
+        for (var i = 0; i < chars.Length; i++)
+        {
+            chars[i] = (char)random.Next(32, 127);
+        }
+
+        return new string(chars);
+    }
+
     /// <summary>Starts a host on <paramref name="storeName"/> with the conformance handler and consumer group.</summary>
     protected async Task<ConvergeTestHost> StartAsync(string storeName = "main", Action<ConvergeOptions>? configure = null)
     {
@@ -311,6 +362,175 @@ public abstract class MessageStoreConformanceTests
         Assert.Equal(DeadLetterReasons.DeserializationFailed, letter.Reason);
         Assert.Equal("{not json", Encoding.UTF8.GetString(letter.Envelope.Body.Span));
         Assert.NotNull(letter.Exception);
+    }
+
+    /// <summary>
+    /// Rows written into the queue table by something other than Converge, each spoiled in one to three ways its
+    /// columns allow, between valid ones: every spoiled row is dead-lettered as invalid-row with its decode errors and
+    /// raw values, every valid one is handled, nothing stays on the queue, and a message sent afterwards is handled
+    /// within a second.
+    /// </summary>
+    [Fact]
+    public async Task Rows_that_cannot_be_decoded_are_dead_lettered_as_invalid_and_the_queue_goes_on()
+    {
+        const int spoiled = 10_000;
+        const int validEvery = 10;
+        var random = new Random(20261204);
+        var damages = RowDamages;
+        var damagedColumns = new Dictionary<long, HashSet<string>>();
+        var valid = 0;
+        await using (var seeding = await StartAsync("fuzz", o => o.RunConsumers = false))
+        {
+            var total = spoiled + (spoiled / (validEvery - 1)) + 1;
+            await using (var transaction = await seeding.Store.BeginAsync(CancellationToken.None))
+            {
+                for (var i = 0; i < total; i++)
+                {
+                    await transaction.EnqueueAsync(new OutgoingMessage(Queue, RawEnvelope("conformance.command@1", Encoding.UTF8.GetBytes($"{{\"key\":\"fuzz-{i}\"}}"))), CancellationToken.None);
+                }
+
+                await transaction.CommitAsync(CancellationToken.None);
+            }
+
+            await using var connection = await OpenConnectionAsync(seeding.Store);
+            var ids = new List<long>();
+            await using (var select = connection.CreateCommand())
+            {
+                select.CommandText = $"SELECT id FROM {QueueTable} ORDER BY id";
+                await using var reader = await select.ExecuteReaderAsync();
+                while (await reader.ReadAsync())
+                {
+                    ids.Add(reader.GetInt64(0));
+                }
+            }
+
+            await using var spoil = await connection.BeginTransactionAsync();
+            foreach (var id in ids)
+            {
+                if (damagedColumns.Count == spoiled || (id % validEvery == 0 && valid * (validEvery - 1) < spoiled))
+                {
+                    valid++;
+                    continue;
+                }
+
+                var columns = damagedColumns[id] = new HashSet<string>(StringComparer.Ordinal);
+                for (var n = random.Next(1, 4); n > 0; n--)
+                {
+                    var damage = damages[random.Next(damages.Count)];
+                    columns.Add(damage.Column);
+                    await using var update = connection.CreateCommand();
+                    update.Transaction = spoil;
+                    update.CommandText = $"UPDATE {QueueTable} SET {damage.Column} = @value WHERE id = @id";
+                    AddParameter(update, "@value", damage.Value(random));
+                    AddParameter(update, "@id", id);
+                    await update.ExecuteNonQueryAsync();
+                }
+            }
+
+            await spoil.CommitAsync();
+        }
+
+        Assert.Equal(spoiled, damagedColumns.Count);
+        await using var host = await StartAsync("fuzz");
+        await WaitForAsync(
+            async () => (await StatusAsync(host)).Queues.Single(q => q.Queue == Queue) is { Ready: 0, Scheduled: 0, InFlight: 0 } queue && queue.DeadLetters == spoiled,
+            TimeSpan.FromMinutes(2));
+
+        var letters = await host.Store.ListDeadLettersAsync(Queue, spoiled + 100, CancellationToken.None);
+        Assert.Equal(spoiled, letters.Count);
+        Assert.All(letters, letter => Assert.Equal(DeadLetterReasons.InvalidRow, letter.Reason));
+        Assert.All(letters, letter => Assert.Contains("cannot be decoded", letter.Exception, StringComparison.Ordinal));
+        Assert.Equal(valid, await CountEffectsAsync(host));
+
+        // Each dead letter names, and keeps raw, a column the test spoiled (a spoiled column whose value still decodes
+        // beside a broken one is not named, so the check is one-way).
+        var rawColumns = letters.Select(letter => letter.Envelope.Headers.Keys
+            .Where(key => key.StartsWith("converge-raw-", StringComparison.Ordinal))
+            .Select(key => key["converge-raw-".Length..])
+            .ToHashSet(StringComparer.Ordinal)).ToList();
+        Assert.All(rawColumns, columns => Assert.NotEmpty(columns));
+        Assert.All(rawColumns, columns => Assert.Subset(damages.Select(d => d.Column).ToHashSet(StringComparer.Ordinal), columns));
+        Assert.Equal(damages.Select(d => d.Column).Distinct().Order(), rawColumns.SelectMany(c => c).Distinct().Order());
+
+        // The queue is not stuck behind them: a message sent now is handled within a second.
+        var history = await host.SendAndWaitAsync(new ConformanceCommand("after-the-fuzz"), timeout: TimeSpan.FromSeconds(1));
+        Assert.Contains(history, h => h.What == "completed");
+        Assert.Equal(1, await CountEffectsAsync(host, "after-the-fuzz"));
+    }
+
+    /// <summary>
+    /// A row whose visible-at time no consumer will reach (written by something other than Converge) is counted as
+    /// stranded in the status, not as scheduled, and does not hold up the queue.
+    /// </summary>
+    [Fact]
+    public async Task Rows_no_consumer_will_reach_are_reported_as_stranded()
+    {
+        var absurd = StrandedVisibleAts;
+        await using (var seeding = await StartAsync("stranded", o => o.RunConsumers = false))
+        {
+            await using (var transaction = await seeding.Store.BeginAsync(CancellationToken.None))
+            {
+                for (var i = 0; i < absurd.Count + 1; i++)
+                {
+                    await transaction.EnqueueAsync(new OutgoingMessage(Queue, RawEnvelope("conformance.command@1", Encoding.UTF8.GetBytes($"{{\"key\":\"stranded-{i}\"}}")), DueAt: seeding.Options.TimeProvider.GetUtcNow().AddDays(1)), CancellationToken.None);
+                }
+
+                await transaction.CommitAsync(CancellationToken.None);
+            }
+
+            await using var connection = await OpenConnectionAsync(seeding.Store);
+            for (var i = 0; i < absurd.Count; i++)
+            {
+                await using var update = connection.CreateCommand();
+                update.CommandText = $"UPDATE {QueueTable} SET visible_at = @value WHERE id = (SELECT min(id) + {i} FROM {QueueTable})";
+                AddParameter(update, "@value", absurd[i]);
+                await update.ExecuteNonQueryAsync();
+            }
+        }
+
+        await using var host = await StartAsync("stranded");
+        var queue = (await StatusAsync(host)).Queues.Single(q => q.Queue == Queue);
+        Assert.Equal((0L, 1L, 0L, (long)absurd.Count), (queue.Ready, queue.Scheduled, queue.InFlight, queue.Stranded));
+
+        var history = await host.SendAndWaitAsync(new ConformanceCommand("beside-the-stranded"), timeout: TimeSpan.FromSeconds(5));
+        Assert.Contains(history, h => h.What == "completed");
+        Assert.Equal(absurd.Count, (await StatusAsync(host)).Queues.Single(q => q.Queue == Queue).Stranded);
+
+        // A queue that holds nothing but a time beyond .NET's last tick waits until the end of time; it does not fail.
+        await using (var transaction = await host.Store.BeginAsync(CancellationToken.None))
+        {
+            await transaction.EnqueueAsync(new OutgoingMessage("far", RawEnvelope("conformance.command@1", "{}"u8.ToArray()), DueAt: host.Options.TimeProvider.GetUtcNow().AddDays(1)), CancellationToken.None);
+            await transaction.CommitAsync(CancellationToken.None);
+        }
+
+        await using (var connection = await OpenConnectionAsync(host.Store))
+        {
+            await using var update = connection.CreateCommand();
+            update.CommandText = $"UPDATE {QueueTable} SET visible_at = @value WHERE queue = 'far'";
+            AddParameter(update, "@value", long.MaxValue);
+            Assert.Equal(1, await update.ExecuteNonQueryAsync());
+        }
+
+        Assert.Equal(DateTimeOffset.MaxValue, await host.Store.NextVisibleAtAsync("far", CancellationToken.None));
+    }
+
+    /// <summary>Visible-at values no consumer will reach that the store's column accepts; SQLite adds values that are not numbers.</summary>
+    protected virtual IReadOnlyList<object> StrandedVisibleAts { get; } = PortableStrandedVisibleAts;
+
+    /// <summary>Visible-at values no consumer will reach that every store's column accepts.</summary>
+    protected static IReadOnlyList<object> PortableStrandedVisibleAts { get; } =
+    [
+        TimeProvider.System.GetUtcNow().AddYears(150).UtcTicks,
+        DateTimeOffset.MaxValue.UtcTicks,
+        long.MaxValue,
+    ];
+
+    static void AddParameter(DbCommand command, string name, object value)
+    {
+        var parameter = command.CreateParameter();
+        parameter.ParameterName = name;
+        parameter.Value = value;
+        command.Parameters.Add(parameter);
     }
 
     /// <summary>A message over the consumer's size limit is dead-lettered as too large, body intact.</summary>
@@ -1408,6 +1628,77 @@ public abstract class MessageStoreConformanceTests
         Assert.NotNull(finished.FinishedAt);
         var callback = Assert.Single(await store.ClaimAsync("callbacks", 10, TimeSpan.FromMinutes(5), CancellationToken.None));
         Assert.Equal(batch.OnComplete!.Envelope.MessageId, callback.Envelope.MessageId);
+    }
+
+    /// <summary>
+    /// A job whose row cannot be decoded leaves the queue at its claim, dead-lettered as invalid-row beside the claim's
+    /// good rows, and counts as failed in its batch (read from its headers), which finishes and enqueues its callback.
+    /// </summary>
+    [Fact]
+    public async Task Job_row_that_cannot_be_decoded_is_dead_lettered_at_its_claim_and_counted_failed_in_its_batch()
+    {
+        var time = new ManualTimeProvider();
+        await using var host = await StartIdleAsync(time);
+        var store = host.Store;
+        var batch = NewBatch("spoiled", time.GetUtcNow());
+        await InTransactionAsync(store, t => t.CreateBatchAsync(batch, CancellationToken.None));
+        await InTransactionAsync(store, t => t.AddToBatchAsync(batch.Id, 1, CancellationToken.None));
+        await InTransactionAsync(store, t => t.SealBatchAsync(batch.Id, CancellationToken.None));
+        var before = await host.Bus.SendAsync(new ConformanceCommand("before"));
+        var job = await host.Bus.SendAsync(new ConformanceCommand("spoiled"), new SendOptions { Headers = InBatch(batch.Id) });
+        var after = await host.Bus.SendAsync(new ConformanceCommand("after"));
+        await using (var connection = await OpenConnectionAsync(store))
+        {
+            await using var spoil = connection.CreateCommand();
+            spoil.CommandText = $"UPDATE {QueueTable} SET sent_at = -5, history = '[null]' WHERE id = (SELECT min(id) + 1 FROM {QueueTable})";
+            Assert.Equal(1, await spoil.ExecuteNonQueryAsync());
+        }
+
+        var claimed = await store.ClaimAsync(Queue, 10, TimeSpan.FromMinutes(5), CancellationToken.None);
+
+        Assert.Equal([before, after], claimed.Select(m => m.Envelope.MessageId));
+        var letter = Assert.Single(await store.ListDeadLettersAsync(Queue, 10, CancellationToken.None));
+        Assert.Equal((job, DeadLetterReasons.InvalidRow, 1), (letter.Envelope.MessageId, letter.Reason, letter.Attempts));
+        Assert.Equal(("-5", "[null]", batch.Id), (letter.Envelope.Headers["converge-raw-sent_at"], letter.Envelope.Headers["converge-raw-history"], letter.Envelope.Headers[JobHeaders.Batch]));
+        Assert.Contains("sent_at: ArgumentOutOfRangeException", letter.Exception, StringComparison.Ordinal);
+        Assert.Contains("history: JsonException", letter.Exception, StringComparison.Ordinal);
+        var finished = (await store.GetBatchAsync(batch.Id, CancellationToken.None))!;
+        Assert.Equal((0L, 0L, 1L), (finished.Pending, finished.Succeeded, finished.Failed));
+        Assert.NotNull(finished.FinishedAt);
+        var callback = Assert.Single(await store.ClaimAsync("callbacks", 10, TimeSpan.FromMinutes(5), CancellationToken.None));
+        Assert.Equal(batch.OnComplete!.Envelope.MessageId, callback.Envelope.MessageId);
+    }
+
+    /// <summary>
+    /// A waiting job whose row cannot be decoded is still listed and looked up (with what could be read), and
+    /// cancelling it leaves a dead letter that reads back, rather than fail every job listing.
+    /// </summary>
+    [Fact]
+    public async Task Job_row_that_cannot_be_decoded_is_listed_looked_up_and_cancelled()
+    {
+        var time = new ManualTimeProvider();
+        await using var host = await StartIdleAsync(time);
+        var store = host.Store;
+        await StartJobQueueAsync(store);
+        var job = await host.Bus.SendAsync(new ConformanceCommand("waiting"), new SendOptions { Delay = TimeSpan.FromMinutes(10) });
+        await using (var connection = await OpenConnectionAsync(store))
+        {
+            await using var spoil = connection.CreateCommand();
+            spoil.CommandText = $"UPDATE {QueueTable} SET as_of = -7, history = '[null]', headers = '{{\"a\":1}}'";
+            Assert.Equal(1, await spoil.ExecuteNonQueryAsync());
+        }
+
+        var listed = Assert.Single(await store.ListJobsAsync(new JobQuery { Queue = Queue }, CancellationToken.None));
+        var found = await store.GetJobAsync(job, CancellationToken.None);
+        var outcome = await store.CancelJobAsync(job, CancellationToken.None);
+
+        Assert.Equal((job, JobState.Scheduled), (listed.Id, listed.State));
+        Assert.Equal(("-7", "[null]", "{\"a\":1}"), (listed.Headers["converge-raw-as_of"], listed.Headers["converge-raw-history"], listed.Headers["converge-raw-headers"]));
+        Assert.Equal(job, found!.Id);
+        Assert.Equal(JobCancelOutcome.Cancelled, outcome);
+        var letter = Assert.Single(await store.ListDeadLettersAsync(Queue, 10, CancellationToken.None));
+        Assert.Equal((job, DeadLetterReasons.Cancelled), (letter.Envelope.MessageId, letter.Reason));
+        Assert.Equal("-7", letter.Envelope.Headers["converge-raw-as_of"]);
     }
 
     /// <summary>Cancelling a running job leaves it with its worker and flags it; the flag is read back until it is forgotten.</summary>

@@ -25,6 +25,6 @@ public static partial class MessageTypeName
         return $"{name}@{version}";
     }
 
-    [GeneratedRegex("^[a-z0-9][a-z0-9._-]{0,199}$")]
+    [GeneratedRegex(@"^[a-z0-9][a-z0-9._-]{0,199}\z")]
     private static partial Regex NamePattern();
 }

@@ -221,7 +221,7 @@ public sealed partial class ConvergeOptions
         }
     }
 
-    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")]
+    [GeneratedRegex(@"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}\z")]
     private static partial Regex NamePattern();
 
     static readonly TimeSpan MaxInterval = TimeSpan.FromDays(30);

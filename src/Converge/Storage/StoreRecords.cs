@@ -81,6 +81,14 @@ public static class DeadLetterReasons
 
     /// <summary>A job cancelled before it finished.</summary>
     public const string Cancelled = "cancelled";
+
+    /// <summary>
+    /// The queue row could not be decoded (a column holds what Converge never writes there, for example headers that
+    /// are not a JSON object of strings or a time outside .NET's range). The dead letter keeps what could be read,
+    /// stand-ins for the rest, each unreadable column's raw value in a <c>converge-raw-COLUMN</c> header, and the
+    /// decode errors as its exception.
+    /// </summary>
+    public const string InvalidRow = "invalid-row";
 }
 
 /// <summary>A message that will not be handled without intervention.</summary>
@@ -123,7 +131,15 @@ public sealed class DeadLetter
 /// <param name="Scheduled">Due later (delayed or waiting to retry).</param>
 /// <param name="InFlight">Leased by a consumer and not yet expired.</param>
 /// <param name="DeadLetters">Dead letters that came from this queue.</param>
-public sealed record QueueStatus(string Queue, long Ready, long Scheduled, long InFlight, long DeadLetters);
+public sealed record QueueStatus(string Queue, long Ready, long Scheduled, long InFlight, long DeadLetters)
+{
+    /// <summary>
+    /// Rows no consumer will ever claim because their visible-at time is not one Converge writes: more than 100 years
+    /// ahead, or (on SQLite) not a number. Not counted in <see cref="Scheduled"/>. Written by something other than
+    /// Converge; inspect them with SQL, then fix or delete them.
+    /// </summary>
+    public long Stranded { get; init; }
+}
 
 /// <summary>Lag of one consumer group.</summary>
 /// <param name="Group">Group name.</param>

@@ -25,14 +25,32 @@ internal static class StoredRows
         return JsonSerializer.Serialize(all, Json);
     }
 
-    public static IReadOnlyList<AttemptRecord> ParseHistory(string? history) =>
-        history is null ? [] : JsonSerializer.Deserialize<List<AttemptRecord>>(history, Json) ?? [];
+    /// <summary>Reads a stored history; throws <see cref="JsonException"/> unless it is a list of attempts, each with its error.</summary>
+    public static IReadOnlyList<AttemptRecord> ParseHistory(string? history)
+    {
+        var parsed = history is null ? null : JsonSerializer.Deserialize<List<AttemptRecord>>(history, Json);
+        if (parsed is not null && parsed.Exists(static attempt => attempt?.Error is null))
+        {
+            throw new JsonException("An attempt history holds an entry that is not an attempt with its error.");
+        }
+
+        return parsed ?? [];
+    }
 
     public static string? WriteHeaders(IReadOnlyDictionary<string, string> headers) =>
         headers.Count == 0 ? null : JsonSerializer.Serialize(headers, Json);
 
-    public static IReadOnlyDictionary<string, string> ParseHeaders(string? headers) =>
-        headers is null ? Envelope.EmptyHeaders : JsonSerializer.Deserialize<Dictionary<string, string>>(headers, Json) ?? Envelope.EmptyHeaders;
+    /// <summary>Reads stored headers; throws <see cref="JsonException"/> unless they are a JSON object of strings.</summary>
+    public static IReadOnlyDictionary<string, string> ParseHeaders(string? headers)
+    {
+        var parsed = headers is null ? null : JsonSerializer.Deserialize<Dictionary<string, string>>(headers, Json);
+        if (parsed is not null && parsed.Values.Any(static value => value is null))
+        {
+            throw new JsonException("Headers hold a null value; every header is a string.");
+        }
+
+        return parsed ?? Envelope.EmptyHeaders;
+    }
 
     public static string WriteSteps(IReadOnlyList<string> steps) => JsonSerializer.Serialize(steps, Json);
 
@@ -55,6 +73,12 @@ internal static class StoredRows
 
     public static DateTimeOffset FromTicks(long ticks) => new(ticks, TimeSpan.Zero);
 
+    /// <summary>
+    /// A stored time that may be out of .NET's range (a row Converge did not write) as the nearest time in range, for
+    /// reads that only compare or wait: a wait until the end of time is a wait, not a failure.
+    /// </summary>
+    public static DateTimeOffset FromTicksClamped(long ticks) => new(Math.Clamp(ticks, DateTimeOffset.MinValue.UtcTicks, DateTimeOffset.MaxValue.UtcTicks), TimeSpan.Zero);
+
     /// <summary>A job still on its queue: scheduled, enqueued, or processing under a live lease.</summary>
     public static JobInfo QueuedJob(QueueRow row, long nowTicks)
     {
@@ -67,7 +91,7 @@ internal static class StoredRows
             State = row.VisibleAt <= nowTicks ? JobState.Enqueued : row.Leased ? JobState.Processing : JobState.Scheduled,
             CorrelationId = row.Envelope.CorrelationId,
             EnqueuedAt = row.Envelope.SentAt,
-            DueAt = FromTicks(row.VisibleAt),
+            DueAt = FromTicksClamped(row.VisibleAt),
             AsOf = row.Envelope.AsOf,
             Priority = row.Priority,
             Attempts = row.Attempts,
