@@ -284,16 +284,6 @@ internal sealed class SagaEngine
                 return false;
             }
 
-            await CancelTimeoutAsync(cancellationToken);
-            if (_instance.State == SagaState.Stuck)
-            {
-                // The last command was answered after all: go on from where the instance gave up.
-                var to = _instance.Failure is null ? SagaState.Running : SagaState.Compensating;
-                Log(SagaLogKinds.StateChanged, Current.Name, envelope.MessageId, envelope.MessageType, $"stuck -> {SagaStates.ToText(to)}: the last command was answered");
-                _instance.State = to;
-                _instance.StuckReason = null;
-            }
-
             var step = Current;
             var answered = "to " + envelope.CausationId.Value.ToString("N");
             var known = step.Replies.TryGetValue(reply.GetType(), out var rule);
@@ -302,6 +292,28 @@ internal sealed class SagaEngine
             var refusal = reply is SagaStepFailed failed
                 ? failed.Reason
                 : known && rule!.IsFailure ? rule.Reason?.Invoke(reply) ?? envelope.MessageType : null;
+
+            // A reply of a type the step does not take changes nothing, its pending timeout included: the right reply
+            // may still come, and if it never does the timeout must still fire.
+            var compensating = _instance.State == SagaState.Compensating || (_instance.State == SagaState.Stuck && _instance.Failure is not null);
+            if (refusal is null && !(compensating ? step.CompensationReplies.Contains(reply.GetType()) : known))
+            {
+                Log(SagaLogKinds.ReplyIgnored, step.Name, envelope.MessageId, envelope.MessageType, compensating
+                    ? $"unexpected: compensating step '{step.Name}' does not accept {envelope.MessageType}"
+                    : $"unexpected: step '{step.Name}' does not accept {envelope.MessageType}");
+                return false;
+            }
+
+            await CancelTimeoutAsync(cancellationToken);
+            if (_instance.State == SagaState.Stuck)
+            {
+                // The last command was answered after all: go on from where the instance gave up.
+                var to = compensating ? SagaState.Compensating : SagaState.Running;
+                Log(SagaLogKinds.StateChanged, step.Name, envelope.MessageId, envelope.MessageType, $"stuck -> {SagaStates.ToText(to)}: the last command was answered");
+                _instance.State = to;
+                _instance.StuckReason = null;
+            }
+
             if (_instance.State == SagaState.Compensating)
             {
                 if (refusal is not null)
@@ -309,12 +321,6 @@ internal sealed class SagaEngine
                     Log(SagaLogKinds.StepFailed, step.Name, envelope.MessageId, envelope.MessageType, $"compensation refused: {refusal}; {answered}", envelope.CausationId);
                     await RetryOrStickAsync(refusal, compensation: true, answered: true, cancellationToken);
                     return true;
-                }
-
-                if (!step.CompensationReplies.Contains(reply.GetType()))
-                {
-                    Log(SagaLogKinds.ReplyIgnored, step.Name, envelope.MessageId, envelope.MessageType, $"unexpected: compensating step '{step.Name}' does not accept {envelope.MessageType}");
-                    return false;
                 }
 
                 Log(SagaLogKinds.ReplyReceived, step.Name, envelope.MessageId, envelope.MessageType, "compensated; " + answered, envelope.CausationId);
@@ -330,12 +336,6 @@ internal sealed class SagaEngine
                 Log(SagaLogKinds.ReplyReceived, step.Name, envelope.MessageId, envelope.MessageType, "failure; " + answered, envelope.CausationId);
                 await FailStepAsync(refusal, timedOut: false, cancellationToken);
                 return true;
-            }
-
-            if (!known)
-            {
-                Log(SagaLogKinds.ReplyIgnored, step.Name, envelope.MessageId, envelope.MessageType, $"unexpected: step '{step.Name}' does not accept {envelope.MessageType}");
-                return false;
             }
 
             rule!.Apply?.Invoke(Data, reply);

@@ -183,6 +183,8 @@ public sealed class DuplicateAndLateReplyTests
         var charge = await ShopSaga.CommandIdAsync(host, "tx-d7", "charge");
         await ShopSaga.WaitForFlowHandledAsync(host, "tx-d7", charge);
         var before = (await host.Sagas.GetAsync("tx-d7"))!;
+        var timeoutsBefore = await ScheduledOnSagaQueueAsync(host);
+        Assert.Equal(1, timeoutsBefore);
 
         await ShopSaga.DeliverReplyAsync(host, "tx-d7", "charge", charge, new Shipped("d7", "wrong"));
         var log = await ShopSaga.WaitForLogAsync(host, "tx-d7", e => e.Kind == SagaLogKinds.ReplyIgnored, "the wrong reply");
@@ -190,9 +192,15 @@ public sealed class DuplicateAndLateReplyTests
         Assert.Equal("unexpected: step 'charge' does not accept test.shipped@1", log.Single(e => e.Kind == SagaLogKinds.ReplyIgnored).Detail);
         await AssertUnchangedAsync(host, before);
 
+        // The charge step's timeout is still pending: should the right reply never come, it still fires.
+        Assert.Equal(timeoutsBefore, await ScheduledOnSagaQueueAsync(host));
+
         await ShopSaga.DeliverReplyAsync(host, "tx-d7", "charge", charge, new Charged("d7", "pay-d7"));
         Assert.Equal(SagaState.Completed, (await host.WaitForSagaAsync("tx-d7")).State);
     }
+
+    static async Task<long> ScheduledOnSagaQueueAsync(ConvergeTestHost host) =>
+        (await host.Store.GetStatusAsync(CancellationToken.None)).Queues.SingleOrDefault(q => q.Queue == ShopSaga.Queue)?.Scheduled ?? 0;
 
     [Fact]
     public async Task Messages_that_are_not_replies_of_a_known_instance_are_logged_or_dead_lettered_with_the_reason()
