@@ -19,9 +19,18 @@ public sealed class SlowBehaviour
     public TaskCompletionSource Started { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     public ConcurrentQueue<(string Name, int Attempt)> Completed { get; } = new();
+
+    /// <summary>Handler scopes disposed: an abandoned handler's scope is kept, a finished one's is disposed.</summary>
+    public TaskCompletionSource ScopeDisposed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 }
 
-public sealed class SlowHandler(SlowBehaviour behaviour) : IHandler<Slow>
+/// <summary>A scoped dependency of the handler, telling when its scope is disposed.</summary>
+public sealed class ScopeProbe(SlowBehaviour behaviour) : IDisposable
+{
+    public void Dispose() => behaviour.ScopeDisposed.TrySetResult();
+}
+
+public sealed class SlowHandler(SlowBehaviour behaviour, ScopeProbe probe) : IHandler<Slow>
 {
     static readonly TaskCompletionSource Never = new();
 
@@ -34,9 +43,12 @@ public sealed class SlowHandler(SlowBehaviour behaviour) : IHandler<Slow>
                 await Never.Task;
                 break;
             case "cooperate" when context.Attempt == 1:
+            case "cooperate-always":
                 await Task.Delay(Timeout.InfiniteTimeSpan, cancellationToken);
                 break;
         }
+
+        GC.KeepAlive(probe);
 
         behaviour.Completed.Enqueue((message.Name, context.Attempt));
     }
@@ -52,6 +64,7 @@ public sealed class HungHandlerTests : IDisposable
     {
         var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
         builder.Services.AddSingleton(behaviour);
+        builder.Services.AddScoped<ScopeProbe>();
         builder.Services.AddConverge(o =>
         {
             o.UseSqlite(Path);
@@ -148,6 +161,24 @@ public sealed class HungHandlerTests : IDisposable
         await using var store = new SqliteMessageStore(new SqliteStoreOptions { Path = Path, BusyTimeout = TimeSpan.FromSeconds(2) }, TimeProvider.System);
         var again = Assert.Single(await store.ClaimAsync("slow", 10, TimeSpan.FromSeconds(30), CancellationToken.None));
         Assert.Equal(1, again.Attempt);
+    }
+
+    [Fact]
+    public async Task At_shutdown_a_handler_that_honours_its_token_stops_and_is_not_abandoned()
+    {
+        var behaviour = new SlowBehaviour { Mode = "cooperate-always" };
+        var host = await StartHostAsync(behaviour, o => o.LeaseDuration = TimeSpan.FromMinutes(10));
+        await host.Services.GetRequiredService<IMessageBus>().SendAsync(new Slow("slow"));
+        await behaviour.Started.Task.WaitAsync(TimeSpan.FromSeconds(20));
+
+        var elapsed = await StopAsync(host, TimeSpan.FromSeconds(1));
+
+        // It stopped when cancelled, so its batch was undone the ordinary way and its scope disposed; an abandoned
+        // handler's scope is kept, as disposing it could wait on the handler.
+        Assert.InRange(elapsed, TimeSpan.FromSeconds(0.9), TimeSpan.FromSeconds(1) + ConvergeHost.HandBackTime);
+        Assert.True(behaviour.ScopeDisposed.Task.IsCompleted, "The handler's scope was not disposed: the handler was abandoned although it stopped.");
+        await using var store = new SqliteMessageStore(new SqliteStoreOptions { Path = Path, BusyTimeout = TimeSpan.FromSeconds(2) }, TimeProvider.System);
+        Assert.Equal(1, Assert.Single(await store.ClaimAsync("slow", 10, TimeSpan.FromSeconds(30), CancellationToken.None)).Attempt);
     }
 
     public void Dispose()

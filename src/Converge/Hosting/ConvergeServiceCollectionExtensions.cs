@@ -125,8 +125,9 @@ public sealed class ConvergeHost : IHostedService, IAsyncDisposable
         var finished = _running.IsCompleted || await Task.WhenAny(_running, Task.Delay(Timeout.InfiniteTimeSpan, shutdownTimeout)) == _running;
         if (!finished)
         {
-            // Out of shutdown time: the abort is signalled and batches are being handed back.
-            finished = await Task.WhenAny(_running, Task.Delay(HandBackTime, _options.TimeProvider, CancellationToken.None)) == _running;
+            // Out of shutdown time: the abort is signalled and batches are being handed back. Measured on the wall clock,
+            // as the host's shutdown timeout is: a test's clock that nobody advances must not hold a stop forever.
+            finished = await Task.WhenAny(_running, Task.Delay(HandBackTime, CancellationToken.None)) == _running;
         }
 
         if (!finished)

@@ -181,11 +181,12 @@ internal sealed class QueueConsumer
         var now = _options.TimeProvider.GetUtcNow();
 
         // A handler that blocks its worker thread never returns to be abandoned: cancel its token, and once it is past
-        // its grace stop renewing, so the leases expire and another consumer takes the messages.
+        // its grace stop renewing, so the leases expire and another consumer takes the messages. (On SQLite the blocked
+        // batch still holds the file's write lock, so nobody writes until the handler returns or its process ends.)
         var limit = _options.EffectiveHandlerTimeout;
-        if (inFlight.HandlerRunningFor(now) is { } running && running >= limit)
+        if (inFlight.HandlerRunningFor(now) is ({ } running, var generation) && running >= limit)
         {
-            inFlight.CancelHandler();
+            inFlight.CancelHandler(generation);
             if (running >= limit + _options.HandlerGrace && inFlight.GiveUp() is { } stuck)
             {
                 ConvergeDiagnostics.ConsumerErrors.Add(1);
@@ -225,6 +226,8 @@ internal sealed class QueueConsumer
         DateTimeOffset _renewedAt;
         DateTimeOffset? _handlerStartedAt;
         CancellationTokenSource _handler = CancellationTokenSource.CreateLinkedTokenSource(abort);
+        long _generation;
+        bool _cancelling;
         bool _renewing;
         bool _givenUp;
         bool _disposed;
@@ -248,17 +251,25 @@ internal sealed class QueueConsumer
             }
         }
 
-        /// <summary>The token for the next handler: the same source unless the last handler's was cancelled.</summary>
+        /// <summary>
+        /// The token for the next handler: the same source unless the last handler's was cancelled, or the renewal timer
+        /// is cancelling it right now (that cancellation was meant for the handler before).
+        /// </summary>
         public CancellationToken StartHandler(DateTimeOffset now)
         {
             lock (_lock)
             {
-                if (!_handler.TryReset())
+                if (_cancelling || !_handler.TryReset())
                 {
-                    _handler.Dispose();
+                    if (!_cancelling)
+                    {
+                        _handler.Dispose();
+                    }
+
                     _handler = CancellationTokenSource.CreateLinkedTokenSource(abort);
                 }
 
+                _generation++;
                 _handlerStartedAt = now;
                 return _handler.Token;
             }
@@ -272,36 +283,76 @@ internal sealed class QueueConsumer
             }
         }
 
-        public TimeSpan? HandlerRunningFor(DateTimeOffset now)
+        /// <summary>How long the running handler has run, and which handler it is (to cancel that one only).</summary>
+        public (TimeSpan? Running, long Generation) HandlerRunningFor(DateTimeOffset now)
         {
             lock (_lock)
             {
-                return _handlerStartedAt is { } started ? now - started : null;
+                return (_handlerStartedAt is { } started ? now - started : null, _generation);
             }
         }
 
-        public void CancelHandler()
+        /// <summary>Cancels the handler the worker is awaiting.</summary>
+        public void CancelCurrentHandler()
+        {
+            long generation;
+            lock (_lock)
+            {
+                generation = _generation;
+            }
+
+            CancelHandler(generation);
+        }
+
+        /// <summary>Cancels handler number <paramref name="generation"/>, unless it has ended and another started.</summary>
+        public void CancelHandler(long generation)
         {
             CancellationTokenSource handler;
             lock (_lock)
             {
-                // The renewal timer may fire once more after the worker ended.
-                if (_disposed)
+                // The renewal timer may fire once more after the worker ended, or after the handler it timed ended.
+                if (_disposed || _cancelling || generation != _generation || _handlerStartedAt is null)
                 {
                     return;
                 }
 
                 handler = _handler;
+                _cancelling = true;
             }
 
             try
             {
-                // Outside the lock: cancellation runs the handler's own callbacks.
+                // Outside the lock: cancellation runs the handler's own callbacks. A handler that starts meanwhile gets
+                // a source of its own (StartHandler), so this reaches the handler it was meant for only.
                 handler.Cancel();
             }
-            catch (Exception exception) when (exception is AggregateException or ObjectDisposedException)
+            catch (AggregateException)
             {
-                // A callback of the handler threw, or the token was replaced meanwhile: either way it is cancelled or unused.
+                // A callback of the handler threw: it is cancelled all the same.
+            }
+            finally
+            {
+                lock (_lock)
+                {
+                    _cancelling = false;
+                    if (_disposed || !ReferenceEquals(handler, _handler))
+                    {
+                        // Replaced (or the worker ended) while it was being cancelled: nobody else will dispose it.
+                        handler.Dispose();
+                    }
+                }
+            }
+        }
+
+        /// <summary>Whether the renewal timer gave up on this batch (its leases are left to expire).</summary>
+        public bool GivenUp
+        {
+            get
+            {
+                lock (_lock)
+                {
+                    return _givenUp;
+                }
             }
         }
 
@@ -348,7 +399,10 @@ internal sealed class QueueConsumer
             lock (_lock)
             {
                 _disposed = true;
-                _handler.Dispose();
+                if (!_cancelling)
+                {
+                    _handler.Dispose();
+                }
             }
         }
     }
@@ -376,6 +430,12 @@ internal sealed class QueueConsumer
             for (var i = 0; i < batch.Count; i++)
             {
                 outcomes[i] = (batch[i], await HandleOneAsync(transaction, batch[i], decoded[i], completions, inFlight, abort));
+                if (inFlight.GivenUp)
+                {
+                    // A handler blocked its thread past its timeout and grace, so the leases were left to expire and
+                    // another consumer may hold these messages now: run nothing more, undo the batch.
+                    throw new LeasesLostException(batch.Count);
+                }
             }
 
             // The batch's removals are one statement; a lease lost meanwhile (the batch outlived it and another
@@ -487,42 +547,60 @@ internal sealed class QueueConsumer
     /// <summary>
     /// Waits for a handler that did not finish at once, up to <see cref="ConvergeOptions.HandlerTimeout"/>; then cancels
     /// it and waits its grace. Throws a <see cref="TimeoutException"/> when it stopped after cancellation, and
-    /// <see cref="HandlerAbandonedException"/> when it ignored it (or the host ran out of shutdown time).
+    /// <see cref="HandlerAbandonedException"/> when it ignored it (at shutdown: when it did not stop within moments of the
+    /// host running out of shutdown time).
     /// </summary>
     async Task AwaitHandlerAsync(Task handling, QueuedMessage message, DateTimeOffset started, InFlight inFlight, CancellationToken abort)
     {
         var time = _options.TimeProvider;
         var remaining = _options.EffectiveHandlerTimeout - (time.GetUtcNow() - started);
-        try
+        if (await CompletesWithinAsync(handling, remaining > TimeSpan.Zero ? remaining : TimeSpan.Zero, time, abort))
         {
-            await handling.WaitAsync(remaining > TimeSpan.Zero ? remaining : TimeSpan.Zero, time, abort);
+            // Finished in time (the caller's await reports how), also when it finished just as the wait ran out.
             return;
         }
-        catch (Exception) when (!handling.IsCompleted)
-        {
-            // Out of time, or the host is out of shutdown time.
-        }
 
-        inFlight.CancelHandler();
+        inFlight.CancelCurrentHandler();
         if (!abort.IsCancellationRequested)
         {
-            try
-            {
-                await handling.WaitAsync(_options.HandlerGrace, time, abort);
-            }
-            catch (Exception) when (!handling.IsCompleted)
+            if (!await CompletesWithinAsync(handling, _options.HandlerGrace, time, abort))
             {
                 throw new HandlerAbandonedException(message);
             }
-            catch (Exception exception)
+
+            if (handling.IsCompletedSuccessfully)
             {
-                throw HandlerTimedOut(message, abandoned: false, exception);
+                return;
             }
 
-            return;
+            throw HandlerTimedOut(message, abandoned: false, handling.Exception?.GetBaseException());
         }
 
-        throw new HandlerAbandonedException(message);
+        // The host is out of shutdown time. A handler that honours its token stops within moments, and its batch is
+        // undone and handed back like any other; only one that ignores it is abandoned. Shutdown is measured on the
+        // wall clock (the host's own timeout is), so this wait never depends on a test's clock being advanced.
+        if (!await CompletesWithinAsync(handling, ShutdownGrace, null, CancellationToken.None))
+        {
+            throw new HandlerAbandonedException(message);
+        }
+    }
+
+    /// <summary>How long a handler cancelled at shutdown may take to stop before it is abandoned.</summary>
+    static readonly TimeSpan ShutdownGrace = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>Waits up to <paramref name="limit"/> (on <paramref name="time"/>, or the wall clock) for <paramref name="task"/>, whatever its outcome.</summary>
+    static async Task<bool> CompletesWithinAsync(Task task, TimeSpan limit, TimeProvider? time, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await (time is null ? task.WaitAsync(limit, cancellationToken) : task.WaitAsync(limit, time, cancellationToken));
+        }
+        catch (Exception)
+        {
+            // Timed out, cancelled, or the task failed: only whether it completed matters here.
+        }
+
+        return task.IsCompleted;
     }
 
     ValueTask<HandlingOutcome?> RecordFailureAsync(IStoreTransaction transaction, QueuedMessage message, Exception exception, CancellationToken abort) =>
