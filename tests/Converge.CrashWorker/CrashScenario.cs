@@ -9,8 +9,17 @@ public sealed record CrashMessage(int Seq);
 /// <summary>Writes one effect row per message, in the transaction that records the message as handled.</summary>
 public sealed class EffectHandler : IHandler<CrashMessage>
 {
+    static readonly TaskCompletionSource Never = new();
+
     public async Task HandleAsync(CrashMessage message, MessageContext context, CancellationToken cancellationToken)
     {
+        if (CrashScenario.Hang)
+        {
+            // A handler that never returns and ignores its token, as a hung call to an outside service would.
+            await Console.Error.WriteLineAsync($"{CrashScenario.HangingLine} {message.Seq}");
+            await Never.Task;
+        }
+
         await context.ExecuteAsync(
             $"INSERT INTO {CrashScenario.EffectsTable} (message_id, seq) VALUES (@message_id, @seq)",
             [("@message_id", context.MessageId), ("@seq", message.Seq)],
@@ -33,6 +42,15 @@ public static class CrashScenario
 
     /// <summary>A short lease, so that messages claimed by a killed worker come back quickly.</summary>
     public static readonly TimeSpan LeaseDuration = TimeSpan.FromSeconds(2);
+
+    /// <summary>Set in a worker started with <c>hang</c>: every handler call hangs (see <see cref="EffectHandler"/>).</summary>
+    public static bool Hang { get; set; }
+
+    /// <summary>What a hanging handler writes to standard error, followed by the message's seq.</summary>
+    public const string HangingLine = "hanging on seq";
+
+    /// <summary>A hanging worker's host shutdown timeout, which its stop must honour.</summary>
+    public static readonly TimeSpan HangingShutdownTimeout = TimeSpan.FromSeconds(2);
 
     public static void Configure(ConvergeOptions options, string databasePath, bool runConsumers)
     {

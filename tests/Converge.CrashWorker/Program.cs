@@ -1,6 +1,6 @@
-// Converge.CrashWorker <db-path>
+// Converge.CrashWorker <db-path> [hang]
 //
-// Works the crash test's queue on the given SQLite file until it is killed, receives SIGINT/SIGTERM, or its
+// Works the crash test's queue on the given SQLite file (with "hang", every handler call hangs, ignoring its token) until it is killed, receives SIGINT/SIGTERM, or its
 // standard input closes (so a worker never outlives the test process that started it). Warnings and errors
 // go to standard error.
 using Converge.CrashWorker;
@@ -10,17 +10,23 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Console;
 
-if (args.Length != 1)
+if (args.Length is not (1 or 2) || (args.Length == 2 && args[1] != "hang"))
 {
-    await Console.Error.WriteLineAsync("usage: Converge.CrashWorker <db-path>");
+    await Console.Error.WriteLineAsync("usage: Converge.CrashWorker <db-path> [hang]");
     return 2;
 }
+
+CrashScenario.Hang = args.Length == 2;
 
 var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
 builder.Logging.SetMinimumLevel(LogLevel.Warning);
 builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
 builder.Services.Configure<ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
 builder.Services.AddConverge(o => CrashScenario.Configure(o, args[0], runConsumers: true));
+if (CrashScenario.Hang)
+{
+    builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = CrashScenario.HangingShutdownTimeout);
+}
 
 using var host = builder.Build();
 await host.StartAsync();
