@@ -32,14 +32,14 @@ internal static class BenchCommands
         AtLeast(warmup, 0);
         concurrency.Validators.Add(result =>
         {
-            if (result.GetValueOrDefault<int>() is < 1 or > 1024)
+            if (result.Parsed<int>() is < 1 or > 1024)
             {
                 result.AddError("--concurrency must be between 1 and 1024.");
             }
         });
         batchSize.Validators.Add(result =>
         {
-            if (result.GetValueOrDefault<int?>() is { } b && b is < 1 or > 10_000)
+            if (result.ParsedNullable<int>() is { } b && b is < 1 or > 10_000)
             {
                 result.AddError("--batch-size must be between 1 and 10000.");
             }
@@ -174,14 +174,14 @@ internal static class BenchCommands
         AtLeast(warmup, 0);
         batchSize.Validators.Add(result =>
         {
-            if (result.GetValueOrDefault<int?>() is { } b && b is < 1 or > 10_000)
+            if (result.ParsedNullable<int>() is { } b && b is < 1 or > 10_000)
             {
                 result.AddError("--batch-size must be between 1 and 10000.");
             }
         });
         rate.Validators.Add(result =>
         {
-            if (result.GetValueOrDefault<double?>() is { } r && !(r > 0 && double.IsFinite(r)))
+            if (result.ParsedNullable<double>() is { } r && !(r > 0 && double.IsFinite(r)))
             {
                 result.AddError("--rate must be a positive number of messages per second.");
             }
@@ -302,7 +302,7 @@ internal static class BenchCommands
     static void AtLeast(Option<int> option, int minimum) =>
         option.Validators.Add(result =>
         {
-            if (result.GetValueOrDefault<int>() < minimum)
+            if (result.Parsed<int>() < minimum)
             {
                 result.AddError($"{option.Name} must be at least {minimum}.");
             }

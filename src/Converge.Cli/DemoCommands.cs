@@ -36,7 +36,7 @@ internal static class DemoCommands
         var stepTimeout = new Option<double>("--step-timeout") { Description = "Seconds a saga step waits for its reply before it counts as failed (a compensatable step is then compensated, a later one sent again). With --kill, a timeout shorter than a worker's restart fails the steps it was handling.", HelpName = "SECONDS", DefaultValueFactory = _ => 2 };
         stepTimeout.Validators.Add(r =>
         {
-            if (r.GetValueOrDefault<double>() is <= 0 or > 3600)
+            if (r.Parsed<double>() is <= 0 or > 3600)
             {
                 r.AddError("--step-timeout must be a number of seconds above 0 (and at most an hour), for example 2.");
             }
@@ -45,14 +45,14 @@ internal static class DemoCommands
         var json = CommonOptions.Json();
         orders.Validators.Add(r =>
         {
-            if (r.GetValueOrDefault<int>() < 1)
+            if (r.Parsed<int>() < 1)
             {
                 r.AddError("--orders must be at least 1.");
             }
         });
         failRate.Validators.Add(r =>
         {
-            if (r.GetValueOrDefault<double>() is < 0 or > 1)
+            if (r.Parsed<double>() is < 0 or > 1)
             {
                 r.AddError("--fail-rate must be between 0 and 1, for example 0.2.");
             }
@@ -150,7 +150,7 @@ internal static class DemoCommands
         var option = new Option<double?>("--deadline") { Description = description, HelpName = "SECONDS" };
         option.Validators.Add(r =>
         {
-            if (r.GetValueOrDefault<double?>() is <= 0 or > 86_400 * 7)
+            if (r.ParsedNullable<double>() is <= 0 or > 86_400 * 7)
             {
                 r.AddError("--deadline must be a number of seconds above 0 (and at most a week), for example 300.");
             }
@@ -179,21 +179,21 @@ internal static class DemoCommands
         var json = CommonOptions.Json();
         accounts.Validators.Add(r =>
         {
-            if (r.GetValueOrDefault<long>() < 1)
+            if (r.Parsed<long>() < 1)
             {
                 r.AddError("--accounts must be at least 1.");
             }
         });
         latency.Validators.Add(r =>
         {
-            if (r.GetValueOrDefault<double>() is < 0 or > 10_000)
+            if (r.Parsed<double>() is < 0 or > 10_000)
             {
                 r.AddError("--latency must be between 0 and 10000 milliseconds, for example 20.");
             }
         });
         processes.Validators.Add(r =>
         {
-            if (r.GetValueOrDefault<int>() is < 0 or > 32)
+            if (r.Parsed<int>() is < 0 or > 32)
             {
                 r.AddError("--processes must be between 0 and 32, for example 3.");
             }

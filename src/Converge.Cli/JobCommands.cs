@@ -37,7 +37,7 @@ internal static class JobCommands
         var max = new Option<int>("--max") { Description = "Show at most this many, newest first.", HelpName = "N", DefaultValueFactory = _ => 50 };
         max.Validators.Add(result =>
         {
-            if (result.GetValueOrDefault<int>() < 1)
+            if (result.Parsed<int>() < 1)
             {
                 result.AddError("--max must be at least 1.");
             }

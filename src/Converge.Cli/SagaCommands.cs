@@ -39,7 +39,7 @@ internal static class SagaCommands
         var version = new Option<int?>("--version") { Description = "Only instances on this definition version.", HelpName = "N" };
         version.Validators.Add(result =>
         {
-            if (result.GetValueOrDefault<int?>() is < 1)
+            if (result.ParsedNullable<int>() is < 1)
             {
                 result.AddError("--version must be at least 1.");
             }
@@ -47,7 +47,7 @@ internal static class SagaCommands
         var max = new Option<int>("--max") { Description = "Show at most this many, most recently started first.", HelpName = "N", DefaultValueFactory = _ => 50 };
         max.Validators.Add(result =>
         {
-            if (result.GetValueOrDefault<int>() < 1)
+            if (result.Parsed<int>() < 1)
             {
                 result.AddError("--max must be at least 1.");
             }
