@@ -111,6 +111,9 @@ internal sealed class BrokerQueue : IDisposable
     readonly SemaphoreSlim _starting = new(1, 1);
     readonly SemaphoreSlim _sending = new(1, 1);
     readonly HashSet<IChannel> _closing = [];
+
+    /// <summary>When <see cref="ExpireLeases"/> last handed deliveries back (a broker-clock timestamp; 0: never).</summary>
+    long _returnedAt;
     IChannel? _channel;
     string? _consumerTag;
     TaskCompletionSource _unregistered = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -296,6 +299,13 @@ internal sealed class BrokerQueue : IDisposable
         _transport.WakeSupervisor();
     }
 
+    /// <summary>
+    /// Marks the consumer as in use by a claim that is starting, before it hands expired leases back: otherwise the
+    /// supervisor could find it with nothing claimed and its last claim long ago, and pause it while the claim waits
+    /// for the redelivery of what it handed back.
+    /// </summary>
+    public void ClaimStarting() => Volatile.Write(ref _lastClaim, _transport.Time.GetTimestamp());
+
     /// <summary>Claims up to <paramref name="max"/> buffered deliveries under a lease until <paramref name="leaseUntil"/>.</summary>
     public List<QueuedMessage> Take(int max, DateTimeOffset leaseUntil)
     {
@@ -372,11 +382,20 @@ internal sealed class BrokerQueue : IDisposable
 
         if (returned > 0)
         {
+            Interlocked.Exchange(ref _returnedAt, _transport.BrokerTime.GetTimestamp());
             RabbitMqLog.LeasesExpired(_transport.Logger, Name, returned);
         }
 
         return returned;
     }
+
+    /// <summary>
+    /// Whether deliveries were handed back within <paramref name="window"/>, by a claim or by the transport's lease
+    /// supervisor: the broker is still to deliver them again, so a claim that finds nothing buffered should wait for
+    /// them rather than return empty.
+    /// </summary>
+    public bool ReturnedWithin(TimeSpan window) =>
+        Interlocked.Read(ref _returnedAt) is var at and not 0 && _transport.BrokerTime.GetElapsedTime(at) < window;
 
     /// <summary>Acknowledges (done with it) or returns (deliver again, attempt counted) a delivery, once.</summary>
     public Task SettleAsync(Delivery delivery, bool acknowledge)

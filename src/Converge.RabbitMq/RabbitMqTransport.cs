@@ -531,6 +531,7 @@ public sealed class RabbitMqTransport : IMessageStore
         }
 
         var consumer = await ConsumerAsync(route, cancellationToken);
+        consumer.ClaimStarting();
         var now = Time.GetUtcNow();
         var returned = consumer.ExpireLeases(now);
         await consumer.WaitForBurstAsync(max, cancellationToken);
@@ -551,8 +552,11 @@ public sealed class RabbitMqTransport : IMessageStore
             RabbitMqLog.RelayFailed(Logger, exception, queue, Options.RelayPollInterval);
         }
 
+        // Deliveries handed back by the lease supervisor just before this claim are on their way again too: a claim
+        // right after the clock passed a lease must find the message, not return empty after ClaimWait.
         var expected = relayed + returned;
-        await consumer.WaitForDeliveriesAsync(Math.Clamp(expected, 1, max), expected > 0 ? Options.DeliveryWait : Options.ClaimWait, cancellationToken);
+        var awaited = expected > 0 || consumer.ReturnedWithin(Options.DeliveryWait);
+        await consumer.WaitForDeliveriesAsync(Math.Clamp(expected, 1, max), awaited ? Options.DeliveryWait : Options.ClaimWait, cancellationToken);
         return consumer.Take(max, Time.GetUtcNow() + lease);
     }
 

@@ -63,6 +63,31 @@ public sealed class InjectedClockTests(ITestOutputHelper output) : BrokerTestBas
         await Eventually.UntilAsync(() => Task.FromResult(!consumer.IsConsuming && consumer.Paused), "the idle consumer stopped", TimeSpan.FromSeconds(10));
     }
 
+    [Fact]
+    public async Task A_claim_right_after_the_supervisor_returned_an_expired_lease_waits_for_its_redelivery()
+    {
+        var time = new FakeTimeProvider();
+        await using var host = await StartAsync(
+            configure: o =>
+            {
+                o.RunConsumers = false;
+                o.TimeProvider = time;
+            },
+            transport: t => t.ClaimWait = TimeSpan.FromMilliseconds(1));
+        var id = await host.Bus.SendAsync(new ConformanceCommand("leased"));
+        QueuedMessage? first = null;
+        await Eventually.UntilAsync(async () => (first = (await host.Store.ClaimAsync(Queue, 10, TimeSpan.FromSeconds(30), CancellationToken.None)).SingleOrDefault()) is not null, "the first delivery");
+
+        // Advancing the clock runs the lease supervisor's tick, which hands the delivery back to the broker before the
+        // claim below looks: the claim must still wait for the redelivery (not just ClaimWait, 1 ms here).
+        var consumer = Transport(host).Route(Queue).Consumer!;
+        time.Advance(TimeSpan.FromSeconds(31));
+        await Eventually.UntilAsync(() => Task.FromResult(consumer.ClaimedCount == 0), "the supervisor handed the delivery back", TimeSpan.FromSeconds(10));
+        var again = Assert.Single(await host.Store.ClaimAsync(Queue, 10, TimeSpan.FromSeconds(30), CancellationToken.None));
+
+        Assert.Equal((id, 1, 2), (again.Envelope.MessageId, first!.Attempt, again.Attempt));
+    }
+
     static async Task ClaimAndCompleteAsync(ConvergeTestHost host, Guid id)
     {
         QueuedMessage? claimed = null;
