@@ -137,6 +137,11 @@ internal static class SagaCommands
         }
     }
 
+    /// <summary>The instance <paramref name="transactionId"/>, or a failure (exit 1) that says where to look instead.</summary>
+    static async Task<SagaInstance> FindAsync(OpenedStore opened, string transactionId, string hint, CancellationToken cancellationToken) =>
+        await opened.Store.GetSagaAsync(transactionId, cancellationToken)
+            ?? throw new CliException(CliApp.Failure, $"no saga instance has transaction id '{transactionId}' in {opened.Name}; {hint} {opened.Arguments}");
+
     static Command Show(CliOutput output)
     {
         var location = new StoreLocation();
@@ -151,8 +156,7 @@ internal static class SagaCommands
             var transactionId = parsed.GetRequiredValue(id);
             await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
             var store = opened.Store;
-            var instance = await store.GetSagaAsync(transactionId, cancellationToken)
-                ?? throw new CliException(CliApp.Failure, $"no saga instance has transaction id '{transactionId}' in {opened.Name}; list them with: converge sagas list {opened.Arguments}");
+            var instance = await FindAsync(opened, transactionId, "list them with: converge sagas list", cancellationToken);
             var log = await store.ReadSagaLogAsync(transactionId, cancellationToken);
             var report = Detail(opened.Name, instance, log);
             return await output.ReportAsync(report, parsed.GetValue(json), RenderShow);
@@ -228,8 +232,7 @@ internal static class SagaCommands
             var transactionId = parsed.GetRequiredValue(id);
             await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
             var store = opened.Store;
-            var instance = await store.GetSagaAsync(transactionId, cancellationToken)
-                ?? throw new CliException(CliApp.Failure, $"no saga instance has transaction id '{transactionId}' in {opened.Name}; list the stuck ones with: converge sagas list --state stuck {opened.Arguments}");
+            var instance = await FindAsync(opened, transactionId, "list the stuck ones with: converge sagas list --state stuck", cancellationToken);
             if (instance.State != SagaState.Stuck)
             {
                 throw new CliException(CliApp.Failure, $"saga '{transactionId}' is {SagaStates.ToText(instance.State)}, not stuck, so there is nothing to resume; see where it stands with: converge sagas show {opened.Arguments} {transactionId}");

@@ -1605,9 +1605,7 @@ public abstract class MessageStoreConformanceTests
         await using var host = await StartIdleAsync(time);
         var store = host.Store;
         var batch = NewBatch("cancel-me", time.GetUtcNow());
-        await InTransactionAsync(store, t => t.CreateBatchAsync(batch, CancellationToken.None));
-        await InTransactionAsync(store, t => t.AddToBatchAsync(batch.Id, 1, CancellationToken.None));
-        await InTransactionAsync(store, t => t.SealBatchAsync(batch.Id, CancellationToken.None));
+        await CreateSealedBatchOfOneAsync(store, batch);
         var job = await host.Bus.SendAsync(new ConformanceCommand("waiting"), new SendOptions { Headers = InBatch(batch.Id), Delay = TimeSpan.FromMinutes(10) });
 
         var outcome = await store.CancelJobAsync(job, CancellationToken.None);
@@ -1623,6 +1621,20 @@ public abstract class MessageStoreConformanceTests
         Assert.Equal((job, DeadLetterReasons.Cancelled), (letter.Envelope.MessageId, letter.Reason));
         var info = await store.GetJobAsync(job, CancellationToken.None);
         Assert.Equal((JobState.Cancelled, (long?)letter.Id, batch.Id), (info!.State, info.DeadLetterId, info.BatchId));
+        await AssertFinishedWithOneFailureAndCalledBackAsync(store, batch);
+    }
+
+    /// <summary>Creates <paramref name="batch"/> with one job to come and seals it.</summary>
+    static async Task CreateSealedBatchOfOneAsync(IMessageStore store, JobBatchRecord batch)
+    {
+        await InTransactionAsync(store, t => t.CreateBatchAsync(batch, CancellationToken.None));
+        await InTransactionAsync(store, t => t.AddToBatchAsync(batch.Id, 1, CancellationToken.None));
+        await InTransactionAsync(store, t => t.SealBatchAsync(batch.Id, CancellationToken.None));
+    }
+
+    /// <summary>Asserts that <paramref name="batch"/> finished with its one job failed and enqueued its callback.</summary>
+    static async Task AssertFinishedWithOneFailureAndCalledBackAsync(IMessageStore store, JobBatchRecord batch)
+    {
         var finished = (await store.GetBatchAsync(batch.Id, CancellationToken.None))!;
         Assert.Equal((0L, 0L, 1L), (finished.Pending, finished.Succeeded, finished.Failed));
         Assert.NotNull(finished.FinishedAt);
@@ -1641,9 +1653,7 @@ public abstract class MessageStoreConformanceTests
         await using var host = await StartIdleAsync(time);
         var store = host.Store;
         var batch = NewBatch("spoiled", time.GetUtcNow());
-        await InTransactionAsync(store, t => t.CreateBatchAsync(batch, CancellationToken.None));
-        await InTransactionAsync(store, t => t.AddToBatchAsync(batch.Id, 1, CancellationToken.None));
-        await InTransactionAsync(store, t => t.SealBatchAsync(batch.Id, CancellationToken.None));
+        await CreateSealedBatchOfOneAsync(store, batch);
         var before = await host.Bus.SendAsync(new ConformanceCommand("before"));
         var job = await host.Bus.SendAsync(new ConformanceCommand("spoiled"), new SendOptions { Headers = InBatch(batch.Id) });
         var after = await host.Bus.SendAsync(new ConformanceCommand("after"));
@@ -1662,11 +1672,7 @@ public abstract class MessageStoreConformanceTests
         Assert.Equal(("-5", "[null]", batch.Id), (letter.Envelope.Headers["converge-raw-sent_at"], letter.Envelope.Headers["converge-raw-history"], letter.Envelope.Headers[JobHeaders.Batch]));
         Assert.Contains("sent_at: ArgumentOutOfRangeException", letter.Exception, StringComparison.Ordinal);
         Assert.Contains("history: JsonException", letter.Exception, StringComparison.Ordinal);
-        var finished = (await store.GetBatchAsync(batch.Id, CancellationToken.None))!;
-        Assert.Equal((0L, 0L, 1L), (finished.Pending, finished.Succeeded, finished.Failed));
-        Assert.NotNull(finished.FinishedAt);
-        var callback = Assert.Single(await store.ClaimAsync("callbacks", 10, TimeSpan.FromMinutes(5), CancellationToken.None));
-        Assert.Equal(batch.OnComplete!.Envelope.MessageId, callback.Envelope.MessageId);
+        await AssertFinishedWithOneFailureAndCalledBackAsync(store, batch);
     }
 
     /// <summary>

@@ -344,7 +344,7 @@ public static class ShopSaga
     }
 
     /// <summary>Delivers <paramref name="reply"/> to the saga as a participant's reply to <paramref name="command"/> would arrive.</summary>
-    public static async Task<Guid> DeliverReplyAsync<T>(ConvergeTestHost host, string tx, string step, Guid command, T reply, Guid? messageId = null) where T : notnull
+    public static async Task<Guid> DeliverReplyAsync<T>(ConvergeTestHost host, string tx, string step, Guid command, T reply, Guid? messageId = null, string queue = Queue) where T : notnull
     {
         var options = host.Options;
         var envelope = new Envelope
@@ -358,7 +358,7 @@ public static class ShopSaga
             Body = options.Serializer.Serialize(reply, typeof(T)),
         };
         await using var transaction = await host.Store.BeginAsync(CancellationToken.None);
-        await transaction.EnqueueAsync(new OutgoingMessage(Queue, envelope), CancellationToken.None);
+        await transaction.EnqueueAsync(new OutgoingMessage(queue, envelope), CancellationToken.None);
         await transaction.CommitAsync();
         return envelope.MessageId;
     }

@@ -328,23 +328,8 @@ public sealed class StuckSagaTests
         Assert.Equal(0, (await host.Store.GetStatusAsync(CancellationToken.None)).DeadLetters);
     }
 
-    static async Task DeliverAsync<T>(ConvergeTestHost host, string tx, string step, Guid command, T reply) where T : notnull
-    {
-        var options = host.Options;
-        var envelope = new Envelope
-        {
-            MessageId = Guid.CreateVersion7(),
-            MessageType = options.Messages.GetName(typeof(T)),
-            CorrelationId = tx,
-            CausationId = command,
-            SentAt = options.TimeProvider.GetUtcNow(),
-            Headers = new Dictionary<string, string> { [SagaHeaders.Step] = step },
-            Body = options.Serializer.Serialize(reply, typeof(T)),
-        };
-        await using var transaction = await host.Store.BeginAsync(CancellationToken.None);
-        await transaction.EnqueueAsync(new OutgoingMessage(Queue, envelope), CancellationToken.None);
-        await transaction.CommitAsync();
-    }
+    static Task<Guid> DeliverAsync<T>(ConvergeTestHost host, string tx, string step, Guid command, T reply) where T : notnull =>
+        ShopSaga.DeliverReplyAsync(host, tx, step, command, reply, queue: Queue);
 
     static Task<IReadOnlyList<SagaLogEntry>> ShopSagaLog(ConvergeTestHost host, string tx, Func<SagaLogEntry, bool> match, string what) =>
         ShopSaga.WaitForLogAsync(host, tx, match, what);
