@@ -149,7 +149,7 @@ public static class JobsBench
             await host.StopAsync(CancellationToken.None);
             stopped = true;
             var store = host.Services.GetRequiredService<IMessageStore>();
-            var ready = (await store.GetStatusAsync(cancellationToken)).Queues.Where(q => q.Queue == Queue).Sum(q => q.Ready);
+            var ready = (await store.Queries().GetStatusAsync(cancellationToken)).Queues.Where(q => q.Queue == Queue).Sum(q => q.Ready);
             if (ready != count)
             {
                 throw new BenchVerificationException($"after enqueueing, queue '{Queue}' holds {ready} ready jobs; expected {count} ({BenchStores.Describe(store)}).");
@@ -226,7 +226,7 @@ public static class JobsBench
     /// </summary>
     internal static async Task<IReadOnlyList<string>> VerifyAsync(IMessageStore store, int count, JobsBenchTally tally, CancellationToken cancellationToken)
     {
-        var status = await store.GetStatusAsync(cancellationToken);
+        var status = await store.Queries().GetStatusAsync(cancellationToken);
         var left = status.Queues.Sum(q => q.Ready + q.Scheduled + q.InFlight);
         var problems = new List<string>();
         if (tally.Ran != count || tally.Repeated != 0)

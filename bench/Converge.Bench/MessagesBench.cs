@@ -368,7 +368,7 @@ public static class MessagesBench
             (rows, distinct, min, max) = (reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3));
         }
 
-        var status = await store.GetStatusAsync(cancellationToken);
+        var status = await store.Queries().GetStatusAsync(cancellationToken);
         var left = status.Queues.Sum(q => q.Ready + q.Scheduled + q.InFlight);
         var problems = new List<string>();
         if (rows != count || distinct != count || min != 0 || max != count - 1)

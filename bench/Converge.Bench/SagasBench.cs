@@ -229,14 +229,14 @@ public static class SagasBench
             }
         }
 
-        var counts = await store.CountSagasAsync(cancellationToken);
+        var counts = await store.SagaQueries().CountSagasAsync(cancellationToken);
         if (counts.Sum(c => c.Count) != count)
         {
             problems.Add($"{counts.Sum(c => c.Count)} saga instances exist ({string.Join(", ", counts.Select(c => $"{c.Count} {c.State}"))}); expected {count}");
         }
 
         // Timeouts stay scheduled until their due time (they find the step answered and do nothing).
-        var status = await store.GetStatusAsync(cancellationToken);
+        var status = await store.Queries().GetStatusAsync(cancellationToken);
         var left = status.Queues.Sum(q => q.Ready + q.InFlight);
         if (left != 0)
         {

@@ -82,7 +82,7 @@ public static class BillingTables
         await using var transaction = await store.BeginAsync(cancellationToken);
         foreach (var statement in Schema)
         {
-            await transaction.ExecuteAsync(statement, [], cancellationToken);
+            await transaction.Database().ExecuteAsync(statement, [], cancellationToken);
         }
 
         await transaction.CommitAsync(cancellationToken);

@@ -207,7 +207,7 @@ public static class MonthCloseDemo
                 }
 
                 var jobs = host.Services.GetRequiredService<IJobClient>();
-                await using var connection = await messages.OpenReadConnectionAsync(cancellationToken);
+                await using var connection = await messages.Database().OpenReadConnectionAsync(cancellationToken);
                 var accounts = await connection.ScalarAsync("SELECT count(*) FROM billing_accounts", cancellationToken);
                 if (!await FinanceReportExistsAsync(connection, period, cancellationToken))
                 {
@@ -241,7 +241,7 @@ public static class MonthCloseDemo
                 finished = await WaitForFinanceReportAsync(connection, jobs, period, accounts, settings, deadline, report, killAt.Count > 0 ? KillAsync : null, cancellationToken);
 
                 // What is still under way, before the workers stop: at the deadline, this is what did not finish.
-                status = await messages.GetStatusAsync(cancellationToken);
+                status = await messages.Queries().GetStatusAsync(cancellationToken);
                 jobsNotFinished = (await jobs.GetBatchAsync(BillingPeriod.BatchId(period), cancellationToken))?.Pending ?? 0;
                 if (!finished)
                 {

@@ -58,7 +58,7 @@ await bus.SendAsync(new ReserveStock("order-1", "sku-1", 1), new SendOptions { M
 using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
 while (true)
 {
-    var status = await store.GetStatusAsync(timeout.Token);
+    var status = await store.Queries().GetStatusAsync(timeout.Token);
     if (status.Queues.All(q => q.Ready + q.InFlight + q.Scheduled == 0) && status.ConsumerGroups.Count == 1 && status.ConsumerGroups.All(g => g.Lag == 0))
     {
         break;
@@ -67,8 +67,8 @@ while (true)
     await Task.Delay(TimeSpan.FromMilliseconds(20), timeout.Token);
 }
 
-var final = await store.GetStatusAsync(CancellationToken.None);
-var letters = await store.ListDeadLettersAsync(null, 10, CancellationToken.None);
+var final = await store.Queries().GetStatusAsync(CancellationToken.None);
+var letters = await store.Queries().ListDeadLettersAsync(null, 10, CancellationToken.None);
 Console.WriteLine($"Converge quick start on {Path.GetFullPath(path)}");
 Console.WriteLine($"  orders written with their command (outbox): {await Sql.ScalarAsync(store, "SELECT count(*) FROM orders")}");
 Console.WriteLine($"  reservations (one per valid order, duplicate skipped): {await Sql.ScalarAsync(store, "SELECT count(*) FROM reservations")} rows for {await Sql.ScalarAsync(store, "SELECT count(DISTINCT order_id) FROM reservations")} orders");

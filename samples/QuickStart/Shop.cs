@@ -42,7 +42,7 @@ internal static class Sql
 {
     public static async Task<long> ScalarAsync(IMessageStore store, string sql)
     {
-        await using var connection = await store.OpenReadConnectionAsync(CancellationToken.None);
+        await using var connection = await store.Database().OpenReadConnectionAsync(CancellationToken.None);
         await using var command = connection.CreateCommand();
         command.CommandText = sql;
         return (long)(await command.ExecuteScalarAsync())!;

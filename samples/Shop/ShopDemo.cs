@@ -185,7 +185,7 @@ public static class ShopDemo
             }
 
             var deadline = settings.Deadline ?? ShopDemoSettings.DefaultDeadline(settings.Orders);
-            await using var connection = await messages.OpenReadConnectionAsync(cancellationToken);
+            await using var connection = await messages.Database().OpenReadConnectionAsync(cancellationToken);
             var wait = await WaitUntilSettledAsync(connection, messages, settings, deadline, log, cancellationToken);
             var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
             if (wait.DeadlineReached)
@@ -196,7 +196,7 @@ public static class ShopDemo
             var statuses = await CountAsync(connection, "SELECT status, count(*) FROM shop_orders GROUP BY status", cancellationToken);
             var check = await CheckAsync(connection, store.SagasTable, ledger, settings.Style, cancellationToken);
             var kinds = await CountAsync(connection, $"SELECT kind, count(*) FROM {store.SagaLogTable} GROUP BY kind", cancellationToken);
-            var deadLetters = (await messages.GetStatusAsync(cancellationToken)).DeadLetters;
+            var deadLetters = (await messages.Queries().GetStatusAsync(cancellationToken)).DeadLetters;
             return new ShopDemoReport(
                 settings.Style == ShopStyle.Orchestrated ? "orchestrated" : "choreographed",
                 settings.Orders,
@@ -398,9 +398,9 @@ public static class ShopDemo
         while (true)
         {
             var pending = (int)await ScalarAsync(connection, "SELECT count(*) FROM shop_orders WHERE status = 'pending'", cancellationToken);
-            var status = await store.GetStatusAsync(cancellationToken);
+            var status = await store.Queries().GetStatusAsync(cancellationToken);
             var messages = status.Queues.Sum(q => q.Ready + q.Scheduled + q.InFlight) + status.ConsumerGroups.Sum(g => g.Lag);
-            var sagas = (int)(await store.CountSagasAsync(cancellationToken)).Where(c => c.State is not (SagaState.Completed or SagaState.Compensated)).Sum(c => c.Count);
+            var sagas = (int)(await store.SagaQueries().CountSagasAsync(cancellationToken)).Where(c => c.State is not (SagaState.Completed or SagaState.Compensated)).Sum(c => c.Count);
             if (pending == 0 && messages == 0 && sagas == 0)
             {
                 return new Settling(0, 0, 0, DeadlineReached: false);

@@ -35,8 +35,8 @@ internal static class DeadLetterCommands
             var store = opened.Store;
             var from = parsed.GetValue(source);
             var limit = parsed.GetValue(max);
-            var letters = await store.ListDeadLettersAsync(from, limit, cancellationToken);
-            long? total = from is null ? (await store.GetStatusAsync(cancellationToken)).DeadLetters : null;
+            var letters = await store.Queries().ListDeadLettersAsync(from, limit, cancellationToken);
+            long? total = from is null ? (await store.Queries().GetStatusAsync(cancellationToken)).DeadLetters : null;
             var report = new ListReport(opened.Name, from, [.. letters.Select(Entry)], letters.Count, total);
             if (parsed.GetValue(json))
             {
@@ -137,7 +137,7 @@ internal static class DeadLetterCommands
         var store = opened.Store;
 
         // Look the letter up first, so a failure says exactly why (unknown, or a parked event that has no queue).
-        var letter = (await store.ListDeadLettersAsync(null, int.MaxValue, cancellationToken)).FirstOrDefault(l => l.Id == id)
+        var letter = (await store.Queries().ListDeadLettersAsync(null, int.MaxValue, cancellationToken)).FirstOrDefault(l => l.Id == id)
             ?? throw new CliException(CliApp.Failure, $"No dead letter has id {id} in {opened.Name}. List them with: converge dead-letters list {opened.Arguments}");
         if (retry && letter.LogPosition is { } position)
         {
@@ -157,7 +157,7 @@ internal static class DeadLetterCommands
 
     static async Task<ActionReport> AllAsync(IMessageStore store, string name, bool retry, string? source, CancellationToken cancellationToken)
     {
-        var letters = await store.ListDeadLettersAsync(source, int.MaxValue, cancellationToken);
+        var letters = await store.Queries().ListDeadLettersAsync(source, int.MaxValue, cancellationToken);
         var acted = new List<ActedLetter>();
         var skipped = new List<SkippedLetter>();
 

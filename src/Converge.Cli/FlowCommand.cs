@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Converge.Choreography;
+using Converge.Sagas;
 using Converge.Storage;
 using Spectre.Console;
 using Spectre.Console.Rendering;
@@ -23,7 +24,7 @@ internal static class FlowCommand
             var transactionId = parsed.GetRequiredValue(id);
             await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
             var store = opened.Store;
-            var saga = await store.GetSagaAsync(transactionId, cancellationToken);
+            var saga = await store.SagaQueries().GetSagaAsync(transactionId, cancellationToken);
             var flow = await FlowView.BuildAsync(store, transactionId, cancellationToken);
             if (flow.Count == 0 && saga is null)
             {

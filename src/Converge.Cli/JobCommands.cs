@@ -55,7 +55,7 @@ internal static class JobCommands
             var limit = parsed.GetValue(max);
 
             // One more than asked for, to know whether there are more than shown.
-            var jobs = await store.ListJobsAsync(
+            var jobs = await store.JobQueries().ListJobsAsync(
                 new JobQuery { Queue = parsed.GetValue(queue), State = wanted, BatchId = parsed.GetValue(batch), Max = limit == int.MaxValue ? limit : limit + 1 },
                 cancellationToken);
             var shown = jobs.Take(limit).Select(Summary).ToList();
@@ -117,7 +117,7 @@ internal static class JobCommands
         "The job id, as 'converge jobs list' shows it.",
         async (opened, job, json, cancellationToken) =>
         {
-            var batch = job.BatchId is { } batchId ? await opened.Store.GetBatchAsync(batchId, cancellationToken) : null;
+            var batch = job.BatchId is { } batchId ? await opened.Store.JobQueries().GetBatchAsync(batchId, cancellationToken) : null;
             var report = Detail(opened.Name, job, batch);
             return await output.ReportAsync(report, json, (console, r) => RenderShow(console, r, opened.Arguments));
         });
@@ -204,7 +204,7 @@ internal static class JobCommands
                 throw new CliException(CliApp.Failure, $"job {job.Id} left the dead letters (retried or discarded by someone else) before it could be retried; see where it is with: converge jobs show {opened.Arguments} {job.Id}");
             }
 
-            var batch = job.BatchId is { } batchId ? await store.GetBatchAsync(batchId, cancellationToken) : null;
+            var batch = job.BatchId is { } batchId ? await store.JobQueries().GetBatchAsync(batchId, cancellationToken) : null;
             var report = new RetryReport(opened.Name, job.Id, job.Queue, job.Type, JobStates.ToText(job.State), deadLetterId, job.BatchId, batch?.FinishedAt);
             return await output.ReportAsync(report, json, (console, r) =>
             {
@@ -244,7 +244,7 @@ internal static class JobCommands
                 throw new CliException(CliApp.Failure, $"job {job.Id} {state} at {CliOutput.Format(job.FinishedAt)}; there is nothing to cancel.");
             }
 
-            var outcome = await opened.Store.CancelJobAsync(job.Id, cancellationToken);
+            var outcome = await opened.Store.Jobs().CancelJobAsync(job.Id, cancellationToken);
             if (outcome == JobCancelOutcome.NotFound)
             {
                 throw new CliException(CliApp.Failure, $"job {job.Id} finished before it could be cancelled; see how with: converge jobs show {opened.Arguments} {job.Id}");
@@ -290,7 +290,7 @@ internal static class JobCommands
         {
             var batchId = parsed.GetRequiredValue(id);
             await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
-            var batch = await opened.Store.GetBatchAsync(batchId, cancellationToken)
+            var batch = await opened.Store.JobQueries().GetBatchAsync(batchId, cancellationToken)
                 ?? throw new CliException(CliApp.Failure, $"no batch has id '{batchId}' in {opened.Name}. A job's batch shows in: converge jobs show {opened.Arguments} ID");
             var report = new BatchShowReport(opened.Name, Batch(batch));
             return await output.ReportAsync(report, parsed.GetValue(json), (console, r) =>
@@ -329,7 +329,7 @@ internal static class JobCommands
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
             await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
-            var schedules = await opened.Store.ListRecurringJobsAsync(cancellationToken);
+            var schedules = await opened.Store.JobQueries().ListRecurringJobsAsync(cancellationToken);
             var report = new RecurringReport(opened.Name, [.. schedules.OrderBy(s => s.Name, StringComparer.Ordinal).Select(Schedule)], schedules.Count);
             return await output.ReportAsync(report, parsed.GetValue(json), (console, r) =>
             {
@@ -375,7 +375,7 @@ internal static class JobCommands
     };
 
     static async Task<JobInfo> FindAsync(OpenedStore opened, Guid id, CancellationToken cancellationToken) =>
-        await opened.Store.GetJobAsync(id, cancellationToken)
+        await opened.Store.JobQueries().GetJobAsync(id, cancellationToken)
             ?? throw new CliException(CliApp.Failure, $"no job has id {id} in {opened.Name}; list them with: converge jobs list {opened.Arguments}");
 
     static readonly JsonSerializerOptions Indented = new() { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };

@@ -64,8 +64,8 @@ internal static class SagaCommands
             SagaState? wanted = parsed.GetValue(state) is { } text ? SagaStates.Parse(text) : null;
             var name = parsed.GetValue(definition);
             var number = parsed.GetValue(version);
-            var sagas = await store.QuerySagasAsync(new SagaQuery { State = wanted, Definition = name, Version = number, Max = parsed.GetValue(max) }, cancellationToken);
-            var counts = (await store.CountSagasAsync(cancellationToken))
+            var sagas = await store.SagaQueries().QuerySagasAsync(new SagaQuery { State = wanted, Definition = name, Version = number, Max = parsed.GetValue(max) }, cancellationToken);
+            var counts = (await store.SagaQueries().CountSagasAsync(cancellationToken))
                 .Where(c => (wanted is null || c.State == wanted) && (name is null || c.Definition == name) && (number is null || c.Version == number))
                 .OrderBy(c => c.Definition, StringComparer.Ordinal).ThenBy(c => c.Version).ThenBy(c => c.State)
                 .Select(c => new CountReport(c.Definition, c.Version, SagaStates.ToText(c.State), c.Count))
@@ -139,7 +139,7 @@ internal static class SagaCommands
 
     /// <summary>The instance <paramref name="transactionId"/>, or a failure (exit 1) that says where to look instead.</summary>
     static async Task<SagaInstance> FindAsync(OpenedStore opened, string transactionId, string hint, CancellationToken cancellationToken) =>
-        await opened.Store.GetSagaAsync(transactionId, cancellationToken)
+        await opened.Store.SagaQueries().GetSagaAsync(transactionId, cancellationToken)
             ?? throw new CliException(CliApp.Failure, $"no saga instance has transaction id '{transactionId}' in {opened.Name}; {hint} {opened.Arguments}");
 
     static Command Show(CliOutput output)
@@ -157,7 +157,7 @@ internal static class SagaCommands
             await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
             var store = opened.Store;
             var instance = await FindAsync(opened, transactionId, "list them with: converge sagas list", cancellationToken);
-            var log = await store.ReadSagaLogAsync(transactionId, cancellationToken);
+            var log = await store.SagaQueries().ReadSagaLogAsync(transactionId, cancellationToken);
             var report = Detail(opened.Name, instance, log);
             return await output.ReportAsync(report, parsed.GetValue(json), RenderShow);
         });

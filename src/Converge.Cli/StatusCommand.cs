@@ -18,7 +18,7 @@ internal static class StatusCommand
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
             await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
-            var status = await opened.Store.GetStatusAsync(cancellationToken);
+            var status = await opened.Store.Queries().GetStatusAsync(cancellationToken);
             var report = new StatusReport(
                 opened.Name,
                 opened.SchemaVersion,

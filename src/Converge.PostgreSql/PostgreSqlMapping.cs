@@ -1,4 +1,6 @@
 using Converge.Contracts;
+using Converge.Jobs;
+using Converge.Sagas;
 using Converge.Storage;
 using Npgsql;
 using NpgsqlTypes;
@@ -112,7 +114,7 @@ internal static class PostgreSqlMapping
         .With("message_type", schedule.MessageType)
         .With("body", ToArray(schedule.Body))
         .With("priority", schedule.Priority)
-        .With("misfire", StoredRows.MisfireText(schedule.Misfire))
+        .With("misfire", JobRows.MisfireText(schedule.Misfire))
         .With("next_at", schedule.NextAt.UtcTicks)
         .With("last_at", NpgsqlDbType.Bigint, schedule.LastAt?.UtcTicks);
 

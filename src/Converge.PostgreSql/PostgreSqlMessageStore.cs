@@ -1,7 +1,9 @@
 using System.Data;
 using System.Data.Common;
 using Converge.Contracts;
+using Converge.Jobs;
 using Converge.Runtime;
+using Converge.Sagas;
 using Converge.Storage;
 using Npgsql;
 using NpgsqlTypes;
@@ -13,7 +15,7 @@ namespace Converge.PostgreSql;
 /// with <c>FOR UPDATE SKIP LOCKED</c>, so competing workers never wait on each other's messages; commits that
 /// write to a queue or the log notify the schema's channel, which wakes workers in every process at once.
 /// </summary>
-public sealed class PostgreSqlMessageStore : IMessageStore
+public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, IStoreQueries, ISagaQueries, IJobStore, IJobQueries
 {
     const int PurgeChunk = 5000;
 
@@ -301,6 +303,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
                 PostgreSqlStoreTransaction.TryGetOwned(transaction ?? own!) ?? PostgreSqlStoreTransaction.Enlisted(this, connection, transaction ?? own!),
                 rows,
                 now,
+                JobRows.InvalidRowDeadLetteredAsync,
                 cancellationToken);
 
         if (own is not null)
@@ -511,7 +514,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
 
     /// <inheritdoc />
     public ValueTask<SagaInstance?> GetSagaAsync(string transactionId, CancellationToken cancellationToken) =>
-        ReadAsync(async connection => await Command(connection, null, Schema.LoadSaga).With("transaction_id", transactionId).ReadFirstAsync(RowReader.ReadSaga, cancellationToken), cancellationToken);
+        ReadAsync(async connection => await Command(connection, null, Schema.LoadSaga).With("transaction_id", transactionId).ReadFirstAsync(SagaRows.ReadSaga, cancellationToken), cancellationToken);
 
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<SagaInstance>> QuerySagasAsync(SagaQuery query, CancellationToken cancellationToken)
@@ -523,7 +526,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
                 .With("definition", NpgsqlDbType.Text, query.Definition)
                 .With("version", NpgsqlDbType.Integer, query.Version)
                 .With("max", query.Max)
-                .ReadAllAsync(RowReader.ReadSaga, cancellationToken),
+                .ReadAllAsync(SagaRows.ReadSaga, cancellationToken),
             cancellationToken);
     }
 
@@ -537,7 +540,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) =>
         ReadAsync<IReadOnlyList<SagaLogEntry>>(
-            async connection => await Command(connection, null, Schema.ReadSagaLog).With("transaction_id", transactionId).ReadAllAsync(RowReader.ReadSagaLogEntry, cancellationToken),
+            async connection => await Command(connection, null, Schema.ReadSagaLog).With("transaction_id", transactionId).ReadAllAsync(SagaRows.ReadSagaLogEntry, cancellationToken),
             cancellationToken);
 
     /// <inheritdoc />
@@ -577,9 +580,9 @@ public sealed class PostgreSqlMessageStore : IMessageStore
             {
                 var now = Now.UtcTicks;
                 var job = await Command(connection, transaction, Schema.JobInQueue).With("message_id", id).ReadAllAsync(RowReader.ReadQueueRow, cancellationToken) is [var row, ..]
-                    ? StoredRows.QueuedJob(row, now)
+                    ? JobRows.QueuedJob(row, now)
                     : await Command(connection, transaction, Schema.JobInInbox).With("message_id", id).ReadFirstAsync(SucceededJob, cancellationToken)
-                        ?? (await Command(connection, transaction, Schema.JobInDeadLetters).With("message_id", id).ReadFirstAsync(RowReader.ReadDeadLetter, cancellationToken) is { } letter ? StoredRows.DeadJob(letter) : null);
+                        ?? (await Command(connection, transaction, Schema.JobInDeadLetters).With("message_id", id).ReadFirstAsync(RowReader.ReadDeadLetter, cancellationToken) is { } letter ? JobRows.DeadJob(letter) : null);
                 return job is null ? null : await WithProgressAsync(connection, transaction, job, cancellationToken);
             },
             cancellationToken);
@@ -608,7 +611,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
                         .With("now", now)
                         .With("max", query.Max)
                         .ReadAllAsync(RowReader.ReadQueueRow, cancellationToken);
-                    found.AddRange(rows.Select(row => StoredRows.QueuedJob(row, now)));
+                    found.AddRange(rows.Select(row => JobRows.QueuedJob(row, now)));
                 }
 
                 if (state is null or JobState.Dead or JobState.Cancelled)
@@ -619,7 +622,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
                         .With("cancelled", NpgsqlDbType.Boolean, state switch { JobState.Cancelled => true, JobState.Dead => false, _ => null })
                         .With("max", query.Max)
                         .ReadAllAsync(RowReader.ReadDeadLetter, cancellationToken);
-                    found.AddRange(letters.Select(StoredRows.DeadJob));
+                    found.AddRange(letters.Select(JobRows.DeadJob));
                 }
 
                 if (state is null or JobState.Succeeded)
@@ -631,7 +634,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
                         .ReadAllAsync(SucceededJob, cancellationToken));
                 }
 
-                var newest = StoredRows.Newest(found, query.Max);
+                var newest = JobRows.Newest(found, query.Max);
                 for (var i = 0; i < newest.Count; i++)
                 {
                     newest[i] = await WithProgressAsync(connection, transaction, newest[i], cancellationToken);
@@ -643,7 +646,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore
     }
 
     /// <summary>Reads an inbox row: consumer, handled_at, message_type, correlation_id, sent_at, message_id, batch_id.</summary>
-    static JobInfo SucceededJob(NpgsqlDataReader reader) => StoredRows.SucceededJob(
+    static JobInfo SucceededJob(NpgsqlDataReader reader) => JobRows.SucceededJob(
         reader.GetGuid(5),
         reader.GetString(0),
         PostgreSqlMapping.FromTicks(reader.GetInt64(1)),
@@ -693,11 +696,11 @@ public sealed class PostgreSqlMessageStore : IMessageStore
 
     /// <inheritdoc />
     public ValueTask<JobBatchRecord?> GetBatchAsync(string id, CancellationToken cancellationToken) =>
-        ReadAsync(async connection => await Command(connection, null, Schema.GetBatch).With("id", id).ReadFirstAsync(RowReader.ReadBatch, cancellationToken), cancellationToken);
+        ReadAsync(async connection => await Command(connection, null, Schema.GetBatch).With("id", id).ReadFirstAsync(JobRows.ReadBatch, cancellationToken), cancellationToken);
 
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<RecurringJobRecord>> ListRecurringJobsAsync(CancellationToken cancellationToken) =>
-        ReadAsync<IReadOnlyList<RecurringJobRecord>>(async connection => await Command(connection, null, Schema.ListRecurring).ReadAllAsync(RowReader.ReadRecurring, cancellationToken), cancellationToken);
+        ReadAsync<IReadOnlyList<RecurringJobRecord>>(async connection => await Command(connection, null, Schema.ListRecurring).ReadAllAsync(JobRows.ReadRecurring, cancellationToken), cancellationToken);
 
     /// <summary>Runs one statement or a few on a pooled connection, each in its own implicit transaction.</summary>
     async ValueTask<T> ReadAsync<T>(Func<NpgsqlConnection, Task<T>> read, CancellationToken cancellationToken)

@@ -1,3 +1,5 @@
+using Converge.Jobs;
+
 namespace Converge.PostgreSql;
 
 /// <summary>
@@ -383,7 +385,7 @@ internal sealed class PostgreSqlSchema
         // while looking a job up by id is a rare, interactive read that can afford a scan.
         const string queueJobColumns = "id, queue, priority, visible_at, attempts, lease_token, history";
         const string inboxJobColumns = "consumer, handled_at, message_type, correlation_id, sent_at, message_id, batch_id";
-        var batchOf = $"(headers::jsonb ->> '{Storage.JobHeaders.Batch}')";
+        var batchOf = $"(headers::jsonb ->> '{Jobs.JobHeaders.Batch}')";
         JobInQueue = $"SELECT {queueJobColumns}, {envelopeColumns} FROM {Queue} WHERE message_id = @message_id ORDER BY id";
         JobInQueueForUpdate = JobInQueue + " FOR UPDATE";
         JobInInbox = $"SELECT {inboxJobColumns} FROM {Inbox} WHERE message_id = @message_id ORDER BY handled_at DESC LIMIT 1";

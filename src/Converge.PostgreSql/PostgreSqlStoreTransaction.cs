@@ -1,6 +1,8 @@
 using System.Data.Common;
 using System.Runtime.CompilerServices;
 using Converge.Contracts;
+using Converge.Jobs;
+using Converge.Sagas;
 using Converge.Storage;
 using Npgsql;
 using NpgsqlTypes;
@@ -8,7 +10,7 @@ using NpgsqlTypes;
 namespace Converge.PostgreSql;
 
 /// <summary>A write transaction on the store's database: Converge's own (owning its pooled connection) or the caller's.</summary>
-internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
+internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseTransaction, ISagaTransaction, IJobTransaction
 {
     static readonly ConditionalWeakTable<NpgsqlTransaction, PostgreSqlStoreTransaction> OwnedTransactions = new();
 
@@ -98,6 +100,12 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     public async ValueTask EnqueueAsync(OutgoingMessage message, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(message);
+        if (message.IsContinuation)
+        {
+            await EnqueueContinuationAsync(message, cancellationToken);
+            return;
+        }
+
         var now = _store.Now;
         var visibleAt = (message.DueAt is { } due && due > now ? due : now).UtcTicks;
         if (_owned)
@@ -120,9 +128,10 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         await AnnounceAsync(PostgreSqlNotifications.QueuePrefix + message.Queue, cancellationToken);
     }
 
-    public async ValueTask RequeueAsync(OutgoingMessage message, int attempts, IReadOnlyList<AttemptRecord> history, CancellationToken cancellationToken)
+    async ValueTask EnqueueContinuationAsync(OutgoingMessage message, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(message);
+        var attempts = message.Attempts;
+        var history = message.History;
         ArgumentNullException.ThrowIfNull(history);
         ArgumentOutOfRangeException.ThrowIfNegative(attempts);
         var now = _store.Now;
@@ -138,13 +147,12 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         await AnnounceAsync(PostgreSqlNotifications.QueuePrefix + message.Queue, cancellationToken);
     }
 
-    public async ValueTask RecordDeadLetterAsync(string queue, Envelope envelope, int priority, string reason, string? exception, int attempts, IReadOnlyList<AttemptRecord> history, CancellationToken cancellationToken)
+    public async ValueTask RecordDeadLetterAsync(DeadLetterRecord letter, CancellationToken cancellationToken)
     {
-        ArgumentException.ThrowIfNullOrEmpty(queue);
-        ArgumentNullException.ThrowIfNull(envelope);
-        ArgumentException.ThrowIfNullOrEmpty(reason);
-        ArgumentNullException.ThrowIfNull(history);
-        await InsertDeadLetterAsync(queue, envelope, priority, reason, exception, attempts, StoredRows.WriteHistory(history, null), null, cancellationToken);
+        ArgumentNullException.ThrowIfNull(letter);
+        ArgumentException.ThrowIfNullOrEmpty(letter.Source);
+        ArgumentException.ThrowIfNullOrEmpty(letter.Reason);
+        await InsertDeadLetterAsync(letter.Source, letter.Envelope, letter.Priority, letter.Reason, letter.Exception, letter.Attempts, StoredRows.WriteHistory(letter.History, null), letter.LogPosition, cancellationToken);
     }
 
     /// <summary>Writes the held sends; every other statement of the transaction runs after this, so it sees them.</summary>
@@ -247,7 +255,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
                 .With("correlation_id", NpgsqlDbType.Text, envelope.CorrelationId)
                 .With("causation_id", NpgsqlDbType.Uuid, envelope.CausationId)
                 .With("sent_at", envelope.SentAt.UtcTicks)
-                .With("batch_id", NpgsqlDbType.Text, StoredRows.BatchOf(envelope)),
+                .With("batch_id", NpgsqlDbType.Text, JobRows.BatchOf(envelope)),
             cancellationToken) == 1;
     }
 
@@ -261,7 +269,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
             .With("consumer", consumer)
             .With("at", _store.Now.UtcTicks)
             .WithEnvelopes(all)
-            .With("batch_ids", NpgsqlDbType.Array | NpgsqlDbType.Text, all.Select(StoredRows.BatchOf).ToArray()))
+            .With("batch_ids", NpgsqlDbType.Array | NpgsqlDbType.Text, all.Select(JobRows.BatchOf).ToArray()))
         {
             inserted = [.. await command.ReadAllAsync(reader => reader.GetGuid(0), cancellationToken)];
         }
@@ -291,7 +299,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     public async ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken)
     {
         await using var command = (await CommandAsync(Sql.LoadSaga, cancellationToken)).With("transaction_id", transactionId);
-        return await command.ReadFirstAsync(RowReader.ReadSaga, cancellationToken);
+        return await command.ReadFirstAsync(SagaRows.ReadSaga, cancellationToken);
     }
 
     public async ValueTask<bool> InsertSagaAsync(SagaInstance instance, CancellationToken cancellationToken)
@@ -304,7 +312,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
                 .WithSaga(instance)
                 .With("definition", instance.Definition)
                 .With("version", instance.Version)
-                .With("steps", StoredRows.WriteSteps(instance.Steps))
+                .With("steps", SagaRows.WriteSteps(instance.Steps))
                 .With("started_at", instance.StartedAt.UtcTicks),
             cancellationToken) == 1;
     }
@@ -326,7 +334,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     public async ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken)
     {
         await using var command = (await CommandAsync(Sql.ReadSagaLog, cancellationToken)).With("transaction_id", transactionId);
-        return await command.ReadAllAsync(RowReader.ReadSagaLogEntry, cancellationToken);
+        return await command.ReadAllAsync(SagaRows.ReadSagaLogEntry, cancellationToken);
     }
 
     public async ValueTask AppendSagaLogAsync(IReadOnlyList<SagaLogEntry> entries, CancellationToken cancellationToken)
@@ -385,12 +393,6 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
 
         await InsertDeadLetterAsync(message.Queue, message.Envelope, message.Priority, reason, exception, message.Attempt, StoredRows.WriteHistory(message.History, failure), null, cancellationToken);
         return true;
-    }
-
-    public async ValueTask ParkEventAsync(string group, LogEvent logEvent, string reason, string? exception, int attempts, CancellationToken cancellationToken)
-    {
-        ArgumentNullException.ThrowIfNull(logEvent);
-        await InsertDeadLetterAsync("log:" + group, logEvent.Envelope, 0, reason, exception, attempts, null, logEvent.Position, cancellationToken);
     }
 
     async ValueTask InsertDeadLetterAsync(string source, Envelope envelope, int priority, string reason, string? exception, int attempts, string? history, long? logPosition, CancellationToken cancellationToken) =>
@@ -468,7 +470,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         if (_batchAdds?.ContainsKey(batchId) != true)
         {
             await using var check = Command(Sql.GetBatch).With("id", batchId);
-            if (await check.ReadFirstAsync(RowReader.ReadBatch, cancellationToken) is not { FinishedAt: null })
+            if (await check.ReadFirstAsync(JobRows.ReadBatch, cancellationToken) is not { FinishedAt: null })
             {
                 await ApplyBatchAddAsync(batchId, count, cancellationToken);
                 return;
@@ -479,13 +481,13 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         _batchAdds[batchId] = _batchAdds.GetValueOrDefault(batchId) + count;
     }
 
-    /// <summary>Counts jobs into a batch now; throws as <see cref="IStoreTransaction.AddToBatchAsync"/> says when it cannot.</summary>
+    /// <summary>Counts jobs into a batch now; throws as <see cref="IJobTransaction.AddToBatchAsync"/> says when it cannot.</summary>
     async ValueTask ApplyBatchAddAsync(string batchId, long count, CancellationToken cancellationToken)
     {
         if (await ExecuteAsync((await CommandAsync(Sql.AddToBatch, cancellationToken)).With("id", batchId).With("count", count), cancellationToken) == 0)
         {
             await using var get = (await CommandAsync(Sql.GetBatch, cancellationToken)).With("id", batchId);
-            var batch = await get.ReadFirstAsync(RowReader.ReadBatch, cancellationToken);
+            var batch = await get.ReadFirstAsync(JobRows.ReadBatch, cancellationToken);
             throw new InvalidOperationException(batch is null
                 ? $"There is no batch '{batchId}'. Start it with IJobClient.StartBatchAsync before adding jobs to it."
                 : $"Batch '{batchId}' finished at {batch.FinishedAt:O}; a finished batch takes no more jobs. Start a new batch.");
@@ -532,7 +534,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
             .With("succeeded", (long)succeeded)
             .With("failed", (long)failed)
             .With("now", _store.Now.UtcTicks);
-        if (await count.ReadFirstAsync(RowReader.ReadBatch, cancellationToken) is { } batch)
+        if (await count.ReadFirstAsync(JobRows.ReadBatch, cancellationToken) is { } batch)
         {
             return batch.FinishedAt is null ? null : batch;
         }
@@ -558,7 +560,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
     async Task<JobBatchRecord?> FinishBatchAsync(string batchId, CancellationToken cancellationToken)
     {
         await using var finish = (await CommandAsync(Sql.FinishBatch, cancellationToken)).With("id", batchId).With("now", _store.Now.UtcTicks);
-        return await finish.ReadFirstAsync(RowReader.ReadBatch, cancellationToken);
+        return await finish.ReadFirstAsync(JobRows.ReadBatch, cancellationToken);
     }
 
     public async ValueTask UpsertRecurringJobAsync(RecurringJobRecord schedule, CancellationToken cancellationToken)
@@ -580,7 +582,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
         }
 
         await using var command = (await CommandAsync(Sql.LoadDueRecurring, cancellationToken)).With("now", now.UtcTicks);
-        return await command.ReadAllAsync(RowReader.ReadRecurring, cancellationToken);
+        return await command.ReadAllAsync(JobRows.ReadRecurring, cancellationToken);
     }
 
     public async ValueTask<bool> AdvanceRecurringJobAsync(string name, DateTimeOffset expectedNextAt, DateTimeOffset nextAt, DateTimeOffset? lastAt, CancellationToken cancellationToken) =>
@@ -634,10 +636,10 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction
 
             await ExecuteAsync((await CommandAsync(Sql.DeleteQueued, cancellationToken)).With("id", row.Id), cancellationToken);
             await InsertDeadLetterAsync(row.Queue, row.Envelope, row.Priority, DeadLetterReasons.Cancelled, null, row.Attempts, row.History, null, cancellationToken);
-            if (StoredRows.BatchOf(row.Envelope) is { } batchId
+            if (JobRows.BatchOf(row.Envelope) is { } batchId
                 && await RecordBatchOutcomesAsync(batchId, 0, 1, cancellationToken) is { } finished)
             {
-                await Jobs.JobClient.EnqueueCallbacksAsync(this, finished, cancellationToken);
+                await JobRows.EnqueueBatchCallbacksAsync(this, finished, cancellationToken);
             }
         }
 

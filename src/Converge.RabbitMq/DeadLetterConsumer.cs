@@ -86,7 +86,15 @@ internal sealed class DeadLetterConsumer : IDisposable
         try
         {
             await using var transaction = await _transport.Inner.BeginAsync(CancellationToken.None);
-            await transaction.RecordDeadLetterAsync(queue, envelope, AmqpEnvelope.Priority(properties), reason, explanation, attempts, AmqpEnvelope.History(properties), CancellationToken.None);
+            await transaction.RecordDeadLetterAsync(
+                new DeadLetterRecord(queue, envelope, reason)
+                {
+                    Exception = explanation,
+                    Attempts = attempts,
+                    History = AmqpEnvelope.History(properties),
+                    Priority = AmqpEnvelope.Priority(properties),
+                },
+                CancellationToken.None);
             await transaction.CommitAsync(CancellationToken.None);
         }
         catch (Exception exception)

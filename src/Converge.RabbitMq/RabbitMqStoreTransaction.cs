@@ -1,5 +1,7 @@
 using System.Data.Common;
 using Converge.Contracts;
+using Converge.Jobs;
+using Converge.Sagas;
 using Converge.Storage;
 
 namespace Converge.RabbitMq;
@@ -10,7 +12,7 @@ namespace Converge.RabbitMq;
 /// to a savepoint) the outcome is forgotten and the delivery stays claimed, as a rolled-back store write leaves the
 /// lease in place; the worker then records another outcome or releases it.
 /// </summary>
-internal sealed class RabbitMqStoreTransaction : IStoreTransaction
+internal sealed class RabbitMqStoreTransaction : IStoreTransaction, IDatabaseTransaction, ISagaTransaction, IJobTransaction
 {
     readonly RabbitMqTransport _transport;
     readonly IStoreTransaction _inner;
@@ -31,19 +33,12 @@ internal sealed class RabbitMqStoreTransaction : IStoreTransaction
         public bool Cancelled { get; set; }
     }
 
-    public DbTransaction Transaction => _inner.Transaction;
+    public DbTransaction Transaction => _inner.Database().Transaction;
 
     public async ValueTask EnqueueAsync(OutgoingMessage message, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(message);
         await _inner.EnqueueAsync(message, cancellationToken);
-        Sent(message.Queue);
-    }
-
-    public async ValueTask RequeueAsync(OutgoingMessage message, int attempts, IReadOnlyList<AttemptRecord> history, CancellationToken cancellationToken)
-    {
-        ArgumentNullException.ThrowIfNull(message);
-        await _inner.RequeueAsync(message, attempts, history, cancellationToken);
         Sent(message.Queue);
     }
 
@@ -92,7 +87,7 @@ internal sealed class RabbitMqStoreTransaction : IStoreTransaction
 
         // The retry waits in the outbox until due (the broker has no delayed delivery), carrying its attempts and
         // history; the relay publishes it again then.
-        await RequeueAsync(new OutgoingMessage(message.Queue, message.Envelope, dueAt, message.Priority), message.Attempt, [.. message.History, failure], cancellationToken);
+        await EnqueueAsync(new OutgoingMessage(message.Queue, message.Envelope, dueAt, message.Priority) { Attempts = message.Attempt, History = [.. message.History, failure] }, cancellationToken);
         AcknowledgeOnCommit(delivery);
         return true;
     }
@@ -111,7 +106,7 @@ internal sealed class RabbitMqStoreTransaction : IStoreTransaction
         }
 
         IReadOnlyList<AttemptRecord> history = failure is null ? message.History : [.. message.History, failure];
-        await _inner.RecordDeadLetterAsync(message.Queue, message.Envelope, message.Priority, reason, exception, message.Attempt, history, cancellationToken);
+        await _inner.RecordDeadLetterAsync(new DeadLetterRecord(message.Queue, message.Envelope, reason) { Exception = exception, Attempts = message.Attempt, History = history, Priority = message.Priority }, cancellationToken);
         AcknowledgeOnCommit(delivery);
         return true;
     }
@@ -140,7 +135,7 @@ internal sealed class RabbitMqStoreTransaction : IStoreTransaction
     public ValueTask RegisterJobQueueAsync(string queue, CancellationToken cancellationToken)
     {
         _transport.KeepInStore(queue);
-        return _inner.RegisterJobQueueAsync(queue, cancellationToken);
+        return _inner.Jobs().RegisterJobQueueAsync(queue, cancellationToken);
     }
 
     public async ValueTask SavepointAsync(CancellationToken cancellationToken)
@@ -182,51 +177,47 @@ internal sealed class RabbitMqStoreTransaction : IStoreTransaction
     public ValueTask<bool> TryRecordInboxAsync(string consumer, Envelope envelope, CancellationToken cancellationToken) =>
         _inner.TryRecordInboxAsync(consumer, envelope, cancellationToken);
 
-    public ValueTask RecordDeadLetterAsync(string queue, Envelope envelope, int priority, string reason, string? exception, int attempts, IReadOnlyList<AttemptRecord> history, CancellationToken cancellationToken) =>
-        _inner.RecordDeadLetterAsync(queue, envelope, priority, reason, exception, attempts, history, cancellationToken);
-
-    public ValueTask ParkEventAsync(string group, LogEvent logEvent, string reason, string? exception, int attempts, CancellationToken cancellationToken) =>
-        _inner.ParkEventAsync(group, logEvent, reason, exception, attempts, cancellationToken);
+    public ValueTask RecordDeadLetterAsync(DeadLetterRecord letter, CancellationToken cancellationToken) => _inner.RecordDeadLetterAsync(letter, cancellationToken);
 
     public ValueTask<bool> SaveConsumerGroupAsync(string group, long expectedPosition, long position, int failedAttempts, string? lastError, CancellationToken cancellationToken) =>
         _inner.SaveConsumerGroupAsync(group, expectedPosition, position, failedAttempts, lastError, cancellationToken);
 
     public ValueTask<int> ExecuteAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken) =>
-        _inner.ExecuteAsync(sql, parameters, cancellationToken);
+        _inner.Database().ExecuteAsync(sql, parameters, cancellationToken);
 
-    public ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken) => _inner.LoadSagaAsync(transactionId, cancellationToken);
+    public ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken) => _inner.Sagas().LoadSagaAsync(transactionId, cancellationToken);
 
-    public ValueTask<bool> InsertSagaAsync(SagaInstance instance, CancellationToken cancellationToken) => _inner.InsertSagaAsync(instance, cancellationToken);
+    public ValueTask<bool> InsertSagaAsync(SagaInstance instance, CancellationToken cancellationToken) => _inner.Sagas().InsertSagaAsync(instance, cancellationToken);
 
     public ValueTask<bool> UpdateSagaAsync(SagaInstance instance, long expectedVersion, CancellationToken cancellationToken) =>
-        _inner.UpdateSagaAsync(instance, expectedVersion, cancellationToken);
+        _inner.Sagas().UpdateSagaAsync(instance, expectedVersion, cancellationToken);
 
     public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) =>
-        _inner.ReadSagaLogAsync(transactionId, cancellationToken);
+        _inner.Sagas().ReadSagaLogAsync(transactionId, cancellationToken);
 
-    public ValueTask AppendSagaLogAsync(IReadOnlyList<SagaLogEntry> entries, CancellationToken cancellationToken) => _inner.AppendSagaLogAsync(entries, cancellationToken);
+    public ValueTask AppendSagaLogAsync(IReadOnlyList<SagaLogEntry> entries, CancellationToken cancellationToken) => _inner.Sagas().AppendSagaLogAsync(entries, cancellationToken);
 
     public ValueTask<Guid?> TryReserveUniqueKeyAsync(string key, Guid jobId, DateTimeOffset expiresAt, CancellationToken cancellationToken) =>
-        _inner.TryReserveUniqueKeyAsync(key, jobId, expiresAt, cancellationToken);
+        _inner.Jobs().TryReserveUniqueKeyAsync(key, jobId, expiresAt, cancellationToken);
 
-    public ValueTask<bool> CreateBatchAsync(JobBatchRecord batch, CancellationToken cancellationToken) => _inner.CreateBatchAsync(batch, cancellationToken);
+    public ValueTask<bool> CreateBatchAsync(JobBatchRecord batch, CancellationToken cancellationToken) => _inner.Jobs().CreateBatchAsync(batch, cancellationToken);
 
-    public ValueTask AddToBatchAsync(string batchId, int count, CancellationToken cancellationToken) => _inner.AddToBatchAsync(batchId, count, cancellationToken);
+    public ValueTask AddToBatchAsync(string batchId, int count, CancellationToken cancellationToken) => _inner.Jobs().AddToBatchAsync(batchId, count, cancellationToken);
 
     public ValueTask<JobBatchRecord?> RecordBatchOutcomesAsync(string batchId, int succeeded, int failed, CancellationToken cancellationToken) =>
-        _inner.RecordBatchOutcomesAsync(batchId, succeeded, failed, cancellationToken);
+        _inner.Jobs().RecordBatchOutcomesAsync(batchId, succeeded, failed, cancellationToken);
 
-    public ValueTask<JobBatchRecord?> SealBatchAsync(string batchId, CancellationToken cancellationToken) => _inner.SealBatchAsync(batchId, cancellationToken);
+    public ValueTask<JobBatchRecord?> SealBatchAsync(string batchId, CancellationToken cancellationToken) => _inner.Jobs().SealBatchAsync(batchId, cancellationToken);
 
-    public ValueTask UpsertRecurringJobAsync(RecurringJobRecord schedule, CancellationToken cancellationToken) => _inner.UpsertRecurringJobAsync(schedule, cancellationToken);
+    public ValueTask UpsertRecurringJobAsync(RecurringJobRecord schedule, CancellationToken cancellationToken) => _inner.Jobs().UpsertRecurringJobAsync(schedule, cancellationToken);
 
     public ValueTask<IReadOnlyList<RecurringJobRecord>> LoadDueRecurringJobsAsync(DateTimeOffset now, CancellationToken cancellationToken) =>
-        _inner.LoadDueRecurringJobsAsync(now, cancellationToken);
+        _inner.Jobs().LoadDueRecurringJobsAsync(now, cancellationToken);
 
     public ValueTask<bool> AdvanceRecurringJobAsync(string name, DateTimeOffset expectedNextAt, DateTimeOffset nextAt, DateTimeOffset? lastAt, CancellationToken cancellationToken) =>
-        _inner.AdvanceRecurringJobAsync(name, expectedNextAt, nextAt, lastAt, cancellationToken);
+        _inner.Jobs().AdvanceRecurringJobAsync(name, expectedNextAt, nextAt, lastAt, cancellationToken);
 
-    public ValueTask<bool> RemoveRecurringJobAsync(string name, CancellationToken cancellationToken) => _inner.RemoveRecurringJobAsync(name, cancellationToken);
+    public ValueTask<bool> RemoveRecurringJobAsync(string name, CancellationToken cancellationToken) => _inner.Jobs().RemoveRecurringJobAsync(name, cancellationToken);
 
-    public ValueTask ForgetJobStateAsync(IReadOnlyList<Guid> jobIds, CancellationToken cancellationToken) => _inner.ForgetJobStateAsync(jobIds, cancellationToken);
+    public ValueTask ForgetJobStateAsync(IReadOnlyList<Guid> jobIds, CancellationToken cancellationToken) => _inner.Jobs().ForgetJobStateAsync(jobIds, cancellationToken);
 }

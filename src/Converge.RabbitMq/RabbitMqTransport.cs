@@ -2,6 +2,8 @@ using System.Collections.Concurrent;
 using System.Data.Common;
 using System.Runtime.CompilerServices;
 using Converge.Contracts;
+using Converge.Jobs;
+using Converge.Sagas;
 using Converge.Storage;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -34,7 +36,7 @@ namespace Converge.RabbitMq;
 /// Everything else (inbox, sagas, jobs, dead letters, status) is the wrapped store's. Background work starts with
 /// <see cref="MigrateAsync"/>, which the Converge host calls at start-up.
 /// </summary>
-public sealed class RabbitMqTransport : IMessageStore
+public sealed class RabbitMqTransport : IMessageStore, IDatabaseStore, IStoreQueries, ISagaQueries, IJobStore, IJobQueries
 {
     readonly IMessageStore _inner;
     readonly ConcurrentDictionary<string, QueueRoute> _routes = new(StringComparer.Ordinal);
@@ -267,7 +269,7 @@ public sealed class RabbitMqTransport : IMessageStore
         // Queues that already hold messages (a previous run's outbox) are relayed once their consumers exist.
         try
         {
-            foreach (var queue in (await _inner.GetStatusAsync(cancellationToken)).Queues)
+            foreach (var queue in (await _inner.Queries().GetStatusAsync(cancellationToken)).Queues)
             {
                 Route(queue.Queue);
             }
@@ -510,7 +512,7 @@ public sealed class RabbitMqTransport : IMessageStore
     public async ValueTask<IStoreTransaction> BeginAsync(CancellationToken cancellationToken) => Wrap(await _inner.BeginAsync(cancellationToken));
 
     /// <inheritdoc />
-    public IStoreTransaction Enlist(DbTransaction transaction) => Wrap(_inner.Enlist(transaction));
+    public IStoreTransaction Enlist(DbTransaction transaction) => Wrap(_inner.Database().Enlist(transaction));
 
     /// <summary>One wrapper per inner transaction: enlisting a transaction this store began returns the same wrapper.</summary>
     RabbitMqStoreTransaction Wrap(IStoreTransaction inner) => _wrapped.GetValue(inner, i => new RabbitMqStoreTransaction(this, i));
@@ -649,7 +651,9 @@ public sealed class RabbitMqTransport : IMessageStore
             await using var transaction = await _inner.BeginAsync(CancellationToken.None);
             foreach (var delivery in open)
             {
-                await transaction.RequeueAsync(new OutgoingMessage(delivery.Owner.Name, delivery.Envelope, Priority: delivery.Priority), delivery.Attempt - 1, delivery.History, CancellationToken.None);
+                await transaction.EnqueueAsync(
+                    new OutgoingMessage(delivery.Owner.Name, delivery.Envelope, Priority: delivery.Priority) { Attempts = delivery.Attempt - 1, History = delivery.History },
+                    CancellationToken.None);
             }
 
             await transaction.CommitAsync(CancellationToken.None);
@@ -672,8 +676,15 @@ public sealed class RabbitMqTransport : IMessageStore
         try
         {
             await using var transaction = await _inner.BeginAsync(CancellationToken.None);
-            await transaction.RecordDeadLetterAsync(queue.Name, envelope, AmqpEnvelope.Priority(properties), RabbitMqDeadLetterReasons.InvalidEnvelope, error,
-                AmqpEnvelope.AttemptsMade(properties) + AmqpEnvelope.DeliveryCount(properties) + 1, AmqpEnvelope.History(properties), CancellationToken.None);
+            await transaction.RecordDeadLetterAsync(
+                new DeadLetterRecord(queue.Name, envelope, RabbitMqDeadLetterReasons.InvalidEnvelope)
+                {
+                    Exception = error,
+                    Attempts = AmqpEnvelope.AttemptsMade(properties) + AmqpEnvelope.DeliveryCount(properties) + 1,
+                    History = AmqpEnvelope.History(properties),
+                    Priority = AmqpEnvelope.Priority(properties),
+                },
+                CancellationToken.None);
             await transaction.CommitAsync(CancellationToken.None);
         }
         catch (Exception exception)
@@ -702,7 +713,7 @@ public sealed class RabbitMqTransport : IMessageStore
 
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(string? source, int max, CancellationToken cancellationToken) =>
-        _inner.ListDeadLettersAsync(source, max, cancellationToken);
+        _inner.Queries().ListDeadLettersAsync(source, max, cancellationToken);
 
     /// <inheritdoc />
     public ValueTask<bool> RetryDeadLetterAsync(long id, CancellationToken cancellationToken) => _inner.RetryDeadLetterAsync(id, cancellationToken);
@@ -726,7 +737,7 @@ public sealed class RabbitMqTransport : IMessageStore
         await Relay.Gate.WaitAsync(cancellationToken);
         try
         {
-            status = await _inner.GetStatusAsync(cancellationToken);
+            status = await _inner.Queries().GetStatusAsync(cancellationToken);
             var reachable = Connection.IsOpen;
             foreach (var route in _routes.Values.Where(r => r.Mode == RouteMode.Broker))
             {
@@ -770,32 +781,32 @@ public sealed class RabbitMqTransport : IMessageStore
     }
 
     /// <inheritdoc />
-    public ValueTask<SagaInstance?> GetSagaAsync(string transactionId, CancellationToken cancellationToken) => _inner.GetSagaAsync(transactionId, cancellationToken);
+    public ValueTask<SagaInstance?> GetSagaAsync(string transactionId, CancellationToken cancellationToken) => _inner.SagaQueries().GetSagaAsync(transactionId, cancellationToken);
 
     /// <inheritdoc />
-    public ValueTask<IReadOnlyList<SagaInstance>> QuerySagasAsync(SagaQuery query, CancellationToken cancellationToken) => _inner.QuerySagasAsync(query, cancellationToken);
+    public ValueTask<IReadOnlyList<SagaInstance>> QuerySagasAsync(SagaQuery query, CancellationToken cancellationToken) => _inner.SagaQueries().QuerySagasAsync(query, cancellationToken);
 
     /// <inheritdoc />
-    public ValueTask<IReadOnlyList<SagaCount>> CountSagasAsync(CancellationToken cancellationToken) => _inner.CountSagasAsync(cancellationToken);
+    public ValueTask<IReadOnlyList<SagaCount>> CountSagasAsync(CancellationToken cancellationToken) => _inner.SagaQueries().CountSagasAsync(cancellationToken);
 
     /// <inheritdoc />
-    public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) => _inner.ReadSagaLogAsync(transactionId, cancellationToken);
+    public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) => _inner.SagaQueries().ReadSagaLogAsync(transactionId, cancellationToken);
 
     /// <inheritdoc />
     /// <remarks>Messages on the broker are not listed as pending: only the outbox, the inbox, the dead letters and the log are read.</remarks>
     public async ValueTask<IReadOnlyList<FlowItem>> ReadFlowAsync(string correlationId, CancellationToken cancellationToken) =>
-        await AfterRelayBatchAsync(() => _inner.ReadFlowAsync(correlationId, cancellationToken), cancellationToken);
+        await AfterRelayBatchAsync(() => _inner.Queries().ReadFlowAsync(correlationId, cancellationToken), cancellationToken);
 
     /// <inheritdoc />
-    public ValueTask<DbConnection> OpenReadConnectionAsync(CancellationToken cancellationToken) => _inner.OpenReadConnectionAsync(cancellationToken);
+    public ValueTask<DbConnection> OpenReadConnectionAsync(CancellationToken cancellationToken) => _inner.Database().OpenReadConnectionAsync(cancellationToken);
 
     /// <inheritdoc />
     public async ValueTask<JobInfo?> GetJobAsync(Guid id, CancellationToken cancellationToken) =>
-        await AfterRelayBatchAsync(() => _inner.GetJobAsync(id, cancellationToken), cancellationToken);
+        await AfterRelayBatchAsync(() => _inner.JobQueries().GetJobAsync(id, cancellationToken), cancellationToken);
 
     /// <inheritdoc />
     public async ValueTask<IReadOnlyList<JobInfo>> ListJobsAsync(JobQuery query, CancellationToken cancellationToken) =>
-        await AfterRelayBatchAsync(() => _inner.ListJobsAsync(query, cancellationToken), cancellationToken);
+        await AfterRelayBatchAsync(() => _inner.JobQueries().ListJobsAsync(query, cancellationToken), cancellationToken);
 
     /// <summary>Reads the queue table when no relay batch is between it and the broker.</summary>
     async Task<T> AfterRelayBatchAsync<T>(Func<ValueTask<T>> read, CancellationToken cancellationToken)
@@ -812,19 +823,19 @@ public sealed class RabbitMqTransport : IMessageStore
     }
 
     /// <inheritdoc />
-    public ValueTask<JobCancelOutcome> CancelJobAsync(Guid id, CancellationToken cancellationToken) => _inner.CancelJobAsync(id, cancellationToken);
+    public ValueTask<JobCancelOutcome> CancelJobAsync(Guid id, CancellationToken cancellationToken) => _inner.Jobs().CancelJobAsync(id, cancellationToken);
 
     /// <inheritdoc />
-    public ValueTask<IReadOnlyList<Guid>> ReadCancellationsAsync(IReadOnlyList<Guid> ids, CancellationToken cancellationToken) => _inner.ReadCancellationsAsync(ids, cancellationToken);
+    public ValueTask<IReadOnlyList<Guid>> ReadCancellationsAsync(IReadOnlyList<Guid> ids, CancellationToken cancellationToken) => _inner.Jobs().ReadCancellationsAsync(ids, cancellationToken);
 
     /// <inheritdoc />
-    public ValueTask SaveJobProgressAsync(Guid id, int percent, string? note, CancellationToken cancellationToken) => _inner.SaveJobProgressAsync(id, percent, note, cancellationToken);
+    public ValueTask SaveJobProgressAsync(Guid id, int percent, string? note, CancellationToken cancellationToken) => _inner.Jobs().SaveJobProgressAsync(id, percent, note, cancellationToken);
 
     /// <inheritdoc />
-    public ValueTask<JobBatchRecord?> GetBatchAsync(string id, CancellationToken cancellationToken) => _inner.GetBatchAsync(id, cancellationToken);
+    public ValueTask<JobBatchRecord?> GetBatchAsync(string id, CancellationToken cancellationToken) => _inner.JobQueries().GetBatchAsync(id, cancellationToken);
 
     /// <inheritdoc />
-    public ValueTask<IReadOnlyList<RecurringJobRecord>> ListRecurringJobsAsync(CancellationToken cancellationToken) => _inner.ListRecurringJobsAsync(cancellationToken);
+    public ValueTask<IReadOnlyList<RecurringJobRecord>> ListRecurringJobsAsync(CancellationToken cancellationToken) => _inner.JobQueries().ListRecurringJobsAsync(cancellationToken);
 
     /// <summary>
     /// Stops the background work, hands deliveries this process holds unclaimed back to the outbox (so a stop does not

@@ -1,7 +1,9 @@
 using System.Collections.Concurrent;
 using System.Data.Common;
 using Converge.Contracts;
+using Converge.Jobs;
 using Converge.Runtime;
+using Converge.Sagas;
 using Converge.Storage;
 using Microsoft.Data.Sqlite;
 
@@ -12,7 +14,7 @@ namespace Converge.Sqlite;
 /// process queue on an in-process gate (never spinning on SQLITE_BUSY among themselves) and group their work
 /// into few commits; other processes on the same file wait on SQLite's busy timeout.
 /// </summary>
-public sealed class SqliteMessageStore : IMessageStore
+public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQueries, ISagaQueries, IJobStore, IJobQueries
 {
     const int MaxPooledSessions = 16;
     const int PurgeChunk = 5000;
@@ -270,7 +272,7 @@ public sealed class SqliteMessageStore : IMessageStore
 
         var claimed = rows.TrueForAll(static row => row.Problem is null)
             ? rows.ConvertAll(static row => row.Message)
-            : await InvalidRows.SetAsideAsync(storeTransaction, rows, now, cancellationToken);
+            : await InvalidRows.SetAsideAsync(storeTransaction, rows, now, JobRows.InvalidRowDeadLetteredAsync, cancellationToken);
         claimed.Sort(static (a, b) => a.Priority != b.Priority ? b.Priority.CompareTo(a.Priority) : a.Id.CompareTo(b.Id));
         return claimed;
     }
@@ -485,7 +487,7 @@ public sealed class SqliteMessageStore : IMessageStore
 
     /// <inheritdoc />
     public ValueTask<SagaInstance?> GetSagaAsync(string transactionId, CancellationToken cancellationToken) =>
-        ValueTask.FromResult(Read(session => session.Commands.Get(Schema.LoadSaga, null).With("$transaction_id", transactionId).ReadFirst(RowReader.ReadSaga)));
+        ValueTask.FromResult(Read(session => session.Commands.Get(Schema.LoadSaga, null).With("$transaction_id", transactionId).ReadFirst(SagaRows.ReadSaga)));
 
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<SagaInstance>> QuerySagasAsync(SagaQuery query, CancellationToken cancellationToken)
@@ -496,7 +498,7 @@ public sealed class SqliteMessageStore : IMessageStore
             .With("$definition", query.Definition)
             .With("$version", query.Version)
             .With("$max", query.Max)
-            .ReadAll(RowReader.ReadSaga)));
+            .ReadAll(SagaRows.ReadSaga)));
     }
 
     /// <inheritdoc />
@@ -507,7 +509,7 @@ public sealed class SqliteMessageStore : IMessageStore
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) =>
         ValueTask.FromResult<IReadOnlyList<SagaLogEntry>>(Read(session =>
-            session.Commands.Get(Schema.ReadSagaLog, null).With("$transaction_id", transactionId).ReadAll(RowReader.ReadSagaLogEntry)));
+            session.Commands.Get(Schema.ReadSagaLog, null).With("$transaction_id", transactionId).ReadAll(SagaRows.ReadSagaLogEntry)));
 
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<FlowItem>> ReadFlowAsync(string correlationId, CancellationToken cancellationToken) =>
@@ -565,9 +567,9 @@ public sealed class SqliteMessageStore : IMessageStore
         {
             var now = Now.UtcTicks;
             var job = session.Commands.Get(Schema.JobInQueue, transaction).With("$message_id", id).ReadAll(RowReader.ReadQueueRow) is [var row, ..]
-                ? StoredRows.QueuedJob(row, now)
+                ? JobRows.QueuedJob(row, now)
                 : session.Commands.Get(Schema.JobInInbox, transaction).With("$message_id", id).ReadFirst(SucceededJob)
-                    ?? (ReadDeadLetters(session.Commands.Get(Schema.JobInDeadLetters, transaction).With("$message_id", id)) is [var letter, ..] ? StoredRows.DeadJob(letter) : null);
+                    ?? (ReadDeadLetters(session.Commands.Get(Schema.JobInDeadLetters, transaction).With("$message_id", id)) is [var letter, ..] ? JobRows.DeadJob(letter) : null);
             return job is null ? null : WithProgress(session, transaction, job);
         }));
 
@@ -597,7 +599,7 @@ public sealed class SqliteMessageStore : IMessageStore
                     .With("$now", now)
                     .With("$max", query.Max)
                     .ReadAll(RowReader.ReadQueueRow);
-                found.AddRange(rows.Select(row => StoredRows.QueuedJob(row, now)));
+                found.AddRange(rows.Select(row => JobRows.QueuedJob(row, now)));
             }
 
             if (state is null or JobState.Dead or JobState.Cancelled)
@@ -607,7 +609,7 @@ public sealed class SqliteMessageStore : IMessageStore
                     .With("$batch", query.BatchId)
                     .With("$cancelled", state switch { JobState.Cancelled => 1, JobState.Dead => 0, _ => null })
                     .With("$max", query.Max));
-                found.AddRange(letters.Select(StoredRows.DeadJob));
+                found.AddRange(letters.Select(JobRows.DeadJob));
             }
 
             if (state is null or JobState.Succeeded)
@@ -616,12 +618,12 @@ public sealed class SqliteMessageStore : IMessageStore
                 found.AddRange(handled);
             }
 
-            return StoredRows.Newest(found, query.Max).Select(job => WithProgress(session, transaction, job)).ToList();
+            return JobRows.Newest(found, query.Max).Select(job => WithProgress(session, transaction, job)).ToList();
         }));
     }
 
     /// <summary>Reads an inbox row: consumer, handled_at, message_type, correlation_id, sent_at, message_id, batch_id.</summary>
-    static JobInfo SucceededJob(SqliteDataReader reader) => StoredRows.SucceededJob(
+    static JobInfo SucceededJob(SqliteDataReader reader) => JobRows.SucceededJob(
         reader.GetGuid(5),
         reader.GetString(0),
         SqliteMapping.FromTicks(reader.GetInt64(1)),
@@ -671,11 +673,11 @@ public sealed class SqliteMessageStore : IMessageStore
 
     /// <inheritdoc />
     public ValueTask<JobBatchRecord?> GetBatchAsync(string id, CancellationToken cancellationToken) =>
-        ValueTask.FromResult(Read(session => session.Commands.Get(Schema.GetBatch, null).With("$id", id).ReadFirst(RowReader.ReadBatch)));
+        ValueTask.FromResult(Read(session => session.Commands.Get(Schema.GetBatch, null).With("$id", id).ReadFirst(JobRows.ReadBatch)));
 
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<RecurringJobRecord>> ListRecurringJobsAsync(CancellationToken cancellationToken) =>
-        ValueTask.FromResult<IReadOnlyList<RecurringJobRecord>>(Read(session => session.Commands.Get(Schema.ListRecurring, null).ReadAll(RowReader.ReadRecurring)));
+        ValueTask.FromResult<IReadOnlyList<RecurringJobRecord>>(Read(session => session.Commands.Get(Schema.ListRecurring, null).ReadAll(JobRows.ReadRecurring)));
 
     T Read<T>(Func<SqliteSession, T> read)
     {

@@ -1,3 +1,5 @@
+using Converge.Jobs;
+
 namespace Converge.Sqlite;
 
 /// <summary>Table names and every statement, built once from the validated prefix.</summary>
@@ -344,7 +346,7 @@ internal sealed class SqliteSchema
         const string queueJobColumns = "id, queue, priority, visible_at, attempts, lease_token, history";
         const string deadLetterColumns = "id, source, priority, reason, exception, attempts, history, dead_lettered_at, log_position";
         const string inboxJobColumns = "consumer, handled_at, message_type, correlation_id, sent_at, message_id, batch_id";
-        const string batchOf = $"json_extract(headers, '$.\"{Storage.JobHeaders.Batch}\"')";
+        const string batchOf = $"json_extract(headers, '$.\"{Jobs.JobHeaders.Batch}\"')";
         JobInQueue = $"SELECT {queueJobColumns}, {envelopeColumns} FROM {Queue} WHERE message_id = $message_id ORDER BY id";
         JobInInbox = $"SELECT {inboxJobColumns} FROM {Inbox} WHERE message_id = $message_id ORDER BY handled_at DESC LIMIT 1";
         JobInDeadLetters = $"SELECT {deadLetterColumns}, {envelopeColumns} FROM {DeadLetters} WHERE message_id = $message_id AND log_position IS NULL ORDER BY id DESC LIMIT 1";

@@ -1,5 +1,7 @@
 using System.Runtime.CompilerServices;
 using Converge.Contracts;
+using Converge.Jobs;
+using Converge.Sagas;
 using Converge.Storage;
 using Microsoft.Data.Sqlite;
 
@@ -130,7 +132,7 @@ internal static class SqliteMapping
         .With("$timeout_at", instance.TimeoutAt?.UtcTicks)
         .With("$queue", instance.Queue);
 
-    public static string WriteSteps(IReadOnlyList<string> steps) => StoredRows.WriteSteps(steps);
+    public static string WriteSteps(IReadOnlyList<string> steps) => SagaRows.WriteSteps(steps);
 
     public static string? WriteHistory(IReadOnlyList<AttemptRecord> history, AttemptRecord? next) => StoredRows.WriteHistory(history, next);
 
@@ -172,7 +174,7 @@ internal static class SqliteMapping
         .With("$message_type", schedule.MessageType)
         .With("$body", ToArray(schedule.Body))
         .With("$priority", schedule.Priority)
-        .With("$misfire", StoredRows.MisfireText(schedule.Misfire))
+        .With("$misfire", JobRows.MisfireText(schedule.Misfire))
         .With("$next_at", schedule.NextAt.UtcTicks)
         .With("$last_at", schedule.LastAt?.UtcTicks);
 

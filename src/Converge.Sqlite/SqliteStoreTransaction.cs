@@ -1,13 +1,15 @@
 using System.Data.Common;
 using System.Runtime.CompilerServices;
 using Converge.Contracts;
+using Converge.Jobs;
+using Converge.Sagas;
 using Converge.Storage;
 using Microsoft.Data.Sqlite;
 
 namespace Converge.Sqlite;
 
 /// <summary>A write transaction on the SQLite file: Converge's own (holding the process's write gate) or the caller's.</summary>
-internal sealed class SqliteStoreTransaction : IStoreTransaction
+internal sealed class SqliteStoreTransaction : IStoreTransaction, IDatabaseTransaction, ISagaTransaction, IJobTransaction
 {
     readonly SqliteMessageStore _store;
     readonly SqliteSession? _session;
@@ -53,6 +55,11 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
 
     public ValueTask EnqueueAsync(OutgoingMessage message, CancellationToken cancellationToken)
     {
+        if (message.IsContinuation)
+        {
+            return EnqueueContinuation(message);
+        }
+
         var now = _store.Now;
         Command(Sql.Enqueue)
             .With("$queue", message.Queue)
@@ -64,9 +71,10 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
         return ValueTask.CompletedTask;
     }
 
-    public ValueTask RequeueAsync(OutgoingMessage message, int attempts, IReadOnlyList<AttemptRecord> history, CancellationToken cancellationToken)
+    ValueTask EnqueueContinuation(OutgoingMessage message)
     {
-        ArgumentNullException.ThrowIfNull(message);
+        var attempts = message.Attempts;
+        var history = message.History;
         ArgumentNullException.ThrowIfNull(history);
         ArgumentOutOfRangeException.ThrowIfNegative(attempts);
         var now = _store.Now;
@@ -136,7 +144,7 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
             .With("$at", _store.Now.UtcTicks)
             .With("$message_type", envelope.MessageType)
             .With("$correlation_id", envelope.CorrelationId)
-            .With("$batch_id", StoredRows.BatchOf(envelope))
+            .With("$batch_id", JobRows.BatchOf(envelope))
             .With("$causation_id", envelope.CausationId)
             .With("$sent_at", envelope.SentAt.UtcTicks)
             .ExecuteNonQuery() == 1);
@@ -149,7 +157,7 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
             .ExecuteNonQuery() == 1);
 
     public ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken) =>
-        ValueTask.FromResult(Command(Sql.LoadSaga).With("$transaction_id", transactionId).ReadFirst(RowReader.ReadSaga));
+        ValueTask.FromResult(Command(Sql.LoadSaga).With("$transaction_id", transactionId).ReadFirst(SagaRows.ReadSaga));
 
     public ValueTask<bool> InsertSagaAsync(SagaInstance instance, CancellationToken cancellationToken)
     {
@@ -180,7 +188,7 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
     }
 
     public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) =>
-        ValueTask.FromResult<IReadOnlyList<SagaLogEntry>>(Command(Sql.ReadSagaLog).With("$transaction_id", transactionId).ReadAll(RowReader.ReadSagaLogEntry));
+        ValueTask.FromResult<IReadOnlyList<SagaLogEntry>>(Command(Sql.ReadSagaLog).With("$transaction_id", transactionId).ReadAll(SagaRows.ReadSagaLogEntry));
 
     public ValueTask AppendSagaLogAsync(IReadOnlyList<SagaLogEntry> entries, CancellationToken cancellationToken)
     {
@@ -249,19 +257,12 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
         return ValueTask.FromResult(true);
     }
 
-    public ValueTask RecordDeadLetterAsync(string queue, Envelope envelope, int priority, string reason, string? exception, int attempts, IReadOnlyList<AttemptRecord> history, CancellationToken cancellationToken)
+    public ValueTask RecordDeadLetterAsync(DeadLetterRecord letter, CancellationToken cancellationToken)
     {
-        ArgumentException.ThrowIfNullOrEmpty(queue);
-        ArgumentNullException.ThrowIfNull(envelope);
-        ArgumentException.ThrowIfNullOrEmpty(reason);
-        ArgumentNullException.ThrowIfNull(history);
-        InsertDeadLetter(queue, envelope, priority, reason, exception, attempts, SqliteMapping.WriteHistory(history, null), null);
-        return ValueTask.CompletedTask;
-    }
-
-    public ValueTask ParkEventAsync(string group, LogEvent logEvent, string reason, string? exception, int attempts, CancellationToken cancellationToken)
-    {
-        InsertDeadLetter("log:" + group, logEvent.Envelope, 0, reason, exception, attempts, null, logEvent.Position);
+        ArgumentNullException.ThrowIfNull(letter);
+        ArgumentException.ThrowIfNullOrEmpty(letter.Source);
+        ArgumentException.ThrowIfNullOrEmpty(letter.Reason);
+        InsertDeadLetter(letter.Source, letter.Envelope, letter.Priority, letter.Reason, letter.Exception, letter.Attempts, SqliteMapping.WriteHistory(letter.History, null), letter.LogPosition);
         return ValueTask.CompletedTask;
     }
 
@@ -330,7 +331,7 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
         ArgumentNullException.ThrowIfNull(batchId);
         if (Command(Sql.AddToBatch).With("$id", batchId).With("$count", count).ExecuteNonQuery() == 0)
         {
-            var batch = Command(Sql.GetBatch).With("$id", batchId).ReadFirst(RowReader.ReadBatch);
+            var batch = Command(Sql.GetBatch).With("$id", batchId).ReadFirst(JobRows.ReadBatch);
             throw new InvalidOperationException(batch is null
                 ? $"There is no batch '{batchId}'. Start it with IJobClient.StartBatchAsync before adding jobs to it."
                 : $"Batch '{batchId}' finished at {batch.FinishedAt:O}; a finished batch takes no more jobs. Start a new batch.");
@@ -357,7 +358,7 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
 
     /// <summary>Marks the batch finished if it is sealed and nothing is pending; the batch when this call finished it.</summary>
     JobBatchRecord? FinishBatch(string batchId) =>
-        Command(Sql.FinishBatch).With("$id", batchId).With("$now", _store.Now.UtcTicks).ReadFirst(RowReader.ReadBatch);
+        Command(Sql.FinishBatch).With("$id", batchId).With("$now", _store.Now.UtcTicks).ReadFirst(JobRows.ReadBatch);
 
     public ValueTask UpsertRecurringJobAsync(RecurringJobRecord schedule, CancellationToken cancellationToken)
     {
@@ -367,7 +368,7 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
     }
 
     public ValueTask<IReadOnlyList<RecurringJobRecord>> LoadDueRecurringJobsAsync(DateTimeOffset now, CancellationToken cancellationToken) =>
-        ValueTask.FromResult<IReadOnlyList<RecurringJobRecord>>(Command(Sql.LoadDueRecurring).With("$now", now.UtcTicks).ReadAll(RowReader.ReadRecurring));
+        ValueTask.FromResult<IReadOnlyList<RecurringJobRecord>>(Command(Sql.LoadDueRecurring).With("$now", now.UtcTicks).ReadAll(JobRows.ReadRecurring));
 
     public ValueTask<bool> AdvanceRecurringJobAsync(string name, DateTimeOffset expectedNextAt, DateTimeOffset nextAt, DateTimeOffset? lastAt, CancellationToken cancellationToken) =>
         ValueTask.FromResult(Command(Sql.AdvanceRecurring)
@@ -420,7 +421,7 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction
             if (row.Envelope.Headers.TryGetValue(JobHeaders.Batch, out var batchId)
                 && await RecordBatchOutcomesAsync(batchId, 0, 1, cancellationToken) is { } finished)
             {
-                await Jobs.JobClient.EnqueueCallbacksAsync(this, finished, cancellationToken);
+                await JobRows.EnqueueBatchCallbacksAsync(this, finished, cancellationToken);
             }
         }
 

@@ -1,5 +1,6 @@
 using Converge.Hosting;
 using Converge.Runtime;
+using Converge.Sagas;
 using Converge.Sqlite;
 using Converge.Storage;
 using Microsoft.Extensions.DependencyInjection;
@@ -130,15 +131,15 @@ public sealed class ConvergeTestHost : IAsyncDisposable
         var started = WallClock.Instance.GetTimestamp();
         while (true)
         {
-            if (await Store.GetSagaAsync(transactionId, CancellationToken.None) is { } instance && until(instance))
+            if (await Store.SagaQueries().GetSagaAsync(transactionId, CancellationToken.None) is { } instance && until(instance))
             {
                 return instance;
             }
 
             if (WallClock.Instance.GetElapsedTime(started) > wait)
             {
-                var current = await Store.GetSagaAsync(transactionId, CancellationToken.None);
-                var log = await Store.ReadSagaLogAsync(transactionId, CancellationToken.None);
+                var current = await Store.SagaQueries().GetSagaAsync(transactionId, CancellationToken.None);
+                var log = await Store.SagaQueries().ReadSagaLogAsync(transactionId, CancellationToken.None);
                 throw new TimeoutException(
                     $"Saga '{transactionId}' did not reach the awaited condition within {wait}; it is {(current is null ? "missing" : SagaStates.ToText(current.State) + " at step " + current.StepIndex)}. Log:\n" +
                     string.Join("\n", log.Select(e => $"  {e.Kind} {e.Step} {e.MessageType} {e.Detail}")));

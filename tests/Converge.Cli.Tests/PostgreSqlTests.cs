@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Converge.Contracts;
+using Converge.Jobs;
 using Converge.PostgreSql;
 using Converge.Storage;
 using Npgsql;
@@ -107,7 +108,7 @@ public sealed class PostgreSqlTests
         var job = Guid.CreateVersion7();
         await using (var transaction = await store.BeginAsync(CancellationToken.None))
         {
-            await transaction.RegisterJobQueueAsync(JobQueue, CancellationToken.None);
+            await transaction.Jobs().RegisterJobQueueAsync(JobQueue, CancellationToken.None);
             await transaction.EnqueueAsync(new OutgoingMessage(JobQueue, Envelope(job, "cli.job@1", "{\"name\":\"ann\"}")), CancellationToken.None);
             await transaction.CommitAsync(CancellationToken.None);
         }

@@ -98,7 +98,7 @@ public sealed class SagaResumeCommandTests : IDisposable
         var show = await Cli.RunAsync("sagas", "show", "tx-stuck", "--db", Db);
         Assert.Contains("Last error", show.Out, StringComparison.Ordinal);
         Assert.Contains("-> stuck", show.Out, StringComparison.Ordinal);
-        Assert.Equal(6, (await host.Store.GetStatusAsync(CancellationToken.None)).DeadLetters); // 3 attempts of each compensation
+        Assert.Equal(6, (await host.Store.Queries().GetStatusAsync(CancellationToken.None)).DeadLetters); // 3 attempts of each compensation
 
         _bank.Broken.TryRemove("undebit", out _);
         var resume = await Cli.RunAsync("sagas", "resume", "tx-stuck", "--db", Db);

@@ -79,7 +79,7 @@ public sealed class PostgreSqlHandlerFailureTests : IAsyncDisposable
 
         await host.SendAndWaitAsync(new Debit("d-1", violation));
 
-        var letter = Assert.Single(await host.Store.ListDeadLettersAsync(null, 10, CancellationToken.None));
+        var letter = Assert.Single(await host.Store.Queries().ListDeadLettersAsync(null, 10, CancellationToken.None));
         Assert.Equal(DeadLetterReasons.PermanentFailure, letter.Reason);
         Assert.Equal(1, letter.Attempts);
         Assert.Equal(1, calls.Calls["d-1"]);
@@ -93,7 +93,7 @@ public sealed class PostgreSqlHandlerFailureTests : IAsyncDisposable
 
         await host.SendAndWaitAsync(new Debit("d-1", "throw"));
 
-        var letter = Assert.Single(await host.Store.ListDeadLettersAsync(null, 10, CancellationToken.None));
+        var letter = Assert.Single(await host.Store.Queries().ListDeadLettersAsync(null, 10, CancellationToken.None));
         Assert.Equal((DeadLetterReasons.MaxAttemptsExceeded, 4), (letter.Reason, letter.Attempts));
         Assert.Equal(4, calls.Calls["d-1"]);
     }

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Converge.Jobs;
+using Converge.Storage;
 using Converge.Testing;
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;

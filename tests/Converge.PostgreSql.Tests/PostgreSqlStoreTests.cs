@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Converge.Jobs;
 using Converge.Runtime;
 using Converge.Storage;
 using Converge.Testing;
@@ -136,8 +137,8 @@ public sealed class PostgreSqlStoreTests : IAsyncDisposable
 
         await one.Bus.SendAsync(new Probe("only-in-one"));
 
-        Assert.Equal(1, (await one.Store.GetStatusAsync(CancellationToken.None)).Queues.Single().Ready);
-        Assert.Empty((await two.Store.GetStatusAsync(CancellationToken.None)).Queues);
+        Assert.Equal(1, (await one.Store.Queries().GetStatusAsync(CancellationToken.None)).Queues.Single().Ready);
+        Assert.Empty((await two.Store.Queries().GetStatusAsync(CancellationToken.None)).Queues);
     }
 
     [Fact]
@@ -218,13 +219,13 @@ public sealed class PostgreSqlStoreTests : IAsyncDisposable
         await using var connection = await ((PostgreSqlMessageStore)host.Store).OpenConnectionAsync();
         await using (var transaction = await connection.BeginTransactionAsync())
         {
-            host.Store.Enlist(transaction).OnCommitted(() => rolledBack = true);
+            host.Store.Database().Enlist(transaction).OnCommitted(() => rolledBack = true);
             await transaction.RollbackAsync();
         }
 
         await using (var transaction = await connection.BeginTransactionAsync())
         {
-            host.Store.Enlist(transaction).OnCommitted(committed.SetResult);
+            host.Store.Database().Enlist(transaction).OnCommitted(committed.SetResult);
             await transaction.CommitAsync();
         }
 
@@ -294,7 +295,7 @@ public sealed class PostgreSqlStoreTests : IAsyncDisposable
         await connection.OpenAsync();
         await using var transaction = await connection.BeginTransactionAsync();
 
-        var error = Assert.Throws<ArgumentException>(() => host.Store.Enlist(transaction));
+        var error = Assert.Throws<ArgumentException>(() => host.Store.Database().Enlist(transaction));
         Assert.Contains("store's database", error.Message, StringComparison.Ordinal);
     }
 
@@ -307,17 +308,17 @@ public sealed class PostgreSqlStoreTests : IAsyncDisposable
         var now = DateTimeOffset.UnixEpoch.AddYears(60);
         await using (var setup = await store.BeginAsync(CancellationToken.None))
         {
-            await setup.UpsertRecurringJobAsync(new RecurringJobRecord { Name = "nightly", Cron = "0 0 * * *", TimeZone = "UTC", Queue = "jobs", MessageType = "test.probe", Body = "{}"u8.ToArray(), NextAt = now }, CancellationToken.None);
+            await setup.Jobs().UpsertRecurringJobAsync(new RecurringJobRecord { Name = "nightly", Cron = "0 0 * * *", TimeZone = "UTC", Queue = "jobs", MessageType = "test.probe", Body = "{}"u8.ToArray(), NextAt = now }, CancellationToken.None);
             await setup.CommitAsync(CancellationToken.None);
         }
 
         await using var first = await store.BeginAsync(CancellationToken.None);
         await using var second = await store.BeginAsync(CancellationToken.None);
 
-        Assert.Single(await first.LoadDueRecurringJobsAsync(now, CancellationToken.None));
-        Assert.Empty(await second.LoadDueRecurringJobsAsync(now, CancellationToken.None));
+        Assert.Single(await first.Jobs().LoadDueRecurringJobsAsync(now, CancellationToken.None));
+        Assert.Empty(await second.Jobs().LoadDueRecurringJobsAsync(now, CancellationToken.None));
         await first.DisposeAsync();
         await using var third = await store.BeginAsync(CancellationToken.None);
-        Assert.Single(await third.LoadDueRecurringJobsAsync(now, CancellationToken.None));
+        Assert.Single(await third.Jobs().LoadDueRecurringJobsAsync(now, CancellationToken.None));
     }
 }

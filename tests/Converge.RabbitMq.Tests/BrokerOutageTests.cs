@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Converge.PostgreSql;
+using Converge.Storage;
 using Converge.Testing;
 using Converge.Testing.Conformance;
 using Npgsql;
@@ -131,7 +132,7 @@ public sealed class BrokerOutageTests : IAsyncLifetime
         Assert.True(waiting >= 20 * (burst - 1), $"the outbox held {waiting} messages at the end of the outage; {burst} bursts of 20 were sent");
         Assert.Equal(sent, await CountAsync("SELECT count(*) FROM conformance_effects"));
         Assert.Equal(sent, await CountAsync("SELECT count(DISTINCT item_key) FROM conformance_effects"));
-        Assert.Empty(await host.Store.ListDeadLettersAsync(null, 10, CancellationToken.None));
+        Assert.Empty(await host.Store.Queries().ListDeadLettersAsync(null, 10, CancellationToken.None));
     }
 
     public Task InitializeAsync() => Task.CompletedTask;

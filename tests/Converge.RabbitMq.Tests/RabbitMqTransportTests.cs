@@ -133,7 +133,7 @@ public sealed class RabbitMqTransportTests(ITestOutputHelper output) : BrokerTes
         Assert.Equal((id, 1), (claimed.Envelope.MessageId, claimed.Attempt));
         Assert.Equal((id, 2), (again.Envelope.MessageId, again.Attempt));
         await using var connection = await TestBroker.ConnectAsync();
-        await Eventually.UntilAsync(async () => await TestBroker.ReadyCountAsync(connection, BrokerQueue(Queue)) == 0 && (await second.Store.GetStatusAsync(CancellationToken.None)).Queues.All(q => q.Ready + q.InFlight == 0), "the queue emptied by the acknowledgement");
+        await Eventually.UntilAsync(async () => await TestBroker.ReadyCountAsync(connection, BrokerQueue(Queue)) == 0 && (await second.Store.Queries().GetStatusAsync(CancellationToken.None)).Queues.All(q => q.Ready + q.InFlight == 0), "the queue emptied by the acknowledgement");
     }
 
     [Fact]
@@ -167,7 +167,7 @@ public sealed class RabbitMqTransportTests(ITestOutputHelper output) : BrokerTes
         await Eventually.UntilAsync(
             async () =>
             {
-                if ((letters = await host.Store.ListDeadLettersAsync(Queue, 10, CancellationToken.None)).Count > 0)
+                if ((letters = await host.Store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None)).Count > 0)
                 {
                     return true;
                 }
@@ -237,7 +237,7 @@ public sealed class RabbitMqTransportTests(ITestOutputHelper output) : BrokerTes
         await channel.BasicPublishAsync(string.Empty, BrokerQueue(Queue), mandatory: true, new BasicProperties { MessageId = Guid.NewGuid().ToString() }, "no type"u8.ToArray());
 
         IReadOnlyList<DeadLetter> letters = [];
-        await Eventually.UntilAsync(async () => (letters = await host.Store.ListDeadLettersAsync(Queue, 10, CancellationToken.None)).Count == 2, "two dead letters");
+        await Eventually.UntilAsync(async () => (letters = await host.Store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None)).Count == 2, "two dead letters");
         Assert.All(letters, l => Assert.Equal(RabbitMqDeadLetterReasons.InvalidEnvelope, l.Reason));
         var noId = letters.Single(l => Encoding.UTF8.GetString(l.Envelope.Body.Span) == "no id");
         var noType = letters.Single(l => Encoding.UTF8.GetString(l.Envelope.Body.Span) == "no type");
@@ -259,7 +259,7 @@ public sealed class RabbitMqTransportTests(ITestOutputHelper output) : BrokerTes
             await host.Jobs.EnqueueAsync(new CountJob("report-" + i));
         }
 
-        await Eventually.UntilAsync(async () => (await host.Store.ListJobsAsync(new JobQuery { State = JobState.Succeeded }, CancellationToken.None)).Count == 5, "five jobs run");
+        await Eventually.UntilAsync(async () => (await host.Store.JobQueries().ListJobsAsync(new JobQuery { State = JobState.Succeeded }, CancellationToken.None)).Count == 5, "five jobs run");
         await using var connection = await TestBroker.ConnectAsync();
         Assert.Null(await TestBroker.ReadyCountAsync(connection, BrokerQueue("reports")));
     }

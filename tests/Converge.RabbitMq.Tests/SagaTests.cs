@@ -80,13 +80,13 @@ public sealed class SagaTests(ITestOutputHelper output) : BrokerTestBase(output)
         Assert.Equal(SagaState.Completed, completed.State);
         Assert.Equal(SagaState.Compensated, compensated.State);
         Assert.Contains("insufficient funds", compensated.Failure, StringComparison.Ordinal);
-        var log = await host.Store.ReadSagaLogAsync("poor-1", CancellationToken.None);
+        var log = await host.Store.SagaQueries().ReadSagaLogAsync("poor-1", CancellationToken.None);
         Assert.Contains(log, e => e.Kind == SagaLogKinds.CompensationSent && e.Step == "hold");
         foreach (var queue in new[] { "stock", "payments", "sagas.payment" })
         {
             Assert.Equal(RouteMode.Broker, Transport(host).Route(queue).Mode);
         }
 
-        await Eventually.UntilAsync(async () => (await host.Store.GetStatusAsync(CancellationToken.None)).Queues.All(q => q.Ready + q.InFlight == 0), "every queue empty");
+        await Eventually.UntilAsync(async () => (await host.Store.Queries().GetStatusAsync(CancellationToken.None)).Queues.All(q => q.Ready + q.InFlight == 0), "every queue empty");
     }
 }

@@ -1,3 +1,4 @@
+using Converge.Storage;
 using Converge.Testing;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
@@ -86,6 +87,6 @@ public sealed class EntityFrameworkOutboxTests : IDisposable
         await SaveOrderAndSendAsync(host, "o-2", commit: false);
 
         Assert.Equal(0, await CountOrdersAsync(host));
-        Assert.Empty((await host.Store.GetStatusAsync(CancellationToken.None)).Queues);
+        Assert.Empty((await host.Store.Queries().GetStatusAsync(CancellationToken.None)).Queues);
     }
 }

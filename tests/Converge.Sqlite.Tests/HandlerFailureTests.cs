@@ -78,7 +78,7 @@ public sealed class HandlerFailureTests
         var history = await host.SendAndWaitAsync(new Charge("c-1", violation));
 
         Assert.Equal(["sent", "deadlettered"], history.Select(h => h.What));
-        var letter = Assert.Single(await host.Store.ListDeadLettersAsync(null, 10, CancellationToken.None));
+        var letter = Assert.Single(await host.Store.Queries().ListDeadLettersAsync(null, 10, CancellationToken.None));
         Assert.Equal(DeadLetterReasons.PermanentFailure, letter.Reason);
         Assert.Equal(1, letter.Attempts);
         Assert.Equal(1, calls.Calls["c-1"]);
@@ -93,7 +93,7 @@ public sealed class HandlerFailureTests
 
         await host.SendAndWaitAsync(new Charge("c-1", "throw"));
 
-        var letter = Assert.Single(await host.Store.ListDeadLettersAsync(null, 10, CancellationToken.None));
+        var letter = Assert.Single(await host.Store.Queries().ListDeadLettersAsync(null, 10, CancellationToken.None));
         Assert.Equal(DeadLetterReasons.MaxAttemptsExceeded, letter.Reason);
         Assert.Equal(4, letter.Attempts);
         Assert.Equal(4, calls.Calls["c-1"]);
@@ -125,7 +125,7 @@ public sealed class HandlerFailureTests
 
         Assert.Equal(new Dictionary<string, int> { ["a"] = 1, ["b"] = 4, ["c"] = 1, ["d"] = 1, ["e"] = 1 }, calls.Calls.OrderBy(c => c.Key).ToDictionary());
         Assert.Equal(1 + 3, await CountChargesAsync(host));
-        var letters = await host.Store.ListDeadLettersAsync(null, 10, CancellationToken.None);
+        var letters = await host.Store.Queries().ListDeadLettersAsync(null, 10, CancellationToken.None);
         Assert.Equal([DeadLetterReasons.MaxAttemptsExceeded, DeadLetterReasons.PermanentFailure], letters.Select(l => l.Reason).Order());
     }
 

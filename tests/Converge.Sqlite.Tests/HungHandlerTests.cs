@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using Converge.Hosting;
 using Converge.Runtime;
+using Converge.Storage;
 using Converge.Testing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -122,9 +123,9 @@ public sealed class HungHandlerTests : IDisposable
 
         var store = second.Services.GetRequiredService<Storage.IMessageStore>();
         await Eventually.UntilAsync(
-            async () => (await store.GetStatusAsync(CancellationToken.None)).Queues.Where(q => q.Queue == "slow").All(q => q.Ready + q.InFlight + q.Scheduled == 0),
+            async () => (await store.Queries().GetStatusAsync(CancellationToken.None)).Queues.Where(q => q.Queue == "slow").All(q => q.Ready + q.InFlight + q.Scheduled == 0),
             "the queue is empty");
-        Assert.Empty(await store.ListDeadLettersAsync(null, 10, CancellationToken.None));
+        Assert.Empty(await store.Queries().ListDeadLettersAsync(null, 10, CancellationToken.None));
         await StopAsync(second, TimeSpan.FromSeconds(5));
     }
 

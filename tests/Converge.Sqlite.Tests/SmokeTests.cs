@@ -1,4 +1,5 @@
 using Converge.Runtime;
+using Converge.Storage;
 using Converge.Testing;
 
 namespace Converge.Sqlite.Tests;
@@ -35,7 +36,7 @@ public sealed class SmokeTests
         var history = await host.SendAndWaitAsync(new Ping(7));
 
         Assert.Contains(history, h => h.What == "completed");
-        var status = await host.Store.GetStatusAsync(CancellationToken.None);
+        var status = await host.Store.Queries().GetStatusAsync(CancellationToken.None);
         Assert.All(status.Queues, q => Assert.Equal(0, q.Ready + q.InFlight + q.Scheduled));
         Assert.Equal(1, status.InboxRecords);
     }

@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using Converge.Diagnostics;
+using Converge.Jobs;
 using Converge.Runtime;
+using Converge.Sagas;
 using Converge.Storage;
 using Converge.Testing;
 using Microsoft.Data.Sqlite;
@@ -72,8 +74,8 @@ public sealed class SqliteStoreTests : IDisposable
         await store.MigrateAsync(CancellationToken.None);
         await using (var transaction = await store.BeginAsync(CancellationToken.None))
         {
-            await transaction.TryReserveUniqueKeyAsync("short", Guid.NewGuid(), time.GetUtcNow() + TimeSpan.FromMinutes(1), CancellationToken.None);
-            await transaction.TryReserveUniqueKeyAsync("long", Guid.NewGuid(), time.GetUtcNow() + TimeSpan.FromHours(1), CancellationToken.None);
+            await transaction.Jobs().TryReserveUniqueKeyAsync("short", Guid.NewGuid(), time.GetUtcNow() + TimeSpan.FromMinutes(1), CancellationToken.None);
+            await transaction.Jobs().TryReserveUniqueKeyAsync("long", Guid.NewGuid(), time.GetUtcNow() + TimeSpan.FromHours(1), CancellationToken.None);
             await transaction.CommitAsync();
         }
 
@@ -255,8 +257,8 @@ public sealed class SqliteStoreTests : IDisposable
             await transaction.CommitAsync();
         }
 
-        await WaitForAsync(async () => (await host.Store.GetStatusAsync(CancellationToken.None)).InboxRecords == 200);
-        var status = await host.Store.GetStatusAsync(CancellationToken.None);
+        await WaitForAsync(async () => (await host.Store.Queries().GetStatusAsync(CancellationToken.None)).InboxRecords == 200);
+        var status = await host.Store.Queries().GetStatusAsync(CancellationToken.None);
         Assert.Equal((0L, 0L), (status.Queues.Sum(q => q.Ready + q.InFlight), status.DeadLetters));
     }
 
@@ -303,7 +305,7 @@ public sealed class SqliteStoreTests : IDisposable
             await host.Services.GetRequiredService<Hosting.ConvergeHost>().StopAsync(expired.Token);
         }
 
-        var status = await host.Store.GetStatusAsync(CancellationToken.None);
+        var status = await host.Store.Queries().GetStatusAsync(CancellationToken.None);
         var queue = Assert.Single(status.Queues);
         Assert.Equal((1L, 0L), (queue.Ready, queue.InFlight));
         var again = Assert.Single(await host.Store.ClaimAsync("probes", 1, TimeSpan.FromSeconds(30), CancellationToken.None));

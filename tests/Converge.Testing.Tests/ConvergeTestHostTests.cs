@@ -1,4 +1,5 @@
 using Converge.Runtime;
+using Converge.Storage;
 
 namespace Converge.Testing.Tests;
 
@@ -74,7 +75,7 @@ public sealed class ConvergeTestHostTests
         await using var second = await ConvergeTestHost.StartAsync(Register);
         await first.Bus.PublishAsync("only-in-first", new Happened("x"));
 
-        Assert.Equal(1, (await first.Store.GetStatusAsync(CancellationToken.None)).LogPosition);
-        Assert.Equal(0, (await second.Store.GetStatusAsync(CancellationToken.None)).LogPosition);
+        Assert.Equal(1, (await first.Store.Queries().GetStatusAsync(CancellationToken.None)).LogPosition);
+        Assert.Equal(0, (await second.Store.Queries().GetStatusAsync(CancellationToken.None)).LogPosition);
     }
 }

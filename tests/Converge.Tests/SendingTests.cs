@@ -1,4 +1,5 @@
 using Converge.Runtime;
+using Converge.Storage;
 using Converge.Testing;
 
 namespace Converge.Tests;
@@ -65,7 +66,7 @@ public sealed class SendingTests
             await rolledBack.ExecuteAsync("INSERT INTO orders (id, note) VALUES (@id, @note)", ("@id", "order-2"), ("@note", "never committed"));
         }
 
-        await using var read = await host.Store.OpenReadConnectionAsync(CancellationToken.None);
+        await using var read = await host.Store.Database().OpenReadConnectionAsync(CancellationToken.None);
         await using var command = read.CreateCommand();
         command.CommandText = "SELECT group_concat(id || ':' || coalesce(note, 'null')) FROM orders";
         Assert.Equal("order-1:null", await command.ExecuteScalarAsync());

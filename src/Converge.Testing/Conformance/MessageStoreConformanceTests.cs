@@ -3,6 +3,7 @@ using System.Text;
 using Converge.Contracts;
 using Converge.Jobs;
 using Converge.Runtime;
+using Converge.Sagas;
 using Converge.Storage;
 using Microsoft.Extensions.Time.Testing;
 using Xunit;
@@ -111,7 +112,7 @@ public abstract class MessageStoreConformanceTests
         return await Effects.CountAsync(connection, key);
     }
 
-    static Task<StoreStatus> StatusAsync(ConvergeTestHost host) => host.Store.GetStatusAsync(CancellationToken.None).AsTask();
+    static Task<StoreStatus> StatusAsync(ConvergeTestHost host) => host.Store.Queries().GetStatusAsync(CancellationToken.None).AsTask();
 
     static async Task AssertQueuesEmptyAsync(ConvergeTestHost host)
     {
@@ -300,7 +301,7 @@ public abstract class MessageStoreConformanceTests
         var history = await host.SendAndWaitAsync(new ConformanceCommand("poison", "permanent"));
 
         Assert.Equal("deadlettered", history[^1].What);
-        var letter = Assert.Single(await host.Store.ListDeadLettersAsync(Queue, 10, CancellationToken.None));
+        var letter = Assert.Single(await host.Store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None));
         Assert.Equal(DeadLetterReasons.PermanentFailure, letter.Reason);
         Assert.Equal(1, letter.Attempts);
         Assert.Contains("refused for good", letter.Exception, StringComparison.Ordinal);
@@ -317,7 +318,7 @@ public abstract class MessageStoreConformanceTests
         var history = await host.SendAndWaitAsync(new ConformanceCommand("flaky", "transient"));
 
         Assert.Equal(2, history.Count(h => h.What == "retry-scheduled"));
-        var letter = Assert.Single(await host.Store.ListDeadLettersAsync(Queue, 10, CancellationToken.None));
+        var letter = Assert.Single(await host.Store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None));
         Assert.Equal(DeadLetterReasons.MaxAttemptsExceeded, letter.Reason);
         Assert.Equal(3, letter.Attempts);
         Assert.Equal([1, 2, 3], letter.History.Select(a => a.Attempt));
@@ -436,7 +437,7 @@ public abstract class MessageStoreConformanceTests
             async () => (await StatusAsync(host)).Queues.Single(q => q.Queue == Queue) is { Ready: 0, Scheduled: 0, InFlight: 0 } queue && queue.DeadLetters == spoiled,
             TimeSpan.FromMinutes(2));
 
-        var letters = await host.Store.ListDeadLettersAsync(Queue, spoiled + 100, CancellationToken.None);
+        var letters = await host.Store.Queries().ListDeadLettersAsync(Queue, spoiled + 100, CancellationToken.None);
         Assert.Equal(spoiled, letters.Count);
         Assert.All(letters, letter => Assert.Equal(DeadLetterReasons.InvalidRow, letter.Reason));
         Assert.All(letters, letter => Assert.Contains("cannot be decoded", letter.Exception, StringComparison.Ordinal));
@@ -566,19 +567,19 @@ public abstract class MessageStoreConformanceTests
         await EnqueueRawAsync(host.Store, RawEnvelope("conformance.command@1", "{\"key\":\"second-chance\"}"u8.ToArray()));
         await EnqueueRawAsync(host.Store, RawEnvelope("nobody.knows@1", "{}"u8.ToArray()));
         await WaitForAsync(async () => await CountEffectsAsync(host, "second-chance") == 1
-            && (await host.Store.ListDeadLettersAsync(null, 10, CancellationToken.None)).Count == 1);
-        var unknown = Assert.Single(await host.Store.ListDeadLettersAsync(null, 10, CancellationToken.None));
+            && (await host.Store.Queries().ListDeadLettersAsync(null, 10, CancellationToken.None)).Count == 1);
+        var unknown = Assert.Single(await host.Store.Queries().ListDeadLettersAsync(null, 10, CancellationToken.None));
 
         Assert.True(await host.Store.DiscardDeadLetterAsync(unknown.Id, CancellationToken.None));
         Assert.False(await host.Store.DiscardDeadLetterAsync(unknown.Id, CancellationToken.None));
         Assert.Equal(0, (await StatusAsync(host)).DeadLetters);
 
         await host.SendAndWaitAsync(new ConformanceCommand("retry-me", "permanent"));
-        var poison = Assert.Single(await host.Store.ListDeadLettersAsync(Queue, 10, CancellationToken.None));
+        var poison = Assert.Single(await host.Store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None));
         Assert.True(await host.Store.RetryDeadLetterAsync(poison.Id, CancellationToken.None));
-        await WaitForAsync(async () => (await host.Store.ListDeadLettersAsync(Queue, 10, CancellationToken.None)).Count == 1
+        await WaitForAsync(async () => (await host.Store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None)).Count == 1
             && (await StatusAsync(host)).Queues.All(q => q.Ready + q.InFlight == 0));
-        var again = Assert.Single(await host.Store.ListDeadLettersAsync(Queue, 10, CancellationToken.None));
+        var again = Assert.Single(await host.Store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None));
         Assert.Equal(poison.Envelope.MessageId, again.Envelope.MessageId);
         Assert.Equal(1, again.Attempts);
     }
@@ -798,7 +799,7 @@ public abstract class MessageStoreConformanceTests
         await parking.Bus.PublishAsync("s", new ConformanceEvent("bad", "transient"));
         await parking.Bus.PublishAsync("s", new ConformanceEvent("good"));
         await WaitForAsync(async () => (await parking.Store.GetConsumerGroupAsync(Group, CancellationToken.None))?.Position == 2);
-        var parked = Assert.Single(await parking.Store.ListDeadLettersAsync("log:" + Group, 10, CancellationToken.None));
+        var parked = Assert.Single(await parking.Store.Queries().ListDeadLettersAsync("log:" + Group, 10, CancellationToken.None));
         Assert.Equal(DeadLetterReasons.PoisonEvent, parked.Reason);
         Assert.Equal(1, parked.LogPosition);
         Assert.Equal(1, await CountEffectsAsync(parking, "good"));
@@ -885,7 +886,7 @@ public abstract class MessageStoreConformanceTests
     static async Task<bool> InsertSagaAsync(IMessageStore store, SagaInstance instance)
     {
         await using var transaction = await store.BeginAsync(CancellationToken.None);
-        var inserted = await transaction.InsertSagaAsync(instance, CancellationToken.None);
+        var inserted = await transaction.Sagas().InsertSagaAsync(instance, CancellationToken.None);
         await transaction.CommitAsync(CancellationToken.None);
         return inserted;
     }
@@ -893,7 +894,7 @@ public abstract class MessageStoreConformanceTests
     static async Task<bool> UpdateSagaAsync(IMessageStore store, SagaInstance instance, long expectedVersion)
     {
         await using var transaction = await store.BeginAsync(CancellationToken.None);
-        var saved = await transaction.UpdateSagaAsync(instance, expectedVersion, CancellationToken.None);
+        var saved = await transaction.Sagas().UpdateSagaAsync(instance, expectedVersion, CancellationToken.None);
         await transaction.CommitAsync(CancellationToken.None);
         return saved;
     }
@@ -909,7 +910,7 @@ public abstract class MessageStoreConformanceTests
 
         var insertedFirst = await InsertSagaAsync(host.Store, first);
         var insertedSecond = await InsertSagaAsync(host.Store, second);
-        var stored = await host.Store.GetSagaAsync("saga-1", CancellationToken.None);
+        var stored = await host.Store.SagaQueries().GetSagaAsync("saga-1", CancellationToken.None);
 
         Assert.True(insertedFirst);
         Assert.False(insertedSecond);
@@ -920,7 +921,7 @@ public abstract class MessageStoreConformanceTests
             (stored.Definition, stored.Version, stored.State, stored.StepIndex, stored.Awaiting, stored.StepAttempt, stored.Failure, stored.ConcurrencyVersion, stored.StartedAt));
         Assert.Equal(first.Steps, stored.Steps);
         Assert.Equal(first.Data.ToArray(), stored.Data.ToArray());
-        Assert.Null(await host.Store.GetSagaAsync("saga-2", CancellationToken.None));
+        Assert.Null(await host.Store.SagaQueries().GetSagaAsync("saga-2", CancellationToken.None));
     }
 
     /// <summary>The fields of a failed, stuck instance and its pending timeout read back as saved.</summary>
@@ -929,7 +930,7 @@ public abstract class MessageStoreConformanceTests
     {
         await using var host = await StartAsync(configure: o => o.RunConsumers = false);
         await InsertSagaAsync(host.Store, NewSaga("saga-stuck"));
-        var instance = (await host.Store.GetSagaAsync("saga-stuck", CancellationToken.None))!;
+        var instance = (await host.Store.SagaQueries().GetSagaAsync("saga-stuck", CancellationToken.None))!;
         Assert.Equal((null as string, null as string, null as string, null as Guid?, null as DateTimeOffset?, null as string),
             (instance.FailedStep, instance.LastError, instance.StuckReason, instance.TimeoutId, instance.TimeoutAt, instance.Queue));
 
@@ -944,11 +945,11 @@ public abstract class MessageStoreConformanceTests
         instance.TimeoutAt = dueAt;
         instance.Queue = "sagas.order";
         Assert.True(await UpdateSagaAsync(host.Store, instance, 1));
-        var stored = (await host.Store.GetSagaAsync("saga-stuck", CancellationToken.None))!;
+        var stored = (await host.Store.SagaQueries().GetSagaAsync("saga-stuck", CancellationToken.None))!;
 
         Assert.Equal((SagaState.Stuck, "ship refused", "ship", "timed out", "gave up", timeoutId, dueAt, "sagas.order"),
             (stored.State, stored.Failure, stored.FailedStep, stored.LastError, stored.StuckReason, stored.TimeoutId, stored.TimeoutAt, stored.Queue));
-        Assert.Equal(["saga-stuck"], (await host.Store.QuerySagasAsync(new SagaQuery { State = SagaState.Stuck }, CancellationToken.None)).Select(s => s.TransactionId));
+        Assert.Equal(["saga-stuck"], (await host.Store.SagaQueries().QuerySagasAsync(new SagaQuery { State = SagaState.Stuck }, CancellationToken.None)).Select(s => s.TransactionId));
     }
 
     /// <summary>A scheduled message is deleted by its queue, id and due time, once.</summary>
@@ -988,8 +989,8 @@ public abstract class MessageStoreConformanceTests
     {
         await using var host = await StartAsync(configure: o => o.RunConsumers = false);
         await InsertSagaAsync(host.Store, NewSaga("saga-1"));
-        var winner = (await host.Store.GetSagaAsync("saga-1", CancellationToken.None))!;
-        var loser = (await host.Store.GetSagaAsync("saga-1", CancellationToken.None))!;
+        var winner = (await host.Store.SagaQueries().GetSagaAsync("saga-1", CancellationToken.None))!;
+        var loser = (await host.Store.SagaQueries().GetSagaAsync("saga-1", CancellationToken.None))!;
 
         winner.StepIndex = 1;
         winner.Awaiting = Guid.NewGuid();
@@ -1001,7 +1002,7 @@ public abstract class MessageStoreConformanceTests
         loser.Failure = "ship: refused";
         var loserSaved = await UpdateSagaAsync(host.Store, loser, 1);
         var missingSaved = await UpdateSagaAsync(host.Store, NewSaga("saga-missing"), 1);
-        var stored = (await host.Store.GetSagaAsync("saga-1", CancellationToken.None))!;
+        var stored = (await host.Store.SagaQueries().GetSagaAsync("saga-1", CancellationToken.None))!;
 
         Assert.True(winnerSaved);
         Assert.False(loserSaved);
@@ -1010,7 +1011,7 @@ public abstract class MessageStoreConformanceTests
         Assert.Equal(1, loser.ConcurrencyVersion);
         Assert.Equal((SagaState.Running, 1, winner.Awaiting, null as string, 2L), (stored.State, stored.StepIndex, stored.Awaiting, stored.Failure, stored.ConcurrencyVersion));
         Assert.Equal("{\"order\":\"winner\"}", Encoding.UTF8.GetString(stored.Data.Span));
-        Assert.Null(await host.Store.GetSagaAsync("saga-missing", CancellationToken.None));
+        Assert.Null(await host.Store.SagaQueries().GetSagaAsync("saga-missing", CancellationToken.None));
         Assert.True(await UpdateSagaAsync(host.Store, stored, 2));
         Assert.Equal(3, stored.ConcurrencyVersion);
     }
@@ -1024,7 +1025,7 @@ public abstract class MessageStoreConformanceTests
         await InsertSagaAsync(host.Store, NewSaga("saga-committed"));
         await using (var committed = await host.Store.BeginAsync(CancellationToken.None))
         {
-            await committed.AppendSagaLogAsync([new SagaLogEntry("saga-committed", at, SagaLogKinds.Started, null, null, null, "version 1")], CancellationToken.None);
+            await committed.Sagas().AppendSagaLogAsync([new SagaLogEntry("saga-committed", at, SagaLogKinds.Started, null, null, null, "version 1")], CancellationToken.None);
             await committed.CommitAsync(CancellationToken.None);
         }
 
@@ -1033,18 +1034,18 @@ public abstract class MessageStoreConformanceTests
         IReadOnlyList<SagaLogEntry> outside;
         await using (var transaction = await host.Store.BeginAsync(CancellationToken.None))
         {
-            await transaction.InsertSagaAsync(NewSaga("saga-rolled-back"), CancellationToken.None);
-            await transaction.AppendSagaLogAsync([new SagaLogEntry("saga-committed", at, SagaLogKinds.CommandSent, "reserve", Guid.NewGuid(), "shop.reserve@1", null)], CancellationToken.None);
-            loaded = await transaction.LoadSagaAsync("saga-rolled-back", CancellationToken.None);
-            inTransaction = await transaction.ReadSagaLogAsync("saga-committed", CancellationToken.None);
-            outside = await host.Store.ReadSagaLogAsync("saga-committed", CancellationToken.None);
+            await transaction.Sagas().InsertSagaAsync(NewSaga("saga-rolled-back"), CancellationToken.None);
+            await transaction.Sagas().AppendSagaLogAsync([new SagaLogEntry("saga-committed", at, SagaLogKinds.CommandSent, "reserve", Guid.NewGuid(), "shop.reserve@1", null)], CancellationToken.None);
+            loaded = await transaction.Sagas().LoadSagaAsync("saga-rolled-back", CancellationToken.None);
+            inTransaction = await transaction.Sagas().ReadSagaLogAsync("saga-committed", CancellationToken.None);
+            outside = await host.Store.SagaQueries().ReadSagaLogAsync("saga-committed", CancellationToken.None);
         }
 
         Assert.NotNull(loaded);
         Assert.Equal([SagaLogKinds.Started, SagaLogKinds.CommandSent], inTransaction.Select(e => e.Kind));
         Assert.Equal([SagaLogKinds.Started], outside.Select(e => e.Kind));
-        Assert.Null(await host.Store.GetSagaAsync("saga-rolled-back", CancellationToken.None));
-        Assert.Equal([SagaLogKinds.Started], (await host.Store.ReadSagaLogAsync("saga-committed", CancellationToken.None)).Select(e => e.Kind));
+        Assert.Null(await host.Store.SagaQueries().GetSagaAsync("saga-rolled-back", CancellationToken.None));
+        Assert.Equal([SagaLogKinds.Started], (await host.Store.SagaQueries().ReadSagaLogAsync("saga-committed", CancellationToken.None)).Select(e => e.Kind));
     }
 
     /// <summary>Instances can be queried by state, definition and version, newest first, and counted per definition, version and state.</summary>
@@ -1059,7 +1060,7 @@ public abstract class MessageStoreConformanceTests
         await InsertSagaAsync(host.Store, NewSaga("d", "refund", 1, SagaState.Compensated, t0.AddMinutes(3)));
         await InsertSagaAsync(host.Store, NewSaga("e", "order", 2, SagaState.Running, t0.AddMinutes(4)));
 
-        async Task<IEnumerable<string>> QueryAsync(SagaQuery query) => (await host.Store.QuerySagasAsync(query, CancellationToken.None)).Select(i => i.TransactionId);
+        async Task<IEnumerable<string>> QueryAsync(SagaQuery query) => (await host.Store.SagaQueries().QuerySagasAsync(query, CancellationToken.None)).Select(i => i.TransactionId);
 
         Assert.Equal(["e", "d", "c", "b", "a"], await QueryAsync(new SagaQuery()));
         Assert.Equal(["e", "c", "a"], await QueryAsync(new SagaQuery { State = SagaState.Running }));
@@ -1069,7 +1070,7 @@ public abstract class MessageStoreConformanceTests
         Assert.Equal(["e", "d"], await QueryAsync(new SagaQuery { Max = 2 }));
         Assert.Empty(await QueryAsync(new SagaQuery { Definition = "nobody" }));
 
-        var counts = await host.Store.CountSagasAsync(CancellationToken.None);
+        var counts = await host.Store.SagaQueries().CountSagasAsync(CancellationToken.None);
         Assert.Equal(
             [new SagaCount("order", 1, SagaState.Completed, 1), new SagaCount("order", 1, SagaState.Running, 1),
              new SagaCount("order", 2, SagaState.Running, 2), new SagaCount("refund", 1, SagaState.Compensated, 1)],
@@ -1095,24 +1096,24 @@ public abstract class MessageStoreConformanceTests
         ];
         await using (var transaction = await host.Store.BeginAsync(CancellationToken.None))
         {
-            await transaction.AppendSagaLogAsync(first, CancellationToken.None);
-            await transaction.AppendSagaLogAsync([new SagaLogEntry("saga-2", at, SagaLogKinds.Started, null, null, null, "other")], CancellationToken.None);
+            await transaction.Sagas().AppendSagaLogAsync(first, CancellationToken.None);
+            await transaction.Sagas().AppendSagaLogAsync([new SagaLogEntry("saga-2", at, SagaLogKinds.Started, null, null, null, "other")], CancellationToken.None);
             await transaction.CommitAsync(CancellationToken.None);
         }
 
         await using (var transaction = await host.Store.BeginAsync(CancellationToken.None))
         {
-            await transaction.AppendSagaLogAsync(second, CancellationToken.None);
+            await transaction.Sagas().AppendSagaLogAsync(second, CancellationToken.None);
             await transaction.CommitAsync(CancellationToken.None);
         }
 
-        var log = await host.Store.ReadSagaLogAsync("saga-1", CancellationToken.None);
+        var log = await host.Store.SagaQueries().ReadSagaLogAsync("saga-1", CancellationToken.None);
 
         Assert.Equal(first.Concat(second).Select(e => (e.TransactionId, e.At, e.Kind, e.Step, e.MessageId, e.MessageType, e.Detail)), log.Select(e => (e.TransactionId, e.At, e.Kind, e.Step, e.MessageId, e.MessageType, e.Detail)));
         Assert.Equal(log.Select(e => e.Id).Order(), log.Select(e => e.Id));
         Assert.Equal(4, log.Select(e => e.Id).Distinct().Count());
-        Assert.Single(await host.Store.ReadSagaLogAsync("saga-2", CancellationToken.None));
-        Assert.Empty(await host.Store.ReadSagaLogAsync("saga-3", CancellationToken.None));
+        Assert.Single(await host.Store.SagaQueries().ReadSagaLogAsync("saga-2", CancellationToken.None));
+        Assert.Empty(await host.Store.SagaQueries().ReadSagaLogAsync("saga-3", CancellationToken.None));
     }
 
     /// <summary>
@@ -1139,7 +1140,7 @@ public abstract class MessageStoreConformanceTests
         var appended = await host.Bus.PublishAsync("flow-stream", new ConformanceEvent("flow-event"), new PublishOptions { CorrelationId = Flow });
         await host.SendAndWaitAsync(new ConformanceCommand("elsewhere"), new SendOptions { CorrelationId = "order-8" });
 
-        var flow = await host.Store.ReadFlowAsync(Flow, CancellationToken.None);
+        var flow = await host.Store.Queries().ReadFlowAsync(Flow, CancellationToken.None);
 
         var relayedCommand = relayed.First(h => h.What == "completed" && h.Where == Queue).Envelope.MessageId;
         var relayedEvent = relayed.First(h => h.What == "appended").Envelope.MessageId;
@@ -1154,7 +1155,7 @@ public abstract class MessageStoreConformanceTests
         Assert.Equal(("queue:" + Queue, "pending", null as DateTimeOffset?), (byId[pending].Where, byId[pending].Status, byId[pending].HandledAt));
         Assert.Equal(("log:flow-stream", "appended", "conformance.event@1"), (byId[appended.Envelope.MessageId].Where, byId[appended.Envelope.MessageId].Status, byId[appended.Envelope.MessageId].MessageType));
         Assert.Null(byId[handled].CausationId);
-        Assert.Empty(await host.Store.ReadFlowAsync("order-unknown", CancellationToken.None));
+        Assert.Empty(await host.Store.Queries().ReadFlowAsync("order-unknown", CancellationToken.None));
     }
 
     Task<ConvergeTestHost> StartIdleAsync(FakeTimeProvider time, string storeName = "main") =>
@@ -1164,7 +1165,7 @@ public abstract class MessageStoreConformanceTests
     /// Records <see cref="Queue"/> as a job queue, as a job worker does when it starts (and a job client with a queue's
     /// first job). Job facts begin with it: a transport that keeps job queues in the store learns here that this one is.
     /// </summary>
-    static Task StartJobQueueAsync(IMessageStore store) => InTransactionAsync(store, t => t.RegisterJobQueueAsync(Queue, CancellationToken.None));
+    static Task StartJobQueueAsync(IMessageStore store) => InTransactionAsync(store, t => t.Jobs().RegisterJobQueueAsync(Queue, CancellationToken.None));
 
     static async Task<T> InTransactionAsync<T>(IMessageStore store, Func<IStoreTransaction, ValueTask<T>> work)
     {
@@ -1250,7 +1251,7 @@ public abstract class MessageStoreConformanceTests
         var envelope = RawEnvelope("conformance.command@1", "{\"key\":\"continued\"}"u8.ToArray());
         AttemptRecord[] history = [new(1, time.GetUtcNow().AddMinutes(-2), "TimeoutException: first"), new(2, time.GetUtcNow().AddMinutes(-1), "TimeoutException: second")];
 
-        await InTransactionAsync(store, t => t.RequeueAsync(new OutgoingMessage(Queue, envelope, time.GetUtcNow().AddMinutes(1), Priority: 2), 2, history, CancellationToken.None));
+        await InTransactionAsync(store, t => t.EnqueueAsync(new OutgoingMessage(Queue, envelope, time.GetUtcNow().AddMinutes(1), Priority: 2) { Attempts = 2, History = history }, CancellationToken.None));
         var early = await store.ClaimAsync(Queue, 10, TimeSpan.FromMinutes(5), CancellationToken.None);
         time.Advance(TimeSpan.FromMinutes(1));
         var due = Assert.Single(await store.ClaimAsync(Queue, 10, TimeSpan.FromMinutes(5), CancellationToken.None));
@@ -1284,8 +1285,8 @@ public abstract class MessageStoreConformanceTests
         };
         AttemptRecord[] history = [new(1, time.GetUtcNow().AddMinutes(-1), "TimeoutException: slow")];
 
-        await InTransactionAsync(store, t => t.RecordDeadLetterAsync(Queue, envelope, 4, DeadLetterReasons.MaxAttemptsExceeded, "delivered 20 times", 20, history, CancellationToken.None));
-        var letter = Assert.Single(await store.ListDeadLettersAsync(Queue, 10, CancellationToken.None));
+        await InTransactionAsync(store, t => t.RecordDeadLetterAsync(new DeadLetterRecord(Queue, envelope, DeadLetterReasons.MaxAttemptsExceeded) { Exception = "delivered 20 times", Attempts = 20, History = history, Priority = 4 }, CancellationToken.None));
+        var letter = Assert.Single(await store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None));
 
         Assert.Equal((Queue, DeadLetterReasons.MaxAttemptsExceeded, "delivered 20 times", 20, 4, time.GetUtcNow(), null as long?),
             (letter.Source, letter.Reason, letter.Exception, letter.Attempts, letter.Priority, letter.DeadLetteredAt, letter.LogPosition));
@@ -1298,7 +1299,7 @@ public abstract class MessageStoreConformanceTests
         Assert.True(await store.RetryDeadLetterAsync(letter.Id, CancellationToken.None));
         var retried = Assert.Single(await store.ClaimAsync(Queue, 10, TimeSpan.FromMinutes(5), CancellationToken.None));
         Assert.Equal((envelope.MessageId, 1), (retried.Envelope.MessageId, retried.Attempt));
-        Assert.Empty(await store.ListDeadLettersAsync(Queue, 10, CancellationToken.None));
+        Assert.Empty(await store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None));
     }
 
     /// <summary>A concurrency limit counts the live leases of the queue: claims stop at the limit and resume as leases end.</summary>
@@ -1385,7 +1386,7 @@ public abstract class MessageStoreConformanceTests
         var time = new FakeTimeProvider();
         await using var host = await StartIdleAsync(time);
         var (first, second, third, fourth) = (Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid());
-        ValueTask<Guid?> ReserveAsync(IStoreTransaction t, string key, Guid job) => t.TryReserveUniqueKeyAsync(key, job, time.GetUtcNow().AddHours(1), CancellationToken.None);
+        ValueTask<Guid?> ReserveAsync(IStoreTransaction t, string key, Guid job) => t.Jobs().TryReserveUniqueKeyAsync(key, job, time.GetUtcNow().AddHours(1), CancellationToken.None);
 
         var reserved = await InTransactionAsync(host.Store, t => ReserveAsync(t, "invoice:7", first));
         var held = await InTransactionAsync(host.Store, t => ReserveAsync(t, "invoice:7", second));
@@ -1425,16 +1426,16 @@ public abstract class MessageStoreConformanceTests
         var batch = NewBatch("month-close:2030-01", time.GetUtcNow());
         var store = host.Store;
 
-        var created = await InTransactionAsync(store, t => t.CreateBatchAsync(batch, CancellationToken.None));
-        var createdAgain = await InTransactionAsync(store, t => t.CreateBatchAsync(batch with { Description = "other" }, CancellationToken.None));
-        await InTransactionAsync(store, t => t.AddToBatchAsync(batch.Id, 3, CancellationToken.None));
-        var sealedWithPending = await InTransactionAsync(store, t => t.SealBatchAsync(batch.Id, CancellationToken.None));
-        var twoSucceeded = await InTransactionAsync(store, t => t.RecordBatchOutcomesAsync(batch.Id, 2, 0, CancellationToken.None));
-        var running = await store.GetBatchAsync(batch.Id, CancellationToken.None);
+        var created = await InTransactionAsync(store, t => t.Jobs().CreateBatchAsync(batch, CancellationToken.None));
+        var createdAgain = await InTransactionAsync(store, t => t.Jobs().CreateBatchAsync(batch with { Description = "other" }, CancellationToken.None));
+        await InTransactionAsync(store, t => t.Jobs().AddToBatchAsync(batch.Id, 3, CancellationToken.None));
+        var sealedWithPending = await InTransactionAsync(store, t => t.Jobs().SealBatchAsync(batch.Id, CancellationToken.None));
+        var twoSucceeded = await InTransactionAsync(store, t => t.Jobs().RecordBatchOutcomesAsync(batch.Id, 2, 0, CancellationToken.None));
+        var running = await store.JobQueries().GetBatchAsync(batch.Id, CancellationToken.None);
         time.Advance(TimeSpan.FromMinutes(1));
-        var finished = await InTransactionAsync(store, t => t.RecordBatchOutcomesAsync(batch.Id, 0, 1, CancellationToken.None));
-        var late = await InTransactionAsync(store, t => t.RecordBatchOutcomesAsync(batch.Id, 1, 0, CancellationToken.None));
-        var stored = await store.GetBatchAsync(batch.Id, CancellationToken.None);
+        var finished = await InTransactionAsync(store, t => t.Jobs().RecordBatchOutcomesAsync(batch.Id, 0, 1, CancellationToken.None));
+        var late = await InTransactionAsync(store, t => t.Jobs().RecordBatchOutcomesAsync(batch.Id, 1, 0, CancellationToken.None));
+        var stored = await store.JobQueries().GetBatchAsync(batch.Id, CancellationToken.None);
 
         Assert.True(created);
         Assert.False(createdAgain);
@@ -1456,17 +1457,17 @@ public abstract class MessageStoreConformanceTests
         }
 
         var empty = new JobBatchRecord { Id = "empty", CreatedAt = time.GetUtcNow() };
-        await InTransactionAsync(store, t => t.CreateBatchAsync(empty, CancellationToken.None));
-        var emptySealed = await InTransactionAsync(store, t => t.SealBatchAsync(empty.Id, CancellationToken.None));
-        var sealedAgain = await InTransactionAsync(store, t => t.SealBatchAsync(empty.Id, CancellationToken.None));
+        await InTransactionAsync(store, t => t.Jobs().CreateBatchAsync(empty, CancellationToken.None));
+        var emptySealed = await InTransactionAsync(store, t => t.Jobs().SealBatchAsync(empty.Id, CancellationToken.None));
+        var sealedAgain = await InTransactionAsync(store, t => t.Jobs().SealBatchAsync(empty.Id, CancellationToken.None));
 
         Assert.NotNull(emptySealed);
         Assert.Equal((0L, 0L, 0L, (OutgoingMessage?)null, (OutgoingMessage?)null), (emptySealed.Total, emptySealed.Failed, emptySealed.Succeeded, emptySealed.OnSuccess, emptySealed.OnComplete));
         Assert.Null(sealedAgain);
-        await Assert.ThrowsAsync<InvalidOperationException>(() => InTransactionAsync(store, t => t.AddToBatchAsync(batch.Id, 1, CancellationToken.None)));
-        await Assert.ThrowsAsync<InvalidOperationException>(() => InTransactionAsync(store, t => t.AddToBatchAsync("no-such-batch", 1, CancellationToken.None)));
-        Assert.Equal(3, (await store.GetBatchAsync(batch.Id, CancellationToken.None))!.Total);
-        Assert.Null(await store.GetBatchAsync("no-such-batch", CancellationToken.None));
+        await Assert.ThrowsAsync<InvalidOperationException>(() => InTransactionAsync(store, t => t.Jobs().AddToBatchAsync(batch.Id, 1, CancellationToken.None)));
+        await Assert.ThrowsAsync<InvalidOperationException>(() => InTransactionAsync(store, t => t.Jobs().AddToBatchAsync("no-such-batch", 1, CancellationToken.None)));
+        Assert.Equal(3, (await store.JobQueries().GetBatchAsync(batch.Id, CancellationToken.None))!.Total);
+        Assert.Null(await store.JobQueries().GetBatchAsync("no-such-batch", CancellationToken.None));
     }
 
     /// <summary>
@@ -1481,12 +1482,12 @@ public abstract class MessageStoreConformanceTests
         var store = host.Store;
         foreach (var id in new[] { "open", "closed" })
         {
-            await InTransactionAsync(store, t => t.CreateBatchAsync(NewBatch(id, time.GetUtcNow()), CancellationToken.None));
-            await InTransactionAsync(store, t => t.AddToBatchAsync(id, 1, CancellationToken.None));
+            await InTransactionAsync(store, t => t.Jobs().CreateBatchAsync(NewBatch(id, time.GetUtcNow()), CancellationToken.None));
+            await InTransactionAsync(store, t => t.Jobs().AddToBatchAsync(id, 1, CancellationToken.None));
             await host.Bus.SendAsync(new ConformanceCommand("job-of-" + id), new SendOptions { Headers = InBatch(id) });
         }
 
-        await InTransactionAsync(store, t => t.SealBatchAsync("closed", CancellationToken.None));
+        await InTransactionAsync(store, t => t.Jobs().SealBatchAsync("closed", CancellationToken.None));
 
         // A claim may return fewer than are waiting (a transport delivers them as its relay moves them): claim on.
         var claimed = new List<QueuedMessage>();
@@ -1500,18 +1501,18 @@ public abstract class MessageStoreConformanceTests
             await InTransactionAsync(store, async t =>
             {
                 await t.DeadLetterAsync(message, DeadLetterReasons.PermanentFailure, "System.InvalidOperationException: no", null, CancellationToken.None);
-                await t.RecordBatchOutcomesAsync(message.Envelope.Headers[JobHeaders.Batch], 0, 1, CancellationToken.None);
+                await t.Jobs().RecordBatchOutcomesAsync(message.Envelope.Headers[JobHeaders.Batch], 0, 1, CancellationToken.None);
             });
         }
 
-        var letters = await store.ListDeadLettersAsync(Queue, 10, CancellationToken.None);
+        var letters = await store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None);
         foreach (var letter in letters)
         {
             Assert.True(await store.RetryDeadLetterAsync(letter.Id, CancellationToken.None));
         }
 
-        var open = (await store.GetBatchAsync("open", CancellationToken.None))!;
-        var closed = (await store.GetBatchAsync("closed", CancellationToken.None))!;
+        var open = (await store.JobQueries().GetBatchAsync("open", CancellationToken.None))!;
+        var closed = (await store.JobQueries().GetBatchAsync("closed", CancellationToken.None))!;
         var retried = new List<QueuedMessage>();
         await WaitForAsync(async () =>
         {
@@ -1522,9 +1523,9 @@ public abstract class MessageStoreConformanceTests
         await InTransactionAsync(store, async t =>
         {
             await t.CompleteAsync(retriedOpen, CancellationToken.None);
-            await t.RecordBatchOutcomesAsync("open", 1, 0, CancellationToken.None);
+            await t.Jobs().RecordBatchOutcomesAsync("open", 1, 0, CancellationToken.None);
         });
-        var finished = await InTransactionAsync(store, t => t.SealBatchAsync("open", CancellationToken.None));
+        var finished = await InTransactionAsync(store, t => t.Jobs().SealBatchAsync("open", CancellationToken.None));
 
         Assert.Equal(2, letters.Count);
         Assert.Equal((1L, 1L, 0L, 0L), (open.Total, open.Pending, open.Succeeded, open.Failed));
@@ -1560,21 +1561,21 @@ public abstract class MessageStoreConformanceTests
         };
         var hourly = nightly with { Name = "hourly", Cron = "0 * * * *", Misfire = MisfirePolicy.RunOnce, NextAt = t0.AddHours(1) };
 
-        await InTransactionAsync(store, t => t.UpsertRecurringJobAsync(nightly, CancellationToken.None));
-        await InTransactionAsync(store, t => t.UpsertRecurringJobAsync(hourly, CancellationToken.None));
-        var dueBefore = await InTransactionAsync(store, t => t.LoadDueRecurringJobsAsync(t0.AddMinutes(59), CancellationToken.None));
-        var dueAtOne = await InTransactionAsync(store, t => t.LoadDueRecurringJobsAsync(t0.AddHours(1), CancellationToken.None));
-        var dueAtTwo = await InTransactionAsync(store, t => t.LoadDueRecurringJobsAsync(t0.AddHours(2), CancellationToken.None));
-        var advanced = await InTransactionAsync(store, t => t.AdvanceRecurringJobAsync("nightly", t0.AddHours(2), t0.AddHours(26), t0.AddHours(2), CancellationToken.None));
-        var advancedAgain = await InTransactionAsync(store, t => t.AdvanceRecurringJobAsync("nightly", t0.AddHours(2), t0.AddHours(50), t0.AddHours(26), CancellationToken.None));
-        await InTransactionAsync(store, t => t.UpsertRecurringJobAsync(nightly with { Priority = 7, Body = "{\"key\":\"v2\"}"u8.ToArray(), NextAt = t0.AddHours(3) }, CancellationToken.None));
-        var sameCron = (await store.ListRecurringJobsAsync(CancellationToken.None)).Single(r => r.Name == "nightly");
-        await InTransactionAsync(store, t => t.UpsertRecurringJobAsync(nightly with { Cron = "0 3 * * *", NextAt = t0.AddHours(3) }, CancellationToken.None));
-        var newCron = (await store.ListRecurringJobsAsync(CancellationToken.None)).Single(r => r.Name == "nightly");
-        await InTransactionAsync(store, t => t.UpsertRecurringJobAsync(nightly with { Cron = "0 3 * * *", TimeZone = "Europe/Paris", NextAt = t0.AddHours(4) }, CancellationToken.None));
-        var newZone = (await store.ListRecurringJobsAsync(CancellationToken.None)).Single(r => r.Name == "nightly");
-        var removed = await InTransactionAsync(store, t => t.RemoveRecurringJobAsync("hourly", CancellationToken.None));
-        var removedAgain = await InTransactionAsync(store, t => t.RemoveRecurringJobAsync("hourly", CancellationToken.None));
+        await InTransactionAsync(store, t => t.Jobs().UpsertRecurringJobAsync(nightly, CancellationToken.None));
+        await InTransactionAsync(store, t => t.Jobs().UpsertRecurringJobAsync(hourly, CancellationToken.None));
+        var dueBefore = await InTransactionAsync(store, t => t.Jobs().LoadDueRecurringJobsAsync(t0.AddMinutes(59), CancellationToken.None));
+        var dueAtOne = await InTransactionAsync(store, t => t.Jobs().LoadDueRecurringJobsAsync(t0.AddHours(1), CancellationToken.None));
+        var dueAtTwo = await InTransactionAsync(store, t => t.Jobs().LoadDueRecurringJobsAsync(t0.AddHours(2), CancellationToken.None));
+        var advanced = await InTransactionAsync(store, t => t.Jobs().AdvanceRecurringJobAsync("nightly", t0.AddHours(2), t0.AddHours(26), t0.AddHours(2), CancellationToken.None));
+        var advancedAgain = await InTransactionAsync(store, t => t.Jobs().AdvanceRecurringJobAsync("nightly", t0.AddHours(2), t0.AddHours(50), t0.AddHours(26), CancellationToken.None));
+        await InTransactionAsync(store, t => t.Jobs().UpsertRecurringJobAsync(nightly with { Priority = 7, Body = "{\"key\":\"v2\"}"u8.ToArray(), NextAt = t0.AddHours(3) }, CancellationToken.None));
+        var sameCron = (await store.JobQueries().ListRecurringJobsAsync(CancellationToken.None)).Single(r => r.Name == "nightly");
+        await InTransactionAsync(store, t => t.Jobs().UpsertRecurringJobAsync(nightly with { Cron = "0 3 * * *", NextAt = t0.AddHours(3) }, CancellationToken.None));
+        var newCron = (await store.JobQueries().ListRecurringJobsAsync(CancellationToken.None)).Single(r => r.Name == "nightly");
+        await InTransactionAsync(store, t => t.Jobs().UpsertRecurringJobAsync(nightly with { Cron = "0 3 * * *", TimeZone = "Europe/Paris", NextAt = t0.AddHours(4) }, CancellationToken.None));
+        var newZone = (await store.JobQueries().ListRecurringJobsAsync(CancellationToken.None)).Single(r => r.Name == "nightly");
+        var removed = await InTransactionAsync(store, t => t.Jobs().RemoveRecurringJobAsync("hourly", CancellationToken.None));
+        var removedAgain = await InTransactionAsync(store, t => t.Jobs().RemoveRecurringJobAsync("hourly", CancellationToken.None));
 
         Assert.Empty(dueBefore);
         Assert.Equal(["hourly"], dueAtOne.Select(r => r.Name));
@@ -1591,7 +1592,7 @@ public abstract class MessageStoreConformanceTests
         Assert.Equal(("Europe/Paris", t0.AddHours(4)), (newZone.TimeZone, newZone.NextAt));
         Assert.True(removed);
         Assert.False(removedAgain);
-        Assert.Equal(["nightly"], (await store.ListRecurringJobsAsync(CancellationToken.None)).Select(r => r.Name));
+        Assert.Equal(["nightly"], (await store.JobQueries().ListRecurringJobsAsync(CancellationToken.None)).Select(r => r.Name));
     }
 
     /// <summary>
@@ -1608,18 +1609,18 @@ public abstract class MessageStoreConformanceTests
         await CreateSealedBatchOfOneAsync(store, batch);
         var job = await host.Bus.SendAsync(new ConformanceCommand("waiting"), new SendOptions { Headers = InBatch(batch.Id), Delay = TimeSpan.FromMinutes(10) });
 
-        var outcome = await store.CancelJobAsync(job, CancellationToken.None);
-        var again = await store.CancelJobAsync(job, CancellationToken.None);
-        var unknown = await store.CancelJobAsync(Guid.NewGuid(), CancellationToken.None);
+        var outcome = await store.Jobs().CancelJobAsync(job, CancellationToken.None);
+        var again = await store.Jobs().CancelJobAsync(job, CancellationToken.None);
+        var unknown = await store.Jobs().CancelJobAsync(Guid.NewGuid(), CancellationToken.None);
         time.Advance(TimeSpan.FromMinutes(10));
 
         Assert.Equal(JobCancelOutcome.Cancelled, outcome);
         Assert.Equal(JobCancelOutcome.NotFound, again);
         Assert.Equal(JobCancelOutcome.NotFound, unknown);
         Assert.Empty(await store.ClaimAsync(Queue, 10, TimeSpan.FromMinutes(5), CancellationToken.None));
-        var letter = Assert.Single(await store.ListDeadLettersAsync(Queue, 10, CancellationToken.None));
+        var letter = Assert.Single(await store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None));
         Assert.Equal((job, DeadLetterReasons.Cancelled), (letter.Envelope.MessageId, letter.Reason));
-        var info = await store.GetJobAsync(job, CancellationToken.None);
+        var info = await store.JobQueries().GetJobAsync(job, CancellationToken.None);
         Assert.Equal((JobState.Cancelled, (long?)letter.Id, batch.Id), (info!.State, info.DeadLetterId, info.BatchId));
         await AssertFinishedWithOneFailureAndCalledBackAsync(store, batch);
     }
@@ -1627,15 +1628,15 @@ public abstract class MessageStoreConformanceTests
     /// <summary>Creates <paramref name="batch"/> with one job to come and seals it.</summary>
     static async Task CreateSealedBatchOfOneAsync(IMessageStore store, JobBatchRecord batch)
     {
-        await InTransactionAsync(store, t => t.CreateBatchAsync(batch, CancellationToken.None));
-        await InTransactionAsync(store, t => t.AddToBatchAsync(batch.Id, 1, CancellationToken.None));
-        await InTransactionAsync(store, t => t.SealBatchAsync(batch.Id, CancellationToken.None));
+        await InTransactionAsync(store, t => t.Jobs().CreateBatchAsync(batch, CancellationToken.None));
+        await InTransactionAsync(store, t => t.Jobs().AddToBatchAsync(batch.Id, 1, CancellationToken.None));
+        await InTransactionAsync(store, t => t.Jobs().SealBatchAsync(batch.Id, CancellationToken.None));
     }
 
     /// <summary>Asserts that <paramref name="batch"/> finished with its one job failed and enqueued its callback.</summary>
     static async Task AssertFinishedWithOneFailureAndCalledBackAsync(IMessageStore store, JobBatchRecord batch)
     {
-        var finished = (await store.GetBatchAsync(batch.Id, CancellationToken.None))!;
+        var finished = (await store.JobQueries().GetBatchAsync(batch.Id, CancellationToken.None))!;
         Assert.Equal((0L, 0L, 1L), (finished.Pending, finished.Succeeded, finished.Failed));
         Assert.NotNull(finished.FinishedAt);
         var callback = Assert.Single(await store.ClaimAsync("callbacks", 10, TimeSpan.FromMinutes(5), CancellationToken.None));
@@ -1667,7 +1668,7 @@ public abstract class MessageStoreConformanceTests
         var claimed = await store.ClaimAsync(Queue, 10, TimeSpan.FromMinutes(5), CancellationToken.None);
 
         Assert.Equal([before, after], claimed.Select(m => m.Envelope.MessageId));
-        var letter = Assert.Single(await store.ListDeadLettersAsync(Queue, 10, CancellationToken.None));
+        var letter = Assert.Single(await store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None));
         Assert.Equal((job, DeadLetterReasons.InvalidRow, 1), (letter.Envelope.MessageId, letter.Reason, letter.Attempts));
         Assert.Equal(("-5", "[null]", batch.Id), (letter.Envelope.Headers["converge-raw-sent_at"], letter.Envelope.Headers["converge-raw-history"], letter.Envelope.Headers[JobHeaders.Batch]));
         Assert.Contains("sent_at: ArgumentOutOfRangeException", letter.Exception, StringComparison.Ordinal);
@@ -1694,15 +1695,15 @@ public abstract class MessageStoreConformanceTests
             Assert.Equal(1, await spoil.ExecuteNonQueryAsync());
         }
 
-        var listed = Assert.Single(await store.ListJobsAsync(new JobQuery { Queue = Queue }, CancellationToken.None));
-        var found = await store.GetJobAsync(job, CancellationToken.None);
-        var outcome = await store.CancelJobAsync(job, CancellationToken.None);
+        var listed = Assert.Single(await store.JobQueries().ListJobsAsync(new JobQuery { Queue = Queue }, CancellationToken.None));
+        var found = await store.JobQueries().GetJobAsync(job, CancellationToken.None);
+        var outcome = await store.Jobs().CancelJobAsync(job, CancellationToken.None);
 
         Assert.Equal((job, JobState.Scheduled), (listed.Id, listed.State));
         Assert.Equal(("-7", "[null]", "{\"a\":1}"), (listed.Headers["converge-raw-as_of"], listed.Headers["converge-raw-history"], listed.Headers["converge-raw-headers"]));
         Assert.Equal(job, found!.Id);
         Assert.Equal(JobCancelOutcome.Cancelled, outcome);
-        var letter = Assert.Single(await store.ListDeadLettersAsync(Queue, 10, CancellationToken.None));
+        var letter = Assert.Single(await store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None));
         Assert.Equal((job, DeadLetterReasons.Cancelled), (letter.Envelope.MessageId, letter.Reason));
         Assert.Equal("-7", letter.Envelope.Headers["converge-raw-as_of"]);
     }
@@ -1719,19 +1720,19 @@ public abstract class MessageStoreConformanceTests
         var other = await host.Bus.SendAsync(new ConformanceCommand("other"));
         var claimed = await store.ClaimAsync(Queue, 1, TimeSpan.FromMinutes(5), CancellationToken.None);
 
-        var outcome = await store.CancelJobAsync(running, CancellationToken.None);
-        var flagged = await store.ReadCancellationsAsync([running, other], CancellationToken.None);
-        var state = (await store.GetJobAsync(running, CancellationToken.None))!.State;
-        await InTransactionAsync(store, t => t.ForgetJobStateAsync([running], CancellationToken.None));
-        var forgotten = await store.ReadCancellationsAsync([running, other], CancellationToken.None);
+        var outcome = await store.Jobs().CancelJobAsync(running, CancellationToken.None);
+        var flagged = await store.Jobs().ReadCancellationsAsync([running, other], CancellationToken.None);
+        var state = (await store.JobQueries().GetJobAsync(running, CancellationToken.None))!.State;
+        await InTransactionAsync(store, t => t.Jobs().ForgetJobStateAsync([running], CancellationToken.None));
+        var forgotten = await store.Jobs().ReadCancellationsAsync([running, other], CancellationToken.None);
 
         Assert.Equal(running, Assert.Single(claimed).Envelope.MessageId);
         Assert.Equal(JobCancelOutcome.Requested, outcome);
         Assert.Equal([running], flagged);
         Assert.Equal(JobState.Processing, state);
         Assert.Empty(forgotten);
-        Assert.Empty(await store.ListDeadLettersAsync(Queue, 10, CancellationToken.None));
-        Assert.Empty(await store.ReadCancellationsAsync([], CancellationToken.None));
+        Assert.Empty(await store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None));
+        Assert.Empty(await store.Jobs().ReadCancellationsAsync([], CancellationToken.None));
     }
 
     /// <summary>Progress reported by a running job is read back with the job, the latest report winning, until it is forgotten.</summary>
@@ -1742,17 +1743,17 @@ public abstract class MessageStoreConformanceTests
         await using var host = await StartIdleAsync(time);
         var store = host.Store;
         var job = await host.Bus.SendAsync(new ConformanceCommand("progressing"));
-        await InTransactionAsync(store, t => t.RegisterJobQueueAsync(Queue, CancellationToken.None));
+        await InTransactionAsync(store, t => t.Jobs().RegisterJobQueueAsync(Queue, CancellationToken.None));
         await store.ClaimAsync(Queue, 1, TimeSpan.FromMinutes(5), CancellationToken.None);
 
-        var before = await store.GetJobAsync(job, CancellationToken.None);
-        await store.SaveJobProgressAsync(job, 40, "400 of 1000 invoices", CancellationToken.None);
-        var first = await store.GetJobAsync(job, CancellationToken.None);
-        await store.SaveJobProgressAsync(job, 80, null, CancellationToken.None);
-        var second = await store.GetJobAsync(job, CancellationToken.None);
-        var listed = Assert.Single(await store.ListJobsAsync(new JobQuery { Queue = Queue }, CancellationToken.None));
-        await InTransactionAsync(store, t => t.ForgetJobStateAsync([job], CancellationToken.None));
-        var forgotten = await store.GetJobAsync(job, CancellationToken.None);
+        var before = await store.JobQueries().GetJobAsync(job, CancellationToken.None);
+        await store.Jobs().SaveJobProgressAsync(job, 40, "400 of 1000 invoices", CancellationToken.None);
+        var first = await store.JobQueries().GetJobAsync(job, CancellationToken.None);
+        await store.Jobs().SaveJobProgressAsync(job, 80, null, CancellationToken.None);
+        var second = await store.JobQueries().GetJobAsync(job, CancellationToken.None);
+        var listed = Assert.Single(await store.JobQueries().ListJobsAsync(new JobQuery { Queue = Queue }, CancellationToken.None));
+        await InTransactionAsync(store, t => t.Jobs().ForgetJobStateAsync([job], CancellationToken.None));
+        var forgotten = await store.JobQueries().GetJobAsync(job, CancellationToken.None);
 
         Assert.Equal((null as int?, null as string), (before!.Progress, before.ProgressNote));
         Assert.Equal((40 as int?, "400 of 1000 invoices"), (first!.Progress, first.ProgressNote));
@@ -1782,7 +1783,7 @@ public abstract class MessageStoreConformanceTests
             AsOf = asOf,
             Headers = InBatch("b-states"),
         });
-        Task<JobInfo?> GetAsync(Guid id) => store.GetJobAsync(id, CancellationToken.None).AsTask();
+        Task<JobInfo?> GetAsync(Guid id) => store.JobQueries().GetJobAsync(id, CancellationToken.None).AsTask();
 
         var scheduled = (await GetAsync(job))!;
         time.Advance(TimeSpan.FromMinutes(5));
@@ -1821,7 +1822,7 @@ public abstract class MessageStoreConformanceTests
         Assert.Null(succeeded.Body);
         Assert.Equal((JobState.Dead, Queue, "permanent-failure", (DateTimeOffset?)time.GetUtcNow(), 1),
             (dead.State, dead.Queue, dead.Error, dead.FinishedAt, dead.Attempts));
-        Assert.Equal(Assert.Single(await store.ListDeadLettersAsync(Queue, 10, CancellationToken.None)).Id, dead.DeadLetterId);
+        Assert.Equal(Assert.Single(await store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None)).Id, dead.DeadLetterId);
         Assert.Null(await GetAsync(Guid.NewGuid()));
     }
 
@@ -1850,7 +1851,7 @@ public abstract class MessageStoreConformanceTests
         var doomed = Assert.Single(await store.ClaimAsync(Queue, 1, TimeSpan.FromMinutes(5), CancellationToken.None));
         await InTransactionAsync(store, t => t.DeadLetterAsync(doomed, DeadLetterReasons.MaxAttemptsExceeded, null, null, CancellationToken.None));
         var cancelled = await SendAsync("cancelled", new SendOptions { Headers = InBatch("b") });
-        await store.CancelJobAsync(cancelled, CancellationToken.None);
+        await store.Jobs().CancelJobAsync(cancelled, CancellationToken.None);
         var processing = await SendAsync("processing", new SendOptions { Headers = InBatch("b") });
         await store.ClaimAsync(Queue, 1, TimeSpan.FromMinutes(5), CancellationToken.None);
         var enqueued = await SendAsync("enqueued");
@@ -1859,12 +1860,12 @@ public abstract class MessageStoreConformanceTests
         await SendAsync("not a job", new SendOptions { Queue = "plain-messages" });
         await InTransactionAsync(store, async t =>
         {
-            await t.RegisterJobQueueAsync(Queue, CancellationToken.None);
-            await t.RegisterJobQueueAsync("reports", CancellationToken.None);
-            await t.RegisterJobQueueAsync("reports", CancellationToken.None);
+            await t.Jobs().RegisterJobQueueAsync(Queue, CancellationToken.None);
+            await t.Jobs().RegisterJobQueueAsync("reports", CancellationToken.None);
+            await t.Jobs().RegisterJobQueueAsync("reports", CancellationToken.None);
         });
 
-        async Task<IEnumerable<Guid>> ListAsync(JobQuery query) => (await store.ListJobsAsync(query, CancellationToken.None)).Select(j => j.Id);
+        async Task<IEnumerable<Guid>> ListAsync(JobQuery query) => (await store.JobQueries().ListJobsAsync(query, CancellationToken.None)).Select(j => j.Id);
 
         Assert.Equal([elsewhere, scheduled, enqueued, processing, cancelled, dead, succeeded], await ListAsync(new JobQuery()));
         Assert.Equal([scheduled, enqueued, processing, cancelled, dead, succeeded], await ListAsync(new JobQuery { Queue = Queue }));
@@ -1890,7 +1891,7 @@ public abstract class MessageStoreConformanceTests
         await using var host = await StartAsync();
         await host.SendAndWaitAsync(new ConformanceCommand("read-back"));
 
-        await using var connection = await host.Store.OpenReadConnectionAsync(CancellationToken.None);
+        await using var connection = await host.Store.Database().OpenReadConnectionAsync(CancellationToken.None);
         var count = await Effects.CountAsync(connection, "read-back");
 
         Assert.Equal(1, count);
@@ -1921,8 +1922,8 @@ public abstract class MessageStoreConformanceTests
 
     static async Task<DeadLetter> WaitForDeadLetterAsync(ConvergeTestHost host)
     {
-        await WaitForAsync(async () => (await host.Store.ListDeadLettersAsync(Queue, 10, CancellationToken.None)).Count > 0);
-        return (await host.Store.ListDeadLettersAsync(Queue, 10, CancellationToken.None))[0];
+        await WaitForAsync(async () => (await host.Store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None)).Count > 0);
+        return (await host.Store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None))[0];
     }
 
     /// <summary>Sends a command and publishes an event from inside a handler.</summary>

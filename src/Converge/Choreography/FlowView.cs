@@ -1,3 +1,4 @@
+using Converge.Sagas;
 using Converge.Storage;
 
 namespace Converge.Choreography;
@@ -16,7 +17,7 @@ public sealed record FlowStep(int Depth, FlowItem Item, IReadOnlyList<SagaLogEnt
 /// </summary>
 /// <remarks>
 /// <para>
-/// <b>Rows.</b> The rows are the store's <see cref="IMessageStore.ReadFlowAsync"/> items, one per message id and
+/// <b>Rows.</b> The rows are the store's <see cref="IStoreQueries.ReadFlowAsync"/> items, one per message id and
 /// place (<see cref="FlowItem.Where"/>). When the store holds the same message twice in one place (a copy still
 /// queued after another copy was handled, say), the row keeps the most advanced status: handled, then pending, then
 /// dead-lettered, then appended. A message that is in several places (handled on its queue and a redelivered copy
@@ -41,7 +42,7 @@ public sealed record FlowStep(int Depth, FlowItem Item, IReadOnlyList<SagaLogEnt
 /// own with <see cref="FlowItem.Where"/> <see cref="SagaLogPlace"/> and status <see cref="SentStatus"/> or
 /// <see cref="ReceivedStatus"/>. The failure reply that a fault plan stands in for a participant is placed under the
 /// message whose handling injected the fault. Entries that cannot be placed by these rules go on the first root; with
-/// no row at all the view is empty (read the saga log itself with <see cref="IMessageStore.ReadSagaLogAsync"/>).
+/// no row at all the view is empty (read the saga log itself with <see cref="ISagaQueries.ReadSagaLogAsync"/>).
 /// </para>
 /// </remarks>
 public static class FlowView
@@ -63,10 +64,10 @@ public static class FlowView
     {
         ArgumentNullException.ThrowIfNull(store);
         ArgumentException.ThrowIfNullOrWhiteSpace(transactionId);
-        var items = await store.ReadFlowAsync(transactionId, cancellationToken);
-        IReadOnlyList<SagaLogEntry> log = await store.GetSagaAsync(transactionId, cancellationToken) is null
+        var items = await store.Queries().ReadFlowAsync(transactionId, cancellationToken);
+        IReadOnlyList<SagaLogEntry> log = await store.SagaQueries().GetSagaAsync(transactionId, cancellationToken) is null
             ? []
-            : await store.ReadSagaLogAsync(transactionId, cancellationToken);
+            : await store.SagaQueries().ReadSagaLogAsync(transactionId, cancellationToken);
         return Build(items, log);
     }
 

@@ -84,7 +84,7 @@ public sealed class JobContext
     /// On SQLite it sees every commit made before it opened.
     /// </summary>
     public ValueTask<DbConnection> OpenReadConnectionAsync(CancellationToken cancellationToken = default) =>
-        _runtime.Store.OpenReadConnectionAsync(cancellationToken);
+        _runtime.Store.Database().OpenReadConnectionAsync(cancellationToken);
 
     /// <summary>
     /// Stores the job's progress (0 to 100) with an optional note, in its own short transaction, so that
@@ -95,7 +95,7 @@ public sealed class JobContext
         ArgumentOutOfRangeException.ThrowIfNegative(percent);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(percent, 100);
         ReportedProgress = true;
-        return _runtime.Store.SaveJobProgressAsync(JobId, percent, note, cancellationToken);
+        return _runtime.Store.Jobs().SaveJobProgressAsync(JobId, percent, note, cancellationToken);
     }
 
     /// <summary>
@@ -107,7 +107,7 @@ public sealed class JobContext
         ArgumentException.ThrowIfNullOrWhiteSpace(sql);
         ArgumentNullException.ThrowIfNull(parameters);
         var pairs = parameters.Select(p => new KeyValuePair<string, object?>(p.Name, p.Value)).ToArray();
-        Effects.Add((transaction, ct) => Discard(transaction.ExecuteAsync(sql, pairs, ct)));
+        Effects.Add((transaction, ct) => Discard(transaction.Database().ExecuteAsync(sql, pairs, ct)));
     }
 
     /// <summary>

@@ -42,7 +42,7 @@ internal sealed class JobClient : IJobClient
     }
 
     public ValueTask<EnqueuedJob> EnqueueAsync<TJob>(TJob job, DbTransaction transaction, JobOptions? options = null, CancellationToken cancellationToken = default) where TJob : notnull =>
-        EnqueueCoreAsync(_runtime.Store.Enlist(transaction), job, options, null, cancellationToken);
+        EnqueueCoreAsync(_runtime.Store.Database().Enlist(transaction), job, options, null, cancellationToken);
 
     internal async ValueTask<EnqueuedJob> EnqueueCoreAsync<TJob>(IStoreTransaction transaction, TJob job, JobOptions? options, Envelope? cause, CancellationToken cancellationToken) where TJob : notnull
     {
@@ -56,7 +56,7 @@ internal sealed class JobClient : IJobClient
                 throw new ArgumentException($"JobOptions.UniqueFor is {options.UniqueFor}; a unique key needs a positive window.", nameof(options));
             }
 
-            if (await transaction.TryReserveUniqueKeyAsync(key, id, _runtime.Now + options.UniqueFor, cancellationToken) is { } holder)
+            if (await transaction.Jobs().TryReserveUniqueKeyAsync(key, id, _runtime.Now + options.UniqueFor, cancellationToken) is { } holder)
             {
                 return new EnqueuedJob(holder, Duplicate: true);
             }
@@ -64,7 +64,7 @@ internal sealed class JobClient : IJobClient
 
         if (options.BatchId is { } batchId)
         {
-            await transaction.AddToBatchAsync(batchId, 1, cancellationToken);
+            await transaction.Jobs().AddToBatchAsync(batchId, 1, cancellationToken);
         }
 
         var sendOptions = ToSendOptions(options, id);
@@ -83,7 +83,7 @@ internal sealed class JobClient : IJobClient
             return;
         }
 
-        await transaction.RegisterJobQueueAsync(queue, cancellationToken);
+        await transaction.Jobs().RegisterJobQueueAsync(queue, cancellationToken);
         transaction.OnCommitted(() => _registeredQueues.TryAdd(queue, 0));
     }
 
@@ -153,7 +153,7 @@ internal sealed class JobClient : IJobClient
         };
 
         await using var transaction = await _runtime.Store.BeginAsync(cancellationToken);
-        var created = await transaction.CreateBatchAsync(record, cancellationToken);
+        var created = await transaction.Jobs().CreateBatchAsync(record, cancellationToken);
         await transaction.CommitAsync(cancellationToken);
         return created;
     }
@@ -172,7 +172,7 @@ internal sealed class JobClient : IJobClient
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(batchId);
         await using var transaction = await _runtime.Store.BeginAsync(cancellationToken);
-        if (await transaction.SealBatchAsync(batchId, cancellationToken) is { } finished)
+        if (await transaction.Jobs().SealBatchAsync(batchId, cancellationToken) is { } finished)
         {
             await EnqueueCallbacksAsync(transaction, finished, cancellationToken);
         }
@@ -195,13 +195,13 @@ internal sealed class JobClient : IJobClient
     }
 
     public ValueTask<JobBatchRecord?> GetBatchAsync(string batchId, CancellationToken cancellationToken = default) =>
-        _runtime.Store.GetBatchAsync(batchId, cancellationToken);
+        _runtime.Store.JobQueries().GetBatchAsync(batchId, cancellationToken);
 
     public ValueTask<JobCancelOutcome> CancelAsync(Guid jobId, CancellationToken cancellationToken = default) =>
-        _runtime.Store.CancelJobAsync(jobId, cancellationToken);
+        _runtime.Store.Jobs().CancelJobAsync(jobId, cancellationToken);
 
     public ValueTask<JobInfo?> GetAsync(Guid jobId, CancellationToken cancellationToken = default) =>
-        _runtime.Store.GetJobAsync(jobId, cancellationToken);
+        _runtime.Store.JobQueries().GetJobAsync(jobId, cancellationToken);
 
     public async ValueTask<EnqueuedJob> TriggerRecurringAsync(string name, CancellationToken cancellationToken = default)
     {

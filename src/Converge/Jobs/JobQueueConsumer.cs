@@ -532,13 +532,13 @@ internal sealed class JobQueueConsumer : IDisposable
 
         if (forget.Count > 0)
         {
-            await transaction.ForgetJobStateAsync(forget, cancellationToken);
+            await transaction.Jobs().ForgetJobStateAsync(forget, cancellationToken);
         }
 
         // Batch counters last: many groups of one batch update its row, and each holds the row until its commit.
         foreach (var (batchId, counts) in batches)
         {
-            if (await transaction.RecordBatchOutcomesAsync(batchId, counts.Succeeded, counts.Failed, cancellationToken) is { } finished)
+            if (await transaction.Jobs().RecordBatchOutcomesAsync(batchId, counts.Succeeded, counts.Failed, cancellationToken) is { } finished)
             {
                 await JobClient.EnqueueCallbacksAsync(transaction, finished, cancellationToken);
             }
@@ -619,7 +619,7 @@ internal sealed class JobQueueConsumer : IDisposable
 
                     if (batchId is not null)
                     {
-                        await transaction.AddToBatchAsync(batchId, -1, cancellationToken);
+                        await transaction.Jobs().AddToBatchAsync(batchId, -1, cancellationToken);
                         Count(batches, batchId, succeeded: 0, failed: 0);
                     }
 
@@ -718,7 +718,7 @@ internal sealed class JobQueueConsumer : IDisposable
                     _renewedAt = now;
                 }
 
-                var cancelled = await _store.ReadCancellationsAsync([.. snapshot.Select(r => r.Message.Envelope.MessageId)], CancellationToken.None);
+                var cancelled = await _store.Jobs().ReadCancellationsAsync([.. snapshot.Select(r => r.Message.Envelope.MessageId)], CancellationToken.None);
                 foreach (var id in cancelled)
                 {
                     if (snapshot.FirstOrDefault(r => r.Message.Envelope.MessageId == id) is { } running)

@@ -44,7 +44,7 @@ internal sealed partial class RecurringJobScheduler
             var schedule = CronSchedule.Parse(registration.Cron, registration.Options.TimeZone);
             var next = schedule.Next(now) ?? DateTimeOffset.MaxValue;
             var outgoing = _runtime.Bus.CreateOutgoing(registration.Job, new SendOptions { Queue = registration.Options.Queue }, null);
-            await transaction.UpsertRecurringJobAsync(
+            await transaction.Jobs().UpsertRecurringJobAsync(
                 new RecurringJobRecord
                 {
                     Name = registration.Name,
@@ -105,14 +105,14 @@ internal sealed partial class RecurringJobScheduler
     {
         // A read first: while nothing registered here is due, the scheduler never takes the store's write lock.
         var now = _runtime.Now;
-        var registered = (await _runtime.Store.ListRecurringJobsAsync(cancellationToken)).Where(IsRegistered).ToList();
+        var registered = (await _runtime.Store.JobQueries().ListRecurringJobsAsync(cancellationToken)).Where(IsRegistered).ToList();
         if (!registered.Any(r => r.NextAt <= now))
         {
             return registered.Count == 0 ? null : registered.Min(r => r.NextAt);
         }
 
         await using var transaction = await _runtime.Store.BeginAsync(cancellationToken);
-        var due = await transaction.LoadDueRecurringJobsAsync(now, cancellationToken);
+        var due = await transaction.Jobs().LoadDueRecurringJobsAsync(now, cancellationToken);
         DateTimeOffset? earliest = null;
 
         // Only the schedules this process registers: one removed or renamed in code stays in the store (converge
@@ -146,7 +146,7 @@ internal sealed partial class RecurringJobScheduler
 
             var next = cron.Next(now) ?? DateTimeOffset.MaxValue;
             var last = toEnqueue.Count > 0 ? toEnqueue[^1] : schedule.LastAt;
-            if (!await transaction.AdvanceRecurringJobAsync(schedule.Name, schedule.NextAt, next, last, cancellationToken))
+            if (!await transaction.Jobs().AdvanceRecurringJobAsync(schedule.Name, schedule.NextAt, next, last, cancellationToken))
             {
                 // Another process enqueued these occurrences first; undo ours.
                 return null;

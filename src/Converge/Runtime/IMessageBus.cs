@@ -12,7 +12,7 @@ public interface IMessageBus
 {
     /// <summary>
     /// Begins a transaction on the store's database for your own writes and the messages that announce them (the
-    /// outbox): pass <see cref="IStoreTransaction.Transaction"/> to the <c>SendAsync</c> and <c>PublishAsync</c>
+    /// outbox): pass <see cref="IDatabaseTransaction.Transaction"/> to the <c>SendAsync</c> and <c>PublishAsync</c>
     /// overloads, write with its connection, then <see cref="IStoreTransaction.CommitAsync"/>. Consumers in this
     /// process are woken as soon as it commits. On SQLite this transaction waits its turn with Converge's own
     /// writers instead of competing for the file's lock, so prefer it to a transaction of your own there.

@@ -36,7 +36,7 @@ internal sealed class MessageBus : IMessageBus
     }
 
     public ValueTask<Guid> SendAsync<T>(T message, DbTransaction transaction, SendOptions? options = null, CancellationToken cancellationToken = default) where T : notnull =>
-        SendCoreAsync(_store.Enlist(transaction), message, options, null, cancellationToken);
+        SendCoreAsync(_store.Database().Enlist(transaction), message, options, null, cancellationToken);
 
     public async ValueTask<LogEvent> PublishAsync<T>(string stream, T @event, PublishOptions? options = null, CancellationToken cancellationToken = default) where T : notnull
     {
@@ -47,7 +47,7 @@ internal sealed class MessageBus : IMessageBus
     }
 
     public ValueTask<LogEvent> PublishAsync<T>(string stream, T @event, DbTransaction transaction, PublishOptions? options = null, CancellationToken cancellationToken = default) where T : notnull =>
-        PublishCoreAsync(_store.Enlist(transaction), stream, @event, options, null, cancellationToken);
+        PublishCoreAsync(_store.Database().Enlist(transaction), stream, @event, options, null, cancellationToken);
 
     internal async ValueTask<Guid> SendCoreAsync<T>(IStoreTransaction transaction, T message, SendOptions? options, Envelope? cause, CancellationToken cancellationToken) where T : notnull
     {

@@ -55,7 +55,7 @@ public sealed class MessageContext
     /// message is acknowledged, and roll back when the handler throws.
     /// </summary>
     public ValueTask<DbTransaction> GetTransactionAsync(CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult(_transaction.Transaction);
+        ValueTask.FromResult(_transaction.Database().Transaction);
 
     /// <summary>
     /// Executes <paramref name="sql"/> in the message's transaction and returns the rows affected. Parameters are
@@ -75,7 +75,7 @@ public sealed class MessageContext
             pairs[i] = new KeyValuePair<string, object?>(parameters[i].Name, parameters[i].Value);
         }
 
-        return _transaction.ExecuteAsync(sql, pairs, cancellationToken);
+        return _transaction.Database().ExecuteAsync(sql, pairs, cancellationToken);
     }
 
     /// <summary>Sends a message in this handler's transaction; it carries this message's correlation id and is caused by it.</summary>
@@ -108,7 +108,7 @@ public sealed class MessageContext
         var attempt = faults is not null && Envelope.Headers.TryGetValue(SagaHeaders.Attempt, out var text) && int.TryParse(text, System.Globalization.CultureInfo.InvariantCulture, out var parsed) ? parsed : 1;
         if (faults?.Find(FaultAction.DropReply, CorrelationId, step, attempt, Envelope.Headers) is not null)
         {
-            await _transaction.AppendSagaLogAsync([new SagaLogEntry(CorrelationId!, _bus.Now, SagaLogKinds.FaultInjected, step, Envelope.MessageId, Envelope.MessageType, "reply dropped")], cancellationToken);
+            await _transaction.Sagas().AppendSagaLogAsync([new SagaLogEntry(CorrelationId!, _bus.Now, SagaLogKinds.FaultInjected, step, Envelope.MessageId, Envelope.MessageType, "reply dropped")], cancellationToken);
             return Guid.Empty;
         }
 
@@ -118,7 +118,7 @@ public sealed class MessageContext
         {
             headers[SagaHeaders.Fault] = "duplicate";
             var copy = await _bus.SendCoreAsync(_transaction, reply, new SendOptions { Queue = replyTo, Headers = headers }, Envelope, cancellationToken);
-            await _transaction.AppendSagaLogAsync([new SagaLogEntry(CorrelationId!, _bus.Now, SagaLogKinds.FaultInjected, step, copy, Envelope.MessageType, $"reply duplicated as {copy:N}")], cancellationToken);
+            await _transaction.Sagas().AppendSagaLogAsync([new SagaLogEntry(CorrelationId!, _bus.Now, SagaLogKinds.FaultInjected, step, copy, Envelope.MessageType, $"reply duplicated as {copy:N}")], cancellationToken);
         }
 
         return id;

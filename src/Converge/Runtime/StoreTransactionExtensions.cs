@@ -27,6 +27,6 @@ public static class StoreTransactionExtensions
             pairs[i] = new KeyValuePair<string, object?>(parameters[i].Name, parameters[i].Value);
         }
 
-        return transaction.ExecuteAsync(sql, pairs, cancellationToken);
+        return transaction.Database().ExecuteAsync(sql, pairs, cancellationToken);
     }
 }

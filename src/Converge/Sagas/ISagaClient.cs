@@ -83,13 +83,13 @@ internal sealed class SagaClient : ISagaClient
     }
 
     public ValueTask<bool> StartAsync<TData>(string saga, string transactionId, TData data, DbTransaction transaction, CancellationToken cancellationToken = default) where TData : class =>
-        _engine.StartAsync(_store.Enlist(transaction), saga, transactionId, data, null, _services, cancellationToken);
+        _engine.StartAsync(_store.Database().Enlist(transaction), saga, transactionId, data, null, _services, cancellationToken);
 
-    public ValueTask<SagaInstance?> GetAsync(string transactionId, CancellationToken cancellationToken = default) => _store.GetSagaAsync(transactionId, cancellationToken);
+    public ValueTask<SagaInstance?> GetAsync(string transactionId, CancellationToken cancellationToken = default) => _store.SagaQueries().GetSagaAsync(transactionId, cancellationToken);
 
-    public ValueTask<IReadOnlyList<SagaInstance>> QueryAsync(SagaQuery query, CancellationToken cancellationToken = default) => _store.QuerySagasAsync(query, cancellationToken);
+    public ValueTask<IReadOnlyList<SagaInstance>> QueryAsync(SagaQuery query, CancellationToken cancellationToken = default) => _store.SagaQueries().QuerySagasAsync(query, cancellationToken);
 
-    public ValueTask<IReadOnlyList<SagaLogEntry>> ReadLogAsync(string transactionId, CancellationToken cancellationToken = default) => _store.ReadSagaLogAsync(transactionId, cancellationToken);
+    public ValueTask<IReadOnlyList<SagaLogEntry>> ReadLogAsync(string transactionId, CancellationToken cancellationToken = default) => _store.SagaQueries().ReadSagaLogAsync(transactionId, cancellationToken);
 
     public async ValueTask<SagaResumeResult> ResumeAsync(string transactionId, CancellationToken cancellationToken = default)
     {

@@ -39,7 +39,7 @@ public abstract class SagaContext
             pairs[i] = new KeyValuePair<string, object?>(parameters[i].Name, parameters[i].Value);
         }
 
-        return _core.Transaction.ExecuteAsync(sql, pairs, CancellationToken.None);
+        return _core.Transaction.Database().ExecuteAsync(sql, pairs, CancellationToken.None);
     }
 
     /// <summary>Sends a command in the saga's transaction, carrying its transaction id.</summary>

@@ -70,7 +70,7 @@ internal sealed class SagaEngine
             throw new ArgumentException($"Saga '{saga}' version {model.Version} takes {model.DataType.Name} data, not {data.GetType().Name}.", nameof(data));
         }
 
-        if (await transaction.LoadSagaAsync(transactionId, cancellationToken) is not null)
+        if (await transaction.Sagas().LoadSagaAsync(transactionId, cancellationToken) is not null)
         {
             return false;
         }
@@ -93,12 +93,12 @@ internal sealed class SagaEngine
         transition.Log(SagaLogKinds.Started, null, null, null, "version " + model.Version.ToString(CultureInfo.InvariantCulture));
         await transition.SendStepAsync(cancellationToken);
         instance.Data = Serialize(model, transition.Data);
-        if (!await transaction.InsertSagaAsync(instance, cancellationToken))
+        if (!await transaction.Sagas().InsertSagaAsync(instance, cancellationToken))
         {
             throw new SagaConcurrencyException(transactionId, 0);
         }
 
-        await transaction.AppendSagaLogAsync(transition.Entries, cancellationToken);
+        await transaction.Sagas().AppendSagaLogAsync(transition.Entries, cancellationToken);
         return true;
     }
 
@@ -108,7 +108,7 @@ internal sealed class SagaEngine
         var envelope = context.Envelope;
         var transactionId = envelope.CorrelationId
             ?? throw new HandlerFailureException($"A {envelope.MessageType} reached saga queue '{context.Queue}' without a transaction id; replies must be sent with context.ReplyAsync.", nonRetryable: true);
-        var instance = await transaction.LoadSagaAsync(transactionId, cancellationToken)
+        var instance = await transaction.Sagas().LoadSagaAsync(transactionId, cancellationToken)
             ?? throw new HandlerFailureException($"No saga instance has transaction id '{transactionId}' ({envelope.MessageType} on '{context.Queue}').", nonRetryable: true);
         var model = Registry.Find(instance.Definition, instance.Version)
             ?? throw new HandlerFailureException(
@@ -132,7 +132,7 @@ internal sealed class SagaEngine
                 instance.Data = Serialize(model, transition.Data);
             }
 
-            if (!await transaction.UpdateSagaAsync(instance, expected, cancellationToken))
+            if (!await transaction.Sagas().UpdateSagaAsync(instance, expected, cancellationToken))
             {
                 throw new SagaConcurrencyException(transactionId, expected);
             }
@@ -140,7 +140,7 @@ internal sealed class SagaEngine
 
         if (transition.Entries.Count > 0)
         {
-            await transaction.AppendSagaLogAsync(transition.Entries, cancellationToken);
+            await transaction.Sagas().AppendSagaLogAsync(transition.Entries, cancellationToken);
         }
     }
 
@@ -151,7 +151,7 @@ internal sealed class SagaEngine
     public async ValueTask<SagaResumeResult> ResumeAsync(IStoreTransaction transaction, string transactionId, string requestedBy, IServiceProvider services, CancellationToken cancellationToken)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(transactionId);
-        var instance = await transaction.LoadSagaAsync(transactionId, cancellationToken);
+        var instance = await transaction.Sagas().LoadSagaAsync(transactionId, cancellationToken);
         if (instance is null)
         {
             return SagaResumeResult.NotFound;
@@ -172,12 +172,12 @@ internal sealed class SagaEngine
             instance.Data = Serialize(model, transition.Data);
         }
 
-        if (!await transaction.UpdateSagaAsync(instance, expected, cancellationToken))
+        if (!await transaction.Sagas().UpdateSagaAsync(instance, expected, cancellationToken))
         {
             throw new SagaConcurrencyException(transactionId, expected);
         }
 
-        await transaction.AppendSagaLogAsync(transition.Entries, cancellationToken);
+        await transaction.Sagas().AppendSagaLogAsync(transition.Entries, cancellationToken);
         return SagaResumeResult.Resumed;
     }
 
@@ -198,7 +198,7 @@ internal sealed class SagaEngine
             return "not a reply: it names no command it answers";
         }
 
-        var log = await transaction.ReadSagaLogAsync(instance.TransactionId, cancellationToken);
+        var log = await transaction.Sagas().ReadSagaLogAsync(instance.TransactionId, cancellationToken);
         if (log.Any(e => e.Answers == command))
         {
             return $"duplicate: command {command:N} was already answered";

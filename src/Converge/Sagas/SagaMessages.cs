@@ -21,7 +21,7 @@ public sealed record SagaStepFailed(string Reason)
 }
 
 /// <summary>
-/// Asks the saga engine to resume a <see cref="Storage.SagaState.Stuck"/> instance (the one named by the message's
+/// Asks the saga engine to resume a <see cref="SagaState.Stuck"/> instance (the one named by the message's
 /// correlation id): sent to the saga's queue by <c>converge sagas resume</c>, which has no saga definitions to do it
 /// itself. An instance that is not stuck ignores it (and logs that it did).
 /// </summary>

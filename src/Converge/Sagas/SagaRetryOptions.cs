@@ -3,7 +3,7 @@ namespace Converge.Sagas;
 /// <summary>
 /// How a saga re-sends a step that must be answered before it can go on: a retriable step or a pivot that failed
 /// or timed out, and a compensation that was refused or timed out. Each re-send waits for an exponential backoff with
-/// jitter; after <see cref="MaxAttempts"/> sends the instance stops and becomes <see cref="Storage.SagaState.Stuck"/>
+/// jitter; after <see cref="MaxAttempts"/> sends the instance stops and becomes <see cref="SagaState.Stuck"/>
 /// until an operator resumes it. Set the defaults on <c>ConvergeOptions.SagaRetry</c>; a saga
 /// (<see cref="SagaBuilder{TData}.Retry"/>) or a step (<see cref="StepBuilder{TData}.Retry"/>) overrides them.
 /// </summary>

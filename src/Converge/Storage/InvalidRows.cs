@@ -1,6 +1,5 @@
 using System.Data.Common;
 using System.Globalization;
-using Converge.Jobs;
 
 namespace Converge.Storage;
 
@@ -10,13 +9,13 @@ namespace Converge.Storage;
 /// </summary>
 /// <param name="Message">The message, or what could be read of it.</param>
 /// <param name="Problem">Why the row cannot be handled; <c>null</c> when it decoded.</param>
-internal readonly record struct ClaimedRow(QueuedMessage Message, string? Problem);
+public readonly record struct ClaimedRow(QueuedMessage Message, string? Problem);
 
 /// <summary>
 /// What every store does with a claimed row it cannot decode: dead-letter it as <see cref="DeadLetterReasons.InvalidRow"/>
 /// in the claim's transaction, so that one bad row neither fails the rest of its batch nor comes back at every claim.
 /// </summary>
-internal static class InvalidRows
+public static class InvalidRows
 {
     /// <summary>Header under which a dead letter keeps the raw value of a column that could not be decoded: this prefix, then the column.</summary>
     public const string RawHeaderPrefix = "converge-raw-";
@@ -49,12 +48,20 @@ internal static class InvalidRows
 
     /// <summary>
     /// Takes the rows of a claim that could not be decoded out of <paramref name="claimed"/> and dead-letters them in
-    /// <paramref name="transaction"/>, the claim's own; a job among them is counted failed in its batch (when its
-    /// batch can be read), and a batch that this finishes enqueues its callbacks.
+    /// <paramref name="transaction"/>, the claim's own, calling <paramref name="deadLettered"/> for each one it
+    /// dead-lettered (a store that offers job storage passes <c>JobRows.InvalidRowDeadLetteredAsync</c>, which counts
+    /// a job among them as failed in its batch).
     /// </summary>
     /// <returns>The messages that decoded, in claim order.</returns>
-    public static async ValueTask<List<QueuedMessage>> SetAsideAsync(IStoreTransaction transaction, List<ClaimedRow> claimed, DateTimeOffset now, CancellationToken cancellationToken)
+    public static async ValueTask<List<QueuedMessage>> SetAsideAsync(
+        IStoreTransaction transaction,
+        List<ClaimedRow> claimed,
+        DateTimeOffset now,
+        Func<IStoreTransaction, QueuedMessage, CancellationToken, ValueTask>? deadLettered,
+        CancellationToken cancellationToken)
     {
+        ArgumentNullException.ThrowIfNull(transaction);
+        ArgumentNullException.ThrowIfNull(claimed);
         var messages = new List<QueuedMessage>(claimed.Count);
         foreach (var row in claimed)
         {
@@ -66,15 +73,9 @@ internal static class InvalidRows
 
             var message = row.Message;
             var failure = new AttemptRecord(message.Attempt, now, $"{DeadLetterReasons.InvalidRow}: the queue row cannot be decoded");
-            if (!await transaction.DeadLetterAsync(message, DeadLetterReasons.InvalidRow, row.Problem, failure, cancellationToken))
+            if (await transaction.DeadLetterAsync(message, DeadLetterReasons.InvalidRow, row.Problem, failure, cancellationToken) && deadLettered is not null)
             {
-                continue;
-            }
-
-            if (StoredRows.BatchOf(message.Envelope) is { } batchId
-                && await transaction.RecordBatchOutcomesAsync(batchId, 0, 1, cancellationToken) is { } finished)
-            {
-                await JobClient.EnqueueCallbacksAsync(transaction, finished, cancellationToken);
+                await deadLettered(transaction, message, cancellationToken);
             }
         }
 

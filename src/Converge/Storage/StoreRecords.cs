@@ -7,7 +7,46 @@ namespace Converge.Storage;
 /// <param name="Envelope">The message.</param>
 /// <param name="DueAt">When it becomes visible to consumers; <c>null</c> for now.</param>
 /// <param name="Priority">Higher is claimed first; default 0.</param>
-public sealed record OutgoingMessage(string Queue, Envelope Envelope, DateTimeOffset? DueAt = null, int Priority = 0);
+public sealed record OutgoingMessage(string Queue, Envelope Envelope, DateTimeOffset? DueAt = null, int Priority = 0)
+{
+    /// <summary>
+    /// Delivery attempts already made (default 0, a new message): a message put back on a queue as the continuation of
+    /// earlier deliveries keeps its count, and its next claim is attempt <see cref="Attempts"/> + 1. A transport that
+    /// delivers messages from a broker hands one back to the store this way (a retry with backoff, a graceful release).
+    /// </summary>
+    public int Attempts { get; init; }
+
+    /// <summary>The failures of those earlier attempts, oldest first; empty (default) for a new message.</summary>
+    public IReadOnlyList<AttemptRecord> History { get; init; } = [];
+
+    /// <summary>Whether this continues earlier deliveries (<see cref="Attempts"/> or <see cref="History"/> set).</summary>
+    public bool IsContinuation => Attempts != 0 || History.Count != 0;
+}
+
+/// <summary>
+/// A dead letter to record that is not a leased row of the store's own queue: a message a transport received from a
+/// broker or that the broker dead-lettered itself, or a log event a consumer group parked.
+/// </summary>
+/// <param name="Source">The queue it came from (where a retry puts it back), or <c>log:GROUP</c> for a parked event.</param>
+/// <param name="Envelope">The message as it was received.</param>
+/// <param name="Reason">One of <see cref="DeadLetterReasons"/>, or a transport's own reason.</param>
+public sealed record DeadLetterRecord(string Source, Envelope Envelope, string Reason)
+{
+    /// <summary>The last exception, with its stack trace, when one was thrown.</summary>
+    public string? Exception { get; init; }
+
+    /// <summary>How many delivery attempts were made.</summary>
+    public int Attempts { get; init; }
+
+    /// <summary>Failed attempts, oldest first.</summary>
+    public IReadOnlyList<AttemptRecord> History { get; init; } = [];
+
+    /// <summary>The priority it had on its queue; 0 for a parked event.</summary>
+    public int Priority { get; init; }
+
+    /// <summary>For a parked event, its log position.</summary>
+    public long? LogPosition { get; init; }
+}
 
 /// <summary>One failed attempt at handling a message.</summary>
 /// <param name="Attempt">The 1-based attempt number.</param>

@@ -1,15 +1,14 @@
 using System.Text.Json;
 using Converge.Contracts;
-using Converge.Jobs;
 using Converge.Runtime;
 
 namespace Converge.Storage;
 
 /// <summary>A queue row as a job listing sees it, in the form every store reads it.</summary>
-internal sealed record QueueRow(long Id, string Queue, int Priority, long VisibleAt, int Attempts, bool Leased, string? History, Envelope Envelope);
+public sealed record QueueRow(long Id, string Queue, int Priority, long VisibleAt, int Attempts, bool Leased, string? History, Envelope Envelope);
 
-/// <summary>What the stores share when they turn rows into records: attempt histories as JSON, and jobs as <see cref="JobInfo"/>.</summary>
-internal static class StoredRows
+/// <summary>What the stores share when they turn rows into records: attempt histories and headers as JSON, and stored times.</summary>
+public static class StoredRows
 {
     static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
 
@@ -37,6 +36,7 @@ internal static class StoredRows
         return parsed ?? [];
     }
 
+    /// <summary>Headers as stored: a JSON object of strings; <c>null</c> when there are none.</summary>
     public static string? WriteHeaders(IReadOnlyDictionary<string, string> headers) =>
         headers.Count == 0 ? null : JsonSerializer.Serialize(headers, Json);
 
@@ -52,25 +52,7 @@ internal static class StoredRows
         return parsed ?? Envelope.EmptyHeaders;
     }
 
-    public static string WriteSteps(IReadOnlyList<string> steps) => JsonSerializer.Serialize(steps, Json);
-
-    static readonly System.Collections.Concurrent.ConcurrentDictionary<string, string[]> StepLists = new(StringComparer.Ordinal);
-
-    /// <summary>Step lists repeat across every instance of a definition version: parse each distinct one once.</summary>
-    public static string[] ParseSteps(string json) =>
-        StepLists.Count < 1024
-            ? StepLists.GetOrAdd(json, static text => JsonSerializer.Deserialize<string[]>(text, Json) ?? [])
-            : JsonSerializer.Deserialize<string[]>(json, Json) ?? [];
-
-    public static string MisfireText(MisfirePolicy misfire) => misfire switch
-    {
-        MisfirePolicy.Skip => "skip",
-        MisfirePolicy.RunOnce => "run-once",
-        _ => throw new ArgumentOutOfRangeException(nameof(misfire), misfire, "Unknown misfire policy."),
-    };
-
-    public static MisfirePolicy ParseMisfire(string text) => text == "skip" ? MisfirePolicy.Skip : MisfirePolicy.RunOnce;
-
+    /// <summary>A stored time (UTC ticks).</summary>
     public static DateTimeOffset FromTicks(long ticks) => new(ticks, TimeSpan.Zero);
 
     /// <summary>
@@ -79,78 +61,15 @@ internal static class StoredRows
     /// </summary>
     public static DateTimeOffset FromTicksClamped(long ticks) => new(Math.Clamp(ticks, DateTimeOffset.MinValue.UtcTicks, DateTimeOffset.MaxValue.UtcTicks), TimeSpan.Zero);
 
-    /// <summary>A job still on its queue: scheduled, enqueued, or processing under a live lease.</summary>
-    public static JobInfo QueuedJob(QueueRow row, long nowTicks)
-    {
-        var history = ParseHistory(row.History);
-        return new JobInfo
-        {
-            Id = row.Envelope.MessageId,
-            Queue = row.Queue,
-            Type = row.Envelope.MessageType,
-            State = row.VisibleAt <= nowTicks ? JobState.Enqueued : row.Leased ? JobState.Processing : JobState.Scheduled,
-            CorrelationId = row.Envelope.CorrelationId,
-            EnqueuedAt = row.Envelope.SentAt,
-            DueAt = FromTicksClamped(row.VisibleAt),
-            AsOf = row.Envelope.AsOf,
-            Priority = row.Priority,
-            Attempts = row.Attempts,
-            Error = history.Count > 0 ? history[^1].Error : null,
-            BatchId = BatchOf(row.Envelope),
-            Headers = row.Envelope.Headers,
-            Body = row.Envelope.Body,
-            History = history,
-        };
-    }
-
-    /// <summary>A job its queue's inbox recorded as handled.</summary>
-    public static JobInfo SucceededJob(Guid id, string queue, DateTimeOffset handledAt, string? type, string? correlationId, DateTimeOffset? sentAt, string? batchId) => new()
-    {
-        Id = id,
-        Queue = queue,
-        Type = type ?? "?",
-        State = JobState.Succeeded,
-        CorrelationId = correlationId,
-        EnqueuedAt = sentAt ?? handledAt,
-        FinishedAt = handledAt,
-        BatchId = batchId,
-        Body = null,
-    };
-
-    /// <summary>A job in the dead letters: dead, or cancelled.</summary>
-    public static JobInfo DeadJob(DeadLetter letter) => new()
-    {
-        Id = letter.Envelope.MessageId,
-        Queue = letter.Source,
-        Type = letter.Envelope.MessageType,
-        State = letter.Reason == DeadLetterReasons.Cancelled ? JobState.Cancelled : JobState.Dead,
-        CorrelationId = letter.Envelope.CorrelationId,
-        EnqueuedAt = letter.Envelope.SentAt,
-        FinishedAt = letter.DeadLetteredAt,
-        AsOf = letter.Envelope.AsOf,
-        Priority = letter.Priority,
-        Attempts = letter.Attempts,
-        Error = letter.Reason,
-        DeadLetterId = letter.Id,
-        BatchId = BatchOf(letter.Envelope),
-        Headers = letter.Envelope.Headers,
-        Body = letter.Envelope.Body,
-        History = letter.History,
-    };
-
-    public static string? BatchOf(Envelope envelope) => envelope.Headers.TryGetValue(JobHeaders.Batch, out var batch) ? batch : null;
-
-    /// <summary>The newest <paramref name="max"/> of jobs found in several places, each dated by when it last moved.</summary>
-    public static List<JobInfo> Newest(IEnumerable<JobInfo> found, int max) =>
-        [.. found.OrderByDescending(job => job.FinishedAt ?? job.EnqueuedAt).Take(max)];
 }
 
 /// <summary>The arithmetic of a claim policy's limits, the same in every store; the store keeps the numbers.</summary>
-internal static class ClaimLimits
+public static class ClaimLimits
 {
     /// <summary>Absorbs rounding in refills, so that 0.3 s at 10 per second is 3 permits, not 2.9999.</summary>
     public const double TokenTolerance = 1e-9;
 
+    /// <summary>Throws when <paramref name="policy"/> is null or its rate limit is not positive.</summary>
     public static void Validate(ClaimPolicy policy)
     {
         ArgumentNullException.ThrowIfNull(policy);

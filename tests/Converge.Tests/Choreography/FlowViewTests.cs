@@ -1,5 +1,6 @@
 using Converge.Choreography;
 using Converge.Runtime;
+using Converge.Sagas;
 using Converge.Storage;
 using Converge.Testing;
 using Converge.Tests.Sagas;
@@ -99,7 +100,7 @@ public sealed class FlowViewTests
             flow.Select(s => $"{s.Depth} {s.Item.MessageType} {s.Item.Status} {Kinds(s)}"));
 
         // Every saga log entry is placed exactly once.
-        var log = await host.Store.ReadSagaLogAsync("tx-comp", CancellationToken.None);
+        var log = await host.Store.SagaQueries().ReadSagaLogAsync("tx-comp", CancellationToken.None);
         Assert.Equal(log.Select(e => e.Id).Order(), flow.SelectMany(s => s.Saga).Select(e => e.Id).Order());
     }
 

@@ -24,11 +24,11 @@ public sealed class BatchTests : JobsTest
         }
         catch (TimeoutException)
         {
-            var jobs = await host.Store.ListJobsAsync(new JobQuery { Max = 100 }, CancellationToken.None);
-            var status = await host.Store.GetStatusAsync(CancellationToken.None);
+            var jobs = await host.Store.JobQueries().ListJobsAsync(new JobQuery { Max = 100 }, CancellationToken.None);
+            var status = await host.Store.Queries().GetStatusAsync(CancellationToken.None);
             Assert.Fail($"batch {batch}; jobs {string.Join("; ", jobs.Select(j => $"{j.Id} {j.Queue} {j.State} {j.BatchId} {j.Attempts} {j.Error}"))}; queues {string.Join(", ", status.Queues)}");
         }
-        await JobsFixture.WaitUntilAsync(async () => (await host.Store.GetStatusAsync(CancellationToken.None)).Queues.All(q => q.Ready + q.InFlight == 0), "the callbacks to run");
+        await JobsFixture.WaitUntilAsync(async () => (await host.Store.Queries().GetStatusAsync(CancellationToken.None)).Queues.All(q => q.Ready + q.InFlight == 0), "the callbacks to run");
         return batch!;
     }
 

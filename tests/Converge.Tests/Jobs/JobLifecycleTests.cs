@@ -50,16 +50,16 @@ public sealed class JobLifecycleTests : JobsTest
         await using var host = await JobsFixture.StartAsync(DbPath, Log, Time);
         await using (var setup = await host.Bus.BeginTransactionAsync())
         {
-            await setup.ExecuteAsync("CREATE TABLE job_effects (n INTEGER)", [], CancellationToken.None);
+            await setup.Database().ExecuteAsync("CREATE TABLE job_effects (n INTEGER)", [], CancellationToken.None);
             await setup.CommitAsync();
         }
 
         var id = Guid.NewGuid();
         await host.Jobs.EnqueueAsync(new Work(7, "write"), new JobOptions { JobId = id });
         await host.Jobs.EnqueueAsync(new Work(7, "write"), new JobOptions { JobId = id });
-        await JobsFixture.WaitUntilAsync(async () => (await host.Store.GetStatusAsync(CancellationToken.None)).Queues.All(q => q.Ready + q.InFlight + q.Scheduled == 0) && Log.Runs.Count >= 1, "both copies to be handled");
+        await JobsFixture.WaitUntilAsync(async () => (await host.Store.Queries().GetStatusAsync(CancellationToken.None)).Queues.All(q => q.Ready + q.InFlight + q.Scheduled == 0) && Log.Runs.Count >= 1, "both copies to be handled");
 
-        await using var read = await host.Store.OpenReadConnectionAsync(CancellationToken.None);
+        await using var read = await host.Store.Database().OpenReadConnectionAsync(CancellationToken.None);
         await using var count = read.CreateCommand();
         count.CommandText = "SELECT count(*) FROM job_effects WHERE n = 7";
         Assert.Equal(1L, await count.ExecuteScalarAsync());

@@ -83,7 +83,7 @@ public sealed class PriorityAndLimitTests : JobsTest
         for (var i = 0; i < 5; i++)
         {
             Time.Advance(a.Options.PollInterval);
-            await JobsFixture.WaitUntilAsync(async () => (await a.Store.GetStatusAsync(CancellationToken.None)).Queues.Single(q => q.Queue == "gated").InFlight == 3, "three leases");
+            await JobsFixture.WaitUntilAsync(async () => (await a.Store.Queries().GetStatusAsync(CancellationToken.None)).Queues.Single(q => q.Queue == "gated").InFlight == 3, "three leases");
         }
 
         Assert.Equal(3, Log.MaxRunning);

@@ -21,7 +21,7 @@ public sealed class RecurringJobTests() : JobsTest(Start)
     };
 
     static async Task<bool> TicksQueueIdleAsync(ConvergeTestHost host) =>
-        (await host.Store.GetStatusAsync(CancellationToken.None)).Queues.Where(q => q.Queue == "ticks").All(q => q.Ready + q.InFlight + q.Scheduled == 0);
+        (await host.Store.Queries().GetStatusAsync(CancellationToken.None)).Queues.Where(q => q.Queue == "ticks").All(q => q.Ready + q.InFlight + q.Scheduled == 0);
 
     [Fact]
     public async Task Each_occurrence_runs_exactly_once_across_two_processes()
@@ -43,7 +43,7 @@ public sealed class RecurringJobTests() : JobsTest(Start)
         var occurrences = Log.Ticks.Select(t => t.AsOf!.Value).ToList();
         Assert.True(occurrences.Count == 10, string.Join(", ", Log.Ticks.Select(t => $"{t.Host}:{t.AsOf:HH:mm:ss}")));
         Assert.Equal(Enumerable.Range(1, 10).Select(m => Start.AddSeconds(-30).AddMinutes(m)), occurrences.Order());
-        var schedule = Assert.Single(await a.Store.ListRecurringJobsAsync(CancellationToken.None));
+        var schedule = Assert.Single(await a.Store.JobQueries().ListRecurringJobsAsync(CancellationToken.None));
         Assert.Equal((Start.AddSeconds(-30).AddMinutes(11), Start.AddSeconds(-30).AddMinutes(10)), (schedule.NextAt, schedule.LastAt));
     }
 
@@ -70,7 +70,7 @@ public sealed class RecurringJobTests() : JobsTest(Start)
 
         Time.Advance(TimeSpan.FromHours(50));
         await using var host = await JobsFixture.StartAsync(DbPath, Log, Time, "a", EveryMinute());
-        await JobsFixture.WaitUntilAsync(async () => (await host.Store.ListRecurringJobsAsync(CancellationToken.None)).Single().NextAt > Time.GetUtcNow(), "the schedule to move past the outage");
+        await JobsFixture.WaitUntilAsync(async () => (await host.Store.JobQueries().ListRecurringJobsAsync(CancellationToken.None)).Single().NextAt > Time.GetUtcNow(), "the schedule to move past the outage");
         await JobsFixture.WaitUntilAsync(() => Log.Ticks.Count >= 1, () => "the catch-up occurrence");
 
         Assert.Equal([Start.AddSeconds(-30).AddHours(50)], Log.Ticks.Select(t => t.AsOf!.Value));
@@ -91,7 +91,7 @@ public sealed class RecurringJobTests() : JobsTest(Start)
         }
 
         Assert.All(Log.Ticks, t => Assert.Equal("renamed", t.Job.Name));
-        Assert.Equal(2, (await host.Store.ListRecurringJobsAsync(CancellationToken.None)).Count);
+        Assert.Equal(2, (await host.Store.JobQueries().ListRecurringJobsAsync(CancellationToken.None)).Count);
     }
 
     [Fact]
@@ -102,7 +102,7 @@ public sealed class RecurringJobTests() : JobsTest(Start)
         Time.Advance(TimeSpan.FromHours(1));
         await using var host = await JobsFixture.StartAsync(DbPath, Log, Time, "a", EveryMinute(MisfirePolicy.Skip));
         Time.Advance(TimeSpan.FromSeconds(1));
-        await JobsFixture.WaitUntilAsync(async () => (await host.Store.ListRecurringJobsAsync(CancellationToken.None)).Single().NextAt > Time.GetUtcNow(), "the schedule to move past the missed occurrences");
+        await JobsFixture.WaitUntilAsync(async () => (await host.Store.JobQueries().ListRecurringJobsAsync(CancellationToken.None)).Single().NextAt > Time.GetUtcNow(), "the schedule to move past the missed occurrences");
         Assert.Empty(Log.Ticks);
 
         await JobsFixture.AdvanceUntilAsync(Time, Nudge, () => Log.Ticks.Count >= 1, () => "the next occurrence");

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Converge.Faults;
+using Converge.Sagas;
 using Converge.Sqlite;
 using Converge.Storage;
 
@@ -18,11 +19,11 @@ public sealed class ConcurrencyTests
         SagaInstance first;
         await using (var transaction = await host.Store.BeginAsync(CancellationToken.None))
         {
-            first = (await transaction.LoadSagaAsync("tx-c1", CancellationToken.None))!;
+            first = (await transaction.Sagas().LoadSagaAsync("tx-c1", CancellationToken.None))!;
             await transaction.CommitAsync();
         }
 
-        var second = (await host.Store.GetSagaAsync("tx-c1", CancellationToken.None))!;
+        var second = (await host.Store.SagaQueries().GetSagaAsync("tx-c1", CancellationToken.None))!;
         var firstCommand = Guid.CreateVersion7();
         var secondCommand = Guid.CreateVersion7();
         Assert.Equal(first.ConcurrencyVersion, second.ConcurrencyVersion);
@@ -32,7 +33,7 @@ public sealed class ConcurrencyTests
         bool firstSaved;
         await using (var transaction = await host.Store.BeginAsync(CancellationToken.None))
         {
-            firstSaved = await transaction.UpdateSagaAsync(first, 1, CancellationToken.None);
+            firstSaved = await transaction.Sagas().UpdateSagaAsync(first, 1, CancellationToken.None);
             await transaction.CommitAsync();
         }
 
@@ -42,7 +43,7 @@ public sealed class ConcurrencyTests
         bool secondSaved;
         await using (var transaction = await host.Store.BeginAsync(CancellationToken.None))
         {
-            secondSaved = await transaction.UpdateSagaAsync(second, 1, CancellationToken.None);
+            secondSaved = await transaction.Sagas().UpdateSagaAsync(second, 1, CancellationToken.None);
             await transaction.CommitAsync();
         }
 
@@ -50,7 +51,7 @@ public sealed class ConcurrencyTests
         Assert.False(secondSaved);
         Assert.Equal(2, first.ConcurrencyVersion);
         Assert.Equal(1, second.ConcurrencyVersion);
-        var stored = (await host.Store.GetSagaAsync("tx-c1", CancellationToken.None))!;
+        var stored = (await host.Store.SagaQueries().GetSagaAsync("tx-c1", CancellationToken.None))!;
         Assert.Equal((SagaState.Running, 1, firstCommand, 2L), (stored.State, stored.StepIndex, stored.Awaiting, stored.ConcurrencyVersion));
     }
 
@@ -81,7 +82,7 @@ public sealed class ConcurrencyTests
                 ["started", "command-sent:reserve", "reply-received:reserve", "command-sent:charge", "reply-received:charge",
                  "command-sent:ship", "reply-received:ship", "command-sent:notify", "reply-received:notify", "state-changed"],
                 await ShopSaga.KindsAsync(host, "tx-c2"));
-            Assert.Equal(0, (await host.Store.GetStatusAsync(CancellationToken.None)).DeadLetters);
+            Assert.Equal(0, (await host.Store.Queries().GetStatusAsync(CancellationToken.None)).DeadLetters);
             Assert.Equal(["completed"], await ShopSaga.OutcomesAsync(host, "tx-c2"));
         }
         finally
@@ -131,6 +132,6 @@ public sealed class ConcurrencyTests
             Assert.Single(log, e => e.Kind == SagaLogKinds.StateChanged);
         }
 
-        Assert.Equal(0, (await host.Store.GetStatusAsync(CancellationToken.None)).DeadLetters);
+        Assert.Equal(0, (await host.Store.Queries().GetStatusAsync(CancellationToken.None)).DeadLetters);
     }
 }

@@ -1,5 +1,6 @@
 using Converge.Faults;
 using Converge.Runtime;
+using Converge.Sagas;
 using Converge.Storage;
 using Converge.Testing;
 using Microsoft.Extensions.Time.Testing;
@@ -94,7 +95,7 @@ public sealed class DuplicateAndLateReplyTests
         var ignored = Assert.Single(log, e => e.Kind == SagaLogKinds.ReplyIgnored);
         Assert.StartsWith("duplicate:", ignored.Detail, StringComparison.Ordinal);
         Assert.Equal(["reserve", "charge", "ship", "notify"], participants.EffectsOf("d3"));
-        Assert.Equal(0, (await host.Store.GetStatusAsync(CancellationToken.None)).DeadLetters);
+        Assert.Equal(0, (await host.Store.Queries().GetStatusAsync(CancellationToken.None)).DeadLetters);
     }
 
     [Fact]
@@ -200,7 +201,7 @@ public sealed class DuplicateAndLateReplyTests
     }
 
     static async Task<long> ScheduledOnSagaQueueAsync(ConvergeTestHost host) =>
-        (await host.Store.GetStatusAsync(CancellationToken.None)).Queues.SingleOrDefault(q => q.Queue == ShopSaga.Queue)?.Scheduled ?? 0;
+        (await host.Store.Queries().GetStatusAsync(CancellationToken.None)).Queues.SingleOrDefault(q => q.Queue == ShopSaga.Queue)?.Scheduled ?? 0;
 
     [Fact]
     public async Task Messages_that_are_not_replies_of_a_known_instance_are_logged_or_dead_lettered_with_the_reason()
@@ -218,8 +219,8 @@ public sealed class DuplicateAndLateReplyTests
         await host.Bus.SendAsync(new Charged("d8", "pay-nobody"), new SendOptions { Queue = ShopSaga.Queue, CorrelationId = "tx-nobody" });
         await host.Bus.SendAsync(new Charged("d8", "pay-anonymous"), new SendOptions { Queue = ShopSaga.Queue });
         var log = await ShopSaga.WaitForLogAsync(host, "tx-d8", e => e.Kind == SagaLogKinds.ReplyIgnored, "the stray message");
-        await ShopSaga.WaitUntilAsync(async () => (await host.Store.ListDeadLettersAsync(ShopSaga.Queue, 10, CancellationToken.None)).Count == 2, "two dead letters");
-        var letters = await host.Store.ListDeadLettersAsync(ShopSaga.Queue, 10, CancellationToken.None);
+        await ShopSaga.WaitUntilAsync(async () => (await host.Store.Queries().ListDeadLettersAsync(ShopSaga.Queue, 10, CancellationToken.None)).Count == 2, "two dead letters");
+        var letters = await host.Store.Queries().ListDeadLettersAsync(ShopSaga.Queue, 10, CancellationToken.None);
 
         Assert.Equal("not a reply: it names no command it answers", log.Single(e => e.Kind == SagaLogKinds.ReplyIgnored).Detail);
         await AssertUnchangedAsync(host, before);

@@ -1,4 +1,5 @@
 using Converge.Faults;
+using Converge.Sagas;
 using Converge.Storage;
 
 namespace Converge.Tests.Sagas;

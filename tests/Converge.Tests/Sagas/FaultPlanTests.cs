@@ -1,4 +1,5 @@
 using Converge.Faults;
+using Converge.Sagas;
 using Converge.Storage;
 using Converge.Testing;
 using Microsoft.Extensions.Time.Testing;
@@ -36,7 +37,7 @@ public sealed class FaultPlanTests
         var log = await ShopSaga.LogAsync(host, "tx-f1");
         Assert.Equal("fail: card declined", log.Single(e => e.Kind == SagaLogKinds.FaultInjected).Detail);
         Assert.Equal("card declined", log.Single(e => e.Kind == SagaLogKinds.StepFailed).Detail);
-        Assert.DoesNotContain(await host.Store.ReadFlowAsync("tx-f1", CancellationToken.None), i => i.MessageType == "test.charge@1");
+        Assert.DoesNotContain(await host.Store.Queries().ReadFlowAsync("tx-f1", CancellationToken.None), i => i.MessageType == "test.charge@1");
     }
 
     [Fact]
@@ -53,8 +54,8 @@ public sealed class FaultPlanTests
         await host.Sagas.StartAsync("order", "tx-f2", new OrderData { Order = "f2", Amount = 2 });
         var log = await ShopSaga.WaitForLogAsync(host, "tx-f2", e => e.Kind == SagaLogKinds.CommandSent && e.Step == "ship", "the delayed ship command");
         var ship = await ShopSaga.CommandIdAsync(host, "tx-f2", "ship");
-        var shipping = (await host.Store.GetStatusAsync(CancellationToken.None)).Queues.Single(q => q.Queue == "shipping");
-        var pending = (await host.Store.ReadFlowAsync("tx-f2", CancellationToken.None)).Single(i => i.MessageId == ship);
+        var shipping = (await host.Store.Queries().GetStatusAsync(CancellationToken.None)).Queues.Single(q => q.Queue == "shipping");
+        var pending = (await host.Store.Queries().ReadFlowAsync("tx-f2", CancellationToken.None)).Single(i => i.MessageId == ship);
         ShopSaga.Advance(host, time, TimeSpan.FromSeconds(61));
         var instance = await host.WaitForSagaAsync("tx-f2");
 

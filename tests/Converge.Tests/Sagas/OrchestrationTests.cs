@@ -1,3 +1,4 @@
+using Converge.Sagas;
 using Converge.Storage;
 
 namespace Converge.Tests.Sagas;

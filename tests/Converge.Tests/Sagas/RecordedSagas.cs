@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using Converge.Contracts;
+using Converge.Sagas;
 using Converge.Sqlite;
 using Converge.Storage;
 using Converge.Testing;
@@ -32,13 +33,13 @@ public sealed class RecordedSagas
         foreach (var recorded in Instances)
         {
             var instance = recorded.ToInstance();
-            Assert.True(await transaction.InsertSagaAsync(instance, CancellationToken.None), $"{recorded.TransactionId} already exists");
+            Assert.True(await transaction.Sagas().InsertSagaAsync(instance, CancellationToken.None), $"{recorded.TransactionId} already exists");
             while (instance.ConcurrencyVersion < recorded.ConcurrencyVersion)
             {
-                Assert.True(await transaction.UpdateSagaAsync(instance, instance.ConcurrencyVersion, CancellationToken.None));
+                Assert.True(await transaction.Sagas().UpdateSagaAsync(instance, instance.ConcurrencyVersion, CancellationToken.None));
             }
 
-            await transaction.AppendSagaLogAsync([.. recorded.Log.Select(e => new SagaLogEntry(recorded.TransactionId, e.At, e.Kind, e.Step, e.MessageId, e.MessageType, e.Detail))], CancellationToken.None);
+            await transaction.Sagas().AppendSagaLogAsync([.. recorded.Log.Select(e => new SagaLogEntry(recorded.TransactionId, e.At, e.Kind, e.Step, e.MessageId, e.MessageType, e.Detail))], CancellationToken.None);
             foreach (var message in recorded.Pending)
             {
                 await transaction.EnqueueAsync(new OutgoingMessage(message.Queue, message.ToEnvelope(), message.DueAt, message.Priority), CancellationToken.None);
@@ -52,7 +53,7 @@ public sealed class RecordedSagas
     public static async Task<RecordedSaga> RecordAsync(ConvergeTestHost host, string transactionId, string point)
     {
         ArgumentNullException.ThrowIfNull(host);
-        var instance = await host.Store.GetSagaAsync(transactionId, CancellationToken.None) ?? throw new InvalidOperationException($"No saga '{transactionId}'.");
+        var instance = await host.Store.SagaQueries().GetSagaAsync(transactionId, CancellationToken.None) ?? throw new InvalidOperationException($"No saga '{transactionId}'.");
         var recorded = new RecordedSaga
         {
             Point = point,
@@ -69,7 +70,7 @@ public sealed class RecordedSagas
             ConcurrencyVersion = instance.ConcurrencyVersion,
             StartedAt = instance.StartedAt,
             UpdatedAt = instance.UpdatedAt,
-            Log = [.. (await host.Store.ReadSagaLogAsync(transactionId, CancellationToken.None)).Select(e => new RecordedLogEntry
+            Log = [.. (await host.Store.SagaQueries().ReadSagaLogAsync(transactionId, CancellationToken.None)).Select(e => new RecordedLogEntry
             {
                 At = e.At,
                 Kind = e.Kind,

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using Converge.Runtime;
+using Converge.Sagas;
 using Converge.Storage;
 using Converge.Testing;
 using Microsoft.Extensions.Time.Testing;
@@ -65,7 +66,7 @@ public sealed class RecordedV1Tests
             Assert.Single(await ShopSaga.OutcomesAsync(host, recorded.TransactionId));
         }
 
-        Assert.Equal(0, (await host.Store.GetStatusAsync(CancellationToken.None)).DeadLetters);
+        Assert.Equal(0, (await host.Store.Queries().GetStatusAsync(CancellationToken.None)).DeadLetters);
     }
 
     /// <summary>

@@ -83,7 +83,7 @@ public sealed class SagaClientTests
 
         Assert.Single(started, s => s);
         Assert.Single(await ShopSaga.LogAsync(host, "tx-race"), e => e.Kind == SagaLogKinds.Started);
-        Assert.Single(await host.Store.ReadFlowAsync("tx-race", CancellationToken.None), i => i.MessageType == "test.reserve@1");
+        Assert.Single(await host.Store.Queries().ReadFlowAsync("tx-race", CancellationToken.None), i => i.MessageType == "test.reserve@1");
     }
 
     [Fact]

@@ -309,9 +309,9 @@ public static class ShopSaga
     }
 
     public static async Task<IReadOnlyList<string>> KindsAsync(ConvergeTestHost host, string tx) =>
-        [.. (await host.Store.ReadSagaLogAsync(tx, CancellationToken.None)).Select(e => e.Step is null ? e.Kind : $"{e.Kind}:{e.Step}")];
+        [.. (await host.Store.SagaQueries().ReadSagaLogAsync(tx, CancellationToken.None)).Select(e => e.Step is null ? e.Kind : $"{e.Kind}:{e.Step}")];
 
-    public static Task<IReadOnlyList<SagaLogEntry>> LogAsync(ConvergeTestHost host, string tx) => host.Store.ReadSagaLogAsync(tx, CancellationToken.None).AsTask();
+    public static Task<IReadOnlyList<SagaLogEntry>> LogAsync(ConvergeTestHost host, string tx) => host.Store.SagaQueries().ReadSagaLogAsync(tx, CancellationToken.None).AsTask();
 
     /// <summary>Awaits <paramref name="condition"/>, checking again after short pauses; fails after 30 seconds with <paramref name="what"/>.</summary>
     public static Task WaitUntilAsync(Func<Task<bool>> condition, string what, TimeSpan? timeout = null) => Eventually.UntilAsync(condition, what, timeout);
@@ -327,7 +327,7 @@ public static class ShopSaga
     /// <summary>Waits until the message <paramref name="messageId"/> of <paramref name="tx"/> was handled (its consumer's inbox has it).</summary>
     public static Task WaitForFlowHandledAsync(ConvergeTestHost host, string tx, Guid messageId) =>
         WaitUntilAsync(
-            async () => (await host.Store.ReadFlowAsync(tx, CancellationToken.None)).Any(i => i.MessageId == messageId && i.Status == "handled"),
+            async () => (await host.Store.Queries().ReadFlowAsync(tx, CancellationToken.None)).Any(i => i.MessageId == messageId && i.Status == "handled"),
             $"message {messageId:N} of '{tx}' to be handled");
 
     /// <summary>

@@ -167,10 +167,10 @@ public sealed class StuckSagaTests
     }
 
     static async Task<QueueStatus?> QueueAsync(ConvergeTestHost host, string queue) =>
-        (await host.Store.GetStatusAsync(CancellationToken.None)).Queues.SingleOrDefault(q => q.Queue == queue);
+        (await host.Store.Queries().GetStatusAsync(CancellationToken.None)).Queues.SingleOrDefault(q => q.Queue == queue);
 
     static Task WaitForDeadLettersAsync(ConvergeTestHost host, long count) =>
-        Eventually.UntilAsync(async () => (await host.Store.GetStatusAsync(CancellationToken.None)).DeadLetters == count, $"{count} dead letter(s)");
+        Eventually.UntilAsync(async () => (await host.Store.Queries().GetStatusAsync(CancellationToken.None)).DeadLetters == count, $"{count} dead letter(s)");
 
     [Fact]
     public async Task A_compensation_that_always_fails_backs_off_then_gets_stuck_and_resume_finishes_it()
@@ -233,7 +233,7 @@ public sealed class StuckSagaTests
         // Stuck means quiet: nothing more is sent however long one waits, and no timeouts are left pending.
         Advance(host, time, TimeSpan.FromHours(1));
         await host.WaitForQuiescenceAsync();
-        var status = await host.Store.GetStatusAsync(CancellationToken.None);
+        var status = await host.Store.Queries().GetStatusAsync(CancellationToken.None);
         Assert.Equal(4, status.DeadLetters);
         Assert.All(status.Queues, q => Assert.Equal(0, q.Ready + q.Scheduled + q.InFlight));
         Assert.Equal(1, Interlocked.Read(ref stuckCount));
@@ -272,7 +272,7 @@ public sealed class StuckSagaTests
         Assert.Equal(SagaState.Compensated, instance.State);
         Assert.Equal("hold", instance.FailedStep);
         Assert.StartsWith("dead-lettered (max-attempts-exceeded: InvalidOperationException: hold participant is broken", instance.Failure, StringComparison.Ordinal);
-        var letter = Assert.Single(await host.Store.ListDeadLettersAsync(null, 10, CancellationToken.None));
+        var letter = Assert.Single(await host.Store.Queries().ListDeadLettersAsync(null, 10, CancellationToken.None));
         var log = await host.Sagas.ReadLogAsync("tx-dead");
         var reply = Assert.Single(log, e => e.Kind == SagaLogKinds.ReplyReceived && e.Step == "hold");
         Assert.Equal(letter.Envelope.MessageId, reply.Answers);
@@ -281,7 +281,7 @@ public sealed class StuckSagaTests
         // A refused hold did nothing; check is read-only: nothing to compensate, nothing pending.
         Assert.DoesNotContain(log, e => e.Kind == SagaLogKinds.CompensationSent);
         await host.WaitForQuiescenceAsync();
-        Assert.All((await host.Store.GetStatusAsync(CancellationToken.None)).Queues, q => Assert.Equal(0, q.Ready + q.Scheduled + q.InFlight));
+        Assert.All((await host.Store.Queries().GetStatusAsync(CancellationToken.None)).Queues, q => Assert.Equal(0, q.Ready + q.Scheduled + q.InFlight));
     }
 
     [Fact]
@@ -325,7 +325,7 @@ public sealed class StuckSagaTests
         await host.WaitForQuiescenceAsync();
         var saga = await QueueAsync(host, Queue);
         Assert.Equal(0, (saga?.Ready ?? 0) + (saga?.Scheduled ?? 0) + (saga?.InFlight ?? 0));
-        Assert.Equal(0, (await host.Store.GetStatusAsync(CancellationToken.None)).DeadLetters);
+        Assert.Equal(0, (await host.Store.Queries().GetStatusAsync(CancellationToken.None)).DeadLetters);
     }
 
     static Task<Guid> DeliverAsync<T>(ConvergeTestHost host, string tx, string step, Guid command, T reply) where T : notnull =>

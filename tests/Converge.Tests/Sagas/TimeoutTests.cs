@@ -29,7 +29,7 @@ public sealed class TimeoutTests
     }
 
     static async Task<long> ScheduledOnSagaQueueAsync(ConvergeTestHost host) =>
-        (await host.Store.GetStatusAsync(CancellationToken.None)).Queues.SingleOrDefault(q => q.Queue == ShopSaga.Queue)?.Scheduled ?? 0;
+        (await host.Store.Queries().GetStatusAsync(CancellationToken.None)).Queues.SingleOrDefault(q => q.Queue == ShopSaga.Queue)?.Scheduled ?? 0;
 
     [Fact]
     public async Task Silent_reserve_times_out_and_is_compensated_itself()
@@ -169,7 +169,7 @@ public sealed class TimeoutTests
         var completed = await host.WaitForSagaAsync("tx-t6");
         var scheduled = await ScheduledOnSagaQueueAsync(host);
         ShopSaga.Advance(host, time, PastTimeout);
-        await ShopSaga.WaitUntilAsync(async () => (await host.Store.GetStatusAsync(CancellationToken.None)).Queues.All(q => q.Ready + q.Scheduled + q.InFlight == 0), "the stale timeouts to be handled");
+        await ShopSaga.WaitUntilAsync(async () => (await host.Store.Queries().GetStatusAsync(CancellationToken.None)).Queues.All(q => q.Ready + q.Scheduled + q.InFlight == 0), "the stale timeouts to be handled");
         var after = await host.Sagas.GetAsync("tx-t6");
 
         Assert.Equal(0, scheduled);

@@ -1,4 +1,5 @@
 using Converge.Runtime;
+using Converge.Sagas;
 using Converge.Sqlite;
 using Converge.Storage;
 
@@ -53,7 +54,7 @@ public sealed class VersioningTests : IDisposable
 
         Assert.Equal(
             [new SagaCount("order", 1, SagaState.Completed, 1), new SagaCount("order", 2, SagaState.Completed, 1)],
-            await host.Store.CountSagasAsync(CancellationToken.None));
+            await host.Store.SagaQueries().CountSagasAsync(CancellationToken.None));
         Assert.Equal(["tx-old"], (await host.Sagas.QueryAsync(new SagaQuery { Definition = "order", Version = 1 })).Select(i => i.TransactionId));
     }
 
@@ -66,8 +67,8 @@ public sealed class VersioningTests : IDisposable
         DeadLetter letter;
         await using (var host = await ShopSaga.StartAsync(participants, o => o.UseSqlite(StorePath), sagas: V2))
         {
-            await ShopSaga.WaitUntilAsync(async () => (await host.Store.ListDeadLettersAsync(ShopSaga.Queue, 10, CancellationToken.None)).Count > 0, "the reply to be dead-lettered");
-            letter = Assert.Single(await host.Store.ListDeadLettersAsync(ShopSaga.Queue, 10, CancellationToken.None));
+            await ShopSaga.WaitUntilAsync(async () => (await host.Store.Queries().ListDeadLettersAsync(ShopSaga.Queue, 10, CancellationToken.None)).Count > 0, "the reply to be dead-lettered");
+            letter = Assert.Single(await host.Store.Queries().ListDeadLettersAsync(ShopSaga.Queue, 10, CancellationToken.None));
             var after = (await host.Sagas.GetAsync("tx-pinned"))!;
 
             Assert.Equal(DeadLetterReasons.PermanentFailure, letter.Reason);

@@ -1,4 +1,4 @@
-namespace Converge.Storage;
+namespace Converge.Sagas;
 
 /// <summary>The lifecycle of a saga instance. Stored as its lower-case name; tools and queries depend on it.</summary>
 public enum SagaState
@@ -16,8 +16,8 @@ public enum SagaState
     Compensated,
 
     /// <summary>
-    /// Gave up re-sending a step's command or compensation after its attempts (<see cref="Sagas.SagaRetryOptions.MaxAttempts"/>):
-    /// nothing more is sent until an operator resumes the instance (<see cref="Sagas.ISagaClient.ResumeAsync"/>,
+    /// Gave up re-sending a step's command or compensation after its attempts (<see cref="SagaRetryOptions.MaxAttempts"/>):
+    /// nothing more is sent until an operator resumes the instance (<see cref="ISagaClient.ResumeAsync"/>,
     /// <c>converge sagas resume</c>). <see cref="SagaInstance.StuckReason"/> and <see cref="SagaInstance.LastError"/>
     /// say why. Not ended: a late success reply to the last command still moves it on. An instance with a
     /// <see cref="SagaInstance.Failure"/> was compensating and resumes compensating; one without was going forward.
@@ -171,19 +171,6 @@ public sealed class SagaQuery
 /// <param name="State">The state.</param>
 /// <param name="Count">How many instances.</param>
 public sealed record SagaCount(string Definition, int Version, SagaState State, long Count);
-
-/// <summary>One message or event of a business transaction, as the flow view shows it.</summary>
-/// <param name="MessageId">The message or event id.</param>
-/// <param name="MessageType">Its type name.</param>
-/// <param name="CausationId">The message that caused it, if any.</param>
-/// <param name="SentAt">When it was sent or published.</param>
-/// <param name="Where">Where it is or went: <c>queue:NAME</c>, <c>log:STREAM</c> or <c>dead-letters:SOURCE</c>.</param>
-/// <param name="Status">
-/// <c>handled</c> (in a queue consumer's inbox), <c>pending</c> (still on its queue), <c>dead-lettered</c>, or
-/// <c>appended</c> (a log event).
-/// </param>
-/// <param name="HandledAt">When a queue consumer handled it, if it did.</param>
-public sealed record FlowItem(Guid MessageId, string MessageType, Guid? CausationId, DateTimeOffset SentAt, string Where, string Status, DateTimeOffset? HandledAt);
 
 /// <summary>Thrown when a saga instance was changed by someone else since it was loaded.</summary>
 public sealed class SagaConcurrencyException : Exception

@@ -1,0 +1,42 @@
+using System.Data.Common;
+
+namespace Converge.Storage;
+
+/// <summary>
+/// Optional: a store on an ADO.NET database that the application shares. It offers the outbox on the application's own
+/// transaction (<see cref="Enlist"/>) and read connections for jobs that re-read the world. A store without it (the
+/// in-memory one) still sends and publishes in its own transactions.
+/// </summary>
+public interface IDatabaseStore
+{
+    /// <summary>
+    /// Wraps the caller's own open transaction on the same database (the outbox). A transaction begun by
+    /// <see cref="IStore.BeginAsync"/> is recognised and returned as is. The caller commits or rolls back; Converge's
+    /// writes share its fate. Throws when the transaction belongs to another kind of database.
+    /// </summary>
+    IStoreTransaction Enlist(DbTransaction transaction);
+
+    /// <summary>
+    /// Opens a read-only connection to the store's database for a job that re-reads the world before it acts,
+    /// outside any write transaction. The caller disposes it.
+    /// </summary>
+    ValueTask<DbConnection> OpenReadConnectionAsync(CancellationToken cancellationToken);
+}
+
+/// <summary>Optional: a <see cref="IStoreTransaction"/> on an ADO.NET database, which the application's own statements can join.</summary>
+public interface IDatabaseTransaction
+{
+    /// <summary>
+    /// The underlying transaction; use its connection for the caller's own writes (an EF Core <c>DbContext</c> can join
+    /// it). A transaction Converge owns must be committed with <see cref="IStoreTransaction.CommitAsync"/>, never through
+    /// this object: a store may hold the transaction's sends until that commit writes them in one statement.
+    /// </summary>
+    DbTransaction Transaction { get; }
+
+    /// <summary>
+    /// Executes <paramref name="sql"/> with <paramref name="parameters"/> in this transaction and returns the number
+    /// of rows affected. Stores may prepare the statement once per connection and reuse it, which makes repeated
+    /// small writes much cheaper than a new command each time.
+    /// </summary>
+    ValueTask<int> ExecuteAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken);
+}

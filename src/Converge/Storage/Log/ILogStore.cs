@@ -1,0 +1,51 @@
+using Converge.Contracts;
+
+namespace Converge.Storage;
+
+/// <summary>The log, outside a transaction: reads by position and by stream, and consumer-group checkpoints.</summary>
+public interface ILogStore : IStore
+{
+    /// <summary>Reads up to <paramref name="max"/> events after <paramref name="afterPosition"/>, in position order.</summary>
+    ValueTask<IReadOnlyList<LogEvent>> ReadLogAsync(long afterPosition, int max, CancellationToken cancellationToken);
+
+    /// <summary>Reads events of one stream from <paramref name="fromVersion"/> (1-based), in version order.</summary>
+    ValueTask<IReadOnlyList<LogEvent>> ReadStreamAsync(string stream, long fromVersion, int max, CancellationToken cancellationToken);
+
+    /// <summary>The state of a consumer group; <c>null</c> when it has never run.</summary>
+    ValueTask<ConsumerGroupState?> GetConsumerGroupAsync(string group, CancellationToken cancellationToken);
+}
+
+/// <summary>The log's writes inside a <see cref="IStoreTransaction"/>: they commit or roll back with it.</summary>
+public interface ILogTransaction
+{
+    /// <summary>
+    /// Appends events to a stream; <paramref name="expectedVersion"/> <c>null</c> appends at any version, 0 requires a
+    /// new stream. Returns the stored events with their positions. Readers are woken when the transaction commits.
+    /// </summary>
+    /// <exception cref="StreamVersionConflictException">The stream is not at <paramref name="expectedVersion"/>.</exception>
+    ValueTask<IReadOnlyList<LogEvent>> AppendAsync(string stream, long? expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Stores a consumer group's checkpoint and failure count if the stored position is still
+    /// <paramref name="expectedPosition"/>; <c>false</c> when another process moved it first (then roll back).
+    /// </summary>
+    ValueTask<bool> SaveConsumerGroupAsync(string group, long expectedPosition, long position, int failedAttempts, string? lastError, CancellationToken cancellationToken);
+}
+
+/// <summary>Log writes composed of the core's own.</summary>
+public static class LogTransactionExtensions
+{
+    /// <summary>
+    /// Parks a log event a consumer group could not handle: a dead letter whose source is <c>log:GROUP</c>, with the
+    /// event's position, recorded in <paramref name="transaction"/>.
+    /// </summary>
+    public static ValueTask ParkEventAsync(this IStoreTransaction transaction, string group, LogEvent logEvent, string reason, string? exception, int attempts, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(transaction);
+        ArgumentException.ThrowIfNullOrEmpty(group);
+        ArgumentNullException.ThrowIfNull(logEvent);
+        return transaction.RecordDeadLetterAsync(
+            new DeadLetterRecord("log:" + group, logEvent.Envelope, reason) { Exception = exception, Attempts = attempts, LogPosition = logEvent.Position },
+            cancellationToken);
+    }
+}

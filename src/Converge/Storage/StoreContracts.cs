@@ -1,0 +1,49 @@
+using System.Data.Common;
+
+namespace Converge.Storage;
+
+/// <summary>Finds an optional contract on a store or a transaction, and says clearly what is missing when it is not there.</summary>
+public static class StoreContracts
+{
+    /// <summary>
+    /// <paramref name="store"/> (a store or a transaction) as <typeparamref name="TContract"/>.
+    /// </summary>
+    /// <param name="store">The store or transaction.</param>
+    /// <param name="capability">What needs the contract, for the message, such as <c>Sagas</c>.</param>
+    /// <exception cref="NotSupportedException">The store does not offer <typeparamref name="TContract"/>.</exception>
+    public static TContract Require<TContract>(object store, string capability)
+        where TContract : class
+    {
+        ArgumentNullException.ThrowIfNull(store);
+        return store as TContract ?? throw new NotSupportedException(
+            $"{capability} need a store that implements {typeof(TContract).Name}; the {(store is IStore named ? named.Name : store.GetType().Name)} store does not. "
+            + "Use a store that offers it (the SQLite and PostgreSQL stores offer every contract).");
+    }
+}
+
+/// <summary>Finds the core's optional contracts on a store or a transaction.</summary>
+public static class StoreContractExtensions
+{
+    /// <summary><paramref name="store"/>'s read-only queries (status, dead letters, flows).</summary>
+    /// <exception cref="NotSupportedException">The store does not offer <see cref="IStoreQueries"/>.</exception>
+    public static IStoreQueries Queries(this IStore store) => StoreContracts.Require<IStoreQueries>(store, "Store queries");
+
+    /// <summary><paramref name="store"/> as a store on the application's database (the outbox on its own transaction).</summary>
+    /// <exception cref="NotSupportedException">The store does not offer <see cref="IDatabaseStore"/>.</exception>
+    public static IDatabaseStore Database(this IStore store) => StoreContracts.Require<IDatabaseStore>(store, "The application's own database transactions");
+
+    /// <summary><paramref name="transaction"/>'s database transaction, which the application's own statements can join.</summary>
+    /// <exception cref="NotSupportedException">The store does not offer <see cref="IDatabaseTransaction"/>.</exception>
+    public static IDatabaseTransaction Database(this IStoreTransaction transaction) => StoreContracts.Require<IDatabaseTransaction>(transaction, "SQL statements in a store transaction");
+
+    /// <param name="transaction">A transaction of a store on an ADO.NET database.</param>
+    extension(IStoreTransaction transaction)
+    {
+        /// <summary>
+        /// The underlying database transaction (<see cref="IDatabaseTransaction.Transaction"/>): pass it to
+        /// <c>SendAsync</c>, <c>PublishAsync</c> and an EF Core <c>DbContext</c> so their writes commit with this one.
+        /// </summary>
+        /// <exception cref="NotSupportedException">The store has no database (it does not offer <see cref="IDatabaseTransaction"/>).</exception>
+        public DbTransaction Transaction => transaction.Database().Transaction;
+    }
+}
