@@ -2,6 +2,7 @@ using System.Data.Common;
 using System.Globalization;
 using Converge.Faults;
 using Converge.Runtime;
+using Converge.Sagas;
 
 namespace Converge.Samples.Shop.Customers;
 

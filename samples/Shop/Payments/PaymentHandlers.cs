@@ -1,4 +1,5 @@
 using Converge.Runtime;
+using Converge.Sagas;
 using Converge.Samples.Shop.Customers;
 
 namespace Converge.Samples.Shop.Payments;

@@ -1,4 +1,6 @@
+using Converge.Jobs;
 using Converge.Runtime;
+using Converge.Sagas;
 using Converge.Storage;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -48,11 +50,38 @@ public sealed class ConvergeHost : IHostedService, IAsyncDisposable
         _logger = logger;
     }
 
+    /// <summary>
+    /// Fails the start, naming what is missing, when a capability this process uses needs an optional contract the
+    /// store does not offer: sagas need saga storage, jobs need job storage.
+    /// </summary>
+    async ValueTask RequireContractsAsync(CancellationToken cancellationToken)
+    {
+        var sagas = _options.SagaRegistry.All.Any();
+        var jobs = _options.Queues.Values.Any(q => q.RunsJobs) || _options.RecurringJobs.Count > 0;
+        if (!sagas && !jobs)
+        {
+            return;
+        }
+
+        await using var probe = await _store.BeginAsync(cancellationToken);
+        if (sagas)
+        {
+            _ = probe.Sagas();
+        }
+
+        if (jobs)
+        {
+            _ = probe.Jobs();
+            _ = _store.Jobs();
+        }
+    }
+
     /// <inheritdoc />
     public async Task StartAsync(CancellationToken cancellationToken)
     {
         ConvergeOptionsValidator.ThrowIfInvalid(_options);
         await _store.MigrateAsync(cancellationToken);
+        await RequireContractsAsync(cancellationToken);
         var jobs = _services.GetRequiredService<Jobs.JobRuntime>();
         var loggers = _services.GetRequiredService<ILoggerFactory>();
         var scheduler = new Jobs.RecurringJobScheduler(jobs, loggers.CreateLogger("Converge.Jobs.Scheduler"));

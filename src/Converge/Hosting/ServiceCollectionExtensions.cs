@@ -29,6 +29,10 @@ public static class ConvergeServiceCollectionExtensions
         ArgumentNullException.ThrowIfNull(configure);
         var options = new ConvergeOptions();
         configure(options);
+
+        // A participant dead-letters a saga's command whether or not this process runs sagas: the saga protocol's
+        // failure reply is always on.
+        options.DeadLetterHooks.Add(Converge.Sagas.SagaDeadLetterReply.SendAsync);
         foreach (var register in options.ServiceRegistrations)
         {
             register(services);

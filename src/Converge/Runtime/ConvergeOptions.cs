@@ -108,6 +108,13 @@ public sealed partial class ConvergeOptions
 
     internal IReadOnlyList<Action<IServiceCollection>> ServiceRegistrations => _serviceRegistrations;
 
+    /// <summary>
+    /// Run in the dead-lettering transaction after a queue message is dead-lettered: the hooks capabilities register
+    /// (the saga protocol replies a failure to a saga whose command was dead-lettered), so that the runtime knows none
+    /// of them. Registered by the composition root, <c>AddConverge</c>.
+    /// </summary>
+    internal List<DeadLetterHook> DeadLetterHooks { get; } = [];
+
     /// <summary>Configures <paramref name="queue"/> (created on first use).</summary>
     public ConvergeOptions Queue(string queue, Action<QueueOptions> configure)
     {

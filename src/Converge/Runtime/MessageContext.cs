@@ -1,7 +1,5 @@
 using System.Data.Common;
 using Converge.Contracts;
-using Converge.Faults;
-using Converge.Sagas;
 using Converge.Storage;
 
 namespace Converge.Runtime;
@@ -24,6 +22,8 @@ public sealed class MessageContext
     }
 
     internal IStoreTransaction Transaction => _transaction;
+
+    internal MessageBus Bus => _bus;
 
     /// <summary>The message as received.</summary>
     public Envelope Envelope { get; }
@@ -85,53 +85,4 @@ public sealed class MessageContext
     /// <summary>Publishes an event in this handler's transaction; it carries this message's correlation id and is caused by it.</summary>
     public ValueTask<LogEvent> PublishAsync<T>(string stream, T @event, PublishOptions? options = null, CancellationToken cancellationToken = default) where T : notnull =>
         _bus.PublishCoreAsync(_transaction, stream, @event, options, Envelope, cancellationToken);
-
-    /// <summary>The saga step this command belongs to, when a saga sent it; <c>null</c> otherwise.</summary>
-    public string? SagaStep => Envelope.Headers.TryGetValue(SagaHeaders.Step, out var step) ? step : null;
-
-    /// <summary>
-    /// Replies to the saga that sent this command, in this handler's transaction: the reply goes to the saga's reply
-    /// queue, carries the transaction id, and names this command as its cause (which is how the saga matches it).
-    /// Fault plans may drop or duplicate the reply here. Returns the reply's id, or <see cref="Guid.Empty"/> when a
-    /// fault plan dropped it.
-    /// </summary>
-    /// <exception cref="InvalidOperationException">This message was not sent by a saga (it has no reply-to header).</exception>
-    public async ValueTask<Guid> ReplyAsync<T>(T reply, CancellationToken cancellationToken = default) where T : notnull
-    {
-        if (!Envelope.Headers.TryGetValue(SagaHeaders.ReplyTo, out var replyTo))
-        {
-            throw new InvalidOperationException($"{Envelope.MessageType} {Envelope.MessageId:N} has no {SagaHeaders.ReplyTo} header: only commands sent by a saga can be replied to. Publish an event or send a command instead.");
-        }
-
-        var step = SagaStep ?? string.Empty;
-        var faults = _bus.Faults.Enabled ? _bus.Faults : null;
-        var attempt = faults is not null && Envelope.Headers.TryGetValue(SagaHeaders.Attempt, out var text) && int.TryParse(text, System.Globalization.CultureInfo.InvariantCulture, out var parsed) ? parsed : 1;
-        if (faults?.Find(FaultAction.DropReply, CorrelationId, step, attempt, Envelope.Headers) is not null)
-        {
-            await _transaction.Sagas().AppendSagaLogAsync([new SagaLogEntry(CorrelationId!, _bus.Now, SagaLogKinds.FaultInjected, step, Envelope.MessageId, Envelope.MessageType, "reply dropped")], cancellationToken);
-            return Guid.Empty;
-        }
-
-        var headers = new Dictionary<string, string>(StringComparer.Ordinal) { [SagaHeaders.Step] = step };
-        var id = await _bus.SendCoreAsync(_transaction, reply, new SendOptions { Queue = replyTo, Headers = headers }, Envelope, cancellationToken);
-        if (faults?.Find(FaultAction.DuplicateReply, CorrelationId, step, attempt, Envelope.Headers) is not null)
-        {
-            headers[SagaHeaders.Fault] = "duplicate";
-            var copy = await _bus.SendCoreAsync(_transaction, reply, new SendOptions { Queue = replyTo, Headers = headers }, Envelope, cancellationToken);
-            await _transaction.Sagas().AppendSagaLogAsync([new SagaLogEntry(CorrelationId!, _bus.Now, SagaLogKinds.FaultInjected, step, copy, Envelope.MessageType, $"reply duplicated as {copy:N}")], cancellationToken);
-        }
-
-        return id;
-    }
-
-    /// <summary>Replies to the saga that sent this command that its step failed; see <see cref="ReplyAsync{T}"/>.</summary>
-    public ValueTask<Guid> ReplyFailureAsync(string reason, CancellationToken cancellationToken = default) =>
-        ReplyAsync(new SagaStepFailed(reason), cancellationToken);
-
-    /// <summary>
-    /// Starts an instance of saga <paramref name="saga"/> (its newest registered version) in this handler's
-    /// transaction; <c>false</c> when an instance with <paramref name="transactionId"/> already exists.
-    /// </summary>
-    public ValueTask<bool> StartSagaAsync<TData>(string saga, string transactionId, TData data, CancellationToken cancellationToken = default) where TData : class =>
-        ((SagaEngine)Services.GetService(typeof(SagaEngine))!).StartAsync(_transaction, saga, transactionId, data, Envelope, Services, cancellationToken);
 }

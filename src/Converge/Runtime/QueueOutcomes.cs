@@ -88,7 +88,11 @@ internal static class QueueOutcomes
             return null;
         }
 
-        await Sagas.SagaDeadLetterReply.SendAsync(transaction, message.Envelope, reason, exception, options, cancellationToken);
+        foreach (var hook in options.DeadLetterHooks)
+        {
+            await hook(transaction, message.Envelope, reason, exception, options, cancellationToken);
+        }
+
         Log.DeadLettered(logger, exception, message.Envelope.MessageId, message.Envelope.MessageType, message.Queue, reason);
         return HandlingOutcome.DeadLettered;
     }
@@ -110,3 +114,6 @@ internal static class QueueOutcomes
         }
     }
 }
+
+/// <summary>Called in the dead-lettering transaction after a queue message was dead-lettered with <c>reason</c>.</summary>
+internal delegate ValueTask DeadLetterHook(IStoreTransaction transaction, Envelope envelope, string reason, Exception? exception, ConvergeOptions options, CancellationToken cancellationToken);

@@ -11,7 +11,7 @@ public sealed record SagaStepTimeout(Guid CommandId, string Step)
 
 /// <summary>
 /// A reply any participant can send to fail a saga step without a failure type of its own
-/// (<see cref="Runtime.MessageContext.ReplyFailureAsync"/>).
+/// (<c>context.ReplyFailureAsync</c>).
 /// </summary>
 /// <param name="Reason">Why the step failed; recorded in the saga log.</param>
 public sealed record SagaStepFailed(string Reason)

@@ -1,6 +1,5 @@
 using System.Text.Json;
 using Converge.Contracts;
-using Converge.Runtime;
 
 namespace Converge.Storage;
 

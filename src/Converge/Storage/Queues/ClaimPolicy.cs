@@ -1,4 +1,3 @@
-using Converge.Runtime;
 
 namespace Converge.Storage;
 

@@ -1,7 +1,7 @@
-namespace Converge.Runtime;
+namespace Converge.Storage;
 
 /// <summary>
-/// A rate limit for a job queue (<see cref="QueueOptions.RateLimit"/>), kept in the store as a token bucket shared by every
+/// A rate limit for a job queue (<c>QueueOptions.RateLimit</c>), kept in the store as a token bucket shared by every
 /// process: <paramref name="PermitsPerSecond"/> refill, at most <paramref name="Burst"/> saved up.
 /// </summary>
 /// <param name="PermitsPerSecond">Sustained starts per second; must be positive.</param>
