@@ -13,6 +13,7 @@ internal sealed partial class InMemoryStoreTransaction : IStoreTransaction
     readonly InMemoryMessageStore _store;
     InMemoryState _state;
     InMemoryState? _savepoint;
+    int _callbacksAtSavepoint;
     List<Action>? _afterCommit;
     HashSet<string>? _queuesWritten;
     bool _logWritten;
@@ -25,6 +26,9 @@ internal sealed partial class InMemoryStoreTransaction : IStoreTransaction
         _store = store;
         _state = state;
     }
+
+    /// <summary>The store this transaction writes to.</summary>
+    public InMemoryMessageStore Store => _store;
 
     /// <summary>
     /// Not supported: there is no database transaction under an in-memory one. Handlers that need to write their own
@@ -59,6 +63,7 @@ internal sealed partial class InMemoryStoreTransaction : IStoreTransaction
     public ValueTask SavepointAsync(CancellationToken cancellationToken)
     {
         _savepoint = State;
+        _callbacksAtSavepoint = _afterCommit?.Count ?? 0;
         return ValueTask.CompletedTask;
     }
 
@@ -66,6 +71,9 @@ internal sealed partial class InMemoryStoreTransaction : IStoreTransaction
     {
         State = _savepoint ?? throw new InvalidOperationException("There is no savepoint to roll back to.");
         _savepoint = null;
+
+        // What was undone must not announce itself at commit: callbacks registered since the savepoint go with it.
+        _afterCommit?.RemoveRange(_callbacksAtSavepoint, _afterCommit.Count - _callbacksAtSavepoint);
         return ValueTask.CompletedTask;
     }
 
