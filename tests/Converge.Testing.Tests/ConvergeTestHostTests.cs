@@ -1,5 +1,6 @@
 using Converge.Runtime;
 using Converge.Storage;
+using Converge.Testing.InMemory;
 
 namespace Converge.Testing.Tests;
 
@@ -30,19 +31,28 @@ public sealed class HappenedHandler : IHandler<Happened>
 
 public sealed class ConvergeTestHostTests
 {
-    static void Register(Runtime.ConvergeOptions o)
+    public static TheoryData<bool> Stores => [false, true];
+
+    /// <summary>Registers the test's messages and handlers; on the in-memory store when <paramref name="inMemory"/>, else on the default (a throw-away SQLite file).</summary>
+    static void Register(Runtime.ConvergeOptions o, bool inMemory)
     {
+        if (inMemory)
+        {
+            o.UseInMemory();
+        }
+
         o.Messages.Register<Start>("t.start").Register<Next>("t.next").Register<Happened>("t.happened");
         o.Handle<Start, StartHandler>("starts");
         o.Subscribe<Happened, HappenedHandler>("watchers");
     }
 
-    [Fact]
-    public async Task SendAndWait_returns_only_after_everything_the_message_caused_has_finished()
+    [Theory]
+    [MemberData(nameof(Stores))]
+    public async Task SendAndWait_returns_only_after_everything_the_message_caused_has_finished(bool inMemory)
     {
         await using var host = await ConvergeTestHost.StartAsync(o =>
         {
-            Register(o);
+            Register(o, inMemory);
             o.Handle<Next, NextHandler>("nexts");
         });
 
@@ -53,12 +63,13 @@ public sealed class ConvergeTestHostTests
         Assert.Equal(history.Count(h => h.What == "sent"), history.Count(h => h.What == "completed" && !h.Where.StartsWith("log:", StringComparison.Ordinal)));
     }
 
-    [Fact]
-    public async Task SendAndWait_names_what_is_still_pending_when_it_times_out()
+    [Theory]
+    [MemberData(nameof(Stores))]
+    public async Task SendAndWait_names_what_is_still_pending_when_it_times_out(bool inMemory)
     {
         await using var host = await ConvergeTestHost.StartAsync(o =>
         {
-            Register(o);
+            Register(o, inMemory);
             o.Route<Next>("nobody-listens");
         });
 
@@ -68,11 +79,12 @@ public sealed class ConvergeTestHostTests
         Assert.Contains("at nobody-listens", timeout.Message, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public async Task Each_host_gets_its_own_throw_away_store()
+    [Theory]
+    [MemberData(nameof(Stores))]
+    public async Task Each_host_gets_its_own_throw_away_store(bool inMemory)
     {
-        await using var first = await ConvergeTestHost.StartAsync(Register);
-        await using var second = await ConvergeTestHost.StartAsync(Register);
+        await using var first = await ConvergeTestHost.StartAsync(o => Register(o, inMemory));
+        await using var second = await ConvergeTestHost.StartAsync(o => Register(o, inMemory));
         await first.Bus.PublishAsync("only-in-first", new Happened("x"));
 
         Assert.Equal(1, (await first.Store.Queries().GetStatusAsync(CancellationToken.None)).LogPosition);

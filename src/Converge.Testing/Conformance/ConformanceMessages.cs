@@ -1,5 +1,9 @@
+using System.Collections.Concurrent;
 using System.Data.Common;
+using System.Runtime.CompilerServices;
 using Converge.Runtime;
+using Converge.Storage;
+using Converge.Testing.InMemory;
 
 namespace Converge.Testing.Conformance;
 
@@ -21,7 +25,7 @@ public sealed class ConformanceCommandHandler : IHandler<ConformanceCommand>
     {
         ArgumentNullException.ThrowIfNull(message);
         ArgumentNullException.ThrowIfNull(context);
-        await Effects.WriteAsync(await context.GetTransactionAsync(cancellationToken), context.MessageId, context.Queue!, message.Key, cancellationToken);
+        await Effects.WriteAsync(context, context.Queue!, message.Key, cancellationToken);
         switch (message.Behavior)
         {
             case "permanent":
@@ -42,7 +46,7 @@ public sealed class ConformanceEventHandler : IHandler<ConformanceEvent>
     {
         ArgumentNullException.ThrowIfNull(message);
         ArgumentNullException.ThrowIfNull(context);
-        await Effects.WriteAsync(await context.GetTransactionAsync(cancellationToken), context.MessageId, "log:" + context.ConsumerGroup, message.Key, cancellationToken);
+        await Effects.WriteAsync(context, "log:" + context.ConsumerGroup, message.Key, cancellationToken);
         if (message.Behavior == "transient")
         {
             throw new TimeoutException("the projection's dependency timed out");
@@ -50,9 +54,36 @@ public sealed class ConformanceEventHandler : IHandler<ConformanceEvent>
     }
 }
 
-/// <summary>The effect table the conformance handlers write to, in plain SQL every store's database accepts.</summary>
+/// <summary>
+/// The effects the conformance handlers write: rows of a table, in plain SQL every store's database accepts, or, on a
+/// store without a database (the in-memory store), records kept when the handler's transaction commits.
+/// </summary>
 public static class Effects
 {
+    static readonly ConditionalWeakTable<IMessageStore, ConcurrentQueue<string>> Committed = new();
+
+    /// <summary>
+    /// Writes one effect of the message <paramref name="context"/> handles, sharing the fate of its transaction: a
+    /// row in the transaction on a database store; on the in-memory store, a record kept when the transaction commits
+    /// (and never when it, or the savepoint of the message, rolls back).
+    /// </summary>
+    public static async Task WriteAsync(MessageContext context, string consumer, string key, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        if (context.Transaction is InMemoryStoreTransaction memory)
+        {
+            var effects = Committed.GetOrCreateValue(memory.Store);
+            memory.OnCommitted(() => effects.Enqueue(key));
+            return;
+        }
+
+        await WriteAsync(await context.GetTransactionAsync(cancellationToken), context.MessageId, consumer, key, cancellationToken);
+    }
+
+    /// <summary>The keys of the effects committed on an in-memory <paramref name="store"/>, one per effect.</summary>
+    public static IReadOnlyList<string> CommittedKeys(IMessageStore store) =>
+        Committed.TryGetValue(store, out var effects) ? [.. effects] : [];
+
     /// <summary>The table's DDL.</summary>
     public const string CreateTable = "CREATE TABLE IF NOT EXISTS conformance_effects (message_id VARCHAR(64) NOT NULL, consumer VARCHAR(200) NOT NULL, item_key VARCHAR(200) NOT NULL)";
 

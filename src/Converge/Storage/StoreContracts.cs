@@ -16,7 +16,8 @@ public static class StoreContracts
     {
         ArgumentNullException.ThrowIfNull(store);
         return store as TContract ?? throw new NotSupportedException(
-            $"{capability} need a store that implements {typeof(TContract).Name}; the {(store is IStore named ? named.Name : store.GetType().Name)} store does not. "
+            $"{capability} need a store that implements {typeof(TContract).Name}; "
+            + (store is IStore named ? $"the {named.Name} store does not. " : $"this store's transactions ({store.GetType().Name}) do not. ")
             + "Use a store that offers it (the SQLite and PostgreSQL stores offer every contract).");
     }
 }
