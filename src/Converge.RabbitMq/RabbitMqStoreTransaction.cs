@@ -12,7 +12,7 @@ namespace Converge.RabbitMq;
 /// to a savepoint) the outcome is forgotten and the delivery stays claimed, as a rolled-back store write leaves the
 /// lease in place; the worker then records another outcome or releases it.
 /// </summary>
-internal sealed class RabbitMqStoreTransaction : IStoreTransaction, IDatabaseTransaction, ISagaTransaction, IJobTransaction
+internal sealed class RabbitMqStoreTransaction : IStoreTransaction, IStoreTransactionDecorator, IJobTransaction
 {
     readonly RabbitMqTransport _transport;
     readonly IStoreTransaction _inner;
@@ -33,7 +33,7 @@ internal sealed class RabbitMqStoreTransaction : IStoreTransaction, IDatabaseTra
         public bool Cancelled { get; set; }
     }
 
-    public DbTransaction Transaction => _inner.Database().Transaction;
+    public IStoreTransaction Inner => _inner;
 
     public async ValueTask EnqueueAsync(OutgoingMessage message, CancellationToken cancellationToken)
     {
@@ -181,21 +181,6 @@ internal sealed class RabbitMqStoreTransaction : IStoreTransaction, IDatabaseTra
 
     public ValueTask<bool> SaveConsumerGroupAsync(string group, long expectedPosition, long position, int failedAttempts, string? lastError, CancellationToken cancellationToken) =>
         _inner.SaveConsumerGroupAsync(group, expectedPosition, position, failedAttempts, lastError, cancellationToken);
-
-    public ValueTask<int> ExecuteAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken) =>
-        _inner.Database().ExecuteAsync(sql, parameters, cancellationToken);
-
-    public ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken) => _inner.Sagas().LoadSagaAsync(transactionId, cancellationToken);
-
-    public ValueTask<bool> InsertSagaAsync(SagaInstance instance, CancellationToken cancellationToken) => _inner.Sagas().InsertSagaAsync(instance, cancellationToken);
-
-    public ValueTask<bool> UpdateSagaAsync(SagaInstance instance, long expectedVersion, CancellationToken cancellationToken) =>
-        _inner.Sagas().UpdateSagaAsync(instance, expectedVersion, cancellationToken);
-
-    public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) =>
-        _inner.Sagas().ReadSagaLogAsync(transactionId, cancellationToken);
-
-    public ValueTask AppendSagaLogAsync(IReadOnlyList<SagaLogEntry> entries, CancellationToken cancellationToken) => _inner.Sagas().AppendSagaLogAsync(entries, cancellationToken);
 
     public ValueTask<Guid?> TryReserveUniqueKeyAsync(string key, Guid jobId, DateTimeOffset expiresAt, CancellationToken cancellationToken) =>
         _inner.Jobs().TryReserveUniqueKeyAsync(key, jobId, expiresAt, cancellationToken);

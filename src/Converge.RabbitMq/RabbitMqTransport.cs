@@ -36,7 +36,7 @@ namespace Converge.RabbitMq;
 /// Everything else (inbox, sagas, jobs, dead letters, status) is the wrapped store's. Background work starts with
 /// <see cref="MigrateAsync"/>, which the Converge host calls at start-up.
 /// </summary>
-public sealed class RabbitMqTransport : IMessageStore, IDatabaseStore, IStoreQueries, ISagaQueries, IJobStore, IJobQueries
+public sealed class RabbitMqTransport : IMessageStore, IStoreDecorator, IDatabaseStore, IStoreQueries, IJobQueries
 {
     readonly IMessageStore _inner;
     readonly ConcurrentDictionary<string, QueueRoute> _routes = new(StringComparer.Ordinal);
@@ -100,6 +100,8 @@ public sealed class RabbitMqTransport : IMessageStore, IDatabaseStore, IStoreQue
 
     /// <summary>The wrapped store.</summary>
     public IMessageStore Inner => _inner;
+
+    IStore IStoreDecorator.Inner => _inner;
 
     /// <inheritdoc />
     public string Name => _inner.Name + "+rabbitmq";
@@ -781,18 +783,6 @@ public sealed class RabbitMqTransport : IMessageStore, IDatabaseStore, IStoreQue
     }
 
     /// <inheritdoc />
-    public ValueTask<SagaInstance?> GetSagaAsync(string transactionId, CancellationToken cancellationToken) => _inner.SagaQueries().GetSagaAsync(transactionId, cancellationToken);
-
-    /// <inheritdoc />
-    public ValueTask<IReadOnlyList<SagaInstance>> QuerySagasAsync(SagaQuery query, CancellationToken cancellationToken) => _inner.SagaQueries().QuerySagasAsync(query, cancellationToken);
-
-    /// <inheritdoc />
-    public ValueTask<IReadOnlyList<SagaCount>> CountSagasAsync(CancellationToken cancellationToken) => _inner.SagaQueries().CountSagasAsync(cancellationToken);
-
-    /// <inheritdoc />
-    public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) => _inner.SagaQueries().ReadSagaLogAsync(transactionId, cancellationToken);
-
-    /// <inheritdoc />
     /// <remarks>Messages on the broker are not listed as pending: only the outbox, the inbox, the dead letters and the log are read.</remarks>
     public async ValueTask<IReadOnlyList<FlowItem>> ReadFlowAsync(string correlationId, CancellationToken cancellationToken) =>
         await AfterRelayBatchAsync(() => _inner.Queries().ReadFlowAsync(correlationId, cancellationToken), cancellationToken);
@@ -821,15 +811,6 @@ public sealed class RabbitMqTransport : IMessageStore, IDatabaseStore, IStoreQue
             Relay.Gate.Release();
         }
     }
-
-    /// <inheritdoc />
-    public ValueTask<JobCancelOutcome> CancelJobAsync(Guid id, CancellationToken cancellationToken) => _inner.Jobs().CancelJobAsync(id, cancellationToken);
-
-    /// <inheritdoc />
-    public ValueTask<IReadOnlyList<Guid>> ReadCancellationsAsync(IReadOnlyList<Guid> ids, CancellationToken cancellationToken) => _inner.Jobs().ReadCancellationsAsync(ids, cancellationToken);
-
-    /// <inheritdoc />
-    public ValueTask SaveJobProgressAsync(Guid id, int percent, string? note, CancellationToken cancellationToken) => _inner.Jobs().SaveJobProgressAsync(id, percent, note, cancellationToken);
 
     /// <inheritdoc />
     public ValueTask<JobBatchRecord?> GetBatchAsync(string id, CancellationToken cancellationToken) => _inner.JobQueries().GetBatchAsync(id, cancellationToken);

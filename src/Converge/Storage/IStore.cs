@@ -63,3 +63,24 @@ public interface IStoreTransaction : IQueueTransaction, ILogTransaction, IInboxT
     /// </summary>
     ValueTask AbandonAsync() => DisposeAsync();
 }
+
+/// <summary>
+/// A store in front of another, such as a transport that carries the queue on a broker and keeps everything else in a
+/// database store. The optional contracts it does not implement itself are found on <see cref="Inner"/> (see
+/// <see cref="StoreContracts.Require{TContract}"/>), so it implements only what it changes.
+/// </summary>
+public interface IStoreDecorator
+{
+    /// <summary>The store behind this one.</summary>
+    IStore Inner { get; }
+}
+
+/// <summary>
+/// A transaction of an <see cref="IStoreDecorator"/>: the optional contracts it does not implement itself are found on
+/// <see cref="Inner"/>, the inner store's transaction it wraps.
+/// </summary>
+public interface IStoreTransactionDecorator
+{
+    /// <summary>The inner store's transaction that this one wraps.</summary>
+    IStoreTransaction Inner { get; }
+}

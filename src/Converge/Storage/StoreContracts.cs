@@ -6,16 +6,33 @@ namespace Converge.Storage;
 public static class StoreContracts
 {
     /// <summary>
-    /// <paramref name="store"/> (a store or a transaction) as <typeparamref name="TContract"/>.
+    /// <paramref name="store"/> (a store or a transaction) as <typeparamref name="TContract"/>: the object itself when it
+    /// implements the contract, else the store or transaction a decorator wraps (<see cref="IStoreDecorator"/>,
+    /// <see cref="IStoreTransactionDecorator"/>), and so on inwards.
     /// </summary>
     /// <param name="store">The store or transaction.</param>
     /// <param name="capability">What needs the contract, for the message, such as <c>Sagas</c>.</param>
-    /// <exception cref="NotSupportedException">The store does not offer <typeparamref name="TContract"/>.</exception>
+    /// <exception cref="NotSupportedException">Neither the store nor any store it wraps offers <typeparamref name="TContract"/>.</exception>
     public static TContract Require<TContract>(object store, string capability)
         where TContract : class
     {
         ArgumentNullException.ThrowIfNull(store);
-        return store as TContract ?? throw new NotSupportedException(
+        for (var current = store; current is not null;)
+        {
+            if (current is TContract contract)
+            {
+                return contract;
+            }
+
+            current = current switch
+            {
+                IStoreDecorator decorator => decorator.Inner,
+                IStoreTransactionDecorator decorator => decorator.Inner,
+                _ => null,
+            };
+        }
+
+        throw new NotSupportedException(
             $"{capability} need a store that implements {typeof(TContract).Name}; "
             + (store is IStore named ? $"the {named.Name} store does not. " : $"this store's transactions ({store.GetType().Name}) do not. ")
             + "Use a store that offers it (the SQLite and PostgreSQL stores offer every contract).");
