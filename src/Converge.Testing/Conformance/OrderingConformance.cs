@@ -121,7 +121,9 @@ public static class OrderedEffects
 
                 if (i > 0 && handled[i].Sequence <= handled[i - 1].Sequence)
                 {
-                    violations.Add($"{key}: sequence {handled[i].Sequence} was handled after sequence {handled[i - 1].Sequence}.");
+                    violations.Add(handled[i].Sequence == handled[i - 1].Sequence
+                        ? $"{key}: sequence {handled[i].Sequence} was handled twice."
+                        : $"{key}: sequence {handled[i].Sequence} was handled after sequence {handled[i - 1].Sequence}.");
                 }
             }
         }
