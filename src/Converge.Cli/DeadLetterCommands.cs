@@ -72,22 +72,35 @@ internal static class DeadLetterCommands
         var json = CommonOptions.Json();
         var id = new Argument<long?>("ID") { Description = "The dead letter's id, as 'converge dead-letters list' shows it.", Arity = ArgumentArity.ZeroOrOne };
         var all = new Option<bool>("--all") { Description = $"{(retry ? "Retry" : "Discard")} every dead letter (of --source, when given)." };
-        var source = new Option<string>("--source") { Description = "With --all: only dead letters from this queue (or log:GROUP).", HelpName = "QUEUE" };
-        var command = location.AddTo(new Command(name, description) { id, all, source, json });
+        var source = new Option<string>("--source", "--queue") { Description = "With --all or --key: only dead letters from this queue (or log:GROUP).", HelpName = "QUEUE" };
+        var key = new Option<string>("--key")
+        {
+            Description = retry
+                ? "Retry every dead letter of this ordering key (of --source, when given), in their original order: they go back ahead of the messages their key held, which follow once none is left."
+                : "Discard every dead letter of this ordering key (of --source, when given): the messages their key held go on.",
+            HelpName = "KEY",
+        };
+        var command = location.AddTo(new Command(name, description) { id, all, key, source, json });
         command.Validators.Add(result =>
         {
             // Tokens, not the value: an ID that is not a number is reported by the parser, and reading it would throw.
             var hasId = result.GetResult(id) is { Tokens.Count: > 0 };
             var hasAll = result.GetValue(all);
-            if (hasId == hasAll)
+            var hasKey = result.GetResult(key) is { Tokens.Count: > 0 };
+            var chosen = (hasId ? 1 : 0) + (hasAll ? 1 : 0) + (hasKey ? 1 : 0);
+            if (chosen != 1)
             {
-                result.AddError(hasId
-                    ? $"Pass either an ID or --all, not both."
-                    : $"Say which dead letters to {name}: an ID (as 'converge dead-letters list' shows it), or --all.");
+                result.AddError(chosen > 1
+                    ? $"Pass one of an ID, --all or --key, not several."
+                    : $"Say which dead letters to {name}: an ID (as 'converge dead-letters list' shows it), --key KEY, or --all.");
+            }
+            else if (hasKey && string.IsNullOrWhiteSpace(result.GetValue(key)))
+            {
+                result.AddError("--key needs an ordering key that is not empty.");
             }
             else if (hasId && result.GetValue(source) is not null)
             {
-                result.AddError("--source selects dead letters for --all; with an ID, leave it out.");
+                result.AddError("--source selects dead letters for --all or --key; with an ID, leave it out.");
             }
         });
 
@@ -96,7 +109,7 @@ internal static class DeadLetterCommands
             await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
             var report = parsed.GetValue(id) is { } one
                 ? await OneAsync(opened, name, retry, one, cancellationToken)
-                : await AllAsync(opened.Store, name, retry, parsed.GetValue(source), cancellationToken);
+                : await AllAsync(opened.Store, name, retry, parsed.GetValue(source), parsed.GetValue(key), cancellationToken);
             if (parsed.GetValue(json))
             {
                 await output.WriteJsonAsync(report);
@@ -107,7 +120,8 @@ internal static class DeadLetterCommands
                 var verb = retry ? "Moved back to its queue" : "Discarded";
                 if (report.Letters.Count == 0 && report.Skipped.Count == 0)
                 {
-                    console.WriteLine(report.Source is null ? $"No dead letters to {name}." : $"No dead letters from '{report.Source}' to {name}.");
+                    var ofKey = report.Key is null ? "" : $" of key '{report.Key}'";
+                    console.WriteLine(report.Source is null ? $"No dead letters{ofKey} to {name}." : $"No dead letters{ofKey} from '{report.Source}' to {name}.");
                 }
                 else
                 {
@@ -152,17 +166,19 @@ internal static class DeadLetterCommands
             throw new CliException(CliApp.Failure, $"Dead letter {id} was removed by someone else before it could be {(retry ? "retried" : "discarded")}.");
         }
 
-        return new ActionReport(name, null, [new ActedLetter(id, letter.Source)], 1, []);
+        return new ActionReport(name, null, [new ActedLetter(id, letter.Source)], 1, []) { Key = letter.OrderingKey };
     }
 
-    static async Task<ActionReport> AllAsync(IMessageStore store, string name, bool retry, string? source, CancellationToken cancellationToken)
+    static async Task<ActionReport> AllAsync(IMessageStore store, string name, bool retry, string? source, string? key, CancellationToken cancellationToken)
     {
         var letters = await store.Queries().ListDeadLettersAsync(source, int.MaxValue, cancellationToken);
         var acted = new List<ActedLetter>();
         var skipped = new List<SkippedLetter>();
 
-        // Oldest first, so retried messages go back in the order they originally failed.
-        foreach (var letter in letters.Reverse())
+        // Oldest first, so retried messages go back in the order they originally failed. Order within a key does not
+        // depend on it: a retried dead letter takes back its own place in its key, and the key stays held until the
+        // last of its dead letters is gone.
+        foreach (var letter in letters.Reverse().Where(l => key is null || l.OrderingKey == key))
         {
             if (retry && letter.LogPosition is not null)
             {
@@ -183,7 +199,7 @@ internal static class DeadLetterCommands
             }
         }
 
-        return new ActionReport(name, source, acted, acted.Count, skipped);
+        return new ActionReport(name, source, acted, acted.Count, skipped) { Key = key };
     }
 
     static EntryReport Entry(DeadLetter letter) => new(
@@ -196,7 +212,8 @@ internal static class DeadLetterCommands
         letter.Envelope.MessageId,
         letter.Envelope.CorrelationId,
         letter.History.Count > 0 ? letter.History[^1].Error : FirstLine(letter.Exception),
-        letter.LogPosition);
+        letter.LogPosition)
+    { OrderingKey = letter.OrderingKey };
 
     static string? FirstLine(string? text) => text?.Split('\n', 2)[0].TrimEnd('\r');
 
@@ -212,9 +229,16 @@ internal static class DeadLetterCommands
         Guid MessageId,
         string? CorrelationId,
         string? LastError,
-        long? LogPosition);
+        long? LogPosition)
+    {
+        public string? OrderingKey { get; init; }
+    }
 
-    internal sealed record ActionReport(string Action, string? Source, IReadOnlyList<ActedLetter> Letters, int Count, IReadOnlyList<SkippedLetter> Skipped);
+    internal sealed record ActionReport(string Action, string? Source, IReadOnlyList<ActedLetter> Letters, int Count, IReadOnlyList<SkippedLetter> Skipped)
+    {
+        /// <summary>The ordering key whose dead letters were acted on (--key), or the key of the one dead letter.</summary>
+        public string? Key { get; init; }
+    }
 
     internal sealed record ActedLetter(long Id, string Source);
 

@@ -26,7 +26,10 @@ internal static class StatusCommand
                 status.DeadLetters,
                 status.LogPosition,
                 [.. status.ConsumerGroups.Select(g => new GroupReport(g.Group, g.Position, g.Lag, g.FailedAttempts, g.LastError))],
-                status.InboxRecords);
+                status.InboxRecords)
+            {
+                HeldKeys = [.. status.HeldKeys.Select(h => new HeldKeyReport(h.Queue, h.Key, h.DeadLetters, h.Waiting))],
+            };
             return await output.ReportAsync(report, parsed.GetValue(json), Render);
         });
         return command;
@@ -56,6 +59,19 @@ internal static class StatusCommand
             console.WriteLine($"Stranded: queue '{q.Queue}' holds {q.Stranded} row(s) no consumer will ever claim: their visible_at is more than 100 years ahead or not a number, which Converge never writes. Find them with SQL (the queue table's rows WHERE queue = '{q.Queue}'), then fix their visible_at or delete them.");
         }
 
+        if (report.HeldKeys.Count > 0)
+        {
+            // Held keys stop their messages silently: the table says what waits and how to release it.
+            var held = CliOutput.Table("Queue", "Held key", "Dead letters", "Waiting behind");
+            foreach (var h in report.HeldKeys)
+            {
+                CliOutput.AddRow(held, h.Queue, h.Key, h.DeadLetters, h.Waiting);
+            }
+
+            console.Write(held);
+            console.WriteLine($"{report.HeldKeys.Count} ordering key(s) held by dead letters; their messages wait. Release one with: converge dead-letters retry --key KEY --source QUEUE (or discard --key).");
+        }
+
         var summary = CliOutput.Table("Dead letters (all)", "Log head", "Inbox records");
         CliOutput.AddRow(summary, report.DeadLetters, report.LogPosition, report.InboxRecords);
         console.Write(summary);
@@ -82,7 +98,13 @@ internal static class StatusCommand
         long DeadLetters,
         long LogPosition,
         IReadOnlyList<GroupReport> ConsumerGroups,
-        long InboxRecords);
+        long InboxRecords)
+    {
+        /// <summary>Ordering keys held by dead letters, and how many messages wait behind each.</summary>
+        public IReadOnlyList<HeldKeyReport> HeldKeys { get; init; } = [];
+    }
+
+    internal sealed record HeldKeyReport(string Queue, string Key, long DeadLetters, long Waiting);
 
     // Stranded: rows whose visible_at no consumer will reach (QueueStatus.Stranded).
     internal sealed record QueueReport(string Queue, long Ready, long Scheduled, long InFlight, long DeadLetters, long Stranded);

@@ -424,7 +424,11 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
                     return null;
                 }
 
-                await Command(connection, transaction, Schema.Enqueue)
+                // A keyed dead letter goes back to the place it had in its key, ahead of the messages it held.
+                var enqueue = letter.OrderingKey is null
+                    ? Command(connection, transaction, Schema.Enqueue)
+                    : Command(connection, transaction, Schema.EnqueueKeyed).With("ordering_key", letter.OrderingKey).With("dead_letter", id);
+                await enqueue
                     .With("queue", letter.Source)
                     .With("priority", letter.Priority)
                     .With("visible_at", Now.UtcTicks)
@@ -508,7 +512,10 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
                     cancellationToken);
                 var inbox = (long)(await Command(connection, transaction, Schema.InboxCount).ExecuteScalarAsync(cancellationToken))!;
                 queues.Sort((a, b) => string.CompareOrdinal(a.Queue, b.Queue));
-                return new StoreStatus(queues, deadLetters.Values.Sum(), head, groups, inbox);
+                var held = await Command(connection, transaction, Schema.HeldKeys).ReadAllAsync(
+                    r => new HeldKeyStatus(r.GetString(0), r.GetString(1), r.GetInt64(2), r.GetInt64(3)),
+                    cancellationToken);
+                return new StoreStatus(queues, deadLetters.Values.Sum(), head, groups, inbox) { HeldKeys = held };
             },
             cancellationToken);
 

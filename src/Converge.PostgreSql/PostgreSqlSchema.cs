@@ -200,6 +200,12 @@ internal sealed class PostgreSqlSchema
                 ADD COLUMN timeout_at bigint,
                 ADD COLUMN queue text;
             """,
+            $"""
+            ALTER TABLE {Queue} ADD COLUMN ordering_key text, ADD COLUMN ordering_seq bigint;
+            ALTER TABLE {DeadLetters} ADD COLUMN ordering_key text, ADD COLUMN ordering_seq bigint;
+            CREATE INDEX queue_ordering ON {Queue} (queue, ordering_key, ordering_seq, id) WHERE ordering_key IS NOT NULL;
+            CREATE INDEX dead_letters_ordering ON {DeadLetters} (source, ordering_key) WHERE ordering_key IS NOT NULL;
+            """,
         ];
 
         CreateSchema = $"CREATE SCHEMA IF NOT EXISTS {SchemaName}";
@@ -209,6 +215,28 @@ internal sealed class PostgreSqlSchema
         SetSearchPath = $"SET LOCAL search_path TO {SchemaName}";
 
         Enqueue = $"INSERT INTO {Queue} (queue, priority, visible_at, {envelopeColumns}) VALUES (@queue, @priority, @visible_at, {envelopeParameters})";
+        // A keyed row's place in its key: after every row and dead letter of the key it can see, or, retried from the
+        // dead letters, the place it had (@dead_letter, the dead letter's id). Two sends of one key that commit at the
+        // same time may draw the same place; the row id then decides, as neither send came first.
+        EnqueueKeyed = $"""
+            INSERT INTO {Queue} (queue, priority, visible_at, ordering_key, ordering_seq, {envelopeColumns})
+            VALUES (@queue, @priority, @visible_at, @ordering_key,
+                coalesce((SELECT ordering_seq FROM {DeadLetters} WHERE id = @dead_letter),
+                    1 + coalesce(greatest(
+                        (SELECT max(ordering_seq) FROM {Queue} WHERE queue = @queue AND ordering_key = @ordering_key),
+                        (SELECT max(ordering_seq) FROM {DeadLetters} WHERE source = @queue AND ordering_key = @ordering_key)), 0)),
+                {envelopeParameters})
+            """;
+        // Claimable: unkeyed, or the oldest row of its queue and key while no dead letter holds the key. The statement's
+        // snapshot sees a head either in the queue or in the dead letters (both change in one transaction), so a
+        // concurrent claimer, which skips the head while another holds its lock, still finds it older than the follower
+        // and takes neither; a batch takes at most one row per key. The first test decides for unkeyed rows.
+        var head = $"""
+            (q.ordering_key IS NULL OR (
+                NOT EXISTS (SELECT 1 FROM {Queue} h WHERE h.queue = q.queue AND h.ordering_key = q.ordering_key
+                    AND (h.ordering_seq < q.ordering_seq OR (h.ordering_seq = q.ordering_seq AND h.id < q.id)))
+                AND NOT EXISTS (SELECT 1 FROM {DeadLetters} d WHERE d.source = q.queue AND d.ordering_key = q.ordering_key)))
+            """;
         EnqueueMany = $"""
             INSERT INTO {Queue} (queue, priority, visible_at, {envelopeColumns})
             SELECT * FROM unnest(@queues, @priorities, @visible_ats, @message_ids, @message_types, @correlation_ids, @causation_ids, @sent_ats, @as_ofs, @headers, @bodies)
@@ -225,22 +253,24 @@ internal sealed class PostgreSqlSchema
         const string claimed = $"RETURNING q.id, q.priority, q.attempts, q.history, q.message_id, q.message_type, q.correlation_id, q.causation_id, q.sent_at, q.as_of, q.headers, q.body";
         Claim = $"""
             WITH picked AS (
-                SELECT id FROM {Queue} WHERE queue = @queue AND visible_at <= @now
-                ORDER BY priority DESC, visible_at, id LIMIT @max FOR UPDATE SKIP LOCKED)
+                SELECT q.id FROM {Queue} q WHERE q.queue = @queue AND q.visible_at <= @now AND {head}
+                ORDER BY q.priority DESC, q.visible_at, q.id LIMIT @max FOR UPDATE OF q SKIP LOCKED)
             UPDATE {Queue} q SET visible_at = @until, lease_token = @token, attempts = {countAttempt}
             FROM picked WHERE q.id = picked.id
             {claimed}
             """;
         ClaimOldest = $"""
             WITH picked AS (
-                SELECT id FROM {Queue} WHERE queue = @queue AND visible_at <= @now
-                ORDER BY visible_at, id LIMIT @max FOR UPDATE SKIP LOCKED)
+                SELECT q.id FROM {Queue} q WHERE q.queue = @queue AND q.visible_at <= @now AND {head}
+                ORDER BY q.visible_at, q.id LIMIT @max FOR UPDATE OF q SKIP LOCKED)
             UPDATE {Queue} q SET visible_at = @until, lease_token = @token, attempts = {countAttempt}
             FROM picked WHERE q.id = picked.id
             {claimed}
             """;
-        AnyVisible = $"SELECT 1 FROM {Queue} WHERE queue = @queue AND visible_at <= @now LIMIT 1";
-        NextVisible = $"SELECT min(visible_at) FROM {Queue} WHERE queue = @queue";
+        AnyVisible = $"SELECT 1 FROM {Queue} q WHERE q.queue = @queue AND q.visible_at <= @now AND {head} LIMIT 1";
+        // Rows a held key or an earlier row of their key keeps waiting are not due: a consumer that woke for them would spin.
+        NextVisible = $"SELECT q.visible_at FROM {Queue} q WHERE q.queue = @queue AND {head} ORDER BY q.visible_at LIMIT 1";
+        CompleteForDeadLetter = $"DELETE FROM {Queue} WHERE id = @id AND lease_token = @token RETURNING ordering_key, ordering_seq";
         Complete = $"DELETE FROM {Queue} WHERE id = @id AND lease_token = @token";
         CompleteMany = $"DELETE FROM {Queue} q USING unnest(@ids, @tokens) AS done(id, token) WHERE q.id = done.id AND q.lease_token = done.token RETURNING q.id";
         RetryLater = $"UPDATE {Queue} SET visible_at = @due, lease_token = NULL, history = @history WHERE id = @id AND lease_token = @token";
@@ -256,12 +286,12 @@ internal sealed class PostgreSqlSchema
         PurgeUniqueKeys = $"DELETE FROM {UniqueKeys} WHERE ctid IN (SELECT ctid FROM {UniqueKeys} WHERE expires_at <= @now LIMIT @chunk)";
 
         InsertDeadLetter = $"""
-            INSERT INTO {DeadLetters} (source, priority, {envelopeColumns}, reason, exception, attempts, history, dead_lettered_at, log_position)
-            VALUES (@source, @priority, {envelopeParameters}, @reason, @exception, @attempts, @history, @at, @log_position)
+            INSERT INTO {DeadLetters} (source, priority, {envelopeColumns}, reason, exception, attempts, history, dead_lettered_at, log_position, ordering_key, ordering_seq)
+            VALUES (@source, @priority, {envelopeParameters}, @reason, @exception, @attempts, @history, @at, @log_position, @ordering_key, @ordering_seq)
             """;
         const string deadLetterColumns = "id, source, priority, reason, exception, attempts, history, dead_lettered_at, log_position";
-        ListDeadLetters = $"SELECT {deadLetterColumns}, {envelopeColumns} FROM {DeadLetters} WHERE (@source::text IS NULL OR source = @source) ORDER BY id DESC LIMIT @max";
-        GetDeadLetter = $"SELECT {deadLetterColumns}, {envelopeColumns} FROM {DeadLetters} WHERE id = @id FOR UPDATE";
+        ListDeadLetters = $"SELECT {deadLetterColumns}, {envelopeColumns}, ordering_key FROM {DeadLetters} WHERE (@source::text IS NULL OR source = @source) ORDER BY id DESC LIMIT @max";
+        GetDeadLetter = $"SELECT {deadLetterColumns}, {envelopeColumns}, ordering_key FROM {DeadLetters} WHERE id = @id FOR UPDATE";
         DeleteDeadLetter = $"DELETE FROM {DeadLetters} WHERE id = @id";
 
         StreamVersion = $"SELECT coalesce(max(stream_version), 0) FROM {Log} WHERE stream = @stream";
@@ -284,6 +314,11 @@ internal sealed class PostgreSqlSchema
             FROM {Queue} GROUP BY queue
             """;
         DeadLetterCounts = $"SELECT source, count(*) FROM {DeadLetters} GROUP BY source";
+        HeldKeys = $"""
+            SELECT d.source, d.ordering_key, count(*),
+                   (SELECT count(*) FROM {Queue} q WHERE q.queue = d.source AND q.ordering_key = d.ordering_key)
+            FROM {DeadLetters} d WHERE d.ordering_key IS NOT NULL GROUP BY d.source, d.ordering_key ORDER BY d.source, d.ordering_key
+            """;
         LogHead = $"SELECT coalesce(max(position), 0) FROM {Log}";
         GroupStatus = $"SELECT name, position, failed_attempts, last_error FROM {Groups} ORDER BY name";
         InboxCount = $"SELECT count(*) FROM {Inbox}";
@@ -407,7 +442,7 @@ internal sealed class PostgreSqlSchema
               AND (@cancelled::boolean IS NULL OR (reason = '{Storage.DeadLetterReasons.Cancelled}') = @cancelled)
             ORDER BY id DESC LIMIT @max
             """;
-        DeleteQueued = $"DELETE FROM {Queue} WHERE id = @id";
+        DeleteQueued = $"DELETE FROM {Queue} WHERE id = @id RETURNING ordering_key, ordering_seq";
         CancelScheduled = $"DELETE FROM {Queue} WHERE queue = @queue AND visible_at = @visible_at AND message_id = @message_id AND lease_token IS NULL";
     }
 
@@ -451,6 +486,9 @@ internal sealed class PostgreSqlSchema
     public string RecordVersion { get; }
     public string SetSearchPath { get; }
     public string Enqueue { get; }
+    public string EnqueueKeyed { get; }
+    public string CompleteForDeadLetter { get; }
+    public string HeldKeys { get; }
     public string EnqueueWithHistory { get; }
     public string EnqueueMany { get; }
     public string RecordInboxMany { get; }

@@ -108,6 +108,22 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
 
         var now = _store.Now;
         var visibleAt = (message.DueAt is { } due && due > now ? due : now).UtcTicks;
+        if (message.OrderingKey is { } key)
+        {
+            // Written at once, after the held sends: its place in its key is read from the rows before it.
+            await ExecuteAsync(
+                (await CommandAsync(Sql.EnqueueKeyed, cancellationToken))
+                    .With("queue", message.Queue)
+                    .With("priority", message.Priority)
+                    .With("visible_at", visibleAt)
+                    .With("ordering_key", Runtime.SendOptions.ValidateOrderingKey(key))
+                    .With("dead_letter", NpgsqlDbType.Bigint, null)
+                    .WithEnvelope(message.Envelope),
+                cancellationToken);
+            await AnnounceAsync(PostgreSqlNotifications.QueuePrefix + message.Queue, cancellationToken);
+            return;
+        }
+
         if (_owned)
         {
             // Held until the next statement or the commit, then written with the others in one statement: a batch of
@@ -386,18 +402,38 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
     public async ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, string? exception, AttemptRecord? failure, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(message);
-        if (await ExecuteAsync((await CommandAsync(Sql.Complete, cancellationToken)).With("id", message.Id).With("token", message.LeaseToken), cancellationToken) != 1)
+        if (await DeleteForDeadLetterAsync((await CommandAsync(Sql.CompleteForDeadLetter, cancellationToken)).With("id", message.Id).With("token", message.LeaseToken), cancellationToken) is not { } ordering)
         {
             return false;
         }
 
-        await InsertDeadLetterAsync(message.Queue, message.Envelope, message.Priority, reason, exception, message.Attempt, StoredRows.WriteHistory(message.History, failure), null, cancellationToken);
+        await InsertDeadLetterAsync(message.Queue, message.Envelope, message.Priority, reason, exception, message.Attempt, StoredRows.WriteHistory(message.History, failure), null, cancellationToken, ordering.Key, ordering.Seq);
         return true;
     }
 
-    async ValueTask InsertDeadLetterAsync(string source, Envelope envelope, int priority, string reason, string? exception, int attempts, string? history, long? logPosition, CancellationToken cancellationToken) =>
+    /// <summary>
+    /// Deletes a queue row on its way to the dead letters and returns its ordering key and place, which the dead letter
+    /// keeps (so its key stays held, and a retry puts it back where it was); <c>null</c> when no row was deleted.
+    /// </summary>
+    static async ValueTask<(string? Key, long? Seq)?> DeleteForDeadLetterAsync(NpgsqlCommand delete, CancellationToken cancellationToken)
+    {
+        await using (delete)
+        {
+            await using var reader = await delete.ExecuteReaderAsync(cancellationToken);
+            if (!await reader.ReadAsync(cancellationToken))
+            {
+                return null;
+            }
+
+            return (reader.IsDBNull(0) ? null : reader.GetString(0), reader.IsDBNull(1) ? null : reader.GetInt64(1));
+        }
+    }
+
+    async ValueTask InsertDeadLetterAsync(string source, Envelope envelope, int priority, string reason, string? exception, int attempts, string? history, long? logPosition, CancellationToken cancellationToken, string? orderingKey = null, long? orderingSeq = null) =>
         await ExecuteAsync(
             (await CommandAsync(Sql.InsertDeadLetter, cancellationToken))
+                .With("ordering_key", NpgsqlDbType.Text, orderingKey)
+                .With("ordering_seq", NpgsqlDbType.Bigint, orderingSeq)
                 .With("source", source)
                 .With("priority", priority)
                 .WithEnvelope(envelope)
@@ -634,8 +670,8 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
                 continue;
             }
 
-            await ExecuteAsync((await CommandAsync(Sql.DeleteQueued, cancellationToken)).With("id", row.Id), cancellationToken);
-            await InsertDeadLetterAsync(row.Queue, row.Envelope, row.Priority, DeadLetterReasons.Cancelled, null, row.Attempts, row.History, null, cancellationToken);
+            var ordering = await DeleteForDeadLetterAsync((await CommandAsync(Sql.DeleteQueued, cancellationToken)).With("id", row.Id), cancellationToken);
+            await InsertDeadLetterAsync(row.Queue, row.Envelope, row.Priority, DeadLetterReasons.Cancelled, null, row.Attempts, row.History, null, cancellationToken, ordering?.Key, ordering?.Seq);
             if (JobRows.BatchOf(row.Envelope) is { } batchId
                 && await RecordBatchOutcomesAsync(batchId, 0, 1, cancellationToken) is { } finished)
             {

@@ -38,6 +38,15 @@ internal sealed class RabbitMqStoreTransaction : IStoreTransaction, IStoreTransa
     public async ValueTask EnqueueAsync(OutgoingMessage message, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(message);
+        if (message.OrderingKey is not null && _transport.Route(message.Queue).Mode != RouteMode.Store)
+        {
+            // The broker hands a queue's messages to several consumers at once and redelivers a failed one behind the
+            // rest: nothing there can keep one key's messages in order, or hold them behind a dead letter.
+            throw new NotSupportedException(
+                $"Queue '{message.Queue}' goes through RabbitMQ, which cannot keep the order of an ordering key (it delivers a queue's messages to several consumers at once and redelivers a failed one behind the rest). "
+                + $"Send without SendOptions.OrderingKey, or keep the queue in the store (list it in RabbitMqTransportOptions.StoreQueues), where ordering keys are kept.");
+        }
+
         await _inner.EnqueueAsync(message, cancellationToken);
         Sent(message.Queue);
     }

@@ -384,7 +384,11 @@ public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQu
                     return null;
                 }
 
-                session.Commands.Get(Schema.Enqueue, transaction)
+                // A keyed dead letter goes back to the place it had in its key, ahead of the messages it held.
+                var enqueue = letter.OrderingKey is null
+                    ? session.Commands.Get(Schema.Enqueue, transaction)
+                    : session.Commands.Get(Schema.EnqueueKeyed, transaction).With("$ordering_key", letter.OrderingKey).With("$dead_letter", id);
+                enqueue
                     .With("$queue", letter.Source)
                     .With("$priority", letter.Priority)
                     .With("$visible_at", Now.UtcTicks)
@@ -482,7 +486,8 @@ public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQu
 
             var inbox = (long)session.Commands.Get(Schema.InboxCount, null).ExecuteScalar()!;
             queues.Sort((a, b) => string.CompareOrdinal(a.Queue, b.Queue));
-            return new StoreStatus(queues, deadLetters.Values.Sum(), head, groups, inbox);
+            var held = session.Commands.Get(Schema.HeldKeys, null).ReadAll(static reader => new HeldKeyStatus(reader.GetString(0), reader.GetString(1), reader.GetInt64(2), reader.GetInt64(3)));
+            return new StoreStatus(queues, deadLetters.Values.Sum(), head, groups, inbox) { HeldKeys = held };
         }));
 
     /// <inheritdoc />

@@ -197,6 +197,14 @@ internal sealed class SqliteSchema
             ALTER TABLE {Sagas} ADD COLUMN timeout_at INTEGER;
             ALTER TABLE {Sagas} ADD COLUMN queue TEXT;
             """,
+            $"""
+            ALTER TABLE {Queue} ADD COLUMN ordering_key TEXT;
+            ALTER TABLE {Queue} ADD COLUMN ordering_seq INTEGER;
+            ALTER TABLE {DeadLetters} ADD COLUMN ordering_key TEXT;
+            ALTER TABLE {DeadLetters} ADD COLUMN ordering_seq INTEGER;
+            CREATE INDEX {Quote(prefix + "queue_ordering")} ON {Queue} (queue, ordering_key, ordering_seq) WHERE ordering_key IS NOT NULL;
+            CREATE INDEX {Quote(prefix + "dead_letters_ordering")} ON {DeadLetters} (source, ordering_key) WHERE ordering_key IS NOT NULL;
+            """,
         ];
 
         CreateMigrations = $"CREATE TABLE IF NOT EXISTS {Migrations} (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)";
@@ -204,14 +212,42 @@ internal sealed class SqliteSchema
         RecordVersion = $"INSERT INTO {Migrations} (version, applied_at) VALUES ($version, $at)";
 
         Enqueue = $"INSERT INTO {Queue} (queue, priority, visible_at, {envelopeColumns}) VALUES ($queue, $priority, $visible_at, $message_id, $message_type, $correlation_id, $causation_id, $sent_at, $as_of, $headers, $body)";
+        // A keyed row's place in its key: after every row and dead letter of the key, or, retried from the dead letters,
+        // the place it had ($dead_letter, the dead letter's id). One writer at a time makes the places unique.
+        EnqueueKeyed = $"""
+            INSERT INTO {Queue} (queue, priority, visible_at, ordering_key, ordering_seq, {envelopeColumns})
+            VALUES ($queue, $priority, $visible_at, $ordering_key,
+                coalesce((SELECT ordering_seq FROM {DeadLetters} WHERE id = $dead_letter),
+                    1 + coalesce(max((SELECT max(ordering_seq) FROM {Queue} WHERE queue = $queue AND ordering_key = $ordering_key),
+                                     (SELECT max(ordering_seq) FROM {DeadLetters} WHERE source = $queue AND ordering_key = $ordering_key)),
+                                 (SELECT max(ordering_seq) FROM {Queue} WHERE queue = $queue AND ordering_key = $ordering_key),
+                                 (SELECT max(ordering_seq) FROM {DeadLetters} WHERE source = $queue AND ordering_key = $ordering_key), 0)),
+                $message_id, $message_type, $correlation_id, $causation_id, $sent_at, $as_of, $headers, $body)
+            """;
+        // Claimable: unkeyed, or the oldest row of its queue and key (so a leased or retrying head holds its followers,
+        // and a batch takes at most one row per key) while no dead letter holds the key. Cheap when no row is keyed:
+        // the first test decides.
+        var head = $"""
+            (q.ordering_key IS NULL OR (
+                NOT EXISTS (SELECT 1 FROM {Queue} h WHERE h.queue = q.queue AND h.ordering_key = q.ordering_key
+                    AND (h.ordering_seq < q.ordering_seq OR (h.ordering_seq = q.ordering_seq AND h.id < q.id)))
+                AND NOT EXISTS (SELECT 1 FROM {DeadLetters} d WHERE d.source = q.queue AND d.ordering_key = q.ordering_key)))
+            """;
+
+        // The queue is walked in claim order and stops at the batch's last row. The ordering test reads a column the
+        // index lacks, and with it the planner would rather fetch every visible row and sort them: named, it does not.
+        var ready = Quote(prefix + "queue_ready");
+        var oldest = Quote(prefix + "queue_oldest");
         Requeue = $"INSERT INTO {Queue} (queue, priority, visible_at, attempts, history, {envelopeColumns}) VALUES ($queue, $priority, $visible_at, $attempts, $history, $message_id, $message_type, $correlation_id, $causation_id, $sent_at, $as_of, $headers, $body)";
         Claim = $"""
             UPDATE {Queue} SET visible_at = $until, lease_token = $token, attempts = attempts + 1
-            WHERE id IN (SELECT id FROM {Queue} WHERE queue = $queue AND visible_at <= $now ORDER BY priority DESC, visible_at LIMIT $max)
+            WHERE id IN (SELECT id FROM {Queue} q INDEXED BY {ready} WHERE q.queue = $queue AND q.visible_at <= $now AND {head} ORDER BY q.priority DESC, q.visible_at LIMIT $max)
             RETURNING id, priority, attempts, history, {envelopeColumns}
             """;
-        AnyVisible = $"SELECT 1 FROM {Queue} WHERE queue = $queue AND visible_at <= $now LIMIT 1";
-        NextVisible = $"SELECT min(visible_at) FROM {Queue} WHERE queue = $queue";
+        AnyVisible = $"SELECT 1 FROM {Queue} q INDEXED BY {oldest} WHERE q.queue = $queue AND q.visible_at <= $now AND {head} LIMIT 1";
+        // Rows a held key or an earlier row of their key keeps waiting are not due: a consumer that woke for them would spin.
+        NextVisible = $"SELECT q.visible_at FROM {Queue} q INDEXED BY {oldest} WHERE q.queue = $queue AND {head} ORDER BY q.visible_at LIMIT 1";
+        CompleteForDeadLetter = $"DELETE FROM {Queue} WHERE id = $id AND lease_token = $token RETURNING ordering_key, ordering_seq";
         Complete = $"DELETE FROM {Queue} WHERE id = $id AND lease_token = $token";
         RetryLater = $"UPDATE {Queue} SET visible_at = $due, lease_token = NULL, history = $history WHERE id = $id AND lease_token = $token";
         Release = $"UPDATE {Queue} SET visible_at = $now, lease_token = NULL, attempts = attempts - $uncount WHERE id = $id AND lease_token = $token";
@@ -221,11 +257,11 @@ internal sealed class SqliteSchema
         PurgeUniqueKeys = $"DELETE FROM {UniqueKeys} WHERE key IN (SELECT key FROM {UniqueKeys} WHERE expires_at <= $now LIMIT $chunk)";
 
         InsertDeadLetter = $"""
-            INSERT INTO {DeadLetters} (source, priority, {envelopeColumns}, reason, exception, attempts, history, dead_lettered_at, log_position)
-            VALUES ($source, $priority, $message_id, $message_type, $correlation_id, $causation_id, $sent_at, $as_of, $headers, $body, $reason, $exception, $attempts, $history, $at, $log_position)
+            INSERT INTO {DeadLetters} (source, priority, {envelopeColumns}, reason, exception, attempts, history, dead_lettered_at, log_position, ordering_key, ordering_seq)
+            VALUES ($source, $priority, $message_id, $message_type, $correlation_id, $causation_id, $sent_at, $as_of, $headers, $body, $reason, $exception, $attempts, $history, $at, $log_position, $ordering_key, $ordering_seq)
             """;
-        ListDeadLetters = $"SELECT id, source, priority, reason, exception, attempts, history, dead_lettered_at, log_position, {envelopeColumns} FROM {DeadLetters} WHERE ($source IS NULL OR source = $source) ORDER BY id DESC LIMIT $max";
-        GetDeadLetter = $"SELECT id, source, priority, reason, exception, attempts, history, dead_lettered_at, log_position, {envelopeColumns} FROM {DeadLetters} WHERE id = $id";
+        ListDeadLetters = $"SELECT id, source, priority, reason, exception, attempts, history, dead_lettered_at, log_position, {envelopeColumns}, ordering_key FROM {DeadLetters} WHERE ($source IS NULL OR source = $source) ORDER BY id DESC LIMIT $max";
+        GetDeadLetter = $"SELECT id, source, priority, reason, exception, attempts, history, dead_lettered_at, log_position, {envelopeColumns}, ordering_key FROM {DeadLetters} WHERE id = $id";
         DeleteDeadLetter = $"DELETE FROM {DeadLetters} WHERE id = $id";
 
         StreamVersion = $"SELECT coalesce(max(stream_version), 0) FROM {Log} WHERE stream = $stream";
@@ -248,6 +284,11 @@ internal sealed class SqliteSchema
             FROM {Queue} GROUP BY queue
             """;
         DeadLetterCounts = $"SELECT source, count(*) FROM {DeadLetters} GROUP BY source";
+        HeldKeys = $"""
+            SELECT d.source, d.ordering_key, count(*),
+                   (SELECT count(*) FROM {Queue} q WHERE q.queue = d.source AND q.ordering_key = d.ordering_key)
+            FROM {DeadLetters} d WHERE d.ordering_key IS NOT NULL GROUP BY d.source, d.ordering_key ORDER BY d.source, d.ordering_key
+            """;
         LogHead = $"SELECT coalesce(max(position), 0) FROM {Log}";
         GroupStatus = $"SELECT name, position, failed_attempts, last_error FROM {Groups} ORDER BY name";
         InboxCount = $"SELECT count(*) FROM {Inbox}";
@@ -282,7 +323,7 @@ internal sealed class SqliteSchema
 
         ClaimOldest = $"""
             UPDATE {Queue} SET visible_at = $until, lease_token = $token, attempts = attempts + 1
-            WHERE id IN (SELECT id FROM {Queue} WHERE queue = $queue AND visible_at <= $now ORDER BY visible_at, id LIMIT $max)
+            WHERE id IN (SELECT id FROM {Queue} q INDEXED BY {oldest} WHERE q.queue = $queue AND q.visible_at <= $now AND {head} ORDER BY q.visible_at, q.id LIMIT $max)
             RETURNING id, priority, attempts, history, {envelopeColumns}
             """;
         CountLiveLeases = $"SELECT count(*) FROM {Queue} WHERE queue = $queue AND lease_token IS NOT NULL AND visible_at > $now";
@@ -367,7 +408,7 @@ internal sealed class SqliteSchema
               AND ($cancelled IS NULL OR (reason = '{Storage.DeadLetterReasons.Cancelled}') = $cancelled)
             ORDER BY id DESC LIMIT $max
             """;
-        DeleteQueued = $"DELETE FROM {Queue} WHERE id = $id";
+        DeleteQueued = $"DELETE FROM {Queue} WHERE id = $id RETURNING ordering_key, ordering_seq";
         CancelScheduled = $"DELETE FROM {Queue} WHERE queue = $queue AND visible_at = $visible_at AND message_id = $message_id AND lease_token IS NULL";
     }
 
@@ -445,6 +486,9 @@ internal sealed class SqliteSchema
     public string CurrentVersion { get; }
     public string RecordVersion { get; }
     public string Enqueue { get; }
+    public string EnqueueKeyed { get; }
+    public string CompleteForDeadLetter { get; }
+    public string HeldKeys { get; }
     public string Requeue { get; }
     public string Claim { get; }
     public string AnyVisible { get; }

@@ -61,6 +61,20 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction, IDatabaseTrans
         }
 
         var now = _store.Now;
+        if (message.OrderingKey is { } key)
+        {
+            Command(Sql.EnqueueKeyed)
+                .With("$queue", message.Queue)
+                .With("$priority", message.Priority)
+                .With("$visible_at", (message.DueAt is { } keyedDue && keyedDue > now ? keyedDue : now).UtcTicks)
+                .With("$ordering_key", Runtime.SendOptions.ValidateOrderingKey(key))
+                .With("$dead_letter", null)
+                .WithEnvelope(message.Envelope)
+                .ExecuteNonQuery();
+            RingOnCommit(message.Queue);
+            return ValueTask.CompletedTask;
+        }
+
         Command(Sql.Enqueue)
             .With("$queue", message.Queue)
             .With("$priority", message.Priority)
@@ -248,13 +262,31 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction, IDatabaseTrans
 
     public ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, string? exception, AttemptRecord? failure, CancellationToken cancellationToken)
     {
-        if (Command(Sql.Complete).With("$id", message.Id).With("$token", message.LeaseToken).ExecuteNonQuery() != 1)
+        if (DeleteForDeadLetter(Command(Sql.CompleteForDeadLetter).With("$id", message.Id).With("$token", message.LeaseToken)) is not { } ordering)
         {
             return ValueTask.FromResult(false);
         }
 
-        InsertDeadLetter(message.Queue, message.Envelope, message.Priority, reason, exception, message.Attempt, SqliteMapping.WriteHistory(message.History, failure), null);
+        InsertDeadLetter(message.Queue, message.Envelope, message.Priority, reason, exception, message.Attempt, SqliteMapping.WriteHistory(message.History, failure), null, ordering.Key, ordering.Seq);
         return ValueTask.FromResult(true);
+    }
+
+    /// <summary>
+    /// Deletes a queue row on its way to the dead letters and returns its ordering key and place, which the dead letter
+    /// keeps (so its key stays held, and a retry puts it back where it was); <c>null</c> when no row was deleted. A key
+    /// that does not read as text (never written by Converge) is dropped: the row was not ordered by it either.
+    /// </summary>
+    static (string? Key, long? Seq)? DeleteForDeadLetter(Microsoft.Data.Sqlite.SqliteCommand delete)
+    {
+        using var reader = delete.ExecuteReader();
+        if (!reader.Read())
+        {
+            return null;
+        }
+
+        var key = reader.GetValue(0) as string;
+        var seq = key is not null && reader.GetValue(1) is long place ? place : (long?)null;
+        return (key, seq);
     }
 
     public ValueTask RecordDeadLetterAsync(DeadLetterRecord letter, CancellationToken cancellationToken)
@@ -266,8 +298,10 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction, IDatabaseTrans
         return ValueTask.CompletedTask;
     }
 
-    void InsertDeadLetter(string source, Envelope envelope, int priority, string reason, string? exception, int attempts, string? history, long? logPosition) =>
+    void InsertDeadLetter(string source, Envelope envelope, int priority, string reason, string? exception, int attempts, string? history, long? logPosition, string? orderingKey = null, long? orderingSeq = null) =>
         Command(Sql.InsertDeadLetter)
+            .With("$ordering_key", orderingKey)
+            .With("$ordering_seq", orderingSeq)
             .With("$source", source)
             .With("$priority", priority)
             .WithEnvelope(envelope)
@@ -416,8 +450,8 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction, IDatabaseTrans
                 continue;
             }
 
-            Command(Sql.DeleteQueued).With("$id", row.Id).ExecuteNonQuery();
-            InsertDeadLetter(row.Queue, row.Envelope, row.Priority, DeadLetterReasons.Cancelled, null, row.Attempts, row.History, null);
+            var ordering = DeleteForDeadLetter(Command(Sql.DeleteQueued).With("$id", row.Id));
+            InsertDeadLetter(row.Queue, row.Envelope, row.Priority, DeadLetterReasons.Cancelled, null, row.Attempts, row.History, null, ordering?.Key, ordering?.Seq);
             if (row.Envelope.Headers.TryGetValue(JobHeaders.Batch, out var batchId)
                 && await RecordBatchOutcomesAsync(batchId, 0, 1, cancellationToken) is { } finished)
             {

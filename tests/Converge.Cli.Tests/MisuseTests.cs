@@ -7,7 +7,7 @@ public sealed class MisuseTests
     [InlineData("Required command was not provided", "")]
     [InlineData("Required command was not provided", "dead-letters")]
     [InlineData("--all", "dead-letters", "retry", "--db", "app.db")]
-    [InlineData("not both", "dead-letters", "discard", "--db", "app.db", "7", "--all")]
+    [InlineData("not several", "dead-letters", "discard", "--db", "app.db", "7", "--all")]
     [InlineData("--source selects", "dead-letters", "retry", "--db", "app.db", "7", "--source", "work")]
     [InlineData("--db", "dead-letters", "list")]
     [InlineData("--max must be at least 1", "dead-letters", "list", "--db", "app.db", "--max", "0")]

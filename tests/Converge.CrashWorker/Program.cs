@@ -1,6 +1,7 @@
-// Converge.CrashWorker <db-path> [hang]
+// Converge.CrashWorker <db-path> [hang|ordered]
 //
-// Works the crash test's queue on the given SQLite file (with "hang", every handler call hangs, ignoring its token) until it is killed, receives SIGINT/SIGTERM, or its
+// Works the crash test's queue on the given SQLite file (with "hang", every handler call hangs, ignoring its token;
+// with "ordered", the ordering test's keyed queue instead, failing on purpose) until it is killed, receives SIGINT/SIGTERM, or its
 // standard input closes (so a worker never outlives the test process that started it). Warnings and errors
 // go to standard error.
 using Converge.CrashWorker;
@@ -10,19 +11,30 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Console;
 
-if (args.Length is not (1 or 2) || (args.Length == 2 && args[1] != "hang"))
+if (args.Length is not (1 or 2) || (args.Length == 2 && args[1] is not ("hang" or "ordered")))
 {
-    await Console.Error.WriteLineAsync("usage: Converge.CrashWorker <db-path> [hang]");
+    await Console.Error.WriteLineAsync("usage: Converge.CrashWorker <db-path> [hang|ordered]");
     return 2;
 }
 
-CrashScenario.Hang = args.Length == 2;
+CrashScenario.Hang = args is [_, "hang"];
+var ordered = args is [_, "ordered"];
 
 var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
 builder.Logging.SetMinimumLevel(LogLevel.Warning);
 builder.Logging.AddSimpleConsole(o => o.SingleLine = true);
 builder.Services.Configure<ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
-builder.Services.AddConverge(o => CrashScenario.Configure(o, args[0], runConsumers: true));
+builder.Services.AddConverge(o =>
+{
+    if (ordered)
+    {
+        OrderedScenario.Configure(o, args[0], runConsumers: true);
+    }
+    else
+    {
+        CrashScenario.Configure(o, args[0], runConsumers: true);
+    }
+});
 if (CrashScenario.Hang)
 {
     builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = CrashScenario.HangingShutdownTimeout);

@@ -207,6 +207,15 @@ internal sealed class WorkerLog
         }
     }
 
+    /// <summary>How many lines contain <paramref name="text"/>.</summary>
+    public int Count(string text)
+    {
+        lock (_gate)
+        {
+            return _text.ToString().Split('\n').Count(line => line.Contains(text, StringComparison.Ordinal));
+        }
+    }
+
     /// <summary>The last <paramref name="max"/> characters, or a note that the workers wrote nothing.</summary>
     public string Tail(int max = 6000)
     {

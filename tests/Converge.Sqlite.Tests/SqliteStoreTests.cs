@@ -113,7 +113,13 @@ public sealed class SqliteStoreTests : IDisposable
             await using var connection = old.OpenConnection();
             await using var command = connection.CreateCommand();
             command.CommandText = """
-                DELETE FROM converge_schema_migrations WHERE version = 4;
+                DELETE FROM converge_schema_migrations WHERE version >= 4;
+                DROP INDEX converge_queue_ordering;
+                DROP INDEX converge_dead_letters_ordering;
+                ALTER TABLE converge_queue DROP COLUMN ordering_key;
+                ALTER TABLE converge_queue DROP COLUMN ordering_seq;
+                ALTER TABLE converge_dead_letters DROP COLUMN ordering_key;
+                ALTER TABLE converge_dead_letters DROP COLUMN ordering_seq;
                 ALTER TABLE converge_sagas DROP COLUMN failed_step;
                 ALTER TABLE converge_sagas DROP COLUMN last_error;
                 ALTER TABLE converge_sagas DROP COLUMN stuck_reason;

@@ -15,7 +15,7 @@ namespace Converge.Testing.Conformance;
 /// this, says how to point options at a fresh store (<see cref="UseStore"/>) and how to open a connection to its
 /// database (<see cref="OpenConnectionAsync"/>); xunit runs every inherited test against it.
 /// </summary>
-public abstract class MessageStoreConformanceTests
+public abstract partial class MessageStoreConformanceTests
 {
     /// <summary>The queue the conformance handler listens on.</summary>
     protected const string Queue = "conformance";

@@ -61,7 +61,7 @@ internal sealed class MessageBus : IMessageBus
         activity?.SetTag("converge.correlation_id", envelope.CorrelationId);
 
         var dueAt = options?.DueAt ?? (options?.Delay is { } delay ? now + delay : null);
-        await transaction.EnqueueAsync(new OutgoingMessage(queue, envelope, dueAt, options?.Priority ?? 0), cancellationToken);
+        await transaction.EnqueueAsync(new OutgoingMessage(queue, envelope, dueAt, options?.Priority ?? 0) { OrderingKey = options?.OrderingKey }, cancellationToken);
         if (_observers.Any || ConvergeDiagnostics.MessagesSent.Enabled)
         {
             transaction.OnCommitted(() =>
@@ -98,7 +98,7 @@ internal sealed class MessageBus : IMessageBus
         var queue = options?.Queue ?? QueueOf(type);
         var now = _options.TimeProvider.GetUtcNow();
         var envelope = CreateEnvelope(message, type, options?.MessageId, options?.CorrelationId, options?.AsOf, options?.Headers, cause, now);
-        return new OutgoingMessage(queue, envelope, options?.DueAt ?? (options?.Delay is { } delay ? now + delay : null), options?.Priority ?? 0);
+        return new OutgoingMessage(queue, envelope, options?.DueAt ?? (options?.Delay is { } delay ? now + delay : null), options?.Priority ?? 0) { OrderingKey = options?.OrderingKey };
     }
 
     internal async ValueTask<LogEvent> PublishCoreAsync<T>(IStoreTransaction transaction, string stream, T @event, PublishOptions? options, Envelope? cause, CancellationToken cancellationToken) where T : notnull

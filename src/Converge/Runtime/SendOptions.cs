@@ -26,6 +26,39 @@ public sealed class SendOptions
 
     /// <summary>Extra headers; default none.</summary>
     public IDictionary<string, string>? Headers { get; set; }
+
+    /// <summary>
+    /// The ordering key; default <c>null</c>: no order, handled in parallel with everything else. Messages with one key
+    /// on one queue are handled one at a time, in send order (the order their sends committed), across every process;
+    /// other keys and unkeyed messages run in parallel. A failing message of a key holds the key's later messages
+    /// while it waits to retry, and when it is dead-lettered its key stays held (shown by <c>converge status</c>)
+    /// until the dead letter is retried (it goes back ahead of them) or discarded. Priority does not reorder a key.
+    /// Not every transport keeps key order: a RabbitMQ-transported queue refuses keyed sends.
+    /// </summary>
+    /// <exception cref="ArgumentException">The key is empty, whitespace only, or longer than <see cref="MaxOrderingKeyLength"/> characters.</exception>
+    public string? OrderingKey
+    {
+        get => _orderingKey;
+        set => _orderingKey = value is null ? null : ValidateOrderingKey(value);
+    }
+
+    string? _orderingKey;
+
+    /// <summary>The longest ordering key accepted: 256 characters.</summary>
+    public const int MaxOrderingKeyLength = 256;
+
+    /// <summary>Returns <paramref name="key"/> when it is a valid ordering key; throws otherwise.</summary>
+    /// <exception cref="ArgumentException">The key is empty, whitespace only, or longer than <see cref="MaxOrderingKeyLength"/> characters.</exception>
+    public static string ValidateOrderingKey(string key)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(key);
+        if (key.Length > MaxOrderingKeyLength)
+        {
+            throw new ArgumentException($"An ordering key is at most {MaxOrderingKeyLength} characters; this one has {key.Length}. Use a shorter business id (or a hash of it).", nameof(key));
+        }
+
+        return key;
+    }
 }
 
 /// <summary>Optional settings of one publish to the log.</summary>

@@ -57,9 +57,13 @@ public static class RowReader
         }
     }
 
-    /// <summary>Reads a dead letter: id, source, priority, reason, exception, attempts, history, dead_lettered_at, log_position, then the envelope.</summary>
+    /// <summary>
+    /// Reads a dead letter: id, source, priority, reason, exception, attempts, history, dead_lettered_at, log_position,
+    /// then the envelope, then (when selected) its ordering key.
+    /// </summary>
     public static DeadLetter ReadDeadLetter(DbDataReader reader) => new()
     {
+        OrderingKey = reader.FieldCount > DeadLetterOrderingKey && !reader.IsDBNull(DeadLetterOrderingKey) ? reader.GetString(DeadLetterOrderingKey) : null,
         Id = reader.GetInt64(0),
         Source = reader.GetString(1),
         Priority = reader.GetInt32(2),
@@ -71,6 +75,9 @@ public static class RowReader
         LogPosition = reader.IsDBNull(8) ? null : reader.GetInt64(8),
         Envelope = ReadEnvelope(reader, 9),
     };
+
+    /// <summary>The ordinal of a dead letter's ordering key, after its nine own columns and the eight of its envelope.</summary>
+    public const int DeadLetterOrderingKey = 17;
 
     /// <summary>Reads a log event: position, stream, stream_version, then the envelope.</summary>
     public static LogEvent ReadEvent(DbDataReader reader) =>

@@ -21,6 +21,14 @@ public sealed record OutgoingMessage(string Queue, Envelope Envelope, DateTimeOf
 
     /// <summary>Whether this continues earlier deliveries (<see cref="Attempts"/> or <see cref="History"/> set).</summary>
     public bool IsContinuation => Attempts != 0 || History.Count != 0;
+
+    /// <summary>
+    /// The ordering key (see <see cref="Runtime.SendOptions.OrderingKey"/>); default <c>null</c>, unordered. A store
+    /// keeps the key on the queue row: a keyed row is claimable only while it is the oldest row of its queue and key
+    /// and no dead letter of that queue and key exists, so messages of one key are handled one at a time, in the
+    /// order they were enqueued, and a dead-lettered one holds the rest until it is retried or discarded.
+    /// </summary>
+    public string? OrderingKey { get; init; }
 }
 
 /// <summary>
@@ -162,6 +170,12 @@ public sealed class DeadLetter
 
     /// <summary>For a parked event, its log position.</summary>
     public long? LogPosition { get; init; }
+
+    /// <summary>
+    /// The ordering key the message was sent with; <c>null</c> when none. While a dead letter of a key exists, later
+    /// messages of that key on its queue wait; retrying it puts it back ahead of them, in its original place.
+    /// </summary>
+    public string? OrderingKey { get; init; }
 }
 
 /// <summary>Depth of one queue.</summary>
@@ -199,7 +213,21 @@ public sealed record StoreStatus(
     long DeadLetters,
     long LogPosition,
     IReadOnlyList<ConsumerGroupStatus> ConsumerGroups,
-    long InboxRecords);
+    long InboxRecords)
+{
+    /// <summary>Ordering keys held by their dead letters, by queue then key; empty when none.</summary>
+    public IReadOnlyList<HeldKeyStatus> HeldKeys { get; init; } = [];
+}
+
+/// <summary>
+/// An ordering key held on a queue: it has dead letters, and its later messages wait until every one of them is
+/// retried or discarded.
+/// </summary>
+/// <param name="Queue">The queue.</param>
+/// <param name="Key">The ordering key.</param>
+/// <param name="DeadLetters">Dead letters of the key from this queue.</param>
+/// <param name="Waiting">Messages of the key waiting behind them on the queue.</param>
+public sealed record HeldKeyStatus(string Queue, string Key, long DeadLetters, long Waiting);
 
 /// <summary>Thrown when an append's expected stream version does not match the stream.</summary>
 public sealed class StreamVersionConflictException : Exception
