@@ -63,7 +63,9 @@ internal sealed partial class InMemoryStoreTransaction
         }
 
         Remove(row);
-        InsertDeadLetter(message.Queue, message.Envelope, message.Priority, reason, exception, message.Attempt, failure is null ? message.History : [.. message.History, failure], null);
+
+        // A keyed dead letter keeps its key, which it holds, and its place, where a retry puts it back.
+        InsertDeadLetter(message.Queue, message.Envelope, message.Priority, reason, exception, message.Attempt, failure is null ? message.History : [.. message.History, failure], null, row.OrderingKey, row.OrderingSeq);
         return ValueTask.FromResult(true);
     }
 
@@ -76,7 +78,7 @@ internal sealed partial class InMemoryStoreTransaction
         return ValueTask.CompletedTask;
     }
 
-    void InsertDeadLetter(string source, Envelope envelope, int priority, string reason, string? exception, int attempts, IReadOnlyList<AttemptRecord> history, long? logPosition)
+    void InsertDeadLetter(string source, Envelope envelope, int priority, string reason, string? exception, int attempts, IReadOnlyList<AttemptRecord> history, long? logPosition, string? orderingKey = null, long orderingSeq = 0)
     {
         var state = State;
         var id = state.LastDeadLetterId + 1;
@@ -92,8 +94,14 @@ internal sealed partial class InMemoryStoreTransaction
             DeadLetteredAt = Now,
             Priority = priority,
             LogPosition = logPosition,
+            OrderingKey = orderingKey,
         };
-        State = state with { DeadLetters = state.DeadLetters.Add(id, letter), LastDeadLetterId = id };
+        State = state with
+        {
+            DeadLetters = state.DeadLetters.Add(id, letter),
+            LastDeadLetterId = id,
+            DeadLetterPlaces = orderingKey is null ? state.DeadLetterPlaces : state.DeadLetterPlaces.SetItem(id, orderingSeq),
+        };
     }
 
     public ValueTask<bool> RetryDeadLetterAsync(long id, CancellationToken cancellationToken)
@@ -103,9 +111,10 @@ internal sealed partial class InMemoryStoreTransaction
             return ValueTask.FromResult(false);
         }
 
-        // Back on its queue with a fresh attempt count.
-        Insert(letter.Source, letter.Priority, null, 0, [], letter.Envelope);
-        State = State with { DeadLetters = State.DeadLetters.Remove(id) };
+        // Back on its queue with a fresh attempt count; a keyed one in its old place, ahead of the followers it held.
+        var place = State.DeadLetterPlaces.TryGetValue(id, out var kept) ? kept : (long?)null;
+        State = State with { DeadLetters = State.DeadLetters.Remove(id), DeadLetterPlaces = State.DeadLetterPlaces.Remove(id) };
+        Insert(letter.Source, letter.Priority, null, 0, [], letter.Envelope, letter.OrderingKey, place);
         if (JobRows.BatchOf(letter.Envelope) is { } batchId)
         {
             // Counted as failed in its batch; pending again until it finishes anew. A finished batch stays as it ended.
@@ -123,7 +132,7 @@ internal sealed partial class InMemoryStoreTransaction
             return false;
         }
 
-        State = state with { DeadLetters = state.DeadLetters.Remove(id) };
+        State = state with { DeadLetters = state.DeadLetters.Remove(id), DeadLetterPlaces = state.DeadLetterPlaces.Remove(id) };
         return true;
     }
 }

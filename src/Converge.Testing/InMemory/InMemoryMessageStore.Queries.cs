@@ -39,7 +39,14 @@ public sealed partial class InMemoryMessageStore
             .OrderBy(static g => g.Name, StringComparer.Ordinal)
             .Select(g => new ConsumerGroupStatus(g.Name, g.Position, head - g.Position, g.FailedAttempts, g.LastError))
             .ToList();
-        return ValueTask.FromResult(new StoreStatus(queues, deadLetters.Values.Sum(), head, groups, state.Inbox.Count));
+        var held = state.DeadLetters.Values
+            .Where(static letter => letter.LogPosition is null && letter.OrderingKey is not null)
+            .GroupBy(static letter => (letter.Source, Key: letter.OrderingKey!))
+            .OrderBy(static g => g.Key.Source, StringComparer.Ordinal)
+            .ThenBy(static g => g.Key.Key, StringComparer.Ordinal)
+            .Select(g => new HeldKeyStatus(g.Key.Source, g.Key.Key, g.LongCount(), state.RowsOf(g.Key.Source).Values.LongCount(row => row.OrderingKey == g.Key.Key)))
+            .ToList();
+        return ValueTask.FromResult(new StoreStatus(queues, deadLetters.Values.Sum(), head, groups, state.Inbox.Count) { HeldKeys = held });
     }
 
     /// <inheritdoc />

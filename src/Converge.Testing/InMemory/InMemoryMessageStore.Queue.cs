@@ -28,8 +28,10 @@ public sealed partial class InMemoryMessageStore
     /// <inheritdoc />
     public ValueTask<DateTimeOffset?> NextVisibleAtAsync(string queue, CancellationToken cancellationToken)
     {
-        var rows = Committed.RowsOf(queue);
-        return ValueTask.FromResult(rows.IsEmpty ? null : (DateTimeOffset?)rows.Values.Min(static row => row.VisibleAt));
+        // Rows an ordering key holds back are left out: waking for them would find nothing to claim.
+        var state = Committed;
+        var claimable = state.RowsOf(queue).Values.Where(state.IsClaimable).ToList();
+        return ValueTask.FromResult(claimable.Count == 0 ? null : (DateTimeOffset?)claimable.Min(static row => row.VisibleAt));
     }
 
     /// <inheritdoc />
@@ -49,14 +51,15 @@ public sealed partial class InMemoryMessageStore
 
 internal sealed partial class InMemoryStoreTransaction
 {
-    long Insert(string queue, int priority, DateTimeOffset? dueAt, int attempts, ImmutableList<AttemptRecord> history, Contracts.Envelope envelope)
+    long Insert(string queue, int priority, DateTimeOffset? dueAt, int attempts, ImmutableList<AttemptRecord> history, Contracts.Envelope envelope, string? orderingKey = null, long? orderingSeq = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(queue);
         ArgumentNullException.ThrowIfNull(envelope);
         var state = State;
         var now = Now;
         var id = state.LastQueueId + 1;
-        var row = new MemoryQueueRow(id, queue, priority, dueAt is { } due && due > now ? due : now, attempts, null, history, envelope);
+        var place = orderingKey is null ? 0 : orderingSeq ?? state.NextPlace(queue, orderingKey);
+        var row = new MemoryQueueRow(id, queue, priority, dueAt is { } due && due > now ? due : now, attempts, null, history, envelope, orderingKey, place);
         State = state.WithRows(queue, state.RowsOf(queue).Add(id, row)) with { LastQueueId = id };
         RingOnCommit(queue);
         return id;
@@ -66,7 +69,8 @@ internal sealed partial class InMemoryStoreTransaction
     {
         ArgumentNullException.ThrowIfNull(message);
         ArgumentOutOfRangeException.ThrowIfNegative(message.Attempts);
-        Insert(message.Queue, message.Priority, message.DueAt, message.Attempts, [.. message.History], message.Envelope);
+        Insert(message.Queue, message.Priority, message.DueAt, message.Attempts, [.. message.History], message.Envelope,
+            message.OrderingKey is null ? null : Runtime.SendOptions.ValidateOrderingKey(message.OrderingKey));
         return ValueTask.CompletedTask;
     }
 
@@ -96,7 +100,7 @@ internal sealed partial class InMemoryStoreTransaction
             return ValueTask.FromResult<IReadOnlyList<QueuedMessage>>([]);
         }
 
-        var visible = rows.Values.Where(row => row.VisibleAt <= now);
+        var visible = rows.Values.Where(row => row.VisibleAt <= now && state.IsClaimable(row));
         var chosen = (policy.OldestFirst
                 ? visible.OrderBy(static row => row.VisibleAt).ThenBy(static row => row.Id)
                 : visible.OrderByDescending(static row => row.Priority).ThenBy(static row => row.VisibleAt).ThenBy(static row => row.Id))

@@ -42,6 +42,9 @@ internal sealed record InMemoryState
 
     public long LastDeadLetterId { get; init; }
 
+    // The place in its ordering key each keyed dead letter had on its queue, by dead-letter id: a retry puts it back there.
+    public ImmutableDictionary<long, long> DeadLetterPlaces { get; init; } = ImmutableDictionary<long, long>.Empty;
+
     // Sagas: instances (private copies) and each instance's log.
     public ImmutableDictionary<string, SagaInstance> Sagas { get; init; } =
         ImmutableDictionary.Create<string, SagaInstance>(StringComparer.Ordinal);
@@ -76,13 +79,36 @@ internal sealed record InMemoryState
         this with { Queues = rows.IsEmpty ? Queues.Remove(queue) : Queues.SetItem(queue, rows) };
 
     public IEnumerable<MemoryQueueRow> AllRows => Queues.Values.SelectMany(static rows => rows.Values);
+
+    /// <summary>Whether a dead letter of <paramref name="queue"/> holds ordering key <paramref name="key"/>.</summary>
+    public bool IsHeld(string queue, string key) =>
+        DeadLetters.Values.Any(letter => letter.LogPosition is null && letter.Source == queue && letter.OrderingKey == key);
+
+    /// <summary>
+    /// Whether <paramref name="row"/> may be claimed, visibility aside: an unkeyed row always; a keyed one only while it
+    /// is the oldest row of its queue and key and no dead letter holds the key (one at a time, in send order).
+    /// </summary>
+    public bool IsClaimable(MemoryQueueRow row) =>
+        row.OrderingKey is not { } key
+        || (!RowsOf(row.Queue).Values.Any(other => other.OrderingKey == key && (other.OrderingSeq < row.OrderingSeq || (other.OrderingSeq == row.OrderingSeq && other.Id < row.Id)))
+            && !IsHeld(row.Queue, key));
+
+    /// <summary>The next place in ordering key <paramref name="key"/> of <paramref name="queue"/>, after its rows and its dead letters.</summary>
+    public long NextPlace(string queue, string key)
+    {
+        var rows = RowsOf(queue).Values.Where(row => row.OrderingKey == key).Select(static row => row.OrderingSeq);
+        var letters = DeadLetters.Values.Where(letter => letter.LogPosition is null && letter.Source == queue && letter.OrderingKey == key)
+            .Select(letter => DeadLetterPlaces.TryGetValue(letter.Id, out var place) ? place : 0);
+        return rows.Concat(letters).DefaultIfEmpty(0).Max() + 1;
+    }
 }
 
 /// <summary>
 /// One queue entry. <see cref="VisibleAt"/> doubles as the lease's end, as in the SQL stores: a leased row whose
 /// lease ran out is visible again, and claiming it gives it a new token.
 /// </summary>
-internal sealed record MemoryQueueRow(long Id, string Queue, int Priority, DateTimeOffset VisibleAt, int Attempts, Guid? LeaseToken, ImmutableList<AttemptRecord> History, Envelope Envelope)
+/// A keyed row keeps its <see cref="OrderingKey"/> and its place in it, <see cref="OrderingSeq"/>.
+internal sealed record MemoryQueueRow(long Id, string Queue, int Priority, DateTimeOffset VisibleAt, int Attempts, Guid? LeaseToken, ImmutableList<AttemptRecord> History, Envelope Envelope, string? OrderingKey = null, long OrderingSeq = 0)
 {
     public QueuedMessage ToMessage() => new()
     {
