@@ -18,8 +18,6 @@ namespace Converge.Testing.Conformance;
 /// </summary>
 public abstract class DatabaseConformanceTests : StoreConformanceBase
 {
-
-
     readonly DatabaseConformanceStore _database;
 
     /// <summary>Runs the suite on <paramref name="store"/>.</summary>
