@@ -5,20 +5,35 @@ using Converge.Testing.Conformance;
 
 namespace Converge.PostgreSql.Tests;
 
-public sealed class PostgreSqlConformanceTests : MessageStoreConformanceTests, IAsyncDisposable
+public sealed class PostgreSqlQueueConformanceTests() : QueueConformanceTests(new PostgreSqlConformanceStore());
+
+public sealed class PostgreSqlLogConformanceTests() : LogConformanceTests(new PostgreSqlConformanceStore());
+
+public sealed class PostgreSqlInboxConformanceTests() : InboxConformanceTests(new PostgreSqlConformanceStore());
+
+public sealed class PostgreSqlStoreQueriesConformanceTests() : StoreQueriesConformanceTests(new PostgreSqlConformanceStore());
+
+public sealed class PostgreSqlSagaStorageConformanceTests() : SagaStorageConformanceTests(new PostgreSqlConformanceStore());
+
+public sealed class PostgreSqlJobStorageConformanceTests() : JobStorageConformanceTests(new PostgreSqlConformanceStore());
+
+public sealed class PostgreSqlDatabaseConformanceTests() : DatabaseConformanceTests(new PostgreSqlConformanceStore());
+
+/// <summary>A schema per store name in the test database, dropped afterwards.</summary>
+public sealed class PostgreSqlConformanceStore : DatabaseConformanceStore
 {
     readonly TestDatabase _database = new();
 
-    protected override string QueueTable => "queue";
+    public override string QueueTable => "queue";
 
-    protected override void UseStore(ConvergeOptions options, string storeName)
+    public override void Use(ConvergeOptions options, string storeName)
     {
         var schema = _database.Schema(storeName);
         options.UsePostgreSql(TestDatabase.ConnectionStringFor(schema), o => o.Schema = schema);
     }
 
-    protected override async Task<DbConnection> OpenConnectionAsync(IMessageStore store) =>
+    public override async Task<DbConnection> OpenConnectionAsync(IMessageStore store) =>
         await ((PostgreSqlMessageStore)store).OpenConnectionAsync();
 
-    public ValueTask DisposeAsync() => _database.DisposeAsync();
+    protected override ValueTask CleanUpAsync() => _database.DisposeAsync();
 }

@@ -8,11 +8,25 @@ using Npgsql;
 
 namespace Converge.RabbitMq.Tests;
 
+public sealed class PostgreSqlRabbitMqQueueConformanceTests() : QueueConformanceTests(new PostgreSqlRabbitMqConformanceStore());
+
+public sealed class PostgreSqlRabbitMqLogConformanceTests() : LogConformanceTests(new PostgreSqlRabbitMqConformanceStore());
+
+public sealed class PostgreSqlRabbitMqInboxConformanceTests() : InboxConformanceTests(new PostgreSqlRabbitMqConformanceStore());
+
+public sealed class PostgreSqlRabbitMqStoreQueriesConformanceTests() : StoreQueriesConformanceTests(new PostgreSqlRabbitMqConformanceStore());
+
+public sealed class PostgreSqlRabbitMqSagaStorageConformanceTests() : SagaStorageConformanceTests(new PostgreSqlRabbitMqConformanceStore());
+
+public sealed class PostgreSqlRabbitMqJobStorageConformanceTests() : JobStorageConformanceTests(new PostgreSqlRabbitMqConformanceStore());
+
+public sealed class PostgreSqlRabbitMqDatabaseConformanceTests() : DatabaseConformanceTests(new PostgreSqlRabbitMqConformanceStore());
+
 /// <summary>
-/// The conformance suite on the scale-out pair: PostgreSQL keeps the outbox, inbox, log, sagas, jobs and dead letters;
+/// The conformance suites on the scale-out pair: PostgreSQL keeps the outbox, inbox, log, sagas, jobs and dead letters;
 /// every message queue goes through RabbitMQ. Needs <c>CONVERGE_TEST_POSTGRES</c> beside <c>CONVERGE_TEST_RABBITMQ</c>.
 /// </summary>
-public sealed class PostgreSqlRabbitMqConformanceTests : MessageStoreConformanceTests, IAsyncLifetime
+public sealed class PostgreSqlRabbitMqConformanceStore : DatabaseConformanceStore
 {
     readonly string _schemaPrefix = "rq" + Guid.NewGuid().ToString("N")[..12];
     readonly string _prefix = TestBroker.NewPrefix();
@@ -25,11 +39,11 @@ public sealed class PostgreSqlRabbitMqConformanceTests : MessageStoreConformance
             : throw new InvalidOperationException("CONVERGE_TEST_POSTGRES is not set. Run ./test.sh, which starts PostgreSQL and RabbitMQ, or start them with scripts/services.sh start DIR and source DIR/services.env.");
 
     /// <summary>The conformance queues go through the broker, which refuses ordering keys.</summary>
-    protected override bool KeepsOrderingKeys => false;
+    public override bool KeepsOrderingKeys => false;
 
-    protected override string QueueTable => "queue";
+    public override string QueueTable => "queue";
 
-    protected override void UseStore(ConvergeOptions options, string storeName)
+    public override void Use(ConvergeOptions options, string storeName)
     {
         var schema = _schemaPrefix + "_" + storeName;
         _schemas.TryAdd(schema, 0);
@@ -44,12 +58,10 @@ public sealed class PostgreSqlRabbitMqConformanceTests : MessageStoreConformance
         };
     }
 
-    protected override async Task<DbConnection> OpenConnectionAsync(IMessageStore store) =>
+    public override async Task<DbConnection> OpenConnectionAsync(IMessageStore store) =>
         await ((PostgreSqlMessageStore)((RabbitMqTransport)store).Inner).OpenConnectionAsync();
 
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public async Task DisposeAsync()
+    protected override async ValueTask CleanUpAsync()
     {
         var first = _transports.FirstOrDefault();
         if (first is not null)

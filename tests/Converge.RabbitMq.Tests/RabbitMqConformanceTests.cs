@@ -7,19 +7,33 @@ using Converge.Testing.Conformance;
 
 namespace Converge.RabbitMq.Tests;
 
-/// <summary>The conformance suite on SQLite with every queue going through RabbitMQ.</summary>
-public sealed class RabbitMqConformanceTests : MessageStoreConformanceTests, IAsyncLifetime
+public sealed class RabbitMqQueueConformanceTests() : QueueConformanceTests(new RabbitMqConformanceStore());
+
+public sealed class RabbitMqLogConformanceTests() : LogConformanceTests(new RabbitMqConformanceStore());
+
+public sealed class RabbitMqInboxConformanceTests() : InboxConformanceTests(new RabbitMqConformanceStore());
+
+public sealed class RabbitMqStoreQueriesConformanceTests() : StoreQueriesConformanceTests(new RabbitMqConformanceStore());
+
+public sealed class RabbitMqSagaStorageConformanceTests() : SagaStorageConformanceTests(new RabbitMqConformanceStore());
+
+public sealed class RabbitMqJobStorageConformanceTests() : JobStorageConformanceTests(new RabbitMqConformanceStore());
+
+public sealed class RabbitMqDatabaseConformanceTests() : DatabaseConformanceTests(new RabbitMqConformanceStore());
+
+/// <summary>The conformance suites on SQLite with every queue going through RabbitMQ.</summary>
+public sealed class RabbitMqConformanceStore : DatabaseConformanceStore
 {
     readonly string _folder = Directory.CreateTempSubdirectory("converge-rabbitmq-conformance-").FullName;
     readonly string _prefix = TestBroker.NewPrefix();
     readonly ConcurrentBag<RabbitMqTransport> _transports = [];
 
     /// <summary>The conformance queues go through the broker, which refuses ordering keys.</summary>
-    protected override bool KeepsOrderingKeys => false;
+    public override bool KeepsOrderingKeys => false;
 
-    protected override string QueueTable => "converge_queue";
+    public override string QueueTable => "converge_queue";
 
-    protected override void UseStore(ConvergeOptions options, string storeName)
+    public override void Use(ConvergeOptions options, string storeName)
     {
         options.UseSqlite(Path.Combine(_folder, storeName + ".db"));
         options.UseRabbitMq(TestBroker.Uri, o => o.QueuePrefix = _prefix);
@@ -32,12 +46,10 @@ public sealed class RabbitMqConformanceTests : MessageStoreConformanceTests, IAs
         };
     }
 
-    protected override Task<DbConnection> OpenConnectionAsync(IMessageStore store) =>
+    public override Task<DbConnection> OpenConnectionAsync(IMessageStore store) =>
         Task.FromResult<DbConnection>(((SqliteMessageStore)((RabbitMqTransport)store).Inner).OpenConnection());
 
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public async Task DisposeAsync()
+    protected override async ValueTask CleanUpAsync()
     {
         var first = _transports.FirstOrDefault();
         if (first is not null)

@@ -5,20 +5,35 @@ using Converge.Testing.Conformance;
 
 namespace Converge.Sqlite.Tests;
 
-public sealed class SqliteConformanceTests : MessageStoreConformanceTests, IDisposable
+public sealed class SqliteQueueConformanceTests() : QueueConformanceTests(new SqliteConformanceStore());
+
+public sealed class SqliteLogConformanceTests() : LogConformanceTests(new SqliteConformanceStore());
+
+public sealed class SqliteInboxConformanceTests() : InboxConformanceTests(new SqliteConformanceStore());
+
+public sealed class SqliteStoreQueriesConformanceTests() : StoreQueriesConformanceTests(new SqliteConformanceStore());
+
+public sealed class SqliteSagaStorageConformanceTests() : SagaStorageConformanceTests(new SqliteConformanceStore());
+
+public sealed class SqliteJobStorageConformanceTests() : JobStorageConformanceTests(new SqliteConformanceStore());
+
+public sealed class SqliteDatabaseConformanceTests() : DatabaseConformanceTests(new SqliteConformanceStore());
+
+/// <summary>A fresh folder of SQLite files per test, one file per store name.</summary>
+public sealed class SqliteConformanceStore : DatabaseConformanceStore
 {
     readonly string _folder = Directory.CreateTempSubdirectory("converge-conformance-").FullName;
 
-    protected override void UseStore(ConvergeOptions options, string storeName) =>
+    public override void Use(ConvergeOptions options, string storeName) =>
         options.UseSqlite(Path.Combine(_folder, storeName + ".db"));
 
-    protected override Task<DbConnection> OpenConnectionAsync(IMessageStore store) =>
+    public override Task<DbConnection> OpenConnectionAsync(IMessageStore store) =>
         Task.FromResult<DbConnection>(((SqliteMessageStore)store).OpenConnection());
 
-    protected override string QueueTable => "converge_queue";
+    public override string QueueTable => "converge_queue";
 
     /// <summary>SQLite's columns take any value of any type: ids that are not GUIDs, numbers beyond int, times that are floats.</summary>
-    protected override IReadOnlyList<RowDamage> RowDamages { get; } =
+    public override IReadOnlyList<RowDamage> RowDamages { get; } =
     [
         .. PortableRowDamages,
         new("message_id", r => "not-a-guid-" + Garbage(r)),
@@ -39,7 +54,7 @@ public sealed class SqliteConformanceTests : MessageStoreConformanceTests, IDisp
     ];
 
     /// <summary>SQLite compares a text or blob visible_at above every number, so no claim ever reaches it.</summary>
-    protected override IReadOnlyList<object> StrandedVisibleAts { get; } =
+    public override IReadOnlyList<object> StrandedVisibleAts { get; } =
     [
         .. PortableStrandedVisibleAts,
         "tomorrow",
@@ -60,5 +75,9 @@ public sealed class SqliteConformanceTests : MessageStoreConformanceTests, IDisp
         return bytes;
     }
 
-    public void Dispose() => Directory.Delete(_folder, recursive: true);
+    protected override ValueTask CleanUpAsync()
+    {
+        Directory.Delete(_folder, recursive: true);
+        return ValueTask.CompletedTask;
+    }
 }

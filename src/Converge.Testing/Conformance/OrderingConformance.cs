@@ -1,9 +1,11 @@
 using System.Collections.Concurrent;
 using System.Data.Common;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using Converge.Contracts;
 using Converge.Runtime;
 using Converge.Storage;
+using Converge.Testing.InMemory;
 using Xunit;
 
 namespace Converge.Testing.Conformance;
@@ -30,7 +32,7 @@ public sealed class OrderedCommandHandler : IHandler<OrderedCommand>
     {
         ArgumentNullException.ThrowIfNull(message);
         ArgumentNullException.ThrowIfNull(context);
-        await OrderedEffects.WriteAsync(await context.GetTransactionAsync(cancellationToken), context.MessageId, message.Key, message.Sequence, cancellationToken);
+        await OrderedEffects.WriteAsync(context, message.Key, message.Sequence, cancellationToken);
         switch (message.Behavior)
         {
             case "hold" when !Released.ContainsKey(message.Key):
@@ -54,6 +56,45 @@ public sealed record OrderedEffect(string Key, int Sequence, int Handled);
 /// </summary>
 public static class OrderedEffects
 {
+    static readonly ConditionalWeakTable<IMessageStore, List<OrderedEffect>> Committed = new();
+
+    /// <summary>
+    /// Records the handled message in its transaction: a row on a database store; on the in-memory store, an effect kept
+    /// when the transaction commits (numbered then, in commit order, which is what a row's count reads on a database).
+    /// </summary>
+    public static async Task WriteAsync(MessageContext context, string key, int sequence, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        if (context.Transaction is InMemoryStoreTransaction memory)
+        {
+            var effects = Committed.GetOrCreateValue(memory.Store);
+            memory.OnCommitted(() =>
+            {
+                lock (effects)
+                {
+                    effects.Add(new OrderedEffect(key, sequence, effects.Count(e => e.Key == key) + 1));
+                }
+            });
+            return;
+        }
+
+        await WriteAsync(await context.GetTransactionAsync(cancellationToken), context.MessageId, key, sequence, cancellationToken);
+    }
+
+    /// <summary>The effects committed on an in-memory <paramref name="store"/>, optionally of keys starting with <paramref name="keyPrefix"/>.</summary>
+    public static IReadOnlyList<OrderedEffect> CommittedOn(IMessageStore store, string? keyPrefix = null)
+    {
+        if (!Committed.TryGetValue(store, out var effects))
+        {
+            return [];
+        }
+
+        lock (effects)
+        {
+            return [.. effects.Where(e => keyPrefix is null || e.Key.StartsWith(keyPrefix, StringComparison.Ordinal))];
+        }
+    }
+
     /// <summary>The table's DDL.</summary>
     public const string CreateTable = "CREATE TABLE IF NOT EXISTS conformance_ordered (item_key VARCHAR(300) NOT NULL, sequence INTEGER NOT NULL, handled INTEGER NOT NULL, message_id VARCHAR(64) NOT NULL)";
 
@@ -153,16 +194,12 @@ public static class OrderedEffects
 }
 
 /// <summary>Ordering keys: one key at a time in send order, on every process, and dead letters that hold their key.</summary>
-public abstract partial class MessageStoreConformanceTests
+public abstract partial class QueueConformanceTests
 {
     /// <summary>The queue of the ordered handler.</summary>
     protected const string OrderedQueue = "conformance-ordered";
 
-    /// <summary>
-    /// Whether the store keeps ordering keys on <see cref="OrderedQueue"/>. A transport that cannot (RabbitMQ) says
-    /// <c>false</c>, and the ordering facts then check that it refuses keyed sends instead.
-    /// </summary>
-    protected virtual bool KeepsOrderingKeys => true;
+    bool KeepsOrderingKeys => Target.KeepsOrderingKeys;
 
     async Task<ConvergeTestHost> StartOrderedAsync(string storeName = "main", Action<ConvergeOptions>? configure = null)
     {
@@ -173,8 +210,12 @@ public abstract partial class MessageStoreConformanceTests
             o.Queue(OrderedQueue, q => { q.Concurrency = 4; q.BatchSize = 8; });
             configure?.Invoke(o);
         });
-        await using var connection = await OpenConnectionAsync(host.Store);
-        await OrderedEffects.CreateAsync(connection);
+        if (Target is DatabaseConformanceStore database)
+        {
+            await using var connection = await database.OpenConnectionAsync(host.Store);
+            await OrderedEffects.CreateAsync(connection);
+        }
+
         return host;
     }
 
@@ -183,7 +224,12 @@ public abstract partial class MessageStoreConformanceTests
 
     async Task<IReadOnlyList<OrderedEffect>> OrderedAsync(ConvergeTestHost host, string keyPrefix)
     {
-        await using var connection = await OpenConnectionAsync(host.Store);
+        if (Target is not DatabaseConformanceStore database)
+        {
+            return OrderedEffects.CommittedOn(host.Store, keyPrefix);
+        }
+
+        await using var connection = await database.OpenConnectionAsync(host.Store);
         return await OrderedEffects.ReadAsync(connection, keyPrefix);
     }
 

@@ -1,0 +1,59 @@
+using Converge.Storage;
+using Microsoft.Extensions.Time.Testing;
+using Xunit;
+
+namespace Converge.Testing.Conformance;
+
+/// <summary>
+/// The inbox (<see cref="IInboxStore"/>, <see cref="IInboxTransaction"/>), part of the core every store must pass: a
+/// message is recorded once per consumer, only when its transaction commits, and purged by age. (Duplicate delivery and
+/// retention as the status shows them are facts of <see cref="StoreQueriesConformanceTests"/>.) A store's test project
+/// derives one class with its <see cref="ConformanceStore"/>.
+/// </summary>
+public abstract class InboxConformanceTests : StoreConformanceBase
+{
+    /// <summary>Runs the suite on <paramref name="store"/>.</summary>
+    /// <param name="store">The store under test; the suite disposes it.</param>
+    protected InboxConformanceTests(ConformanceStore store)
+        : base(store)
+    {
+    }
+
+    /// <summary>
+    /// A message is recorded once per consumer, and only when its transaction commits; a purge deletes the records
+    /// handled before its cut-off and no others, after which the message can be recorded again.
+    /// </summary>
+    [Fact]
+    public async Task Inbox_records_a_message_once_per_consumer_when_its_transaction_commits()
+    {
+        var time = new FakeTimeProvider();
+        await using var host = await StartIdleAsync(time);
+        var store = host.Store;
+        var envelope = RawEnvelope("conformance.probe@1", []);
+        ValueTask<bool> RecordAsync(IStoreTransaction t, string consumer) => t.TryRecordInboxAsync(consumer, envelope, CancellationToken.None);
+
+        bool rolledBack;
+        await using (var transaction = await store.BeginAsync(CancellationToken.None))
+        {
+            rolledBack = await RecordAsync(transaction, Queue);
+        }
+
+        var first = await InTransactionAsync(store, t => RecordAsync(t, Queue));
+        var again = await InTransactionAsync(store, t => RecordAsync(t, Queue));
+        var otherConsumer = await InTransactionAsync(store, t => RecordAsync(t, "elsewhere"));
+        time.Advance(TimeSpan.FromDays(1));
+        var purgedTooEarly = await store.PurgeInboxAsync(time.GetUtcNow() - TimeSpan.FromDays(2), CancellationToken.None);
+        var stillHeld = await InTransactionAsync(store, t => RecordAsync(t, Queue));
+        var purged = await store.PurgeInboxAsync(time.GetUtcNow(), CancellationToken.None);
+        var afterPurge = await InTransactionAsync(store, t => RecordAsync(t, Queue));
+
+        Assert.True(rolledBack);
+        Assert.True(first);
+        Assert.False(again);
+        Assert.True(otherConsumer);
+        Assert.Equal(0, purgedTooEarly);
+        Assert.False(stillHeld);
+        Assert.Equal(2, purged);
+        Assert.True(afterPurge);
+    }
+}

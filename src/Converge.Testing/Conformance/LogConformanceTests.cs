@@ -1,0 +1,158 @@
+using System.Text;
+using Converge.Contracts;
+using Converge.Runtime;
+using Converge.Storage;
+using Xunit;
+
+namespace Converge.Testing.Conformance;
+
+/// <summary>
+/// The log (<see cref="ILogStore"/>, <see cref="ILogTransaction"/>), part of the core every store must pass: replay from
+/// any position, per-stream reads, expected versions, no event skipped by a reader that checkpoints while appenders
+/// are still open, and one consumer group shared by two processes. A store's test project derives one class with its
+/// <see cref="ConformanceStore"/>.
+/// </summary>
+public abstract class LogConformanceTests : StoreConformanceBase
+{
+    /// <summary>Runs the suite on <paramref name="store"/>.</summary>
+    /// <param name="store">The store under test; the suite disposes it.</param>
+    protected LogConformanceTests(ConformanceStore store)
+        : base(store)
+    {
+    }
+
+    /// <summary>The log can be read from any position (replay), and per stream in version order.</summary>
+    [Fact]
+    public async Task Log_can_be_replayed_from_any_position_and_read_per_stream()
+    {
+        await using var host = await StartAsync(configure: o => o.RunConsumers = false);
+        await host.Bus.PublishAsync("order-1", new ConformanceEvent("placed"));
+        await host.Bus.PublishAsync("order-2", new ConformanceEvent("placed"));
+        await host.Bus.PublishAsync("order-1", new ConformanceEvent("paid"));
+
+        var all = await host.Store.ReadLogAsync(0, 100, CancellationToken.None);
+        var fromTwo = await host.Store.ReadLogAsync(2, 100, CancellationToken.None);
+        var order1 = await host.Store.ReadStreamAsync("order-1", 1, 100, CancellationToken.None);
+
+        Assert.Equal([1L, 2L, 3L], all.Select(e => e.Position));
+        Assert.Equal([3L], fromTwo.Select(e => e.Position));
+        Assert.Equal([1L, 2L], order1.Select(e => e.StreamVersion));
+    }
+
+    /// <summary>
+    /// The sequence-gap problem: a transaction that appends while another appending transaction is still open must
+    /// not make a larger position visible before the smaller one commits, or a reader that checkpoints the larger
+    /// position never sees the smaller. Either the second append waits for the first transaction, or its position
+    /// is larger and visible only after it; in both cases a reader that moves its checkpoint misses nothing.
+    /// </summary>
+    [Fact]
+    public async Task A_reader_never_skips_an_event_that_commits_after_a_later_position()
+    {
+        await using var host = await StartAsync(configure: o => o.RunConsumers = false);
+        var store = host.Store;
+        Envelope EventEnvelope(string label) => RawEnvelope("conformance.event", Encoding.UTF8.GetBytes($$"""{"label":"{{label}}"}"""));
+
+        var first = await store.BeginAsync(CancellationToken.None);
+        await first.AppendAsync("gap-a", null, [EventEnvelope("first")], CancellationToken.None);
+        var second = Task.Run(() => InTransactionAsync(store, async t => await t.AppendAsync("gap-b", null, [EventEnvelope("second")], CancellationToken.None)));
+
+        // A store without turns lets the second commit now; give it the chance before reading.
+        await Task.WhenAny(second, Task.Delay(TimeSpan.FromMilliseconds(500)));
+        var checkpoint = 0L;
+        var seen = new List<LogEvent>();
+        foreach (var e in await store.ReadLogAsync(checkpoint, 100, CancellationToken.None))
+        {
+            seen.Add(e);
+            checkpoint = e.Position;
+        }
+
+        await first.CommitAsync(CancellationToken.None);
+        await first.DisposeAsync();
+        await second.WaitAsync(TimeSpan.FromSeconds(30));
+        seen.AddRange(await store.ReadLogAsync(checkpoint, 100, CancellationToken.None));
+
+        Assert.Equal(["gap-a", "gap-b"], seen.Select(e => e.Stream).Order());
+        Assert.True(seen.Zip(seen.Skip(1)).All(pair => pair.First.Position < pair.Second.Position), "positions must rise in reading order");
+    }
+
+    /// <summary>Many appenders at once and a reader that checkpoints as it goes: the reader sees every event, in rising positions.</summary>
+    [Fact]
+    public async Task Concurrent_appenders_and_a_checkpointing_reader_lose_nothing()
+    {
+        await using var host = await StartAsync(configure: o => o.RunConsumers = false);
+        var store = host.Store;
+        const int appenders = 6;
+        const int transactionsEach = 20;
+        var appended = new System.Collections.Concurrent.ConcurrentBag<Guid>();
+        var writers = Enumerable.Range(0, appenders).Select(w => Task.Run(async () =>
+        {
+            for (var i = 0; i < transactionsEach; i++)
+            {
+                await InTransactionAsync(store, async t =>
+                {
+                    var envelopes = Enumerable.Range(0, 1 + (i % 3)).Select(k => RawEnvelope("conformance.event", Encoding.UTF8.GetBytes($$"""{"label":"w{{w}}-{{i}}-{{k}}"}"""))).ToList();
+                    await t.AppendAsync($"writer-{w}", null, envelopes, CancellationToken.None);
+
+                    // More work after the append keeps transactions open across each other's appends.
+                    await t.TryRecordInboxAsync("gap-probe", envelopes[0], CancellationToken.None);
+                    envelopes.ForEach(e => appended.Add(e.MessageId));
+                });
+            }
+        })).ToArray();
+
+        var seen = new List<LogEvent>();
+        var checkpoint = 0L;
+        var writing = Task.WhenAll(writers);
+        while (true)
+        {
+            var done = writing.IsCompleted;
+            var read = await store.ReadLogAsync(checkpoint, 50, CancellationToken.None);
+            foreach (var e in read)
+            {
+                Assert.True(e.Position > checkpoint, $"position {e.Position} after checkpoint {checkpoint}");
+                seen.Add(e);
+                checkpoint = e.Position;
+            }
+
+            if (done && read.Count == 0)
+            {
+                break;
+            }
+
+            await Task.Yield();
+        }
+
+        await writing;
+        Assert.Equal(appended.Order(), seen.Select(e => e.Envelope.MessageId).Order());
+    }
+
+    /// <summary>An append with a stale expected version fails and writes nothing.</summary>
+    [Fact]
+    public async Task Append_with_a_stale_expected_version_is_refused()
+    {
+        await using var host = await StartAsync(configure: o => o.RunConsumers = false);
+        await host.Bus.PublishAsync("account-9", new ConformanceEvent("opened"), new PublishOptions { ExpectedVersion = 0 });
+
+        var conflict = await Assert.ThrowsAsync<StreamVersionConflictException>(async () =>
+            await host.Bus.PublishAsync("account-9", new ConformanceEvent("opened-again"), new PublishOptions { ExpectedVersion = 0 }));
+        await host.Bus.PublishAsync("account-9", new ConformanceEvent("credited"), new PublishOptions { ExpectedVersion = 1 });
+
+        Assert.Equal(1, conflict.Actual);
+        Assert.Equal(2, (await host.Store.ReadStreamAsync("account-9", 1, 10, CancellationToken.None)).Count);
+    }
+
+    /// <summary>Two processes running the same consumer group never both apply an event.</summary>
+    [Fact]
+    public async Task Two_processes_in_one_consumer_group_apply_each_event_once()
+    {
+        await using var first = await StartAsync("shared", o => o.ConsumerGroup(Group, g => g.BatchSize = 3));
+        await using var second = await StartAsync("shared", o => o.ConsumerGroup(Group, g => g.BatchSize = 4));
+        for (var i = 0; i < 60; i++)
+        {
+            await first.Bus.PublishAsync("s-" + (i % 4), new ConformanceEvent("e" + i));
+        }
+
+        await WaitForAsync(async () => (await first.Store.GetConsumerGroupAsync(Group, CancellationToken.None))?.Position == 60);
+        Assert.Equal(60, await CountEffectsAsync(first));
+    }
+}
