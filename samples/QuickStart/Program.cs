@@ -1,6 +1,7 @@
 // Quick start: a shop writes an order and announces it through the outbox; the inventory service reserves
 // stock exactly once (inbox) and publishes an event to the log; a projection reads the log in order. One
 // order names an unknown product and ends in the dead letters with its reason.
+using Converge.Contracts;
 using Converge.Runtime;
 using Converge.Sqlite;
 using Converge.Storage;

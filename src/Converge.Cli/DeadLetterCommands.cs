@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Converge.Contracts;
 using Converge.Storage;
 using Spectre.Console;
 

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json;
+using Converge.Contracts;
 using Converge.Jobs;
 using Converge.Storage;
 using Spectre.Console;

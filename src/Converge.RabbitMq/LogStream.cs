@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Converge.Contracts;
 using Converge.Storage;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Events;

@@ -1,3 +1,4 @@
+using Converge.Contracts;
 using Converge.Storage;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Exceptions;

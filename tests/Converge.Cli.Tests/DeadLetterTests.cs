@@ -1,3 +1,5 @@
+using Converge.Contracts;
+
 namespace Converge.Cli.Tests;
 
 public sealed class DeadLetterTests

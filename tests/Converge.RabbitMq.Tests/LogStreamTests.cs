@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using Converge.Contracts;
 using Converge.Runtime;
 using Converge.Storage;
 using Converge.Testing;

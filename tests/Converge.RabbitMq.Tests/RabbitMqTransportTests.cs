@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Text;
+using Converge.Contracts;
 using Converge.Jobs;
 using Converge.Runtime;
 using Converge.Sqlite;

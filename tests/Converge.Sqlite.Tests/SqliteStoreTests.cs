@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Converge.Contracts;
 using Converge.Diagnostics;
 using Converge.Jobs;
 using Converge.Runtime;

@@ -56,4 +56,22 @@ public abstract class InboxConformanceTests : StoreConformanceBase
         Assert.Equal(2, purged);
         Assert.True(afterPurge);
     }
+
+    /// <summary>Inbox records older than the retention are deleted; newer ones are kept.</summary>
+    [Fact]
+    public async Task Inbox_records_are_purged_after_retention()
+    {
+        var time = new FakeTimeProvider();
+        await using var host = await StartAsync(configure: o => { o.TimeProvider = time; o.RunConsumers = false; });
+        await RecordInboxAsync(host.Store, Guid.NewGuid());
+        time.Advance(TimeSpan.FromDays(8));
+        var recent = Guid.NewGuid();
+        await RecordInboxAsync(host.Store, recent);
+
+        var purged = await host.Store.PurgeInboxAsync(time.GetUtcNow() - TimeSpan.FromDays(7), CancellationToken.None);
+
+        Assert.Equal(1, purged);
+        Assert.Equal(1, (await StatusAsync(host)).InboxRecords);
+        Assert.False(await RecordInboxAsync(host.Store, recent));
+    }
 }

@@ -1,4 +1,5 @@
 using System.Text;
+using Converge.Contracts;
 using Converge.Jobs;
 using Converge.Runtime;
 using Converge.Storage;

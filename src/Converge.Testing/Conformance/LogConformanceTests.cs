@@ -155,4 +155,60 @@ public abstract class LogConformanceTests : StoreConformanceBase
         await WaitForAsync(async () => (await first.Store.GetConsumerGroupAsync(Group, CancellationToken.None))?.Position == 60);
         Assert.Equal(60, await CountEffectsAsync(first));
     }
+
+    /// <summary>A consumer group resumes at its checkpoint: events it handled are not handled again by a new process.</summary>
+    [Fact]
+    public async Task Consumer_group_resumes_at_its_checkpoint()
+    {
+        await using (var first = await StartAsync("shared"))
+        {
+            for (var i = 0; i < 3; i++)
+            {
+                await first.Bus.PublishAsync("stream-a", new ConformanceEvent("before-" + i));
+            }
+
+            await WaitForAsync(async () => (await first.Store.GetConsumerGroupAsync(Group, CancellationToken.None))?.Position == 3);
+        }
+
+        await using var sender = await StartAsync("shared", o => o.RunConsumers = false);
+        await sender.Bus.PublishAsync("stream-a", new ConformanceEvent("after-0"));
+        await sender.Bus.PublishAsync("stream-b", new ConformanceEvent("after-1"));
+
+        await using var second = await StartAsync("shared");
+        await WaitForAsync(async () => (await second.Store.GetConsumerGroupAsync(Group, CancellationToken.None))?.Position == 5);
+        Assert.Equal(5, await CountEffectsAsync(second));
+        var status = await StatusAsync(second);
+        Assert.Equal(5, status.LogPosition);
+        Assert.Equal(0, Assert.Single(status.ConsumerGroups).Lag);
+    }
+
+    /// <summary>A failing event stops its group (no event is skipped unless the group is told to park poison events).</summary>
+    [Fact]
+    public async Task Poison_event_stalls_its_group_unless_parking_is_enabled()
+    {
+        await using (var stalled = await StartAsync("stall", o => o.Retry.MaxAttempts = 2))
+        {
+            await stalled.Bus.PublishAsync("s", new ConformanceEvent("bad", "transient"));
+            await stalled.Bus.PublishAsync("s", new ConformanceEvent("good"));
+            await WaitForAsync(async () => (await stalled.Store.GetConsumerGroupAsync(Group, CancellationToken.None))?.FailedAttempts >= 2);
+            var state = await stalled.Store.GetConsumerGroupAsync(Group, CancellationToken.None);
+            Assert.Equal(0, state!.Position);
+            Assert.Contains("TimeoutException", state.LastError, StringComparison.Ordinal);
+            Assert.Equal(0, await CountEffectsAsync(stalled));
+        }
+
+        await using var parking = await StartAsync("park", o =>
+        {
+            o.Retry.MaxAttempts = 2;
+            o.ConsumerGroup(Group, g => g.ParkPoisonEvents = true);
+        });
+        await parking.Bus.PublishAsync("s", new ConformanceEvent("bad", "transient"));
+        await parking.Bus.PublishAsync("s", new ConformanceEvent("good"));
+        await WaitForAsync(async () => (await parking.Store.GetConsumerGroupAsync(Group, CancellationToken.None))?.Position == 2);
+        var parked = Assert.Single(await parking.Store.Queries().ListDeadLettersAsync("log:" + Group, 10, CancellationToken.None));
+        Assert.Equal(DeadLetterReasons.PoisonEvent, parked.Reason);
+        Assert.Equal(1, parked.LogPosition);
+        Assert.Equal(1, await CountEffectsAsync(parking, "good"));
+        Assert.Equal(0, await CountEffectsAsync(parking, "bad"));
+    }
 }

@@ -204,4 +204,26 @@ public abstract class StoreConformanceBase : IAsyncLifetime
 
     /// <summary>Disposes the store under test, which removes what the test's stores left behind.</summary>
     public async Task DisposeAsync() => await Target.DisposeAsync();
+
+    /// <summary>Asserts that no queue of the host has a message ready, scheduled or in flight.</summary>
+    protected static async Task AssertQueuesEmptyAsync(ConvergeTestHost host)
+    {
+        var status = await StatusAsync(host);
+        Assert.All(status.Queues, q => Assert.Equal((0L, 0L, 0L), (q.Ready, q.Scheduled, q.InFlight)));
+    }
+
+    /// <summary>Puts <paramref name="envelope"/> on the conformance queue as is, in a transaction of its own.</summary>
+    protected static async Task EnqueueRawAsync(IMessageStore store, Envelope envelope)
+    {
+        await using var transaction = await store.BeginAsync(CancellationToken.None);
+        await transaction.EnqueueAsync(new OutgoingMessage(Queue, envelope), CancellationToken.None);
+        await transaction.CommitAsync(CancellationToken.None);
+    }
+
+    /// <summary>Waits for the conformance queue's first dead letter and returns the newest.</summary>
+    protected static async Task<DeadLetter> WaitForDeadLetterAsync(ConvergeTestHost host)
+    {
+        await WaitForAsync(async () => (await host.Store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None)).Count > 0);
+        return (await host.Store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None))[0];
+    }
 }

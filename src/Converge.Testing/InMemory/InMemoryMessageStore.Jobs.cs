@@ -1,3 +1,4 @@
+using Converge.Contracts;
 using Converge.Jobs;
 using Converge.Storage;
 

@@ -1,4 +1,5 @@
 using System.Collections.Immutable;
+using Converge.Contracts;
 using Converge.Storage;
 
 namespace Converge.Testing.InMemory;

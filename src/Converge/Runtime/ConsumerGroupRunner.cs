@@ -1,3 +1,4 @@
+using Converge.Contracts;
 using Converge.Diagnostics;
 using Converge.Storage;
 using Microsoft.Extensions.DependencyInjection;

@@ -1,3 +1,4 @@
+using Converge.Contracts;
 using Converge.Runtime;
 using Converge.Sagas;
 using Converge.Sqlite;
