@@ -77,6 +77,7 @@ public sealed class ReadmeSnippetTests
             ```
             ```csharp
             using Converge.Runtime;
+            using Converge.Storage;
             ```
             ```csharp
             o.Queue("billing.charges", q => q.RateLimit = new RateLimit(PermitsPerSecond: 2000, Burst: 200));
