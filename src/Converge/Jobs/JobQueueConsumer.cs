@@ -62,7 +62,7 @@ internal sealed class JobQueueConsumer : IDisposable
         _byPriority = new ClaimPolicy { MaxInFlight = queue.MaxInFlight, RateLimit = queue.RateLimit };
         _oldestFirst = _byPriority with { OldestFirst = true };
         _limited = queue.MaxInFlight is not null || queue.RateLimit is not null;
-        _committer = new GroupCommitter(_store, queue.Name, _options.LeaseDuration, observers, logger);
+        _committer = new GroupCommitter(_store, queue.Name, _options, observers, logger);
         _writer = new Outcomes(this);
     }
 
@@ -167,7 +167,7 @@ internal sealed class JobQueueConsumer : IDisposable
                 CountClaimed(oldest, batch.Count);
                 if (batch.Count == 0)
                 {
-                    await WaitForWorkAsync(bell, stopping);
+                    await _committer.WaitForWorkAsync(bell, _limited ? WaitForLimitsAsync : null, stopping);
                     continue;
                 }
 
@@ -179,14 +179,7 @@ internal sealed class JobQueueConsumer : IDisposable
             }
             catch (Exception exception)
             {
-                ConvergeDiagnostics.ConsumerErrors.Add(1);
-                var delay = _options.Retry.DelayBefore(++failures + 1, _options.Random.NextDouble());
-                Log.ClaimFailed(_logger, exception, _queue.Name, delay);
-                try
-                {
-                    await Task.Delay(delay, _options.TimeProvider, stopping);
-                }
-                catch (OperationCanceledException)
+                if (!await _committer.BackOffAsync(exception, ++failures, stopping))
                 {
                     break;
                 }
@@ -194,35 +187,17 @@ internal sealed class JobQueueConsumer : IDisposable
         }
     }
 
-    async Task WaitForWorkAsync(Doorbell bell, CancellationToken stopping)
+    /// <summary>
+    /// Work is waiting but the limits said no: waits for a token to refill or a job of ours to finish, not for the next
+    /// enqueue (which would spin while the queue is busy). Not sooner than 10 ms (or half the time the bucket takes to
+    /// refill its burst, if shorter): when the limit is other processes' leases, each look is a read of the store.
+    /// </summary>
+    Task<bool> WaitForLimitsAsync(TimeSpan wait, CancellationToken stopping)
     {
-        var wait = _options.PollInterval;
-        var next = await _store.NextVisibleAtAsync(_queue.Name, stopping);
-        if (next is { } visibleAt)
-        {
-            var untilVisible = visibleAt - _options.TimeProvider.GetUtcNow();
-            if (untilVisible <= TimeSpan.Zero)
-            {
-                if (!_limited)
-                {
-                    return;
-                }
-
-                // Work is waiting but the limits said no: wait for a token to refill or a job of ours to finish,
-                // not for the next enqueue (which would spin while the queue is busy).
-                // Not sooner than 10 ms (or half the time the bucket takes to refill its burst, if shorter): when the
-                // limit is other processes' leases, each look is a read of the store.
-                var refill = _queue.RateLimit is { } limit
-                    ? TimeSpan.FromSeconds(Math.Max(1 / limit.PermitsPerSecond, Math.Min(0.010, limit.Burst / limit.PermitsPerSecond / 2)))
-                    : wait;
-                await _slotFreed.WaitAsync(Min(refill, wait), _options.TimeProvider, stopping);
-                return;
-            }
-
-            wait = Min(untilVisible, wait);
-        }
-
-        await bell.WaitAsync(wait, _options.TimeProvider, stopping);
+        var refill = _queue.RateLimit is { } limit
+            ? TimeSpan.FromSeconds(Math.Max(1 / limit.PermitsPerSecond, Math.Min(0.010, limit.Burst / limit.PermitsPerSecond / 2)))
+            : wait;
+        return _slotFreed.WaitAsync(Min(refill, wait), _options.TimeProvider, stopping);
     }
 
     async Task ExecuteAsync(Running running, CancellationToken abort)

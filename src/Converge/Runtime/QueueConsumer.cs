@@ -39,7 +39,7 @@ internal sealed class QueueConsumer
         _handlers = options.Handlers
             .Where(h => h.Queue == queue.Name)
             .ToDictionary(h => options.Messages.GetName(h.MessageType), StringComparer.Ordinal);
-        _committer = new GroupCommitter(store, queue.Name, options.LeaseDuration, observers, logger);
+        _committer = new GroupCommitter(store, queue.Name, options, observers, logger);
     }
 
     public Task RunAsync(CancellationToken stopping, CancellationToken abort) =>
@@ -60,7 +60,7 @@ internal sealed class QueueConsumer
                 batch = await _store.ClaimAsync(_queue.Name, _queue.BatchSize, _options.LeaseDuration, stopping);
                 if (batch.Count == 0)
                 {
-                    await WaitForWorkAsync(bell, stopping);
+                    await _committer.WaitForWorkAsync(bell, null, stopping);
                     continue;
                 }
 
@@ -72,33 +72,12 @@ internal sealed class QueueConsumer
             }
             catch (Exception exception)
             {
-                ConvergeDiagnostics.ConsumerErrors.Add(1);
-                var delay = _options.Retry.DelayBefore(++failures + 1, _options.Random.NextDouble());
-                Log.ClaimFailed(_logger, exception, _queue.Name, delay);
-                await DelayQuietlyAsync(delay, stopping);
+                await _committer.BackOffAsync(exception, ++failures, stopping);
                 continue;
             }
 
             await ProcessWithRenewalAsync(batch, inFlight, abort);
         }
-    }
-
-    async Task WaitForWorkAsync(Doorbell bell, CancellationToken stopping)
-    {
-        var wait = _options.PollInterval;
-        var next = await _store.NextVisibleAtAsync(_queue.Name, stopping);
-        if (next is { } visibleAt)
-        {
-            var untilVisible = visibleAt - _options.TimeProvider.GetUtcNow();
-            if (untilVisible <= TimeSpan.Zero)
-            {
-                return;
-            }
-
-            wait = untilVisible < wait ? untilVisible : wait;
-        }
-
-        await bell.WaitAsync(wait, _options.TimeProvider, stopping);
     }
 
     async Task ProcessWithRenewalAsync(IReadOnlyList<QueuedMessage> batch, InFlight inFlight, CancellationToken abort)
@@ -629,16 +608,4 @@ internal sealed class QueueConsumer
 
     Task ReleaseQuietlyAsync(IReadOnlyList<QueuedMessage> messages, bool countAttempt) =>
         _committer.HandBackAsync(messages, countAttempt);
-
-    async Task DelayQuietlyAsync(TimeSpan delay, CancellationToken cancellationToken)
-    {
-        try
-        {
-            await Task.Delay(delay, _options.TimeProvider, cancellationToken);
-        }
-        catch (OperationCanceledException)
-        {
-            // Stopping.
-        }
-    }
 }

@@ -26,7 +26,7 @@ public sealed class GroupCommitterTests : IAsyncDisposable
     public GroupCommitterTests()
     {
         _store = new InMemoryMessageStore(_time);
-        _committer = new GroupCommitter(_store, Work, Lease, new ObserverSet([], NullLogger<ObserverSet>.Instance), NullLogger.Instance);
+        _committer = new GroupCommitter(_store, Work, new ConvergeOptions { TimeProvider = _time, LeaseDuration = Lease }, new ObserverSet([], NullLogger<ObserverSet>.Instance), NullLogger.Instance);
     }
 
     public ValueTask DisposeAsync() => _store.DisposeAsync();
@@ -168,6 +168,39 @@ public sealed class GroupCommitterTests : IAsyncDisposable
 
         // The rival's claim of the lost message stands.
         Assert.Equal((0, 1), await WorkLeftAsync());
+    }
+
+    [Fact]
+    public async Task Waiting_for_work_ends_when_a_scheduled_message_becomes_visible()
+    {
+        await using (var transaction = await _store.BeginAsync(CancellationToken.None))
+        {
+            await transaction.EnqueueAsync(new OutgoingMessage(Work, NewEnvelope(), _time.GetUtcNow().AddSeconds(5)), CancellationToken.None);
+            await transaction.CommitAsync(CancellationToken.None);
+        }
+
+        var committer = new GroupCommitter(_store, Work, new ConvergeOptions { TimeProvider = _time, PollInterval = TimeSpan.FromMinutes(1) }, new ObserverSet([], NullLogger<ObserverSet>.Instance), NullLogger.Instance);
+        var waiting = committer.WaitForWorkAsync(_store.Signals.Queue(Work), null, CancellationToken.None);
+        _time.Advance(TimeSpan.FromSeconds(4));
+        Assert.False(waiting.IsCompleted);
+
+        _time.Advance(TimeSpan.FromSeconds(1));
+        await waiting.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    [Fact]
+    public async Task A_failed_claim_backs_off_and_a_stop_cuts_the_wait_short()
+    {
+        using var stopping = new CancellationTokenSource();
+        var backingOff = _committer.BackOffAsync(new TimeoutException("The claim failed."), 1, stopping.Token);
+        Assert.False(backingOff.IsCompleted);
+
+        await stopping.CancelAsync();
+        Assert.False(await backingOff.WaitAsync(TimeSpan.FromSeconds(10)));
+
+        var waited = _committer.BackOffAsync(new TimeoutException("The claim failed."), 1, CancellationToken.None);
+        _time.Advance(TimeSpan.FromHours(1));
+        Assert.True(await waited.WaitAsync(TimeSpan.FromSeconds(10)));
     }
 
     /// <summary>Claims one message under a short lease that another consumer then takes, and one under a long lease.</summary>

@@ -7,13 +7,65 @@ namespace Converge.Runtime.GroupCommit;
 /// <summary>
 /// The group commit every queue consumer shares: writes the outcomes of a group of claimed messages in one store
 /// transaction, with a savepoint per item when one may fail alone, removes the group's messages from the queue in one
-/// statement, claims the next messages in the same commit, and reports what committed. It also renews leases and
-/// hands messages back. What differs between consumers (how an item runs, what its outcome writes) is their
+/// statement, claims the next messages in the same commit, and reports what committed. It also waits for work and
+/// backs off between claims, renews leases and hands messages back. What differs between consumers (how an item runs, what its outcome writes) is their
 /// <see cref="IOutcomeWriter{TItem, TScratch}"/>.
 /// </summary>
 /// <remarks>Thread-safe: several groups of one queue may commit at once (on a store with parallel writers).</remarks>
-internal sealed class GroupCommitter(IMessageStore store, string queue, TimeSpan leaseDuration, ObserverSet observers, ILogger logger)
+internal sealed class GroupCommitter(IMessageStore store, string queue, ConvergeOptions options, ObserverSet observers, ILogger logger)
 {
+    readonly TimeSpan _leaseDuration = options.LeaseDuration;
+
+    /// <summary>
+    /// Waits after a claim found nothing: until the queue's next message becomes visible, a commit rings
+    /// <paramref name="bell"/>, or <see cref="ConvergeOptions.PollInterval"/> passed. When a message is visible already
+    /// (the claim's limits held it back), returns at once, or waits with <paramref name="whenHeldBack"/> when given
+    /// (called with the poll interval).
+    /// </summary>
+    public async Task WaitForWorkAsync(Doorbell bell, Func<TimeSpan, CancellationToken, Task>? whenHeldBack, CancellationToken stopping)
+    {
+        var wait = options.PollInterval;
+        var next = await store.NextVisibleAtAsync(queue, stopping);
+        if (next is { } visibleAt)
+        {
+            var untilVisible = visibleAt - options.TimeProvider.GetUtcNow();
+            if (untilVisible <= TimeSpan.Zero)
+            {
+                if (whenHeldBack is not null)
+                {
+                    await whenHeldBack(wait, stopping);
+                }
+
+                return;
+            }
+
+            wait = untilVisible < wait ? untilVisible : wait;
+        }
+
+        await bell.WaitAsync(wait, options.TimeProvider, stopping);
+    }
+
+    /// <summary>
+    /// After the <paramref name="failures"/>-th claim in a row failed with <paramref name="exception"/>: counts and logs
+    /// it, and waits the retry backoff before the next claim.
+    /// </summary>
+    /// <returns><c>false</c> when <paramref name="stopping"/> cut the wait short.</returns>
+    public async Task<bool> BackOffAsync(Exception exception, int failures, CancellationToken stopping)
+    {
+        ConvergeDiagnostics.ConsumerErrors.Add(1);
+        var delay = options.Retry.DelayBefore(failures + 1, options.Random.NextDouble());
+        Log.ClaimFailed(logger, exception, queue, delay);
+        try
+        {
+            await Task.Delay(delay, options.TimeProvider, stopping);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
     /// <summary>
     /// Commits <paramref name="group"/>: a <see cref="IOutcomeWriter{TItem, TScratch}.Replayable"/> group first at once,
     /// then, when any item fails to apply or a lease was lost, again with a savepoint per item; any other group with a
@@ -139,7 +191,7 @@ internal sealed class GroupCommitter(IMessageStore store, string queue, TimeSpan
                 await transaction.SavepointAsync(cancellationToken);
                 try
                 {
-                    next = await transaction.ClaimAsync(queue, claim.Count, leaseDuration, claim.Policy, cancellationToken);
+                    next = await transaction.ClaimAsync(queue, claim.Count, _leaseDuration, claim.Policy, cancellationToken);
                     await transaction.ReleaseSavepointAsync(cancellationToken);
                 }
                 catch (Exception exception) when (exception is not OperationCanceledException)
@@ -208,7 +260,7 @@ internal sealed class GroupCommitter(IMessageStore store, string queue, TimeSpan
     {
         try
         {
-            await store.RenewLeasesAsync(messages, leaseDuration, CancellationToken.None);
+            await store.RenewLeasesAsync(messages, _leaseDuration, CancellationToken.None);
             return true;
         }
         catch (Exception exception)
