@@ -3,6 +3,7 @@ using System.Threading.Channels;
 using Converge.Contracts;
 using Converge.Diagnostics;
 using Converge.Runtime;
+using Converge.Runtime.GroupCommit;
 using Converge.Storage;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -13,7 +14,8 @@ namespace Converge.Jobs;
 /// Works one job queue. Jobs are claimed in batches under a lease (a short write), run concurrently outside any
 /// transaction, and their outcomes (the effects each job recorded, the inbox record, the removal from the queue,
 /// batch counters) are committed by one committer in groups: a slow job never holds the store's write lock, and
-/// a thousand fast ones cost a handful of commits.
+/// a thousand fast ones cost a handful of commits. The group commit itself is <see cref="GroupCommitter"/>'s; what a
+/// job's outcome writes (its recorded effects, batch counters, job state to forget) is this consumer's.
 /// </summary>
 internal sealed class JobQueueConsumer : IDisposable
 {
@@ -36,6 +38,8 @@ internal sealed class JobQueueConsumer : IDisposable
     readonly bool _limited;
     readonly ConcurrentDictionary<Task, byte> _jobs = new();
     readonly long[] _claimCounts = new long[2];
+    readonly GroupCommitter _committer;
+    readonly Outcomes _writer;
     CancellationToken _stopping;
     CancellationToken _abort;
     int _outstanding;
@@ -58,6 +62,8 @@ internal sealed class JobQueueConsumer : IDisposable
         _byPriority = new ClaimPolicy { MaxInFlight = queue.MaxInFlight, RateLimit = queue.RateLimit };
         _oldestFirst = _byPriority with { OldestFirst = true };
         _limited = queue.MaxInFlight is not null || queue.RateLimit is not null;
+        _committer = new GroupCommitter(_store, queue.Name, _options, observers, logger);
+        _writer = new Outcomes(this);
     }
 
     /// <summary>
@@ -161,7 +167,7 @@ internal sealed class JobQueueConsumer : IDisposable
                 CountClaimed(oldest, batch.Count);
                 if (batch.Count == 0)
                 {
-                    await WaitForWorkAsync(bell, stopping);
+                    await _committer.WaitForWorkAsync(bell, _limited ? WaitForLimitsAsync : null, stopping);
                     continue;
                 }
 
@@ -173,14 +179,7 @@ internal sealed class JobQueueConsumer : IDisposable
             }
             catch (Exception exception)
             {
-                ConvergeDiagnostics.ConsumerErrors.Add(1);
-                var delay = _options.Retry.DelayBefore(++failures + 1, _options.Random.NextDouble());
-                Log.ClaimFailed(_logger, exception, _queue.Name, delay);
-                try
-                {
-                    await Task.Delay(delay, _options.TimeProvider, stopping);
-                }
-                catch (OperationCanceledException)
+                if (!await _committer.BackOffAsync(exception, ++failures, stopping))
                 {
                     break;
                 }
@@ -188,35 +187,17 @@ internal sealed class JobQueueConsumer : IDisposable
         }
     }
 
-    async Task WaitForWorkAsync(Doorbell bell, CancellationToken stopping)
+    /// <summary>
+    /// Work is waiting but the limits said no: waits for a token to refill or a job of ours to finish, not for the next
+    /// enqueue (which would spin while the queue is busy). Not sooner than 10 ms (or half the time the bucket takes to
+    /// refill its burst, if shorter): when the limit is other processes' leases, each look is a read of the store.
+    /// </summary>
+    Task<bool> WaitForLimitsAsync(TimeSpan wait, CancellationToken stopping)
     {
-        var wait = _options.PollInterval;
-        var next = await _store.NextVisibleAtAsync(_queue.Name, stopping);
-        if (next is { } visibleAt)
-        {
-            var untilVisible = visibleAt - _options.TimeProvider.GetUtcNow();
-            if (untilVisible <= TimeSpan.Zero)
-            {
-                if (!_limited)
-                {
-                    return;
-                }
-
-                // Work is waiting but the limits said no: wait for a token to refill or a job of ours to finish,
-                // not for the next enqueue (which would spin while the queue is busy).
-                // Not sooner than 10 ms (or half the time the bucket takes to refill its burst, if shorter): when the
-                // limit is other processes' leases, each look is a read of the store.
-                var refill = _queue.RateLimit is { } limit
-                    ? TimeSpan.FromSeconds(Math.Max(1 / limit.PermitsPerSecond, Math.Min(0.010, limit.Burst / limit.PermitsPerSecond / 2)))
-                    : wait;
-                await _slotFreed.WaitAsync(Min(refill, wait), _options.TimeProvider, stopping);
-                return;
-            }
-
-            wait = Min(untilVisible, wait);
-        }
-
-        await bell.WaitAsync(wait, _options.TimeProvider, stopping);
+        var refill = _queue.RateLimit is { } limit
+            ? TimeSpan.FromSeconds(Math.Max(1 / limit.PermitsPerSecond, Math.Min(0.010, limit.Burst / limit.PermitsPerSecond / 2)))
+            : wait;
+        return _slotFreed.WaitAsync(Min(refill, wait), _options.TimeProvider, stopping);
     }
 
     async Task ExecuteAsync(Running running, CancellationToken abort)
@@ -393,15 +374,11 @@ internal sealed class JobQueueConsumer : IDisposable
     /// <param name="abort">Fires when the process stops without waiting.</param>
     async Task CommitGroupAsync(List<Finished> group, IStoreTransaction? begun, CancellationToken abort)
     {
-        var outcomes = new HandlingOutcome?[group.Count];
         try
         {
             // Optimistically without a savepoint per job; if any job's effects fail to apply, the group is undone
             // and applied again with a savepoint per job, so one bad job never holds back the others.
-            if (!await TryCommitAsync(group, outcomes, begun, isolated: false, CancellationToken.None))
-            {
-                await TryCommitAsync(group, outcomes, null, isolated: true, CancellationToken.None);
-            }
+            await _committer.CommitAsync(_writer, group, begun, CancellationToken.None);
         }
         catch (Exception exception)
         {
@@ -410,152 +387,46 @@ internal sealed class JobQueueConsumer : IDisposable
             // which idempotency keys absorb.
             ConvergeDiagnostics.ConsumerErrors.Add(1);
             Log.BatchFailed(_logger, exception, _queue.Name, group.Count);
-            await ReleaseQuietlyAsync([.. group.Select(f => f.Running.Message)], countAttempt: !abort.IsCancellationRequested);
-            return;
-        }
-
-        for (var i = 0; i < group.Count; i++)
-        {
-            if (outcomes[i] is { } outcome)
-            {
-                ConvergeDiagnostics.MessagesHandled.Add(1, ConvergeDiagnostics.OutcomeTags[(int)outcome]);
-                if (_observers.Any)
-                {
-                    _observers.Handled(group[i].Running.Message.Envelope, _queue.Name, outcome);
-                }
-            }
+            await _committer.HandBackAsync([.. group.Select(f => f.Running.Message)], countAttempt: !abort.IsCancellationRequested);
         }
     }
 
-    /// <returns><c>false</c> when a job failed to apply while not <paramref name="isolated"/> (nothing was committed).</returns>
-    async Task<bool> TryCommitAsync(List<Finished> group, HandlingOutcome?[] outcomes, IStoreTransaction? begun, bool isolated, CancellationToken cancellationToken)
+    /// <summary>
+    /// The slots the committing jobs held free up with their commit: fill them in the same transaction. Not for a
+    /// limited queue on a store with parallel writers: its claims take turns to the commit, and so would every group.
+    /// </summary>
+    ClaimPlan? PlanClaim(int committing)
     {
-        var batches = new Dictionary<string, (int Succeeded, int Failed)>(StringComparer.Ordinal);
-        var forget = new List<Guid>();
-        await using var transaction = begun ?? await _store.BeginAsync(cancellationToken);
-
-        // Optimistically, the group's inbox records and its removals from the queue are one statement each
-        // (a store that pays a round trip per statement spends most of a no-op job's commit on those two).
-        bool?[]? recordedInbox = null;
-        List<QueuedMessage>? completions = null;
-        if (!isolated)
-        {
-            completions = [];
-            try
-            {
-                recordedInbox = await RecordInboxOfSucceededAsync(transaction, group, cancellationToken);
-            }
-            catch (Exception exception) when (exception is not OperationCanceledException)
-            {
-                return false;
-            }
-        }
-
-        for (var i = 0; i < group.Count; i++)
-        {
-            var item = group[i];
-            if (isolated)
-            {
-                await transaction.SavepointAsync(cancellationToken);
-            }
-
-            try
-            {
-                outcomes[i] = await ApplyAsync(transaction, item, batches, forget, recordedInbox?[i], completions, cancellationToken);
-                if (isolated)
-                {
-                    if (outcomes[i] is null)
-                    {
-                        await transaction.RollbackToSavepointAsync(cancellationToken);
-                    }
-                    else
-                    {
-                        await transaction.ReleaseSavepointAsync(cancellationToken);
-                    }
-                }
-                else if (outcomes[i] is null)
-                {
-                    return false;
-                }
-            }
-            catch (Exception) when (!isolated)
-            {
-                return false;
-            }
-            catch (Exception exception) when (item.Outcome == Outcome.Succeeded)
-            {
-                // Its recorded effects failed to apply (a constraint, a bad statement): that is the job failing.
-                await transaction.RollbackToSavepointAsync(cancellationToken);
-                await transaction.SavepointAsync(cancellationToken);
-                outcomes[i] = await ApplyAsync(transaction, item with { Outcome = Outcome.Failed, Error = exception }, batches, forget, null, null, cancellationToken);
-                await transaction.ReleaseSavepointAsync(cancellationToken);
-            }
-        }
-
-        if (completions is { Count: > 0 })
-        {
-            try
-            {
-                if (await transaction.CompleteAsync(completions, cancellationToken) != completions.Count)
-                {
-                    // A lease was lost: the isolated pass finds which, and commits the others.
-                    return false;
-                }
-            }
-            catch (Exception exception) when (exception is not OperationCanceledException)
-            {
-                return false;
-            }
-        }
-
-        // The slots these jobs held free up with this commit: fill them in the same transaction. Not for a limited
-        // queue on a store with parallel writers: its claims take turns to the commit, and so would every group.
-        IReadOnlyList<QueuedMessage> next = [];
-        var free = Capacity - (Volatile.Read(ref _outstanding) - group.Count);
-        var nextOldest = false;
+        var free = Capacity - (Volatile.Read(ref _outstanding) - committing);
         if (free > 0 && !_stopping.IsCancellationRequested && !(_limited && _store.ParallelWriters > 1))
         {
-            // In a savepoint of its own: a claim that fails must not undo the outcomes it rides with.
-            (var policy, nextOldest) = NextPolicy();
-            await transaction.SavepointAsync(cancellationToken);
-            try
-            {
-                next = await transaction.ClaimAsync(_queue.Name, Math.Min(free, _queue.BatchSize), _options.LeaseDuration, policy, cancellationToken);
-                await transaction.ReleaseSavepointAsync(cancellationToken);
-            }
-            catch (Exception exception) when (exception is not OperationCanceledException)
-            {
-                await transaction.RollbackToSavepointAsync(cancellationToken);
-                Log.ClaimFailed(_logger, exception, _queue.Name, TimeSpan.Zero);
-            }
+            var (policy, oldest) = NextPolicy();
+            return new ClaimPlan(Math.Min(free, _queue.BatchSize), policy, oldest);
         }
 
-        if (forget.Count > 0)
+        return null;
+    }
+
+    /// <summary>Writes what a group collected: the job state to forget, then the batch counters and their callbacks.</summary>
+    static async ValueTask RecordGroupAsync(IStoreTransaction transaction, JobGroup group, CancellationToken cancellationToken)
+    {
+        if (group.Forget.Count > 0)
         {
-            await transaction.Jobs().ForgetJobStateAsync(forget, cancellationToken);
+            await transaction.Jobs().ForgetJobStateAsync(group.Forget, cancellationToken);
         }
 
         // Batch counters last: many groups of one batch update its row, and each holds the row until its commit.
-        foreach (var (batchId, counts) in batches)
+        foreach (var (batchId, counts) in group.Batches)
         {
             if (await transaction.Jobs().RecordBatchOutcomesAsync(batchId, counts.Succeeded, counts.Failed, cancellationToken) is { } finished)
             {
                 await JobClient.EnqueueCallbacksAsync(transaction, finished, cancellationToken);
             }
         }
-
-        await transaction.CommitAsync(cancellationToken);
-        if (next.Count > 0)
-        {
-            CountClaimed(nextOldest, next.Count);
-            Dispatch(next);
-        }
-
-        return true;
     }
 
     /// <summary>Records the inbox entries of the group's succeeded jobs in one call; element i is job i's (null when it did not succeed).</summary>
-    async Task<bool?[]?> RecordInboxOfSucceededAsync(IStoreTransaction transaction, List<Finished> group, CancellationToken cancellationToken)
+    async ValueTask<bool?[]?> RecordInboxOfSucceededAsync(IStoreTransaction transaction, IReadOnlyList<Finished> group, CancellationToken cancellationToken)
     {
         var succeeded = new List<int>(group.Count);
         for (var i = 0; i < group.Count; i++)
@@ -714,7 +585,11 @@ internal sealed class JobQueueConsumer : IDisposable
                 if (now - _renewedAt >= _options.LeaseDuration / 3)
                 {
                     // Moved on only after it worked: a failed renewal is tried again at the next tick.
-                    await _store.RenewLeasesAsync([.. snapshot.Select(r => r.Message)], _options.LeaseDuration, CancellationToken.None);
+                    if (!await _committer.RenewQuietlyAsync([.. snapshot.Select(r => r.Message)]))
+                    {
+                        return;
+                    }
+
                     _renewedAt = now;
                 }
 
@@ -748,7 +623,7 @@ internal sealed class JobQueueConsumer : IDisposable
     }
 
     Task ReleaseQuietlyAsync(IReadOnlyList<QueuedMessage> messages, bool countAttempt) =>
-        QueueOutcomes.ReleaseQuietlyAsync(_store, messages, countAttempt, _logger, _queue.Name);
+        _committer.HandBackAsync(messages, countAttempt);
 
     public void Dispose() => _executing.Dispose();
 
@@ -764,4 +639,56 @@ internal sealed class JobQueueConsumer : IDisposable
     sealed record Running(QueuedMessage Message, CancellationTokenSource Cancellation);
 
     sealed record Finished(Running Running, Outcome Outcome, Exception? Error = null, JobContext? Context = null, string? Reason = null, bool Forget = false);
+
+    /// <summary>What one attempt at committing a group collects: batch counters, and the jobs whose state is forgotten.</summary>
+    sealed class JobGroup
+    {
+        public Dictionary<string, (int Succeeded, int Failed)> Batches { get; } = new(StringComparer.Ordinal);
+
+        public List<Guid> Forget { get; } = [];
+    }
+
+    /// <summary>
+    /// What a finished job's outcome writes in the group commit. Replayable: a job ran outside the transaction and left
+    /// its effects recorded, so a group is written at once and, when that fails, again with a savepoint per job.
+    /// </summary>
+    sealed class Outcomes(JobQueueConsumer consumer) : IOutcomeWriter<Finished, JobGroup>
+    {
+        public bool Replayable => true;
+
+        public QueuedMessage MessageOf(Finished item) => item.Running.Message;
+
+        public JobGroup NewScratch() => new();
+
+        public ValueTask<bool?[]?> RecordInboxAsync(IStoreTransaction transaction, IReadOnlyList<Finished> group, CancellationToken cancellationToken) =>
+            consumer.RecordInboxOfSucceededAsync(transaction, group, cancellationToken);
+
+        public ValueTask<HandlingOutcome?> ApplyAsync(IStoreTransaction transaction, Finished item, JobGroup scratch, bool? recordedInbox, List<QueuedMessage>? completions, CancellationToken cancellationToken) =>
+            consumer.ApplyAsync(transaction, item, scratch.Batches, scratch.Forget, recordedInbox, completions, cancellationToken);
+
+        // Its recorded effects failed to apply (a constraint, a bad statement): that is the job failing. Anything
+        // else failing to write is the group's.
+        public bool FailsAlone(Finished item, Exception exception) => item.Outcome == Outcome.Succeeded;
+
+        public ValueTask<HandlingOutcome?> ApplyFailedAsync(IStoreTransaction transaction, Finished item, Exception exception, JobGroup scratch, CancellationToken cancellationToken) =>
+            consumer.ApplyAsync(transaction, item with { Outcome = Outcome.Failed, Error = exception }, scratch.Batches, scratch.Forget, null, null, cancellationToken);
+
+        public void Applied(Finished item)
+        {
+            // Leases are renewed by the consumer's timer; a lost one shows at the job's removal.
+        }
+
+        public ClaimPlan? PlanClaim(int committing) => consumer.PlanClaim(committing);
+
+        public ValueTask BeforeCommitAsync(IStoreTransaction transaction, JobGroup scratch, CancellationToken cancellationToken) =>
+            RecordGroupAsync(transaction, scratch, cancellationToken);
+
+        public bool Abandons(Exception exception) => false;
+
+        public void Claimed(IReadOnlyList<QueuedMessage> claimed, ClaimPlan plan)
+        {
+            consumer.CountClaimed(plan.OldestFirst, claimed.Count);
+            consumer.Dispatch(claimed);
+        }
+    }
 }

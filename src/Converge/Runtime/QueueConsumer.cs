@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Converge.Contracts;
 using Converge.Diagnostics;
+using Converge.Runtime.GroupCommit;
 using Converge.Storage;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -12,6 +13,7 @@ namespace Converge.Runtime;
 /// (a savepoint per message, so one failure never undoes the others), records the inbox entry and the
 /// outcome, and commits the batch at once. A handler that outlives <see cref="ConvergeOptions.HandlerTimeout"/> is
 /// cancelled; one that ignores cancellation is abandoned with its batch, so the write transaction never waits on it.
+/// The batch's commit is <see cref="GroupCommitter"/>'s; running the handlers inside it is this consumer's.
 /// </summary>
 internal sealed class QueueConsumer
 {
@@ -23,6 +25,7 @@ internal sealed class QueueConsumer
     readonly IServiceScopeFactory _scopes;
     readonly ILogger _logger;
     readonly Dictionary<string, HandlerRegistration> _handlers;
+    readonly GroupCommitter _committer;
 
     public QueueConsumer(QueueOptions queue, ConvergeOptions options, IMessageStore store, MessageBus bus, ObserverSet observers, IServiceScopeFactory scopes, ILogger logger)
     {
@@ -36,6 +39,7 @@ internal sealed class QueueConsumer
         _handlers = options.Handlers
             .Where(h => h.Queue == queue.Name)
             .ToDictionary(h => options.Messages.GetName(h.MessageType), StringComparer.Ordinal);
+        _committer = new GroupCommitter(store, queue.Name, options, observers, logger);
     }
 
     public Task RunAsync(CancellationToken stopping, CancellationToken abort) =>
@@ -56,7 +60,7 @@ internal sealed class QueueConsumer
                 batch = await _store.ClaimAsync(_queue.Name, _queue.BatchSize, _options.LeaseDuration, stopping);
                 if (batch.Count == 0)
                 {
-                    await WaitForWorkAsync(bell, stopping);
+                    await _committer.WaitForWorkAsync(bell, null, stopping);
                     continue;
                 }
 
@@ -68,33 +72,12 @@ internal sealed class QueueConsumer
             }
             catch (Exception exception)
             {
-                ConvergeDiagnostics.ConsumerErrors.Add(1);
-                var delay = _options.Retry.DelayBefore(++failures + 1, _options.Random.NextDouble());
-                Log.ClaimFailed(_logger, exception, _queue.Name, delay);
-                await DelayQuietlyAsync(delay, stopping);
+                await _committer.BackOffAsync(exception, ++failures, stopping);
                 continue;
             }
 
             await ProcessWithRenewalAsync(batch, inFlight, abort);
         }
-    }
-
-    async Task WaitForWorkAsync(Doorbell bell, CancellationToken stopping)
-    {
-        var wait = _options.PollInterval;
-        var next = await _store.NextVisibleAtAsync(_queue.Name, stopping);
-        if (next is { } visibleAt)
-        {
-            var untilVisible = visibleAt - _options.TimeProvider.GetUtcNow();
-            if (untilVisible <= TimeSpan.Zero)
-            {
-                return;
-            }
-
-            wait = untilVisible < wait ? untilVisible : wait;
-        }
-
-        await bell.WaitAsync(wait, _options.TimeProvider, stopping);
     }
 
     async Task ProcessWithRenewalAsync(IReadOnlyList<QueuedMessage> batch, InFlight inFlight, CancellationToken abort)
@@ -203,13 +186,8 @@ internal sealed class QueueConsumer
         {
             try
             {
-                await _store.RenewLeasesAsync(batch, _options.LeaseDuration, CancellationToken.None);
-            }
-            catch (Exception exception)
-            {
                 // Losing a renewal only risks a duplicate delivery, which the inbox absorbs.
-                ConvergeDiagnostics.ConsumerErrors.Add(1);
-                Log.RenewalFailed(_logger, exception, _queue.Name, batch.Count);
+                await _committer.RenewQuietlyAsync(batch);
             }
             finally
             {
@@ -410,75 +388,82 @@ internal sealed class QueueConsumer
     async Task ProcessAsync(IReadOnlyList<QueuedMessage> batch, InFlight inFlight, CancellationToken abort)
     {
         var started = Stopwatch.GetTimestamp();
-        var outcomes = new (QueuedMessage Message, HandlingOutcome? Outcome)[batch.Count];
 
         // Decode before taking the store's write lock: on SQLite only one transaction writes at a time, so work
         // done outside it can overlap with senders.
-        var decoded = new QueueOutcomes.Decoded<HandlerRegistration>[batch.Count];
+        var deliveries = new Delivery[batch.Count];
         for (var i = 0; i < batch.Count; i++)
         {
-            decoded[i] = Decode(batch[i]);
+            deliveries[i] = new Delivery(batch[i], Decode(batch[i]));
         }
 
         // A savepoint per message from the start: a failure undoes only that message's writes and records its
         // attempt, and nobody's handler runs twice for one attempt (calls to outside services stay bounded by the
-        // retry limit).
-        var transaction = await _store.BeginAsync(abort);
-        try
-        {
-            var completions = new List<QueuedMessage>(batch.Count);
-            for (var i = 0; i < batch.Count; i++)
-            {
-                outcomes[i] = (batch[i], await HandleOneAsync(transaction, batch[i], decoded[i], completions, inFlight, abort));
-                if (inFlight.GivenUp)
-                {
-                    // A handler blocked its thread past its timeout and grace, so the leases were left to expire and
-                    // another consumer may hold these messages now: run nothing more, undo the batch.
-                    throw new LeasesLostException(batch.Count);
-                }
-            }
-
-            // The batch's removals are one statement; a lease lost meanwhile (the batch outlived it and another
-            // consumer claimed a message) undoes the whole batch rather than commit effects someone else now owns.
-            if (completions.Count > 0 && await transaction.CompleteAsync(completions, abort) is var completed && completed != completions.Count)
-            {
-                throw new LeasesLostException(completions.Count - completed);
-            }
-
-            await transaction.CommitAsync(CancellationToken.None);
-        }
-        catch (HandlerAbandonedException)
-        {
-            // Roll back now, releasing the write lock, while the handler may still hold the transaction.
-            await transaction.AbandonAsync();
-            throw;
-        }
-        finally
-        {
-            await transaction.DisposeAsync();
-        }
-
-        foreach (var (message, outcome) in outcomes)
-        {
-            if (outcome is { } committed)
-            {
-                ConvergeDiagnostics.MessagesHandled.Add(1, ConvergeDiagnostics.OutcomeTags[(int)committed]);
-                if (_observers.Any)
-                {
-                    _observers.Handled(message.Envelope, message.Queue, committed);
-                }
-            }
-        }
-
+        // retry limit). The batch's removals are one statement; a lease lost meanwhile (the batch outlived it and
+        // another consumer claimed a message) undoes the whole batch rather than commit effects someone else now owns.
+        await _committer.CommitAsync(new Handlers(this, inFlight, batch.Count, abort), deliveries, null, abort);
         ConvergeDiagnostics.BatchDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 
-    /// <summary>Leases of a batch expired and other consumers took its messages: the batch was undone.</summary>
-    sealed class LeasesLostException(int lost) : Exception($"{lost} message(s) of the batch were claimed by another consumer after their leases expired; the batch was undone and the rest handed back.");
+    /// <summary>A claimed message and its decoded body (or why it cannot be handled).</summary>
+    readonly record struct Delivery(QueuedMessage Message, QueueOutcomes.Decoded<HandlerRegistration> Decoded)
+    {
+        /// <summary>Whether it is dead-lettered without running its handler.</summary>
+        public bool Rejected(int maxAttempts) => Decoded.RejectedFor is not null || Message.Attempt > maxAttempts;
+    }
 
     /// <summary>
-    /// Handles one message in <paramref name="transaction"/>, under a savepoint of its own; its removal from the queue
-    /// is added to <paramref name="completions"/>, to go with the batch's others in one statement.
+    /// What a message's outcome writes in its batch's commit: its handler runs there, inside the transaction, so it
+    /// is not replayable (each message has its savepoint from the start).
+    /// </summary>
+    sealed class Handlers(QueueConsumer consumer, InFlight inFlight, int batchSize, CancellationToken abort) : IOutcomeWriter<Delivery, object?>
+    {
+        public bool Replayable => false;
+
+        public QueuedMessage MessageOf(Delivery item) => item.Message;
+
+        public object? NewScratch() => null;
+
+        public ValueTask<bool?[]?> RecordInboxAsync(IStoreTransaction transaction, IReadOnlyList<Delivery> group, CancellationToken cancellationToken) =>
+            ValueTask.FromResult<bool?[]?>(null);
+
+        public ValueTask<HandlingOutcome?> ApplyAsync(IStoreTransaction transaction, Delivery item, object? scratch, bool? recordedInbox, List<QueuedMessage>? completions, CancellationToken cancellationToken) =>
+            consumer.HandleOneAsync(transaction, item.Message, item.Decoded, completions!, inFlight, cancellationToken);
+
+        // The handler failed (or its inbox record): only that message's attempt. A message dead-lettered without
+        // running that fails to write, an abandoned handler and a shutdown are the batch's.
+        public bool FailsAlone(Delivery item, Exception exception) =>
+            !abort.IsCancellationRequested && exception is not HandlerAbandonedException && !item.Rejected(consumer._options.Retry.MaxAttempts);
+
+        public ValueTask<HandlingOutcome?> ApplyFailedAsync(IStoreTransaction transaction, Delivery item, Exception exception, object? scratch, CancellationToken cancellationToken) =>
+            consumer.RecordFailureAsync(transaction, item.Message, exception, cancellationToken);
+
+        public void Applied(Delivery item)
+        {
+            if (inFlight.GivenUp)
+            {
+                // A handler blocked its thread past its timeout and grace, so the leases were left to expire and
+                // another consumer may hold these messages now: run nothing more, undo the batch.
+                throw new LeasesLostException(batchSize);
+            }
+        }
+
+        public ClaimPlan? PlanClaim(int committing) => null;
+
+        public ValueTask BeforeCommitAsync(IStoreTransaction transaction, object? scratch, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+        // Roll back at once, releasing the write lock, while the abandoned handler may still hold the transaction.
+        public bool Abandons(Exception exception) => exception is HandlerAbandonedException;
+
+        public void Claimed(IReadOnlyList<QueuedMessage> claimed, ClaimPlan plan)
+        {
+            // Claims nothing in its commit: a worker claims its next batch when this one is done.
+        }
+    }
+
+    /// <summary>
+    /// Handles one message in <paramref name="transaction"/>, under the savepoint its batch's commit gave it; its
+    /// removal from the queue is added to <paramref name="completions"/>, to go with the batch's others in one statement.
     /// </summary>
     /// <returns>The outcome, or <c>null</c> when the lease was lost and nothing was recorded.</returns>
     async ValueTask<HandlingOutcome?> HandleOneAsync(IStoreTransaction transaction, QueuedMessage message, QueueOutcomes.Decoded<HandlerRegistration> decoded, List<QueuedMessage> completions, InFlight inFlight, CancellationToken abort)
@@ -496,52 +481,41 @@ internal sealed class QueueConsumer
             return await DeadLetterAsync(transaction, message, DeadLetterReasons.MaxAttemptsExceeded, null, abort);
         }
 
-        await transaction.SavepointAsync(abort);
-        try
+        if (_queue.RecordsInbox && !await transaction.TryRecordInboxAsync(_queue.Name, envelope, abort))
         {
-            if (_queue.RecordsInbox && !await transaction.TryRecordInboxAsync(_queue.Name, envelope, abort))
-            {
-                await transaction.ReleaseSavepointAsync(abort);
-                completions.Add(message);
-                Log.Duplicate(_logger, envelope.MessageId, _queue.Name);
-                return HandlingOutcome.Duplicate;
-            }
-
-            using (var activity = StartActivity(envelope))
-            {
-                var scope = _scopes.CreateAsyncScope();
-                var context = new MessageContext(_bus, transaction, envelope, _queue.Name, null, message.Attempt, scope.ServiceProvider);
-                var started = _options.TimeProvider.GetUtcNow();
-                var handling = decoded.Registration!.Invoker.InvokeAsync(scope.ServiceProvider, decoded.Body!, context, inFlight.StartHandler(started));
-                try
-                {
-                    if (!handling.IsCompleted)
-                    {
-                        await AwaitHandlerAsync(handling, message, started, inFlight, abort);
-                    }
-
-                    await handling;
-                }
-                finally
-                {
-                    inFlight.EndHandler();
-                    if (handling.IsCompleted)
-                    {
-                        // An abandoned handler keeps its scope: disposing it could wait on the handler.
-                        await scope.DisposeAsync();
-                    }
-                }
-            }
-
-            await transaction.ReleaseSavepointAsync(abort);
             completions.Add(message);
-            return HandlingOutcome.Completed;
+            Log.Duplicate(_logger, envelope.MessageId, _queue.Name);
+            return HandlingOutcome.Duplicate;
         }
-        catch (Exception exception) when (!abort.IsCancellationRequested && exception is not HandlerAbandonedException)
+
+        using (var activity = StartActivity(envelope))
         {
-            await transaction.RollbackToSavepointAsync(abort);
-            return await RecordFailureAsync(transaction, message, exception, abort);
+            var scope = _scopes.CreateAsyncScope();
+            var context = new MessageContext(_bus, transaction, envelope, _queue.Name, null, message.Attempt, scope.ServiceProvider);
+            var started = _options.TimeProvider.GetUtcNow();
+            var handling = decoded.Registration!.Invoker.InvokeAsync(scope.ServiceProvider, decoded.Body!, context, inFlight.StartHandler(started));
+            try
+            {
+                if (!handling.IsCompleted)
+                {
+                    await AwaitHandlerAsync(handling, message, started, inFlight, abort);
+                }
+
+                await handling;
+            }
+            finally
+            {
+                inFlight.EndHandler();
+                if (handling.IsCompleted)
+                {
+                    // An abandoned handler keeps its scope: disposing it could wait on the handler.
+                    await scope.DisposeAsync();
+                }
+            }
         }
+
+        completions.Add(message);
+        return HandlingOutcome.Completed;
     }
 
     /// <summary>
@@ -633,17 +607,5 @@ internal sealed class QueueConsumer
     }
 
     Task ReleaseQuietlyAsync(IReadOnlyList<QueuedMessage> messages, bool countAttempt) =>
-        QueueOutcomes.ReleaseQuietlyAsync(_store, messages, countAttempt, _logger, _queue.Name);
-
-    async Task DelayQuietlyAsync(TimeSpan delay, CancellationToken cancellationToken)
-    {
-        try
-        {
-            await Task.Delay(delay, _options.TimeProvider, cancellationToken);
-        }
-        catch (OperationCanceledException)
-        {
-            // Stopping.
-        }
-    }
+        _committer.HandBackAsync(messages, countAttempt);
 }
