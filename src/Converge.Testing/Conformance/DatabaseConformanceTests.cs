@@ -132,8 +132,13 @@ public abstract class DatabaseConformanceTests : StoreConformanceBase
 
         Assert.Equal(spoiled, damagedColumns.Count);
         await using var host = await StartAsync("fuzz");
+        // Done when every valid row's effect is committed and the status shows the queue empty with every spoiled row
+        // dead-lettered. Both are awaited: through RabbitMQ the status counts the broker's ready messages and this
+        // process's deliveries, and a delivery on its way between the two can leave it empty for a moment while the last
+        // valid messages are still being handled.
         await WaitForAsync(
-            async () => (await StatusAsync(host)).Queues.Single(q => q.Queue == Queue) is { Ready: 0, Scheduled: 0, InFlight: 0 } queue && queue.DeadLetters == spoiled,
+            async () => await CountEffectsAsync(host) == valid
+                && (await StatusAsync(host)).Queues.Single(q => q.Queue == Queue) is { Ready: 0, Scheduled: 0, InFlight: 0 } queue && queue.DeadLetters == spoiled,
             TimeSpan.FromMinutes(2));
 
         var letters = await host.Store.Queries().ListDeadLettersAsync(Queue, spoiled + 100, CancellationToken.None);
