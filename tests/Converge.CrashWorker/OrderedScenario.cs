@@ -73,7 +73,10 @@ public static class OrderedScenario
         options.UseSqlite(databasePath);
         options.Messages.Register<OrderedMessage>(MessageTypeName);
         options.Handle<OrderedMessage, OrderedHandler>(Queue);
-        options.Queue(Queue, q => q.BatchSize = 64);
+        // Small batches and a short poll: on SQLite a process learns of another's sends only by polling, and one that
+        // claims its next batch in each commit would otherwise do nearly all the work while the other waits to poll.
+        options.Queue(Queue, q => q.BatchSize = 4);
+        options.PollInterval = TimeSpan.FromMilliseconds(20);
         options.LeaseDuration = CrashScenario.LeaseDuration;
         options.Retry.InitialDelay = TimeSpan.FromMilliseconds(20);
         options.Retry.MaxDelay = TimeSpan.FromMilliseconds(100);
