@@ -471,11 +471,19 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
         }
         while (deleted == PurgeChunk);
 
-        // Expired unique keys go with them: they no longer hold anything back.
+        return total;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<int> PurgeExpiredUniqueKeysAsync(CancellationToken cancellationToken)
+    {
         var now = Now.UtcTicks;
+        var total = 0;
+        int deleted;
         do
         {
             deleted = await WriteAsync(async (connection, transaction) => await Command(connection, transaction, Schema.PurgeUniqueKeys).With("now", now).With("chunk", PurgeChunk).ExecuteNonQueryAsync(cancellationToken), cancellationToken);
+            total += deleted;
         }
         while (deleted == PurgeChunk);
 

@@ -430,11 +430,19 @@ public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQu
         }
         while (deleted == PurgeChunk);
 
-        // Expired unique keys go with them: they no longer hold anything back.
+        return total;
+    }
+
+    /// <inheritdoc />
+    public async ValueTask<int> PurgeExpiredUniqueKeysAsync(CancellationToken cancellationToken)
+    {
         var now = Now.UtcTicks;
+        var total = 0;
+        int deleted;
         do
         {
             deleted = await WriteAsync((session, transaction) => session.Commands.Get(Schema.PurgeUniqueKeys, transaction).With("$now", now).With("$chunk", PurgeChunk).ExecuteNonQuery(), cancellationToken);
+            total += deleted;
         }
         while (deleted == PurgeChunk);
 

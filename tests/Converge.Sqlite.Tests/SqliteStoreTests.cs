@@ -68,7 +68,7 @@ public sealed class SqliteStoreTests : IDisposable
     }
 
     [Fact]
-    public async Task The_inbox_clean_up_also_deletes_expired_unique_keys()
+    public async Task Expired_unique_keys_are_purged_by_the_job_store_not_by_the_inbox_clean_up()
     {
         var time = new FakeTimeProvider();
         await using var store = new SqliteMessageStore(new SqliteStoreOptions { Path = DbPath() }, time);
@@ -81,12 +81,14 @@ public sealed class SqliteStoreTests : IDisposable
         }
 
         time.Advance(TimeSpan.FromMinutes(2));
-        await store.PurgeInboxAsync(time.GetUtcNow() - TimeSpan.FromDays(7), CancellationToken.None);
         await using var connection = store.OpenConnection();
         await using var command = connection.CreateCommand();
-        command.CommandText = "SELECT group_concat(key) FROM converge_unique_keys";
+        command.CommandText = "SELECT group_concat(key) FROM (SELECT key FROM converge_unique_keys ORDER BY key)";
+        await store.PurgeInboxAsync(time.GetUtcNow() - TimeSpan.FromDays(7), CancellationToken.None);
+        var afterInbox = command.ExecuteScalar();
+        var purged = await store.PurgeExpiredUniqueKeysAsync(CancellationToken.None);
 
-        Assert.Equal("long", command.ExecuteScalar());
+        Assert.Equal(("long,short", 1, "long"), (afterInbox, purged, command.ExecuteScalar()));
     }
 
     [Fact]

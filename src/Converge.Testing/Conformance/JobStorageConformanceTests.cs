@@ -24,6 +24,31 @@ public abstract class JobStorageConformanceTests : StoreConformanceBase
     {
     }
 
+    /// <summary>
+    /// Purging expired unique keys deletes those whose time is up and only those: a key still held stays held, one
+    /// purged is free, and a second purge finds nothing.
+    /// </summary>
+    [Fact]
+    public async Task Expired_unique_keys_are_purged_and_held_ones_kept()
+    {
+        var time = new FakeTimeProvider();
+        await using var host = await StartIdleAsync(time);
+        var (early, late, other) = (Guid.NewGuid(), Guid.NewGuid(), Guid.NewGuid());
+        ValueTask<Guid?> ReserveAsync(IStoreTransaction t, string key, Guid job, TimeSpan lasts) => t.Jobs().TryReserveUniqueKeyAsync(key, job, time.GetUtcNow() + lasts, CancellationToken.None);
+        await InTransactionAsync(host.Store, t => ReserveAsync(t, "purge:early", early, TimeSpan.FromHours(1)));
+        await InTransactionAsync(host.Store, t => ReserveAsync(t, "purge:late", late, TimeSpan.FromHours(3)));
+        time.Advance(TimeSpan.FromHours(2));
+
+        var purged = await host.Store.Jobs().PurgeExpiredUniqueKeysAsync(CancellationToken.None);
+        var purgedAgain = await host.Store.Jobs().PurgeExpiredUniqueKeysAsync(CancellationToken.None);
+        var lateHolder = await InTransactionAsync(host.Store, t => ReserveAsync(t, "purge:late", other, TimeSpan.FromHours(1)));
+        var earlyHolder = await InTransactionAsync(host.Store, t => ReserveAsync(t, "purge:early", other, TimeSpan.FromHours(1)));
+
+        Assert.Equal((1, 0), (purged, purgedAgain));
+        Assert.Equal(late, lateHolder);
+        Assert.Null(earlyHolder);
+    }
+
     /// <summary>A unique key is held by the first job until it expires; meanwhile a second reservation learns the holder.</summary>
     [Fact]
     public async Task Unique_key_is_held_until_it_expires()

@@ -45,12 +45,8 @@ internal sealed partial class InMemoryStoreTransaction
     public int PurgeInbox(DateTimeOffset handledBefore)
     {
         var state = State;
-        var now = Now;
         var purged = state.Inbox.Where(pair => pair.Value.HandledAt < handledBefore).Select(static pair => pair.Key).ToList();
-
-        // Expired unique keys go with them: they no longer hold anything back.
-        var expired = state.UniqueKeys.Where(pair => pair.Value.ExpiresAt <= now).Select(static pair => pair.Key);
-        State = state with { Inbox = state.Inbox.RemoveRange(purged), UniqueKeys = state.UniqueKeys.RemoveRange(expired) };
+        State = state with { Inbox = state.Inbox.RemoveRange(purged) };
         return purged.Count;
     }
 

@@ -8,6 +8,10 @@ namespace Converge.Testing.InMemory;
 public sealed partial class InMemoryMessageStore
 {
     /// <inheritdoc />
+    public async ValueTask<int> PurgeExpiredUniqueKeysAsync(CancellationToken cancellationToken) =>
+        await WriteAsync(t => ValueTask.FromResult(t.PurgeExpiredUniqueKeys()), cancellationToken);
+
+    /// <inheritdoc />
     public async ValueTask<JobCancelOutcome> CancelJobAsync(Guid id, CancellationToken cancellationToken) =>
         await WriteAsync(t => t.CancelJobAsync(id, cancellationToken), cancellationToken);
 
@@ -38,6 +42,15 @@ public sealed partial class InMemoryMessageStore
 
 internal sealed partial class InMemoryStoreTransaction
 {
+    public int PurgeExpiredUniqueKeys()
+    {
+        var state = State;
+        var now = Now;
+        var expired = state.UniqueKeys.Where(pair => pair.Value.ExpiresAt <= now).Select(static pair => pair.Key).ToList();
+        State = state with { UniqueKeys = state.UniqueKeys.RemoveRange(expired) };
+        return expired.Count;
+    }
+
     public ValueTask<Guid?> TryReserveUniqueKeyAsync(string key, Guid jobId, DateTimeOffset expiresAt, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(key);

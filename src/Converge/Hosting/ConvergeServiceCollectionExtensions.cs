@@ -188,6 +188,12 @@ public sealed class ConvergeHost : IHostedService, IAsyncDisposable
                 {
                     Diagnostics.Log.InboxPurged(_logger, deleted, cutoff);
                 }
+
+                // Expired unique job keys hold nothing back any more; a store without job storage has none.
+                if (StoreContracts.Find<IJobStore>(_store) is { } jobs)
+                {
+                    await jobs.PurgeExpiredUniqueKeysAsync(stopping);
+                }
             }
             catch (OperationCanceledException) when (stopping.IsCancellationRequested)
             {

@@ -19,6 +19,12 @@ public interface IJobStore
 
     /// <summary>Stores the progress of a running job (0 to 100, with an optional note) in its own short transaction.</summary>
     ValueTask SaveJobProgressAsync(Guid id, int percent, string? note, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Deletes unique-key reservations that have expired (they hold nothing back any more), in short transactions;
+    /// returns how many. The host calls it with the inbox clean-up.
+    /// </summary>
+    ValueTask<int> PurgeExpiredUniqueKeysAsync(CancellationToken cancellationToken);
 }
 
 /// <summary>

@@ -17,6 +17,20 @@ public static class StoreContracts
         where TContract : class
     {
         ArgumentNullException.ThrowIfNull(store);
+        return Find<TContract>(store) ?? throw new NotSupportedException(
+            $"{capability} need a store that implements {typeof(TContract).Name}; "
+            + (store is IStore named ? $"the {named.Name} store does not. " : $"this store's transactions ({store.GetType().Name}) do not. ")
+            + "Use a store that offers it (the SQLite and PostgreSQL stores offer every contract).");
+    }
+
+    /// <summary>
+    /// <paramref name="store"/> (a store or a transaction) as <typeparamref name="TContract"/>, looked for as
+    /// <see cref="Require{TContract}"/> does; <c>null</c> when neither it nor any store it wraps offers the contract.
+    /// </summary>
+    public static TContract? Find<TContract>(object store)
+        where TContract : class
+    {
+        ArgumentNullException.ThrowIfNull(store);
         for (var current = store; current is not null;)
         {
             if (current is TContract contract)
@@ -32,10 +46,7 @@ public static class StoreContracts
             };
         }
 
-        throw new NotSupportedException(
-            $"{capability} need a store that implements {typeof(TContract).Name}; "
-            + (store is IStore named ? $"the {named.Name} store does not. " : $"this store's transactions ({store.GetType().Name}) do not. ")
-            + "Use a store that offers it (the SQLite and PostgreSQL stores offer every contract).");
+        return null;
     }
 }
 

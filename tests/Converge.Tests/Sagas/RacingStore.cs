@@ -12,7 +12,7 @@ namespace Converge.Tests.Sagas;
 /// (its concurrency version moves on), so the store refuses the save as a concurrent writer's would. On SQLite
 /// writers are serialized and this never happens by itself; a store with concurrent writers meets it routinely.
 /// </summary>
-public sealed class RacingStore(IMessageStore inner, Func<SagaInstance, bool> loseRace) : IMessageStore, IDatabaseStore, IStoreQueries, ISagaQueries, IJobStore, IJobQueries
+public sealed class RacingStore(IMessageStore inner, Func<SagaInstance, bool> loseRace) : IMessageStore, IStoreDecorator, IDatabaseStore
 {
     readonly ConcurrentQueue<(string TransactionId, long Expected)> _lost = new();
 
@@ -20,6 +20,8 @@ public sealed class RacingStore(IMessageStore inner, Func<SagaInstance, bool> lo
     public IReadOnlyCollection<(string TransactionId, long Expected)> Lost => _lost;
 
     public IMessageStore Inner => inner;
+
+    IStore IStoreDecorator.Inner => inner;
 
     bool LosesRace(SagaInstance instance) => loseRace(instance);
 
@@ -35,30 +37,16 @@ public sealed class RacingStore(IMessageStore inner, Func<SagaInstance, bool> lo
     public ValueTask<IReadOnlyList<LogEvent>> ReadLogAsync(long afterPosition, int max, CancellationToken cancellationToken) => inner.ReadLogAsync(afterPosition, max, cancellationToken);
     public ValueTask<IReadOnlyList<LogEvent>> ReadStreamAsync(string stream, long fromVersion, int max, CancellationToken cancellationToken) => inner.ReadStreamAsync(stream, fromVersion, max, cancellationToken);
     public ValueTask<ConsumerGroupState?> GetConsumerGroupAsync(string group, CancellationToken cancellationToken) => inner.GetConsumerGroupAsync(group, cancellationToken);
-    public ValueTask<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(string? source, int max, CancellationToken cancellationToken) => inner.Queries().ListDeadLettersAsync(source, max, cancellationToken);
     public ValueTask<bool> RetryDeadLetterAsync(long id, CancellationToken cancellationToken) => inner.RetryDeadLetterAsync(id, cancellationToken);
     public ValueTask<bool> DiscardDeadLetterAsync(long id, CancellationToken cancellationToken) => inner.DiscardDeadLetterAsync(id, cancellationToken);
     public ValueTask<int> PurgeInboxAsync(DateTimeOffset handledBefore, CancellationToken cancellationToken) => inner.PurgeInboxAsync(handledBefore, cancellationToken);
-    public ValueTask<StoreStatus> GetStatusAsync(CancellationToken cancellationToken) => inner.Queries().GetStatusAsync(cancellationToken);
-    public ValueTask<SagaInstance?> GetSagaAsync(string transactionId, CancellationToken cancellationToken) => inner.SagaQueries().GetSagaAsync(transactionId, cancellationToken);
-    public ValueTask<IReadOnlyList<SagaInstance>> QuerySagasAsync(SagaQuery query, CancellationToken cancellationToken) => inner.SagaQueries().QuerySagasAsync(query, cancellationToken);
-    public ValueTask<IReadOnlyList<SagaCount>> CountSagasAsync(CancellationToken cancellationToken) => inner.SagaQueries().CountSagasAsync(cancellationToken);
-    public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) => inner.SagaQueries().ReadSagaLogAsync(transactionId, cancellationToken);
-    public ValueTask<IReadOnlyList<FlowItem>> ReadFlowAsync(string correlationId, CancellationToken cancellationToken) => inner.Queries().ReadFlowAsync(correlationId, cancellationToken);
     public ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken) => inner.ClaimAsync(queue, max, lease, policy, cancellationToken);
     public ValueTask<DbConnection> OpenReadConnectionAsync(CancellationToken cancellationToken) => inner.Database().OpenReadConnectionAsync(cancellationToken);
-    public ValueTask<JobInfo?> GetJobAsync(Guid id, CancellationToken cancellationToken) => inner.JobQueries().GetJobAsync(id, cancellationToken);
-    public ValueTask<IReadOnlyList<JobInfo>> ListJobsAsync(JobQuery query, CancellationToken cancellationToken) => inner.JobQueries().ListJobsAsync(query, cancellationToken);
-    public ValueTask<JobCancelOutcome> CancelJobAsync(Guid id, CancellationToken cancellationToken) => inner.Jobs().CancelJobAsync(id, cancellationToken);
-    public ValueTask<IReadOnlyList<Guid>> ReadCancellationsAsync(IReadOnlyList<Guid> ids, CancellationToken cancellationToken) => inner.Jobs().ReadCancellationsAsync(ids, cancellationToken);
-    public ValueTask SaveJobProgressAsync(Guid id, int percent, string? note, CancellationToken cancellationToken) => inner.Jobs().SaveJobProgressAsync(id, percent, note, cancellationToken);
-    public ValueTask<JobBatchRecord?> GetBatchAsync(string id, CancellationToken cancellationToken) => inner.JobQueries().GetBatchAsync(id, cancellationToken);
-    public ValueTask<IReadOnlyList<RecurringJobRecord>> ListRecurringJobsAsync(CancellationToken cancellationToken) => inner.JobQueries().ListRecurringJobsAsync(cancellationToken);
     public ValueTask DisposeAsync() => inner.DisposeAsync();
 
-    sealed class RacingTransaction(RacingStore store, IStoreTransaction inner) : IStoreTransaction, IDatabaseTransaction, ISagaTransaction, IJobTransaction
+    sealed class RacingTransaction(RacingStore store, IStoreTransaction inner) : IStoreTransaction, IStoreTransactionDecorator, ISagaTransaction
     {
-        public DbTransaction Transaction => inner.Transaction;
+        IStoreTransaction IStoreTransactionDecorator.Inner => inner;
 
         public async ValueTask<bool> UpdateSagaAsync(SagaInstance instance, long expectedVersion, CancellationToken cancellationToken)
         {
@@ -76,7 +64,6 @@ public sealed class RacingStore(IMessageStore inner, Func<SagaInstance, bool> lo
 
         public ValueTask EnqueueAsync(OutgoingMessage message, CancellationToken cancellationToken) => inner.EnqueueAsync(message, cancellationToken);
         public ValueTask<bool> CancelScheduledAsync(string queue, Guid messageId, DateTimeOffset dueAt, CancellationToken cancellationToken) => inner.CancelScheduledAsync(queue, messageId, dueAt, cancellationToken);
-        public ValueTask RegisterJobQueueAsync(string queue, CancellationToken cancellationToken) => inner.Jobs().RegisterJobQueueAsync(queue, cancellationToken);
         public ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken) => inner.ClaimAsync(queue, max, lease, policy, cancellationToken);
         public ValueTask<IReadOnlyList<LogEvent>> AppendAsync(string stream, long? expectedVersion, IReadOnlyList<Envelope> events, CancellationToken cancellationToken) => inner.AppendAsync(stream, expectedVersion, events, cancellationToken);
         public ValueTask<bool> TryRecordInboxAsync(string consumer, Envelope envelope, CancellationToken cancellationToken) => inner.TryRecordInboxAsync(consumer, envelope, cancellationToken);
@@ -85,7 +72,6 @@ public sealed class RacingStore(IMessageStore inner, Func<SagaInstance, bool> lo
         public ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, string? exception, AttemptRecord? failure, CancellationToken cancellationToken) => inner.DeadLetterAsync(message, reason, exception, failure, cancellationToken);
         public ValueTask RecordDeadLetterAsync(DeadLetterRecord letter, CancellationToken cancellationToken) => inner.RecordDeadLetterAsync(letter, cancellationToken);
         public ValueTask<bool> SaveConsumerGroupAsync(string group, long expectedPosition, long position, int failedAttempts, string? lastError, CancellationToken cancellationToken) => inner.SaveConsumerGroupAsync(group, expectedPosition, position, failedAttempts, lastError, cancellationToken);
-        public ValueTask<int> ExecuteAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken) => inner.Database().ExecuteAsync(sql, parameters, cancellationToken);
         public ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken) => inner.Sagas().LoadSagaAsync(transactionId, cancellationToken);
         public ValueTask<bool> InsertSagaAsync(SagaInstance instance, CancellationToken cancellationToken) => inner.Sagas().InsertSagaAsync(instance, cancellationToken);
         public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) => inner.Sagas().ReadSagaLogAsync(transactionId, cancellationToken);
@@ -94,16 +80,6 @@ public sealed class RacingStore(IMessageStore inner, Func<SagaInstance, bool> lo
         public ValueTask RollbackToSavepointAsync(CancellationToken cancellationToken) => inner.RollbackToSavepointAsync(cancellationToken);
         public ValueTask ReleaseSavepointAsync(CancellationToken cancellationToken) => inner.ReleaseSavepointAsync(cancellationToken);
         public void OnCommitted(Action callback) => inner.OnCommitted(callback);
-        public ValueTask<Guid?> TryReserveUniqueKeyAsync(string key, Guid jobId, DateTimeOffset expiresAt, CancellationToken cancellationToken) => inner.Jobs().TryReserveUniqueKeyAsync(key, jobId, expiresAt, cancellationToken);
-        public ValueTask<bool> CreateBatchAsync(JobBatchRecord batch, CancellationToken cancellationToken) => inner.Jobs().CreateBatchAsync(batch, cancellationToken);
-        public ValueTask AddToBatchAsync(string batchId, int count, CancellationToken cancellationToken) => inner.Jobs().AddToBatchAsync(batchId, count, cancellationToken);
-        public ValueTask<JobBatchRecord?> RecordBatchOutcomesAsync(string batchId, int succeeded, int failed, CancellationToken cancellationToken) => inner.Jobs().RecordBatchOutcomesAsync(batchId, succeeded, failed, cancellationToken);
-        public ValueTask<JobBatchRecord?> SealBatchAsync(string batchId, CancellationToken cancellationToken) => inner.Jobs().SealBatchAsync(batchId, cancellationToken);
-        public ValueTask UpsertRecurringJobAsync(RecurringJobRecord schedule, CancellationToken cancellationToken) => inner.Jobs().UpsertRecurringJobAsync(schedule, cancellationToken);
-        public ValueTask<IReadOnlyList<RecurringJobRecord>> LoadDueRecurringJobsAsync(DateTimeOffset now, CancellationToken cancellationToken) => inner.Jobs().LoadDueRecurringJobsAsync(now, cancellationToken);
-        public ValueTask<bool> AdvanceRecurringJobAsync(string name, DateTimeOffset expectedNextAt, DateTimeOffset nextAt, DateTimeOffset? lastAt, CancellationToken cancellationToken) => inner.Jobs().AdvanceRecurringJobAsync(name, expectedNextAt, nextAt, lastAt, cancellationToken);
-        public ValueTask<bool> RemoveRecurringJobAsync(string name, CancellationToken cancellationToken) => inner.Jobs().RemoveRecurringJobAsync(name, cancellationToken);
-        public ValueTask ForgetJobStateAsync(IReadOnlyList<Guid> jobIds, CancellationToken cancellationToken) => inner.Jobs().ForgetJobStateAsync(jobIds, cancellationToken);
         public ValueTask CommitAsync(CancellationToken cancellationToken = default) => inner.CommitAsync(cancellationToken);
         public ValueTask DisposeAsync() => inner.DisposeAsync();
     }

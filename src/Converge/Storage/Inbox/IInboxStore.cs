@@ -6,8 +6,7 @@ namespace Converge.Storage;
 public interface IInboxStore : IStore
 {
     /// <summary>
-    /// Deletes inbox records handled before <paramref name="handledBefore"/> (and any other expired bookkeeping the
-    /// store keeps, such as unique job keys); returns how many inbox records.
+    /// Deletes inbox records handled before <paramref name="handledBefore"/>, in short transactions; returns how many.
     /// </summary>
     ValueTask<int> PurgeInboxAsync(DateTimeOffset handledBefore, CancellationToken cancellationToken);
 }
