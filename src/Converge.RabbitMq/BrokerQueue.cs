@@ -363,6 +363,9 @@ internal sealed class BrokerQueue : IDisposable
                 return 0;
             }
 
+            // Recorded before the deliveries leave the claimed set: a claim that finds them gone must also find that
+            // they were just handed back, and wait for their redelivery instead of returning empty.
+            Interlocked.Exchange(ref _returnedAt, _transport.BrokerTime.GetTimestamp());
             foreach (var delivery in expired)
             {
                 _claimed.Remove(delivery);
@@ -382,7 +385,6 @@ internal sealed class BrokerQueue : IDisposable
 
         if (returned > 0)
         {
-            Interlocked.Exchange(ref _returnedAt, _transport.BrokerTime.GetTimestamp());
             RabbitMqLog.LeasesExpired(_transport.Logger, Name, returned);
         }
 
