@@ -46,6 +46,18 @@ internal sealed class QueueRoute
     /// <summary>This process's consumer of the queue, once a worker claimed from it.</summary>
     public BrokerQueue? Consumer { get; set; }
 
+    long _relayedAt;
+
+    /// <summary>Records that messages of this queue were just published to the broker (a timestamp of the broker clock).</summary>
+    public void Relayed(long timestamp) => Interlocked.Exchange(ref _relayedAt, timestamp);
+
+    /// <summary>
+    /// Whether messages of this queue were published within <paramref name="window"/> of the broker clock: they are on
+    /// their way to a consumer, so a claim that finds nothing buffered should wait for them rather than return empty.
+    /// </summary>
+    public bool RelayedWithin(TimeProvider brokerTime, TimeSpan window) =>
+        Interlocked.Read(ref _relayedAt) is var at and not 0 && brokerTime.GetElapsedTime(at) < window;
+
     /// <summary>Moves to <paramref name="mode"/>, unless the queue already stays in the store (that never changes back).</summary>
     public void Set(RouteMode mode)
     {
@@ -212,6 +224,13 @@ internal sealed class OutboxRelay : IAsyncDisposable
             }
 
             var (confirmed, failed, returned, error) = await PublishAsync(publisher, route, batch, cancellationToken);
+            if (confirmed.Count > 0)
+            {
+                // Before the gate opens: a claim that relays after this batch finds nothing new to publish, and must
+                // learn from this that deliveries are on their way.
+                route.Relayed(_transport.BrokerTime.GetTimestamp());
+            }
+
             RabbitMqLog.Relayed(_transport.Logger, route.Name, confirmed.Count, failed.Count, returned);
             if (confirmed.Count > 0)
             {

@@ -556,10 +556,11 @@ public sealed class RabbitMqTransport : IMessageStore, IStoreDecorator, IDatabas
             RabbitMqLog.RelayFailed(Logger, exception, queue, Options.RelayPollInterval);
         }
 
-        // Deliveries handed back by the lease supervisor just before this claim are on their way again too: a claim
-        // right after the clock passed a lease must find the message, not return empty after ClaimWait.
+        // Deliveries handed back by the lease supervisor, or published by the relay's own loop, just before this claim are
+        // on their way too: a claim right after the clock passed a lease or a due time must find the message, not
+        // return empty after ClaimWait.
         var expected = relayed + returned;
-        var awaited = expected > 0 || consumer.ReturnedWithin(Options.DeliveryWait);
+        var awaited = expected > 0 || consumer.ReturnedWithin(Options.DeliveryWait) || route.RelayedWithin(BrokerTime, Options.DeliveryWait);
         await consumer.WaitForDeliveriesAsync(Math.Clamp(expected, 1, max), awaited ? Options.DeliveryWait : Options.ClaimWait, cancellationToken);
         return consumer.Take(max, Time.GetUtcNow() + lease);
     }

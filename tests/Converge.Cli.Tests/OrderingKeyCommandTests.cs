@@ -46,7 +46,8 @@ public sealed class OrderingKeyCommandTests
         Assert.True(retry.ExitCode == 0, retry.ToString());
         Assert.Equal(1, retry.Json().GetProperty("count").GetInt32());
         Assert.Equal("customer-1", retry.Json().GetProperty("key").GetString());
-        await Eventually.UntilAsync(() => failSwitch.Handled == 3, () => $"{failSwitch.Handled} of customer-1's 3 jobs handled");
+        // The handled rows are read once committed: the handler's count moves before its transaction commits.
+        await Eventually.UntilAsync(() => HandledInOrder(db).Count == 3, () => $"{HandledInOrder(db).Count} of customer-1's 3 jobs committed");
         Assert.Equal([1, 2, 3], HandledInOrder(db));
 
         var afterRetry = (await Cli.RunAsync("status", "--db", db, "--json")).Json();
@@ -82,6 +83,14 @@ public sealed class OrderingKeyCommandTests
         using var connection = new SqliteConnection($"Data Source={db};Pooling=False");
         connection.Open();
         using var command = connection.CreateCommand();
+
+        // The handler creates the table in its first transaction; before that commits nothing was handled.
+        command.CommandText = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'jobs'";
+        if ((long)command.ExecuteScalar()! == 0)
+        {
+            return [];
+        }
+
         command.CommandText = "SELECT n FROM jobs ORDER BY rowid";
         using var reader = command.ExecuteReader();
         var handled = new List<long>();
