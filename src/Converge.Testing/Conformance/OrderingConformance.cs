@@ -56,11 +56,14 @@ public sealed record OrderedEffect(string Key, int Sequence, int Handled);
 /// </summary>
 public static class OrderedEffects
 {
-    static readonly ConditionalWeakTable<IMessageStore, List<OrderedEffect>> Committed = new();
+    static readonly ConditionalWeakTable<IMessageStore, List<(string Key, int Sequence, long Stamp)>> Committed = new();
+    static long _stamp;
 
     /// <summary>
     /// Records the handled message in its transaction: a row on a database store; on the in-memory store, an effect kept
-    /// when the transaction commits (numbered then, in commit order, which is what a row's count reads on a database).
+    /// when the transaction commits. Its place among its key's effects is stamped while the handler runs: the in-memory
+    /// store has one writer at a time from begin to commit, so that order is the commit order, whatever order the
+    /// commit callbacks of two transactions then run in.
     /// </summary>
     public static async Task WriteAsync(MessageContext context, string key, int sequence, CancellationToken cancellationToken)
     {
@@ -68,11 +71,12 @@ public static class OrderedEffects
         if (context.Transaction is InMemoryStoreTransaction memory)
         {
             var effects = Committed.GetOrCreateValue(memory.Store);
+            var stamp = Interlocked.Increment(ref _stamp);
             memory.OnCommitted(() =>
             {
                 lock (effects)
                 {
-                    effects.Add(new OrderedEffect(key, sequence, effects.Count(e => e.Key == key) + 1));
+                    effects.Add((key, sequence, stamp));
                 }
             });
             return;
@@ -81,7 +85,10 @@ public static class OrderedEffects
         await WriteAsync(await context.GetTransactionAsync(cancellationToken), context.MessageId, key, sequence, cancellationToken);
     }
 
-    /// <summary>The effects committed on an in-memory <paramref name="store"/>, optionally of keys starting with <paramref name="keyPrefix"/>.</summary>
+    /// <summary>
+    /// The effects committed on an in-memory <paramref name="store"/>, optionally of keys starting with
+    /// <paramref name="keyPrefix"/>, each numbered by its place in its key's commit order.
+    /// </summary>
     public static IReadOnlyList<OrderedEffect> CommittedOn(IMessageStore store, string? keyPrefix = null)
     {
         if (!Committed.TryGetValue(store, out var effects))
@@ -91,7 +98,10 @@ public static class OrderedEffects
 
         lock (effects)
         {
-            return [.. effects.Where(e => keyPrefix is null || e.Key.StartsWith(keyPrefix, StringComparison.Ordinal))];
+            return [.. effects
+                .Where(e => keyPrefix is null || e.Key.StartsWith(keyPrefix, StringComparison.Ordinal))
+                .GroupBy(e => e.Key, StringComparer.Ordinal)
+                .SelectMany(key => key.OrderBy(e => e.Stamp).Select((e, i) => new OrderedEffect(e.Key, e.Sequence, i + 1)))];
         }
     }
 
