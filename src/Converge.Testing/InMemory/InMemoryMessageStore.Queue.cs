@@ -31,7 +31,7 @@ public sealed partial class InMemoryMessageStore
     {
         // Rows an ordering key holds back are left out: waking for them would find nothing to claim.
         var state = Committed;
-        var claimable = state.RowsOf(queue).Values.Where(state.IsClaimable).ToList();
+        var claimable = state.ClaimableRows(queue).ToList();
         return ValueTask.FromResult(claimable.Count == 0 ? null : (DateTimeOffset?)claimable.Min(static row => row.VisibleAt));
     }
 
@@ -101,7 +101,7 @@ internal sealed partial class InMemoryStoreTransaction
             return ValueTask.FromResult<IReadOnlyList<QueuedMessage>>([]);
         }
 
-        var visible = rows.Values.Where(row => row.VisibleAt <= now && state.IsClaimable(row));
+        var visible = state.ClaimableRows(queue).Where(row => row.VisibleAt <= now);
         var chosen = (policy.OldestFirst
                 ? visible.OrderBy(static row => row.VisibleAt).ThenBy(static row => row.Id)
                 : visible.OrderByDescending(static row => row.Priority).ThenBy(static row => row.VisibleAt).ThenBy(static row => row.Id))

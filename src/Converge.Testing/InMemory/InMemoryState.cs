@@ -80,18 +80,37 @@ internal sealed record InMemoryState
 
     public IEnumerable<MemoryQueueRow> AllRows => Queues.Values.SelectMany(static rows => rows.Values);
 
-    /// <summary>Whether a dead letter of <paramref name="queue"/> holds ordering key <paramref name="key"/>.</summary>
-    public bool IsHeld(string queue, string key) =>
-        DeadLetters.Values.Any(letter => letter.LogPosition is null && letter.Source == queue && letter.OrderingKey == key);
-
     /// <summary>
-    /// Whether <paramref name="row"/> may be claimed, visibility aside: an unkeyed row always; a keyed one only while it
-    /// is the oldest row of its queue and key and no dead letter holds the key (one at a time, in send order).
+    /// The rows of <paramref name="queue"/> that may be claimed, visibility aside: every unkeyed row, and of each ordering
+    /// key only its oldest row (by place, then id), unless a dead letter of the queue holds the key. One pass over the
+    /// rows and one over the dead letters, whatever the number of keys.
     /// </summary>
-    public bool IsClaimable(MemoryQueueRow row) =>
-        row.OrderingKey is not { } key
-        || (!RowsOf(row.Queue).Values.Any(other => other.OrderingKey == key && (other.OrderingSeq < row.OrderingSeq || (other.OrderingSeq == row.OrderingSeq && other.Id < row.Id)))
-            && !IsHeld(row.Queue, key));
+    public IEnumerable<MemoryQueueRow> ClaimableRows(string queue)
+    {
+        var rows = RowsOf(queue).Values;
+        var heads = new Dictionary<string, MemoryQueueRow>(StringComparer.Ordinal);
+        foreach (var row in rows)
+        {
+            if (row.OrderingKey is { } key
+                && (!heads.TryGetValue(key, out var head) || row.OrderingSeq < head.OrderingSeq || (row.OrderingSeq == head.OrderingSeq && row.Id < head.Id)))
+            {
+                heads[key] = row;
+            }
+        }
+
+        if (heads.Count > 0)
+        {
+            foreach (var letter in DeadLetters.Values)
+            {
+                if (letter.LogPosition is null && letter.Source == queue && letter.OrderingKey is { } held)
+                {
+                    heads.Remove(held);
+                }
+            }
+        }
+
+        return rows.Where(row => row.OrderingKey is not { } key || (heads.TryGetValue(key, out var head) && head.Id == row.Id));
+    }
 
     /// <summary>The next place in ordering key <paramref name="key"/> of <paramref name="queue"/>, after its rows and its dead letters.</summary>
     public long NextPlace(string queue, string key)
