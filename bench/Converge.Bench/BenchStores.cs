@@ -4,6 +4,7 @@ using Converge.RabbitMq;
 using Converge.Runtime;
 using Converge.Sqlite;
 using Converge.Storage;
+using Converge.Transports;
 using Npgsql;
 
 namespace Converge.Bench;
@@ -41,7 +42,7 @@ internal static class BenchStores
     /// <summary>A connection for the bench's own tables, beside the store's.</summary>
     public static async Task<DbConnection> OpenConnectionAsync(IMessageStore store) => store switch
     {
-        RabbitMqTransport transport => await OpenConnectionAsync(transport.Inner),
+        TransportedStore transported => await OpenConnectionAsync(transported.Store),
         SqliteMessageStore sqlite => sqlite.OpenConnection(),
         PostgreSqlMessageStore postgres => await postgres.OpenConnectionAsync(),
         _ => throw new NotSupportedException($"The bench does not know the store '{store.Name}'."),
@@ -52,15 +53,15 @@ internal static class BenchStores
     /// search path finds it in the run's schema).
     /// </summary>
     public static string Table(IMessageStore store, string name) =>
-        store is PostgreSqlMessageStore or RabbitMqTransport { Inner: PostgreSqlMessageStore } ? name : "converge_" + name;
+        store is PostgreSqlMessageStore or TransportedStore { Store: PostgreSqlMessageStore } ? name : "converge_" + name;
 
     /// <summary>A column type for a message id in the bench's own tables.</summary>
-    public static string IdColumnType(IMessageStore store) => store is PostgreSqlMessageStore or RabbitMqTransport { Inner: PostgreSqlMessageStore } ? "uuid" : "BLOB";
+    public static string IdColumnType(IMessageStore store) => store is PostgreSqlMessageStore or TransportedStore { Store: PostgreSqlMessageStore } ? "uuid" : "BLOB";
 
     /// <summary>Where the run's store is, for messages.</summary>
     public static string Describe(IMessageStore store) => store switch
     {
-        RabbitMqTransport transport => Describe(transport.Inner) + " with RabbitMQ",
+        TransportedStore transported => Describe(transported.Store) + " with " + transported.Transport.Name,
         SqliteMessageStore sqlite => sqlite.Path,
         PostgreSqlMessageStore postgres => "schema " + postgres.SchemaName,
         _ => store.Name,

@@ -85,7 +85,7 @@ internal sealed class DeadLetterConsumer : IDisposable
 
         try
         {
-            await using var transaction = await _transport.Inner.BeginAsync(CancellationToken.None);
+            await using var transaction = await _transport.Store.BeginAsync(CancellationToken.None);
             await transaction.RecordDeadLetterAsync(
                 new DeadLetterRecord(queue, envelope, reason)
                 {

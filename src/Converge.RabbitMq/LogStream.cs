@@ -139,7 +139,7 @@ internal sealed class LogStream : IAsyncDisposable
 
         // Resume where the last holder's confirmed progress ends; what it published after that is published again,
         // and readers skip positions they have passed.
-        _relayed = (await _transport.Inner.GetConsumerGroupAsync(RelayCheckpoint, cancellationToken))?.Position ?? 0;
+        _relayed = (await _transport.Store.GetConsumerGroupAsync(RelayCheckpoint, cancellationToken))?.Position ?? 0;
         _lockGeneration = generation;
         RabbitMqLog.LogRelayStarted(_transport.Logger, BrokerName, _relayed);
         return true;
@@ -147,7 +147,7 @@ internal sealed class LogStream : IAsyncDisposable
 
     async Task<int> RelayBatchAsync(CancellationToken cancellationToken)
     {
-        var events = await _transport.Inner.ReadLogAsync(_relayed, Options.RelayBatchSize, cancellationToken);
+        var events = await _transport.Store.ReadLogAsync(_relayed, Options.RelayBatchSize, cancellationToken);
         if (events.Count == 0)
         {
             return 0;
@@ -209,7 +209,7 @@ internal sealed class LogStream : IAsyncDisposable
         await AwaitConfirmsAsync();
         if (confirmed > _relayed)
         {
-            await using var transaction = await _transport.Inner.BeginAsync(CancellationToken.None);
+            await using var transaction = await _transport.Store.BeginAsync(CancellationToken.None);
             if (await transaction.SaveConsumerGroupAsync(RelayCheckpoint, _relayed, confirmed, 0, null, CancellationToken.None))
             {
                 await transaction.CommitAsync(CancellationToken.None);
@@ -218,7 +218,7 @@ internal sealed class LogStream : IAsyncDisposable
             else
             {
                 // Another relay moved it (the lock changed hands): take its word.
-                _relayed = (await _transport.Inner.GetConsumerGroupAsync(RelayCheckpoint, CancellationToken.None))?.Position ?? _relayed;
+                _relayed = (await _transport.Store.GetConsumerGroupAsync(RelayCheckpoint, CancellationToken.None))?.Position ?? _relayed;
             }
         }
 
@@ -254,13 +254,13 @@ internal sealed class LogStream : IAsyncDisposable
     {
         if (max <= 0 || !_transport.Connection.IsOpen)
         {
-            return await _transport.Inner.ReadLogAsync(afterPosition, max, cancellationToken);
+            return await _transport.Store.ReadLogAsync(afterPosition, max, cancellationToken);
         }
 
-        var relayed = (await _transport.Inner.GetConsumerGroupAsync(RelayCheckpoint, cancellationToken))?.Position ?? 0;
+        var relayed = (await _transport.Store.GetConsumerGroupAsync(RelayCheckpoint, cancellationToken))?.Position ?? 0;
         if (afterPosition >= relayed)
         {
-            return await _transport.Inner.ReadLogAsync(afterPosition, max, cancellationToken);
+            return await _transport.Store.ReadLogAsync(afterPosition, max, cancellationToken);
         }
 
         Cursor? cursor = null;
@@ -273,7 +273,7 @@ internal sealed class LogStream : IAsyncDisposable
                 // The stream holds nothing usable here (its retention dropped the events, or it lags): the store does.
                 await CloseAsync(cursor);
                 cursor = null;
-                return await _transport.Inner.ReadLogAsync(afterPosition, max, cancellationToken);
+                return await _transport.Store.ReadLogAsync(afterPosition, max, cancellationToken);
             }
 
             cursor.FromFirst = false;
@@ -283,7 +283,7 @@ internal sealed class LogStream : IAsyncDisposable
             {
                 // The stream ends where the relay has got to; what committed after that is in the store, and a read
                 // returns what the store would, so a reader never takes a short read for the end of the log.
-                events.AddRange(await _transport.Inner.ReadLogAsync(events[^1].Position, max - events.Count, cancellationToken));
+                events.AddRange(await _transport.Store.ReadLogAsync(events[^1].Position, max - events.Count, cancellationToken));
             }
 
             return events;
@@ -297,7 +297,7 @@ internal sealed class LogStream : IAsyncDisposable
                 cursor = null;
             }
 
-            return await _transport.Inner.ReadLogAsync(afterPosition, max, cancellationToken);
+            return await _transport.Store.ReadLogAsync(afterPosition, max, cancellationToken);
         }
         finally
         {
@@ -311,7 +311,7 @@ internal sealed class LogStream : IAsyncDisposable
     /// <summary>Whether the store has events between two positions the stream skipped.</summary>
     async Task<bool> MissingFromStreamAsync(long afterPosition, long firstInStream, CancellationToken cancellationToken)
     {
-        var stored = await _transport.Inner.ReadLogAsync(afterPosition, 1, cancellationToken);
+        var stored = await _transport.Store.ReadLogAsync(afterPosition, 1, cancellationToken);
         return stored.Count > 0 && stored[0].Position < firstInStream;
     }
 

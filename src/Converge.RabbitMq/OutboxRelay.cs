@@ -192,7 +192,7 @@ internal sealed class OutboxRelay : IAsyncDisposable
         var wait = poll;
         foreach (var route in _transport.Routes)
         {
-            if (route.Mode != RouteMode.Broker || await _transport.Inner.NextVisibleAtAsync(route.Name, cancellationToken) is not { } next)
+            if (route.Mode != RouteMode.Broker || await _transport.Store.NextVisibleAtAsync(route.Name, cancellationToken) is not { } next)
             {
                 continue;
             }
@@ -217,7 +217,7 @@ internal sealed class OutboxRelay : IAsyncDisposable
             }
 
             var publisher = await PublisherAsync(cancellationToken);
-            var batch = await _transport.Inner.ClaimAsync(route.Name, Options.RelayBatchSize, Options.RelayLease, cancellationToken);
+            var batch = await _transport.Store.ClaimAsync(route.Name, Options.RelayBatchSize, Options.RelayLease, cancellationToken);
             if (batch.Count == 0)
             {
                 return 0;
@@ -236,7 +236,7 @@ internal sealed class OutboxRelay : IAsyncDisposable
             {
                 try
                 {
-                    await using var transaction = await _transport.Inner.BeginAsync(CancellationToken.None);
+                    await using var transaction = await _transport.Store.BeginAsync(CancellationToken.None);
                     await transaction.CompleteAsync(confirmed, CancellationToken.None);
                     await transaction.CommitAsync(CancellationToken.None);
                 }
@@ -249,7 +249,7 @@ internal sealed class OutboxRelay : IAsyncDisposable
 
             if (failed.Count > 0)
             {
-                await _transport.Inner.ReleaseAsync(failed, countAttempt: false, CancellationToken.None);
+                await _transport.Store.ReleaseAsync(failed, countAttempt: false, CancellationToken.None);
             }
 
             if (returned)

@@ -1,10 +1,7 @@
 using System.Collections.Concurrent;
-using System.Data.Common;
-using System.Runtime.CompilerServices;
 using Converge.Contracts;
-using Converge.Jobs;
-using Converge.Sagas;
 using Converge.Storage;
+using Converge.Transports;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using RabbitMQ.Client;
@@ -13,10 +10,11 @@ using RabbitMQ.Client.Exceptions;
 namespace Converge.RabbitMq;
 
 /// <summary>
-/// The RabbitMQ transport: a store (<see cref="IMessageStore"/>) that wraps another one and moves its queues to
-/// RabbitMQ, so the whole runtime runs on it unchanged.
+/// The RabbitMQ transport (<see cref="IMessageTransport"/>): it carries the store's queues on RabbitMQ, while the store
+/// keeps the outbox, the inbox, the log, sagas and jobs. The runtime routes queue operations to it through
+/// <see cref="TransportedStore"/>; <c>options.UseRabbitMq(...)</c> sets it up.
 /// <list type="bullet">
-/// <item>Sends are written to the wrapped store's queue table inside the sender's transaction (that table is the
+/// <item>Sends are written to the store's queue table inside the sender's transaction (that table is the
 /// outbox); a relay publishes them to a durable quorum queue per Converge queue with publisher confirms and removes them
 /// from the outbox once confirmed. Delayed messages and retries wait in the outbox until due. While the broker is
 /// unreachable messages wait there and flow when it returns.</item>
@@ -24,24 +22,22 @@ namespace Converge.RabbitMq;
 /// when it ends without renewal the delivery is returned to the broker, which delivers it again with its attempt
 /// counted. A completed message is acknowledged when the transaction that recorded its effects commits; a retry is
 /// written back to the outbox (due at its backoff, with its attempts and history) and the delivery acknowledged on
-/// commit; a dead letter goes to the wrapped store's dead letters. A rolled-back outcome leaves the delivery claimed,
+/// commit; a dead letter goes to the store's dead letters. A rolled-back outcome leaves the delivery claimed,
 /// as a rolled-back store write leaves the lease.</item>
-/// <item>What the broker dead-letters (a delivery limit exceeded by consumers that crashed) reaches the wrapped store's
+/// <item>What the broker dead-letters (a delivery limit exceeded by consumers that crashed) reaches the store's
 /// dead letters through a dead-letter exchange.</item>
-/// <item>Job queues (and <see cref="RabbitMqTransportOptions.StoreQueues"/>) stay in the wrapped store: their limits,
+/// <item>Job queues (and <see cref="RabbitMqTransportOptions.StoreQueues"/>) stay in the store: their limits,
 /// cancellation and listings are store features.</item>
-/// <item>The event log stays in the wrapped store, which assigns positions; it is mirrored to a stream
+/// <item>The event log stays in the store, which assigns positions; it is mirrored to a stream
 /// (<see cref="RabbitMqTransportOptions.LogStream"/>) that consumer groups read and replay.</item>
 /// </list>
-/// Everything else (inbox, sagas, jobs, dead letters, status) is the wrapped store's. Background work starts with
-/// <see cref="MigrateAsync"/>, which the Converge host calls at start-up.
+/// Background work starts with <see cref="StartAsync"/>, which the Converge host calls at start-up.
 /// </summary>
-public sealed class RabbitMqTransport : IMessageStore, IStoreDecorator, IDatabaseStore, IStoreQueries, IJobQueries
+public sealed class RabbitMqTransport : IMessageTransport, ILogMirror
 {
-    readonly IMessageStore _inner;
     readonly ConcurrentDictionary<string, QueueRoute> _routes = new(StringComparer.Ordinal);
     readonly ConcurrentDictionary<long, Delivery> _claimed = new();
-    readonly ConditionalWeakTable<IStoreTransaction, RabbitMqStoreTransaction> _wrapped = new();
+    IMessageStore? _store;
     readonly ConcurrentDictionary<string, byte> _storeQueues;
     readonly CancellationTokenSource _stopping = new();
     readonly Doorbell _supervisorWake = new();
@@ -55,25 +51,17 @@ public sealed class RabbitMqTransport : IMessageStore, IStoreDecorator, IDatabas
     int _disposed;
 
     /// <summary>
-    /// Wraps <paramref name="inner"/>. The transport owns it from now on and disposes it. Prefer
-    /// <c>options.UseRabbitMq(...)</c>, which also keeps the process's job queues in the store.
+    /// A transport that connects when started. Prefer <c>options.UseRabbitMq(...)</c>, which puts it in front of the
+    /// configured store and keeps the process's job queues in the store.
     /// </summary>
-    /// <param name="inner">The store that holds the outbox, the inbox, the log and everything else.</param>
     /// <param name="options">The transport's options; validated here.</param>
-    /// <param name="timeProvider">The clock of leases; the same one the wrapped store uses.</param>
+    /// <param name="timeProvider">The clock of leases; the same one the store uses.</param>
     /// <param name="loggerFactory">For the transport's log messages; none when <c>null</c>.</param>
-    public RabbitMqTransport(IMessageStore inner, RabbitMqTransportOptions options, TimeProvider timeProvider, ILoggerFactory? loggerFactory = null)
-        : this(inner, options, timeProvider, loggerFactory, [])
+    public RabbitMqTransport(RabbitMqTransportOptions options, TimeProvider timeProvider, ILoggerFactory? loggerFactory = null)
     {
-    }
-
-    internal RabbitMqTransport(IMessageStore inner, RabbitMqTransportOptions options, TimeProvider timeProvider, ILoggerFactory? loggerFactory, IEnumerable<string> storeQueues)
-    {
-        ArgumentNullException.ThrowIfNull(inner);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(timeProvider);
         options.Validate();
-        _inner = inner;
         Options = options;
         Time = timeProvider;
         Logger = (loggerFactory ?? NullLoggerFactory.Instance).CreateLogger("Converge.RabbitMq");
@@ -86,7 +74,7 @@ public sealed class RabbitMqTransport : IMessageStore, IStoreDecorator, IDatabas
         };
         _deadLetters = new DeadLetterConsumer(this);
         _log = options.LogStream is null ? null : new LogStream(this, options.LogStream);
-        _storeQueues = new ConcurrentDictionary<string, byte>(options.StoreQueues.Concat(storeQueues).Select(q => KeyValuePair.Create(q, (byte)0)), StringComparer.Ordinal);
+        _storeQueues = new ConcurrentDictionary<string, byte>(options.StoreQueues.Select(q => KeyValuePair.Create(q, (byte)0)), StringComparer.Ordinal);
         foreach (var queue in _storeQueues.Keys)
         {
             Route(queue);
@@ -98,17 +86,11 @@ public sealed class RabbitMqTransport : IMessageStore, IStoreDecorator, IDatabas
         }
     }
 
-    /// <summary>The wrapped store.</summary>
-    public IMessageStore Inner => _inner;
-
-    IStore IStoreDecorator.Inner => _inner;
+    /// <summary>The store the transport relays from and records into; set by <see cref="StartAsync"/>.</summary>
+    internal IMessageStore Store => _store ?? throw new InvalidOperationException("The RabbitMQ transport is not started: the Converge host starts it with its store.");
 
     /// <inheritdoc />
-    public string Name => _inner.Name + "+rabbitmq";
-
-    /// <inheritdoc />
-    /// <remarks>The store's: the transport adds no writer of its own.</remarks>
-    public int ParallelWriters => _inner.ParallelWriters;
+    public string Name => "rabbitmq";
 
     /// <summary>
     /// Rung when deliveries arrive for a queue, when a queue kept in the store gets work, and when events are appended
@@ -161,12 +143,7 @@ public sealed class RabbitMqTransport : IMessageStore, IStoreDecorator, IDatabas
         }
     }
 
-    /// <summary>
-    /// Whether <paramref name="message"/> came from the broker (ids below zero, so they never meet the store's row ids),
-    /// and its delivery when it is still claimed.
-    /// </summary>
-    internal static bool IsDelivered(QueuedMessage message) => message.Id < 0;
-
+    /// <summary>The delivery of <paramref name="message"/> when this process still holds it.</summary>
     internal Delivery? Held(QueuedMessage message) =>
         _claimed.TryGetValue(message.Id, out var delivery) && delivery.IsHeldBy(message) ? delivery : null;
 
@@ -190,23 +167,31 @@ public sealed class RabbitMqTransport : IMessageStore, IStoreDecorator, IDatabas
         return route;
     }
 
-    /// <summary>Keeps <paramref name="queue"/> in the store from now on: it holds jobs.</summary>
-    internal void KeepInStore(string queue)
+    /// <inheritdoc />
+    public bool Carries(string queue) => Route(queue).Mode != RouteMode.Store;
+
+    /// <inheritdoc />
+    public void KeepInStore(string queue)
     {
         _storeQueues.TryAdd(queue, 0);
         Route(queue).KeepInStore();
     }
 
-    /// <summary>A message was written to <paramref name="queue"/>'s outbox: make sure the relay knows the queue.</summary>
-    internal void Sent(string queue) => Route(queue);
+    /// <inheritdoc />
+    /// <remarks>The relay learns of the queue and wakes.</remarks>
+    public void Sent(string queue)
+    {
+        Route(queue);
+        Relay.Wake();
+    }
 
     /// <summary>
-    /// Forwards the wrapped store's wake-ups for one queue: to the relay when the queue goes through the broker (its
+    /// Forwards the store's wake-ups for one queue: to the relay when the queue goes through the broker (its
     /// outbox got messages), to the runtime's consumers when it stays in the store.
     /// </summary>
     async Task PumpAsync(QueueRoute route, CancellationToken stopping)
     {
-        var bell = _inner.Signals.Queue(route.Name);
+        var bell = Store.Signals.Queue(route.Name);
         while (!stopping.IsCancellationRequested)
         {
             try
@@ -239,7 +224,7 @@ public sealed class RabbitMqTransport : IMessageStore, IStoreDecorator, IDatabas
         {
             try
             {
-                if (!await _inner.Signals.Log.WaitAsync(TimeSpan.FromSeconds(30), Time, stopping))
+                if (!await Store.Signals.Log.WaitAsync(TimeSpan.FromSeconds(30), Time, stopping))
                 {
                     continue;
                 }
@@ -256,27 +241,27 @@ public sealed class RabbitMqTransport : IMessageStore, IStoreDecorator, IDatabas
 
     /// <inheritdoc />
     /// <remarks>
-    /// Migrates the wrapped store, then starts the transport's background work (the outbox relay, the dead-letter
-    /// consumer, the log relay, reconnecting) and declares its topology. An unreachable broker does not fail start-up:
-    /// messages wait in the outbox until it is reachable.
+    /// Starts the transport's background work (the outbox relay, the dead-letter consumer, the log relay, reconnecting)
+    /// and declares its topology. An unreachable broker does not fail start-up: messages wait in the outbox until it is
+    /// reachable.
     /// </remarks>
-    public async ValueTask MigrateAsync(CancellationToken cancellationToken)
+    public async ValueTask StartAsync(IMessageStore store, CancellationToken cancellationToken)
     {
-        await _inner.MigrateAsync(cancellationToken);
-        if (Interlocked.Exchange(ref _started, 1) == 1)
+        ArgumentNullException.ThrowIfNull(store);
+        if (Interlocked.CompareExchange(ref _store, store, null) is not null || Interlocked.Exchange(ref _started, 1) == 1)
         {
-            return;
+            throw new InvalidOperationException("The RabbitMQ transport was started already; each store needs a transport of its own.");
         }
 
         // Queues that already hold messages (a previous run's outbox) are relayed once their consumers exist.
         try
         {
-            foreach (var queue in (await _inner.Queries().GetStatusAsync(cancellationToken)).Queues)
+            foreach (var queue in (await Store.Queries().GetStatusAsync(cancellationToken)).Queues)
             {
                 Route(queue.Queue);
             }
         }
-        catch (DbException exception)
+        catch (Exception exception) when (exception is not OperationCanceledException)
         {
             RabbitMqLog.RelayFailed(Logger, exception, "*", TimeSpan.Zero);
         }
@@ -511,27 +496,17 @@ public sealed class RabbitMqTransport : IMessageStore, IStoreDecorator, IDatabas
     }
 
     /// <inheritdoc />
-    public async ValueTask<IStoreTransaction> BeginAsync(CancellationToken cancellationToken) => Wrap(await _inner.BeginAsync(cancellationToken));
-
-    /// <inheritdoc />
-    public IStoreTransaction Enlist(DbTransaction transaction) => Wrap(_inner.Database().Enlist(transaction));
-
-    /// <summary>One wrapper per inner transaction: enlisting a transaction this store began returns the same wrapper.</summary>
-    RabbitMqStoreTransaction Wrap(IStoreTransaction inner) => _wrapped.GetValue(inner, i => new RabbitMqStoreTransaction(this, i));
-
-    /// <inheritdoc />
     /// <remarks>
-    /// For a queue that goes through the broker: claims buffered deliveries. When none are buffered it relays the
-    /// queue's due outbox messages at once and waits briefly for their delivery (<see cref="RabbitMqTransportOptions.DeliveryWait"/>),
-    /// or for anything else to arrive (<see cref="RabbitMqTransportOptions.ClaimWait"/>). For a queue kept in the store,
-    /// the wrapped store claims.
+    /// Claims buffered deliveries. When none are buffered it relays the queue's due outbox messages at once and waits
+    /// briefly for their delivery (<see cref="RabbitMqTransportOptions.DeliveryWait"/>), or for anything else to arrive
+    /// (<see cref="RabbitMqTransportOptions.ClaimWait"/>). A queue kept in the store has no deliveries.
     /// </remarks>
-    public async ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, CancellationToken cancellationToken)
+    public async ValueTask<IReadOnlyList<QueuedMessage>> ReceiveAsync(string queue, int max, TimeSpan lease, CancellationToken cancellationToken)
     {
         var route = Route(queue);
         if (route.Mode == RouteMode.Store)
         {
-            return await _inner.ClaimAsync(queue, max, lease, cancellationToken);
+            return [];
         }
 
         var consumer = await ConsumerAsync(route, cancellationToken);
@@ -566,45 +541,33 @@ public sealed class RabbitMqTransport : IMessageStore, IStoreDecorator, IDatabas
     }
 
     /// <inheritdoc />
-    /// <remarks>
-    /// A claim with a policy is a job worker's: job queues stay in the wrapped store, which keeps the policy's limits
-    /// across processes. The queue is kept in the store from then on.
-    /// </remarks>
-    public ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken)
+    public ValueTask<int> RenewAsync(IReadOnlyList<QueuedMessage> deliveries, TimeSpan lease, CancellationToken cancellationToken)
     {
-        KeepInStore(queue);
-        return _inner.ClaimAsync(queue, max, lease, policy, cancellationToken);
-    }
-
-    /// <inheritdoc />
-    /// <remarks>
-    /// For a queue that goes through the broker, <c>null</c>: deliveries ring <see cref="Signals"/>, and delayed
-    /// messages are the relay's to move when due.
-    /// </remarks>
-    public ValueTask<DateTimeOffset?> NextVisibleAtAsync(string queue, CancellationToken cancellationToken) =>
-        Route(queue).Mode == RouteMode.Broker ? ValueTask.FromResult<DateTimeOffset?>(null) : _inner.NextVisibleAtAsync(queue, cancellationToken);
-
-    /// <inheritdoc />
-    public async ValueTask<int> RenewLeasesAsync(IReadOnlyList<QueuedMessage> messages, TimeSpan lease, CancellationToken cancellationToken)
-    {
-        ArgumentNullException.ThrowIfNull(messages);
+        ArgumentNullException.ThrowIfNull(deliveries);
         var until = Time.GetUtcNow() + lease;
         var renewed = 0;
-        List<QueuedMessage>? stored = null;
-        foreach (var message in messages)
+        foreach (var message in deliveries)
         {
-            if (!IsDelivered(message))
-            {
-                (stored ??= []).Add(message);
-            }
-            else if (Held(message) is { } delivery)
+            if (Held(message) is { } delivery)
             {
                 delivery.LeaseUntil = until;
                 renewed++;
             }
         }
 
-        return stored is null ? renewed : renewed + await _inner.RenewLeasesAsync(stored, lease, cancellationToken);
+        return ValueTask.FromResult(renewed);
+    }
+
+    /// <inheritdoc />
+    public bool Holds(QueuedMessage delivery) => Held(delivery) is not null;
+
+    /// <inheritdoc />
+    public void Acknowledge(QueuedMessage delivery)
+    {
+        if (Held(delivery) is { } held)
+        {
+            _ = held.Owner.SettleAsync(held, acknowledge: true);
+        }
     }
 
     /// <inheritdoc />
@@ -612,16 +575,10 @@ public sealed class RabbitMqTransport : IMessageStore, IStoreDecorator, IDatabas
     /// Deliveries: counting the attempt, they are returned to the broker (which counts it); without, they are written
     /// back to the outbox with their attempt count unchanged and acknowledged, since the broker counts every return.
     /// </remarks>
-    public async ValueTask ReleaseAsync(IReadOnlyList<QueuedMessage> messages, bool countAttempt, CancellationToken cancellationToken)
+    public async ValueTask ReleaseAsync(IReadOnlyList<QueuedMessage> deliveries, bool countAttempt, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(messages);
-        var stored = messages.Where(m => !IsDelivered(m)).ToList();
-        var delivered = messages.Where(IsDelivered).Select(Held).OfType<Delivery>().ToList();
-        if (stored.Count > 0)
-        {
-            await _inner.ReleaseAsync(stored, countAttempt, cancellationToken);
-        }
-
+        ArgumentNullException.ThrowIfNull(deliveries);
+        var delivered = deliveries.Select(Held).OfType<Delivery>().ToList();
         if (delivered.Count == 0)
         {
             return;
@@ -644,14 +601,14 @@ public sealed class RabbitMqTransport : IMessageStore, IStoreDecorator, IDatabas
     async Task HandBackAsync(List<Delivery> deliveries)
     {
         var open = deliveries.Where(d => d.Channel.IsOpen && !d.IsSettled).ToList();
-        if (open.Count == 0)
+        if (open.Count == 0 || _store is null)
         {
             return;
         }
 
         try
         {
-            await using var transaction = await _inner.BeginAsync(CancellationToken.None);
+            await using var transaction = await Store.BeginAsync(CancellationToken.None);
             foreach (var delivery in open)
             {
                 await transaction.EnqueueAsync(
@@ -678,7 +635,7 @@ public sealed class RabbitMqTransport : IMessageStore, IStoreDecorator, IDatabas
         var envelope = AmqpEnvelope.BestEffort(properties, body, Time.GetUtcNow());
         try
         {
-            await using var transaction = await _inner.BeginAsync(CancellationToken.None);
+            await using var transaction = await Store.BeginAsync(CancellationToken.None);
             await transaction.RecordDeadLetterAsync(
                 new DeadLetterRecord(queue.Name, envelope, RabbitMqDeadLetterReasons.InvalidEnvelope)
                 {
@@ -703,105 +660,15 @@ public sealed class RabbitMqTransport : IMessageStore, IStoreDecorator, IDatabas
     }
 
     /// <inheritdoc />
+    /// <remarks>From the stream when the log is mirrored there, else (and for what the stream has not caught up with) from the store.</remarks>
     public ValueTask<IReadOnlyList<LogEvent>> ReadLogAsync(long afterPosition, int max, CancellationToken cancellationToken) =>
-        _log is null ? _inner.ReadLogAsync(afterPosition, max, cancellationToken) : _log.ReadAsync(afterPosition, max, cancellationToken);
+        _log is null ? Store.ReadLogAsync(afterPosition, max, cancellationToken) : _log.ReadAsync(afterPosition, max, cancellationToken);
 
     /// <inheritdoc />
-    public ValueTask<IReadOnlyList<LogEvent>> ReadStreamAsync(string stream, long fromVersion, int max, CancellationToken cancellationToken) =>
-        _inner.ReadStreamAsync(stream, fromVersion, max, cancellationToken);
-
-    /// <inheritdoc />
-    public ValueTask<ConsumerGroupState?> GetConsumerGroupAsync(string group, CancellationToken cancellationToken) =>
-        _inner.GetConsumerGroupAsync(group, cancellationToken);
-
-    /// <inheritdoc />
-    public ValueTask<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(string? source, int max, CancellationToken cancellationToken) =>
-        _inner.Queries().ListDeadLettersAsync(source, max, cancellationToken);
-
-    /// <inheritdoc />
-    public ValueTask<bool> RetryDeadLetterAsync(long id, CancellationToken cancellationToken) => _inner.RetryDeadLetterAsync(id, cancellationToken);
-
-    /// <inheritdoc />
-    public ValueTask<bool> DiscardDeadLetterAsync(long id, CancellationToken cancellationToken) => _inner.DiscardDeadLetterAsync(id, cancellationToken);
-
-    /// <inheritdoc />
-    public ValueTask<int> PurgeInboxAsync(DateTimeOffset handledBefore, CancellationToken cancellationToken) => _inner.PurgeInboxAsync(handledBefore, cancellationToken);
-
-    /// <inheritdoc />
-    /// <remarks>
-    /// The wrapped store's status with the broker's part added: messages ready on the broker and buffered in this
-    /// process count as ready, deliveries claimed in this process as in flight (deliveries other processes hold are not
-    /// visible). Waits for a relay batch in progress, so a message is never counted in both places.
-    /// </remarks>
-    public async ValueTask<StoreStatus> GetStatusAsync(CancellationToken cancellationToken)
+    /// <remarks>Waits for a relay batch in progress, so a message is never counted in both places.</remarks>
+    public async ValueTask<T> ReadSettledAsync<T>(Func<ValueTask<T>> read, CancellationToken cancellationToken)
     {
-        var broker = new Dictionary<string, (long Ready, long InFlight)>(StringComparer.Ordinal);
-        StoreStatus status;
-        await Relay.Gate.WaitAsync(cancellationToken);
-        try
-        {
-            status = await _inner.Queries().GetStatusAsync(cancellationToken);
-            var reachable = Connection.IsOpen;
-            foreach (var route in _routes.Values.Where(r => r.Mode == RouteMode.Broker))
-            {
-                long ready = route.Consumer?.BufferedCount ?? 0;
-                if (reachable)
-                {
-                    try
-                    {
-                        ready += (await Connection.InspectAsync(route.BrokerName, cancellationToken))?.MessageCount ?? 0;
-                    }
-                    catch (Exception exception) when (exception is BrokerUnreachableException or IOException or OperationInterruptedException or AlreadyClosedException)
-                    {
-                        RabbitMqLog.StatusFailed(Logger, exception);
-                        reachable = false;
-                    }
-                }
-
-                broker[route.Name] = (ready, route.Consumer?.ClaimedCount ?? 0);
-            }
-        }
-        finally
-        {
-            Relay.Gate.Release();
-        }
-
-        var queues = status.Queues.ToDictionary(q => q.Queue, StringComparer.Ordinal);
-        foreach (var (name, (ready, inFlight)) in broker)
-        {
-            if (queues.TryGetValue(name, out var stored))
-            {
-                queues[name] = stored with { Ready = stored.Ready + ready, InFlight = stored.InFlight + inFlight };
-            }
-            else if (ready + inFlight > 0)
-            {
-                queues[name] = new QueueStatus(name, ready, 0, inFlight, 0);
-            }
-        }
-
-        var groups = _log is null ? status.ConsumerGroups : status.ConsumerGroups.Where(g => g.Group != _log.RelayCheckpoint).ToList();
-        return status with { Queues = [.. queues.Values.OrderBy(q => q.Queue, StringComparer.Ordinal)], ConsumerGroups = groups };
-    }
-
-    /// <inheritdoc />
-    /// <remarks>Messages on the broker are not listed as pending: only the outbox, the inbox, the dead letters and the log are read.</remarks>
-    public async ValueTask<IReadOnlyList<FlowItem>> ReadFlowAsync(string correlationId, CancellationToken cancellationToken) =>
-        await AfterRelayBatchAsync(() => _inner.Queries().ReadFlowAsync(correlationId, cancellationToken), cancellationToken);
-
-    /// <inheritdoc />
-    public ValueTask<DbConnection> OpenReadConnectionAsync(CancellationToken cancellationToken) => _inner.Database().OpenReadConnectionAsync(cancellationToken);
-
-    /// <inheritdoc />
-    public async ValueTask<JobInfo?> GetJobAsync(Guid id, CancellationToken cancellationToken) =>
-        await AfterRelayBatchAsync(() => _inner.JobQueries().GetJobAsync(id, cancellationToken), cancellationToken);
-
-    /// <inheritdoc />
-    public async ValueTask<IReadOnlyList<JobInfo>> ListJobsAsync(JobQuery query, CancellationToken cancellationToken) =>
-        await AfterRelayBatchAsync(() => _inner.JobQueries().ListJobsAsync(query, cancellationToken), cancellationToken);
-
-    /// <summary>Reads the queue table when no relay batch is between it and the broker.</summary>
-    async Task<T> AfterRelayBatchAsync<T>(Func<ValueTask<T>> read, CancellationToken cancellationToken)
-    {
+        ArgumentNullException.ThrowIfNull(read);
         await Relay.Gate.WaitAsync(cancellationToken);
         try
         {
@@ -814,15 +681,55 @@ public sealed class RabbitMqTransport : IMessageStore, IStoreDecorator, IDatabas
     }
 
     /// <inheritdoc />
-    public ValueTask<JobBatchRecord?> GetBatchAsync(string id, CancellationToken cancellationToken) => _inner.JobQueries().GetBatchAsync(id, cancellationToken);
+    /// <remarks>
+    /// Messages ready on the broker and buffered in this process count as ready, deliveries claimed in this process as
+    /// in flight (deliveries other processes hold are not visible). The log relay's checkpoint is not listed.
+    /// </remarks>
+    public async ValueTask<StoreStatus> AddStatusAsync(StoreStatus stored, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(stored);
+        var broker = new Dictionary<string, (long Ready, long InFlight)>(StringComparer.Ordinal);
+        var reachable = Connection.IsOpen;
+        foreach (var route in _routes.Values.Where(r => r.Mode == RouteMode.Broker))
+        {
+            long ready = route.Consumer?.BufferedCount ?? 0;
+            if (reachable)
+            {
+                try
+                {
+                    ready += (await Connection.InspectAsync(route.BrokerName, cancellationToken))?.MessageCount ?? 0;
+                }
+                catch (Exception exception) when (exception is BrokerUnreachableException or IOException or OperationInterruptedException or AlreadyClosedException)
+                {
+                    RabbitMqLog.StatusFailed(Logger, exception);
+                    reachable = false;
+                }
+            }
 
-    /// <inheritdoc />
-    public ValueTask<IReadOnlyList<RecurringJobRecord>> ListRecurringJobsAsync(CancellationToken cancellationToken) => _inner.JobQueries().ListRecurringJobsAsync(cancellationToken);
+            broker[route.Name] = (ready, route.Consumer?.ClaimedCount ?? 0);
+        }
+
+        var queues = stored.Queues.ToDictionary(q => q.Queue, StringComparer.Ordinal);
+        foreach (var (name, (ready, inFlight)) in broker)
+        {
+            if (queues.TryGetValue(name, out var inStore))
+            {
+                queues[name] = inStore with { Ready = inStore.Ready + ready, InFlight = inStore.InFlight + inFlight };
+            }
+            else if (ready + inFlight > 0)
+            {
+                queues[name] = new QueueStatus(name, ready, 0, inFlight, 0);
+            }
+        }
+
+        var groups = _log is null ? stored.ConsumerGroups : stored.ConsumerGroups.Where(g => g.Group != _log.RelayCheckpoint).ToList();
+        return stored with { Queues = [.. queues.Values.OrderBy(q => q.Queue, StringComparer.Ordinal)], ConsumerGroups = groups };
+    }
 
     /// <summary>
     /// Stops the background work, hands deliveries this process holds unclaimed back to the outbox (so a stop does not
-    /// count as an attempt), closes the connection (the broker returns anything still unacknowledged) and disposes the
-    /// wrapped store.
+    /// count as an attempt) and closes the connection (the broker returns anything still unacknowledged). The store is
+    /// its owner's to dispose, after this.
     /// </summary>
     public async ValueTask DisposeAsync()
     {
@@ -853,7 +760,6 @@ public sealed class RabbitMqTransport : IMessageStore, IStoreDecorator, IDatabas
 
         await Relay.DisposeAsync();
         await Connection.DisposeAsync();
-        await _inner.DisposeAsync();
         _stopping.Dispose();
     }
 }

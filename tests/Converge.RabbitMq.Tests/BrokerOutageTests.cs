@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Converge.PostgreSql;
 using Converge.Storage;
+using Converge.Transports;
 using Converge.Testing;
 using Converge.Testing.Conformance;
 using Npgsql;
@@ -68,8 +69,8 @@ public sealed class BrokerOutageTests : IAsyncLifetime
                 t.ReconnectDelay = TimeSpan.FromMilliseconds(100);
                 t.MaxReconnectDelay = TimeSpan.FromSeconds(2);
             });
-            var factory = o.StoreFactory!;
-            o.StoreFactory = context =>
+            var factory = o.TransportFactory!;
+            o.TransportFactory = context =>
             {
                 var created = (RabbitMqTransport)factory(context);
                 _transports.Add(created);
@@ -78,7 +79,7 @@ public sealed class BrokerOutageTests : IAsyncLifetime
             o.Messages.Register<ConformanceCommand>("conformance.command");
             o.Handle<ConformanceCommand, ConformanceCommandHandler>("orders");
         });
-        await using (var connection = await ((PostgreSqlMessageStore)((RabbitMqTransport)host.Store).Inner).OpenConnectionAsync())
+        await using (var connection = await ((PostgreSqlMessageStore)((TransportedStore)host.Store).Store).OpenConnectionAsync())
         await using (var create = new NpgsqlCommand(Effects.CreateTable, connection))
         {
             await create.ExecuteNonQueryAsync();

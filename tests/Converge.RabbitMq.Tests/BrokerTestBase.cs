@@ -4,6 +4,7 @@ using Converge.Jobs;
 using Converge.Runtime;
 using Converge.Sqlite;
 using Converge.Storage;
+using Converge.Transports;
 using Converge.Testing;
 using Converge.Testing.Conformance;
 using Microsoft.Extensions.DependencyInjection;
@@ -36,8 +37,8 @@ public abstract class BrokerTestBase(ITestOutputHelper output) : IAsyncLifetime
                 t.MaxReconnectDelay = TimeSpan.FromMilliseconds(500);
                 transport?.Invoke(t);
             });
-            var factory = o.StoreFactory!;
-            o.StoreFactory = context =>
+            var factory = o.TransportFactory!;
+            o.TransportFactory = context =>
             {
                 var created = (RabbitMqTransport)factory(context);
                 _transports.Add(created);
@@ -56,9 +57,12 @@ public abstract class BrokerTestBase(ITestOutputHelper output) : IAsyncLifetime
         return host;
     }
 
-    protected static RabbitMqTransport Transport(ConvergeTestHost host) => (RabbitMqTransport)host.Store;
+    protected static RabbitMqTransport Transport(ConvergeTestHost host) => (RabbitMqTransport)((TransportedStore)host.Store).Transport;
 
-    protected static SqliteMessageStore Sqlite(ConvergeTestHost host) => (SqliteMessageStore)Transport(host).Inner;
+    /// <summary>The store behind the transport.</summary>
+    protected static IMessageStore Store(ConvergeTestHost host) => ((TransportedStore)host.Store).Store;
+
+    protected static SqliteMessageStore Sqlite(ConvergeTestHost host) => (SqliteMessageStore)Store(host);
 
     protected static async Task<long> CountEffectsAsync(ConvergeTestHost host, string? key = null)
     {

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using Converge.Contracts;
 using Converge.Runtime;
 using Converge.Storage;
+using Converge.Transports;
 using Converge.Testing;
 using Converge.Testing.Conformance;
 using RabbitMQ.Client;
@@ -24,7 +25,7 @@ public sealed class LogStreamTests(ITestOutputHelper output) : BrokerTestBase(ou
     }
 
     static async Task<long> RelayedAsync(ConvergeTestHost host) =>
-        (await Transport(host).Inner.GetConsumerGroupAsync(Transport(host).Log!.RelayCheckpoint, CancellationToken.None))?.Position ?? 0;
+        (await Store(host).GetConsumerGroupAsync(Transport(host).Log!.RelayCheckpoint, CancellationToken.None))?.Position ?? 0;
 
     /// <summary>
     /// In a process of its own on <paramref name="store"/>, publishes <paramref name="count"/> events over
@@ -91,7 +92,7 @@ public sealed class LogStreamTests(ITestOutputHelper output) : BrokerTestBase(ou
         // A process that never read the stream finds an earlier position's offset from the positions on it.
         await using var replay = await StartAsync("shared", o => { o.RunConsumers = false; Events(o); });
         var fromTwentyFive = await replay.Store.ReadLogAsync(25, 100, CancellationToken.None);
-        var all = await Transport(replay).Inner.ReadLogAsync(0, 100, CancellationToken.None);
+        var all = await Store(replay).ReadLogAsync(0, 100, CancellationToken.None);
 
         Assert.Equal(Enumerable.Range(26, 35).Select(p => (long)p), fromTwentyFive.Select(e => e.Position));
         Assert.Equal(all.Skip(25).Select(e => (e.Stream, e.StreamVersion, e.Envelope.MessageId, e.Envelope.MessageType)), fromTwentyFive.Select(e => (e.Stream, e.StreamVersion, e.Envelope.MessageId, e.Envelope.MessageType)));
@@ -121,7 +122,7 @@ public sealed class LogStreamTests(ITestOutputHelper output) : BrokerTestBase(ou
 
         var all = await host.Store.ReadLogAsync(0, 100, CancellationToken.None);
         var across = await host.Store.ReadLogAsync(27, 5, CancellationToken.None);
-        var stored = await Transport(host).Inner.ReadLogAsync(0, 100, CancellationToken.None);
+        var stored = await Store(host).ReadLogAsync(0, 100, CancellationToken.None);
 
         Assert.Equal(30, await RelayedAsync(host));
         Assert.False(Transport(host).Log!.IsRelaying);

@@ -3,6 +3,7 @@ using System.Data.Common;
 using Converge.PostgreSql;
 using Converge.Runtime;
 using Converge.Storage;
+using Converge.Transports;
 using Converge.Testing.Conformance;
 using Npgsql;
 
@@ -49,8 +50,8 @@ public sealed class PostgreSqlRabbitMqConformanceStore : DatabaseConformanceStor
         _schemas.TryAdd(schema, 0);
         options.UsePostgreSql(new NpgsqlConnectionStringBuilder(Postgres) { SearchPath = schema }.ConnectionString, o => o.Schema = schema);
         options.UseRabbitMq(TestBroker.Uri, o => o.QueuePrefix = _prefix);
-        var transport = options.StoreFactory!;
-        options.StoreFactory = context =>
+        var transport = options.TransportFactory!;
+        options.TransportFactory = context =>
         {
             var created = (RabbitMqTransport)transport(context);
             _transports.Add(created);
@@ -59,7 +60,7 @@ public sealed class PostgreSqlRabbitMqConformanceStore : DatabaseConformanceStor
     }
 
     public override async Task<DbConnection> OpenConnectionAsync(IMessageStore store) =>
-        await ((PostgreSqlMessageStore)((RabbitMqTransport)store).Inner).OpenConnectionAsync();
+        await ((PostgreSqlMessageStore)((TransportedStore)store).Store).OpenConnectionAsync();
 
     protected override async ValueTask CleanUpAsync()
     {

@@ -3,6 +3,7 @@ using System.Data.Common;
 using Converge.Runtime;
 using Converge.Sqlite;
 using Converge.Storage;
+using Converge.Transports;
 using Converge.Testing.Conformance;
 
 namespace Converge.RabbitMq.Tests;
@@ -37,8 +38,8 @@ public sealed class RabbitMqConformanceStore : DatabaseConformanceStore
     {
         options.UseSqlite(Path.Combine(_folder, storeName + ".db"));
         options.UseRabbitMq(TestBroker.Uri, o => o.QueuePrefix = _prefix);
-        var transport = options.StoreFactory!;
-        options.StoreFactory = context =>
+        var transport = options.TransportFactory!;
+        options.TransportFactory = context =>
         {
             var created = (RabbitMqTransport)transport(context);
             _transports.Add(created);
@@ -47,7 +48,7 @@ public sealed class RabbitMqConformanceStore : DatabaseConformanceStore
     }
 
     public override Task<DbConnection> OpenConnectionAsync(IMessageStore store) =>
-        Task.FromResult<DbConnection>(((SqliteMessageStore)((RabbitMqTransport)store).Inner).OpenConnection());
+        Task.FromResult<DbConnection>(((SqliteMessageStore)((TransportedStore)store).Store).OpenConnection());
 
     protected override async ValueTask CleanUpAsync()
     {

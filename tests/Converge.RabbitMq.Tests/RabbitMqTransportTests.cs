@@ -7,6 +7,7 @@ using Converge.Sqlite;
 using Converge.Storage;
 using Converge.Testing;
 using Converge.Testing.Conformance;
+using Converge.Transports;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using RabbitMQ.Client;
@@ -15,7 +16,6 @@ using Xunit.Abstractions;
 
 namespace Converge.RabbitMq.Tests;
 
-/// <summary>What the transport promises beyond the conformance suite: the broker's side of delivery.</summary>
 /// <summary>What the transport promises beyond the conformance suite: the broker's side of delivery.</summary>
 public sealed class RabbitMqTransportTests(ITestOutputHelper output) : BrokerTestBase(output)
 {
@@ -266,13 +266,43 @@ public sealed class RabbitMqTransportTests(ITestOutputHelper output) : BrokerTes
     }
 
     [Fact]
-    public void UseRabbitMq_before_a_store_is_chosen_names_the_fix()
+    public void UseRabbitMq_without_a_store_names_the_fix()
     {
-        var options = new ConvergeOptions();
+        var options = new ConvergeOptions().UseRabbitMq(new Uri("amqp://localhost/"));
 
-        var error = Assert.Throws<InvalidOperationException>(() => options.UseRabbitMq(new Uri("amqp://localhost/")));
+        var error = Assert.Throws<Microsoft.Extensions.Options.OptionsValidationException>(() => Converge.Hosting.ConvergeOptionsValidator.ThrowIfInvalid(options));
 
         Assert.Contains("UseSqlite", error.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// The transport is chosen apart from the store, in either order: the runtime puts it in front of the store, and
+    /// the process's job queues stay in the store.
+    /// </summary>
+    [Fact]
+    public async Task The_transport_is_put_in_front_of_the_store_chosen_before_or_after_it()
+    {
+        var path = Path.Combine(Path.GetTempPath(), "converge-rabbitmq-order-" + Guid.NewGuid().ToString("N") + ".db");
+        var services = new ServiceCollection().AddConverge(o =>
+        {
+            o.UseRabbitMq(new Uri("amqp://localhost/"), t => t.QueuePrefix = Prefix);
+            o.UseSqlite(path);
+            o.Messages.Register<CountJob>("count-job");
+            o.Job<CountJob, CountJobHandler>("counting");
+        });
+        await using var provider = services.BuildServiceProvider();
+
+        var store = Assert.IsType<TransportedStore>(provider.GetRequiredService<IMessageStore>());
+
+        Assert.IsType<SqliteMessageStore>(store.Store);
+        Assert.Equal("sqlite+rabbitmq", store.Name);
+        Assert.False(store.Transport.Carries("counting"));
+        Assert.True(store.Transport.Carries(Queue));
+        await store.DisposeAsync();
+        foreach (var file in new[] { path, path + "-wal", path + "-shm" })
+        {
+            File.Delete(file);
+        }
     }
 
     public sealed record CountJob(string Key);

@@ -2,6 +2,7 @@ using System.Reflection;
 using Converge.Jobs;
 using Converge.Sagas;
 using Converge.Storage;
+using Converge.Transports;
 using Microsoft.CodeAnalysis;
 using Microsoft.CodeAnalysis.CSharp;
 using Microsoft.CodeAnalysis.CSharp.Syntax;
@@ -23,6 +24,15 @@ public sealed class ArchitectureTests(ITestOutputHelper output)
     {
         string[] forbidden = [.. Capabilities, "Runtime"];
         var found = Violations(["Storage", "Contracts"], forbidden, exceptions: []);
+
+        Assert.Empty(found);
+    }
+
+    [Fact]
+    public void Transports_import_only_the_store_contracts_and_the_message_model()
+    {
+        // A transport carries the queue primitive; it knows nothing of what runs on the queue.
+        var found = Violations(["Transports"], [.. Capabilities, "Runtime"], exceptions: []);
 
         Assert.Empty(found);
     }
@@ -76,7 +86,7 @@ public sealed class ArchitectureTests(ITestOutputHelper output)
             output.WriteLine("  " + member);
         }
 
-        foreach (var (name, types) in new[] { ("sagas", sagas), ("jobs", jobs), ("queries", queries), ("database", database) })
+        foreach (var (name, types) in new[] { ("sagas", sagas), ("jobs", jobs), ("queries", queries), ("database", database), ("transport", new[] { typeof(IMessageTransport) }) })
         {
             output.WriteLine($"{name}: {Required(types).Count} members to implement, {Declared(types)} declared");
         }

@@ -4,6 +4,7 @@ using Converge.Contracts;
 using Converge.Jobs;
 using Converge.Runtime;
 using Converge.Storage;
+using Converge.Transports;
 using Microsoft.Extensions.Time.Testing;
 using Xunit;
 
@@ -216,7 +217,9 @@ public abstract class DatabaseConformanceTests : StoreConformanceBase
             Assert.Equal(1, await update.ExecuteNonQueryAsync());
         }
 
-        Assert.Equal(DateTimeOffset.MaxValue, await host.Store.NextVisibleAtAsync("far", CancellationToken.None));
+        // Asked of the store itself: a queue a transport carries has no next-visible time (the transport moves its delayed messages).
+        var store = host.Store is TransportedStore transported ? transported.Store : host.Store;
+        Assert.Equal(DateTimeOffset.MaxValue, await store.NextVisibleAtAsync("far", CancellationToken.None));
     }
 
     /// <summary>
@@ -241,7 +244,7 @@ public abstract class DatabaseConformanceTests : StoreConformanceBase
             Assert.Equal(1, await spoil.ExecuteNonQueryAsync());
         }
 
-        var claimed = await store.ClaimAsync(Queue, 10, TimeSpan.FromMinutes(5), CancellationToken.None);
+        var claimed = await ClaimJobsAsync(store, 10, TimeSpan.FromMinutes(5));
 
         Assert.Equal([before, after], claimed.Select(m => m.Envelope.MessageId));
         var letter = Assert.Single(await store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None));

@@ -163,7 +163,7 @@ public abstract class JobStorageConformanceTests : StoreConformanceBase
         var claimed = new List<QueuedMessage>();
         await WaitForAsync(async () =>
         {
-            claimed.AddRange(await store.ClaimAsync(Queue, 10, TimeSpan.FromMinutes(5), CancellationToken.None));
+            claimed.AddRange(await ClaimJobsAsync(store, 10, TimeSpan.FromMinutes(5)));
             return claimed.Count >= 2;
         });
         foreach (var message in claimed)
@@ -186,7 +186,7 @@ public abstract class JobStorageConformanceTests : StoreConformanceBase
         var retried = new List<QueuedMessage>();
         await WaitForAsync(async () =>
         {
-            retried.AddRange(await store.ClaimAsync(Queue, 10, TimeSpan.FromMinutes(5), CancellationToken.None));
+            retried.AddRange(await ClaimJobsAsync(store, 10, TimeSpan.FromMinutes(5)));
             return retried.Count >= 2;
         });
         var retriedOpen = retried.Single(m => KeyOf(m) == "job-of-open");
@@ -287,7 +287,7 @@ public abstract class JobStorageConformanceTests : StoreConformanceBase
         Assert.Equal(JobCancelOutcome.Cancelled, outcome);
         Assert.Equal(JobCancelOutcome.NotFound, again);
         Assert.Equal(JobCancelOutcome.NotFound, unknown);
-        Assert.Empty(await store.ClaimAsync(Queue, 10, TimeSpan.FromMinutes(5), CancellationToken.None));
+        Assert.Empty(await ClaimJobsAsync(store, 10, TimeSpan.FromMinutes(5)));
         var letter = Assert.Single(await store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None));
         Assert.Equal((job, DeadLetterReasons.Cancelled), (letter.Envelope.MessageId, letter.Reason));
         var info = await store.JobQueries().GetJobAsync(job, CancellationToken.None);
@@ -305,7 +305,7 @@ public abstract class JobStorageConformanceTests : StoreConformanceBase
         await StartJobQueueAsync(store);
         var running = await host.Bus.SendAsync(new ConformanceCommand("running"));
         var other = await host.Bus.SendAsync(new ConformanceCommand("other"));
-        var claimed = await store.ClaimAsync(Queue, 1, TimeSpan.FromMinutes(5), CancellationToken.None);
+        var claimed = await ClaimJobsAsync(store, 1, TimeSpan.FromMinutes(5));
 
         var outcome = await store.Jobs().CancelJobAsync(running, CancellationToken.None);
         var flagged = await store.Jobs().ReadCancellationsAsync([running, other], CancellationToken.None);
@@ -331,7 +331,7 @@ public abstract class JobStorageConformanceTests : StoreConformanceBase
         var store = host.Store;
         var job = await host.Bus.SendAsync(new ConformanceCommand("progressing"));
         await InTransactionAsync(store, t => t.Jobs().RegisterJobQueueAsync(Queue, CancellationToken.None));
-        await store.ClaimAsync(Queue, 1, TimeSpan.FromMinutes(5), CancellationToken.None);
+        await ClaimJobsAsync(store, 1, TimeSpan.FromMinutes(5));
 
         var before = await store.JobQueries().GetJobAsync(job, CancellationToken.None);
         await store.Jobs().SaveJobProgressAsync(job, 40, "400 of 1000 invoices", CancellationToken.None);
@@ -375,13 +375,13 @@ public abstract class JobStorageConformanceTests : StoreConformanceBase
         var scheduled = (await GetAsync(job))!;
         time.Advance(TimeSpan.FromMinutes(5));
         var enqueued = (await GetAsync(job))!;
-        var claimed = Assert.Single(await store.ClaimAsync(Queue, 1, TimeSpan.FromSeconds(30), CancellationToken.None));
+        var claimed = Assert.Single(await ClaimJobsAsync(store, 1, TimeSpan.FromSeconds(30)));
         var processing = (await GetAsync(job))!;
         var failure = new AttemptRecord(1, time.GetUtcNow(), "System.TimeoutException: the ledger did not answer");
         await InTransactionAsync(store, t => t.RetryLaterAsync(claimed, time.GetUtcNow().AddMinutes(1), failure, CancellationToken.None));
         var retrying = (await GetAsync(job))!;
         time.Advance(TimeSpan.FromMinutes(1));
-        var again = Assert.Single(await store.ClaimAsync(Queue, 1, TimeSpan.FromSeconds(30), CancellationToken.None));
+        var again = Assert.Single(await ClaimJobsAsync(store, 1, TimeSpan.FromSeconds(30)));
         time.Advance(TimeSpan.FromSeconds(5));
         await InTransactionAsync(store, async t =>
         {
@@ -391,7 +391,7 @@ public abstract class JobStorageConformanceTests : StoreConformanceBase
         var succeeded = (await GetAsync(job))!;
 
         var doomed = await host.Bus.SendAsync(new ConformanceCommand("doomed"));
-        var doomedClaim = Assert.Single(await store.ClaimAsync(Queue, 1, TimeSpan.FromSeconds(30), CancellationToken.None));
+        var doomedClaim = Assert.Single(await ClaimJobsAsync(store, 1, TimeSpan.FromSeconds(30)));
         await InTransactionAsync(store, t => t.DeadLetterAsync(doomedClaim, DeadLetterReasons.PermanentFailure, "System.InvalidOperationException: no such customer\n   at Billing.Charge()", null, CancellationToken.None));
         var dead = (await GetAsync(doomed))!;
 
@@ -428,19 +428,19 @@ public abstract class JobStorageConformanceTests : StoreConformanceBase
         }
 
         var succeeded = await SendAsync("succeeded");
-        var handled = Assert.Single(await store.ClaimAsync(Queue, 1, TimeSpan.FromMinutes(5), CancellationToken.None));
+        var handled = Assert.Single(await ClaimJobsAsync(store, 1, TimeSpan.FromMinutes(5)));
         await InTransactionAsync(store, async t =>
         {
             await t.TryRecordInboxAsync(Queue, handled.Envelope, CancellationToken.None);
             await t.CompleteAsync(handled, CancellationToken.None);
         });
         var dead = await SendAsync("dead", new SendOptions { Headers = InBatch("b") });
-        var doomed = Assert.Single(await store.ClaimAsync(Queue, 1, TimeSpan.FromMinutes(5), CancellationToken.None));
+        var doomed = Assert.Single(await ClaimJobsAsync(store, 1, TimeSpan.FromMinutes(5)));
         await InTransactionAsync(store, t => t.DeadLetterAsync(doomed, DeadLetterReasons.MaxAttemptsExceeded, null, null, CancellationToken.None));
         var cancelled = await SendAsync("cancelled", new SendOptions { Headers = InBatch("b") });
         await store.Jobs().CancelJobAsync(cancelled, CancellationToken.None);
         var processing = await SendAsync("processing", new SendOptions { Headers = InBatch("b") });
-        await store.ClaimAsync(Queue, 1, TimeSpan.FromMinutes(5), CancellationToken.None);
+        await ClaimJobsAsync(store, 1, TimeSpan.FromMinutes(5));
         var enqueued = await SendAsync("enqueued");
         var scheduled = await SendAsync("scheduled", new SendOptions { Delay = TimeSpan.FromHours(1), Headers = InBatch("b") });
         var elsewhere = await SendAsync("elsewhere", new SendOptions { Queue = "reports" });

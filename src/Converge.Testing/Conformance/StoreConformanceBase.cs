@@ -100,9 +100,16 @@ public abstract class StoreConformanceBase : IAsyncLifetime
 
     /// <summary>
     /// Records <see cref="Queue"/> as a job queue, as a job worker does when it starts (and a job client with a queue's
-    /// first job). Job facts begin with it: a transport that keeps job queues in the store learns here that this one is.
+    /// first job).
     /// </summary>
     protected static Task StartJobQueueAsync(IMessageStore store) => InTransactionAsync(store, t => t.Jobs().RegisterJobQueueAsync(Queue, CancellationToken.None));
+
+    /// <summary>
+    /// Claims up to <paramref name="max"/> jobs of <see cref="Queue"/> as a job worker does: with a claim policy, which
+    /// keeps the queue in the store when a transport carries the others.
+    /// </summary>
+    protected static ValueTask<IReadOnlyList<QueuedMessage>> ClaimJobsAsync(IMessageStore store, int max, TimeSpan lease) =>
+        store.ClaimAsync(Queue, max, lease, ClaimPolicy.Default, CancellationToken.None);
 
     /// <summary>Runs <paramref name="work"/> in a transaction of <paramref name="store"/>, commits it and returns the result.</summary>
     protected static async Task<T> InTransactionAsync<T>(IMessageStore store, Func<IStoreTransaction, ValueTask<T>> work)

@@ -45,7 +45,7 @@ public static class ConvergeServiceCollectionExtensions
         services.TryAddSingleton(sp =>
         {
             ConvergeOptionsValidator.ThrowIfInvalid(options);
-            return options.StoreFactory!(new StoreContext(options.TimeProvider, sp));
+            return options.CreateStore(new StoreContext(options.TimeProvider, sp));
         });
         services.TryAddSingleton<ObserverSet>();
         services.TryAddSingleton<MessageBus>();

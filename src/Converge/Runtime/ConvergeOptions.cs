@@ -95,6 +95,28 @@ public sealed partial class ConvergeOptions
     /// <summary>Creates the store. Set by a provider's extension such as <c>UseSqlite</c>.</summary>
     public Func<StoreContext, IMessageStore>? StoreFactory { get; set; }
 
+    /// <summary>
+    /// Creates the transport that carries the store's queues on a broker; <c>null</c> (the default) keeps them in the
+    /// store. Set by a transport's extension such as <c>UseRabbitMq</c>. The store still keeps the outbox, the inbox, the
+    /// log, sagas and jobs; the process's job queues stay in the store (see <see cref="Transports.TransportedStore"/>).
+    /// </summary>
+    public Func<StoreContext, Transports.IMessageTransport>? TransportFactory { get; set; }
+
+    /// <summary>
+    /// Creates the store the runtime uses: the one <see cref="StoreFactory"/> makes, with the transport of
+    /// <see cref="TransportFactory"/> in front when one is set. Read after every queue and job is registered.
+    /// </summary>
+    internal IMessageStore CreateStore(StoreContext context)
+    {
+        var store = StoreFactory!(context);
+        if (TransportFactory is null)
+        {
+            return store;
+        }
+
+        return new Transports.TransportedStore(store, TransportFactory(context), Queues.Values.Where(q => q.RunsJobs).Select(q => q.Name));
+    }
+
     /// <summary>Queues with handlers in this process, by name.</summary>
     public IReadOnlyDictionary<string, QueueOptions> Queues => _queues;
 
