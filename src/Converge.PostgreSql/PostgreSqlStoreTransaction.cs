@@ -19,6 +19,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
     readonly NpgsqlTransaction _transaction;
     readonly bool _owned;
     List<Action>? _afterCommit;
+    int _callbacksAtSavepoint;
     List<(OutgoingMessage Message, long VisibleAt)>? _pendingEnqueues;
     Dictionary<string, long>? _batchAdds;
     Dictionary<string, long>? _batchAddsAtSavepoint;
@@ -686,6 +687,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
     {
         await ExecuteAsync((await CommandAsync(PostgreSqlSchema.Savepoint, cancellationToken)), cancellationToken);
         _batchAddsAtSavepoint = _batchAdds is null ? null : new Dictionary<string, long>(_batchAdds, StringComparer.Ordinal);
+        _callbacksAtSavepoint = _afterCommit?.Count ?? 0;
     }
 
     public async ValueTask RollbackToSavepointAsync(CancellationToken cancellationToken)
@@ -693,6 +695,10 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
         await ExecuteAsync((await CommandAsync(PostgreSqlSchema.RollbackToSavepoint, cancellationToken)), cancellationToken);
         _batchAdds = _batchAddsAtSavepoint;
         _batchAddsAtSavepoint = null;
+
+        // What was undone must not be announced: callbacks registered since the savepoint go with it (a caller's own
+        // transaction announces through NOTIFY, which the rollback undoes by itself).
+        _afterCommit?.RemoveRange(_callbacksAtSavepoint, _afterCommit.Count - _callbacksAtSavepoint);
     }
 
     public async ValueTask ReleaseSavepointAsync(CancellationToken cancellationToken)

@@ -16,6 +16,7 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction, IDatabaseTrans
     readonly CommandCache _commands;
     readonly SqliteTransaction _transaction;
     List<Action>? _afterCommit;
+    int _callbacksAtSavepoint;
     HashSet<string>? _queuesWritten;
     bool _finished;
 
@@ -465,6 +466,7 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction, IDatabaseTrans
     public ValueTask SavepointAsync(CancellationToken cancellationToken)
     {
         Command(SqliteSchema.Savepoint).ExecuteNonQuery();
+        _callbacksAtSavepoint = _afterCommit?.Count ?? 0;
         return ValueTask.CompletedTask;
     }
 
@@ -472,6 +474,9 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction, IDatabaseTrans
     {
         Command(SqliteSchema.RollbackToSavepoint).ExecuteNonQuery();
         Command(SqliteSchema.ReleaseSavepoint).ExecuteNonQuery();
+
+        // What was undone must not be announced: callbacks registered since the savepoint go with it.
+        _afterCommit?.RemoveRange(_callbacksAtSavepoint, _afterCommit.Count - _callbacksAtSavepoint);
         return ValueTask.CompletedTask;
     }
 

@@ -25,6 +25,37 @@ public abstract partial class QueueConformanceTests : StoreConformanceBase
     {
     }
 
+    /// <summary>
+    /// Commit callbacks announce only what committed: one registered before a savepoint runs, one registered after a
+    /// savepoint the transaction rolled back to does not, and none runs when the transaction rolls back. (A transport's
+    /// acknowledgements ride on them: an outcome undone must not be acknowledged to the broker.)
+    /// </summary>
+    [Fact]
+    public async Task Commit_callbacks_run_only_for_what_committed()
+    {
+        await using var host = await StartIdleAsync(new FakeTimeProvider());
+        var ran = new List<string>();
+
+        await using (var transaction = await host.Store.BeginAsync(CancellationToken.None))
+        {
+            transaction.OnCommitted(() => ran.Add("before the savepoint"));
+            await transaction.SavepointAsync(CancellationToken.None);
+            transaction.OnCommitted(() => ran.Add("rolled back to the savepoint"));
+            await transaction.RollbackToSavepointAsync(CancellationToken.None);
+            await transaction.SavepointAsync(CancellationToken.None);
+            transaction.OnCommitted(() => ran.Add("after a released savepoint"));
+            await transaction.ReleaseSavepointAsync(CancellationToken.None);
+            await transaction.CommitAsync(CancellationToken.None);
+        }
+
+        await using (var rolledBack = await host.Store.BeginAsync(CancellationToken.None))
+        {
+            rolledBack.OnCommitted(() => ran.Add("rolled back"));
+        }
+
+        Assert.Equal(["before the savepoint", "after a released savepoint"], ran);
+    }
+
     /// <summary>A lease that expires makes the message visible again, with the attempt counted.</summary>
     [Fact]
     public async Task Expired_lease_is_redelivered()

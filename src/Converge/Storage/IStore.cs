@@ -50,7 +50,11 @@ public interface IStoreTransaction : IQueueTransaction, ILogTransaction, IInboxT
     /// <summary>Keeps everything since <see cref="SavepointAsync"/> and ends the savepoint.</summary>
     ValueTask ReleaseSavepointAsync(CancellationToken cancellationToken);
 
-    /// <summary>Runs <paramref name="callback"/> after the transaction commits (never when it rolls back).</summary>
+    /// <summary>
+    /// Runs <paramref name="callback"/> after the transaction commits, never when it rolls back. In a transaction the store
+    /// began, a callback registered after <see cref="SavepointAsync"/> is dropped when the transaction rolls back to that
+    /// savepoint, with the writes it announces.
+    /// </summary>
     void OnCommitted(Action callback);
 
     /// <summary>Commits a transaction Converge owns; for an enlisted transaction, throws (the caller commits).</summary>

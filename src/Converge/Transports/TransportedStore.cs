@@ -192,17 +192,6 @@ public sealed class TransportedStore : IMessageStore, IStoreDecorator, IStoreQue
 /// </summary>
 internal sealed class TransportedTransaction(IMessageTransport transport, IStoreTransaction inner) : IStoreTransaction, IStoreTransactionDecorator
 {
-    readonly List<Outcome> _outcomes = [];
-    int _savepoint = -1;
-
-    /// <summary>An acknowledgement waiting for the commit; cancelled when its savepoint is rolled back.</summary>
-    sealed class Outcome(QueuedMessage delivery)
-    {
-        public QueuedMessage Delivery { get; } = delivery;
-
-        public bool Cancelled { get; set; }
-    }
-
     public IStoreTransaction Inner => inner;
 
     public async ValueTask EnqueueAsync(OutgoingMessage message, CancellationToken cancellationToken)
@@ -296,7 +285,10 @@ internal sealed class TransportedTransaction(IMessageTransport transport, IStore
         return AcknowledgeOnCommit(message);
     }
 
-    /// <summary>Acknowledges <paramref name="delivery"/> once this transaction commits; <c>false</c> when its lease was lost.</summary>
+    /// <summary>
+    /// Acknowledges <paramref name="delivery"/> once this transaction commits; <c>false</c> when its lease was lost. A
+    /// rollback to a savepoint drops the callback with the outcome it announces (see <see cref="IStoreTransaction.OnCommitted"/>).
+    /// </summary>
     bool AcknowledgeOnCommit(QueuedMessage delivery)
     {
         if (!transport.Holds(delivery))
@@ -304,46 +296,17 @@ internal sealed class TransportedTransaction(IMessageTransport transport, IStore
             return false;
         }
 
-        var outcome = new Outcome(delivery);
-        _outcomes.Add(outcome);
-        inner.OnCommitted(() =>
-        {
-            if (!outcome.Cancelled)
-            {
-                transport.Acknowledge(outcome.Delivery);
-            }
-        });
+        inner.OnCommitted(() => transport.Acknowledge(delivery));
         return true;
     }
 
     public ValueTask RecordDeadLetterAsync(DeadLetterRecord letter, CancellationToken cancellationToken) => inner.RecordDeadLetterAsync(letter, cancellationToken);
 
-    public async ValueTask SavepointAsync(CancellationToken cancellationToken)
-    {
-        await inner.SavepointAsync(cancellationToken);
-        _savepoint = _outcomes.Count;
-    }
+    public ValueTask SavepointAsync(CancellationToken cancellationToken) => inner.SavepointAsync(cancellationToken);
 
-    public async ValueTask RollbackToSavepointAsync(CancellationToken cancellationToken)
-    {
-        await inner.RollbackToSavepointAsync(cancellationToken);
-        if (_savepoint >= 0)
-        {
-            for (var i = _savepoint; i < _outcomes.Count; i++)
-            {
-                _outcomes[i].Cancelled = true;
-            }
+    public ValueTask RollbackToSavepointAsync(CancellationToken cancellationToken) => inner.RollbackToSavepointAsync(cancellationToken);
 
-            _outcomes.RemoveRange(_savepoint, _outcomes.Count - _savepoint);
-            _savepoint = -1;
-        }
-    }
-
-    public async ValueTask ReleaseSavepointAsync(CancellationToken cancellationToken)
-    {
-        await inner.ReleaseSavepointAsync(cancellationToken);
-        _savepoint = -1;
-    }
+    public ValueTask ReleaseSavepointAsync(CancellationToken cancellationToken) => inner.ReleaseSavepointAsync(cancellationToken);
 
     public void OnCommitted(Action callback) => inner.OnCommitted(callback);
 
