@@ -41,9 +41,17 @@ public sealed class Doorbell
     TaskCompletionSource _waiter = new(TaskCreationOptions.RunContinuationsAsynchronously);
     int _rung;
 
+    /// <summary>
+    /// Raised by every <see cref="Ring"/>, before the waiter wakes: for listeners that must each hear every ring (a
+    /// wait consumes a ring, so only one waiter hears it). Handlers run on the ringing thread and must not block.
+    /// </summary>
+    public event Action? Rung;
+
     /// <summary>Wakes the current waiter, or the next one if none is waiting.</summary>
     public void Ring()
     {
+        Rung?.Invoke();
+
         // Already rung and not yet consumed: the next wait returns at once anyway.
         if (Interlocked.Exchange(ref _rung, 1) == 1)
         {
