@@ -13,8 +13,62 @@ internal static class BenchCommands
         Messages(output),
         Sagas(output),
         Jobs(output),
+        Log(output),
         Ceiling(output),
     };
+
+    static Command Log(CliOutput output)
+    {
+        var count = new Option<int>("--count") { Description = "Events appended in batched transactions, then read over HTTP.", HelpName = "N", DefaultValueFactory = _ => 100_000 };
+        var single = new Option<int>("--single") { Description = "Events appended one per transaction first.", HelpName = "N", DefaultValueFactory = _ => 2_000 };
+        var appendBatch = new Option<int>("--append-batch") { Description = "Events per batched transaction.", HelpName = "N", DefaultValueFactory = _ => 100 };
+        var clients = new Option<int>("--clients") { Description = "Clients reading the whole log at once.", HelpName = "N", DefaultValueFactory = _ => 50 };
+        var store = new BenchStoreOptions("Where to put the database (a new file, kept after the run). Default: a temporary file, deleted.");
+        var json = CommonOptions.Json();
+        AtLeast(count, 1);
+        AtLeast(single, 1);
+        AtLeast(appendBatch, 1);
+        AtLeast(clients, 1);
+        var command = new Command("log", "Append events to the log (one per transaction, then in batches) and read the whole log over loopback HTTP with one NDJSON client, one Server-Sent Events client, and many clients at once; verify every client saw every event once, in order.")
+        {
+            count, single, appendBatch, clients, json,
+        };
+        store.AddTo(command);
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var (path, postgres, rabbitMq) = store.Resolve(parsed);
+            if (rabbitMq is not null)
+            {
+                throw new CliException(CliApp.Usage, "bench log reads the store's log; --rabbitmq does not apply. Leave it out.");
+            }
+
+            var report = await LogBench.RunAsync(
+                new LogBenchSettings { Count = parsed.GetValue(count), Single = parsed.GetValue(single), AppendBatch = parsed.GetValue(appendBatch), Clients = parsed.GetValue(clients), DbPath = path, Postgres = postgres },
+                output.Error,
+                cancellationToken);
+            if (parsed.GetValue(json))
+            {
+                await output.WriteMeasuredJsonAsync(report);
+                return CliApp.Success;
+            }
+
+            var table = CliOutput.Table("Figure", "Value");
+            CliOutput.AddRow(table, "store", report.Store);
+            CliOutput.AddRow(table, "events", report.Events);
+            CliOutput.AddRow(table, "append, one per transaction (events/s)", report.AppendSinglePerSecond);
+            CliOutput.AddRow(table, $"append, {report.AppendBatch} per transaction (events/s)", report.AppendBatchedPerSecond);
+            CliOutput.AddRow(table, "HTTP, one NDJSON client (events/s)", report.NdjsonPerSecond);
+            CliOutput.AddRow(table, "HTTP, one SSE client (events/s)", report.SsePerSecond);
+            CliOutput.AddRow(table, $"HTTP, {report.Clients} clients at once (events/s, all)", report.ClientsTotalPerSecond);
+            CliOutput.AddRow(table, $"HTTP, {report.Clients} clients at once (s, slowest)", report.ClientsSlowestSeconds);
+            CliOutput.AddRow(table, "bytes per event on the wire", report.BytesPerEvent);
+            CliOutput.AddRow(table, "verified", "every client saw every event once, in order");
+            CliOutput.AddRow(table, "peak working set (MB)", CliOutput.PeakWorkingSetMegabytes());
+            output.Console().Write(table);
+            return CliApp.Success;
+        });
+        return command;
+    }
 
     static Command Jobs(CliOutput output)
     {

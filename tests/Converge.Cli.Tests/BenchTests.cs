@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Converge.Bench;
 
 namespace Converge.Cli.Tests;
 
@@ -139,6 +140,34 @@ public sealed class BenchTests
         Assert.Equal("wal", json.GetProperty("journal_mode").GetString());
         Assert.Equal("full", json.GetProperty("synchronous").GetString());
         AssertPeakMemory(json, workingSetBefore);
+    }
+
+    [Fact]
+    public async Task Bench_log_reports_append_and_http_rates_as_json()
+    {
+        var workingSetBefore = Environment.WorkingSet / (1024.0 * 1024.0);
+        var result = await Cli.RunAsync("bench", "log", "--count", "500", "--single", "20", "--clients", "3", "--json");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var json = result.Json();
+        Assert.Equal(("sqlite", 520, 3), (json.GetProperty("store").GetString(), json.GetProperty("events").GetInt32(), json.GetProperty("clients").GetInt32()));
+        foreach (var rate in new[] { "append_single_per_second", "append_batched_per_second", "ndjson_per_second", "sse_per_second", "clients_total_per_second" })
+        {
+            Assert.True(json.GetProperty(rate).GetDouble() > 0, rate);
+        }
+
+        Assert.InRange(json.GetProperty("bytes_per_event").GetInt64(), 100, 1000);
+        AssertPeakMemory(json, workingSetBefore);
+    }
+
+    [Fact]
+    public void Bench_log_verification_reports_a_missing_a_repeated_and_a_misplaced_event()
+    {
+        Assert.Null(LogBench.Verify([1, 2, 3, 4], 4));
+        Assert.Equal("position 3 is missing (#3 was 4)", LogBench.Verify([1, 2, 4], 4));
+        Assert.Equal("position 2 was delivered twice (again at #3)", LogBench.Verify([1, 2, 2, 3, 4], 4));
+        Assert.Equal("position 2 came out of order (at #3)", LogBench.Verify([1, 3, 2, 4], 4));
+        Assert.Equal("3 of 4 events were delivered", LogBench.Verify([1, 2, 3], 4));
     }
 
     /// <summary>
