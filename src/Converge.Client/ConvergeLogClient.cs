@@ -337,41 +337,73 @@ public sealed class ConvergeLogClient(HttpClient http, ConvergeLogClientOptions?
         return true;
     }
 
+    /// <summary>Reads one event object in a single pass; the body is kept as a <see cref="JsonElement"/> of its own.</summary>
     internal static LogEntry Parse(ReadOnlySequence<byte> line)
     {
         var reader = new Utf8JsonReader(line);
-        using var document = JsonDocument.ParseValue(ref reader);
-        var root = document.RootElement;
+        long? position = null, version = null;
+        string? stream = null, type = null, correlationId = null;
+        Guid? id = null, causationId = null;
+        DateTimeOffset? sentAt = null, asOf = null;
+        Dictionary<string, string>? headers = null;
+        JsonElement? data = null;
+        byte[]? body = null;
         try
         {
-            var headers = new Dictionary<string, string>(StringComparer.Ordinal);
-            if (root.TryGetProperty(LogWire.Headers, out var h))
+            if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
             {
-                foreach (var header in h.EnumerateObject())
-                {
-                    headers[header.Name] = header.Value.GetString() ?? string.Empty;
-                }
+                throw new InvalidDataException("A log event over HTTP is not a JSON object.");
             }
 
-            return new LogEntry(
-                root.GetProperty(LogWire.Position).GetInt64(),
-                root.GetProperty(LogWire.Stream).GetString()!,
-                root.GetProperty(LogWire.Version).GetInt64(),
-                root.GetProperty(LogWire.Type).GetString()!,
-                root.GetProperty(LogWire.Id).GetGuid(),
-                root.GetProperty(LogWire.SentAt).GetDateTimeOffset())
+            while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
             {
-                CorrelationId = root.TryGetProperty(LogWire.CorrelationId, out var correlation) ? correlation.GetString() : null,
-                CausationId = root.TryGetProperty(LogWire.CausationId, out var causation) ? causation.GetGuid() : null,
-                AsOf = root.TryGetProperty(LogWire.AsOf, out var asOf) ? asOf.GetDateTimeOffset() : null,
-                Headers = headers,
-                Data = root.TryGetProperty(LogWire.Data, out var data) ? data.Clone() : null,
-                Body = root.TryGetProperty(LogWire.DataBase64, out var body) ? body.GetBytesFromBase64() : null,
-            };
+                var name = reader.GetString();
+                reader.Read();
+                switch (name)
+                {
+                    case LogWire.Position: position = reader.GetInt64(); break;
+                    case LogWire.Stream: stream = reader.GetString(); break;
+                    case LogWire.Version: version = reader.GetInt64(); break;
+                    case LogWire.Type: type = reader.GetString(); break;
+                    case LogWire.Id: id = reader.GetGuid(); break;
+                    case LogWire.CorrelationId: correlationId = reader.GetString(); break;
+                    case LogWire.CausationId: causationId = reader.GetGuid(); break;
+                    case LogWire.SentAt: sentAt = reader.GetDateTimeOffset(); break;
+                    case LogWire.AsOf: asOf = reader.GetDateTimeOffset(); break;
+                    case LogWire.Data: data = JsonElement.ParseValue(ref reader); break;
+                    case LogWire.DataBase64: body = reader.GetBytesFromBase64(); break;
+                    case LogWire.Headers:
+                        headers = new Dictionary<string, string>(StringComparer.Ordinal);
+                        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+                        {
+                            var header = reader.GetString()!;
+                            reader.Read();
+                            headers[header] = reader.GetString() ?? string.Empty;
+                        }
+
+                        break;
+                    default: reader.Skip(); break;
+                }
+            }
         }
-        catch (Exception exception) when (exception is KeyNotFoundException or InvalidOperationException or FormatException)
+        catch (Exception exception) when (exception is InvalidOperationException or FormatException)
         {
-            throw new InvalidDataException($"A log event over HTTP lacks a field or has one of the wrong type: {exception.Message}", exception);
+            throw new InvalidDataException($"A log event over HTTP has a field of the wrong type: {exception.Message}", exception);
         }
+
+        if (position is null || stream is null || version is null || type is null || id is null || sentAt is null)
+        {
+            throw new InvalidDataException($"A log event over HTTP lacks one of {LogWire.Position}, {LogWire.Stream}, {LogWire.Version}, {LogWire.Type}, {LogWire.Id}, {LogWire.SentAt}.");
+        }
+
+        return new LogEntry(position.Value, stream, version.Value, type, id.Value, sentAt.Value)
+        {
+            CorrelationId = correlationId,
+            CausationId = causationId,
+            AsOf = asOf,
+            Headers = headers ?? (IReadOnlyDictionary<string, string>)System.Collections.ObjectModel.ReadOnlyDictionary<string, string>.Empty,
+            Data = data,
+            Body = body,
+        };
     }
 }
