@@ -57,6 +57,7 @@ public static class CliApp
         SagaCommands.Create(output),
         JobCommands.Create(output),
         FlowCommand.Create(output),
+        GroupCommands.Create(output),
         BenchCommands.Create(output),
         DemoCommands.Create(output),
     };

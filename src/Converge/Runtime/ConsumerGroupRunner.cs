@@ -50,7 +50,13 @@ internal sealed class ConsumerGroupRunner
                 var events = await _store.ReadLogAsync(state.Position, _group.BatchSize, stopping);
                 if (events.Count == 0)
                 {
-                    await _store.Signals.Log.WaitAsync(_options.PollInterval, _options.TimeProvider, stopping);
+                    // Caught up: read the checkpoint again after the wait, so that a reset (converge groups reset) takes
+                    // effect within a poll even when no new event comes to make this group's next save conflict.
+                    if (!await _store.Signals.Log.WaitAsync(_options.PollInterval, _options.TimeProvider, stopping))
+                    {
+                        state = null;
+                    }
+
                     continue;
                 }
 

@@ -1,0 +1,110 @@
+using System.CommandLine;
+using Converge.Storage;
+using Spectre.Console;
+
+namespace Converge.Cli;
+
+/// <summary><c>converge groups list|reset</c>: the log's consumer groups, where each stands, and moving one.</summary>
+internal static class GroupCommands
+{
+    public static Command Create(CliOutput output) => new("groups", "List the log's consumer groups with their position and lag, or move one (rewind it to replay events, or skip it to the head).")
+    {
+        List(output),
+        Reset(output),
+    };
+
+    static Command List(CliOutput output)
+    {
+        var location = new StoreLocation();
+        var json = CommonOptions.Json();
+        var command = location.AddTo(new Command("list", "List every consumer group that has a checkpoint: its position, its lag behind the log's head, and its failures.")
+        {
+            json,
+        });
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
+            var status = await opened.Store.Queries().GetStatusAsync(cancellationToken);
+            var report = new GroupsReport(status.LogPosition, [.. status.ConsumerGroups.Select(g => new StatusCommand.GroupReport(g.Group, g.Position, g.Lag, g.FailedAttempts, g.LastError))]);
+            return await output.ReportAsync(report, parsed.GetValue(json), Render);
+        });
+        return command;
+    }
+
+    static void Render(IAnsiConsole console, GroupsReport report)
+    {
+        console.WriteLine($"Log head: {report.LogPosition}");
+        if (report.Groups.Count == 0)
+        {
+            console.WriteLine("Consumer groups: none has a checkpoint yet.");
+            return;
+        }
+
+        var table = CliOutput.Table("Group", "Position", "Lag", "Failed attempts", "Last error");
+        foreach (var group in report.Groups)
+        {
+            CliOutput.AddRow(table, group.Group, group.Position, group.Lag, group.FailedAttempts, group.LastError ?? string.Empty);
+        }
+
+        console.Write(table);
+    }
+
+    static Command Reset(CliOutput output)
+    {
+        var location = new StoreLocation();
+        var json = CommonOptions.Json();
+        var group = new Argument<string>("group") { Description = "The consumer group's name." };
+        var to = new Option<long?>("--to") { Description = "The position to move to: the group handles the events after it next (0 replays the whole log).", HelpName = "POSITION" };
+        var head = new Option<bool>("--head") { Description = "Move to the log's head: the group skips every event there is now." };
+        var command = location.AddTo(new Command("reset", "Move a consumer group's checkpoint: back to replay events, or forward to skip them. A running group picks the new position up within its poll interval (its batch in progress, if any, is rolled back); a group that never ran starts there. Its failure count is cleared.")
+        {
+            group, to, head, json,
+        });
+        command.Validators.Add(result =>
+        {
+            var position = result.GetValue(to);
+            if (position is null == !result.GetValue(head))
+            {
+                result.AddError("Give either --to POSITION or --head.");
+            }
+            else if (position is < 0)
+            {
+                result.AddError("--to must be 0 or more.");
+            }
+        });
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var name = parsed.GetValue(group)!;
+            await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
+            var store = opened.Store;
+            var logHead = (await store.Queries().GetStatusAsync(cancellationToken)).LogPosition;
+            var target = parsed.GetValue(head) ? logHead : parsed.GetValue(to)!.Value;
+            if (target > logHead)
+            {
+                throw new CliException(CliApp.Usage, $"Position {target} is beyond the log's head ({logHead}); give --to between 0 and {logHead}, or --head.");
+            }
+
+            var before = await store.GetConsumerGroupAsync(name, cancellationToken);
+            await using (var transaction = await store.BeginAsync(cancellationToken))
+            {
+                if (!await transaction.SaveConsumerGroupAsync(name, before?.Position ?? 0, target, 0, null, cancellationToken))
+                {
+                    throw new CliException(CliApp.Failure, $"Consumer group '{name}' moved while it was being reset (it is running); run the command again.");
+                }
+
+                await transaction.CommitAsync(cancellationToken);
+            }
+
+            var report = new GroupResetReport(name, before?.Position, target, logHead);
+            return await output.ReportAsync(report, parsed.GetValue(json), (console, r) =>
+                console.WriteLine(r.From is { } from
+                    ? $"Consumer group '{r.Group}' moved from {from} to {r.To}: it handles the {r.Head - r.To} event(s) after {r.To} next."
+                    : $"Consumer group '{r.Group}' had no checkpoint; it starts after {r.To} ({r.Head - r.To} event(s) to handle)."));
+        });
+        return command;
+    }
+}
+
+internal sealed record GroupsReport(long LogPosition, IReadOnlyList<StatusCommand.GroupReport> Groups);
+
+internal sealed record GroupResetReport(string Group, long? From, long To, long Head);
