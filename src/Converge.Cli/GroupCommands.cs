@@ -84,15 +84,23 @@ internal static class GroupCommands
                 throw new CliException(CliApp.Usage, $"Position {target} is beyond the log's head ({logHead}); give --to between 0 and {logHead}, or --head.");
             }
 
-            var before = await store.GetConsumerGroupAsync(name, cancellationToken);
-            await using (var transaction = await store.BeginAsync(cancellationToken))
+            // A running group may save its own position between the read and the write; the target is absolute, so
+            // reading again and retrying is safe.
+            ConsumerGroupState? before = null;
+            for (var attempt = 1; ; attempt++)
             {
-                if (!await transaction.SaveConsumerGroupAsync(name, before?.Position ?? 0, target, 0, null, cancellationToken))
+                before = await store.GetConsumerGroupAsync(name, cancellationToken);
+                await using var transaction = await store.BeginAsync(cancellationToken);
+                if (await transaction.SaveConsumerGroupAsync(name, before?.Position ?? 0, target, 0, null, cancellationToken))
                 {
-                    throw new CliException(CliApp.Failure, $"Consumer group '{name}' moved while it was being reset (it is running); run the command again.");
+                    await transaction.CommitAsync(cancellationToken);
+                    break;
                 }
 
-                await transaction.CommitAsync(cancellationToken);
+                if (attempt == 10)
+                {
+                    throw new CliException(CliApp.Failure, $"Consumer group '{name}' kept moving while it was being reset (it is running and busy); run the command again.");
+                }
             }
 
             var report = new GroupResetReport(name, before?.Position, target, logHead);

@@ -48,6 +48,9 @@ public sealed class GroupCommandTests
         }
 
         await WaitAsync(() => ledger.Seen.Count == 5);
+
+        // A handler runs before its transaction commits the group's position: each step waits for that commit.
+        await WaitForPositionAsync(host, "ledger", 5);
         var listed = await Cli.RunAsync("groups", "list", "--db", db, "--json");
         Assert.True(listed.ExitCode == 0, listed.ToString());
         var group = Assert.Single(listed.Json().GetProperty("groups").EnumerateArray());
@@ -59,11 +62,14 @@ public sealed class GroupCommandTests
         Assert.Contains("moved from 5 to 0", rewound.Out, StringComparison.Ordinal);
         await WaitAsync(() => ledger.Seen.Count == 10);
         Assert.Equal([1, 2, 3, 4, 5, 1, 2, 3, 4, 5], ledger.Seen);
+        await WaitForPositionAsync(host, "ledger", 5);
 
         var skipped = await Cli.RunAsync("groups", "reset", "ledger", "--to", "2", "--db", db, "--json");
         Assert.True(skipped.ExitCode == 0, skipped.ToString());
         await WaitAsync(() => ledger.Seen.Count == 13);
+        await WaitForPositionAsync(host, "ledger", 5);
         var head = await Cli.RunAsync("groups", "reset", "ledger", "--head", "--db", db, "--json");
+        Assert.True(head.ExitCode == 0, head.ToString());
         Assert.Equal((5L, 5L), (head.Json().GetProperty("from").GetInt64(), head.Json().GetProperty("to").GetInt64()));
         await host.Bus.PublishAsync("account-1", new Posted(6));
         await WaitAsync(() => ledger.Seen.Count == 14);
@@ -120,6 +126,15 @@ public sealed class GroupCommandTests
 
         Assert.True(result.ExitCode == 2, result.ToString());
         Assert.Contains(expected, result.Error, StringComparison.Ordinal);
+    }
+
+    static async Task WaitForPositionAsync(ConvergeTestHost host, string group, long position)
+    {
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        while ((await host.Store.GetConsumerGroupAsync(group, deadline.Token))?.Position != position)
+        {
+            await Task.Delay(10, deadline.Token);
+        }
     }
 
     static async Task WaitAsync(Func<bool> condition)
