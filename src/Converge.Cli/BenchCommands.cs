@@ -33,15 +33,11 @@ internal static class BenchCommands
         {
             count, single, appendBatch, clients, json,
         };
-        store.AddTo(command);
+        // The log stays in the store: no broker option.
+        store.AddTo(command, broker: false);
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
-            var (path, postgres, rabbitMq) = store.Resolve(parsed);
-            if (rabbitMq is not null)
-            {
-                throw new CliException(CliApp.Usage, "bench log reads the store's log; --rabbitmq does not apply. Leave it out.");
-            }
-
+            var (path, postgres, _) = store.Resolve(parsed);
             var report = await LogBench.RunAsync(
                 new LogBenchSettings { Count = parsed.GetValue(count), Single = parsed.GetValue(single), AppendBatch = parsed.GetValue(appendBatch), Clients = parsed.GetValue(clients), DbPath = path, Postgres = postgres },
                 output.Error,

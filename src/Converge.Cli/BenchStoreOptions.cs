@@ -22,12 +22,19 @@ internal sealed class BenchStoreOptions
     /// <param name="db">What <c>--db</c> means for this bench.</param>
     public BenchStoreOptions(string db) => _db = new("--db") { Description = db, HelpName = "FILE" };
 
-    public void AddTo(Command command)
+    bool _broker = true;
+
+    /// <summary>Adds the options to <paramref name="command"/>; <c>--rabbitmq</c> only when the bench has queues a broker could carry.</summary>
+    public void AddTo(Command command, bool broker = true)
     {
         ArgumentNullException.ThrowIfNull(command);
         command.Options.Add(_db);
         command.Options.Add(_postgres);
-        command.Options.Add(_rabbitMq);
+        _broker = broker;
+        if (broker)
+        {
+            command.Options.Add(_rabbitMq);
+        }
     }
 
     /// <summary>The new SQLite file as a full path (or <c>null</c>), the PostgreSQL connection, the broker; misuse throws.</summary>
@@ -46,6 +53,6 @@ internal sealed class BenchStoreOptions
             throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file: the bench recreates it for every run.");
         }
 
-        return (path is null ? null : Path.GetFullPath(path), postgres, parsed.GetValue(_rabbitMq) is { } text ? CommonOptions.Broker(text) : null);
+        return (path is null ? null : Path.GetFullPath(path), postgres, _broker && parsed.GetValue(_rabbitMq) is { } text ? CommonOptions.Broker(text) : null);
     }
 }
