@@ -22,9 +22,6 @@ internal sealed class LogFeed(ConvergeLogOptions options)
     readonly ConditionalWeakTable<IMessageStore, LogTail> _tails = new();
     int _clients;
 
-    /// <summary>How many responses are being served now.</summary>
-    internal int Clients => Volatile.Read(ref _clients);
-
     public async Task ServeAsync(HttpContext context, string? stream)
     {
         var request = ReadRequest(context, stream, out var error);
