@@ -4,13 +4,15 @@ using Spectre.Console;
 
 namespace Converge.Cli;
 
-/// <summary><c>converge groups list|reset</c>: the log's consumer groups, where each stands, and moving one.</summary>
+/// <summary><c>converge groups list|reset|pause|resume</c>: the log's consumer groups, where each stands, moving one, and stopping one for a while.</summary>
 internal static class GroupCommands
 {
-    public static Command Create(CliOutput output) => new("groups", "List the log's consumer groups with their position and lag, or move one (rewind it to replay events, or skip it to the head).")
+    public static Command Create(CliOutput output) => new("groups", "List the log's consumer groups with their position and lag, move one (rewind it to replay events, or skip it to the head), or pause and resume one.")
     {
         List(output),
         Reset(output),
+        Pause(output, paused: true),
+        Pause(output, paused: false),
     };
 
     static Command List(CliOutput output)
@@ -25,7 +27,7 @@ internal static class GroupCommands
         {
             await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
             var status = await opened.Store.Queries().GetStatusAsync(cancellationToken);
-            var report = new GroupsReport(status.LogPosition, [.. status.ConsumerGroups.Select(g => new StatusCommand.GroupReport(g.Group, g.Position, g.Lag, g.FailedAttempts, g.LastError))]);
+            var report = new GroupsReport(status.LogPosition, [.. status.ConsumerGroups.Select(g => new StatusCommand.GroupReport(g.Group, g.Position, g.Lag, g.FailedAttempts, g.LastError, g.Paused))]);
             return await output.ReportAsync(report, parsed.GetValue(json), Render);
         });
         return command;
@@ -40,13 +42,52 @@ internal static class GroupCommands
             return;
         }
 
-        var table = CliOutput.Table("Group", "Position", "Lag", "Failed attempts", "Last error");
+        var table = CliOutput.Table("Group", "Position", "Lag", "State", "Failed attempts", "Last error");
         foreach (var group in report.Groups)
         {
-            CliOutput.AddRow(table, group.Group, group.Position, group.Lag, group.FailedAttempts, group.LastError ?? string.Empty);
+            CliOutput.AddRow(table, group.Group, group.Position, group.Lag, group.Paused ? "paused" : "running", group.FailedAttempts, group.LastError ?? string.Empty);
         }
 
         console.Write(table);
+    }
+
+    static Command Pause(CliOutput output, bool paused)
+    {
+        var location = new StoreLocation();
+        var json = CommonOptions.Json();
+        var group = new Argument<string>("group") { Description = "The consumer group's name." };
+        var command = location.AddTo(paused
+            ? new Command("pause", "Pause a consumer group: its runners, in every process, finish the batch they are handling and start no other until it is resumed (they look within their poll interval). The checkpoint stays where it is; the log keeps growing, so the lag grows. A group that never ran gets a checkpoint at position 0.") { group, json }
+            : new Command("resume", "Resume a paused consumer group: its runners go on from its checkpoint within their poll interval.") { group, json });
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var name = parsed.GetValue(group)!;
+            await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
+            var store = opened.Store;
+            var before = await store.GetConsumerGroupAsync(name, cancellationToken);
+            if (before is null && !paused)
+            {
+                throw new CliException(CliApp.Failure, $"Consumer group '{name}' has no checkpoint, so it is not paused; converge groups list shows the groups there are.");
+            }
+
+            await using (var transaction = await store.BeginAsync(cancellationToken))
+            {
+                await transaction.SetConsumerGroupPausedAsync(name, paused, cancellationToken);
+                await transaction.CommitAsync(cancellationToken);
+            }
+
+            var report = new GroupPauseReport(name, paused, before?.Paused ?? false, before is null, before?.Position ?? 0);
+            return await output.ReportAsync(report, parsed.GetValue(json), (console, r) =>
+                console.WriteLine((r.Paused, r.WasPaused, r.Created) switch
+                {
+                    (true, _, true) => $"Consumer group '{r.Group}' had no checkpoint: it now has one at position 0, paused (converge groups reset {r.Group} --head would start it at the head instead).",
+                    (true, true, _) => $"Consumer group '{r.Group}' was already paused, at position {r.Position}.",
+                    (true, false, _) => $"Consumer group '{r.Group}' paused at position {r.Position}: its runners stop after the batch they are handling.",
+                    (false, false, _) => $"Consumer group '{r.Group}' was not paused; it runs from position {r.Position}.",
+                    (false, true, _) => $"Consumer group '{r.Group}' resumed from position {r.Position}.",
+                }));
+        });
+        return command;
     }
 
     static Command Reset(CliOutput output)
@@ -112,6 +153,8 @@ internal static class GroupCommands
         return command;
     }
 }
+
+internal sealed record GroupPauseReport(string Group, bool Paused, bool WasPaused, bool Created, long Position);
 
 internal sealed record GroupsReport(long LogPosition, IReadOnlyList<StatusCommand.GroupReport> Groups);
 

@@ -25,7 +25,7 @@ internal static class StatusCommand
                 [.. status.Queues.Select(q => new QueueReport(q.Queue, q.Ready, q.Scheduled, q.InFlight, q.DeadLetters, q.Stranded))],
                 status.DeadLetters,
                 status.LogPosition,
-                [.. status.ConsumerGroups.Select(g => new GroupReport(g.Group, g.Position, g.Lag, g.FailedAttempts, g.LastError))],
+                [.. status.ConsumerGroups.Select(g => new GroupReport(g.Group, g.Position, g.Lag, g.FailedAttempts, g.LastError, g.Paused))],
                 status.InboxRecords)
             {
                 HeldKeys = [.. status.HeldKeys.Select(h => new HeldKeyReport(h.Queue, h.Key, h.DeadLetters, h.Waiting))],
@@ -109,5 +109,5 @@ internal static class StatusCommand
     // Stranded: rows whose visible_at no consumer will reach (QueueStatus.Stranded).
     internal sealed record QueueReport(string Queue, long Ready, long Scheduled, long InFlight, long DeadLetters, long Stranded);
 
-    internal sealed record GroupReport(string Group, long Position, long Lag, int FailedAttempts, string? LastError);
+    internal sealed record GroupReport(string Group, long Position, long Lag, int FailedAttempts, string? LastError, bool Paused);
 }

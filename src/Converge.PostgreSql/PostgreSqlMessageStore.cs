@@ -402,8 +402,14 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
     public ValueTask<ConsumerGroupState?> GetConsumerGroupAsync(string group, CancellationToken cancellationToken) =>
         ReadAsync(
             async connection => await Command(connection, null, Schema.GetGroup).With("name", group).ReadFirstAsync(
-                reader => new ConsumerGroupState(reader.GetString(0), reader.GetInt64(1), reader.GetInt32(2), reader.IsDBNull(3) ? null : reader.GetString(3), PostgreSqlMapping.FromTicks(reader.GetInt64(4))),
+                reader => new ConsumerGroupState(reader.GetString(0), reader.GetInt64(1), reader.GetInt32(2), reader.IsDBNull(3) ? null : reader.GetString(3), PostgreSqlMapping.FromTicks(reader.GetInt64(4)), reader.GetBoolean(5)),
                 cancellationToken),
+            cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<long> GetLogHeadAsync(CancellationToken cancellationToken) =>
+        ReadAsync(
+            async connection => (long)(await Command(connection, null, Schema.LogHead).ExecuteScalarAsync(cancellationToken))!,
             cancellationToken);
 
     /// <inheritdoc />
@@ -516,7 +522,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
 
                 var head = (long)(await Command(connection, transaction, Schema.LogHead).ExecuteScalarAsync(cancellationToken))!;
                 var groups = await Command(connection, transaction, Schema.GroupStatus).ReadAllAsync(
-                    r => new ConsumerGroupStatus(r.GetString(0), r.GetInt64(1), head - r.GetInt64(1), r.GetInt32(2), r.IsDBNull(3) ? null : r.GetString(3)),
+                    r => new ConsumerGroupStatus(r.GetString(0), r.GetInt64(1), head - r.GetInt64(1), r.GetInt32(2), r.IsDBNull(3) ? null : r.GetString(3), r.GetBoolean(4)),
                     cancellationToken);
                 var inbox = (long)(await Command(connection, transaction, Schema.InboxCount).ExecuteScalarAsync(cancellationToken))!;
                 queues.Sort((a, b) => string.CompareOrdinal(a.Queue, b.Queue));

@@ -16,6 +16,7 @@ internal sealed class PostgreSqlSchema
         Inbox = Table("inbox");
         Log = Table("log");
         Groups = Table("consumer_groups");
+        Projections = Table("projections");
         DeadLetters = Table("dead_letters");
         Migrations = Table("schema_migrations");
         Sagas = Table("sagas");
@@ -206,6 +207,18 @@ internal sealed class PostgreSqlSchema
             CREATE INDEX queue_ordering ON {Queue} (queue, ordering_key, ordering_seq, id) WHERE ordering_key IS NOT NULL;
             CREATE INDEX dead_letters_ordering ON {DeadLetters} (source, ordering_key) WHERE ordering_key IS NOT NULL;
             """,
+            $"""
+            ALTER TABLE {Groups} ADD COLUMN paused boolean NOT NULL DEFAULT false;
+            CREATE TABLE {Projections} (
+                name text NOT NULL,
+                version integer NOT NULL,
+                tables text NOT NULL,
+                state text NOT NULL,
+                registered_at bigint NOT NULL,
+                caught_up_at bigint,
+                live_since bigint,
+                PRIMARY KEY (name, version));
+            """,
         ];
 
         CreateSchema = $"CREATE SCHEMA IF NOT EXISTS {SchemaName}";
@@ -298,7 +311,8 @@ internal sealed class PostgreSqlSchema
         Append = $"INSERT INTO {Log} (stream, stream_version, {envelopeColumns}) VALUES (@stream, @stream_version, {envelopeParameters}) RETURNING position";
         ReadLog = $"SELECT position, stream, stream_version, {envelopeColumns} FROM {Log} WHERE position > @after ORDER BY position LIMIT @max";
         ReadStream = $"SELECT position, stream, stream_version, {envelopeColumns} FROM {Log} WHERE stream = @stream AND stream_version >= @from ORDER BY stream_version LIMIT @max";
-        GetGroup = $"SELECT name, position, failed_attempts, last_error, updated_at FROM {Groups} WHERE name = @name";
+        GetGroup = $"SELECT name, position, failed_attempts, last_error, updated_at, paused FROM {Groups} WHERE name = @name";
+        PauseGroup = $"INSERT INTO {Groups} AS g (name, position, failed_attempts, updated_at, paused) VALUES (@name, 0, 0, @at, @paused) ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at";
         SaveGroup = $"""
             INSERT INTO {Groups} AS g (name, position, failed_attempts, last_error, updated_at) VALUES (@name, @position, @failed_attempts, @last_error, @at)
             ON CONFLICT (name) DO UPDATE SET position = excluded.position, failed_attempts = excluded.failed_attempts, last_error = excluded.last_error, updated_at = excluded.updated_at
@@ -320,7 +334,7 @@ internal sealed class PostgreSqlSchema
             FROM {DeadLetters} d WHERE d.ordering_key IS NOT NULL GROUP BY d.source, d.ordering_key ORDER BY d.source, d.ordering_key
             """;
         LogHead = $"SELECT coalesce(max(position), 0) FROM {Log}";
-        GroupStatus = $"SELECT name, position, failed_attempts, last_error FROM {Groups} ORDER BY name";
+        GroupStatus = $"SELECT name, position, failed_attempts, last_error, paused FROM {Groups} ORDER BY name";
         InboxCount = $"SELECT count(*) FROM {Inbox}";
 
         const string sagaColumns = "transaction_id, definition, version, state, step_index, awaiting, step_attempt, steps, data, failure, concurrency_version, started_at, updated_at, failed_step, last_error, stuck_reason, timeout_id, timeout_at, queue";
@@ -459,6 +473,7 @@ internal sealed class PostgreSqlSchema
     public string Inbox { get; }
     public string Log { get; }
     public string Groups { get; }
+    public string Projections { get; }
     public string DeadLetters { get; }
     public string Migrations { get; }
     public string Sagas { get; }
@@ -514,6 +529,7 @@ internal sealed class PostgreSqlSchema
     public string ReadStream { get; }
     public string GetGroup { get; }
     public string SaveGroup { get; }
+    public string PauseGroup { get; }
     public string QueueStatus { get; }
     public string DeadLetterCounts { get; }
     public string LogHead { get; }

@@ -457,6 +457,14 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
                 .With("expected", expectedPosition),
             cancellationToken) == 1;
 
+    public async ValueTask SetConsumerGroupPausedAsync(string group, bool paused, CancellationToken cancellationToken) =>
+        await ExecuteAsync(
+            (await CommandAsync(Sql.PauseGroup, cancellationToken))
+                .With("name", group)
+                .With("paused", paused)
+                .With("at", _store.Now.UtcTicks),
+            cancellationToken);
+
     public async ValueTask<int> ExecuteAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(parameters);

@@ -362,9 +362,13 @@ public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQu
         {
             using var reader = session.Commands.Get(Schema.GetGroup, null).With("$name", group).ExecuteReader();
             return reader.Read()
-                ? new ConsumerGroupState(reader.GetString(0), reader.GetInt64(1), reader.GetInt32(2), reader.IsDBNull(3) ? null : reader.GetString(3), SqliteMapping.FromTicks(reader.GetInt64(4)))
+                ? new ConsumerGroupState(reader.GetString(0), reader.GetInt64(1), reader.GetInt32(2), reader.IsDBNull(3) ? null : reader.GetString(3), SqliteMapping.FromTicks(reader.GetInt64(4)), reader.GetInt64(5) != 0)
                 : null;
         }));
+
+    /// <inheritdoc />
+    public ValueTask<long> GetLogHeadAsync(CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Read(session => (long)session.Commands.Get(Schema.LogHead, null).ExecuteScalar()!));
 
     /// <inheritdoc />
     public ValueTask<IReadOnlyList<DeadLetter>> ListDeadLettersAsync(string? source, int max, CancellationToken cancellationToken) =>
@@ -488,7 +492,7 @@ public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQu
                 while (reader.Read())
                 {
                     var position = reader.GetInt64(1);
-                    groups.Add(new ConsumerGroupStatus(reader.GetString(0), position, head - position, reader.GetInt32(2), reader.IsDBNull(3) ? null : reader.GetString(3)));
+                    groups.Add(new ConsumerGroupStatus(reader.GetString(0), position, head - position, reader.GetInt32(2), reader.IsDBNull(3) ? null : reader.GetString(3), reader.GetInt64(4) != 0));
                 }
             }
 

@@ -11,6 +11,7 @@ internal sealed class SqliteSchema
         Inbox = Quote(prefix + "inbox");
         Log = Quote(prefix + "log");
         Groups = Quote(prefix + "consumer_groups");
+        Projections = Quote(prefix + "projections");
         DeadLetters = Quote(prefix + "dead_letters");
         Migrations = Quote(prefix + "schema_migrations");
         Sagas = Quote(prefix + "sagas");
@@ -205,6 +206,18 @@ internal sealed class SqliteSchema
             CREATE INDEX {Quote(prefix + "queue_ordering")} ON {Queue} (queue, ordering_key, ordering_seq) WHERE ordering_key IS NOT NULL;
             CREATE INDEX {Quote(prefix + "dead_letters_ordering")} ON {DeadLetters} (source, ordering_key) WHERE ordering_key IS NOT NULL;
             """,
+            $"""
+            ALTER TABLE {Groups} ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+            CREATE TABLE {Projections} (
+                name TEXT NOT NULL,
+                version INTEGER NOT NULL,
+                tables TEXT NOT NULL,
+                state TEXT NOT NULL,
+                registered_at INTEGER NOT NULL,
+                caught_up_at INTEGER,
+                live_since INTEGER,
+                PRIMARY KEY (name, version));
+            """,
         ];
 
         CreateMigrations = $"CREATE TABLE IF NOT EXISTS {Migrations} (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)";
@@ -268,7 +281,8 @@ internal sealed class SqliteSchema
         Append = $"INSERT INTO {Log} (stream, stream_version, {envelopeColumns}) VALUES ($stream, $stream_version, $message_id, $message_type, $correlation_id, $causation_id, $sent_at, $as_of, $headers, $body) RETURNING position";
         ReadLog = $"SELECT position, stream, stream_version, {envelopeColumns} FROM {Log} WHERE position > $after ORDER BY position LIMIT $max";
         ReadStream = $"SELECT position, stream, stream_version, {envelopeColumns} FROM {Log} WHERE stream = $stream AND stream_version >= $from ORDER BY stream_version LIMIT $max";
-        GetGroup = $"SELECT name, position, failed_attempts, last_error, updated_at FROM {Groups} WHERE name = $name";
+        GetGroup = $"SELECT name, position, failed_attempts, last_error, updated_at, paused FROM {Groups} WHERE name = $name";
+        PauseGroup = $"INSERT INTO {Groups} (name, position, failed_attempts, updated_at, paused) VALUES ($name, 0, 0, $at, $paused) ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at";
         SaveGroup = $"""
             INSERT INTO {Groups} (name, position, failed_attempts, last_error, updated_at) VALUES ($name, $position, $failed_attempts, $last_error, $at)
             ON CONFLICT (name) DO UPDATE SET position = excluded.position, failed_attempts = excluded.failed_attempts, last_error = excluded.last_error, updated_at = excluded.updated_at
@@ -290,7 +304,7 @@ internal sealed class SqliteSchema
             FROM {DeadLetters} d WHERE d.ordering_key IS NOT NULL GROUP BY d.source, d.ordering_key ORDER BY d.source, d.ordering_key
             """;
         LogHead = $"SELECT coalesce(max(position), 0) FROM {Log}";
-        GroupStatus = $"SELECT name, position, failed_attempts, last_error FROM {Groups} ORDER BY name";
+        GroupStatus = $"SELECT name, position, failed_attempts, last_error, paused FROM {Groups} ORDER BY name";
         InboxCount = $"SELECT count(*) FROM {Inbox}";
 
         const string sagaColumns = "transaction_id, definition, version, state, step_index, awaiting, step_attempt, steps, data, failure, concurrency_version, started_at, updated_at, failed_step, last_error, stuck_reason, timeout_id, timeout_at, queue";
@@ -476,6 +490,7 @@ internal sealed class SqliteSchema
     public string Inbox { get; }
     public string Log { get; }
     public string Groups { get; }
+    public string Projections { get; }
     public string DeadLetters { get; }
     public string Migrations { get; }
 
@@ -512,6 +527,7 @@ internal sealed class SqliteSchema
     public string ReadStream { get; }
     public string GetGroup { get; }
     public string SaveGroup { get; }
+    public string PauseGroup { get; }
     public string QueueStatus { get; }
     public string DeadLetterCounts { get; }
     public string LogHead { get; }

@@ -324,6 +324,16 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction, IDatabaseTrans
             .With("$expected", expectedPosition)
             .ExecuteNonQuery() == 1);
 
+    public ValueTask SetConsumerGroupPausedAsync(string group, bool paused, CancellationToken cancellationToken)
+    {
+        Command(Sql.PauseGroup)
+            .With("$name", group)
+            .With("$paused", paused ? 1 : 0)
+            .With("$at", _store.Now.UtcTicks)
+            .ExecuteNonQuery();
+        return ValueTask.CompletedTask;
+    }
+
     public ValueTask<int> ExecuteAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(parameters);

@@ -17,6 +17,7 @@ public sealed class QuiescenceTracker : IMessageObserver
     readonly HashSet<(Guid Id, string Where)> _pending = [];
     readonly HashSet<(Guid Id, string Where)> _finishedEarly = [];
     readonly List<TrackedMessage> _history = [];
+    readonly System.Collections.Concurrent.ConcurrentDictionary<string, TaskCompletionSource<long>> _paused = new(StringComparer.Ordinal);
     TaskCompletionSource _quiet = NewQuiet();
 
     internal QuiescenceTracker(Func<string, IReadOnlyList<string>> groupsFor) => _groupsFor = groupsFor;
@@ -46,6 +47,17 @@ public sealed class QuiescenceTracker : IMessageObserver
             }
         }
     }
+
+    /// <summary>
+    /// Completes with the position at which a runner of <paramref name="group"/> in this process found the group paused
+    /// (at once when one already did): from then on that runner starts no batch until the group is resumed.
+    /// </summary>
+    public Task<long> WhenGroupPausedAsync(string group) => PausedSource(group).Task;
+
+    void IMessageObserver.OnGroupPaused(string group, long position) => PausedSource(group).TrySetResult(position);
+
+    TaskCompletionSource<long> PausedSource(string group) =>
+        _paused.GetOrAdd(group, static _ => new TaskCompletionSource<long>(TaskCreationOptions.RunContinuationsAsynchronously));
 
     /// <summary>Completes when nothing tracked is pending.</summary>
     public Task WhenQuietAsync()

@@ -109,7 +109,49 @@ public sealed class GroupCommandTests
         Assert.Equal([5], ledger.Seen);
     }
 
+    [Fact]
+    public async Task A_paused_group_stops_until_it_is_resumed()
+    {
+        using var temp = new TempFolder();
+        var db = temp.File("paused.db");
+        var ledger = new Ledger();
+        await using var host = await ConvergeTestHost.StartAsync(
+            o =>
+            {
+                o.UseSqlite(db);
+                o.PollInterval = TimeSpan.FromMilliseconds(20);
+                o.Messages.Register<Posted>("ledger.posted");
+                o.Subscribe<Posted, LedgerHandler>("ledger");
+            },
+            services => Microsoft.Extensions.DependencyInjection.ServiceCollectionServiceExtensions.AddSingleton(services, ledger));
+        await host.Bus.PublishAsync("account-1", new Posted(1));
+        await WaitForPositionAsync(host, "ledger", 1);
+
+        var paused = await Cli.RunAsync("groups", "pause", "ledger", "--db", db);
+        Assert.True(paused.ExitCode == 0, paused.ToString());
+        Assert.Contains("paused at position 1", paused.Out, StringComparison.Ordinal);
+        Assert.Equal(1, await host.Tracker.WhenGroupPausedAsync("ledger").WaitAsync(TimeSpan.FromSeconds(30)));
+        await host.Bus.PublishAsync("account-1", new Posted(2));
+        await host.Bus.PublishAsync("account-1", new Posted(3));
+        var listed = await Cli.RunAsync("groups", "list", "--db", db, "--json");
+        var group = Assert.Single(listed.Json().GetProperty("groups").EnumerateArray());
+        Assert.Equal((1L, 2L, true), (group.GetProperty("position").GetInt64(), group.GetProperty("lag").GetInt64(), group.GetProperty("paused").GetBoolean()));
+        Assert.Equal([1], ledger.Seen);
+        Assert.Contains("paused", (await Cli.RunAsync("groups", "list", "--db", db)).Out, StringComparison.Ordinal);
+
+        var resumed = await Cli.RunAsync("groups", "resume", "ledger", "--db", db);
+        Assert.True(resumed.ExitCode == 0, resumed.ToString());
+        Assert.Contains("resumed from position 1", resumed.Out, StringComparison.Ordinal);
+        await WaitForPositionAsync(host, "ledger", 3);
+        Assert.Equal([1, 2, 3], ledger.Seen);
+
+        var unknown = await Cli.RunAsync("groups", "resume", "nobody", "--db", db);
+        Assert.True(unknown.ExitCode == 1, unknown.ToString());
+        Assert.Contains("has no checkpoint", unknown.Error, StringComparison.Ordinal);
+    }
+
     [Theory]
+    [InlineData(new[] { "groups", "pause" }, "Required argument missing")]
     [InlineData(new[] { "groups", "reset", "ledger" }, "Give either --to POSITION or --head")]
     [InlineData(new[] { "groups", "reset", "ledger", "--to", "1", "--head" }, "Give either --to POSITION or --head")]
     [InlineData(new[] { "groups", "reset", "ledger", "--to", "-1" }, "--to must be 0 or more")]

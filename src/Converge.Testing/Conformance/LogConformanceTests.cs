@@ -211,4 +211,92 @@ public abstract class LogConformanceTests : StoreConformanceBase
         Assert.Equal(1, await CountEffectsAsync(parking, "good"));
         Assert.Equal(0, await CountEffectsAsync(parking, "bad"));
     }
+
+    /// <summary>
+    /// The log's head, and a paused consumer group: the flag is kept when the group saves a checkpoint, shows in the
+    /// status, and a group that never ran gets a checkpoint at 0 when it is paused.
+    /// </summary>
+    [Fact]
+    public async Task Pausing_a_group_keeps_its_checkpoint_and_saving_a_checkpoint_keeps_the_pause()
+    {
+        await using var host = await StartAsync(configure: o => o.RunConsumers = false);
+        Assert.Equal(0, await host.Store.GetLogHeadAsync(CancellationToken.None));
+        for (var i = 0; i < 3; i++)
+        {
+            await host.Bus.PublishAsync("s", new ConformanceEvent("e" + i));
+        }
+
+        Assert.Equal(3, await host.Store.GetLogHeadAsync(CancellationToken.None));
+        await InTransactionAsync(host.Store, t => t.SetConsumerGroupPausedAsync("never-ran", true, CancellationToken.None));
+        var created = await host.Store.GetConsumerGroupAsync("never-ran", CancellationToken.None);
+        Assert.True(created is { Position: 0, Paused: true }, $"a group paused before it ran gets a paused checkpoint at 0, not {created}");
+
+        await InTransactionAsync(host.Store, async t => Assert.True(await t.SaveConsumerGroupAsync(Group, 0, 2, 0, null, CancellationToken.None)));
+        await InTransactionAsync(host.Store, t => t.SetConsumerGroupPausedAsync(Group, true, CancellationToken.None));
+        Assert.True((await host.Store.GetConsumerGroupAsync(Group, CancellationToken.None)) is { Position: 2, Paused: true });
+        await InTransactionAsync(host.Store, async t => Assert.True(await t.SaveConsumerGroupAsync(Group, 2, 3, 1, "failed", CancellationToken.None)));
+        Assert.True((await host.Store.GetConsumerGroupAsync(Group, CancellationToken.None)) is { Position: 3, Paused: true, FailedAttempts: 1 });
+        Assert.True(Assert.Single((await StatusAsync(host)).ConsumerGroups, g => g.Group == Group).Paused);
+
+        await InTransactionAsync(host.Store, t => t.SetConsumerGroupPausedAsync(Group, false, CancellationToken.None));
+        Assert.True((await host.Store.GetConsumerGroupAsync(Group, CancellationToken.None)) is { Position: 3, Paused: false });
+    }
+
+    /// <summary>A paused group's runner handles nothing, and goes on from its checkpoint once resumed.</summary>
+    [Fact]
+    public async Task A_paused_group_handles_nothing_until_it_is_resumed()
+    {
+        await using (var sender = await StartAsync("shared", o => o.RunConsumers = false))
+        {
+            for (var i = 0; i < 4; i++)
+            {
+                await sender.Bus.PublishAsync("s", new ConformanceEvent("e" + i));
+            }
+
+            await InTransactionAsync(sender.Store, t => t.SetConsumerGroupPausedAsync(Group, true, CancellationToken.None));
+        }
+
+        await using var host = await StartAsync("shared", o => o.PollInterval = TimeSpan.FromMilliseconds(20));
+        Assert.Equal(0, await host.Tracker.WhenGroupPausedAsync(Group).WaitAsync(ConvergeTestHost.DefaultTimeout));
+        Assert.Equal(0, await CountEffectsAsync(host));
+        Assert.Equal(0, (await host.Store.GetConsumerGroupAsync(Group, CancellationToken.None))!.Position);
+
+        await InTransactionAsync(host.Store, t => t.SetConsumerGroupPausedAsync(Group, false, CancellationToken.None));
+        await WaitForAsync(async () => (await host.Store.GetConsumerGroupAsync(Group, CancellationToken.None))?.Position == 4);
+        Assert.Equal(4, await CountEffectsAsync(host));
+    }
+
+    /// <summary>A new group configured to start at the head handles only what is appended after it first ran; one started after a position, only what follows it.</summary>
+    [Fact]
+    public async Task A_new_group_starts_at_the_head_or_after_a_position_when_told()
+    {
+        await using (var sender = await StartAsync("shared", o => o.RunConsumers = false))
+        {
+            for (var i = 0; i < 3; i++)
+            {
+                await sender.Bus.PublishAsync("s", new ConformanceEvent("before-" + i));
+            }
+        }
+
+        await using (var atHead = await StartAsync("shared", o => o.ConsumerGroup(Group, g => g.StartAt = GroupStart.Head)))
+        {
+            await WaitForAsync(async () => (await atHead.Store.GetConsumerGroupAsync(Group, CancellationToken.None))?.Position == 3);
+            await atHead.Bus.PublishAsync("s", new ConformanceEvent("after-0"));
+            await atHead.Bus.PublishAsync("s", new ConformanceEvent("after-1"));
+            await WaitForAsync(async () => (await atHead.Store.GetConsumerGroupAsync(Group, CancellationToken.None))?.Position == 5);
+            Assert.Equal(2, await CountEffectsAsync(atHead));
+            Assert.Equal(0, await CountEffectsAsync(atHead, "before-0"));
+        }
+
+        await using var afterTwo = await StartAsync("other", o => o.ConsumerGroup(Group, g => g.StartAt = GroupStart.After(2)));
+        for (var i = 0; i < 4; i++)
+        {
+            await afterTwo.Bus.PublishAsync("s", new ConformanceEvent("e" + i));
+        }
+
+        await WaitForAsync(async () => (await afterTwo.Store.GetConsumerGroupAsync(Group, CancellationToken.None))?.Position == 4);
+        Assert.Equal(2, await CountEffectsAsync(afterTwo));
+        Assert.Equal(1, await CountEffectsAsync(afterTwo, "e3"));
+        Assert.Equal(0, await CountEffectsAsync(afterTwo, "e1"));
+    }
 }

@@ -32,6 +32,9 @@ public sealed partial class InMemoryMessageStore
     /// <inheritdoc />
     public ValueTask<ConsumerGroupState?> GetConsumerGroupAsync(string group, CancellationToken cancellationToken) =>
         ValueTask.FromResult(Committed.Groups.GetValueOrDefault(group));
+
+    /// <inheritdoc />
+    public ValueTask<long> GetLogHeadAsync(CancellationToken cancellationToken) => ValueTask.FromResult((long)Committed.Log.Count);
 }
 
 internal sealed partial class InMemoryStoreTransaction
@@ -75,7 +78,16 @@ internal sealed partial class InMemoryStoreTransaction
             return ValueTask.FromResult(false);
         }
 
-        State = state with { Groups = state.Groups.SetItem(group, new ConsumerGroupState(group, position, failedAttempts, lastError, Now)) };
+        State = state with { Groups = state.Groups.SetItem(group, new ConsumerGroupState(group, position, failedAttempts, lastError, Now, current?.Paused ?? false)) };
         return ValueTask.FromResult(true);
+    }
+
+    public ValueTask SetConsumerGroupPausedAsync(string group, bool paused, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(group);
+        var state = State;
+        var current = state.Groups.GetValueOrDefault(group) ?? new ConsumerGroupState(group, 0, 0, null, Now);
+        State = state with { Groups = state.Groups.SetItem(group, current with { Paused = paused, UpdatedAt = Now }) };
+        return ValueTask.CompletedTask;
     }
 }

@@ -38,7 +38,7 @@ public sealed partial class InMemoryMessageStore
         long head = state.Log.Count;
         var groups = state.Groups.Values
             .OrderBy(static g => g.Name, StringComparer.Ordinal)
-            .Select(g => new ConsumerGroupStatus(g.Name, g.Position, head - g.Position, g.FailedAttempts, g.LastError))
+            .Select(g => new ConsumerGroupStatus(g.Name, g.Position, head - g.Position, g.FailedAttempts, g.LastError, g.Paused))
             .ToList();
         var held = state.DeadLetters.Values
             .Where(static letter => letter.LogPosition is null && letter.OrderingKey is not null)

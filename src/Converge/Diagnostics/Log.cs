@@ -50,6 +50,12 @@ internal static partial class Log
     [LoggerMessage(EventId = 1302, Level = LogLevel.Error, Message = "Consumer group {Group} is stalled at position {Position} after {Attempts} attempts; set ParkPoisonEvents or fix the handler")]
     public static partial void GroupStalled(ILogger logger, Exception exception, string group, long position, int attempts);
 
+    [LoggerMessage(EventId = 1306, Level = LogLevel.Information, Message = "Consumer group {Group} is paused at position {Position}; it starts no batch until it is resumed")]
+    public static partial void GroupPaused(ILogger logger, string group, long position);
+
+    [LoggerMessage(EventId = 1307, Level = LogLevel.Information, Message = "Consumer group {Group} resumed at position {Position}")]
+    public static partial void GroupResumed(ILogger logger, string group, long position);
+
     [LoggerMessage(EventId = 1303, Level = LogLevel.Debug, Message = "Consumer group {Group} lost its checkpoint race at position {Position}; re-reading")]
     public static partial void CheckpointConflict(ILogger logger, string group, long position);
 

@@ -41,12 +41,38 @@ internal sealed class ConsumerGroupRunner
     {
         ConsumerGroupState? state = null;
         var loopFailures = 0;
+        var paused = false;
         while (!stopping.IsCancellationRequested)
         {
             try
             {
-                state ??= await _store.GetConsumerGroupAsync(_group.Name, stopping)
-                    ?? new ConsumerGroupState(_group.Name, 0, 0, null, _options.TimeProvider.GetUtcNow());
+                state ??= await _store.GetConsumerGroupAsync(_group.Name, stopping) ?? await StartAsync(stopping);
+                if (state is null)
+                {
+                    continue;
+                }
+
+                if (state.Paused)
+                {
+                    if (!paused)
+                    {
+                        paused = true;
+                        Log.GroupPaused(_logger, _group.Name, state.Position);
+                        _observers.GroupPaused(_group.Name, state.Position);
+                    }
+
+                    // Paused (converge groups pause): read the flag again after each poll interval.
+                    await Task.Delay(_options.PollInterval, _options.TimeProvider, stopping);
+                    state = null;
+                    continue;
+                }
+
+                if (paused)
+                {
+                    paused = false;
+                    Log.GroupResumed(_logger, _group.Name, state.Position);
+                }
+
                 var events = await _store.ReadLogAsync(state.Position, _group.BatchSize, stopping);
                 if (events.Count == 0)
                 {
@@ -88,6 +114,31 @@ internal sealed class ConsumerGroupRunner
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// The state of a group that never ran: at the start it is configured with. A start at the head is stored at once,
+    /// so that events appended while the first batch is read are still the group's; <c>null</c> when another process
+    /// stored a checkpoint first (read it again).
+    /// </summary>
+    async Task<ConsumerGroupState?> StartAsync(CancellationToken cancellationToken)
+    {
+        var now = _options.TimeProvider.GetUtcNow();
+        if (_group.StartAt.Position is { } position)
+        {
+            return new ConsumerGroupState(_group.Name, position, 0, null, now);
+        }
+
+        var head = await _store.GetLogHeadAsync(cancellationToken);
+        await using var transaction = await _store.BeginAsync(cancellationToken);
+        if (await _store.GetConsumerGroupAsync(_group.Name, cancellationToken) is not null
+            || !await transaction.SaveConsumerGroupAsync(_group.Name, 0, head, 0, null, cancellationToken))
+        {
+            return null;
+        }
+
+        await transaction.CommitAsync(cancellationToken);
+        return new ConsumerGroupState(_group.Name, head, 0, null, now);
     }
 
     /// <returns>The new state (<c>null</c> to re-read after a lost race) and, after a failure, how long to wait.</returns>

@@ -443,6 +443,36 @@ public sealed class SubscriptionOptions
     /// group stops at it and keeps retrying at the maximum backoff, so no event is skipped unless you say so.
     /// </summary>
     public bool ParkPoisonEvents { get; set; }
+
+    /// <summary>
+    /// Where the group starts the first time it runs, when it has no checkpoint yet: <see cref="GroupStart.Beginning"/>
+    /// (the default: every event ever appended), <see cref="GroupStart.Head"/> (only events appended from then on) or
+    /// <see cref="GroupStart.After"/> a position. Ignored once the group has a checkpoint; move one with
+    /// <c>converge groups reset</c>.
+    /// </summary>
+    public GroupStart StartAt { get; set; } = GroupStart.Beginning;
+}
+
+/// <summary>Where a consumer group with no checkpoint starts reading the log.</summary>
+public readonly record struct GroupStart
+{
+    GroupStart(long? position) => Position = position;
+
+    /// <summary>The position after which the group starts; <c>null</c> for the head of the log when it first runs.</summary>
+    public long? Position { get; }
+
+    /// <summary>From the first event of the log.</summary>
+    public static GroupStart Beginning => new(0);
+
+    /// <summary>From the head of the log when the group first runs: events appended before are never handled by it.</summary>
+    public static GroupStart Head => new(null);
+
+    /// <summary>After <paramref name="position"/>: the event at <paramref name="position"/> + 1 is the first handled.</summary>
+    public static GroupStart After(long position) =>
+        position >= 0 ? new(position) : throw new ArgumentOutOfRangeException(nameof(position), position, "A log position is 0 or more.");
+
+    /// <inheritdoc />
+    public override string ToString() => Position is { } position ? (position == 0 ? "beginning" : $"after {position}") : "head";
 }
 
 /// <summary>What a store factory receives.</summary>

@@ -36,4 +36,10 @@ public interface IMessageObserver
 
     /// <summary>A consumer group finished with an event (handled, skipped for want of a handler, or parked).</summary>
     void OnEventHandled(LogEvent logEvent, string group, HandlingOutcome outcome) { }
+
+    /// <summary>
+    /// A consumer group's runner found the group paused at <paramref name="position"/> and starts no batch until it is
+    /// resumed; called once each time a runner finds it paused after it was running.
+    /// </summary>
+    void OnGroupPaused(string group, long position) { }
 }

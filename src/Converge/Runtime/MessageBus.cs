@@ -210,4 +210,13 @@ internal sealed class ObserverSet
             catch (Exception exception) { Log.ObserverFailed(_logger, exception); }
         }
     }
+
+    public void GroupPaused(string group, long position)
+    {
+        foreach (var observer in _observers)
+        {
+            try { observer.OnGroupPaused(group, position); }
+            catch (Exception exception) { Log.ObserverFailed(_logger, exception); }
+        }
+    }
 }

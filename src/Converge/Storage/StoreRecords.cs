@@ -100,7 +100,8 @@ public sealed record LogEvent(long Position, string Stream, long StreamVersion, 
 /// <param name="FailedAttempts">Consecutive failures at the next event; 0 when healthy.</param>
 /// <param name="LastError">The last failure at the next event, if any.</param>
 /// <param name="UpdatedAt">When the checkpoint last changed.</param>
-public sealed record ConsumerGroupState(string Name, long Position, int FailedAttempts, string? LastError, DateTimeOffset UpdatedAt);
+/// <param name="Paused">Whether the group is paused (<c>converge groups pause</c>): its runners start no batch until it is resumed.</param>
+public sealed record ConsumerGroupState(string Name, long Position, int FailedAttempts, string? LastError, DateTimeOffset UpdatedAt, bool Paused = false);
 
 /// <summary>Why a message was dead-lettered. Stable strings: tools and queries depend on them.</summary>
 public static class DeadLetterReasons
@@ -200,7 +201,8 @@ public sealed record QueueStatus(string Queue, long Ready, long Scheduled, long 
 /// <param name="Lag">Events between its checkpoint and the head of the log.</param>
 /// <param name="FailedAttempts">Consecutive failures at the next event (a stalled group shows them here).</param>
 /// <param name="LastError">Last failure, if any.</param>
-public sealed record ConsumerGroupStatus(string Group, long Position, long Lag, int FailedAttempts, string? LastError);
+/// <param name="Paused">Whether the group is paused.</param>
+public sealed record ConsumerGroupStatus(string Group, long Position, long Lag, int FailedAttempts, string? LastError, bool Paused = false);
 
 /// <summary>A snapshot of a store, as <c>converge status</c> shows it.</summary>
 /// <param name="Queues">Every queue that holds messages or dead letters.</param>

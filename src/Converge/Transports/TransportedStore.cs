@@ -157,6 +157,9 @@ public sealed class TransportedStore : IMessageStore, IStoreDecorator, IStoreQue
     public ValueTask<ConsumerGroupState?> GetConsumerGroupAsync(string group, CancellationToken cancellationToken) => Store.GetConsumerGroupAsync(group, cancellationToken);
 
     /// <inheritdoc />
+    public ValueTask<long> GetLogHeadAsync(CancellationToken cancellationToken) => Store.GetLogHeadAsync(cancellationToken);
+
+    /// <inheritdoc />
     public ValueTask<int> PurgeInboxAsync(DateTimeOffset handledBefore, CancellationToken cancellationToken) => Store.PurgeInboxAsync(handledBefore, cancellationToken);
 
     /// <inheritdoc />
@@ -321,6 +324,9 @@ internal sealed class TransportedTransaction(IMessageTransport transport, IStore
 
     public ValueTask<bool> SaveConsumerGroupAsync(string group, long expectedPosition, long position, int failedAttempts, string? lastError, CancellationToken cancellationToken) =>
         inner.SaveConsumerGroupAsync(group, expectedPosition, position, failedAttempts, lastError, cancellationToken);
+
+    public ValueTask SetConsumerGroupPausedAsync(string group, bool paused, CancellationToken cancellationToken) =>
+        inner.SetConsumerGroupPausedAsync(group, paused, cancellationToken);
 
     public ValueTask<bool> TryRecordInboxAsync(string consumer, Envelope envelope, CancellationToken cancellationToken) =>
         inner.TryRecordInboxAsync(consumer, envelope, cancellationToken);

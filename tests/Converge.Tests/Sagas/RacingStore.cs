@@ -37,6 +37,8 @@ public sealed class RacingStore(IMessageStore inner, Func<SagaInstance, bool> lo
     public ValueTask<IReadOnlyList<LogEvent>> ReadLogAsync(long afterPosition, int max, CancellationToken cancellationToken) => inner.ReadLogAsync(afterPosition, max, cancellationToken);
     public ValueTask<IReadOnlyList<LogEvent>> ReadStreamAsync(string stream, long fromVersion, int max, CancellationToken cancellationToken) => inner.ReadStreamAsync(stream, fromVersion, max, cancellationToken);
     public ValueTask<ConsumerGroupState?> GetConsumerGroupAsync(string group, CancellationToken cancellationToken) => inner.GetConsumerGroupAsync(group, cancellationToken);
+
+    public ValueTask<long> GetLogHeadAsync(CancellationToken cancellationToken) => inner.GetLogHeadAsync(cancellationToken);
     public ValueTask<bool> RetryDeadLetterAsync(long id, CancellationToken cancellationToken) => inner.RetryDeadLetterAsync(id, cancellationToken);
     public ValueTask<bool> DiscardDeadLetterAsync(long id, CancellationToken cancellationToken) => inner.DiscardDeadLetterAsync(id, cancellationToken);
     public ValueTask<int> PurgeInboxAsync(DateTimeOffset handledBefore, CancellationToken cancellationToken) => inner.PurgeInboxAsync(handledBefore, cancellationToken);
@@ -72,6 +74,8 @@ public sealed class RacingStore(IMessageStore inner, Func<SagaInstance, bool> lo
         public ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, string? exception, AttemptRecord? failure, CancellationToken cancellationToken) => inner.DeadLetterAsync(message, reason, exception, failure, cancellationToken);
         public ValueTask RecordDeadLetterAsync(DeadLetterRecord letter, CancellationToken cancellationToken) => inner.RecordDeadLetterAsync(letter, cancellationToken);
         public ValueTask<bool> SaveConsumerGroupAsync(string group, long expectedPosition, long position, int failedAttempts, string? lastError, CancellationToken cancellationToken) => inner.SaveConsumerGroupAsync(group, expectedPosition, position, failedAttempts, lastError, cancellationToken);
+
+        public ValueTask SetConsumerGroupPausedAsync(string group, bool paused, CancellationToken cancellationToken) => inner.SetConsumerGroupPausedAsync(group, paused, cancellationToken);
         public ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken) => inner.Sagas().LoadSagaAsync(transactionId, cancellationToken);
         public ValueTask<bool> InsertSagaAsync(SagaInstance instance, CancellationToken cancellationToken) => inner.Sagas().InsertSagaAsync(instance, cancellationToken);
         public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) => inner.Sagas().ReadSagaLogAsync(transactionId, cancellationToken);

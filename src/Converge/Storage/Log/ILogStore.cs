@@ -13,6 +13,9 @@ public interface ILogStore : IStore
 
     /// <summary>The state of a consumer group; <c>null</c> when it has never run.</summary>
     ValueTask<ConsumerGroupState?> GetConsumerGroupAsync(string group, CancellationToken cancellationToken);
+
+    /// <summary>The position of the last committed event; 0 when the log is empty.</summary>
+    ValueTask<long> GetLogHeadAsync(CancellationToken cancellationToken);
 }
 
 /// <summary>The log's writes inside a <see cref="IStoreTransaction"/>: they commit or roll back with it.</summary>
@@ -30,6 +33,12 @@ public interface ILogTransaction
     /// <paramref name="expectedPosition"/>; <c>false</c> when another process moved it first (then roll back).
     /// </summary>
     ValueTask<bool> SaveConsumerGroupAsync(string group, long expectedPosition, long position, int failedAttempts, string? lastError, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Pauses or resumes a consumer group. A group that never ran gets a checkpoint at position 0. Saving a checkpoint
+    /// (<see cref="SaveConsumerGroupAsync"/>) keeps the flag as it is.
+    /// </summary>
+    ValueTask SetConsumerGroupPausedAsync(string group, bool paused, CancellationToken cancellationToken);
 }
 
 /// <summary>Log writes composed of the core's own.</summary>
