@@ -591,6 +591,12 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
             cancellationToken);
 
     /// <inheritdoc />
+    public SqlDialect Dialect => SqlDialect.PostgreSql;
+
+    /// <inheritdoc />
+    public string TableName(string name) => Schema.TableName(name);
+
+    /// <inheritdoc />
     public async ValueTask<DbConnection> OpenReadConnectionAsync(CancellationToken cancellationToken) =>
         await _readSource.OpenConnectionAsync(cancellationToken);
 

@@ -214,8 +214,9 @@ internal sealed class PostgreSqlSchema
                 version integer NOT NULL,
                 tables text NOT NULL,
                 state text NOT NULL,
-                registered_at bigint NOT NULL,
-                caught_up_at bigint,
+                started_at bigint NOT NULL,
+                built_at bigint,
+                built_position bigint,
                 live_since bigint,
                 PRIMARY KEY (name, version));
             """,
@@ -312,6 +313,7 @@ internal sealed class PostgreSqlSchema
         ReadLog = $"SELECT position, stream, stream_version, {envelopeColumns} FROM {Log} WHERE position > @after ORDER BY position LIMIT @max";
         ReadStream = $"SELECT position, stream, stream_version, {envelopeColumns} FROM {Log} WHERE stream = @stream AND stream_version >= @from ORDER BY stream_version LIMIT @max";
         GetGroup = $"SELECT name, position, failed_attempts, last_error, updated_at, paused FROM {Groups} WHERE name = @name";
+        DeleteGroup = $"DELETE FROM {Groups} WHERE name = @name";
         PauseGroup = $"INSERT INTO {Groups} AS g (name, position, failed_attempts, updated_at, paused) VALUES (@name, 0, 0, @at, @paused) ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at";
         SaveGroup = $"""
             INSERT INTO {Groups} AS g (name, position, failed_attempts, last_error, updated_at) VALUES (@name, @position, @failed_attempts, @last_error, @at)
@@ -530,6 +532,7 @@ internal sealed class PostgreSqlSchema
     public string GetGroup { get; }
     public string SaveGroup { get; }
     public string PauseGroup { get; }
+    public string DeleteGroup { get; }
     public string QueueStatus { get; }
     public string DeadLetterCounts { get; }
     public string LogHead { get; }
@@ -584,6 +587,9 @@ internal sealed class PostgreSqlSchema
     public const string ReleaseSavepoint = "RELEASE SAVEPOINT converge_item";
 
     string Table(string name) => SchemaName + "." + Quote(name);
+
+    /// <summary>A table of the application's beside the store's own: in the same schema, quoted.</summary>
+    public string TableName(string name) => Table(name);
 
     /// <summary>Quotes an identifier; the schema name is validated too, so this is belt and braces.</summary>
     public static string Quote(string identifier) => "\"" + identifier.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"";

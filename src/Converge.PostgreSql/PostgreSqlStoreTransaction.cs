@@ -457,6 +457,9 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
                 .With("expected", expectedPosition),
             cancellationToken) == 1;
 
+    public async ValueTask<bool> DeleteConsumerGroupAsync(string group, CancellationToken cancellationToken) =>
+        await ExecuteAsync((await CommandAsync(Sql.DeleteGroup, cancellationToken)).With("name", group), cancellationToken) == 1;
+
     public async ValueTask SetConsumerGroupPausedAsync(string group, bool paused, CancellationToken cancellationToken) =>
         await ExecuteAsync(
             (await CommandAsync(Sql.PauseGroup, cancellationToken))

@@ -557,6 +557,12 @@ public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQu
         }));
 
     /// <inheritdoc />
+    public SqlDialect Dialect => SqlDialect.Sqlite;
+
+    /// <inheritdoc />
+    public string TableName(string name) => Schema.TableName(name);
+
+    /// <inheritdoc />
     public ValueTask<DbConnection> OpenReadConnectionAsync(CancellationToken cancellationToken)
     {
         // Pooled, unlike the store's own sessions: jobs open one per run, and a fresh SQLite connection parses the

@@ -5,8 +5,11 @@ namespace Converge.Sqlite;
 /// <summary>Table names and every statement, built once from the validated prefix.</summary>
 internal sealed class SqliteSchema
 {
+    readonly string _prefix;
+
     public SqliteSchema(string prefix)
     {
+        _prefix = prefix;
         Queue = Quote(prefix + "queue");
         Inbox = Quote(prefix + "inbox");
         Log = Quote(prefix + "log");
@@ -213,8 +216,9 @@ internal sealed class SqliteSchema
                 version INTEGER NOT NULL,
                 tables TEXT NOT NULL,
                 state TEXT NOT NULL,
-                registered_at INTEGER NOT NULL,
-                caught_up_at INTEGER,
+                started_at INTEGER NOT NULL,
+                built_at INTEGER,
+                built_position INTEGER,
                 live_since INTEGER,
                 PRIMARY KEY (name, version));
             """,
@@ -282,6 +286,7 @@ internal sealed class SqliteSchema
         ReadLog = $"SELECT position, stream, stream_version, {envelopeColumns} FROM {Log} WHERE position > $after ORDER BY position LIMIT $max";
         ReadStream = $"SELECT position, stream, stream_version, {envelopeColumns} FROM {Log} WHERE stream = $stream AND stream_version >= $from ORDER BY stream_version LIMIT $max";
         GetGroup = $"SELECT name, position, failed_attempts, last_error, updated_at, paused FROM {Groups} WHERE name = $name";
+        DeleteGroup = $"DELETE FROM {Groups} WHERE name = $name";
         PauseGroup = $"INSERT INTO {Groups} (name, position, failed_attempts, updated_at, paused) VALUES ($name, 0, 0, $at, $paused) ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at";
         SaveGroup = $"""
             INSERT INTO {Groups} (name, position, failed_attempts, last_error, updated_at) VALUES ($name, $position, $failed_attempts, $last_error, $at)
@@ -528,11 +533,15 @@ internal sealed class SqliteSchema
     public string GetGroup { get; }
     public string SaveGroup { get; }
     public string PauseGroup { get; }
+    public string DeleteGroup { get; }
     public string QueueStatus { get; }
     public string DeadLetterCounts { get; }
     public string LogHead { get; }
     public string GroupStatus { get; }
     public string InboxCount { get; }
+
+    /// <summary>A table of the application's beside the store's own: behind the same prefix, quoted.</summary>
+    public string TableName(string name) => Quote(_prefix + name);
 
     static string Quote(string identifier) => "\"" + identifier.Replace("\"", "\"\"", StringComparison.Ordinal) + "\"";
 }

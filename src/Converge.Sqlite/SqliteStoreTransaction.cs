@@ -324,6 +324,9 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction, IDatabaseTrans
             .With("$expected", expectedPosition)
             .ExecuteNonQuery() == 1);
 
+    public ValueTask<bool> DeleteConsumerGroupAsync(string group, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Command(Sql.DeleteGroup).With("$name", group).ExecuteNonQuery() == 1);
+
     public ValueTask SetConsumerGroupPausedAsync(string group, bool paused, CancellationToken cancellationToken)
     {
         Command(Sql.PauseGroup)

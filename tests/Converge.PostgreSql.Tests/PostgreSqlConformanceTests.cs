@@ -19,6 +19,8 @@ public sealed class PostgreSqlJobStorageConformanceTests() : JobStorageConforman
 
 public sealed class PostgreSqlDatabaseConformanceTests() : DatabaseConformanceTests(new PostgreSqlConformanceStore());
 
+public sealed class PostgreSqlProjectionConformanceTests() : ProjectionConformanceTests(new PostgreSqlConformanceStore());
+
 /// <summary>A schema per store name in the test database, dropped afterwards.</summary>
 public sealed class PostgreSqlConformanceStore : DatabaseConformanceStore
 {

@@ -23,6 +23,8 @@ public sealed class PostgreSqlRabbitMqJobStorageConformanceTests() : JobStorageC
 
 public sealed class PostgreSqlRabbitMqDatabaseConformanceTests() : DatabaseConformanceTests(new PostgreSqlRabbitMqConformanceStore());
 
+public sealed class PostgreSqlRabbitMqProjectionConformanceTests() : ProjectionConformanceTests(new PostgreSqlRabbitMqConformanceStore());
+
 /// <summary>
 /// The conformance suites on the scale-out pair: PostgreSQL keeps the outbox, inbox, log, sagas, jobs and dead letters;
 /// every message queue goes through RabbitMQ. Needs <c>CONVERGE_TEST_POSTGRES</c> beside <c>CONVERGE_TEST_RABBITMQ</c>.

@@ -19,6 +19,8 @@ public sealed class SqliteJobStorageConformanceTests() : JobStorageConformanceTe
 
 public sealed class SqliteDatabaseConformanceTests() : DatabaseConformanceTests(new SqliteConformanceStore());
 
+public sealed class SqliteProjectionConformanceTests() : ProjectionConformanceTests(new SqliteConformanceStore());
+
 /// <summary>A fresh folder of SQLite files per test, one file per store name.</summary>
 public sealed class SqliteConformanceStore : DatabaseConformanceStore
 {

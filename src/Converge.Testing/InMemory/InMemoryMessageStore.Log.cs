@@ -82,6 +82,19 @@ internal sealed partial class InMemoryStoreTransaction
         return ValueTask.FromResult(true);
     }
 
+    public ValueTask<bool> DeleteConsumerGroupAsync(string group, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(group);
+        var state = State;
+        if (!state.Groups.ContainsKey(group))
+        {
+            return ValueTask.FromResult(false);
+        }
+
+        State = state with { Groups = state.Groups.Remove(group) };
+        return ValueTask.FromResult(true);
+    }
+
     public ValueTask SetConsumerGroupPausedAsync(string group, bool paused, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(group);

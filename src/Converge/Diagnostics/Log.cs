@@ -56,6 +56,21 @@ internal static partial class Log
     [LoggerMessage(EventId = 1307, Level = LogLevel.Information, Message = "Consumer group {Group} resumed at position {Position}")]
     public static partial void GroupResumed(ILogger logger, string group, long position);
 
+    [LoggerMessage(EventId = 1310, Level = LogLevel.Warning, Message = "Projection {Projection} version {Version} failed at position {Position} (attempt {Attempt}); retrying in {Delay}")]
+    public static partial void ProjectionFailed(ILogger logger, Exception exception, string projection, int version, long position, int attempt, TimeSpan delay);
+
+    [LoggerMessage(EventId = 1311, Level = LogLevel.Information, Message = "Projection {Projection} version {Version} caught up with the log at position {Position}: built, ready to switch")]
+    public static partial void ProjectionBuilt(ILogger logger, string projection, int version, long position);
+
+    [LoggerMessage(EventId = 1312, Level = LogLevel.Information, Message = "Projection {Projection} version {Version} is live at position {Position} (was {Previous})")]
+    public static partial void ProjectionSwitched(ILogger logger, string projection, int version, int? previous, long position);
+
+    [LoggerMessage(EventId = 1313, Level = LogLevel.Information, Message = "Projection {Projection} version {Version} is being rebuilt from position 0")]
+    public static partial void ProjectionRebuilding(ILogger logger, string projection, int version);
+
+    [LoggerMessage(EventId = 1314, Level = LogLevel.Warning, Message = "Projection {Projection} version {Version} was dropped; it is not run. Remove its registration, or register a new version")]
+    public static partial void ProjectionDropped(ILogger logger, string projection, int version);
+
     [LoggerMessage(EventId = 1303, Level = LogLevel.Debug, Message = "Consumer group {Group} lost its checkpoint race at position {Position}; re-reading")]
     public static partial void CheckpointConflict(ILogger logger, string group, long position);
 

@@ -124,6 +124,22 @@ public sealed class ConvergeHost : IHostedService, IAsyncDisposable
             work.Add(Task.Run(() => runner.RunAsync(_stopping.Token, _abort.Token), CancellationToken.None));
         }
 
+        if (_options.Projections.Count > 0)
+        {
+            var catalog = _services.GetRequiredService<Projections.ProjectionCatalog>();
+            foreach (var projection in _options.Projections)
+            {
+                var runner = new Projections.ProjectionRunner(
+                    projection,
+                    (Projections.IProjection)_services.GetRequiredService(projection.ProjectionType),
+                    _options,
+                    _store,
+                    catalog,
+                    loggers.CreateLogger($"Converge.Projection.{projection.Name}"));
+                work.Add(Task.Run(() => runner.RunAsync(_stopping.Token, _abort.Token), CancellationToken.None));
+            }
+        }
+
         work.Add(Task.Run(() => PurgeInboxAsync(_stopping.Token), CancellationToken.None));
         _running = Task.WhenAll(work);
         Diagnostics.Log.Started(_logger, _store.Name, _options.Queues.Count, _options.ConsumerGroups.Count);

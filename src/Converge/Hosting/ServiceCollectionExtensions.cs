@@ -48,6 +48,7 @@ public static class ConvergeServiceCollectionExtensions
             return options.CreateStore(new StoreContext(options.TimeProvider, sp));
         });
         services.TryAddSingleton<ObserverSet>();
+        services.TryAddSingleton(sp => new Converge.Projections.ProjectionCatalog(sp.GetRequiredService<IMessageStore>(), options.TimeProvider));
         services.TryAddSingleton<MessageBus>();
         services.TryAddSingleton<IMessageBus>(sp => sp.GetRequiredService<MessageBus>());
         services.TryAddSingleton(new Converge.Faults.FaultInjector(options.Faults));

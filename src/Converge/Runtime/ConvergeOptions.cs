@@ -15,6 +15,7 @@ public sealed partial class ConvergeOptions
     readonly Dictionary<Type, string> _routes = [];
     readonly List<HandlerRegistration> _handlers = [];
     readonly List<Action<IServiceCollection>> _serviceRegistrations = [];
+    readonly List<Converge.Projections.ProjectionRegistration> _projections = [];
 
     readonly List<string> _sagaErrors = [];
 
@@ -130,6 +131,8 @@ public sealed partial class ConvergeOptions
 
     internal IReadOnlyList<Action<IServiceCollection>> ServiceRegistrations => _serviceRegistrations;
 
+    internal IReadOnlyList<Converge.Projections.ProjectionRegistration> Projections => _projections;
+
     /// <summary>
     /// Run in the dead-lettering transaction after a queue message is dead-lettered: the hooks capabilities register
     /// (the saga protocol replies a failure to a saga whose command was dead-lettered), so that the runtime knows none
@@ -187,6 +190,40 @@ public sealed partial class ConvergeOptions
         configure?.Invoke(options);
         _handlers.Add(new HandlerRegistration(null, group, typeof(TEvent), typeof(THandler), HandlerInvoker.For<TEvent, THandler>()));
         _serviceRegistrations.Add(static services => services.AddScopedIfMissing<THandler>());
+        return this;
+    }
+
+    /// <summary>
+    /// Runs version <paramref name="version"/> of projection <paramref name="name"/> with <typeparamref name="TProjection"/>
+    /// (resolved from the services; registered as a singleton unless already registered). The version gets tables of
+    /// its own and is built from position 0 beside the others; the first version built becomes live, later ones when
+    /// switched (<c>converge projections switch</c>) or, with <see cref="Converge.Projections.ProjectionOptions.SwitchWhenBuilt"/>,
+    /// by themselves. Needs a store on a database (SQLite or PostgreSQL). Register the live version and the one being
+    /// built side by side while a new version is rolled out; drop the old one's registration once it is dropped.
+    /// </summary>
+    /// <exception cref="ArgumentException">The name is not lower-case letters, digits, '-' and '_', or the version is below 1.</exception>
+    /// <exception cref="InvalidOperationException">That version of the projection is already registered.</exception>
+    public ConvergeOptions AddProjection<TProjection>(string name, int version, Action<Converge.Projections.ProjectionOptions>? configure = null)
+        where TProjection : class, Converge.Projections.IProjection
+    {
+        Converge.Projections.ProjectionNames.ValidateName(name);
+        ArgumentOutOfRangeException.ThrowIfLessThan(version, 1);
+        if (_projections.Any(p => p.Name == name && p.Version == version))
+        {
+            throw new InvalidOperationException($"Version {version} of projection '{name}' is already registered; a version has one implementation.");
+        }
+
+        var options = new Converge.Projections.ProjectionOptions();
+        configure?.Invoke(options);
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.BatchSize, 1, "BatchSize");
+        _projections.Add(new Converge.Projections.ProjectionRegistration(name, version, typeof(TProjection), options));
+        _serviceRegistrations.Add(static services =>
+        {
+            if (!services.Any(d => d.ServiceType == typeof(TProjection)))
+            {
+                services.AddSingleton<TProjection>();
+            }
+        });
         return this;
     }
 

@@ -77,6 +77,12 @@ public sealed class TransportedStore : IMessageStore, IStoreDecorator, IStoreQue
     /// <inheritdoc />
     public ValueTask<DbConnection> OpenReadConnectionAsync(CancellationToken cancellationToken) => Store.Database().OpenReadConnectionAsync(cancellationToken);
 
+    /// <inheritdoc />
+    public SqlDialect Dialect => Store.Database().Dialect;
+
+    /// <inheritdoc />
+    public string TableName(string name) => Store.Database().TableName(name);
+
     /// <summary>One wrapper per store transaction: enlisting a transaction begun here returns the same wrapper.</summary>
     TransportedTransaction Wrap(IStoreTransaction inner) => _wrapped.GetValue(inner, i => new TransportedTransaction(Transport, i));
 
@@ -324,6 +330,9 @@ internal sealed class TransportedTransaction(IMessageTransport transport, IStore
 
     public ValueTask<bool> SaveConsumerGroupAsync(string group, long expectedPosition, long position, int failedAttempts, string? lastError, CancellationToken cancellationToken) =>
         inner.SaveConsumerGroupAsync(group, expectedPosition, position, failedAttempts, lastError, cancellationToken);
+
+    public ValueTask<bool> DeleteConsumerGroupAsync(string group, CancellationToken cancellationToken) =>
+        inner.DeleteConsumerGroupAsync(group, cancellationToken);
 
     public ValueTask SetConsumerGroupPausedAsync(string group, bool paused, CancellationToken cancellationToken) =>
         inner.SetConsumerGroupPausedAsync(group, paused, cancellationToken);

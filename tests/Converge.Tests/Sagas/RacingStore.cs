@@ -44,6 +44,10 @@ public sealed class RacingStore(IMessageStore inner, Func<SagaInstance, bool> lo
     public ValueTask<int> PurgeInboxAsync(DateTimeOffset handledBefore, CancellationToken cancellationToken) => inner.PurgeInboxAsync(handledBefore, cancellationToken);
     public ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken) => inner.ClaimAsync(queue, max, lease, policy, cancellationToken);
     public ValueTask<DbConnection> OpenReadConnectionAsync(CancellationToken cancellationToken) => inner.Database().OpenReadConnectionAsync(cancellationToken);
+
+    public SqlDialect Dialect => inner.Database().Dialect;
+
+    public string TableName(string name) => inner.Database().TableName(name);
     public ValueTask DisposeAsync() => inner.DisposeAsync();
 
     sealed class RacingTransaction(RacingStore store, IStoreTransaction inner) : IStoreTransaction, IStoreTransactionDecorator, ISagaTransaction
@@ -74,6 +78,8 @@ public sealed class RacingStore(IMessageStore inner, Func<SagaInstance, bool> lo
         public ValueTask<bool> DeadLetterAsync(QueuedMessage message, string reason, string? exception, AttemptRecord? failure, CancellationToken cancellationToken) => inner.DeadLetterAsync(message, reason, exception, failure, cancellationToken);
         public ValueTask RecordDeadLetterAsync(DeadLetterRecord letter, CancellationToken cancellationToken) => inner.RecordDeadLetterAsync(letter, cancellationToken);
         public ValueTask<bool> SaveConsumerGroupAsync(string group, long expectedPosition, long position, int failedAttempts, string? lastError, CancellationToken cancellationToken) => inner.SaveConsumerGroupAsync(group, expectedPosition, position, failedAttempts, lastError, cancellationToken);
+
+        public ValueTask<bool> DeleteConsumerGroupAsync(string group, CancellationToken cancellationToken) => inner.DeleteConsumerGroupAsync(group, cancellationToken);
 
         public ValueTask SetConsumerGroupPausedAsync(string group, bool paused, CancellationToken cancellationToken) => inner.SetConsumerGroupPausedAsync(group, paused, cancellationToken);
         public ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken) => inner.Sagas().LoadSagaAsync(transactionId, cancellationToken);

@@ -21,6 +21,26 @@ public interface IDatabaseStore
     /// outside any write transaction. The caller disposes it.
     /// </summary>
     ValueTask<DbConnection> OpenReadConnectionAsync(CancellationToken cancellationToken);
+
+    /// <summary>The SQL the database speaks, for code that writes its own statements (projections).</summary>
+    SqlDialect Dialect { get; }
+
+    /// <summary>
+    /// Quotes <paramref name="name"/> and places it beside the store's own tables: in the store's schema on PostgreSQL,
+    /// behind the store's table prefix on SQLite. <c>TableName("projections")</c> is the catalogue of projections the
+    /// store's migrations create; a projection's read tables and views are named this way too.
+    /// </summary>
+    string TableName(string name);
+}
+
+/// <summary>The SQL dialect of a <see cref="IDatabaseStore"/>.</summary>
+public enum SqlDialect
+{
+    /// <summary>SQLite 3.35 or later (RETURNING, UPSERT).</summary>
+    Sqlite,
+
+    /// <summary>PostgreSQL 13 or later.</summary>
+    PostgreSql,
 }
 
 /// <summary>Optional: a <see cref="IStoreTransaction"/> on an ADO.NET database, which the application's own statements can join.</summary>

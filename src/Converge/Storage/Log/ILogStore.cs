@@ -39,6 +39,12 @@ public interface ILogTransaction
     /// (<see cref="SaveConsumerGroupAsync"/>) keeps the flag as it is.
     /// </summary>
     ValueTask SetConsumerGroupPausedAsync(string group, bool paused, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Forgets a consumer group's checkpoint (a dropped projection's, a group that is gone); <c>false</c> when it had
+    /// none. A group still running in some process starts again where its configuration says.
+    /// </summary>
+    ValueTask<bool> DeleteConsumerGroupAsync(string group, CancellationToken cancellationToken);
 }
 
 /// <summary>Log writes composed of the core's own.</summary>
