@@ -128,7 +128,7 @@ internal static class ContractComparer
             changes.Add(unread.Count == 0
                 ? new(ContractChangeKind.VersionAdded, added.Type, null, $"new version; {string.Join(", ", older)} read as it", null)
                 : new(ContractChangeKind.VersionAdded, added.Type, null, $"new version; {string.Join(", ", unread)} still read as before, not as '{added.Type}'",
-                    $"Handlers of '{added.Type}' receive older versions only through an upcaster, for example o.Messages.Upcast<{{Old}}, {{New}}>(old => ...) or o.Messages.Upcast(\"{name}\", from: {VersionOf(unread[^1])}, to: {VersionOf(added.Type)}, json => ...)."));
+                    $"Handlers of '{added.Type}' receive older versions only through an upcaster, for example o.Messages.Upcast<OldType, NewType>(old => ...) or o.Messages.Upcast(\"{name}\", from: {VersionOf(unread[^1])}, to: {VersionOf(added.Type)}, json => ...)."));
         }
 
         return new ContractComparison([.. changes
@@ -143,7 +143,7 @@ internal static class ContractComparer
         var newFields = contract.Fields!.ToDictionary(f => f.Name, StringComparer.Ordinal);
         var name = NameOf(old.Type);
         var version = VersionOf(old.Type);
-        var bump = $"or register the new shape as '{name}@{version + 1}' with an upcaster from version {version} (o.Messages.Upcast<{{Old}}, {{New}}>(...) or o.Messages.Upcast(\"{name}\", from: {version}, to: {version + 1}, json => ...)), keeping '{old.Type}' readable";
+        var bump = $"or register the new shape as '{name}@{version + 1}' with an upcaster from version {version} (o.Messages.Upcast<OldType, NewType>(old => ...) or o.Messages.Upcast(\"{name}\", from: {version}, to: {version + 1}, json => ...)), keeping '{old.Type}' readable";
         var removed = new List<string>();
         foreach (var field in old.Fields!)
         {
