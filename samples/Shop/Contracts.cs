@@ -1,4 +1,24 @@
+using Converge.Contracts;
+
 namespace Converge.Samples.Shop;
+
+/// <summary>
+/// Every message type of the Shop with its stable name: registered by every Shop process, and read by
+/// <c>converge contracts check --assembly Converge.Samples.Shop.dll --snapshot samples/Shop/contracts.json</c> in CI.
+/// </summary>
+public sealed class ShopContracts : IConvergeContracts
+{
+    public void Register(MessageTypeRegistry messages) => messages
+        .Register<ReserveCredit>("shop.reserve-credit").Register<CreditReserved>("shop.credit-reserved").Register<CreditLimitExceeded>("shop.credit-limit-exceeded")
+        .Register<ReleaseCredit>("shop.release-credit").Register<CreditReleased>("shop.credit-released")
+        .Register<SettleCredit>("shop.settle-credit").Register<CreditSettled>("shop.credit-settled")
+        .Register<ChargePayment>("shop.charge-payment").Register<PaymentCharged>("shop.payment-charged").Register<PaymentDeclined>("shop.payment-declined")
+        .Register<RefundPayment>("shop.refund-payment").Register<PaymentRefunded>("shop.payment-refunded")
+        .Register<ShipOrder>("shop.ship-order").Register<OrderShipped>("shop.order-shipped").Register<ShipmentRefused>("shop.shipment-refused")
+        .Register<OrderCreated>("shop.order-created").Register<OrderCreditReserved>("shop.order-credit-reserved").Register<OrderCreditRefused>("shop.order-credit-refused")
+        .Register<OrderApproved>("shop.order-approved").Register<OrderRejected>("shop.order-rejected")
+        .Register<OrderCompleted>("shop.order-completed").Register<OrderCancelled>("shop.order-cancelled");
+}
 
 // Commands and replies of the orchestrated place-order saga. Every message names the order: participants are
 // idempotent per order, whatever the message id.

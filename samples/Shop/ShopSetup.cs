@@ -46,16 +46,7 @@ public static class ShopSetup
     /// <summary>Registers every message type and route (every process needs them) and the handlers of <paramref name="services"/>.</summary>
     public static void Configure(ConvergeOptions o, ShopServices services)
     {
-        o.Messages
-            .Register<ReserveCredit>("shop.reserve-credit").Register<CreditReserved>("shop.credit-reserved").Register<CreditLimitExceeded>("shop.credit-limit-exceeded")
-            .Register<ReleaseCredit>("shop.release-credit").Register<CreditReleased>("shop.credit-released")
-            .Register<SettleCredit>("shop.settle-credit").Register<CreditSettled>("shop.credit-settled")
-            .Register<ChargePayment>("shop.charge-payment").Register<PaymentCharged>("shop.payment-charged").Register<PaymentDeclined>("shop.payment-declined")
-            .Register<RefundPayment>("shop.refund-payment").Register<PaymentRefunded>("shop.payment-refunded")
-            .Register<ShipOrder>("shop.ship-order").Register<OrderShipped>("shop.order-shipped").Register<ShipmentRefused>("shop.shipment-refused")
-            .Register<OrderCreated>("shop.order-created").Register<OrderCreditReserved>("shop.order-credit-reserved").Register<OrderCreditRefused>("shop.order-credit-refused")
-            .Register<OrderApproved>("shop.order-approved").Register<OrderRejected>("shop.order-rejected")
-            .Register<OrderCompleted>("shop.order-completed").Register<OrderCancelled>("shop.order-cancelled");
+        new ShopContracts().Register(o.Messages);
         o.Route<ReserveCredit>(ShopQueues.Customers).Route<ReleaseCredit>(ShopQueues.Customers).Route<SettleCredit>(ShopQueues.Customers)
             .Route<ChargePayment>(ShopQueues.Payments).Route<RefundPayment>(ShopQueues.Payments)
             .Route<ShipOrder>(ShopQueues.Shipping);

@@ -170,7 +170,7 @@ public sealed class ConvergeTestHost : IAsyncDisposable
 
     static List<string> GroupsFor(ConvergeOptions options, string messageType) =>
         options.Handlers
-            .Where(h => h.Group is not null && options.Messages.IsRegistered(h.MessageType) && options.Messages.GetName(h.MessageType) == messageType)
+            .Where(h => h.Group is not null && options.Messages.IsRegistered(h.MessageType) && options.Messages.GetReadPath(messageType).Contains(options.Messages.GetName(h.MessageType)))
             .Select(h => h.Group!)
             .Distinct()
             .ToList();

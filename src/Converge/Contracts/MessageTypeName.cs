@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.RegularExpressions;
 
 namespace Converge.Contracts;
@@ -24,6 +25,35 @@ public static partial class MessageTypeName
 
         return $"{name}@{version}";
     }
+
+    /// <summary>
+    /// Splits a stored type name such as <c>shop.place-order@2</c> into its name and version; <c>false</c> when
+    /// <paramref name="typeName"/> is not of the form <see cref="Format"/> writes.
+    /// </summary>
+    public static bool TryParse(string? typeName, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out string? name, out int version)
+    {
+        name = null;
+        version = 0;
+        var at = typeName?.LastIndexOf('@') ?? -1;
+        if (at <= 0
+            || !int.TryParse(typeName.AsSpan(at + 1), NumberStyles.None, CultureInfo.InvariantCulture, out var parsed)
+            || parsed < 1
+            || !NamePattern().IsMatch(typeName![..at]))
+        {
+            return false;
+        }
+
+        name = typeName[..at];
+        version = parsed;
+        return true;
+    }
+
+    /// <summary>Checks that <paramref name="typeName"/> has the form <c>name@version</c>.</summary>
+    /// <exception cref="ArgumentException">It does not; the message shows the form.</exception>
+    internal static string Require(string typeName, string parameter) =>
+        TryParse(typeName, out _, out _)
+            ? typeName
+            : throw new ArgumentException($"'{typeName}' is not a message type name with its version; write it as 'name@version', for example 'shop.order-placed@1'.", parameter);
 
     [GeneratedRegex(@"^[a-z0-9][a-z0-9._-]{0,199}\z")]
     private static partial Regex NamePattern();

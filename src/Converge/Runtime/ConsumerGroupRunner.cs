@@ -152,16 +152,17 @@ internal sealed class ConsumerGroupRunner
         await using var transaction = await _store.BeginAsync(abort);
         foreach (var logEvent in events)
         {
-            if (!_handlers.TryGetValue(logEvent.Envelope.MessageType, out var handlers))
+            if (!_options.Messages.TryFindReadPath(logEvent.Envelope.MessageType, _handlers, static (h, name) => h.ContainsKey(name), out var path))
             {
                 position = logEvent.Position;
                 continue;
             }
 
-                await transaction.SavepointAsync(abort);
+            var handlers = _handlers[path.Target];
+            await transaction.SavepointAsync(abort);
             try
             {
-                var body = _options.Serializer.Deserialize(logEvent.Envelope.Body.Span, handlers[0].MessageType);
+                var body = path.Read(logEvent.Envelope.Body, handlers[0].MessageType, _options.Serializer);
                 await using var scope = _scopes.CreateAsyncScope();
                 var context = new MessageContext(_bus, transaction, logEvent.Envelope, null, _group.Name, failedAttempts + 1, scope.ServiceProvider);
                 foreach (var handler in handlers)

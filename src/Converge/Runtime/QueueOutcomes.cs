@@ -28,17 +28,18 @@ internal static class QueueOutcomes
             return new(null, null, DeadLetterReasons.TooLarge, new MessageTooLargeException(envelope.MessageType, envelope.Body.Length, options.MaxMessageSize));
         }
 
-        // A registration carries its type; the registry is only asked to tell "unknown" from "no handler".
-        if (!registrations.TryGetValue(envelope.MessageType, out var registration))
+        // A registration carries its type; an older name reaches it through the registry's aliases and upcasters.
+        if (!options.Messages.TryFindReadPath(envelope.MessageType, registrations, static (r, name) => r.ContainsKey(name), out var path))
         {
-            return options.Messages.TryGetType(envelope.MessageType, out _)
+            return options.Messages.IsKnown(envelope.MessageType)
                 ? new(null, null, DeadLetterReasons.NoHandler, new InvalidOperationException($"Queue '{queue}' has no handler for '{envelope.MessageType}'."))
-                : new(null, null, DeadLetterReasons.UnknownType, new InvalidOperationException($"'{envelope.MessageType}' is not a registered message type in this process."));
+                : new(null, null, DeadLetterReasons.UnknownType, new InvalidOperationException($"'{envelope.MessageType}' is not a registered message type in this process, and no alias or upcaster reads it as one."));
         }
 
+        var registration = registrations[path.Target];
         try
         {
-            return new(registration, options.Serializer.Deserialize(envelope.Body.Span, typeOf(registration)), null, null);
+            return new(registration, path.Read(envelope.Body, typeOf(registration), options.Serializer), null, null);
         }
         catch (Exception exception)
         {
