@@ -95,46 +95,60 @@ internal sealed class DegradedGrants(ConvergeOptions options, IMessageStore stor
         }
     }
 
-    public async ValueTask<DegradedReview> ReviewAsync(string dependency, Func<DegradedGrant, CancellationToken, ValueTask<DegradedDecision>> recheck, CancellationToken cancellationToken = default)
+    public async ValueTask<DegradedReview> ReviewAsync(
+        string dependency, Func<DegradedGrant, CancellationToken, ValueTask<DegradedDecision>> recheck, int concurrency = 1, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(recheck);
+        ArgumentOutOfRangeException.ThrowIfLessThan(concurrency, 1);
         var confirmed = new List<DegradedGrant>();
         var revoked = new List<DegradedGrant>();
         var elsewhere = 0;
         var open = (await ListAsync(dependency, cancellationToken)).Where(g => g.State == DegradedGrantState.Granted).ToList();
         var version = open.Count > 0 ? open[0].StreamVersion : 0;
-        foreach (var candidate in open)
-        {
-            var decision = await recheck(candidate with { StreamVersion = version }, cancellationToken)
-                ?? throw new InvalidOperationException($"The re-check of grant {candidate.Id} returned no decision; return DegradedDecision.Confirm or DegradedDecision.Revoke.");
-            var grant = candidate with { StreamVersion = version };
-            while (true)
-            {
-                try
-                {
-                    await using var transaction = await store.BeginAsync(cancellationToken);
-                    var settled = await SettleAsync(grant, decision, transaction, cancellationToken);
-                    await transaction.CommitAsync(cancellationToken);
-                    version = settled.StreamVersion;
-                    (decision.Outcome == DegradedGrantState.Confirmed ? confirmed : revoked).Add(settled);
-                    break;
-                }
-                catch (StreamVersionConflictException)
-                {
-                    // Another writer appended first (a new grant, or this grant's settlement): read again and retry on the new version.
-                    var current = (await ListAsync(dependency, cancellationToken)).FirstOrDefault(g => g.Id == grant.Id);
-                    if (current is null || current.State != DegradedGrantState.Granted)
-                    {
-                        elsewhere++;
-                        version = current?.StreamVersion ?? version;
-                        break;
-                    }
 
-                    grant = current;
-                    version = current.StreamVersion;
+        // Re-checks overlap; appends take turns, each at the version the previous one left, so this review never
+        // conflicts with itself, only with other writers.
+        using var appending = new SemaphoreSlim(1, 1);
+        await Parallel.ForEachAsync(open, new ParallelOptions { MaxDegreeOfParallelism = concurrency, CancellationToken = cancellationToken }, async (candidate, ct) =>
+        {
+            var decision = await recheck(candidate, ct)
+                ?? throw new InvalidOperationException($"The re-check of grant {candidate.Id} returned no decision; return DegradedDecision.Confirm or DegradedDecision.Revoke.");
+            await appending.WaitAsync(ct);
+            try
+            {
+                var grant = candidate with { StreamVersion = version };
+                while (true)
+                {
+                    try
+                    {
+                        await using var transaction = await store.BeginAsync(ct);
+                        var settled = await SettleAsync(grant, decision, transaction, ct);
+                        await transaction.CommitAsync(ct);
+                        version = settled.StreamVersion;
+                        (decision.Outcome == DegradedGrantState.Confirmed ? confirmed : revoked).Add(settled);
+                        return;
+                    }
+                    catch (StreamVersionConflictException)
+                    {
+                        // Another writer appended first (a new grant, or this grant's settlement): read again and retry on the new version.
+                        var current = (await ListAsync(dependency, ct)).FirstOrDefault(g => g.Id == grant.Id);
+                        if (current is null || current.State != DegradedGrantState.Granted)
+                        {
+                            elsewhere++;
+                            version = current?.StreamVersion ?? version;
+                            return;
+                        }
+
+                        grant = current;
+                        version = current.StreamVersion;
+                    }
                 }
             }
-        }
+            finally
+            {
+                appending.Release();
+            }
+        });
 
         return new DegradedReview(confirmed, revoked, elsewhere);
     }

@@ -51,11 +51,13 @@ public interface IDegradedGrants
     ValueTask<IReadOnlyList<DegradedGrant>> ListAsync(string dependency, CancellationToken cancellationToken = default);
 
     /// <summary>
-    /// Revisits every open grant of <paramref name="dependency"/>, oldest first: asks <paramref name="recheck"/> (outside
-    /// any transaction, so it may call the dependency) and appends its decision in a transaction of its own. When another
+    /// Revisits every open grant of <paramref name="dependency"/>: asks <paramref name="recheck"/> (outside any
+    /// transaction, so it may call the dependency), up to <paramref name="concurrency"/> grants at once (default 1: one
+    /// after the other, oldest first), and appends each decision in a transaction of its own, one at a time. When another
     /// writer moved the stream first, the grant is read again and its decision appended again, unless it was settled
     /// meanwhile, which is counted in <see cref="DegradedReview.SettledElsewhere"/>. A <paramref name="recheck"/> that
     /// throws stops the review; the grants settled until then stay settled.
     /// </summary>
-    ValueTask<DegradedReview> ReviewAsync(string dependency, Func<DegradedGrant, CancellationToken, ValueTask<DegradedDecision>> recheck, CancellationToken cancellationToken = default);
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="concurrency"/> is below 1.</exception>
+    ValueTask<DegradedReview> ReviewAsync(string dependency, Func<DegradedGrant, CancellationToken, ValueTask<DegradedDecision>> recheck, int concurrency = 1, CancellationToken cancellationToken = default);
 }
