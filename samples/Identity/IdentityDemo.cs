@@ -163,7 +163,7 @@ public static class IdentityDemo
         var started = clock.GetTimestamp();
         simulation.Begin();
         await progress.WriteLineAsync(
-            $"identity: {settings.Requests} requests on {store.Describe()}, log at {address}log; licence register down from {outageStart.TotalSeconds:0.0} s to {outageEnd.TotalSeconds:0.0} s");
+            $"identity: {settings.Requests} requests on {store.Describe()}, log at {address}log; licence register down from {outageStart.TotalSeconds:0.00} s to {outageEnd.TotalSeconds:0.00} s");
 
         // The register comes back: its open grants are revisited at once.
         var recovery = Task.Run(
