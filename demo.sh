@@ -31,3 +31,10 @@ converge demo month-close --accounts 20000 --period 2026-11 --db "$billing"
 converge jobs list --db "$billing" --max 5
 converge jobs batch --db "$billing" month-close:2026-11
 converge jobs recurring --db "$billing"
+
+# Identity checks for a betting account: five checks at once, each partial result on the request's stream as it exists,
+# clients following their streams over HTTP through cut connections, and stakes up to £50 granted while the licence
+# register is down, then confirmed or revoked when it returns.
+identity=.artifacts/identity.db
+rm -f "$identity" "$identity"-wal "$identity"-shm
+converge demo identity --requests 200 --db "$identity"

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Converge.Samples.Billing;
+using Converge.Samples.Identity;
 using Converge.Samples.Shop;
 using Spectre.Console;
 
@@ -8,7 +9,8 @@ namespace Converge.Cli;
 /// <summary>
 /// <c>converge demo shop</c>: the Shop sample end to end, with faults injected, and its outcome checked.
 /// <c>converge demo month-close</c>: the Billing sample's month close for N accounts, and its outcome checked.
-/// Both run on a SQLite file (<c>--db</c>) or a PostgreSQL schema (<c>--postgres</c>), in this process or with
+/// <c>converge demo identity</c>: the Identity sample's verifications followed over HTTP by one client each, and what they saw checked.
+/// All run on a SQLite file (<c>--db</c>) or a PostgreSQL schema (<c>--postgres</c>), in this process or with
 /// worker processes of their own, some of which can be killed along the way.
 /// </summary>
 internal static class DemoCommands
@@ -17,7 +19,99 @@ internal static class DemoCommands
     {
         Shop(output),
         MonthClose(output),
+        Identity(output),
     };
+
+    static Command Identity(CliOutput output)
+    {
+        var requests = new Option<int>("--requests") { Description = "Verifications to submit, at seeded random moments (25 ms apart on average), each followed by a client of its own.", HelpName = "N", DefaultValueFactory = _ => 200 };
+        var seed = new Option<int>("--seed") { Description = "Seeds the arrivals, the stakes, the checks' latencies, answers and transient failures, and where connections are cut.", HelpName = "N", DefaultValueFactory = _ => 42 };
+        var store = new DemoStoreOptions(
+            "The database to create (a new file; kept, so converge status and groups can inspect it). Default: a new temporary file.",
+            "converge_identity",
+            "It must not hold an identity run yet.",
+            "none");
+        var json = CommonOptions.Json();
+        requests.Validators.Add(r =>
+        {
+            if (r.Parsed<int>() is < 1 or > 10_000)
+            {
+                r.AddError("--requests must be between 1 and 10000, for example 200.");
+            }
+        });
+        var command = new Command("identity", "Verify identities as for a betting account opened from a phone: OCR, face extraction, tamper detection, a licence register check and a face match run concurrently, each partial result is published to the request's stream on the log the moment it exists, and while the register is down stakes up to £50 are granted on the OCR'd licence (degraded mode), then confirmed or revoked when it is back. One client per request follows its stream over HTTP through a network that cuts connections and decides by its stake (£2: OCR; £50: OCR, tamper and register or a grant; £3,000: everything). Checks: every client got its result with no gap and no duplicate, every grant was revisited, and the p99 time to the full result is under 10 s.")
+        {
+            requests, seed, json,
+        };
+        store.AddTo(command, filesAndBroker: false);
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var path = store.Db(parsed);
+            if (path is not null && File.Exists(path))
+            {
+                throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file, or omit --db for a temporary one.");
+            }
+
+            await store.CheckPostgresAsync(parsed);
+            var report = await RefusedSettingsAreMisuse(() => IdentityDemo.RunAsync(
+                new IdentityDemoSettings
+                {
+                    Requests = parsed.GetValue(requests),
+                    Seed = parsed.GetValue(seed),
+                    Clock = CliApp.Clock,
+                    DbPath = path,
+                    PostgreSql = store.Postgres(parsed),
+                    Schema = store.Schema(parsed),
+                },
+                output.Error,
+                cancellationToken));
+            var outcome = report.Passed ? CliApp.Success : CliApp.Failure;
+            if (parsed.GetValue(json))
+            {
+                await output.WriteMeasuredJsonAsync(report);
+                return outcome;
+            }
+
+            var tiers = CliOutput.Table("Stake needs", "Requests", "Decided", "Accepted", "Refused", "p50 ms", "p99 ms");
+            foreach (var tier in report.Tiers)
+            {
+                CliOutput.AddRow(tiers, tier.Tier, tier.Requests, tier.Decided, tier.Accepted, tier.Refused, tier.P50Ms, tier.P99Ms);
+            }
+
+            var table = CliOutput.Table("Figure", "Value");
+            CliOutput.AddRow(table, "requests", report.Requests);
+            CliOutput.AddRow(table, "completed (full result received)", report.Completed);
+            CliOutput.AddRow(table, "verified", report.Verified);
+            CliOutput.AddRow(table, "refused", report.Refused);
+            CliOutput.AddRow(table, "full result p50 ms", report.FullResultP50Ms);
+            CliOutput.AddRow(table, "full result p99 ms", $"{report.FullResultP99Ms} (deadline {report.DeadlineSeconds:0.#} s)");
+            CliOutput.AddRow(table, "gaps seen by clients", report.Gaps);
+            CliOutput.AddRow(table, "duplicates seen by clients", report.Duplicates);
+            CliOutput.AddRow(table, "events differing from the store", report.Mismatches);
+            CliOutput.AddRow(table, "connections cut", report.ConnectionsCut);
+            CliOutput.AddRow(table, "reconnects (resumed reads)", report.Reconnects);
+            CliOutput.AddRow(table, "register down", $"{report.OutageStartSeconds:0.##} s to {report.OutageEndSeconds:0.##} s");
+            CliOutput.AddRow(table, "degraded grants made", report.GrantsMade);
+            CliOutput.AddRow(table, "degraded grants confirmed", report.GrantsConfirmed);
+            CliOutput.AddRow(table, "degraded grants revoked", report.GrantsRevoked);
+            CliOutput.AddRow(table, "degraded grants still open", report.GrantsOpen);
+            CliOutput.AddRow(table, "transient failures retried", report.TransientFailures);
+            CliOutput.AddRow(table, "statistics events published", report.StatisticsPublished);
+            CliOutput.AddRow(table, "seconds", report.Seconds);
+            CliOutput.AddRow(table, "store", report.Store);
+            CliOutput.AddRow(table, "database", report.Db);
+            CliOutput.AddRow(table, "peak working set of this process (MB)", CliOutput.PeakWorkingSetMegabytes());
+            output.Console().Write(tiers);
+            output.Console().Write(table);
+            foreach (var problem in report.Problems)
+            {
+                await output.Error.WriteLineAsync("problem: " + problem);
+            }
+
+            return outcome;
+        });
+        return command;
+    }
 
     static Command Shop(CliOutput output)
     {

@@ -49,15 +49,23 @@ internal sealed class DemoStoreOptions
 
     public string DefaultSchema { get; }
 
-    /// <summary>Adds the options to <paramref name="command"/> and checks that at most one store is named.</summary>
-    public void AddTo(Command command)
+    /// <summary>
+    /// Adds the options to <paramref name="command"/> and checks that at most one store is named. A demo whose simulated
+    /// services keep no files and whose queues never leave the store passes <paramref name="filesAndBroker"/>
+    /// <c>false</c>: it is then offered neither <c>--sim-dir</c> nor <c>--rabbitmq</c>.
+    /// </summary>
+    public void AddTo(Command command, bool filesAndBroker = true)
     {
         ArgumentNullException.ThrowIfNull(command);
         command.Options.Add(_db);
         command.Options.Add(_postgres);
         command.Options.Add(_schema);
-        command.Options.Add(_simulation);
-        command.Options.Add(_rabbitMq);
+        if (filesAndBroker)
+        {
+            command.Options.Add(_simulation);
+            command.Options.Add(_rabbitMq);
+        }
+
         command.Validators.Add(Validate);
     }
 

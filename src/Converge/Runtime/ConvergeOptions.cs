@@ -25,6 +25,9 @@ public sealed partial class ConvergeOptions
         Messages.Register<SagaStepTimeout>(SagaStepTimeout.TypeName);
         Messages.Register<SagaStepFailed>(SagaStepFailed.TypeName);
         Messages.Register<SagaResumeRequested>(SagaResumeRequested.TypeName);
+        Messages.Register<Degraded.DegradedAccessGranted>(Degraded.DegradedAccessGranted.TypeName);
+        Messages.Register<Degraded.DegradedAccessConfirmed>(Degraded.DegradedAccessConfirmed.TypeName);
+        Messages.Register<Degraded.DegradedAccessRevoked>(Degraded.DegradedAccessRevoked.TypeName);
     }
 
     /// <summary>The explicit type-name registry. Every message and event type must be registered.</summary>
