@@ -58,6 +58,7 @@ public static class CliApp
         JobCommands.Create(output),
         FlowCommand.Create(output),
         GroupCommands.Create(output),
+        ProjectionCommands.Create(output),
         ContractCommands.Create(output),
         BenchCommands.Create(output),
         DemoCommands.Create(output),
