@@ -40,6 +40,21 @@ public sealed class OrderSummaryProjection : IHandler<StockReserved>
     public Task HandleAsync(StockReserved message, MessageContext context, CancellationToken ct) => Task.CompletedTask;
 }
 
+// The versioned contracts section's two versions of one event.
+public sealed record OrderPlacedV2(string OrderId, decimal Amount);
+public sealed record OrderPlaced(string OrderId, decimal Amount, string Currency);
+
+// The projections section's events, and the fixed version it registers beside the one it shows.
+public sealed record OrderPaid(string Customer, long Cents);
+public sealed record OrderRefunded(string Customer, long Cents);
+public sealed class RevenueByCustomerFixed : Converge.Projections.IProjection
+{
+    public IReadOnlyList<string> Tables { get; } = ["revenue"];
+    public IReadOnlyList<Type> Events { get; } = [typeof(OrderPaid), typeof(OrderRefunded)];
+    public ValueTask CreateTablesAsync(Converge.Projections.ProjectionContext context, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+    public ValueTask ApplyAsync(IReadOnlyList<Converge.Projections.ProjectedEvent> events, Converge.Projections.ProjectionContext context, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+}
+
 // The place-order saga's data and messages.
 public sealed class PlaceOrderData
 {
