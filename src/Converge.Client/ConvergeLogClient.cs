@@ -69,11 +69,21 @@ public sealed record ConvergeLogClientOptions
 /// </summary>
 /// <param name="http">The client to send with, its <see cref="HttpClient.BaseAddress"/> the server's root, its default
 /// headers the credentials. Its <see cref="HttpClient.Timeout"/> must allow a long read
-/// (<see cref="Timeout.InfiniteTimeSpan"/>): the response of a followed read never ends.</param>
+/// (<see cref="Timeout.InfiniteTimeSpan"/>): the response of a followed read never ends. Its handler should not drain
+/// an abandoned response (<see cref="CreateHandler"/>): by default .NET reads on for up to 2 s to keep the connection,
+/// and the server counts such a reader against its limit of clients all that time.</param>
 /// <param name="options">Options; defaults when <c>null</c>.</param>
 public sealed class ConvergeLogClient(HttpClient http, ConvergeLogClientOptions? options = null)
 {
     readonly ConvergeLogClientOptions _options = options ?? new ConvergeLogClientOptions();
+
+    /// <summary>
+    /// A handler suited to following the log: <see cref="SocketsHttpHandler.MaxResponseDrainSize"/> 0, so a response
+    /// the reader abandons (it stopped enumerating, or a read was cut) closes its connection at once instead of being
+    /// read on for up to 2 s; everything else as .NET's default. Give it to an <see cref="HttpClient"/> with
+    /// <see cref="HttpClient.Timeout"/> <see cref="Timeout.InfiniteTimeSpan"/>.
+    /// </summary>
+    public static SocketsHttpHandler CreateHandler() => new() { MaxResponseDrainSize = 0 };
 
     /// <summary>Reads the whole log, or the part <paramref name="query"/> selects.</summary>
     public IAsyncEnumerable<LogEntry> ReadLogAsync(LogQuery? query = null, CancellationToken cancellationToken = default)
@@ -137,57 +147,60 @@ public sealed class ConvergeLogClient(HttpClient http, ConvergeLogClientOptions?
                 failure = exception;
             }
 
-            if (failure is null)
+            // A caller that stops enumerating leaves through this finally: the response (and its connection) goes with it.
+            try
             {
-                var stream = await response!.Content.ReadAsStreamAsync(cancellationToken);
-                var reader = PipeReader.Create(stream);
-                var entries = _options.Format == LogFormat.ServerSentEvents ? ReadEventStreamAsync(reader, cancellationToken) : ReadNdjsonAsync(reader, cancellationToken);
-                await using var enumerator = entries.GetAsyncEnumerator(cancellationToken);
-                while (true)
+                if (failure is null)
                 {
-                    LogEntry entry;
-                    try
+                    var stream = await response!.Content.ReadAsStreamAsync(cancellationToken);
+                    var reader = PipeReader.Create(stream);
+                    var entries = _options.Format == LogFormat.ServerSentEvents ? ReadEventStreamAsync(reader, cancellationToken) : ReadNdjsonAsync(reader, cancellationToken);
+                    await using var enumerator = entries.GetAsyncEnumerator(cancellationToken);
+                    while (true)
                     {
-                        if (!await enumerator.MoveNextAsync())
+                        LogEntry entry;
+                        try
                         {
+                            if (!await enumerator.MoveNextAsync())
+                            {
+                                break;
+                            }
+
+                            entry = enumerator.Current;
+                        }
+                        catch (Exception exception) when (IsTransient(exception, cancellationToken))
+                        {
+                            failure = exception;
                             break;
                         }
 
-                        entry = enumerator.Current;
+                        var at = cursorOf(entry);
+                        if (at <= cursor)
+                        {
+                            // Never yield twice: a server resuming from an older cursor repeats what was seen.
+                            continue;
+                        }
+
+                        cursor = at;
+                        resumed = true;
+                        failures = 0;
+                        yield return entry;
                     }
-                    catch (Exception exception) when (IsTransient(exception, cancellationToken))
+
+                    await reader.CompleteAsync();
+                    if (failure is null)
                     {
-                        failure = exception;
-                        break;
+                        if (!query.Follow)
+                        {
+                            yield break;
+                        }
+
+                        // A followed read the server ended (it was stopping, or dropped this client): connect again.
+                        failure = new IOException("The server ended the log's response.");
                     }
-
-                    var at = cursorOf(entry);
-                    if (at <= cursor)
-                    {
-                        // Never yield twice: a server resuming from an older cursor repeats what was seen.
-                        continue;
-                    }
-
-                    cursor = at;
-                    resumed = true;
-                    failures = 0;
-                    yield return entry;
-                }
-
-                await reader.CompleteAsync();
-                response.Dispose();
-                if (failure is null)
-                {
-                    if (!query.Follow)
-                    {
-                        yield break;
-                    }
-
-                    // A followed read the server ended (it was stopping, or dropped this client): connect again.
-                    failure = new IOException("The server ended the log's response.");
                 }
             }
-            else
+            finally
             {
                 response?.Dispose();
             }

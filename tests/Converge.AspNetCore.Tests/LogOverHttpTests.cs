@@ -211,6 +211,41 @@ public sealed class LogOverHttpTests
         Assert.Equal(HttpStatusCode.OK, status);
     }
 
+    /// <summary>
+    /// A reader that stops enumerating lets go of its connection: with one client allowed, the next reader gets in (the
+    /// response is disposed, and the client's handler closes rather than drains it).
+    /// </summary>
+    [Fact]
+    public async Task A_reader_that_stops_enumerating_frees_its_place_at_once()
+    {
+        await using var server = await LogServer.StartAsync(o => { o.MaxClients = 1; o.HeartbeatInterval = TimeSpan.FromMilliseconds(100); });
+        await server.AppendAsync(10, streams: 1);
+        using var http = server.Client(handler: ConvergeLogClient.CreateHandler());
+        var client = new ConvergeLogClient(http);
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        for (var reader = 0; reader < 3; reader++)
+        {
+            var seen = 0;
+            await foreach (var entry in client.ReadLogAsync(cancellationToken: deadline.Token))
+            {
+                if (++seen == 2)
+                {
+                    break;
+                }
+            }
+
+            Assert.Equal(2, seen);
+        }
+
+        HttpStatusCode status;
+        do
+        {
+            using var again = await http.GetAsync("converge/log?follow=false", deadline.Token);
+            status = again.StatusCode;
+        }
+        while (status != HttpStatusCode.OK);
+    }
+
     [Fact]
     public async Task An_idle_response_sends_heartbeats()
     {
