@@ -72,7 +72,7 @@ internal static class GroupCommands
 
             await using (var transaction = await store.BeginAsync(cancellationToken))
             {
-                await transaction.SetConsumerGroupPausedAsync(name, paused, cancellationToken);
+                await transaction.ConsumerGroups().SetConsumerGroupPausedAsync(name, paused, cancellationToken);
                 await transaction.CommitAsync(cancellationToken);
             }
 

@@ -10,7 +10,7 @@ using NpgsqlTypes;
 namespace Converge.PostgreSql;
 
 /// <summary>A write transaction on the store's database: Converge's own (owning its pooled connection) or the caller's.</summary>
-internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseTransaction, ISagaTransaction, IJobTransaction
+internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseTransaction, ISagaTransaction, IJobTransaction, IConsumerGroupTransaction
 {
     static readonly ConditionalWeakTable<NpgsqlTransaction, PostgreSqlStoreTransaction> OwnedTransactions = new();
 

@@ -9,7 +9,7 @@ using Microsoft.Data.Sqlite;
 namespace Converge.Sqlite;
 
 /// <summary>A write transaction on the SQLite file: Converge's own (holding the process's write gate) or the caller's.</summary>
-internal sealed class SqliteStoreTransaction : IStoreTransaction, IDatabaseTransaction, ISagaTransaction, IJobTransaction
+internal sealed class SqliteStoreTransaction : IStoreTransaction, IDatabaseTransaction, ISagaTransaction, IJobTransaction, IConsumerGroupTransaction
 {
     readonly SqliteMessageStore _store;
     readonly SqliteSession? _session;

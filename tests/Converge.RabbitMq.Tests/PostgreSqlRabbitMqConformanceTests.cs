@@ -51,7 +51,9 @@ public sealed class PostgreSqlRabbitMqConformanceStore : DatabaseConformanceStor
         var schema = _schemaPrefix + "_" + storeName;
         _schemas.TryAdd(schema, 0);
         options.UsePostgreSql(new NpgsqlConnectionStringBuilder(Postgres) { SearchPath = schema }.ConnectionString, o => o.Schema = schema);
-        options.UseRabbitMq(TestBroker.Uri, o => o.QueuePrefix = _prefix);
+        // A store of its own has broker names of its own, as two applications on one broker would: otherwise the log
+        // streams of two stores would mix (position 3 of one read as position 3 of the other).
+        options.UseRabbitMq(TestBroker.Uri, o => o.QueuePrefix = _prefix + storeName + ".");
         var transport = options.TransportFactory!;
         options.TransportFactory = context =>
         {
@@ -69,7 +71,7 @@ public sealed class PostgreSqlRabbitMqConformanceStore : DatabaseConformanceStor
         var first = _transports.FirstOrDefault();
         if (first is not null)
         {
-            await TestBroker.DeleteAsync(_transports.SelectMany(t => t.BrokerQueues), [first.BrokerName(first.Options.DeadLetterQueue)]);
+            await TestBroker.DeleteAsync(_transports.SelectMany(t => t.BrokerQueues), [.. _transports.Select(t => t.BrokerName(t.Options.DeadLetterQueue)).Distinct()]);
         }
 
         await using var connection = new NpgsqlConnection(Postgres);

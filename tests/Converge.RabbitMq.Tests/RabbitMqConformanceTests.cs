@@ -37,7 +37,8 @@ public sealed class RabbitMqConformanceStore : DatabaseConformanceStore
     public override void Use(ConvergeOptions options, string storeName)
     {
         options.UseSqlite(Path.Combine(_folder, storeName + ".db"));
-        options.UseRabbitMq(TestBroker.Uri, o => o.QueuePrefix = _prefix);
+        // A store of its own has broker names of its own, as two applications on one broker would.
+        options.UseRabbitMq(TestBroker.Uri, o => o.QueuePrefix = _prefix + storeName + ".");
         var transport = options.TransportFactory!;
         options.TransportFactory = context =>
         {
@@ -55,7 +56,7 @@ public sealed class RabbitMqConformanceStore : DatabaseConformanceStore
         var first = _transports.FirstOrDefault();
         if (first is not null)
         {
-            await TestBroker.DeleteAsync(_transports.SelectMany(t => t.BrokerQueues), [first.BrokerName(first.Options.DeadLetterQueue)]);
+            await TestBroker.DeleteAsync(_transports.SelectMany(t => t.BrokerQueues), [.. _transports.Select(t => t.BrokerName(t.Options.DeadLetterQueue)).Distinct()]);
         }
 
         Directory.Delete(_folder, recursive: true);

@@ -117,6 +117,8 @@ public sealed class SqliteStoreTests : IDisposable
             await using var command = connection.CreateCommand();
             command.CommandText = """
                 DELETE FROM converge_schema_migrations WHERE version >= 4;
+                DROP TABLE converge_projections;
+                ALTER TABLE converge_consumer_groups DROP COLUMN paused;
                 DROP INDEX converge_queue_ordering;
                 DROP INDEX converge_dead_letters_ordering;
                 ALTER TABLE converge_queue DROP COLUMN ordering_key;

@@ -227,18 +227,18 @@ public abstract class LogConformanceTests : StoreConformanceBase
         }
 
         Assert.Equal(3, await host.Store.GetLogHeadAsync(CancellationToken.None));
-        await InTransactionAsync(host.Store, t => t.SetConsumerGroupPausedAsync("never-ran", true, CancellationToken.None));
+        await InTransactionAsync(host.Store, t => t.ConsumerGroups().SetConsumerGroupPausedAsync("never-ran", true, CancellationToken.None));
         var created = await host.Store.GetConsumerGroupAsync("never-ran", CancellationToken.None);
         Assert.True(created is { Position: 0, Paused: true }, $"a group paused before it ran gets a paused checkpoint at 0, not {created}");
 
         await InTransactionAsync(host.Store, async t => Assert.True(await t.SaveConsumerGroupAsync(Group, 0, 2, 0, null, CancellationToken.None)));
-        await InTransactionAsync(host.Store, t => t.SetConsumerGroupPausedAsync(Group, true, CancellationToken.None));
+        await InTransactionAsync(host.Store, t => t.ConsumerGroups().SetConsumerGroupPausedAsync(Group, true, CancellationToken.None));
         Assert.True((await host.Store.GetConsumerGroupAsync(Group, CancellationToken.None)) is { Position: 2, Paused: true });
         await InTransactionAsync(host.Store, async t => Assert.True(await t.SaveConsumerGroupAsync(Group, 2, 3, 1, "failed", CancellationToken.None)));
         Assert.True((await host.Store.GetConsumerGroupAsync(Group, CancellationToken.None)) is { Position: 3, Paused: true, FailedAttempts: 1 });
         Assert.True(Assert.Single((await StatusAsync(host)).ConsumerGroups, g => g.Group == Group).Paused);
 
-        await InTransactionAsync(host.Store, t => t.SetConsumerGroupPausedAsync(Group, false, CancellationToken.None));
+        await InTransactionAsync(host.Store, t => t.ConsumerGroups().SetConsumerGroupPausedAsync(Group, false, CancellationToken.None));
         Assert.True((await host.Store.GetConsumerGroupAsync(Group, CancellationToken.None)) is { Position: 3, Paused: false });
     }
 
@@ -253,7 +253,7 @@ public abstract class LogConformanceTests : StoreConformanceBase
                 await sender.Bus.PublishAsync("s", new ConformanceEvent("e" + i));
             }
 
-            await InTransactionAsync(sender.Store, t => t.SetConsumerGroupPausedAsync(Group, true, CancellationToken.None));
+            await InTransactionAsync(sender.Store, t => t.ConsumerGroups().SetConsumerGroupPausedAsync(Group, true, CancellationToken.None));
         }
 
         await using var host = await StartAsync("shared", o => o.PollInterval = TimeSpan.FromMilliseconds(20));
@@ -261,7 +261,7 @@ public abstract class LogConformanceTests : StoreConformanceBase
         Assert.Equal(0, await CountEffectsAsync(host));
         Assert.Equal(0, (await host.Store.GetConsumerGroupAsync(Group, CancellationToken.None))!.Position);
 
-        await InTransactionAsync(host.Store, t => t.SetConsumerGroupPausedAsync(Group, false, CancellationToken.None));
+        await InTransactionAsync(host.Store, t => t.ConsumerGroups().SetConsumerGroupPausedAsync(Group, false, CancellationToken.None));
         await WaitForAsync(async () => (await host.Store.GetConsumerGroupAsync(Group, CancellationToken.None))?.Position == 4);
         Assert.Equal(4, await CountEffectsAsync(host));
     }

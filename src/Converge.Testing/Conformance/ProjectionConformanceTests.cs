@@ -46,7 +46,7 @@ public abstract class ProjectionConformanceTests : StoreConformanceBase
             var catalog = first.Services.GetRequiredService<ProjectionCatalog>();
             await WaitForAsync(async () => await catalog.GetLiveVersionAsync("counts", CancellationToken.None) == 1);
             Assert.Equal(["a=2", "b=1"], await ReadViewAsync(first, catalog.View("counts", "counts")));
-            await InTransactionAsync(first.Store, t => t.SetConsumerGroupPausedAsync("projection:counts@2", true, CancellationToken.None));
+            await InTransactionAsync(first.Store, t => t.ConsumerGroups().SetConsumerGroupPausedAsync("projection:counts@2", true, CancellationToken.None));
         }
 
         await using var host = await StartAsync("projections", o =>
@@ -62,7 +62,7 @@ public abstract class ProjectionConformanceTests : StoreConformanceBase
         Assert.Contains("still building", refused.Reason, StringComparison.Ordinal);
 
         await host.Bus.PublishAsync("s-c", new ConformanceEvent("c"));
-        await InTransactionAsync(host.Store, t => t.SetConsumerGroupPausedAsync("projection:counts@2", false, CancellationToken.None));
+        await InTransactionAsync(host.Store, t => t.ConsumerGroups().SetConsumerGroupPausedAsync("projection:counts@2", false, CancellationToken.None));
         await WaitForAsync(async () => (await projections.ListAsync(CancellationToken.None)).All(v => v.State != ProjectionState.Building && v.Position == 4));
         Assert.Equal(["a=2", "b=1", "c=1"], await ReadViewAsync(host, projections.View("counts", "counts")));
 

@@ -248,7 +248,7 @@ public sealed class ProjectionCatalog
         }
 
         await DropTablesAsync(transaction, name, version, row.Tables, cancellationToken);
-        await transaction.DeleteConsumerGroupAsync(ProjectionNames.Group(name, version), cancellationToken);
+        await transaction.ConsumerGroups().DeleteConsumerGroupAsync(ProjectionNames.Group(name, version), cancellationToken);
         await SetStateAsync(transaction, name, version, ProjectionState.Dropped, cancellationToken);
         await transaction.CommitAsync(cancellationToken);
     }

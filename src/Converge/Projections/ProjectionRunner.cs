@@ -145,7 +145,7 @@ internal sealed class ProjectionRunner
                 await _catalog.DropTablesAsync(transaction, Name, Version, row.Tables, cancellationToken);
                 await _projection.CreateTablesAsync(Context(transaction), cancellationToken);
                 await _catalog.RestartAsync(transaction, Name, Version, cancellationToken);
-                await transaction.DeleteConsumerGroupAsync(_group, cancellationToken);
+                await transaction.ConsumerGroups().DeleteConsumerGroupAsync(_group, cancellationToken);
                 await transaction.CommitAsync(cancellationToken);
                 Log.ProjectionRebuilding(_logger, Name, Version);
                 return BatchOutcome.Applied;

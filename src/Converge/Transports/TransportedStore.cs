@@ -331,12 +331,6 @@ internal sealed class TransportedTransaction(IMessageTransport transport, IStore
     public ValueTask<bool> SaveConsumerGroupAsync(string group, long expectedPosition, long position, int failedAttempts, string? lastError, CancellationToken cancellationToken) =>
         inner.SaveConsumerGroupAsync(group, expectedPosition, position, failedAttempts, lastError, cancellationToken);
 
-    public ValueTask<bool> DeleteConsumerGroupAsync(string group, CancellationToken cancellationToken) =>
-        inner.DeleteConsumerGroupAsync(group, cancellationToken);
-
-    public ValueTask SetConsumerGroupPausedAsync(string group, bool paused, CancellationToken cancellationToken) =>
-        inner.SetConsumerGroupPausedAsync(group, paused, cancellationToken);
-
     public ValueTask<bool> TryRecordInboxAsync(string consumer, Envelope envelope, CancellationToken cancellationToken) =>
         inner.TryRecordInboxAsync(consumer, envelope, cancellationToken);
 

@@ -79,9 +79,6 @@ public sealed class RacingStore(IMessageStore inner, Func<SagaInstance, bool> lo
         public ValueTask RecordDeadLetterAsync(DeadLetterRecord letter, CancellationToken cancellationToken) => inner.RecordDeadLetterAsync(letter, cancellationToken);
         public ValueTask<bool> SaveConsumerGroupAsync(string group, long expectedPosition, long position, int failedAttempts, string? lastError, CancellationToken cancellationToken) => inner.SaveConsumerGroupAsync(group, expectedPosition, position, failedAttempts, lastError, cancellationToken);
 
-        public ValueTask<bool> DeleteConsumerGroupAsync(string group, CancellationToken cancellationToken) => inner.DeleteConsumerGroupAsync(group, cancellationToken);
-
-        public ValueTask SetConsumerGroupPausedAsync(string group, bool paused, CancellationToken cancellationToken) => inner.SetConsumerGroupPausedAsync(group, paused, cancellationToken);
         public ValueTask<SagaInstance?> LoadSagaAsync(string transactionId, CancellationToken cancellationToken) => inner.Sagas().LoadSagaAsync(transactionId, cancellationToken);
         public ValueTask<bool> InsertSagaAsync(SagaInstance instance, CancellationToken cancellationToken) => inner.Sagas().InsertSagaAsync(instance, cancellationToken);
         public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) => inner.Sagas().ReadSagaLogAsync(transactionId, cancellationToken);

@@ -14,8 +14,37 @@ public interface ILogStore : IStore
     /// <summary>The state of a consumer group; <c>null</c> when it has never run.</summary>
     ValueTask<ConsumerGroupState?> GetConsumerGroupAsync(string group, CancellationToken cancellationToken);
 
-    /// <summary>The position of the last committed event; 0 when the log is empty.</summary>
-    ValueTask<long> GetLogHeadAsync(CancellationToken cancellationToken);
+    /// <summary>
+    /// The position of the last committed event; 0 when the log is empty. The default finds it with about 2 log2(head)
+    /// reads of one event; a store answers it with one query.
+    /// </summary>
+    async ValueTask<long> GetLogHeadAsync(CancellationToken cancellationToken)
+    {
+        // Positions rise but may skip numbers: an event after p means the head is beyond p. Gallop, then halve.
+        long below = 0;
+        var above = 1L;
+        while ((await ReadLogAsync(above, 1, cancellationToken)).Count > 0)
+        {
+            below = above;
+            above = checked(above * 2);
+        }
+
+        while (above - below > 1)
+        {
+            var middle = below + ((above - below) / 2);
+            if ((await ReadLogAsync(middle, 1, cancellationToken)).Count > 0)
+            {
+                below = middle;
+            }
+            else
+            {
+                above = middle;
+            }
+        }
+
+        var last = await ReadLogAsync(below, 1, cancellationToken);
+        return last.Count > 0 ? last[0].Position : below;
+    }
 }
 
 /// <summary>The log's writes inside a <see cref="IStoreTransaction"/>: they commit or roll back with it.</summary>
@@ -33,10 +62,19 @@ public interface ILogTransaction
     /// <paramref name="expectedPosition"/>; <c>false</c> when another process moved it first (then roll back).
     /// </summary>
     ValueTask<bool> SaveConsumerGroupAsync(string group, long expectedPosition, long position, int failedAttempts, string? lastError, CancellationToken cancellationToken);
+}
 
+/// <summary>
+/// Optional: operating consumer groups in a <see cref="IStoreTransaction"/> (<c>converge groups pause|resume</c>,
+/// dropping a projection). Every store of this repository offers it; find it with
+/// <see cref="LogTransactionExtensions.ConsumerGroups"/>.
+/// </summary>
+public interface IConsumerGroupTransaction
+{
     /// <summary>
-    /// Pauses or resumes a consumer group. A group that never ran gets a checkpoint at position 0. Saving a checkpoint
-    /// (<see cref="SaveConsumerGroupAsync"/>) keeps the flag as it is.
+    /// Pauses or resumes a consumer group: its runners start no batch while it is paused. A group that never ran gets a
+    /// checkpoint at position 0. Saving a checkpoint (<see cref="ILogTransaction.SaveConsumerGroupAsync"/>) keeps the
+    /// flag as it is.
     /// </summary>
     ValueTask SetConsumerGroupPausedAsync(string group, bool paused, CancellationToken cancellationToken);
 
@@ -50,6 +88,11 @@ public interface ILogTransaction
 /// <summary>Log writes composed of the core's own.</summary>
 public static class LogTransactionExtensions
 {
+    /// <summary><paramref name="transaction"/>'s consumer-group operations (pause, resume, delete).</summary>
+    /// <exception cref="NotSupportedException">The store does not offer <see cref="IConsumerGroupTransaction"/>.</exception>
+    public static IConsumerGroupTransaction ConsumerGroups(this IStoreTransaction transaction) =>
+        StoreContracts.Require<IConsumerGroupTransaction>(transaction, "Pausing and deleting consumer groups");
+
     /// <summary>
     /// Parks a log event a consumer group could not handle: a dead letter whose source is <c>log:GROUP</c>, with the
     /// event's position, recorded in <paramref name="transaction"/>.
