@@ -27,7 +27,7 @@ public sealed class LogOverHttpTests
         using var deadline = new CancellationTokenSource(TimeSpan.FromMinutes(3));
 
         // About 230 bytes an event: a cut every 115 KB on average spreads the 100 cuts over the first half of the stream.
-        var cutting = new CuttingHandler(Cuts, maxBytesBetweenCuts: 230_000, seed: 12);
+        var cutting = new ConnectionCutter(share: 1, maxBytesBeforeCut: 230_000, seed: 12, maxCuts: Cuts);
         using var http = server.Client(handler: cutting);
         var reconnects = 0;
         var client = new ConvergeLogClient(http, new ConvergeLogClientOptions { Format = format, ReconnectDelay = TimeSpan.FromMilliseconds(1), MaxReconnectDelay = TimeSpan.FromMilliseconds(5), OnReconnect = _ => Interlocked.Increment(ref reconnects) });
@@ -54,7 +54,7 @@ public sealed class LogOverHttpTests
         if (format == LogFormat.ServerSentEvents)
         {
             // As a browser does: the URL stays as first asked and the header carries where to resume.
-            Assert.All(resumed, r => Assert.Equal(("/converge/log?after=0", true), (r.Uri, r.LastEventId is not null)));
+            Assert.All(resumed, r => Assert.Equal(("/converge/log?after=0", true), (r.PathAndQuery, r.LastEventId is not null)));
         }
         else
         {

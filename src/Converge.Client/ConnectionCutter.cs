@@ -1,41 +1,64 @@
-namespace Converge.Samples.Identity;
+using System.Collections.Concurrent;
+
+namespace Converge.Client;
 
 /// <summary>
-/// A phone's network between the clients and the service: a share of the responses (<paramref name="cutShare"/>) is
-/// cut after a random number of bytes, anywhere, mid-event included, and the read fails with an
-/// <see cref="IOException"/>, as when a connection drops. Seeded, so a run cuts the same way each time it is given the
-/// same traffic.
+/// A handler that cuts responses short, as a phone's network does, to show that a <see cref="ConvergeLogClient"/> (or
+/// any reader of yours) resumes without a gap or a duplicate: a response chosen to be cut fails with an
+/// <see cref="IOException"/> after a random number of bytes (anywhere, mid-event included), and its connection is
+/// closed. Seeded, so given the same traffic it cuts the same way. For tests and demos, never production.
 /// </summary>
-public sealed class ConnectionCutter(double cutShare, int maxBytesBeforeCut, int seed) : DelegatingHandler(new SocketsHttpHandler
+public sealed class ConnectionCutter : DelegatingHandler
 {
-    // A response the client stops reading is closed at once, as a phone that drops does; by default the handler would
-    // read on for up to 2 s to reuse the connection, and a followed log response never ends.
-    MaxResponseDrainSize = 0,
-})
-{
-    readonly Random _random = new(seed);
+    readonly Random _random;
+    readonly double _share;
+    readonly int _maxBytes;
+    readonly long _maxCuts;
     long _cuts;
     long _responses;
 
-    /// <summary>Responses cut short.</summary>
+    /// <summary>Creates the handler over <see cref="ConvergeLogClient.CreateHandler"/>.</summary>
+    /// <param name="share">The share of successful responses cut, from 0 to 1 (1: every one).</param>
+    /// <param name="maxBytesBeforeCut">A cut response carries from 1 to this many bytes first.</param>
+    /// <param name="seed">Seeds which responses are cut and where.</param>
+    /// <param name="maxCuts">Cut no more than this many responses (default: no limit).</param>
+    public ConnectionCutter(double share, int maxBytesBeforeCut, int seed, long maxCuts = long.MaxValue)
+        : base(ConvergeLogClient.CreateHandler())
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(share);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(share, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxBytesBeforeCut, 2);
+        _share = share;
+        _maxBytes = maxBytesBeforeCut;
+        _maxCuts = maxCuts;
+        _random = new Random(seed);
+    }
+
+    /// <summary>Responses cut short so far.</summary>
     public long Cuts => Interlocked.Read(ref _cuts);
 
-    /// <summary>Responses received, the reconnections included.</summary>
+    /// <summary>Responses received so far, reconnections included.</summary>
     public long Responses => Interlocked.Read(ref _responses);
 
+    /// <summary>Each request's path and query and its <c>Last-Event-ID</c> header, in order.</summary>
+    public ConcurrentQueue<(string PathAndQuery, string? LastEventId)> Requests { get; } = new();
+
+    /// <inheritdoc />
     protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
     {
+        ArgumentNullException.ThrowIfNull(request);
+        Requests.Enqueue((request.RequestUri?.PathAndQuery ?? string.Empty, request.Headers.TryGetValues(LogWire.LastEventIdHeader, out var ids) ? ids.FirstOrDefault() : null));
         var response = await base.SendAsync(request, cancellationToken);
         Interlocked.Increment(ref _responses);
         int budget;
         lock (_random)
         {
-            if (!response.IsSuccessStatusCode || _random.NextDouble() >= cutShare)
+            if (!response.IsSuccessStatusCode || Interlocked.Read(ref _cuts) >= _maxCuts || _random.NextDouble() >= _share)
             {
                 return response;
             }
 
-            budget = _random.Next(1, maxBytesBeforeCut);
+            budget = _random.Next(1, _maxBytes);
         }
 
         var inner = await response.Content.ReadAsStreamAsync(cancellationToken);
