@@ -20,7 +20,8 @@ public static class ConvergeLogEndpoints
     /// <c>Last-Event-ID</c> header resumes a read and wins over <c>after</c>. A followed response stays open: events are
     /// pushed as they commit (the store's wake-ups), and a heartbeat is sent when it idles. The wire format is described
     /// on <see cref="Converge.Client.LogWire"/>; <see cref="Converge.Client.ConvergeLogClient"/> reads it and resumes on
-    /// its own. Needs <c>AddConverge</c> in the same application, and <c>UseAuthentication</c>/<c>UseAuthorization</c>
+    /// its own. Each response carries the log's head at its start as a read-your-writes token (the
+    /// <c>Converge-Consistency</c> header, see <see cref="ConvergeConsistency"/>). Needs <c>AddConverge</c> in the same application, and <c>UseAuthentication</c>/<c>UseAuthorization</c>
     /// when a policy is named.
     /// </summary>
     /// <param name="endpoints">The application's routes.</param>

@@ -4,6 +4,7 @@ using System.IO.Pipelines;
 using System.Runtime.CompilerServices;
 using System.Text.Json;
 using Converge.Client;
+using Converge.Consistency;
 using Converge.Runtime;
 using Converge.Storage;
 using Microsoft.AspNetCore.Http;
@@ -59,6 +60,7 @@ internal sealed class LogFeed(ConvergeLogOptions options)
             response.ContentType = request.Sse ? LogWire.EventStreamMediaType : LogWire.NdjsonMediaType;
             response.Headers.CacheControl = "no-cache";
             response.Headers["X-Accel-Buffering"] = "no";
+            response.SetConsistencyToken(new ConsistencyToken(await store.GetLogHeadAsync(ended.Token)));
             await response.StartAsync(ended.Token);
             await WriteAsync(response.BodyWriter, store, time, request, context, ended.Token);
         }

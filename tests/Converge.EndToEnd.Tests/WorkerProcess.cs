@@ -100,6 +100,13 @@ internal sealed class WorkerProcess : IDisposable
         await WaitForExitAsync(timeout);
     }
 
+    /// <summary>Writes <paramref name="line"/> to the worker's standard input.</summary>
+    public async Task SendLineAsync(string line)
+    {
+        await _process.StandardInput.WriteLineAsync(line);
+        await _process.StandardInput.FlushAsync();
+    }
+
     /// <summary>Closes the worker's standard input, which asks it to stop gracefully, and waits for it to exit.</summary>
     public async Task<int> StopAsync(TimeSpan timeout)
     {
@@ -193,6 +200,8 @@ internal sealed class WorkerLog
 {
     readonly Lock _gate = new();
     readonly StringBuilder _text = new();
+    readonly List<(int Worker, string Line)> _lines = [];
+    readonly List<(Func<int, string, bool> Match, TaskCompletionSource<string> Found)> _waiters = [];
 
     public void Add(int worker, string? line)
     {
@@ -201,9 +210,52 @@ internal sealed class WorkerLog
             return;
         }
 
+        List<(TaskCompletionSource<string> Found, string Line)> found = [];
         lock (_gate)
         {
             _text.Append("[worker ").Append(worker).Append("] ").AppendLine(line);
+            _lines.Add((worker, line));
+            foreach (var waiter in _waiters.Where(w => w.Match(worker, line)).ToList())
+            {
+                _waiters.Remove(waiter);
+                found.Add((waiter.Found, line));
+            }
+        }
+
+        foreach (var (waiter, text) in found)
+        {
+            waiter.TrySetResult(text);
+        }
+    }
+
+    /// <summary>
+    /// The first line worker <paramref name="worker"/> wrote (already, or from now on) that <paramref name="match"/>
+    /// accepts; fails the test with the workers' output if none comes within <paramref name="timeout"/>.
+    /// </summary>
+    public async Task<string> WaitForLineAsync(int worker, Func<string, bool> match, TimeSpan timeout, string what)
+    {
+        TaskCompletionSource<string> found = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_gate)
+        {
+            foreach (var (from, line) in _lines)
+            {
+                if (from == worker && match(line))
+                {
+                    return line;
+                }
+            }
+
+            _waiters.Add(((from, line) => from == worker && match(line), found));
+        }
+
+        try
+        {
+            return await found.Task.WaitAsync(timeout);
+        }
+        catch (TimeoutException)
+        {
+            Assert.Fail($"Worker {worker} did not write {what} within {timeout.TotalSeconds} s.\n{Tail()}");
+            throw;
         }
     }
 

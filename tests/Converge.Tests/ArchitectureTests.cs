@@ -17,7 +17,7 @@ namespace Converge.Tests;
 /// </summary>
 public sealed class ArchitectureTests(ITestOutputHelper output)
 {
-    static readonly string[] Capabilities = ["Sagas", "Jobs", "Choreography", "Faults", "Hosting", "Degraded"];
+    static readonly string[] Capabilities = ["Sagas", "Jobs", "Choreography", "Faults", "Hosting", "Degraded", "Consistency"];
 
     [Fact]
     public void Storage_and_contracts_import_no_capability_and_not_the_runtime()
@@ -42,7 +42,7 @@ public sealed class ArchitectureTests(ITestOutputHelper output)
     {
         // ConvergeOptions is the composition API (AddSaga, job queues); the runtime's delivery code reaches sagas only
         // through the dead-letter hooks AddConverge registers and the extension members in Converge.Sagas.
-        var found = Violations(["Runtime"], ["Sagas", "Jobs", "Choreography", "Hosting", "Degraded"], exceptions: ["ConvergeOptions.cs"]);
+        var found = Violations(["Runtime"], ["Sagas", "Jobs", "Choreography", "Hosting", "Degraded", "Consistency"], exceptions: ["ConvergeOptions.cs"]);
 
         Assert.Empty(found);
     }

@@ -19,7 +19,8 @@ public static class ConvergeServiceCollectionExtensions
     /// Adds Converge: the store (<see cref="IMessageStore"/>), the clients an application injects, all singletons
     /// (<see cref="IMessageBus"/> sends and publishes, <see cref="Converge.Jobs.IJobClient"/> enqueues jobs,
     /// <see cref="Converge.Sagas.ISagaClient"/> starts and queries sagas, <see cref="Converge.Degraded.IDegradedGrants"/> records
-    /// degraded-mode grants), and a hosted service that migrates the store
+    /// degraded-mode grants, <see cref="Converge.Consistency.IConsistency"/> waits for projections and groups to reach a
+    /// read-your-writes token), and a hosted service that migrates the store
     /// and runs the consumers. <paramref name="configure"/> must choose a store (for example <c>o.UseSqlite("app.db")</c>)
     /// and register every message type; the options are validated when the host starts, with messages that
     /// name the fix.
@@ -56,6 +57,7 @@ public static class ConvergeServiceCollectionExtensions
         services.TryAddSingleton<Converge.Sagas.SagaEngine>();
         services.TryAddSingleton<Converge.Sagas.ISagaClient, Converge.Sagas.SagaClient>();
         services.TryAddSingleton<Converge.Degraded.IDegradedGrants, Converge.Degraded.DegradedGrants>();
+        services.TryAddSingleton<Converge.Consistency.IConsistency, Converge.Consistency.ConsistencyWaiter>();
         services.TryAddSingleton<Converge.Jobs.JobRuntime>();
         services.TryAddSingleton<Converge.Jobs.IJobClient>(sp => sp.GetRequiredService<Converge.Jobs.JobRuntime>().Client);
         services.TryAddSingleton<ConvergeHost>();

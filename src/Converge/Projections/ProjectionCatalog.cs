@@ -207,6 +207,7 @@ public sealed class ProjectionCatalog
         if (result.Switched)
         {
             await transaction.CommitAsync(cancellationToken);
+            _store.Signals.Checkpoints.Ring();
         }
 
         return result;

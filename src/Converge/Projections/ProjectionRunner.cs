@@ -191,6 +191,7 @@ internal sealed class ProjectionRunner
         }
 
         await transaction.CommitAsync(CancellationToken.None);
+        _store.Signals.Checkpoints.Ring();
         if (switched is { Switched: true })
         {
             Log.ProjectionSwitched(_logger, Name, Version, switched.Previous, position);

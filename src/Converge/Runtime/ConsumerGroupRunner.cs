@@ -215,6 +215,7 @@ internal sealed class ConsumerGroupRunner
         }
 
         await transaction.CommitAsync(CancellationToken.None);
+        _store.Signals.Checkpoints.Ring();
         foreach (var (logEvent, outcome) in done)
         {
             ConvergeDiagnostics.EventsHandled.Add(1, ConvergeDiagnostics.OutcomeTags[(int)outcome]);

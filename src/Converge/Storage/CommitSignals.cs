@@ -13,6 +13,13 @@ public sealed class CommitSignals
     /// <summary>The bell rung when events are appended to the log.</summary>
     public Doorbell Log { get; } = new();
 
+    /// <summary>
+    /// The bell rung after a consumer group or projection version run by this process commits its checkpoint, and after a
+    /// projection version is switched live here: read-your-writes waits (<c>IConsistency</c>) listen to it through
+    /// <see cref="Doorbell.Rung"/>. Checkpoints moved by another process ring nothing; such waits also read on an interval.
+    /// </summary>
+    public Doorbell Checkpoints { get; } = new();
+
     /// <summary>The bell of one queue.</summary>
     public Doorbell Queue(string queue) => _queues.GetOrAdd(queue, static _ => new Doorbell());
 

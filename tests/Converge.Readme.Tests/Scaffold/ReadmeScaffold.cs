@@ -87,3 +87,17 @@ public sealed class PaymentProvider
 {
     public Task<Charge> ChargeAsync(decimal amount, string idempotencyKey, CancellationToken ct) => throw new NotSupportedException();
 }
+
+// The read-your-writes snippet's event, projection and the application's read of the projection's view.
+public sealed record OrderAccepted(string OrderId);
+public sealed class OrderListProjection : Converge.Projections.IProjection
+{
+    public IReadOnlyList<string> Tables { get; } = ["orders"];
+    public IReadOnlyList<Type> Events { get; } = [typeof(OrderAccepted)];
+    public ValueTask CreateTablesAsync(Converge.Projections.ProjectionContext context, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+    public ValueTask ApplyAsync(IReadOnlyList<Converge.Projections.ProjectedEvent> events, Converge.Projections.ProjectionContext context, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+}
+public static class OrderList
+{
+    public static Task<string?> FindAsync(string id) => Task.FromResult<string?>(id);
+}
