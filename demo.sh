@@ -38,3 +38,10 @@ converge jobs recurring --db "$billing"
 identity=.artifacts/identity.db
 rm -f "$identity" "$identity"-wal "$identity"-shm
 converge demo identity --requests 200 --db "$identity"
+
+# Reprocessing a projection while the shop runs: revenue per customer, version 1 (refunds ignored) live and read by four
+# readers; version 2 (fixed) rebuilt beside it from position 0 while orders keep flowing, compared, switched; the live
+# view checked against the events, with no failed read and no read that went back.
+reprocess=.artifacts/reprocess.db
+rm -f "$reprocess" "$reprocess"-wal "$reprocess"-shm
+converge demo reprocess --orders 20000 --db "$reprocess"

@@ -33,6 +33,15 @@ public sealed class LogBenchSettings
 
     /// <summary>A PostgreSQL connection string: the run gets a new schema there (dropped after it) instead of a SQLite file.</summary>
     public string? Postgres { get; init; }
+
+    /// <summary>Events of the projection rebuild, on a store of its own (as Marten's peer: 200,000); 0 skips it.</summary>
+    public int RebuildEvents { get; init; } = 200_000;
+
+    /// <summary>Streams the rebuild's events are spread over (as Marten's peer: 10,000).</summary>
+    public int RebuildStreams { get; init; } = 10_000;
+
+    /// <summary>Events per batch of the rebuilt projection; <c>null</c> for the library's default.</summary>
+    public int? RebuildBatch { get; init; }
 }
 
 /// <summary>The figures of one <c>converge bench log</c> run.</summary>
@@ -47,12 +56,14 @@ public sealed record LogBenchReport(
     int Clients,
     double ClientsTotalPerSecond,
     double ClientsSlowestSeconds,
-    long BytesPerEvent);
+    long BytesPerEvent,
+    RebuildFigures? Rebuild);
 
 /// <summary>
 /// The log over HTTP on this machine: appends (one event per transaction, and in batches), then the whole log read over
 /// loopback HTTP by one client as NDJSON, by one as Server-Sent Events, and by many at once. Every read is verified:
-/// each client must see every position once, in order.
+/// each client must see every position once, in order. Then, on a store of its own, a projection rebuilt from position 0
+/// (<see cref="RebuildBench"/>), its rows verified.
 /// </summary>
 public static class LogBench
 {
@@ -90,6 +101,9 @@ public static class LogBench
             }));
             var together = watch.Elapsed.TotalSeconds;
             await app.StopAsync(cancellationToken);
+            var rebuild = settings.RebuildEvents > 0
+                ? await RebuildBench.RunAsync(settings.RebuildEvents, settings.RebuildStreams, settings.RebuildBatch, settings.Postgres, path, progress, cancellationToken)
+                : null;
             return new LogBenchReport(
                 settings.Postgres is null ? "sqlite" : "postgresql",
                 total,
@@ -101,7 +115,8 @@ public static class LogBench
                 settings.Clients,
                 (double)total * settings.Clients / together,
                 total / slowest.Min(),
-                bytes);
+                bytes,
+                rebuild);
         }
         finally
         {

@@ -23,15 +23,27 @@ internal static class BenchCommands
         var single = new Option<int>("--single") { Description = "Events appended one per transaction first.", HelpName = "N", DefaultValueFactory = _ => 2_000 };
         var appendBatch = new Option<int>("--append-batch") { Description = "Events per batched transaction.", HelpName = "N", DefaultValueFactory = _ => 100 };
         var clients = new Option<int>("--clients") { Description = "Clients reading the whole log at once.", HelpName = "N", DefaultValueFactory = _ => 50 };
-        var store = new BenchStoreOptions("Where to put the database (a new file, kept after the run). Default: a temporary file, deleted.");
+        var rebuildEvents = new Option<int>("--rebuild-events") { Description = "Events of the projection rebuild, appended to a store of their own; 0 skips the rebuild.", HelpName = "N", DefaultValueFactory = _ => 200_000 };
+        var rebuildStreams = new Option<int>("--rebuild-streams") { Description = "Streams the rebuild's events are spread over; the projection keeps a row per stream.", HelpName = "N", DefaultValueFactory = _ => 10_000 };
+        var rebuildBatch = new Option<int?>("--rebuild-batch") { Description = "Events per batch of the rebuilt projection. Default: the library's (1,000).", HelpName = "N" };
+        var store = new BenchStoreOptions("Where to put the database (a new file, kept after the run; the rebuild's store beside it, FILE.rebuild, deleted). Default: a temporary file, deleted.");
         var json = CommonOptions.Json();
         AtLeast(count, 1);
         AtLeast(single, 1);
         AtLeast(appendBatch, 1);
         AtLeast(clients, 1);
-        var command = new Command("log", "Append events to the log (one per transaction, then in batches) and read the whole log over loopback HTTP with one NDJSON client, one Server-Sent Events client, and many clients at once; verify every client saw every event once, in order.")
+        AtLeast(rebuildEvents, 0);
+        AtLeast(rebuildStreams, 1);
+        rebuildBatch.Validators.Add(result =>
         {
-            count, single, appendBatch, clients, json,
+            if (result.ParsedNullable<int>() is { } b && b is < 1 or > 100_000)
+            {
+                result.AddError("--rebuild-batch must be between 1 and 100000.");
+            }
+        });
+        var command = new Command("log", "Append events to the log (one per transaction, then in batches) and read the whole log over loopback HTTP with one NDJSON client, one Server-Sent Events client, and many clients at once; verify every client saw every event once, in order. Then rebuild a projection from position 0 on a store of its own, as Marten's peer does (200,000 events over 10,000 streams, a row per stream), and verify its rows.")
+        {
+            count, single, appendBatch, clients, rebuildEvents, rebuildStreams, rebuildBatch, json,
         };
         // The log stays in the store: no broker option.
         store.AddTo(command, broker: false);
@@ -39,7 +51,18 @@ internal static class BenchCommands
         {
             var (path, postgres, _) = store.Resolve(parsed);
             var report = await LogBench.RunAsync(
-                new LogBenchSettings { Count = parsed.GetValue(count), Single = parsed.GetValue(single), AppendBatch = parsed.GetValue(appendBatch), Clients = parsed.GetValue(clients), DbPath = path, Postgres = postgres },
+                new LogBenchSettings
+                {
+                    Count = parsed.GetValue(count),
+                    Single = parsed.GetValue(single),
+                    AppendBatch = parsed.GetValue(appendBatch),
+                    Clients = parsed.GetValue(clients),
+                    DbPath = path,
+                    Postgres = postgres,
+                    RebuildEvents = parsed.GetValue(rebuildEvents),
+                    RebuildStreams = parsed.GetValue(rebuildStreams),
+                    RebuildBatch = parsed.GetValue(rebuildBatch),
+                },
                 output.Error,
                 cancellationToken);
             if (parsed.GetValue(json))
@@ -58,7 +81,15 @@ internal static class BenchCommands
             CliOutput.AddRow(table, $"HTTP, {report.Clients} clients at once (events/s, all)", report.ClientsTotalPerSecond);
             CliOutput.AddRow(table, $"HTTP, {report.Clients} clients at once (s, slowest)", report.ClientsSlowestSeconds);
             CliOutput.AddRow(table, "bytes per event on the wire", report.BytesPerEvent);
-            CliOutput.AddRow(table, "verified", "every client saw every event once, in order");
+            if (report.Rebuild is { } rebuild)
+            {
+                CliOutput.AddRow(table, $"rebuild: {rebuild.Events} events over {rebuild.Streams} streams, appended (events/s, 100 per transaction)", rebuild.AppendPerSecond);
+                CliOutput.AddRow(table, $"rebuild from 0, batches of {rebuild.BatchSize} (events/s, by the catalogue)", rebuild.PerSecond);
+                CliOutput.AddRow(table, "rebuild from 0 (events/s, wall clock from registering)", rebuild.WallPerSecond);
+                CliOutput.AddRow(table, "rebuild from 0 (s, wall clock)", rebuild.Seconds);
+            }
+
+            CliOutput.AddRow(table, "verified", report.Rebuild is null ? "every client saw every event once, in order" : "every client saw every event once, in order; every stream's row rebuilt with its count and sum");
             CliOutput.AddRow(table, "peak working set (MB)", CliOutput.PeakWorkingSetMegabytes());
             output.Console().Write(table);
             return CliApp.Success;

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Converge.Samples.Billing;
 using Converge.Samples.Identity;
+using Converge.Samples.Reprocess;
 using Converge.Samples.Shop;
 using Spectre.Console;
 
@@ -10,6 +11,7 @@ namespace Converge.Cli;
 /// <c>converge demo shop</c>: the Shop sample end to end, with faults injected, and its outcome checked.
 /// <c>converge demo month-close</c>: the Billing sample's month close for N accounts, and its outcome checked.
 /// <c>converge demo identity</c>: the Identity sample's verifications followed over HTTP by one client each, and what they saw checked.
+/// <c>converge demo reprocess</c>: a buggy projection rebuilt beside the live one while orders flow, compared, switched and checked.
 /// All run on a SQLite file (<c>--db</c>) or a PostgreSQL schema (<c>--postgres</c>), in this process or with
 /// worker processes of their own, some of which can be killed along the way.
 /// </summary>
@@ -20,7 +22,95 @@ internal static class DemoCommands
         Shop(output),
         MonthClose(output),
         Identity(output),
+        Reprocess(output),
     };
+
+    static Command Reprocess(CliOutput output)
+    {
+        var orders = new Option<int>("--orders") { Description = "Orders placed (paid, refunded, cancelled) on the log before the fixed version is registered; more keep coming during the run.", HelpName = "N", DefaultValueFactory = _ => 20_000 };
+        var seed = new Option<int>("--seed") { Description = "Seeds the orders: customers, amounts, and which are paid, refunded or cancelled.", HelpName = "N", DefaultValueFactory = _ => 42 };
+        var store = new DemoStoreOptions(
+            "The database to create (a new file; kept, so converge status and groups can inspect it). Default: a new temporary file.",
+            "converge_reprocess",
+            "It must not hold a Converge store yet.",
+            "none");
+        var json = CommonOptions.Json();
+        orders.Validators.Add(r =>
+        {
+            if (r.Parsed<int>() is < 1 or > 5_000_000)
+            {
+                r.AddError("--orders must be between 1 and 5000000, for example 20000.");
+            }
+        });
+        var command = new Command("reprocess", "Reprocess a projection while the shop runs: revenue per customer, version 1 live with a bug (refunds ignored) and read all along by 4 readers; version 2, fixed, registered beside it while orders keep flowing, rebuilt from position 0, compared with version 1 (the bug shows as differing rows) and switched live. Checks: the live view equals totals computed from the events, no read failed and no read went back. Reports the rebuild rate.")
+        {
+            orders, seed, json,
+        };
+        store.AddTo(command, filesAndBroker: false);
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var path = store.Db(parsed);
+            if (path is not null && File.Exists(path))
+            {
+                throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file, or omit --db for a temporary one.");
+            }
+
+            await store.CheckPostgresAsync(parsed);
+            var report = await RefusedSettingsAreMisuse(() => ReprocessDemo.RunAsync(
+                new ReprocessDemoSettings
+                {
+                    Orders = parsed.GetValue(orders),
+                    Seed = parsed.GetValue(seed),
+                    Clock = CliApp.Clock,
+                    DbPath = path,
+                    PostgreSql = store.Postgres(parsed),
+                    Schema = store.Schema(parsed),
+                },
+                output.Error,
+                cancellationToken));
+            var outcome = report.Passed ? CliApp.Success : CliApp.Failure;
+            if (parsed.GetValue(json))
+            {
+                await output.WriteMeasuredJsonAsync(report);
+                return outcome;
+            }
+
+            var table = CliOutput.Table("Figure", "Value");
+            CliOutput.AddRow(table, "orders seeded", report.OrdersSeeded);
+            CliOutput.AddRow(table, "orders placed during the run", report.OrdersDuringRun);
+            CliOutput.AddRow(table, "customers", report.Customers);
+            CliOutput.AddRow(table, "events (seeded + during the run)", $"{report.Events} ({report.EventsSeeded} + {report.EventsDuringRun})");
+            CliOutput.AddRow(table, "rebuild of version 2 (events/s, by the catalogue)", report.RebuildEventsPerSecond);
+            CliOutput.AddRow(table, "rebuild of version 2 (s, wall clock)", $"{report.RebuildSeconds} to position {report.RebuildPosition}");
+            CliOutput.AddRow(table, "events appended during the rebuild", report.EventsAppendedDuringRebuild);
+            CliOutput.AddRow(table, "compare: rows v1 / v2", $"{report.CompareRowsV1} / {report.CompareRowsV2}");
+            CliOutput.AddRow(table, "compare: rows only in v1 / only in v2", $"{report.CompareOnlyInV1} / {report.CompareOnlyInV2}");
+            CliOutput.AddRow(table, "compare: customers differing (had refunds)", $"{report.CompareDifferingCustomers} ({report.CustomersWithRefunds})");
+            CliOutput.AddRow(table, "switched to version 2", report.Switched ? $"yes ({report.SwitchAttempts} attempt(s))" : "no");
+            CliOutput.AddRow(table, "live version", report.LiveVersion?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "none");
+            CliOutput.AddRow(table, "reads (of v1 / of v2)", $"{report.Reads} ({report.ReadsOfV1} / {report.ReadsOfV2})");
+            CliOutput.AddRow(table, "failed reads", report.FailedReads);
+            CliOutput.AddRow(table, "reads that went back", report.ReadsBack);
+            CliOutput.AddRow(table, "customers differing from the events", report.Mismatches);
+            CliOutput.AddRow(table, "seconds", report.Seconds);
+            CliOutput.AddRow(table, "store", report.Store);
+            CliOutput.AddRow(table, "database", report.Db);
+            CliOutput.AddRow(table, "peak working set of this process (MB)", CliOutput.PeakWorkingSetMegabytes());
+            output.Console().Write(table);
+            foreach (var example in report.CompareExamples)
+            {
+                await output.Error.WriteLineAsync("compare: " + example);
+            }
+
+            foreach (var problem in report.Problems)
+            {
+                await output.Error.WriteLineAsync("problem: " + problem);
+            }
+
+            return outcome;
+        });
+        return command;
+    }
 
     static Command Identity(CliOutput output)
     {

@@ -146,7 +146,7 @@ public sealed class BenchTests
     public async Task Bench_log_reports_append_and_http_rates_as_json()
     {
         var workingSetBefore = Environment.WorkingSet / (1024.0 * 1024.0);
-        var result = await Cli.RunAsync("bench", "log", "--count", "500", "--single", "20", "--clients", "3", "--json");
+        var result = await Cli.RunAsync("bench", "log", "--count", "500", "--single", "20", "--clients", "3", "--rebuild-events", "3000", "--rebuild-streams", "100", "--rebuild-batch", "500", "--json");
 
         Assert.True(result.ExitCode == 0, result.ToString());
         var json = result.Json();
@@ -157,7 +157,41 @@ public sealed class BenchTests
         }
 
         Assert.InRange(json.GetProperty("bytes_per_event").GetInt64(), 100, 1000);
+        var rebuild = json.GetProperty("rebuild");
+        Assert.Equal((3000, 100, 500), (rebuild.GetProperty("events").GetInt32(), rebuild.GetProperty("streams").GetInt32(), rebuild.GetProperty("batch_size").GetInt32()));
+        foreach (var rate in new[] { "append_per_second", "per_second", "wall_per_second", "seconds" })
+        {
+            Assert.True(rebuild.GetProperty(rate).GetDouble() > 0, rate);
+        }
+
         AssertPeakMemory(json, workingSetBefore);
+    }
+
+    [Fact]
+    public void Bench_log_rebuild_verification_reports_a_wrong_sum_a_wrong_count_a_missing_and_an_unexpected_row()
+    {
+        // 10 events over 3 streams: event i to acct-(i % 3), amount i % 100 + 1.
+        Dictionary<string, (long Events, long Amount)> Rows() => new(StringComparer.Ordinal) { ["acct-0"] = (4, 22), ["acct-1"] = (3, 15), ["acct-2"] = (3, 18) };
+        Assert.Null(RebuildBench.Verify(Rows(), 10, 3));
+
+        var wrongSum = Rows();
+        wrongSum["acct-1"] = (3, 16);
+        Assert.Equal("acct-1 has 3 events summing to 16, not 3 summing to 15", RebuildBench.Verify(wrongSum, 10, 3));
+
+        var wrongCount = Rows();
+        wrongCount["acct-0"] = (3, 22);
+        Assert.Equal("acct-0 has 3 events summing to 22, not 4 summing to 22", RebuildBench.Verify(wrongCount, 10, 3));
+
+        var missing = Rows();
+        missing.Remove("acct-2");
+        Assert.Equal("acct-2 is missing", RebuildBench.Verify(missing, 10, 3));
+
+        var extra = Rows();
+        extra["acct-3"] = (1, 1);
+        Assert.Equal("acct-3 should not be there", RebuildBench.Verify(extra, 10, 3));
+
+        Assert.Equal("acct-0 is missing; acct-1 is missing; acct-2 is missing", RebuildBench.Verify(new Dictionary<string, (long, long)>(), 10, 3));
+        Assert.Equal("acct-0 is missing; acct-1 is missing; acct-2 is missing (10 streams wrong in all)", RebuildBench.Verify(new Dictionary<string, (long, long)>(), 10, 10));
     }
 
     [Fact]

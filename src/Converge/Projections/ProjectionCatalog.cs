@@ -349,7 +349,15 @@ public sealed class ProjectionCatalog
             {
                 return new ProjectionSwitch(false, version, live.Version, $"version {version} of '{name}' is at position {position}, behind the live version {live.Version} at {livePosition}: readers would step back. Try again in a moment (--wait does).");
             }
+        }
 
+        if (!await LockViewsAsync(transaction, target.Tables.Select(t => View(name, t)).ToList(), cancellationToken))
+        {
+            return new ProjectionSwitch(false, version, live?.Version, $"readers kept the views of '{name}' busy through {ViewLockAttempts} attempts to take them for the switch; try again in a moment.");
+        }
+
+        if (live is not null)
+        {
             await SetStateAsync(transaction, name, live.Version, ProjectionState.Retired, cancellationToken);
         }
 
@@ -365,10 +373,78 @@ public sealed class ProjectionCatalog
         return new ProjectionSwitch(true, version, live?.Version, null);
     }
 
+    /// <summary>Tries to take the views for a switch, each try waiting at most <see cref="ViewLockWait"/>.</summary>
+    const int ViewLockAttempts = 50;
+
+    /// <summary>
+    /// How long one try waits for readers to let go of the views: well under PostgreSQL's <c>deadlock_timeout</c>
+    /// (1 s by default), so the switch gives up its locks before the deadlock detector would pick a victim.
+    /// </summary>
+    static readonly TimeSpan ViewLockWait = TimeSpan.FromMilliseconds(100);
+
+    /// <summary>
+    /// On PostgreSQL, takes every existing view of the switch at once, before any is replaced. Replacing a view takes
+    /// it exclusively; a reader that reads two views of the projection in one statement holds one while it waits for the
+    /// other, so a switch that took the views one by one, in another order, would deadlock with it and PostgreSQL
+    /// would abort one of them, a reader or the switch. Each try waits at most <see cref="ViewLockWait"/> and, when
+    /// readers hold a view that long, lets go of everything and tries again; readers wait for the switch, never fail.
+    /// <c>false</c> when every try found the views busy. SQLite readers read a snapshot and take no such locks.
+    /// </summary>
+    async ValueTask<bool> LockViewsAsync(IStoreTransaction transaction, IReadOnlyList<string> views, CancellationToken cancellationToken)
+    {
+        if (_database.Dialect != SqlDialect.PostgreSql)
+        {
+            return true;
+        }
+
+        var database = transaction.Database();
+        var existing = new List<string>();
+        foreach (var view in views)
+        {
+            var found = await QueryAsync(database.Transaction.Connection!, database.Transaction, "SELECT to_regclass(@view) IS NOT NULL", [("@view", view)], r => r.GetBoolean(0), cancellationToken);
+            if (found[0])
+            {
+                existing.Add(view);
+            }
+        }
+
+        if (existing.Count == 0)
+        {
+            return true;
+        }
+
+        for (var attempt = 1; attempt <= ViewLockAttempts; attempt++)
+        {
+            await transaction.SavepointAsync(cancellationToken);
+            try
+            {
+                await database.ExecuteAsync($"SET LOCAL lock_timeout = {(long)ViewLockWait.TotalMilliseconds}", [], cancellationToken);
+                await database.ExecuteAsync($"LOCK TABLE {string.Join(", ", existing)} IN ACCESS EXCLUSIVE MODE", [], cancellationToken);
+                await database.ExecuteAsync("SET LOCAL lock_timeout TO DEFAULT", [], cancellationToken);
+                await transaction.ReleaseSavepointAsync(cancellationToken);
+                return true;
+            }
+            catch (DbException exception) when (exception.SqlState == LockNotAvailable)
+            {
+                await transaction.RollbackToSavepointAsync(cancellationToken);
+                await Task.Delay(TimeSpan.FromMilliseconds(10 * Math.Min(attempt, 5)), _time, cancellationToken);
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>PostgreSQL's lock_not_available: a lock was not granted within <c>lock_timeout</c>.</summary>
+    const string LockNotAvailable = "55P03";
+
+    /// <summary>PostgreSQL's invalid_table_definition: <c>CREATE OR REPLACE VIEW</c> refuses to drop, rename or retype a column.</summary>
+    const string InvalidTableDefinition = "42P16";
+
     /// <summary>
     /// Points a view at a table. PostgreSQL replaces it in place when the columns allow, so a reader waiting on the view
-    /// reads the new table rather than failing on a dropped one; otherwise (and on SQLite, whose readers prepare again
-    /// on a schema change) it is dropped and created anew.
+    /// reads the new table rather than failing on a dropped one; when they do not (a column dropped, renamed or retyped),
+    /// and on SQLite, whose readers prepare again on a schema change, it is dropped and created anew. Any other failure
+    /// (a lock timeout, a deadlock) fails the switch rather than being taken for a column change.
     /// </summary>
     async ValueTask PointViewAsync(IStoreTransaction transaction, string view, string table, CancellationToken cancellationToken)
     {
@@ -382,7 +458,7 @@ public sealed class ProjectionCatalog
                 await transaction.ReleaseSavepointAsync(cancellationToken);
                 return;
             }
-            catch (DbException)
+            catch (DbException exception) when (exception.SqlState == InvalidTableDefinition)
             {
                 await transaction.RollbackToSavepointAsync(cancellationToken);
             }
