@@ -151,7 +151,12 @@ internal sealed class ProjectionRunner
                 return BatchOutcome.Applied;
         }
 
-        if (events.Count == 0 && row.State != ProjectionState.Building)
+        // A built version that should be live tries again each batch until a switch goes through: the first attempt is
+        // refused whenever the live version stands a few events ahead, as it does under steady writes.
+        var caughtUp = events.Count < _registration.Options.BatchSize;
+        var switchable = caughtUp && (row.State == ProjectionState.Building || row.State == ProjectionState.Built)
+            && (_registration.Options.SwitchWhenBuilt || await _catalog.GetLiveVersionAsync(Name, cancellationToken) is null);
+        if (events.Count == 0 && row.State != ProjectionState.Building && !switchable)
         {
             return BatchOutcome.Idle;
         }
@@ -181,13 +186,14 @@ internal sealed class ProjectionRunner
         }
 
         ProjectionSwitch? switched = null;
-        if (row.State == ProjectionState.Building && events.Count < _registration.Options.BatchSize)
+        if (row.State == ProjectionState.Building && caughtUp)
         {
             await _catalog.MarkBuiltAsync(transaction, Name, Version, position, cancellationToken);
-            if (_registration.Options.SwitchWhenBuilt || await _catalog.GetLiveVersionAsync(Name, cancellationToken) is null)
-            {
-                switched = await _catalog.SwitchInAsync(transaction, Name, Version, position, cancellationToken);
-            }
+        }
+
+        if (switchable)
+        {
+            switched = await _catalog.SwitchInAsync(transaction, Name, Version, position, cancellationToken);
         }
 
         await transaction.CommitAsync(CancellationToken.None);
@@ -196,7 +202,7 @@ internal sealed class ProjectionRunner
         {
             Log.ProjectionSwitched(_logger, Name, Version, switched.Previous, position);
         }
-        else if (row.State == ProjectionState.Building && events.Count < _registration.Options.BatchSize)
+        else if (row.State == ProjectionState.Building && caughtUp)
         {
             Log.ProjectionBuilt(_logger, Name, Version, position);
         }
