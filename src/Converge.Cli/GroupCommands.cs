@@ -4,15 +4,16 @@ using Spectre.Console;
 
 namespace Converge.Cli;
 
-/// <summary><c>converge groups list|reset|pause|resume</c>: the log's consumer groups, where each stands, moving one, and stopping one for a while.</summary>
+/// <summary><c>converge groups list|reset|pause|resume|delete</c>: the log's consumer groups, where each stands, moving one, and stopping one for a while.</summary>
 internal static class GroupCommands
 {
-    public static Command Create(CliOutput output) => new("groups", "List the log's consumer groups with their position and lag, move one (rewind it to replay events, or skip it to the head), or pause and resume one.")
+    public static Command Create(CliOutput output) => new("groups", "List the log's consumer groups with their position and lag, move one (rewind it to replay events, or skip it to the head), pause and resume one, or forget one no application runs.")
     {
         List(output),
         Reset(output),
         Pause(output, paused: true),
         Pause(output, paused: false),
+        Delete(output),
     };
 
     static Command List(CliOutput output)
@@ -55,9 +56,10 @@ internal static class GroupCommands
     {
         var location = new StoreLocation();
         var json = CommonOptions.Json();
-        var group = new Argument<string>("group") { Description = "The consumer group's name." };
+        var group = new Argument<string>("group") { Description = "The consumer group's name (a projection version's is projection:NAME@VERSION)." };
+        var create = new Option<bool>("--create") { Description = "Pause a group that has no checkpoint yet (it never ran): it gets one at position 0, paused." };
         var command = location.AddTo(paused
-            ? new Command("pause", "Pause a consumer group: its runners, in every process, finish the batch they are handling and start no other until it is resumed (they look within their poll interval). The checkpoint stays where it is; the log keeps growing, so the lag grows. A group that never ran gets a checkpoint at position 0.") { group, json }
+            ? new Command("pause", "Pause a consumer group: its runners, in every process, finish the batch they are handling and start no other until it is resumed (they look within their poll interval). The checkpoint stays where it is; the log keeps growing, so the lag grows.") { group, create, json }
             : new Command("resume", "Resume a paused consumer group: its runners go on from its checkpoint within their poll interval.") { group, json });
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
@@ -68,6 +70,11 @@ internal static class GroupCommands
             if (before is null && !paused)
             {
                 throw new CliException(CliApp.Failure, $"Consumer group '{name}' has no checkpoint, so it is not paused; converge groups list shows the groups there are.");
+            }
+
+            if (before is null && !parsed.GetValue(create))
+            {
+                throw new CliException(CliApp.Failure, $"Consumer group '{name}' has no checkpoint: it never ran, or the name is mistyped (converge groups list shows the groups there are; a projection version's group is projection:NAME@VERSION). To pause it before it first runs, pass --create.");
             }
 
             await using (var transaction = await store.BeginAsync(cancellationToken))
@@ -86,6 +93,39 @@ internal static class GroupCommands
                     (false, false, _) => $"Consumer group '{r.Group}' was not paused; it runs from position {r.Position}.",
                     (false, true, _) => $"Consumer group '{r.Group}' resumed from position {r.Position}.",
                 }));
+        });
+        return command;
+    }
+
+    static Command Delete(CliOutput output)
+    {
+        var location = new StoreLocation();
+        var json = CommonOptions.Json();
+        var group = new Argument<string>("group") { Description = "The consumer group's name." };
+        var command = location.AddTo(new Command("delete", "Forget a consumer group's checkpoint: for a group no application runs any more (a typo, a retired subscriber). A group still running somewhere starts again where its configuration says (by default from the start of the log). A projection version's group goes with converge projections drop instead.") { group, json });
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var name = parsed.GetValue(group)!;
+            if (name.StartsWith("projection:", StringComparison.Ordinal))
+            {
+                throw new CliException(CliApp.Usage, $"'{name}' is a projection version's group: drop the version with converge projections drop, which removes its tables too.");
+            }
+
+            await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
+            bool deleted;
+            await using (var transaction = await opened.Store.BeginAsync(cancellationToken))
+            {
+                deleted = await transaction.ConsumerGroups().DeleteConsumerGroupAsync(name, cancellationToken);
+                await transaction.CommitAsync(cancellationToken);
+            }
+
+            if (!deleted)
+            {
+                throw new CliException(CliApp.Failure, $"Consumer group '{name}' has no checkpoint; converge groups list shows the groups there are.");
+            }
+
+            return await output.ReportAsync(new GroupPauseReport(name, false, false, false, 0), parsed.GetValue(json), (console, r) =>
+                console.WriteLine($"Consumer group '{r.Group}' is forgotten: its checkpoint is gone."));
         });
         return command;
     }

@@ -93,6 +93,10 @@ internal static class ProjectionCommands
             var newer = parsed.GetValue(to) ?? versions.Where(v => v.Version != older).Select(v => (int?)v.Version).Max()
                 ?? throw new CliException(CliApp.Usage, $"Projection '{projection}' has no other version than {older} to compare with; give --to VERSION.");
             var comparison = await Refused(() => catalog.CompareAsync(projection, older, newer, parsed.GetValue(sample), cancellationToken));
+            if (versions.FirstOrDefault(v => v.Version == older) is { } a && versions.FirstOrDefault(v => v.Version == newer) is { } b && a.Position != b.Position)
+            {
+                await output.Error.WriteLineAsync($"note: version {older} is at position {a.Position} and version {newer} at {b.Position}: rows the one behind has not reached yet show as differences too.");
+            }
             return await output.ReportAsync(comparison, parsed.GetValue(json), RenderComparison);
         });
         return command;

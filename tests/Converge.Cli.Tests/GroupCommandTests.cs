@@ -148,6 +148,18 @@ public sealed class GroupCommandTests
         var unknown = await Cli.RunAsync("groups", "resume", "nobody", "--db", db);
         Assert.True(unknown.ExitCode == 1, unknown.ToString());
         Assert.Contains("has no checkpoint", unknown.Error, StringComparison.Ordinal);
+
+        var typo = await Cli.RunAsync("groups", "pause", "ledgr", "--db", db);
+        Assert.True(typo.ExitCode == 1, typo.ToString());
+        Assert.Contains("never ran, or the name is mistyped", typo.Error, StringComparison.Ordinal);
+        var created = await Cli.RunAsync("groups", "pause", "ledgr", "--create", "--db", db);
+        Assert.True(created.ExitCode == 0, created.ToString());
+        Assert.Contains("it now has one at position 0, paused", created.Out, StringComparison.Ordinal);
+        var deleted = await Cli.RunAsync("groups", "delete", "ledgr", "--db", db);
+        Assert.True(deleted.ExitCode == 0, deleted.ToString());
+        Assert.Null(await host.Store.GetConsumerGroupAsync("ledgr", CancellationToken.None));
+        Assert.Equal(1, (await Cli.RunAsync("groups", "delete", "ledgr", "--db", db)).ExitCode);
+        Assert.Equal(2, (await Cli.RunAsync("groups", "delete", "projection:x@1", "--db", db)).ExitCode);
     }
 
     [Theory]

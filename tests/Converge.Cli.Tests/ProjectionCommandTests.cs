@@ -29,7 +29,7 @@ public sealed class ProjectionCommandTests
             await Eventually.UntilAsync(async () => (await catalog.ListAsync(CancellationToken.None)).SingleOrDefault() is { State: ProjectionState.Live, Position: 3 }, "the projection catalogue to reach the expected state");
         }
 
-        var paused = await Cli.RunAsync("groups", "pause", "projection:counts@2", "--db", db);
+        var paused = await Cli.RunAsync("groups", "pause", "projection:counts@2", "--create", "--db", db);
         Assert.True(paused.ExitCode == 0, paused.ToString());
         await using var host = await StartAsync(db, withSecond: true);
         var projections = host.Services.GetRequiredService<ProjectionCatalog>();

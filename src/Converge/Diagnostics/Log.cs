@@ -5,8 +5,8 @@ namespace Converge.Diagnostics;
 /// <summary>Source-generated log messages. Event ids are stable: dashboards and alerts may depend on them.</summary>
 internal static partial class Log
 {
-    [LoggerMessage(EventId = 1000, Level = LogLevel.Information, Message = "Converge started on {Store}: {Queues} queue(s), {Groups} consumer group(s)")]
-    public static partial void Started(ILogger logger, string store, int queues, int groups);
+    [LoggerMessage(EventId = 1000, Level = LogLevel.Information, Message = "Converge started on {Store}: {Queues} queue(s), {Groups} consumer group(s), {Projections} projection version(s)")]
+    public static partial void Started(ILogger logger, string store, int queues, int groups, int projections);
 
     [LoggerMessage(EventId = 1001, Level = LogLevel.Information, Message = "Converge stopped")]
     public static partial void Stopped(ILogger logger);
@@ -62,8 +62,11 @@ internal static partial class Log
     [LoggerMessage(EventId = 1311, Level = LogLevel.Information, Message = "Projection {Projection} version {Version} caught up with the log at position {Position}: built, ready to switch")]
     public static partial void ProjectionBuilt(ILogger logger, string projection, int version, long position);
 
-    [LoggerMessage(EventId = 1312, Level = LogLevel.Information, Message = "Projection {Projection} version {Version} is live at position {Position} (was {Previous})")]
-    public static partial void ProjectionSwitched(ILogger logger, string projection, int version, int? previous, long position);
+    [LoggerMessage(EventId = 1312, Level = LogLevel.Information, Message = "Projection {Projection} version {Version} is live at position {Position}, in place of version {Previous}")]
+    public static partial void ProjectionSwitched(ILogger logger, string projection, int version, int previous, long position);
+
+    [LoggerMessage(EventId = 1315, Level = LogLevel.Information, Message = "Projection {Projection} version {Version} is live at position {Position}: the first version readers read")]
+    public static partial void ProjectionFirstLive(ILogger logger, string projection, int version, long position);
 
     [LoggerMessage(EventId = 1313, Level = LogLevel.Information, Message = "Projection {Projection} version {Version} is being rebuilt from position 0")]
     public static partial void ProjectionRebuilding(ILogger logger, string projection, int version);

@@ -142,7 +142,7 @@ public sealed class ConvergeHost : IHostedService, IAsyncDisposable
 
         work.Add(Task.Run(() => PurgeInboxAsync(_stopping.Token), CancellationToken.None));
         _running = Task.WhenAll(work);
-        Diagnostics.Log.Started(_logger, _store.Name, _options.Queues.Count, _options.ConsumerGroups.Count);
+        Diagnostics.Log.Started(_logger, _store.Name, _options.Queues.Count, _options.ConsumerGroups.Count, _options.Projections.Count);
     }
 
     /// <summary>

@@ -347,7 +347,7 @@ public sealed class ProjectionCatalog
             var livePosition = (await _store.GetConsumerGroupAsync(ProjectionNames.Group(name, live.Version), cancellationToken))?.Position ?? 0;
             if (position < livePosition)
             {
-                return new ProjectionSwitch(false, version, live.Version, $"version {version} of '{name}' is at position {position}, behind the live version {live.Version} at {livePosition}: readers would step back. Try again in a moment (--wait does).");
+                return new ProjectionSwitch(false, version, live.Version, $"version {version} of '{name}' is at position {position}, behind the live version {live.Version} at {livePosition}: readers would step back. It can be switched once it has caught up, if an application runs it and its group is not paused (converge groups list); --wait keeps trying.");
             }
         }
 

@@ -198,9 +198,13 @@ internal sealed class ProjectionRunner
 
         await transaction.CommitAsync(CancellationToken.None);
         _store.Signals.Checkpoints.Ring();
-        if (switched is { Switched: true })
+        if (switched is { Switched: true, Previous: { } previous })
         {
-            Log.ProjectionSwitched(_logger, Name, Version, switched.Previous, position);
+            Log.ProjectionSwitched(_logger, Name, Version, previous, position);
+        }
+        else if (switched is { Switched: true })
+        {
+            Log.ProjectionFirstLive(_logger, Name, Version, position);
         }
         else if (row.State == ProjectionState.Building && caughtUp)
         {
