@@ -25,6 +25,7 @@ public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQu
     readonly string _readConnectionString;
     readonly string _fullPath;
     readonly SemaphoreSlim _writeGate = new(1, 1);
+    volatile bool _schemaCurrent;
     readonly ConcurrentBag<SqliteSession> _sessions = [];
 
     // Whether a pooled read connection was ever opened, so that disposing has a pool to clear. A store that never
@@ -104,11 +105,37 @@ public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQu
             }
 
             transaction.Commit();
+            _schemaCurrent = true;
         }
         finally
         {
             _writeGate.Release();
         }
+    }
+
+    /// <summary>
+    /// Refuses a write to a file whose tables are older than this version's (never migrated, or migrated by an older
+    /// Converge) with what to do, rather than SQLite's "no such table". Checked once; a migration sets it.
+    /// </summary>
+    void RequireCurrentSchema(SqliteConnection connection)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = $"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = {Schema.Migrations.Replace('"', '\'')}";
+        var version = 0;
+        if (Convert.ToInt64(command.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture) > 0)
+        {
+            command.CommandText = Schema.CurrentVersion;
+            version = Convert.ToInt32(command.ExecuteScalar(), System.Globalization.CultureInfo.InvariantCulture);
+        }
+
+        if (version < Schema.Versions.Count)
+        {
+            throw new InvalidOperationException(version == 0
+                ? $"{_fullPath} has no Converge tables yet. Start the host first (AddConverge migrates the store when it starts), or call MigrateAsync before the first write."
+                : $"{_fullPath} holds Converge schema version {version}; this version needs {Schema.Versions.Count}. Start the host (it migrates the store when it starts) or call MigrateAsync before writing.");
+        }
+
+        _schemaCurrent = true;
     }
 
     /// <summary>The schema version of the file, or 0 when Converge has never migrated it.</summary>
@@ -134,6 +161,11 @@ public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQu
         try
         {
             session = Rent();
+            if (!_schemaCurrent)
+            {
+                RequireCurrentSchema(session.Connection);
+            }
+
             return SqliteStoreTransaction.Owned(this, session);
         }
         catch

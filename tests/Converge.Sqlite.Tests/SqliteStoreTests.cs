@@ -102,6 +102,21 @@ public sealed class SqliteStoreTests : IDisposable
         Assert.Equal(1L, command.ExecuteScalar());
     }
 
+    /// <summary>A write to a file that was never migrated says to start the host, rather than SQLite's "no such table".</summary>
+    [Fact]
+    public async Task A_write_before_the_store_is_migrated_says_to_start_the_host()
+    {
+        var path = DbPath();
+        await using var store = new SqliteMessageStore(new SqliteStoreOptions { Path = path }, TimeProvider.System);
+
+        var refused = await Assert.ThrowsAsync<InvalidOperationException>(async () => await store.BeginAsync(CancellationToken.None));
+
+        Assert.Contains("has no Converge tables yet. Start the host first", refused.Message, StringComparison.Ordinal);
+        await store.MigrateAsync(CancellationToken.None);
+        await using var transaction = await store.BeginAsync(CancellationToken.None);
+        await transaction.CommitAsync(CancellationToken.None);
+    }
+
     /// <summary>
     /// A store made before saga instances had their failed step, stuck reason, last error, timeout and queue columns
     /// upgrades in place: the columns are added and old instances read back with them empty.
