@@ -25,56 +25,25 @@ internal static class DemoCommands
         Reprocess(output),
     };
 
-    static Command Reprocess(CliOutput output)
-    {
-        var orders = new Option<int>("--orders") { Description = "Orders placed (paid, refunded, cancelled) on the log before the fixed version is registered; more keep coming during the run.", HelpName = "N", DefaultValueFactory = _ => 20_000 };
-        var seed = new Option<int>("--seed") { Description = "Seeds the orders: customers, amounts, and which are paid, refunded or cancelled.", HelpName = "N", DefaultValueFactory = _ => 42 };
-        var store = new DemoStoreOptions(
-            "The database to create (a new file; kept, so converge status and groups can inspect it). Default: a new temporary file.",
+    static Command Reprocess(CliOutput output) => SeededDemo(
+        output,
+        "reprocess",
+        "Reprocess a projection while the shop runs: revenue per customer, version 1 live with a bug (refunds ignored) and read all along by 4 readers; version 2, fixed, registered beside it while orders keep flowing, rebuilt from position 0, compared with version 1 (the bug shows as differing rows) and switched live. Checks: the live view equals totals computed from the events, no read failed and no read went back. Reports the rebuild rate.",
+        new Option<int>("--orders") { Description = "Orders placed (paid, refunded, cancelled) on the log before the fixed version is registered; more keep coming during the run.", HelpName = "N", DefaultValueFactory = _ => 20_000 },
+        5_000_000,
+        "Seeds the orders: customers, amounts, and which are paid, refunded or cancelled.",
+        new DemoStoreOptions(
+            "The database to create (a new file; kept, so converge status, groups and projections can inspect it). Default: a new temporary file.",
             "converge_reprocess",
             "It must not hold a Converge store yet.",
-            "none");
-        var json = CommonOptions.Json();
-        orders.Validators.Add(r =>
+            "none"),
+        (run, error, cancellationToken) => ReprocessDemo.RunAsync(
+            new ReprocessDemoSettings { Orders = run.Size, Seed = run.Seed, Clock = CliApp.Clock, DbPath = run.DbPath, PostgreSql = run.PostgreSql, Schema = run.Schema },
+            error,
+            cancellationToken),
+        report => report.Passed,
+        async report =>
         {
-            if (r.Parsed<int>() is < 1 or > 5_000_000)
-            {
-                r.AddError("--orders must be between 1 and 5000000, for example 20000.");
-            }
-        });
-        var command = new Command("reprocess", "Reprocess a projection while the shop runs: revenue per customer, version 1 live with a bug (refunds ignored) and read all along by 4 readers; version 2, fixed, registered beside it while orders keep flowing, rebuilt from position 0, compared with version 1 (the bug shows as differing rows) and switched live. Checks: the live view equals totals computed from the events, no read failed and no read went back. Reports the rebuild rate.")
-        {
-            orders, seed, json,
-        };
-        store.AddTo(command, filesAndBroker: false);
-        command.SetAction(output, async (parsed, cancellationToken) =>
-        {
-            var path = store.Db(parsed);
-            if (path is not null && File.Exists(path))
-            {
-                throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file, or omit --db for a temporary one.");
-            }
-
-            await store.CheckPostgresAsync(parsed);
-            var report = await RefusedSettingsAreMisuse(() => ReprocessDemo.RunAsync(
-                new ReprocessDemoSettings
-                {
-                    Orders = parsed.GetValue(orders),
-                    Seed = parsed.GetValue(seed),
-                    Clock = CliApp.Clock,
-                    DbPath = path,
-                    PostgreSql = store.Postgres(parsed),
-                    Schema = store.Schema(parsed),
-                },
-                output.Error,
-                cancellationToken));
-            var outcome = report.Passed ? CliApp.Success : CliApp.Failure;
-            if (parsed.GetValue(json))
-            {
-                await output.WriteMeasuredJsonAsync(report);
-                return outcome;
-            }
-
             var table = CliOutput.Table("Figure", "Value");
             CliOutput.AddRow(table, "orders seeded", report.OrdersSeeded);
             CliOutput.AddRow(table, "orders placed during the run", report.OrdersDuringRun);
@@ -106,62 +75,27 @@ internal static class DemoCommands
             {
                 await output.Error.WriteLineAsync("problem: " + problem);
             }
-
-            return outcome;
         });
-        return command;
-    }
 
-    static Command Identity(CliOutput output)
-    {
-        var requests = new Option<int>("--requests") { Description = "Verifications to submit, at seeded random moments (25 ms apart on average), each followed by a client of its own.", HelpName = "N", DefaultValueFactory = _ => 200 };
-        var seed = new Option<int>("--seed") { Description = "Seeds the arrivals, the stakes, the checks' latencies, answers and transient failures, and where connections are cut.", HelpName = "N", DefaultValueFactory = _ => 42 };
-        var store = new DemoStoreOptions(
+    static Command Identity(CliOutput output) => SeededDemo(
+        output,
+        "identity",
+        "Verify identities as for a betting account opened from a phone: OCR, face extraction, tamper detection, a licence register check and a face match run concurrently, each partial result is published to the request's stream on the log the moment it exists, and while the register is down stakes up to £50 are granted on the OCR'd licence (degraded mode), then confirmed or revoked when it is back. One client per request follows its stream over HTTP through a network that cuts connections and decides by its stake (£2: OCR; £50: OCR, tamper and register or a grant; £3,000: everything). Checks: every client got its result with no gap and no duplicate, every grant was revisited, and the p99 time to the full result is under 10 s.",
+        new Option<int>("--requests") { Description = "Verifications to submit, at seeded random moments (25 ms apart on average), each followed by a client of its own.", HelpName = "N", DefaultValueFactory = _ => 200 },
+        10_000,
+        "Seeds the arrivals, the stakes, the checks' latencies, answers and transient failures, and where connections are cut.",
+        new DemoStoreOptions(
             "The database to create (a new file; kept, so converge status and groups can inspect it). Default: a new temporary file.",
             "converge_identity",
             "It must not hold an identity run yet.",
-            "none");
-        var json = CommonOptions.Json();
-        requests.Validators.Add(r =>
+            "none"),
+        (run, error, cancellationToken) => IdentityDemo.RunAsync(
+            new IdentityDemoSettings { Requests = run.Size, Seed = run.Seed, Clock = CliApp.Clock, DbPath = run.DbPath, PostgreSql = run.PostgreSql, Schema = run.Schema },
+            error,
+            cancellationToken),
+        report => report.Passed,
+        async report =>
         {
-            if (r.Parsed<int>() is < 1 or > 10_000)
-            {
-                r.AddError("--requests must be between 1 and 10000, for example 200.");
-            }
-        });
-        var command = new Command("identity", "Verify identities as for a betting account opened from a phone: OCR, face extraction, tamper detection, a licence register check and a face match run concurrently, each partial result is published to the request's stream on the log the moment it exists, and while the register is down stakes up to £50 are granted on the OCR'd licence (degraded mode), then confirmed or revoked when it is back. One client per request follows its stream over HTTP through a network that cuts connections and decides by its stake (£2: OCR; £50: OCR, tamper and register or a grant; £3,000: everything). Checks: every client got its result with no gap and no duplicate, every grant was revisited, and the p99 time to the full result is under 10 s.")
-        {
-            requests, seed, json,
-        };
-        store.AddTo(command, filesAndBroker: false);
-        command.SetAction(output, async (parsed, cancellationToken) =>
-        {
-            var path = store.Db(parsed);
-            if (path is not null && File.Exists(path))
-            {
-                throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file, or omit --db for a temporary one.");
-            }
-
-            await store.CheckPostgresAsync(parsed);
-            var report = await RefusedSettingsAreMisuse(() => IdentityDemo.RunAsync(
-                new IdentityDemoSettings
-                {
-                    Requests = parsed.GetValue(requests),
-                    Seed = parsed.GetValue(seed),
-                    Clock = CliApp.Clock,
-                    DbPath = path,
-                    PostgreSql = store.Postgres(parsed),
-                    Schema = store.Schema(parsed),
-                },
-                output.Error,
-                cancellationToken));
-            var outcome = report.Passed ? CliApp.Success : CliApp.Failure;
-            if (parsed.GetValue(json))
-            {
-                await output.WriteMeasuredJsonAsync(report);
-                return outcome;
-            }
-
             var tiers = CliOutput.Table("Stake needs", "Requests", "Decided", "Accepted", "Refused", "p50 ms", "p99 ms");
             foreach (var tier in report.Tiers)
             {
@@ -197,8 +131,62 @@ internal static class DemoCommands
             {
                 await output.Error.WriteLineAsync("problem: " + problem);
             }
+        });
 
-            return outcome;
+    /// <summary>What a seeded demo is run with: its size, its seed and the store it creates.</summary>
+    sealed record SeededDemoRun(int Size, int Seed, string? DbPath, string? PostgreSql, string Schema);
+
+    /// <summary>
+    /// The shape the identity and reprocess demos share: a size (validated from 1 to <paramref name="maxSize"/>), a seed,
+    /// a new store (SQLite or PostgreSQL), the summary as a table or one JSON object, and exit code 0 when the demo's
+    /// checks passed, 1 when they did not, 2 on misuse.
+    /// </summary>
+    static Command SeededDemo<TReport>(
+        CliOutput output,
+        string name,
+        string description,
+        Option<int> size,
+        int maxSize,
+        string seedDescription,
+        DemoStoreOptions store,
+        Func<SeededDemoRun, TextWriter, CancellationToken, Task<TReport>> run,
+        Func<TReport, bool> passed,
+        Func<TReport, Task> render)
+    {
+        var seed = new Option<int>("--seed") { Description = seedDescription, HelpName = "N", DefaultValueFactory = _ => 42 };
+        var json = CommonOptions.Json();
+        size.Validators.Add(r =>
+        {
+            if (r.Parsed<int>() < 1 || r.Parsed<int>() > maxSize)
+            {
+                r.AddError($"{size.Name} must be between 1 and {maxSize}, for example {size.GetDefaultValue()}.");
+            }
+        });
+        var command = new Command(name, description) { size, seed, json };
+        store.AddTo(command, filesAndBroker: false);
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var path = store.Db(parsed);
+            if (path is not null && File.Exists(path))
+            {
+                throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file, or omit --db for a temporary one.");
+            }
+
+            await store.CheckPostgresAsync(parsed);
+            var report = await RefusedSettingsAreMisuse(() => run(
+                new SeededDemoRun(parsed.GetValue(size), parsed.GetValue(seed), path, store.Postgres(parsed), store.Schema(parsed)),
+                output.Error,
+                cancellationToken));
+            if (parsed.GetValue(json))
+            {
+                await output.WriteMeasuredJsonAsync(report);
+            }
+            else
+            {
+                await render(report);
+            }
+
+            return passed(report) ? CliApp.Success : CliApp.Failure;
         });
         return command;
     }
