@@ -75,6 +75,7 @@ public sealed class DemoShopTests
         var result = await Cli.RunAsync(processes ? [.. arguments, "--processes"] : arguments);
 
         Assert.True(result.ExitCode == 1, result.ToString());
+        Assert.False(string.IsNullOrWhiteSpace(result.Out), "exit 1 without a report: " + result);
         var report = result.Json();
         Assert.True(report.GetProperty("deadline_reached").GetBoolean(), result.ToString());
         Assert.Equal(0.5, report.GetProperty("deadline_seconds").GetDouble());
