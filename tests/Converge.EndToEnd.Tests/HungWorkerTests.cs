@@ -53,7 +53,7 @@ public sealed class HungWorkerTests(ITestOutputHelper output)
             healthy = WorkerProcess.Start(databasePath, 2, log);
 
             // Worker 2 handles the message while worker 1 still runs, its handler still hanging.
-            await Eventually.UntilAsync(() => Effects(store) == 1, () => "worker 2 handles the message\n" + log.Tail(), TimeSpan.FromSeconds(60));
+            await Eventually.UntilAsync(() => Effects(store) == 1, () => $"worker 2 handles the message (worker 2 exited: {healthy.HasExited})\nworker 2 wrote:\n{log.Of(2)}\n" + log.Tail(), TimeSpan.FromSeconds(60));
             Assert.False(hung.HasExited, "Worker 1 exited on its own.\n" + log.Tail());
 
             // The hung worker stops within its shutdown timeout (and the hand-back time) though its handler still hangs.

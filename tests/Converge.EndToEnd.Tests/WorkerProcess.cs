@@ -269,6 +269,16 @@ internal sealed class WorkerLog
     }
 
     /// <summary>The last <paramref name="max"/> characters, or a note that the workers wrote nothing.</summary>
+    /// <summary>Everything worker <paramref name="worker"/> wrote, for a failure where another worker's lines fill the tail.</summary>
+    public string Of(int worker)
+    {
+        lock (_gate)
+        {
+            var lines = _lines.Where(l => l.Worker == worker).Select(l => l.Line).ToList();
+            return lines.Count == 0 ? $"(worker {worker} wrote nothing)" : string.Join(Environment.NewLine, lines);
+        }
+    }
+
     public string Tail(int max = 6000)
     {
         lock (_gate)
