@@ -124,7 +124,7 @@ internal static class GroupCommands
                 throw new CliException(CliApp.Failure, $"Consumer group '{name}' has no checkpoint; converge groups list shows the groups there are.");
             }
 
-            return await output.ReportAsync(new GroupPauseReport(name, false, false, false, 0), parsed.GetValue(json), (console, r) =>
+            return await output.ReportAsync(new GroupDeleteReport(name), parsed.GetValue(json), (console, r) =>
                 console.WriteLine($"Consumer group '{r.Group}' is forgotten: its checkpoint is gone."));
         });
         return command;
@@ -193,6 +193,8 @@ internal static class GroupCommands
         return command;
     }
 }
+
+internal sealed record GroupDeleteReport(string Group);
 
 internal sealed record GroupPauseReport(string Group, bool Paused, bool WasPaused, bool Created, long Position);
 

@@ -170,7 +170,7 @@ internal static class ProjectionCommands
             var projection = parsed.GetValue(name)!;
             var number = parsed.GetValue(version);
             await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
-            await Refused(async () => { await Catalog(opened.Store).RebuildAsync(projection, number, cancellationToken); return true; });
+            await Refused(() => Catalog(opened.Store).RebuildAsync(projection, number, cancellationToken));
             return await output.ReportAsync(new ProjectionActionReport(projection, number, "rebuilding"), parsed.GetValue(json), (console, r) =>
                 console.WriteLine($"Version {r.Version} of '{r.Projection}' will be rebuilt from position 0 by the application that runs it; converge projections status {r.Projection} shows its progress."));
         });
@@ -189,7 +189,7 @@ internal static class ProjectionCommands
             var projection = parsed.GetValue(name)!;
             var number = parsed.GetValue(version);
             await using var opened = await StoreAccess.OpenExistingAsync(location.Resolve(parsed), cancellationToken);
-            await Refused(async () => { await Catalog(opened.Store).DropAsync(projection, number, cancellationToken); return true; });
+            await Refused(() => Catalog(opened.Store).DropAsync(projection, number, cancellationToken));
             return await output.ReportAsync(new ProjectionActionReport(projection, number, "dropped"), parsed.GetValue(json), (console, r) =>
                 console.WriteLine($"Version {r.Version} of '{r.Projection}' is dropped: its tables and checkpoint are gone."));
         });
@@ -214,6 +214,19 @@ internal static class ProjectionCommands
     static ProjectionCatalog Catalog(Storage.IMessageStore store) => new(store, CliApp.Clock);
 
     /// <summary>Turns the catalogue's refusal (an unknown, live or dropped version) into exit code 1 with its message.</summary>
+    static async Task Refused(Func<ValueTask> action)
+    {
+        try
+        {
+            await action();
+        }
+        catch (InvalidOperationException exception)
+        {
+            throw new CliException(CliApp.Failure, exception.Message);
+        }
+    }
+
+    /// <summary>As <see cref="Refused(Func{ValueTask})"/>, for an operation with a result.</summary>
     static async Task<T> Refused<T>(Func<ValueTask<T>> action)
     {
         try
