@@ -112,7 +112,12 @@ public sealed class PostgreSqlHandlerFailureTests : IAsyncDisposable
     public async Task A_hung_handler_is_abandoned_its_transaction_rolled_back_and_its_message_retried()
     {
         var calls = new DebitCalls();
-        var host = await StartAsync("hung", calls, o => o.HandlerTimeout = TimeSpan.FromSeconds(1));
+        // Two workers: the one whose handler hangs keeps its slot until the call returns; the other retries the message.
+        var host = await StartAsync("hung", calls, o =>
+        {
+            o.HandlerTimeout = TimeSpan.FromSeconds(1);
+            o.Queue("debits", q => q.Concurrency = 2);
+        });
         try
         {
             var history = await host.SendAndWaitAsync(new Debit("d-1", "hang"));

@@ -21,14 +21,30 @@ public sealed class SlowBehaviour
 
     public ConcurrentQueue<(string Name, int Attempt)> Completed { get; } = new();
 
-    /// <summary>Handler scopes disposed: an abandoned handler's scope is kept, a finished one's is disposed.</summary>
+    /// <summary>Handler scopes disposed: an abandoned handler's scope is kept until it returns, a finished one's is disposed.</summary>
     public TaskCompletionSource ScopeDisposed { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    int _scopesDisposed;
+
+    public int ScopesDisposed => Volatile.Read(ref _scopesDisposed);
+
+    public void Disposed()
+    {
+        Interlocked.Increment(ref _scopesDisposed);
+        ScopeDisposed.TrySetResult();
+    }
+
+    /// <summary>Ends the first attempt's call in mode "hang-until-released".</summary>
+    public TaskCompletionSource Release { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Messages completed while the first attempt's call still hung.</summary>
+    public ConcurrentQueue<string> CompletedWhileHung { get; } = new();
 }
 
 /// <summary>A scoped dependency of the handler, telling when its scope is disposed.</summary>
 public sealed class ScopeProbe(SlowBehaviour behaviour) : IDisposable
 {
-    public void Dispose() => behaviour.ScopeDisposed.TrySetResult();
+    public void Dispose() => behaviour.Disposed();
 }
 
 public sealed class SlowHandler(SlowBehaviour behaviour, ScopeProbe probe) : IHandler<Slow>
@@ -43,6 +59,11 @@ public sealed class SlowHandler(SlowBehaviour behaviour, ScopeProbe probe) : IHa
             case "hang":
                 await Never.Task;
                 break;
+            case "hang-until-released" when context.Attempt == 1 && message.Name == "first":
+                // Ignores its token, as a hung outside call would, until the test lets it return; its batch was
+                // rolled back by then, so it records nothing.
+                await behaviour.Release.Task;
+                return;
             case "cooperate" when context.Attempt == 1:
             case "cooperate-always":
                 await Task.Delay(Timeout.InfiniteTimeSpan, cancellationToken);
@@ -52,6 +73,10 @@ public sealed class SlowHandler(SlowBehaviour behaviour, ScopeProbe probe) : IHa
         GC.KeepAlive(probe);
 
         behaviour.Completed.Enqueue((message.Name, context.Attempt));
+        if (behaviour.Mode == "hang-until-released" && !behaviour.Release.Task.IsCompleted)
+        {
+            behaviour.CompletedWhileHung.Enqueue(message.Name);
+        }
     }
 }
 
@@ -130,6 +155,62 @@ public sealed class HungHandlerTests : IDisposable
     }
 
     [Fact]
+    public async Task A_worker_whose_handler_was_abandoned_claims_nothing_until_the_call_returns_then_goes_on()
+    {
+        var behaviour = new SlowBehaviour { Mode = "hang-until-released" };
+        var host = await StartHostAsync(behaviour, o =>
+        {
+            o.HandlerTimeout = TimeSpan.FromMilliseconds(400);
+            o.Retry.InitialDelay = o.Retry.MaxDelay = TimeSpan.FromMilliseconds(10);
+        });
+        var store = host.Services.GetRequiredService<Storage.IMessageStore>();
+        var bus = host.Services.GetRequiredService<IMessageBus>();
+        await bus.SendAsync(new Slow("first"));
+        await behaviour.Started.Task.WaitAsync(TimeSpan.FromSeconds(20));
+        await bus.SendAsync(new Slow("second")).AsTask().WaitAsync(TimeSpan.FromSeconds(20));
+
+        // The call was abandoned (its attempt recorded, its retry due) and both messages wait, visible: the queue's
+        // only worker keeps its slot while the call runs, where it used to run the message again beside it.
+        await Eventually.UntilAsync(
+            async () => (await store.Queries().GetStatusAsync(CancellationToken.None)).Queues.SingleOrDefault(q => q.Queue == "slow") is { Ready: 2, InFlight: 0 },
+            () => $"both messages are ready while the abandoned call hangs; completed: {string.Join(", ", behaviour.Completed)}");
+        Assert.Empty(behaviour.Completed);
+
+        behaviour.Release.SetResult();
+        await Eventually.UntilAsync(() => behaviour.Completed.Count == 2, () => "the worker goes on once the call returns", TimeSpan.FromSeconds(30));
+        Assert.Empty(behaviour.CompletedWhileHung);
+        Assert.Equal([("first", 2), ("second", 1)], behaviour.Completed.OrderBy(c => c.Name, StringComparer.Ordinal));
+
+        // The abandoned call's scope is disposed once it returns, as the others' are.
+        await Eventually.UntilAsync(() => behaviour.ScopesDisposed == 3, () => $"3 scopes disposed, saw {behaviour.ScopesDisposed}");
+        await StopAsync(host, TimeSpan.FromSeconds(5));
+    }
+
+    [Fact]
+    public async Task Another_worker_of_the_queue_handles_messages_while_one_waits_for_its_abandoned_call()
+    {
+        var behaviour = new SlowBehaviour { Mode = "hang-until-released" };
+        var host = await StartHostAsync(behaviour, o =>
+        {
+            o.HandlerTimeout = TimeSpan.FromMilliseconds(400);
+            o.Retry.InitialDelay = o.Retry.MaxDelay = TimeSpan.FromMilliseconds(10);
+            o.Queue("slow", q => { q.Concurrency = 2; q.BatchSize = 1; });
+        });
+        var bus = host.Services.GetRequiredService<IMessageBus>();
+        await bus.SendAsync(new Slow("first"));
+        await behaviour.Started.Task.WaitAsync(TimeSpan.FromSeconds(20));
+        await bus.SendAsync(new Slow("second")).AsTask().WaitAsync(TimeSpan.FromSeconds(20));
+
+        await Eventually.UntilAsync(() => behaviour.Completed.Count == 2, () => "the other worker handles the retry and the next message", TimeSpan.FromSeconds(30));
+        Assert.Equal(["first", "second"], behaviour.CompletedWhileHung.Order(StringComparer.Ordinal));
+        Assert.Equal([("first", 2), ("second", 1)], behaviour.Completed.OrderBy(c => c.Name, StringComparer.Ordinal));
+
+        behaviour.Release.SetResult();
+        await Eventually.UntilAsync(() => behaviour.ScopesDisposed == 3, () => $"3 scopes disposed, saw {behaviour.ScopesDisposed}");
+        await StopAsync(host, TimeSpan.FromSeconds(5));
+    }
+
+    [Fact]
     public async Task A_handler_that_honours_its_token_is_cancelled_at_the_timeout_and_retried()
     {
         var behaviour = new SlowBehaviour { Mode = "cooperate" };
@@ -177,9 +258,7 @@ public sealed class HungHandlerTests : IDisposable
         var elapsed = await StopAsync(host, TimeSpan.FromSeconds(1));
 
         // It stopped when cancelled, so its batch was undone the ordinary way and its scope disposed; an abandoned
-        // handler's scope is kept, as disposing it could wait on the handler.
-        // The handler never ends, so any return proves the stop did not wait for it; the upper bound leaves room for a
-        // loaded machine (a run of every test project at once took 2.6 s) while staying far from "waited for it".
+        // handler's scope is kept until it returns, as disposing it could wait on the handler.
         Assert.InRange(elapsed, TimeSpan.FromSeconds(0.9), TimeSpan.FromSeconds(1) + ConvergeHost.HandBackTime + TimeSpan.FromSeconds(5));
         Assert.True(behaviour.ScopeDisposed.Task.IsCompleted, "The handler's scope was not disposed: the handler was abandoned although it stopped.");
         await using var store = new SqliteMessageStore(new SqliteStoreOptions { Path = Path, BusyTimeout = TimeSpan.FromSeconds(2) }, TimeProvider.System);

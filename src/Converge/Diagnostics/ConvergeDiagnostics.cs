@@ -23,6 +23,7 @@ public static class ConvergeDiagnostics
     internal static readonly Counter<long> EventsAppended = Meter.CreateCounter<long>("converge.events.appended", "{event}", "Events committed to the log.");
     internal static readonly Counter<long> EventsHandled = Meter.CreateCounter<long>("converge.events.handled", "{event}", "Events a consumer group finished with, by outcome.");
     internal static readonly Counter<long> SagasStuck = Meter.CreateCounter<long>("converge.sagas.stuck", "{instance}", "Saga instances that gave up re-sending a step or compensation and wait for an operator to resume them, by saga.");
+    internal static readonly UpDownCounter<long> AbandonedHandlers = Meter.CreateUpDownCounter<long>("converge.handlers.abandoned", "{call}", "Handler calls abandoned after ignoring cancellation that have not returned yet, by queue; each keeps its worker's slot.");
     internal static readonly Counter<long> ConsumerErrors = Meter.CreateCounter<long>("converge.consumer.errors", "{error}", "Failures of a consumer loop outside any handler (store unavailable, commit failed).");
     /// <summary>The "outcome" tag of each <see cref="Runtime.HandlingOutcome"/>, boxed once.</summary>
     internal static readonly KeyValuePair<string, object?>[] OutcomeTags =

@@ -32,6 +32,12 @@ internal static partial class Log
     [LoggerMessage(EventId = 1105, Level = LogLevel.Error, Message = "A handler on queue {Queue} has blocked its worker for {Elapsed} (timeout {Timeout}) without returning; the leases of its batch of {Count} are no longer renewed, so another consumer receives them when they expire")]
     public static partial void HandlerStuck(ILogger logger, string queue, TimeSpan elapsed, TimeSpan timeout, int count);
 
+    [LoggerMessage(EventId = 1106, Level = LogLevel.Warning, Message = "A worker of queue {Queue} waits for the abandoned handler of message {MessageId} ({MessageType}) to return before it claims again; {OtherWorkers} other worker(s) of the queue in this process, and other processes, go on with its messages")]
+    public static partial void WorkerHeldByAbandonedHandler(ILogger logger, string queue, Guid messageId, string messageType, int otherWorkers);
+
+    [LoggerMessage(EventId = 1107, Level = LogLevel.Information, Message = "The abandoned handler of message {MessageId} ({MessageType}) on queue {Queue} returned after {Elapsed}; its worker claims again")]
+    public static partial void AbandonedHandlerReturned(ILogger logger, Guid messageId, string messageType, string queue, TimeSpan elapsed);
+
     [LoggerMessage(EventId = 1200, Level = LogLevel.Error, Message = "Consumer of queue {Queue} failed outside a handler; its batch of {Count} is released for redelivery")]
     public static partial void BatchFailed(ILogger logger, Exception exception, string queue, int count);
 

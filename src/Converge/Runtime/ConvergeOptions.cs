@@ -56,7 +56,9 @@ public sealed partial class ConvergeOptions
     /// batch's write transaction, so a slow handler holds every writer of the file: keep handlers short and move slow
     /// I/O to jobs. A handler that ignores cancellation for a quarter of the timeout more (at most 5 s) is abandoned:
     /// its batch is rolled back (releasing the write lock), its message's attempt is counted, the rest of the batch is
-    /// handed back, and the task is left running unobserved. A handler that blocks its worker thread and never returns
+    /// handed back, and the call is left running while its worker claims nothing more until it returns (its slot stays
+    /// taken, so hung calls never pile up and a message's handler never runs twice at once in one process); the queue's
+    /// other workers (<see cref="QueueOptions.Concurrency"/>) and other processes take its messages. A handler that blocks its worker thread and never returns
     /// cannot be abandoned: its leases are no longer renewed, so another consumer receives the messages when they
     /// expire. Default <c>null</c>: <see cref="LeaseDuration"/>.
     /// </summary>

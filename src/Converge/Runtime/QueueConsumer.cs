@@ -76,11 +76,48 @@ internal sealed class QueueConsumer
                 continue;
             }
 
-            await ProcessWithRenewalAsync(batch, inFlight, abort);
+            if (await ProcessWithRenewalAsync(batch, inFlight, abort) is { } abandoned)
+            {
+                await WaitForAbandonedAsync(abandoned, stopping);
+            }
         }
     }
 
-    async Task ProcessWithRenewalAsync(IReadOnlyList<QueuedMessage> batch, InFlight inFlight, CancellationToken abort)
+    /// <summary>
+    /// Keeps this worker's slot until the handler it abandoned returns, as a job's or any peer's worker slot is kept:
+    /// hung calls never pile up one per retry, and this process never runs a message's handler while an earlier call
+    /// of it still runs here. The queue's other workers (<see cref="QueueOptions.Concurrency"/>) and other processes
+    /// take its messages, the abandoned one among them when its retry is due.
+    /// </summary>
+    async Task WaitForAbandonedAsync(HandlerAbandonedException abandoned, CancellationToken stopping)
+    {
+        var message = abandoned.Message.Envelope;
+        if (abandoned.Handling.IsCompleted)
+        {
+            return;
+        }
+
+        Log.WorkerHeldByAbandonedHandler(_logger, _queue.Name, message.MessageId, message.MessageType, _queue.Concurrency - 1);
+        var started = Stopwatch.GetTimestamp();
+        try
+        {
+            await abandoned.Handling.WaitAsync(stopping);
+        }
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        {
+            // Stopping: the call is left running, as every abandoned call is when its process ends.
+            return;
+        }
+        catch (Exception)
+        {
+            // It returned by failing; its attempt was recorded when it was abandoned.
+        }
+
+        var held = Stopwatch.GetElapsedTime(started);
+        Log.AbandonedHandlerReturned(_logger, message.MessageId, message.MessageType, _queue.Name, held);
+    }
+
+    async Task<HandlerAbandonedException?> ProcessWithRenewalAsync(IReadOnlyList<QueuedMessage> batch, InFlight inFlight, CancellationToken abort)
     {
         inFlight.Start(batch, _options.TimeProvider.GetUtcNow());
         try
@@ -98,6 +135,8 @@ internal sealed class QueueConsumer
             {
                 await ReleaseQuietlyAsync([.. batch.Where(m => !ReferenceEquals(m, abandoned.Message))], countAttempt: false);
             }
+
+            return abandoned;
         }
         catch (Exception exception)
         {
@@ -115,6 +154,8 @@ internal sealed class QueueConsumer
         {
             inFlight.Stop();
         }
+
+        return null;
     }
 
     /// <summary>Records the abandoned attempt of <paramref name="message"/> in a transaction of its own (retry with backoff, or dead letter).</summary>
@@ -149,9 +190,12 @@ internal sealed class QueueConsumer
         inner);
 
     /// <summary>A handler ignored cancellation past its grace: its batch is abandoned without waiting for it.</summary>
-    sealed class HandlerAbandonedException(QueuedMessage message) : Exception("A handler ignored cancellation and was abandoned.")
+    sealed class HandlerAbandonedException(QueuedMessage message, Task handling) : Exception("A handler ignored cancellation and was abandoned.")
     {
         public new QueuedMessage Message { get; } = message;
+
+        /// <summary>The abandoned call, still running.</summary>
+        public Task Handling { get; } = handling;
     }
 
     /// <summary>
@@ -508,14 +552,35 @@ internal sealed class QueueConsumer
                 inFlight.EndHandler();
                 if (handling.IsCompleted)
                 {
-                    // An abandoned handler keeps its scope: disposing it could wait on the handler.
                     await scope.DisposeAsync();
+                }
+                else
+                {
+                    // An abandoned handler keeps its scope until it returns: disposing it sooner could wait on the
+                    // handler, or pull its services from under it.
+                    _ = DisposeWhenReturnedAsync(handling, scope, _queue.Name);
                 }
             }
         }
 
         completions.Add(message);
         return HandlingOutcome.Completed;
+    }
+
+    static async Task DisposeWhenReturnedAsync(Task handling, AsyncServiceScope scope, string queue)
+    {
+        var tag = new KeyValuePair<string, object?>("queue", queue);
+        ConvergeDiagnostics.AbandonedHandlers.Add(1, tag);
+        await CompletesWithinAsync(handling, Timeout.InfiniteTimeSpan, null, CancellationToken.None);
+        ConvergeDiagnostics.AbandonedHandlers.Add(-1, tag);
+        try
+        {
+            await scope.DisposeAsync();
+        }
+        catch (Exception)
+        {
+            // Nobody awaits an abandoned call; a service failing to dispose after it must not crash the process.
+        }
     }
 
     /// <summary>
@@ -539,7 +604,7 @@ internal sealed class QueueConsumer
         {
             if (!await CompletesWithinAsync(handling, _options.HandlerGrace, time, abort))
             {
-                throw new HandlerAbandonedException(message);
+                throw new HandlerAbandonedException(message, handling);
             }
 
             if (handling.IsCompletedSuccessfully)
@@ -555,7 +620,7 @@ internal sealed class QueueConsumer
         // wall clock (the host's own timeout is), so this wait never depends on a test's clock being advanced.
         if (!await CompletesWithinAsync(handling, ShutdownGrace, null, CancellationToken.None))
         {
-            throw new HandlerAbandonedException(message);
+            throw new HandlerAbandonedException(message, handling);
         }
     }
 
