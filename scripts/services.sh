@@ -134,7 +134,9 @@ $(tail -20 "$dir/apt.log")"
     updated=1
   }
   for pkg in "${pkgs[@]}"; do
-    if ! apt-cache policy "$pkg" 2>/dev/null | grep -q 'Candidate: [^(]'; then
+    # Read whole before matching: grep -q would stop at the Candidate line, and apt-cache, still writing the
+    # version table, would die of SIGPIPE and fail the pipeline (pipefail) for a package that has a candidate.
+    if ! grep -q 'Candidate: [^(]' <<<"$(apt-cache policy "$pkg" 2>/dev/null)"; then
       apt_update "no install candidate for $pkg"
       break
     fi
