@@ -4,7 +4,8 @@
 # While it builds, scripts/services.sh installs (from Debian's packages, when missing) and starts private
 # PostgreSQL and RabbitMQ instances in a temporary folder; the tests find them through
 # CONVERGE_TEST_POSTGRES and CONVERGE_TEST_RABBITMQ, and they are stopped and removed at the end, also on
-# failure or interruption. CONVERGE_SERVICES=none|postgres|rabbitmq|all (default all) narrows what starts.
+# failure or interruption. It installs Chromium for the browser tests too (CONVERGE_TEST_CHROMIUM).
+# CONVERGE_SERVICES=none|postgres|rabbitmq|chromium|all (default all) narrows what starts.
 set -euo pipefail
 cd "$(dirname "$0")"
 

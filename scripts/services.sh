@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
 # Starts and stops the services the PostgreSQL store and RabbitMQ transport tests need, each a private
-# instance whose data, logs, sockets and pid files all live in one throw-away folder.
+# instance whose data, logs, sockets and pid files all live in one throw-away folder, and installs the
+# Chromium the browser tests drive.
 #
 #   scripts/services.sh start DIR   installs what is missing from Debian's packages (as root), starts
 #                                   PostgreSQL and RabbitMQ on free loopback ports, and writes
 #                                   DIR/services.env (export CONVERGE_TEST_POSTGRES=..., export
-#                                   CONVERGE_TEST_RABBITMQ=...), which it also prints
+#                                   CONVERGE_TEST_RABBITMQ=..., export CONVERGE_TEST_CHROMIUM=...), which
+#                                   it also prints
 #   scripts/services.sh stop DIR    stops whatever a start in DIR left running; safe to repeat
 #   scripts/services.sh rabbitmqctl DIR ARGS...
 #                                   runs rabbitmqctl against the RabbitMQ a start in DIR started, e.g.
 #                                   stop_app (the broker stops; its node and data stay) and start_app
 #
-# CONVERGE_SERVICES=all|postgres|rabbitmq|none (default all) chooses what start starts.
-# The packages' own system services are neither started nor used. For a demo:
+# CONVERGE_SERVICES=all|postgres|rabbitmq|chromium|none (default all) chooses what start starts;
+# chromium is installed only (Debian's package, when missing) and its path exported: nothing runs until
+# a test launches it. The packages' own system services are neither started nor used. For a demo:
 #   scripts/services.sh start /tmp/converge-services && source /tmp/converge-services/services.env
 # shellcheck disable=SC1090 # the files it sources are this instance's own, written by start
 set -euo pipefail
 
 usage() {
-  echo "usage: $0 start DIR | stop DIR | rabbitmqctl DIR ARGS...    (CONVERGE_SERVICES=all|postgres|rabbitmq|none)" >&2
+  echo "usage: $0 start DIR | stop DIR | rabbitmqctl DIR ARGS...    (CONVERGE_SERVICES=all|postgres|rabbitmq|chromium|none)" >&2
   exit 2
 }
 
@@ -33,8 +36,8 @@ case "$action" in
 esac
 
 services=${CONVERGE_SERVICES:-all}
-case "$services" in all | postgres | rabbitmq | none) ;; *)
-  echo "CONVERGE_SERVICES must be all, postgres, rabbitmq or none, not '$services'" >&2
+case "$services" in all | postgres | rabbitmq | chromium | none) ;; *)
+  echo "CONVERGE_SERVICES must be all, postgres, rabbitmq, chromium or none, not '$services'" >&2
   exit 2
   ;;
 esac
@@ -107,6 +110,10 @@ pg_bin() {
 
 rabbit_sbin=/usr/lib/rabbitmq/bin # the scripts themselves, not /usr/sbin's wrappers that su and cd
 
+# Debian's launcher: it applies /etc/chromium.d (--disable-dev-shm-usage when /dev/shm is small) and execs
+# /usr/lib/chromium/chromium in its own place, so the browser a test launches is the process it ends.
+chromium_bin=/usr/bin/chromium
+
 policy_rc=/usr/sbin/policy-rc.d
 added_policy_rc=
 
@@ -121,6 +128,9 @@ install_missing() {
   fi
   if wants rabbitmq && [ ! -x "$rabbit_sbin/rabbitmq-server" ]; then
     pkgs+=(rabbitmq-server)
+  fi
+  if wants chromium && [ ! -x "$chromium_bin" ]; then
+    pkgs+=(chromium)
   fi
   [ ${#pkgs[@]} -gt 0 ] || return 0
   is_root || die "missing packages (${pkgs[*]}); run as root or install them: apt-get install ${pkgs[*]}"
@@ -343,6 +353,19 @@ rabbit_stop() {
   return 0
 }
 
+# ---------------------------------------------------------------- Chromium
+
+# Nothing to start: checks that the installed browser runs at all and hands its path to the tests.
+chromium_ready() {
+  [ -x "$chromium_bin" ] || die "Chromium not found at $chromium_bin (Debian's chromium package)"
+  local version
+  version=$("$chromium_bin" --version 2>>"$dir/chromium.log") ||
+    die "$chromium_bin --version failed; end of $dir/chromium.log:
+$(tail -20 "$dir/chromium.log")"
+  log "Chromium: $version at $chromium_bin"
+  echo "export CONVERGE_TEST_CHROMIUM=\"$chromium_bin\"" >>"$dir/services.env"
+}
+
 # ---------------------------------------------------------------- main
 
 if [ "$action" = rabbitmqctl ]; then
@@ -388,5 +411,6 @@ install_missing
 
 if wants postgres; then pg_start; fi
 if wants rabbitmq; then rabbit_start; fi
+if wants chromium; then chromium_ready; fi
 log "ready after ${SECONDS} s ($services)"
 cat "$dir/services.env"
