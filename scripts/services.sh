@@ -110,8 +110,8 @@ pg_bin() {
 
 rabbit_sbin=/usr/lib/rabbitmq/bin # the scripts themselves, not /usr/sbin's wrappers that su and cd
 
-# Debian's launcher: it applies /etc/chromium.d (--disable-dev-shm-usage when /dev/shm is small) and execs
-# /usr/lib/chromium/chromium in its own place, so the browser a test launches is the process it ends.
+# Debian's launcher: it applies /etc/chromium.d and execs /usr/lib/chromium/chromium in its own place, so
+# the process a test launches is the browser it ends.
 chromium_bin=/usr/bin/chromium
 
 policy_rc=/usr/sbin/policy-rc.d
