@@ -58,6 +58,7 @@ public static class CliApp
         SagaCommands.Create(output),
         JobCommands.Create(output),
         FlowCommand.Create(output),
+        DashboardCommand.Create(output),
         GroupCommands.Create(output),
         ProjectionCommands.Create(output),
         ContractCommands.Create(output),

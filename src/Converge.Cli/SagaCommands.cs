@@ -239,23 +239,15 @@ internal static class SagaCommands
             }
 
             // The definitions live in the application, not here: ask its saga engine, through the saga's queue.
-            var queue = instance.Queue ?? "sagas." + instance.Definition;
-            var now = CliApp.Clock.GetUtcNow();
-            var request = new Envelope
-            {
-                MessageId = MessageIds.New(now),
-                MessageType = MessageTypeName.Format(SagaResumeRequested.TypeName, 1),
-                CorrelationId = transactionId,
-                SentAt = now,
-                Body = new SystemTextJsonMessageSerializer().Serialize(new SagaResumeRequested("converge sagas resume"), typeof(SagaResumeRequested)),
-            };
+            string queue;
+            Guid requestId;
             await using (var transaction = await store.BeginAsync(cancellationToken))
             {
-                await transaction.EnqueueAsync(new OutgoingMessage(queue, request), cancellationToken);
+                (queue, requestId) = await SagaResumeRequested.EnqueueAsync(transaction, instance, "converge sagas resume", CliApp.Clock.GetUtcNow(), cancellationToken);
                 await transaction.CommitAsync(cancellationToken);
             }
 
-            var report = new ResumeReport(opened.Name, transactionId, instance.Definition, instance.Version, SagaFormat.CurrentStep(instance), instance.Failure is not null, instance.StuckReason, instance.LastError, queue, request.MessageId);
+            var report = new ResumeReport(opened.Name, transactionId, instance.Definition, instance.Version, SagaFormat.CurrentStep(instance), instance.Failure is not null, instance.StuckReason, instance.LastError, queue, requestId);
             return await output.ReportAsync(report, parsed.GetValue(json), (console, r) =>
             {
                 var what = r.Compensating ? $"the compensation of step '{r.Step}'" : $"step '{r.Step}'";

@@ -175,6 +175,24 @@ internal sealed partial class RecurringJobScheduler
         null,
         schedule.Priority);
 
+    /// <summary>
+    /// An occurrence of <paramref name="schedule"/> now, outside its cron schedule (an operator's "trigger now"): a new id
+    /// each time, so it runs besides the scheduled occurrences, never instead of one.
+    /// </summary>
+    internal static OutgoingMessage Triggered(RecurringJobRecord schedule, DateTimeOffset now) => new(
+        schedule.Queue,
+        new Envelope
+        {
+            MessageId = MessageIds.New(now),
+            MessageType = schedule.MessageType,
+            SentAt = now,
+            AsOf = now,
+            Headers = new Dictionary<string, string>(StringComparer.Ordinal) { [JobHeaders.Recurring] = schedule.Name },
+            Body = schedule.Body,
+        },
+        null,
+        schedule.Priority);
+
     /// <summary>The same id for the same occurrence in every process, so that even a duplicate enqueue runs once.</summary>
     internal static Guid OccurrenceId(string schedule, DateTimeOffset occurrence)
     {

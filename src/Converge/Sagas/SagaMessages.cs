@@ -1,3 +1,7 @@
+using Converge.Contracts;
+using Converge.Runtime;
+using Converge.Storage;
+
 namespace Converge.Sagas;
 
 /// <summary>Scheduled by a saga when a step with a timeout sends its command; fails the step if its reply has not come.</summary>
@@ -30,6 +34,30 @@ public sealed record SagaResumeRequested(string RequestedBy)
 {
     /// <summary>The registered type name.</summary>
     public const string TypeName = "converge.saga-resume";
+
+    /// <summary>
+    /// Asks the application that runs <paramref name="instance"/>'s saga to resume it, from a process that does not
+    /// hold the saga's definition (the CLI, the dashboard): enqueues the request on the saga's queue in
+    /// <paramref name="transaction"/>, which the caller commits. The application's saga engine handles it like
+    /// <see cref="ISagaClient.ResumeAsync"/>; an instance that is no longer stuck by then ignores it.
+    /// </summary>
+    /// <returns>The queue the request waits on and its message id.</returns>
+    public static async ValueTask<(string Queue, Guid MessageId)> EnqueueAsync(IStoreTransaction transaction, SagaInstance instance, string requestedBy, DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(transaction);
+        ArgumentNullException.ThrowIfNull(instance);
+        var queue = instance.Queue ?? "sagas." + instance.Definition;
+        var request = new Envelope
+        {
+            MessageId = MessageIds.New(now),
+            MessageType = MessageTypeName.Format(TypeName, 1),
+            CorrelationId = instance.TransactionId,
+            SentAt = now,
+            Body = new SystemTextJsonMessageSerializer().Serialize(new SagaResumeRequested(requestedBy), typeof(SagaResumeRequested)),
+        };
+        await transaction.EnqueueAsync(new OutgoingMessage(queue, request), cancellationToken);
+        return (queue, request.MessageId);
+    }
 }
 
 /// <summary>Headers a saga puts on its commands. Stable strings: participants in other languages may read them.</summary>
