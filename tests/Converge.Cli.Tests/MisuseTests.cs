@@ -4,6 +4,9 @@ public sealed class MisuseTests
 {
     [Theory]
     [InlineData("--db", "status")]
+    [InlineData("Pass the store: --db app.db (SQLite) or --postgres", "dashboard")]
+    [InlineData("--port must be between 0 and 65535", "dashboard", "--db", "app.db", "--port", "70000")]
+    [InlineData("Cannot parse argument 'x' for option '--port'", "dashboard", "--db", "app.db", "--port", "x")]
     [InlineData("Required command was not provided", "")]
     [InlineData("Required command was not provided", "dead-letters")]
     [InlineData("--all", "dead-letters", "retry", "--db", "app.db")]
