@@ -509,7 +509,11 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
                 }
 
                 var queues = await Command(connection, transaction, Schema.QueueStatus).With("now", now).With("stranded_after", (Now + InvalidRows.StrandedAfter).UtcTicks).ReadAllAsync(
-                    r => new QueueStatus(r.GetString(0), r.GetInt64(1), r.GetInt64(2), r.GetInt64(3), 0) { Stranded = r.GetInt64(4) },
+                    r => new QueueStatus(r.GetString(0), r.GetInt64(1), r.GetInt64(2), r.GetInt64(3), 0)
+                    {
+                        Stranded = r.GetInt64(4),
+                        OldestReadyAt = r.IsDBNull(5) ? null : new DateTimeOffset(r.GetInt64(5), TimeSpan.Zero),
+                    },
                     cancellationToken);
                 queues = [.. queues.Select(q => q with { DeadLetters = deadLetters.GetValueOrDefault(q.Queue) })];
                 foreach (var (source, count) in deadLetters)

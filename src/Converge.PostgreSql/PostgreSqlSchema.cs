@@ -326,7 +326,8 @@ internal sealed class PostgreSqlSchema
                    count(*) FILTER (WHERE visible_at <= @now),
                    count(*) FILTER (WHERE lease_token IS NULL AND visible_at > @now AND visible_at <= @stranded_after),
                    count(*) FILTER (WHERE lease_token IS NOT NULL AND visible_at > @now),
-                   count(*) FILTER (WHERE visible_at > @stranded_after)
+                   count(*) FILTER (WHERE visible_at > @stranded_after),
+                   min(visible_at) FILTER (WHERE visible_at <= @now)
             FROM {Queue} GROUP BY queue
             """;
         DeadLetterCounts = $"SELECT source, count(*) FROM {DeadLetters} GROUP BY source";

@@ -33,7 +33,7 @@ namespace Converge.RabbitMq;
 /// </list>
 /// Background work starts with <see cref="StartAsync"/>, which the Converge host calls at start-up.
 /// </summary>
-public sealed class RabbitMqTransport : IMessageTransport, ILogMirror
+public sealed class RabbitMqTransport : IMessageTransport, ILogMirror, ITransportConnection
 {
     readonly ConcurrentDictionary<string, QueueRoute> _routes = new(StringComparer.Ordinal);
     readonly ConcurrentDictionary<long, Delivery> _claimed = new();
@@ -109,6 +109,12 @@ public sealed class RabbitMqTransport : IMessageTransport, ILogMirror
     internal ILogger Logger { get; }
 
     internal BrokerConnection Connection { get; }
+
+    /// <summary>Whether the connection to the broker is open now; it reconnects on its own after a loss.</summary>
+    public bool IsConnected => Connection.IsOpen;
+
+    /// <summary>The broker's address, without credentials.</summary>
+    public string Broker => Connection.Display;
 
     internal OutboxRelay Relay { get; }
 

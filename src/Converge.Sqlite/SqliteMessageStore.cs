@@ -505,7 +505,11 @@ public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQu
                 while (reader.Read())
                 {
                     var name = reader.GetString(0);
-                    queues.Add(new QueueStatus(name, reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3), deadLetters.GetValueOrDefault(name)) { Stranded = reader.GetInt64(4) });
+                    queues.Add(new QueueStatus(name, reader.GetInt64(1), reader.GetInt64(2), reader.GetInt64(3), deadLetters.GetValueOrDefault(name))
+                    {
+                        Stranded = reader.GetInt64(4),
+                        OldestReadyAt = reader.IsDBNull(5) ? null : new DateTimeOffset(reader.GetInt64(5), TimeSpan.Zero),
+                    });
                 }
             }
 

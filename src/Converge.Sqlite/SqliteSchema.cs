@@ -299,7 +299,8 @@ internal sealed class SqliteSchema
                    sum(visible_at <= $now),
                    sum(lease_token IS NULL AND visible_at > $now AND visible_at <= $stranded_after AND typeof(visible_at) IN ('integer', 'real')),
                    sum(lease_token IS NOT NULL AND visible_at > $now),
-                   sum(visible_at > $stranded_after OR typeof(visible_at) NOT IN ('integer', 'real'))
+                   sum(visible_at > $stranded_after OR typeof(visible_at) NOT IN ('integer', 'real')),
+                   min(CASE WHEN visible_at <= $now THEN visible_at END)
             FROM {Queue} GROUP BY queue
             """;
         DeadLetterCounts = $"SELECT source, count(*) FROM {DeadLetters} GROUP BY source";

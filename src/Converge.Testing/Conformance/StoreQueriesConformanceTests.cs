@@ -2,6 +2,7 @@ using System.Text;
 using Converge.Contracts;
 using Converge.Runtime;
 using Converge.Storage;
+using Converge.Transports;
 using Microsoft.Extensions.Time.Testing;
 using Xunit;
 
@@ -61,5 +62,49 @@ public abstract class StoreQueriesConformanceTests : StoreConformanceBase
         Assert.Equal(("log:flow-stream", "appended", "conformance.event@1"), (byId[appended.Envelope.MessageId].Where, byId[appended.Envelope.MessageId].Status, byId[appended.Envelope.MessageId].MessageType));
         Assert.Null(byId[handled].CausationId);
         Assert.Empty(await host.Store.Queries().ReadFlowAsync("order-unknown", CancellationToken.None));
+    }
+
+    /// <summary>
+    /// Each queue's status gives the time its longest-waiting ready message became visible (sent, or come due): the
+    /// age of the oldest message. Scheduled messages do not count until they are due; a queue with none ready has none.
+    /// </summary>
+    [Fact]
+    public async Task Status_gives_the_time_the_oldest_ready_message_of_each_queue_became_visible()
+    {
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 3, 1, 8, 0, 0, TimeSpan.Zero));
+        await using var host = await StartIdleAsync(time);
+        const string Later = "conformance-later";
+        if (host.Store is TransportedStore transported)
+        {
+            // The rows stay in the store's queue table, where this suite reads them, instead of being relayed.
+            transported.Transport.KeepInStore(Queue);
+            transported.Transport.KeepInStore(Later);
+        }
+
+        var first = time.GetUtcNow();
+        await EnqueueRawAsync(host.Store, Queue, null);
+        time.Advance(TimeSpan.FromSeconds(5));
+        await EnqueueRawAsync(host.Store, Queue, null);
+        var due = time.GetUtcNow().AddMinutes(10);
+        await EnqueueRawAsync(host.Store, Queue, due);
+        await EnqueueRawAsync(host.Store, Later, due);
+
+        var status = await StatusAsync(host);
+        var queue = status.Queues.Single(q => q.Queue == Queue);
+        Assert.Equal((2L, 1L, (DateTimeOffset?)first), (queue.Ready, queue.Scheduled, queue.OldestReadyAt));
+        var later = status.Queues.Single(q => q.Queue == Later);
+        Assert.Equal((0L, 1L, (DateTimeOffset?)null), (later.Ready, later.Scheduled, later.OldestReadyAt));
+
+        time.Advance(TimeSpan.FromMinutes(11));
+        status = await StatusAsync(host);
+        Assert.Equal((3L, (DateTimeOffset?)first), (status.Queues.Single(q => q.Queue == Queue).Ready, status.Queues.Single(q => q.Queue == Queue).OldestReadyAt));
+        Assert.Equal((1L, (DateTimeOffset?)due), (status.Queues.Single(q => q.Queue == Later).Ready, status.Queues.Single(q => q.Queue == Later).OldestReadyAt));
+    }
+
+    static async Task EnqueueRawAsync(IMessageStore store, string queue, DateTimeOffset? dueAt)
+    {
+        await using var transaction = await store.BeginAsync(CancellationToken.None);
+        await transaction.EnqueueAsync(new OutgoingMessage(queue, RawEnvelope("conformance.command@1", "{}"u8.ToArray()), dueAt), CancellationToken.None);
+        await transaction.CommitAsync(CancellationToken.None);
     }
 }

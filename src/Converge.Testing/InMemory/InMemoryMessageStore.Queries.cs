@@ -24,6 +24,7 @@ public sealed partial class InMemoryMessageStore
                 deadLetters.GetValueOrDefault(pair.Key))
             {
                 Stranded = pair.Value.Values.LongCount(row => row.VisibleAt > strandedAfter),
+                OldestReadyAt = pair.Value.Values.Where(row => row.VisibleAt <= now).Select(static row => (DateTimeOffset?)row.VisibleAt).Min(),
             })
             .ToList();
         foreach (var (source, count) in deadLetters)

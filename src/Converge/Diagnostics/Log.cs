@@ -97,4 +97,10 @@ internal static partial class Log
 
     [LoggerMessage(EventId = 1500, Level = LogLevel.Error, Message = "A message observer threw; observers must not throw")]
     public static partial void ObserverFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 1700, Level = LogLevel.Warning, Message = "Reading the store's status for the Converge gauges failed; they keep the last reading and the next read is in {Interval}")]
+    public static partial void StatusReadFailed(ILogger logger, Exception exception, TimeSpan interval);
+
+    [LoggerMessage(EventId = 1701, Level = LogLevel.Warning, Message = "The Converge status gauges stay empty: {Reason}")]
+    public static partial void StatusUnavailable(ILogger logger, string reason);
 }

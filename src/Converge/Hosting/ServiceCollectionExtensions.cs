@@ -62,6 +62,10 @@ public static class ConvergeServiceCollectionExtensions
         services.TryAddSingleton<Converge.Jobs.IJobClient>(sp => sp.GetRequiredService<Converge.Jobs.JobRuntime>().Client);
         services.TryAddSingleton<ConvergeHost>();
         services.AddHostedService(sp => sp.GetRequiredService<ConvergeHost>());
+
+        // After the host, which migrates the store: the status gauges read it.
+        services.TryAddSingleton<StatusMonitor>();
+        services.AddHostedService(sp => sp.GetRequiredService<StatusMonitor>());
         return services;
     }
 }

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Threading.Channels;
 using Converge.Contracts;
 using Converge.Diagnostics;
@@ -248,29 +249,84 @@ internal sealed class JobQueueConsumer : IDisposable
         }
 
         var scope = _scopes.CreateAsyncScope();
+        using var activity = StartActivity(envelope, message.Attempt);
+        var started = _options.TimeProvider.GetTimestamp();
+        Finished finished;
         try
         {
             var context = new JobContext(_runtime, envelope, _queue.Name, message.Attempt, scope.ServiceProvider);
             await decoded.Registration!.Invoker.InvokeAsync(scope.ServiceProvider, decoded.Body!, context, running.Cancellation.Token);
 
             // A job whose cancellation was asked for and that finished anyway leaves no request behind.
-            return new Finished(running, Outcome.Succeeded, Context: context, Forget: context.ReportedProgress || running.Cancellation.IsCancellationRequested);
+            finished = new Finished(running, Outcome.Succeeded, Context: context, Forget: context.ReportedProgress || running.Cancellation.IsCancellationRequested);
         }
         catch (Exception) when (abort.IsCancellationRequested)
         {
-            return new Finished(running, Outcome.HandBack);
+            finished = new Finished(running, Outcome.HandBack);
         }
         catch (OperationCanceledException) when (running.Cancellation.IsCancellationRequested)
         {
-            return new Finished(running, Outcome.Cancelled);
+            finished = new Finished(running, Outcome.Cancelled);
         }
         catch (Exception exception)
         {
-            return new Finished(running, Outcome.Failed, exception);
+            ConvergeDiagnostics.Failed(activity, exception);
+            finished = new Finished(running, Outcome.Failed, exception);
         }
         finally
         {
             await DisposeQuietlyAsync(scope);
+        }
+
+        Measure(envelope, finished.Outcome, _options.TimeProvider.GetElapsedTime(started), activity);
+        return finished;
+    }
+
+    /// <summary>
+    /// The span of one job run: a child of the span that enqueued it (its <c>traceparent</c> header), so a trace
+    /// follows the job from the process that enqueued it to the one that ran it.
+    /// </summary>
+    Activity? StartActivity(Envelope envelope, int attempt)
+    {
+        if (!ConvergeDiagnostics.ActivitySource.HasListeners())
+        {
+            return null;
+        }
+
+        var activity = ConvergeDiagnostics.Start($"job {_queue.Name}", ActivityKind.Consumer, "process", "run", _queue.Name, ConvergeDiagnostics.ParentOf(envelope));
+        if (activity is { IsAllDataRequested: true })
+        {
+            activity.SetTag(ConvergeDiagnostics.Tags.MessageId, envelope.MessageId.ToString());
+            activity.SetTag(ConvergeDiagnostics.Tags.ConversationId, envelope.CorrelationId);
+            activity.SetTag(ConvergeDiagnostics.Tags.MessageType, envelope.MessageType);
+            activity.SetTag(ConvergeDiagnostics.Tags.DeliveryCount, attempt);
+        }
+
+        return activity;
+    }
+
+    /// <summary>Records how long a job ran on <c>converge.job.duration</c>, and its outcome on its span.</summary>
+    void Measure(Envelope envelope, Outcome outcome, TimeSpan elapsed, Activity? activity)
+    {
+        if (outcome == Outcome.HandBack)
+        {
+            return;
+        }
+
+        var tag = outcome switch
+        {
+            Outcome.Succeeded => "succeeded",
+            Outcome.Cancelled => "cancelled",
+            _ => "failed",
+        };
+        activity?.SetTag(ConvergeDiagnostics.Tags.Outcome, tag);
+        if (ConvergeDiagnostics.JobDuration.Enabled)
+        {
+            ConvergeDiagnostics.JobDuration.Record(
+                elapsed.TotalSeconds,
+                new KeyValuePair<string, object?>(ConvergeDiagnostics.Tags.Queue, _queue.Name),
+                new KeyValuePair<string, object?>("job.type", envelope.MessageType),
+                new KeyValuePair<string, object?>("outcome", tag));
         }
     }
 

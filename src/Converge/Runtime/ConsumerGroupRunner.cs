@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Converge.Contracts;
 using Converge.Diagnostics;
 using Converge.Storage;
@@ -141,6 +142,41 @@ internal sealed class ConsumerGroupRunner
         return new ConsumerGroupState(_group.Name, head, 0, null, now);
     }
 
+    /// <summary>
+    /// The span of one batch of events, linked to the span that appended each (its <c>traceparent</c> header): a batch
+    /// holds events of many traces, so it is the root of a trace of its own, as OpenTelemetry's messaging conventions
+    /// have it for batches.
+    /// </summary>
+    Activity? StartActivity(IReadOnlyList<LogEvent> events)
+    {
+        if (!ConvergeDiagnostics.ActivitySource.HasListeners())
+        {
+            return null;
+        }
+
+        List<ActivityLink>? links = null;
+        foreach (var logEvent in events)
+        {
+            if (ConvergeDiagnostics.ParentOf(logEvent.Envelope) is { TraceId: var traceId } context && traceId != default)
+            {
+                (links ??= new(events.Count)).Add(new ActivityLink(context));
+            }
+        }
+
+        // A root span: a batch is not one event's child, nor a child of whatever span started the host (the change
+        // stays in the caller's async flow).
+        Activity.Current = null;
+        var activity = ConvergeDiagnostics.Start($"process {_group.Name}", ActivityKind.Consumer, "process", "consume", "log", links: links);
+        if (activity is { IsAllDataRequested: true })
+        {
+            activity.SetTag(ConvergeDiagnostics.Tags.ConsumerGroup, _group.Name);
+            activity.SetTag(ConvergeDiagnostics.Tags.BatchCount, events.Count);
+            activity.SetTag("converge.log.first_position", events[0].Position);
+        }
+
+        return activity;
+    }
+
     /// <returns>The new state (<c>null</c> to re-read after a lost race) and, after a failure, how long to wait.</returns>
     async Task<(ConsumerGroupState? State, TimeSpan? RetryIn)> ProcessAsync(ConsumerGroupState state, IReadOnlyList<LogEvent> events, CancellationToken abort)
     {
@@ -149,6 +185,7 @@ internal sealed class ConsumerGroupRunner
         var failedAttempts = state.FailedAttempts;
         string? lastError = state.LastError;
         TimeSpan? retryIn = null;
+        using var activity = StartActivity(events);
         await using var transaction = await _store.BeginAsync(abort);
         foreach (var logEvent in events)
         {
@@ -204,8 +241,15 @@ internal sealed class ConsumerGroupRunner
                 }
 
                 retryIn = delay;
+                ConvergeDiagnostics.Failed(activity, exception);
                 break;
             }
+        }
+
+        if (activity is { IsAllDataRequested: true })
+        {
+            activity.SetTag("converge.log.position", position);
+            activity.SetTag("converge.events.handled", done.Count);
         }
 
         if (!await transaction.SaveConsumerGroupAsync(_group.Name, state.Position, position, failedAttempts, lastError, abort))

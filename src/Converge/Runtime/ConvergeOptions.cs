@@ -84,6 +84,15 @@ public sealed partial class ConvergeOptions
     /// <summary>How often expired inbox records are deleted. Default 1 hour.</summary>
     public TimeSpan InboxCleanupInterval { get; set; } = TimeSpan.FromHours(1);
 
+    /// <summary>
+    /// How often the store's status (queue depths, the oldest ready message, dead letters, consumer-group lag, saga
+    /// instances) is read for the <c>Converge</c> meter's gauges. Default 10 seconds. The gauges report the last
+    /// reading and never query the store themselves; the store is read only while a meter listener (an OpenTelemetry
+    /// <c>MeterProvider</c> with <c>AddMeter("Converge")</c>) observes them. The health checks reuse a reading no older
+    /// than this and read the store themselves otherwise.
+    /// </summary>
+    public TimeSpan StatusInterval { get; set; } = TimeSpan.FromSeconds(10);
+
     /// <summary>Whether this process runs consumers. <c>false</c> makes a send-only process. Default <c>true</c>.</summary>
     public bool RunConsumers { get; set; } = true;
 
@@ -327,6 +336,11 @@ public sealed partial class ConvergeOptions
         if (InboxRetention <= TimeSpan.Zero || InboxCleanupInterval <= TimeSpan.Zero)
         {
             yield return "InboxRetention and InboxCleanupInterval must be positive (defaults 7 days and 1 hour).";
+        }
+
+        if (StatusInterval <= TimeSpan.Zero || StatusInterval > MaxInterval)
+        {
+            yield return $"StatusInterval is {StatusInterval}; set a positive interval of at most {MaxInterval.TotalDays} days (default 10 seconds).";
         }
 
         if (InboxCleanupInterval > MaxInterval || PollInterval > MaxInterval || LeaseDuration > MaxInterval || Retry.MaxDelay > MaxInterval)

@@ -55,10 +55,9 @@ internal sealed class MessageBus : IMessageBus
         var type = message.GetType();
         var queue = options?.Queue ?? QueueOf(type);
         var now = _options.TimeProvider.GetUtcNow();
-        using var activity = ConvergeDiagnostics.ActivitySource.StartActivity($"send {queue}", ActivityKind.Producer);
+        using var activity = ConvergeDiagnostics.Start($"send {queue}", ActivityKind.Producer, "send", "send", queue);
         var envelope = CreateEnvelope(message, type, options?.MessageId, options?.CorrelationId, options?.AsOf, options?.Headers, cause, now);
-        activity?.SetTag("messaging.message.id", envelope.MessageId);
-        activity?.SetTag("converge.correlation_id", envelope.CorrelationId);
+        Describe(activity, envelope);
 
         var dueAt = options?.DueAt ?? (options?.Delay is { } delay ? now + delay : null);
         await transaction.EnqueueAsync(new OutgoingMessage(queue, envelope, dueAt, options?.Priority ?? 0) { OrderingKey = options?.OrderingKey }, cancellationToken);
@@ -106,8 +105,9 @@ internal sealed class MessageBus : IMessageBus
         ArgumentNullException.ThrowIfNull(@event);
         ArgumentException.ThrowIfNullOrWhiteSpace(stream);
         var now = _options.TimeProvider.GetUtcNow();
-        using var activity = ConvergeDiagnostics.ActivitySource.StartActivity($"publish {stream}", ActivityKind.Producer);
+        using var activity = ConvergeDiagnostics.Start($"publish {stream}", ActivityKind.Producer, "send", "publish", stream);
         var envelope = CreateEnvelope(@event, @event.GetType(), options?.MessageId, options?.CorrelationId, options?.AsOf, options?.Headers, cause, now);
+        Describe(activity, envelope);
         var stored = await transaction.AppendAsync(stream, options?.ExpectedVersion, [envelope], cancellationToken);
         transaction.OnCommitted(() =>
         {
@@ -115,6 +115,16 @@ internal sealed class MessageBus : IMessageBus
             _observers.Appended(stored);
         });
         return stored[0];
+    }
+
+    static void Describe(Activity? activity, Envelope envelope)
+    {
+        if (activity is { IsAllDataRequested: true })
+        {
+            activity.SetTag(ConvergeDiagnostics.Tags.MessageId, envelope.MessageId.ToString());
+            activity.SetTag(ConvergeDiagnostics.Tags.ConversationId, envelope.CorrelationId);
+            activity.SetTag(ConvergeDiagnostics.Tags.MessageType, envelope.MessageType);
+        }
     }
 
     Envelope CreateEnvelope(object body, Type type, Guid? messageId, string? correlationId, DateTimeOffset? asOf, IDictionary<string, string>? extraHeaders, Envelope? cause, DateTimeOffset now)

@@ -170,9 +170,13 @@ internal sealed class QueueConsumer
                 await transaction.CommitAsync(CancellationToken.None);
             }
 
-            if (outcome is { } recorded && _observers.Any)
+            if (outcome is { } recorded)
             {
-                _observers.Handled(message.Envelope, message.Queue, recorded);
+                ConvergeDiagnostics.CountHandled(message.Queue, recorded);
+                if (_observers.Any)
+                {
+                    _observers.Handled(message.Envelope, message.Queue, recorded);
+                }
             }
         }
         catch (Exception exception)
@@ -532,39 +536,64 @@ internal sealed class QueueConsumer
             return HandlingOutcome.Duplicate;
         }
 
-        using (var activity = StartActivity(envelope))
+        using (var activity = StartActivity(envelope, message.Attempt))
         {
-            var scope = _scopes.CreateAsyncScope();
-            var context = new MessageContext(_bus, transaction, envelope, _queue.Name, null, message.Attempt, scope.ServiceProvider);
-            var started = _options.TimeProvider.GetUtcNow();
-            var handling = decoded.Registration!.Invoker.InvokeAsync(scope.ServiceProvider, decoded.Body!, context, inFlight.StartHandler(started));
             try
             {
-                if (!handling.IsCompleted)
+                var scope = _scopes.CreateAsyncScope();
+                var context = new MessageContext(_bus, transaction, envelope, _queue.Name, null, message.Attempt, scope.ServiceProvider);
+                var started = _options.TimeProvider.GetUtcNow();
+                var handling = Invoke(decoded.Registration!.Invoker, scope.ServiceProvider, decoded.Body!, context, inFlight.StartHandler(started));
+                try
                 {
-                    await AwaitHandlerAsync(handling, message, started, inFlight, abort);
-                }
+                    if (!handling.IsCompleted)
+                    {
+                        await AwaitHandlerAsync(handling, message, started, inFlight, abort);
+                    }
 
-                await handling;
+                    await handling;
+                }
+                finally
+                {
+                    inFlight.EndHandler();
+                    if (handling.IsCompleted)
+                    {
+                        await scope.DisposeAsync();
+                    }
+                    else
+                    {
+                        // An abandoned handler keeps its scope until it returns: disposing it sooner could wait on the
+                        // handler, or pull its services from under it.
+                        _ = DisposeWhenReturnedAsync(handling, scope, _queue.Name);
+                    }
+                }
             }
-            finally
+            catch (Exception exception)
             {
-                inFlight.EndHandler();
-                if (handling.IsCompleted)
-                {
-                    await scope.DisposeAsync();
-                }
-                else
-                {
-                    // An abandoned handler keeps its scope until it returns: disposing it sooner could wait on the
-                    // handler, or pull its services from under it.
-                    _ = DisposeWhenReturnedAsync(handling, scope, _queue.Name);
-                }
+                // A handler that throws at once, or fails when awaited: either way its span records the error.
+                ConvergeDiagnostics.Failed(activity, exception);
+                throw;
             }
         }
 
         completions.Add(message);
         return HandlingOutcome.Completed;
+    }
+
+    /// <summary>
+    /// Calls the handler; one that throws before returning its task (a handler that is not <c>async</c>) fails the same
+    /// way as one whose task faults, so its scope is disposed and its worker stops timing it.
+    /// </summary>
+    static Task Invoke(HandlerInvoker invoker, IServiceProvider services, object body, MessageContext context, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return invoker.InvokeAsync(services, body, context, cancellationToken);
+        }
+        catch (Exception exception)
+        {
+            return Task.FromException(exception);
+        }
     }
 
     static async Task DisposeWhenReturnedAsync(Task handling, AsyncServiceScope scope, string queue)
@@ -651,23 +680,26 @@ internal sealed class QueueConsumer
     QueueOutcomes.Decoded<HandlerRegistration> Decode(QueuedMessage message) =>
         QueueOutcomes.Decode(message.Envelope, _queue.Name, _options, _handlers, static r => r.MessageType);
 
-    static Activity? StartActivity(Envelope envelope)
+    /// <summary>
+    /// The consumer span of one handled message: a child of the span that sent it (its <c>traceparent</c> header), so a
+    /// trace follows a message from process to process.
+    /// </summary>
+    Activity? StartActivity(Envelope envelope, int attempt)
     {
         if (!ConvergeDiagnostics.ActivitySource.HasListeners())
         {
             return null;
         }
 
-        ActivityContext parent = default;
-        if (envelope.Headers.TryGetValue(ConvergeDiagnostics.TraceParentHeader, out var traceParent))
+        var activity = ConvergeDiagnostics.Start($"process {_queue.Name}", ActivityKind.Consumer, "process", "handle", _queue.Name, ConvergeDiagnostics.ParentOf(envelope));
+        if (activity is { IsAllDataRequested: true })
         {
-            envelope.Headers.TryGetValue(ConvergeDiagnostics.TraceStateHeader, out var traceState);
-            ActivityContext.TryParse(traceParent, traceState, out parent);
+            activity.SetTag(ConvergeDiagnostics.Tags.MessageId, envelope.MessageId.ToString());
+            activity.SetTag(ConvergeDiagnostics.Tags.ConversationId, envelope.CorrelationId);
+            activity.SetTag(ConvergeDiagnostics.Tags.MessageType, envelope.MessageType);
+            activity.SetTag(ConvergeDiagnostics.Tags.DeliveryCount, attempt);
         }
 
-        var activity = ConvergeDiagnostics.ActivitySource.StartActivity($"handle {envelope.MessageType}", ActivityKind.Consumer, parent);
-        activity?.SetTag("messaging.message.id", envelope.MessageId);
-        activity?.SetTag("converge.correlation_id", envelope.CorrelationId);
         return activity;
     }
 

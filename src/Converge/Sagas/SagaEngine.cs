@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Globalization;
 using Converge.Contracts;
 using Converge.Diagnostics;
@@ -89,9 +90,11 @@ internal sealed class SagaEngine
             UpdatedAt = now,
             Queue = Registry.QueueOf(model.Name),
         };
+        using var activity = StartActivity(instance, "start");
         var transition = new Transition(this, transaction, model, instance, data, cause, services, now);
         transition.Log(SagaLogKinds.Started, null, null, null, "version " + model.Version.ToString(CultureInfo.InvariantCulture));
         await transition.SendStepAsync(cancellationToken);
+        Describe(activity, instance, changed: true);
         instance.Data = Serialize(model, transition.Data);
         if (!await transaction.Sagas().InsertSagaAsync(instance, cancellationToken))
         {
@@ -118,6 +121,7 @@ internal sealed class SagaEngine
 
         var expected = instance.ConcurrencyVersion;
         var now = _options.TimeProvider.GetUtcNow();
+        using var activity = StartActivity(instance, message switch { SagaStepTimeout => "timeout", SagaResumeRequested => "resume", _ => "reply" });
         var transition = new Transition(this, transaction, model, instance, null, envelope, context.Services, now);
         var changed = message switch
         {
@@ -125,6 +129,7 @@ internal sealed class SagaEngine
             SagaResumeRequested resume => await transition.OnResumeRequestedAsync(resume.RequestedBy, cancellationToken),
             _ => await transition.OnReplyAsync(message, cancellationToken),
         };
+        Describe(activity, instance, changed);
         if (changed)
         {
             if (transition.HasData)
@@ -165,8 +170,10 @@ internal sealed class SagaEngine
         var model = Registry.Find(instance.Definition, instance.Version)
             ?? throw new InvalidOperationException($"Saga '{instance.Definition}' version {instance.Version} is not registered in this process; register it to resume instance '{transactionId}'.");
         var expected = instance.ConcurrencyVersion;
+        using var activity = StartActivity(instance, "resume");
         var transition = new Transition(this, transaction, model, instance, null, null, services, _options.TimeProvider.GetUtcNow());
         await transition.ResumeAsync(requestedBy, cancellationToken);
+        Describe(activity, instance, changed: true);
         if (transition.HasData)
         {
             instance.Data = Serialize(model, transition.Data);
@@ -179,6 +186,42 @@ internal sealed class SagaEngine
 
         await transaction.Sagas().AppendSagaLogAsync(transition.Entries, cancellationToken);
         return SagaResumeResult.Resumed;
+    }
+
+    /// <summary>
+    /// The span of one transition of a saga instance (started, or advanced by a reply, a timeout or a resume), inside
+    /// the span of the message that caused it.
+    /// </summary>
+    static Activity? StartActivity(SagaInstance instance, string trigger)
+    {
+        if (!ConvergeDiagnostics.ActivitySource.HasListeners())
+        {
+            return null;
+        }
+
+        var activity = ConvergeDiagnostics.ActivitySource.StartActivity($"saga {instance.Definition}", ActivityKind.Internal);
+        if (activity is { IsAllDataRequested: true })
+        {
+            activity.SetTag("converge.saga.name", instance.Definition);
+            activity.SetTag("converge.saga.version", instance.Version);
+            activity.SetTag("converge.saga.transaction_id", instance.TransactionId);
+            activity.SetTag("converge.saga.trigger", trigger);
+            activity.SetTag("converge.saga.state_before", trigger == "start" ? null : SagaStates.ToText(instance.State));
+        }
+
+        return activity;
+    }
+
+    static void Describe(Activity? activity, SagaInstance instance, bool changed)
+    {
+        if (activity is not { IsAllDataRequested: true })
+        {
+            return;
+        }
+
+        activity.SetTag("converge.saga.state", SagaStates.ToText(instance.State));
+        activity.SetTag("converge.saga.step", instance.StepIndex >= 0 && instance.StepIndex < instance.Steps.Count ? instance.Steps[instance.StepIndex] : null);
+        activity.SetTag("converge.saga.changed", changed);
     }
 
     byte[] Serialize(SagaModel model, object data) => _options.Serializer.Serialize(data, model.DataType);

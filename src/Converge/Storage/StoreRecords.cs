@@ -193,6 +193,13 @@ public sealed record QueueStatus(string Queue, long Ready, long Scheduled, long 
     /// Converge; inspect them with SQL, then fix or delete them.
     /// </summary>
     public long Stranded { get; init; }
+
+    /// <summary>
+    /// When the longest-waiting ready message became visible (was sent, or came due after a delay or a retry's
+    /// backoff); the time since is the age of the oldest ready message. <c>null</c> when none is ready. Messages a
+    /// transport holds at its broker are not included: only the store's rows are.
+    /// </summary>
+    public DateTimeOffset? OldestReadyAt { get; init; }
 }
 
 /// <summary>Lag of one consumer group.</summary>

@@ -97,7 +97,7 @@ internal sealed class GroupCommitter(IMessageStore store, string queue, Converge
         {
             if (outcomes[i] is { } outcome)
             {
-                ConvergeDiagnostics.MessagesHandled.Add(1, ConvergeDiagnostics.OutcomeTags[(int)outcome]);
+                ConvergeDiagnostics.CountHandled(queue, outcome);
                 if (observers.Any)
                 {
                     observers.Handled(writer.MessageOf(group[i]).Envelope, queue, outcome);
