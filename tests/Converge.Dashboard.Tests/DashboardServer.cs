@@ -42,7 +42,7 @@ internal sealed class DashboardServer : IAsyncDisposable
 
     public IMessageStore Store => _app.Services.GetRequiredService<IMessageStore>();
 
-    public static async Task<DashboardServer> StartAsync(Action<ConvergeOptions>? converge = null, Action<ConvergeDashboardOptions>? dashboard = null)
+    public static async Task<DashboardServer> StartAsync(Action<ConvergeOptions>? converge = null, Action<ConvergeDashboardOptions>? dashboard = null, Action<IServiceCollection>? services = null)
     {
         var folder = Directory.CreateTempSubdirectory("converge-dashboard-").FullName;
         var builder = WebApplication.CreateSlimBuilder();
@@ -53,6 +53,7 @@ internal sealed class DashboardServer : IAsyncDisposable
             o.UseSqlite(Path.Combine(folder, "app.db"));
             converge?.Invoke(o);
         });
+        services?.Invoke(builder.Services);
         builder.Services.AddConvergeDashboard();
         builder.Services.AddAuthentication(HeaderAuthentication.SchemeName).AddScheme<AuthenticationSchemeOptions, HeaderAuthentication>(HeaderAuthentication.SchemeName, null);
         builder.Services.AddAuthorization(a =>

@@ -1,0 +1,46 @@
+using System.Globalization;
+using Converge.Dashboard.Tests.Browser;
+using Converge.Runtime;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Playwright;
+using Xunit.Abstractions;
+using static Microsoft.Playwright.Assertions;
+
+namespace Converge.Dashboard.Tests.Operator;
+
+/// <summary>The overview's figures follow the store over Server-Sent Events, without a reload.</summary>
+[Collection(BrowserCollection.Name)]
+public sealed class LiveOverviewBrowserTests(BrowserFixture browser, ITestOutputHelper output)
+{
+    [Fact]
+    public async Task The_overview_shows_a_growing_queue_without_being_reloaded()
+    {
+        var probe = new Probe();
+        await using var server = await OperatorApp.StartAsync(probe, o => o.RunConsumers = false, d => d.LiveInterval = TimeSpan.FromMilliseconds(200));
+        var bus = server.Services.GetRequiredService<IMessageBus>();
+        await bus.SendAsync(new Ping(1));
+
+        await using var session = await browser.OpenAsync(output, OperatorApp.AsOperator());
+        var page = session.Page;
+        await page.GotoAsync(OperatorApp.Url(server, "converge"));
+        var ready = page.Locator("[data-live=\"queue.pings.ready\"]");
+        await Expect(ready).ToHaveTextAsync("1");
+
+        // The script counts the figures it applied: wait for a few, so the stream is known to be flowing.
+        await page.WaitForFunctionAsync("() => Number(document.body.dataset.liveUpdates || 0) >= 2");
+        var before = int.Parse(await page.Locator("body").GetAttributeAsync("data-live-updates") ?? "0", CultureInfo.InvariantCulture);
+        await page.EvaluateAsync("() => { window.notReloaded = true; }");
+        await session.ScreenshotAsync("1-overview-one-ping");
+
+        for (var n = 2; n <= 5; n++)
+        {
+            await bus.SendAsync(new Ping(n));
+        }
+
+        await Expect(ready).ToHaveTextAsync("5");
+        await page.WaitForFunctionAsync("before => Number(document.body.dataset.liveUpdates) > before", before);
+        Assert.True(await page.EvaluateAsync<bool>("() => window.notReloaded === true"), "the page was reloaded");
+        await Expect(page.Locator("svg[data-spark=\"queue.pings.ready\"] polyline")).ToHaveCountAsync(1);
+        await session.ScreenshotAsync("2-overview-five-pings");
+    }
+}
