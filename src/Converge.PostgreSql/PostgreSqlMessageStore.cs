@@ -15,7 +15,7 @@ namespace Converge.PostgreSql;
 /// with <c>FOR UPDATE SKIP LOCKED</c>, so competing workers never wait on each other's messages; commits that
 /// write to a queue or the log notify the schema's channel, which wakes workers in every process at once.
 /// </summary>
-public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, IStoreQueries, ISagaQueries, IJobStore, IJobQueries
+public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, IStoreQueries, ISagaQueries, IJobStore, IJobQueries, IDeadLetterQueries, IOperatorLog
 {
     const int PurgeChunk = 5000;
 
@@ -545,11 +545,20 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
     public ValueTask<IReadOnlyList<SagaInstance>> QuerySagasAsync(SagaQuery query, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(query);
+        if (query.Max <= 0)
+        {
+            return ValueTask.FromResult<IReadOnlyList<SagaInstance>>([]);
+        }
+
+        var (afterTicks, afterId) = query.After is { } after ? PageCursor.Parse(after) : (long.MaxValue, "");
+        var filters = (query.State is null ? 0 : 1) | (query.Definition is null ? 0 : 2) | (query.Version is null ? 0 : 4);
         return ReadAsync<IReadOnlyList<SagaInstance>>(
-            async connection => await Command(connection, null, Schema.QuerySagas)
+            async connection => await Command(connection, null, Schema.QuerySagas[filters])
                 .With("state", NpgsqlDbType.Text, query.State is { } state ? SagaStates.ToText(state) : null)
                 .With("definition", NpgsqlDbType.Text, query.Definition)
                 .With("version", NpgsqlDbType.Integer, query.Version)
+                .With("t", afterTicks)
+                .With("id", NpgsqlDbType.Text, afterId)
                 .With("max", query.Max)
                 .ReadAllAsync(SagaRows.ReadSaga, cancellationToken),
             cancellationToken);
@@ -632,7 +641,11 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
             {
                 var now = Now.UtcTicks;
                 var state = query.State;
-                var found = new List<JobInfo>();
+
+                // Each source lists its newest after the cursor; the merge keeps the newest of all. A waiting or running
+                // job counts from when it was sent, a finished one from when it finished.
+                var after = query.After is { } cursor ? JobListPosition.Parse(cursor) : new JobListPosition(long.MaxValue, JobListPosition.QueueSource + 1, 0, "", Guid.Empty);
+                var found = new List<(JobInfo, JobListPosition)>();
                 if (state is null or JobState.Scheduled or JobState.Enqueued or JobState.Processing)
                 {
                     var rows = await Command(connection, transaction, Schema.ListQueueJobs)
@@ -640,9 +653,11 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
                         .With("batch", NpgsqlDbType.Text, query.BatchId)
                         .With("state", NpgsqlDbType.Text, state switch { JobState.Scheduled => "scheduled", JobState.Enqueued => "enqueued", JobState.Processing => "processing", _ => null })
                         .With("now", now)
+                        .With("t", after.Ticks)
+                        .With("n", after.NumberBoundFor(JobListPosition.QueueSource))
                         .With("max", query.Max)
                         .ReadAllAsync(RowReader.ReadQueueRow, cancellationToken);
-                    found.AddRange(rows.Select(row => JobRows.QueuedJob(row, now)));
+                    found.AddRange(rows.Select(row => (JobRows.QueuedJob(row, now), new JobListPosition(row.Envelope.SentAt.UtcTicks, JobListPosition.QueueSource, row.Id, "", Guid.Empty))));
                 }
 
                 if (state is null or JobState.Dead or JobState.Cancelled)
@@ -651,21 +666,29 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
                         .With("queue", NpgsqlDbType.Text, query.Queue)
                         .With("batch", NpgsqlDbType.Text, query.BatchId)
                         .With("cancelled", NpgsqlDbType.Boolean, state switch { JobState.Cancelled => true, JobState.Dead => false, _ => null })
+                        .With("t", after.Ticks)
+                        .With("n", after.NumberBoundFor(JobListPosition.DeadLetterSource))
                         .With("max", query.Max)
                         .ReadAllAsync(RowReader.ReadDeadLetter, cancellationToken);
-                    found.AddRange(letters.Select(JobRows.DeadJob));
+                    found.AddRange(letters.Select(letter => (JobRows.DeadJob(letter), new JobListPosition(letter.DeadLetteredAt.UtcTicks, JobListPosition.DeadLetterSource, letter.Id, "", Guid.Empty))));
                 }
 
                 if (state is null or JobState.Succeeded)
                 {
-                    found.AddRange(await Command(connection, transaction, Schema.ListInboxJobs)
+                    var handled = await Command(connection, transaction, Schema.ListInboxJobs[(query.Queue is null ? 0 : 1) | (query.BatchId is null ? 0 : 2)])
                         .With("queue", NpgsqlDbType.Text, query.Queue)
                         .With("batch", NpgsqlDbType.Text, query.BatchId)
+                        .With("t", after.Ticks)
+                        .With("tie_all", after.Source != JobListPosition.InboxSource)
+                        .With("consumer", NpgsqlDbType.Text, after.Consumer)
+                        .With("message_id", after.MessageId)
                         .With("max", query.Max)
-                        .ReadAllAsync(SucceededJob, cancellationToken));
+                        .ReadAllAsync(SucceededJob, cancellationToken);
+                    found.AddRange(handled.Select(job => (job, new JobListPosition(job.FinishedAt!.Value.UtcTicks, JobListPosition.InboxSource, 0, job.Queue, job.Id))));
                 }
 
-                var newest = JobRows.Newest(found, query.Max);
+                // PostgreSQL orders uuids by their bytes in RFC 4122 order, which is how Guid.CompareTo orders them.
+                var newest = JobListPosition.Newest(found, query.Max, static (a, b) => a.CompareTo(b));
                 for (var i = 0; i < newest.Count; i++)
                 {
                     newest[i] = await WithProgressAsync(connection, transaction, newest[i], cancellationToken);
@@ -673,6 +696,100 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
 
                 return newest;
             },
+            cancellationToken);
+    }
+
+    /// <inheritdoc />
+    public ValueTask<Page<DeadLetter>> ListDeadLettersAsync(DeadLetterQuery query, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        if (query.Max <= 0)
+        {
+            return ValueTask.FromResult(new Page<DeadLetter>([], null));
+        }
+
+        var (afterTicks, afterId) = query.After is { } after ? PageCursor.ParseNumbered(after) : (long.MaxValue, long.MaxValue);
+        var filters = (query.Source is null ? 0 : 1) | (query.Reason is null ? 0 : 2) | (query.OrderingKey is null ? 0 : 4);
+        return ReadAsync(
+            async connection => Paged(
+                await Command(connection, null, Schema.PageDeadLetters[filters])
+                    .With("source", NpgsqlDbType.Text, query.Source)
+                    .With("reason", NpgsqlDbType.Text, query.Reason)
+                    .With("ordering_key", NpgsqlDbType.Text, query.OrderingKey)
+                    .With("t", afterTicks)
+                    .With("id", afterId)
+                    .With("max", query.Max + 1)
+                    .ReadAllAsync(RowReader.ReadDeadLetter, cancellationToken),
+                query.Max,
+                DeadLetterQuery.CursorOf),
+            cancellationToken);
+    }
+
+    /// <summary>A page of the first <paramref name="max"/> of <paramref name="items"/>, read one more than that to know whether more follow.</summary>
+    static Page<T> Paged<T>(List<T> items, int max, Func<T, string> cursorOf)
+    {
+        if (items.Count <= max)
+        {
+            return new Page<T>(items, null);
+        }
+
+        items.RemoveRange(max, items.Count - max);
+        return new Page<T>(items, cursorOf(items[^1]));
+    }
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<DeadLetterGroup>> GroupDeadLettersAsync(CancellationToken cancellationToken) =>
+        ReadAsync<IReadOnlyList<DeadLetterGroup>>(
+            async connection => await Command(connection, null, Schema.GroupDeadLetters)
+                .ReadAllAsync(static reader => new DeadLetterGroup(reader.GetString(0), reader.GetString(1), reader.GetInt64(2), PostgreSqlMapping.FromTicks(reader.GetInt64(3))), cancellationToken),
+            cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<DeadLetter?> GetDeadLetterAsync(long id, CancellationToken cancellationToken) =>
+        ReadAsync(async connection => await Command(connection, null, Schema.GetDeadLetterForRead).With("id", id).ReadFirstAsync(RowReader.ReadDeadLetter, cancellationToken), cancellationToken);
+
+    /// <inheritdoc />
+    public async ValueTask<long> RecordAsync(OperatorAction action, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(action);
+        return await WriteAsync((connection, transaction) => RecordOperatorActionAsync(connection, transaction, action, cancellationToken), cancellationToken);
+    }
+
+    internal async Task<long> RecordOperatorActionAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, OperatorAction action, CancellationToken cancellationToken)
+    {
+        await using var command = Command(connection, transaction, Schema.RecordOperatorAction)
+            .With("at", action.At.UtcTicks)
+            .With("actor", NpgsqlDbType.Text, action.Actor)
+            .With("action", NpgsqlDbType.Text, action.Action)
+            .With("target", NpgsqlDbType.Text, action.Target)
+            .With("detail", NpgsqlDbType.Text, action.Detail);
+        return (long)(await command.ExecuteScalarAsync(cancellationToken))!;
+    }
+
+    /// <inheritdoc />
+    public ValueTask<Page<OperatorAction>> ListAsync(string? after, int max, CancellationToken cancellationToken)
+    {
+        if (max <= 0)
+        {
+            return ValueTask.FromResult(new Page<OperatorAction>([], null));
+        }
+
+        var before = after is null ? long.MaxValue : PageCursor.ParseNumbered(after).Number;
+        return ReadAsync(
+            async connection => Paged(
+                await Command(connection, null, Schema.ListOperatorActions).With("before", before).With("max", max + 1).ReadAllAsync(
+                    static reader => new OperatorAction
+                    {
+                        Id = reader.GetInt64(0),
+                        At = PostgreSqlMapping.FromTicks(reader.GetInt64(1)),
+                        Actor = reader.GetString(2),
+                        Action = reader.GetString(3),
+                        Target = reader.GetString(4),
+                        Detail = reader.IsDBNull(5) ? null : reader.GetString(5),
+                    },
+                    cancellationToken),
+                max,
+                static action => PageCursor.CreateNumbered(action.At.UtcTicks, action.Id)),
             cancellationToken);
     }
 

@@ -28,6 +28,7 @@ internal sealed class PostgreSqlSchema
         Progress = Table("job_progress");
         Cancellations = Table("job_cancellations");
         RateLimits = Table("rate_limits");
+        OperatorLog = Table("operator_log");
         Channel = "converge_" + schema;
         const string envelopeColumns = "message_id, message_type, correlation_id, causation_id, sent_at, as_of, headers, body";
         const string envelopeParameters = "@message_id, @message_type, @correlation_id, @causation_id, @sent_at, @as_of, @headers, @body";
@@ -220,6 +221,37 @@ internal sealed class PostgreSqlSchema
                 live_since bigint,
                 PRIMARY KEY (name, version));
             """,
+            // Listings for the dashboard, newest first and keyset-paged: one index per filter combination, ending in the
+            // order's columns and the tie-breaker, so a page is a short index range wherever it starts. The old saga
+            // indexes lacked the tie-breaker; the old dead-letter source index and the inbox's time index are prefixes of
+            // their replacements. The inbox orders consumers bytewise (COLLATE "C"), as the listing merges them.
+            $"""
+            DROP INDEX {SchemaName}.sagas_state;
+            DROP INDEX {SchemaName}.sagas_definition;
+            CREATE INDEX sagas_newest ON {Sagas} (started_at, transaction_id);
+            CREATE INDEX sagas_state_newest ON {Sagas} (state, started_at, transaction_id);
+            CREATE INDEX sagas_definition_newest ON {Sagas} (definition, started_at, transaction_id);
+            CREATE INDEX sagas_definition_state_newest ON {Sagas} (definition, state, started_at, transaction_id);
+            CREATE INDEX sagas_definition_version_newest ON {Sagas} (definition, version, started_at, transaction_id);
+            CREATE INDEX sagas_definition_version_state_newest ON {Sagas} (definition, version, state, started_at, transaction_id);
+            DROP INDEX {SchemaName}.dead_letters_source;
+            CREATE INDEX dead_letters_newest ON {DeadLetters} (dead_lettered_at, id);
+            CREATE INDEX dead_letters_source_newest ON {DeadLetters} (source, dead_lettered_at, id);
+            CREATE INDEX dead_letters_reason_newest ON {DeadLetters} (reason, dead_lettered_at, id);
+            CREATE INDEX dead_letters_reason_source_newest ON {DeadLetters} (reason, source, dead_lettered_at, id);
+            CREATE INDEX dead_letters_key_newest ON {DeadLetters} (ordering_key, dead_lettered_at, id) WHERE ordering_key IS NOT NULL;
+            DROP INDEX {SchemaName}.inbox_handled_at;
+            CREATE INDEX inbox_newest ON {Inbox} (handled_at, consumer COLLATE "C", message_id);
+            CREATE INDEX inbox_consumer_newest ON {Inbox} (consumer, handled_at, message_id);
+            CREATE INDEX inbox_batch_newest ON {Inbox} (batch_id, handled_at, consumer COLLATE "C", message_id) WHERE batch_id IS NOT NULL;
+            CREATE TABLE {OperatorLog} (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                at bigint NOT NULL,
+                actor text NOT NULL,
+                action text NOT NULL,
+                target text NOT NULL,
+                detail text);
+            """,
         ];
 
         CreateSchema = $"CREATE SCHEMA IF NOT EXISTS {SchemaName}";
@@ -307,6 +339,16 @@ internal sealed class PostgreSqlSchema
         ListDeadLetters = $"SELECT {deadLetterColumns}, {envelopeColumns}, ordering_key FROM {DeadLetters} WHERE (@source::text IS NULL OR source = @source) ORDER BY id DESC LIMIT @max";
         GetDeadLetter = $"SELECT {deadLetterColumns}, {envelopeColumns}, ordering_key FROM {DeadLetters} WHERE id = @id FOR UPDATE";
         DeleteDeadLetter = $"DELETE FROM {DeadLetters} WHERE id = @id";
+        PageDeadLetters = [.. Enumerable.Range(0, 8).Select(filters => $"""
+            SELECT {deadLetterColumns}, {envelopeColumns}, ordering_key FROM {DeadLetters}
+            WHERE {((filters & 1) != 0 ? "source = @source AND " : "")}{((filters & 2) != 0 ? "reason = @reason AND " : "")}{((filters & 4) != 0 ? "ordering_key = @ordering_key AND " : "")}
+                (dead_lettered_at, id) < (@t, @id)
+            ORDER BY dead_lettered_at DESC, id DESC LIMIT @max
+            """)];
+        GetDeadLetterForRead = $"SELECT {deadLetterColumns}, {envelopeColumns}, ordering_key FROM {DeadLetters} WHERE id = @id";
+        GroupDeadLetters = $"""SELECT reason, source, count(*), max(dead_lettered_at) FROM {DeadLetters} GROUP BY reason, source ORDER BY reason COLLATE "C", source COLLATE "C" """;
+        RecordOperatorAction = $"INSERT INTO {OperatorLog} (at, actor, action, target, detail) VALUES (@at, @actor, @action, @target, @detail) RETURNING id";
+        ListOperatorActions = $"SELECT id, at, actor, action, target, detail FROM {OperatorLog} WHERE id < @before ORDER BY id DESC LIMIT @max";
 
         StreamVersion = $"SELECT coalesce(max(stream_version), 0) FROM {Log} WHERE stream = @stream";
         Append = $"INSERT INTO {Log} (stream, stream_version, {envelopeColumns}) VALUES (@stream, @stream_version, {envelopeParameters}) RETURNING position";
@@ -353,11 +395,14 @@ internal sealed class PostgreSqlSchema
                 last_error = @last_error, stuck_reason = @stuck_reason, timeout_id = @timeout_id, timeout_at = @timeout_at, queue = @queue
             WHERE transaction_id = @transaction_id AND concurrency_version = @expected
             """;
-        QuerySagas = $"""
+        // One statement per combination of filters: "@x IS NULL OR x = @x" would keep the planner from the index that
+        // serves the combination. Without a cursor, @t is the largest time and every row passes the keyset condition.
+        QuerySagas = [.. Enumerable.Range(0, 8).Select(filters => $"""
             SELECT {sagaColumns} FROM {Sagas}
-            WHERE (@state::text IS NULL OR state = @state) AND (@definition::text IS NULL OR definition = @definition) AND (@version::integer IS NULL OR version = @version)
-            ORDER BY started_at DESC, transaction_id LIMIT @max
-            """;
+            WHERE {((filters & 1) != 0 ? "state = @state AND " : "")}{((filters & 2) != 0 ? "definition = @definition AND " : "")}{((filters & 4) != 0 ? "version = @version AND " : "")}
+                (started_at, transaction_id) < (@t, @id)
+            ORDER BY started_at DESC, transaction_id DESC LIMIT @max
+            """)];
         CountSagas = $"SELECT definition, version, state, count(*) FROM {Sagas} GROUP BY definition, version, state ORDER BY definition, version, state";
         AppendSagaLog = $"""
             INSERT INTO {SagaLog} (transaction_id, at, kind, step, message_id, message_type, detail, answers)
@@ -449,15 +494,24 @@ internal sealed class PostgreSqlSchema
                    OR (@state = 'scheduled' AND lease_token IS NULL AND visible_at > @now)
                    OR (@state = 'enqueued' AND visible_at <= @now)
                    OR (@state = 'processing' AND lease_token IS NOT NULL AND visible_at > @now))
+              AND (sent_at, id) < (@t, @n)
             ORDER BY sent_at DESC, id DESC LIMIT @max
             """;
-        ListInboxJobs = $"SELECT {inboxJobColumns} FROM {Inbox} WHERE (@queue::text IS NULL OR consumer = @queue) AND consumer IN (SELECT name FROM {JobQueues}) AND (@batch::text IS NULL OR batch_id = @batch) ORDER BY handled_at DESC LIMIT @max";
+        // Succeeded jobs are most of the jobs a store holds (a million is ordinary): each filter has its own statement
+        // and index. @tie_all says every row at the cursor's time comes after it (the cursor is a queue or dead-letter job).
+        ListInboxJobs = [.. Enumerable.Range(0, 4).Select(filters => $"""
+            SELECT {inboxJobColumns} FROM {Inbox}
+            WHERE {((filters & 1) != 0 ? "consumer = @queue AND " : "")}{((filters & 2) != 0 ? "batch_id = @batch AND " : "")}consumer IN (SELECT name FROM {JobQueues})
+                AND handled_at <= @t AND (handled_at < @t OR @tie_all OR (consumer COLLATE "C", message_id) < (@consumer, @message_id))
+            ORDER BY handled_at DESC, consumer COLLATE "C" DESC, message_id DESC LIMIT @max
+            """)];
         RegisterJobQueue = $"INSERT INTO {JobQueues} (name) VALUES (@name) ON CONFLICT DO NOTHING";
         ListDeadLetterJobs = $"""
             SELECT {deadLetterColumns}, {envelopeColumns} FROM {DeadLetters}
             WHERE log_position IS NULL AND (@queue::text IS NULL OR source = @queue) AND source IN (SELECT name FROM {JobQueues}) AND (@batch::text IS NULL OR {batchOf} = @batch)
               AND (@cancelled::boolean IS NULL OR (reason = '{Storage.DeadLetterReasons.Cancelled}') = @cancelled)
-            ORDER BY id DESC LIMIT @max
+              AND (dead_lettered_at, id) < (@t, @n)
+            ORDER BY dead_lettered_at DESC, id DESC LIMIT @max
             """;
         DeleteQueued = $"DELETE FROM {Queue} WHERE id = @id RETURNING ordering_key, ordering_seq";
         CancelScheduled = $"DELETE FROM {Queue} WHERE queue = @queue AND visible_at = @visible_at AND message_id = @message_id AND lease_token IS NULL";
@@ -542,7 +596,16 @@ internal sealed class PostgreSqlSchema
     public string LoadSaga { get; }
     public string InsertSaga { get; }
     public string UpdateSaga { get; }
-    public string QuerySagas { get; }
+    /// <summary>Saga listings by filter combination: index bit 0 state, bit 1 definition, bit 2 version.</summary>
+    public IReadOnlyList<string> QuerySagas { get; }
+
+    /// <summary>Dead-letter pages by filter combination: index bit 0 source, bit 1 reason, bit 2 ordering key.</summary>
+    public IReadOnlyList<string> PageDeadLetters { get; }
+    public string GetDeadLetterForRead { get; }
+    public string GroupDeadLetters { get; }
+    public string OperatorLog { get; }
+    public string RecordOperatorAction { get; }
+    public string ListOperatorActions { get; }
     public string CountSagas { get; }
     public string AppendSagaLog { get; }
     public string ReadSagaLog { get; }
@@ -577,7 +640,8 @@ internal sealed class PostgreSqlSchema
     public string JobInInbox { get; }
     public string JobInDeadLetters { get; }
     public string ListQueueJobs { get; }
-    public string ListInboxJobs { get; }
+    /// <summary>Succeeded-job listings by filter combination: index bit 0 queue, bit 1 batch.</summary>
+    public IReadOnlyList<string> ListInboxJobs { get; }
     public string RegisterJobQueue { get; }
     public string ListDeadLetterJobs { get; }
     public string DeleteQueued { get; }

@@ -10,7 +10,7 @@ using NpgsqlTypes;
 namespace Converge.PostgreSql;
 
 /// <summary>A write transaction on the store's database: Converge's own (owning its pooled connection) or the caller's.</summary>
-internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseTransaction, ISagaTransaction, IJobTransaction, IConsumerGroupTransaction
+internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseTransaction, ISagaTransaction, IJobTransaction, IConsumerGroupTransaction, IOperatorLogTransaction
 {
     static readonly ConditionalWeakTable<NpgsqlTransaction, PostgreSqlStoreTransaction> OwnedTransactions = new();
 
@@ -255,6 +255,13 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
     {
         await FlushAsync(cancellationToken);
         return await _store.ClaimWithinAsync(_connection, _transaction, queue, max, lease, policy, _store.Now, cancellationToken);
+    }
+
+    public async ValueTask<long> RecordOperatorActionAsync(OperatorAction action, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(action);
+        await FlushAsync(cancellationToken);
+        return await _store.RecordOperatorActionAsync(_connection, _transaction, action, cancellationToken);
     }
 
     public async ValueTask RegisterJobQueueAsync(string queue, CancellationToken cancellationToken) =>

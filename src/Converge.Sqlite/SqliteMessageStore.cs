@@ -14,7 +14,7 @@ namespace Converge.Sqlite;
 /// process queue on an in-process gate (never spinning on SQLITE_BUSY among themselves) and group their work
 /// into few commits; other processes on the same file wait on SQLite's busy timeout.
 /// </summary>
-public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQueries, ISagaQueries, IJobStore, IJobQueries
+public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQueries, ISagaQueries, IJobStore, IJobQueries, IDeadLetterQueries, IOperatorLog
 {
     const int MaxPooledSessions = 16;
     const int PurgeChunk = 5000;
@@ -546,10 +546,19 @@ public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQu
     public ValueTask<IReadOnlyList<SagaInstance>> QuerySagasAsync(SagaQuery query, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(query);
-        return ValueTask.FromResult<IReadOnlyList<SagaInstance>>(Read(session => session.Commands.Get(Schema.QuerySagas, null)
+        if (query.Max <= 0)
+        {
+            return ValueTask.FromResult<IReadOnlyList<SagaInstance>>([]);
+        }
+
+        var (afterTicks, afterId) = query.After is { } after ? PageCursor.Parse(after) : (long.MaxValue, "");
+        var filters = (query.State is null ? 0 : 1) | (query.Definition is null ? 0 : 2) | (query.Version is null ? 0 : 4);
+        return ValueTask.FromResult<IReadOnlyList<SagaInstance>>(Read(session => session.Commands.Get(Schema.QuerySagas[filters], null)
             .With("$state", query.State is { } state ? SagaStates.ToText(state) : null)
             .With("$definition", query.Definition)
             .With("$version", query.Version)
+            .With("$t", afterTicks)
+            .With("$id", afterId)
             .With("$max", query.Max)
             .ReadAll(SagaRows.ReadSaga)));
     }
@@ -646,9 +655,10 @@ public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQu
             var now = Now.UtcTicks;
             var state = query.State;
 
-            // Each source lists its newest; the merge keeps the newest of all. A waiting or running job counts from when
-            // it was sent, a finished one from when it finished.
-            var found = new List<JobInfo>();
+            // Each source lists its newest after the cursor; the merge keeps the newest of all. A waiting or running job
+            // counts from when it was sent, a finished one from when it finished.
+            var after = query.After is { } cursor ? JobListPosition.Parse(cursor) : new JobListPosition(long.MaxValue, JobListPosition.QueueSource + 1, 0, "", Guid.Empty);
+            var found = new List<(JobInfo, JobListPosition)>();
             if (state is null or JobState.Scheduled or JobState.Enqueued or JobState.Processing)
             {
                 var rows = session.Commands.Get(Schema.ListQueueJobs, transaction)
@@ -656,29 +666,130 @@ public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQu
                     .With("$batch", query.BatchId)
                     .With("$state", state switch { JobState.Scheduled => "scheduled", JobState.Enqueued => "enqueued", JobState.Processing => "processing", _ => null })
                     .With("$now", now)
+                    .With("$t", after.Ticks)
+                    .With("$n", after.NumberBoundFor(JobListPosition.QueueSource))
                     .With("$max", query.Max)
                     .ReadAll(RowReader.ReadQueueRow);
-                found.AddRange(rows.Select(row => JobRows.QueuedJob(row, now)));
+                found.AddRange(rows.Select(row => (JobRows.QueuedJob(row, now), new JobListPosition(row.Envelope.SentAt.UtcTicks, JobListPosition.QueueSource, row.Id, "", Guid.Empty))));
             }
 
             if (state is null or JobState.Dead or JobState.Cancelled)
             {
-                var letters = ReadDeadLetters(session.Commands.Get(Schema.ListDeadLetterJobs, transaction)
+                var letters = ReadDeadLetters(session.Commands.Get(Schema.ListDeadLetterJobs[query.Queue is null ? 0 : 1], transaction)
                     .With("$queue", query.Queue)
                     .With("$batch", query.BatchId)
                     .With("$cancelled", state switch { JobState.Cancelled => 1, JobState.Dead => 0, _ => null })
+                    .With("$t", after.Ticks)
+                    .With("$n", after.NumberBoundFor(JobListPosition.DeadLetterSource))
                     .With("$max", query.Max));
-                found.AddRange(letters.Select(JobRows.DeadJob));
+                found.AddRange(letters.Select(letter => (JobRows.DeadJob(letter), new JobListPosition(letter.DeadLetteredAt.UtcTicks, JobListPosition.DeadLetterSource, letter.Id, "", Guid.Empty))));
             }
 
             if (state is null or JobState.Succeeded)
             {
-                var handled = session.Commands.Get(Schema.ListInboxJobs, transaction).With("$queue", query.Queue).With("$batch", query.BatchId).With("$max", query.Max).ReadAll(SucceededJob);
-                found.AddRange(handled);
+                var handled = session.Commands.Get(Schema.ListInboxJobs[(query.Queue is null ? 0 : 1) | (query.BatchId is null ? 0 : 2)], transaction)
+                    .With("$queue", query.Queue)
+                    .With("$batch", query.BatchId)
+                    .With("$t", after.Ticks)
+                    .With("$tie_all", after.Source == JobListPosition.InboxSource ? 0 : 1)
+                    .With("$consumer", after.Consumer)
+                    .With("$message_id", after.MessageId)
+                    .With("$max", query.Max)
+                    .ReadAll(SucceededJob);
+                found.AddRange(handled.Select(job => (job, new JobListPosition(job.FinishedAt!.Value.UtcTicks, JobListPosition.InboxSource, 0, job.Queue, job.Id))));
             }
 
-            return JobRows.Newest(found, query.Max).Select(job => WithProgress(session, transaction, job)).ToList();
+            return JobListPosition.Newest(found, query.Max, CompareStoredGuids).Select(job => WithProgress(session, transaction, job)).ToList();
         }));
+    }
+
+    /// <summary>The order of message ids in SQLite's indexes: their stored 16 bytes compared as bytes.</summary>
+    static int CompareStoredGuids(Guid a, Guid b)
+    {
+        Span<byte> x = stackalloc byte[16];
+        Span<byte> y = stackalloc byte[16];
+        a.TryWriteBytes(x);
+        b.TryWriteBytes(y);
+        return x.SequenceCompareTo(y);
+    }
+
+    /// <inheritdoc />
+    public ValueTask<Page<DeadLetter>> ListDeadLettersAsync(DeadLetterQuery query, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        if (query.Max <= 0)
+        {
+            return ValueTask.FromResult(new Page<DeadLetter>([], null));
+        }
+
+        var (afterTicks, afterId) = query.After is { } after ? PageCursor.ParseNumbered(after) : (long.MaxValue, long.MaxValue);
+        var filters = (query.Source is null ? 0 : 1) | (query.Reason is null ? 0 : 2) | (query.OrderingKey is null ? 0 : 4);
+        var letters = Read(session => ReadDeadLetters(session.Commands.Get(Schema.PageDeadLetters[filters], null)
+            .With("$source", query.Source)
+            .With("$reason", query.Reason)
+            .With("$ordering_key", query.OrderingKey)
+            .With("$t", afterTicks)
+            .With("$id", afterId)
+            .With("$max", query.Max + 1)));
+        return ValueTask.FromResult(Paged(letters, query.Max, DeadLetterQuery.CursorOf));
+    }
+
+    /// <summary>A page of the first <paramref name="max"/> of <paramref name="items"/>, read one more than that to know whether more follow.</summary>
+    static Page<T> Paged<T>(List<T> items, int max, Func<T, string> cursorOf)
+    {
+        if (items.Count <= max)
+        {
+            return new Page<T>(items, null);
+        }
+
+        items.RemoveRange(max, items.Count - max);
+        return new Page<T>(items, cursorOf(items[^1]));
+    }
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<DeadLetterGroup>> GroupDeadLettersAsync(CancellationToken cancellationToken) =>
+        ValueTask.FromResult<IReadOnlyList<DeadLetterGroup>>(Read(session => session.Commands.Get(Schema.GroupDeadLetters, null)
+            .ReadAll(static reader => new DeadLetterGroup(reader.GetString(0), reader.GetString(1), reader.GetInt64(2), SqliteMapping.FromTicks(reader.GetInt64(3))))));
+
+    /// <inheritdoc />
+    public ValueTask<DeadLetter?> GetDeadLetterAsync(long id, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Read(session => ReadDeadLetters(session.Commands.Get(Schema.GetDeadLetter, null).With("$id", id)) is [var letter, ..] ? letter : null));
+
+    /// <inheritdoc />
+    public async ValueTask<long> RecordAsync(OperatorAction action, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(action);
+        return await WriteAsync((session, transaction) => RecordOperatorAction(session.Commands, transaction, action), cancellationToken);
+    }
+
+    internal long RecordOperatorAction(CommandCache commands, SqliteTransaction transaction, OperatorAction action) =>
+        (long)commands.Get(Schema.RecordOperatorAction, transaction)
+            .With("$at", action.At.UtcTicks)
+            .With("$actor", action.Actor)
+            .With("$action", action.Action)
+            .With("$target", action.Target)
+            .With("$detail", action.Detail)
+            .ExecuteScalar()!;
+
+    /// <inheritdoc />
+    public ValueTask<Page<OperatorAction>> ListAsync(string? after, int max, CancellationToken cancellationToken)
+    {
+        if (max <= 0)
+        {
+            return ValueTask.FromResult(new Page<OperatorAction>([], null));
+        }
+
+        var before = after is null ? long.MaxValue : PageCursor.ParseNumbered(after).Number;
+        var actions = Read(session => session.Commands.Get(Schema.ListOperatorActions, null).With("$before", before).With("$max", max + 1).ReadAll(static reader => new OperatorAction
+        {
+            Id = reader.GetInt64(0),
+            At = SqliteMapping.FromTicks(reader.GetInt64(1)),
+            Actor = reader.GetString(2),
+            Action = reader.GetString(3),
+            Target = reader.GetString(4),
+            Detail = reader.IsDBNull(5) ? null : reader.GetString(5),
+        }));
+        return ValueTask.FromResult(Paged(actions, max, static action => PageCursor.CreateNumbered(action.At.UtcTicks, action.Id)));
     }
 
     /// <summary>Reads an inbox row: consumer, handled_at, message_type, correlation_id, sent_at, message_id, batch_id.</summary>

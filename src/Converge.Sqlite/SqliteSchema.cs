@@ -26,6 +26,7 @@ internal sealed class SqliteSchema
         Progress = Quote(prefix + "job_progress");
         Cancellations = Quote(prefix + "job_cancellations");
         RateLimits = Quote(prefix + "rate_limits");
+        OperatorLog = Quote(prefix + "operator_log");
         const string envelopeColumns = "message_id, message_type, correlation_id, causation_id, sent_at, as_of, headers, body";
 
         Versions =
@@ -222,6 +223,35 @@ internal sealed class SqliteSchema
                 live_since INTEGER,
                 PRIMARY KEY (name, version));
             """,
+            // Listings for the dashboard, newest first and keyset-paged: one index per filter combination, ending in the
+            // order's columns, so a page is a short index range wherever it starts. The old saga indexes lacked the
+            // tie-breaker; the old dead-letter source index is a prefix of its replacement. Rows of the inbox (a WITHOUT
+            // ROWID table) and of the dead letters carry their key at the end of every index, which ends the order.
+            $"""
+            DROP INDEX {Quote(prefix + "sagas_state")};
+            DROP INDEX {Quote(prefix + "sagas_definition")};
+            CREATE INDEX {Quote(prefix + "sagas_newest")} ON {Sagas} (started_at, transaction_id);
+            CREATE INDEX {Quote(prefix + "sagas_state_newest")} ON {Sagas} (state, started_at, transaction_id);
+            CREATE INDEX {Quote(prefix + "sagas_definition_newest")} ON {Sagas} (definition, started_at, transaction_id);
+            CREATE INDEX {Quote(prefix + "sagas_definition_state_newest")} ON {Sagas} (definition, state, started_at, transaction_id);
+            CREATE INDEX {Quote(prefix + "sagas_definition_version_newest")} ON {Sagas} (definition, version, started_at, transaction_id);
+            CREATE INDEX {Quote(prefix + "sagas_definition_version_state_newest")} ON {Sagas} (definition, version, state, started_at, transaction_id);
+            DROP INDEX {Quote(prefix + "dead_letters_source")};
+            CREATE INDEX {Quote(prefix + "dead_letters_newest")} ON {DeadLetters} (dead_lettered_at);
+            CREATE INDEX {Quote(prefix + "dead_letters_source_newest")} ON {DeadLetters} (source, dead_lettered_at);
+            CREATE INDEX {Quote(prefix + "dead_letters_reason_newest")} ON {DeadLetters} (reason, dead_lettered_at);
+            CREATE INDEX {Quote(prefix + "dead_letters_reason_source_newest")} ON {DeadLetters} (reason, source, dead_lettered_at);
+            CREATE INDEX {Quote(prefix + "dead_letters_key_newest")} ON {DeadLetters} (ordering_key, dead_lettered_at) WHERE ordering_key IS NOT NULL;
+            CREATE INDEX {Quote(prefix + "inbox_consumer_newest")} ON {Inbox} (consumer, handled_at);
+            CREATE INDEX {Quote(prefix + "inbox_batch_newest")} ON {Inbox} (batch_id, handled_at) WHERE batch_id IS NOT NULL;
+            CREATE TABLE {OperatorLog} (
+                id INTEGER PRIMARY KEY,
+                at INTEGER NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT NOT NULL,
+                detail TEXT);
+            """,
         ];
 
         CreateMigrations = $"CREATE TABLE IF NOT EXISTS {Migrations} (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)";
@@ -280,6 +310,28 @@ internal sealed class SqliteSchema
         ListDeadLetters = $"SELECT id, source, priority, reason, exception, attempts, history, dead_lettered_at, log_position, {envelopeColumns}, ordering_key FROM {DeadLetters} WHERE ($source IS NULL OR source = $source) ORDER BY id DESC LIMIT $max";
         GetDeadLetter = $"SELECT id, source, priority, reason, exception, attempts, history, dead_lettered_at, log_position, {envelopeColumns}, ordering_key FROM {DeadLetters} WHERE id = $id";
         DeleteDeadLetter = $"DELETE FROM {DeadLetters} WHERE id = $id";
+        const string deadLetterListColumns = "id, source, priority, reason, exception, attempts, history, dead_lettered_at, log_position, message_id, message_type, correlation_id, causation_id, sent_at, as_of, headers, body, ordering_key";
+        PageDeadLetters = [.. Enumerable.Range(0, 8).Select(filters =>
+        {
+            bool source = (filters & 1) != 0, reason = (filters & 2) != 0, key = (filters & 4) != 0;
+            var index = (reason, source, key) switch
+            {
+                (true, true, _) => "dead_letters_reason_source_newest",
+                (true, false, _) => "dead_letters_reason_newest",
+                (false, _, true) => "dead_letters_key_newest",
+                (false, true, false) => "dead_letters_source_newest",
+                _ => "dead_letters_newest",
+            };
+            return $"""
+                SELECT {deadLetterListColumns} FROM {DeadLetters} INDEXED BY {Quote(prefix + index)}
+                WHERE {(source ? "source = $source AND " : "")}{(reason ? "reason = $reason AND " : "")}{(key ? "ordering_key = $ordering_key AND " : "")}
+                    dead_lettered_at <= $t AND (dead_lettered_at < $t OR id < $id)
+                ORDER BY dead_lettered_at DESC, id DESC LIMIT $max
+                """;
+        })];
+        GroupDeadLetters = $"SELECT reason, source, count(*), max(dead_lettered_at) FROM {DeadLetters} INDEXED BY {Quote(prefix + "dead_letters_reason_source_newest")} GROUP BY reason, source ORDER BY reason, source";
+        RecordOperatorAction = $"INSERT INTO {OperatorLog} (at, actor, action, target, detail) VALUES ($at, $actor, $action, $target, $detail) RETURNING id";
+        ListOperatorActions = $"SELECT id, at, actor, action, target, detail FROM {OperatorLog} WHERE id < $before ORDER BY id DESC LIMIT $max";
 
         StreamVersion = $"SELECT coalesce(max(stream_version), 0) FROM {Log} WHERE stream = $stream";
         Append = $"INSERT INTO {Log} (stream, stream_version, {envelopeColumns}) VALUES ($stream, $stream_version, $message_id, $message_type, $correlation_id, $causation_id, $sent_at, $as_of, $headers, $body) RETURNING position";
@@ -326,11 +378,28 @@ internal sealed class SqliteSchema
                 last_error = $last_error, stuck_reason = $stuck_reason, timeout_id = $timeout_id, timeout_at = $timeout_at, queue = $queue
             WHERE transaction_id = $transaction_id AND concurrency_version = $expected
             """;
-        QuerySagas = $"""
-            SELECT {sagaColumns} FROM {Sagas}
-            WHERE ($state IS NULL OR state = $state) AND ($definition IS NULL OR definition = $definition) AND ($version IS NULL OR version = $version)
-            ORDER BY started_at DESC, transaction_id LIMIT $max
-            """;
+        // One statement per combination of filters, each naming the index that serves it: "$x IS NULL OR x = $x" would
+        // keep the planner from using any. The keyset condition is written so its first term bounds the index range;
+        // without a cursor, $t is the largest time and every row passes.
+        QuerySagas = [.. Enumerable.Range(0, 8).Select(filters =>
+        {
+            bool state = (filters & 1) != 0, definition = (filters & 2) != 0, version = (filters & 4) != 0;
+            var index = (definition, version, state) switch
+            {
+                (true, true, true) => "sagas_definition_version_state_newest",
+                (true, true, false) => "sagas_definition_version_newest",
+                (true, false, true) => "sagas_definition_state_newest",
+                (true, false, false) => "sagas_definition_newest",
+                (false, _, true) => "sagas_state_newest",
+                _ => "sagas_newest",
+            };
+            return $"""
+                SELECT {sagaColumns} FROM {Sagas} INDEXED BY {Quote(prefix + index)}
+                WHERE {(state ? "state = $state AND " : "")}{(definition ? "definition = $definition AND " : "")}{(version ? "version = $version AND " : "")}
+                    started_at <= $t AND (started_at < $t OR transaction_id < $id)
+                ORDER BY started_at DESC, transaction_id DESC LIMIT $max
+                """;
+        })];
         CountSagas = $"SELECT definition, version, state, count(*) FROM {Sagas} GROUP BY definition, version, state ORDER BY definition, version, state";
         AppendSagaLog = [.. Enumerable.Range(1, SagaLogRowsPerInsert).Select(rows =>
             $"INSERT INTO {SagaLog} (transaction_id, at, kind, step, message_id, message_type, detail, answers) VALUES " +
@@ -418,16 +487,30 @@ internal sealed class SqliteSchema
                    OR ($state = 'scheduled' AND lease_token IS NULL AND visible_at > $now)
                    OR ($state = 'enqueued' AND visible_at <= $now)
                    OR ($state = 'processing' AND lease_token IS NOT NULL AND visible_at > $now))
+              AND sent_at <= $t AND (sent_at < $t OR id < $n)
             ORDER BY sent_at DESC, id DESC LIMIT $max
             """;
-        ListInboxJobs = $"SELECT {inboxJobColumns} FROM {Inbox} WHERE ($queue IS NULL OR consumer = $queue) AND consumer IN (SELECT name FROM {JobQueues}) AND ($batch IS NULL OR batch_id = $batch) ORDER BY handled_at DESC LIMIT $max";
+        // Succeeded jobs are most of the jobs a store holds (a million is ordinary): each filter reads its own index.
+        // $tie_all says every row at the cursor's time comes after it (the cursor is a queue or dead-letter job).
+        ListInboxJobs = [.. Enumerable.Range(0, 4).Select(filters =>
+        {
+            bool queue = (filters & 1) != 0, batch = (filters & 2) != 0;
+            var index = batch ? "inbox_batch_newest" : queue ? "inbox_consumer_newest" : "inbox_handled_at";
+            return $"""
+                SELECT {inboxJobColumns} FROM {Inbox} INDEXED BY {Quote(prefix + index)}
+                WHERE {(queue ? "consumer = $queue AND " : "")}{(batch ? "batch_id = $batch AND " : "")}consumer IN (SELECT name FROM {JobQueues})
+                    AND handled_at <= $t AND (handled_at < $t OR $tie_all = 1 OR (consumer, message_id) < ($consumer, $message_id))
+                ORDER BY handled_at DESC, consumer DESC, message_id DESC LIMIT $max
+                """;
+        })];
         RegisterJobQueue = $"INSERT INTO {JobQueues} (name) VALUES ($name) ON CONFLICT DO NOTHING";
-        ListDeadLetterJobs = $"""
-            SELECT {deadLetterColumns}, {envelopeColumns} FROM {DeadLetters}
-            WHERE log_position IS NULL AND ($queue IS NULL OR source = $queue) AND source IN (SELECT name FROM {JobQueues}) AND ($batch IS NULL OR {batchOf} = $batch)
+        ListDeadLetterJobs = [.. Enumerable.Range(0, 2).Select(filters => filters == 1).Select(queue => $"""
+            SELECT {deadLetterColumns}, {envelopeColumns} FROM {DeadLetters} INDEXED BY {Quote(prefix + (queue ? "dead_letters_source_newest" : "dead_letters_newest"))}
+            WHERE log_position IS NULL AND {(queue ? "source = $queue AND " : "")}source IN (SELECT name FROM {JobQueues}) AND ($batch IS NULL OR {batchOf} = $batch)
               AND ($cancelled IS NULL OR (reason = '{Storage.DeadLetterReasons.Cancelled}') = $cancelled)
-            ORDER BY id DESC LIMIT $max
-            """;
+              AND dead_lettered_at <= $t AND (dead_lettered_at < $t OR id < $n)
+            ORDER BY dead_lettered_at DESC, id DESC LIMIT $max
+            """)];
         DeleteQueued = $"DELETE FROM {Queue} WHERE id = $id RETURNING ordering_key, ordering_seq";
         CancelScheduled = $"DELETE FROM {Queue} WHERE queue = $queue AND visible_at = $visible_at AND message_id = $message_id AND lease_token IS NULL";
     }
@@ -437,7 +520,15 @@ internal sealed class SqliteSchema
     public string LoadSaga { get; }
     public string InsertSaga { get; }
     public string UpdateSaga { get; }
-    public string QuerySagas { get; }
+    /// <summary>Saga listings by filter combination: index bit 0 state, bit 1 definition, bit 2 version.</summary>
+    public IReadOnlyList<string> QuerySagas { get; }
+
+    /// <summary>Dead-letter pages by filter combination: index bit 0 source, bit 1 reason, bit 2 ordering key.</summary>
+    public IReadOnlyList<string> PageDeadLetters { get; }
+    public string GroupDeadLetters { get; }
+    public string OperatorLog { get; }
+    public string RecordOperatorAction { get; }
+    public string ListOperatorActions { get; }
     public string CountSagas { get; }
     /// <summary>Entries written by one statement: a transition logs a few at once, and one statement costs less than several.</summary>
     public const int SagaLogRowsPerInsert = 4;
@@ -483,8 +574,10 @@ internal sealed class SqliteSchema
     public string JobInInbox { get; }
     public string JobInDeadLetters { get; }
     public string ListQueueJobs { get; }
-    public string ListInboxJobs { get; }
-    public string ListDeadLetterJobs { get; }
+    /// <summary>Succeeded-job listings by filter combination: index bit 0 queue, bit 1 batch.</summary>
+    public IReadOnlyList<string> ListInboxJobs { get; }
+    /// <summary>Dead or cancelled jobs: index 0 of every job queue, 1 of one.</summary>
+    public IReadOnlyList<string> ListDeadLetterJobs { get; }
     public string DeleteQueued { get; }
     public string CancelScheduled { get; }
 

@@ -9,7 +9,7 @@ using Microsoft.Data.Sqlite;
 namespace Converge.Sqlite;
 
 /// <summary>A write transaction on the SQLite file: Converge's own (holding the process's write gate) or the caller's.</summary>
-internal sealed class SqliteStoreTransaction : IStoreTransaction, IDatabaseTransaction, ISagaTransaction, IJobTransaction, IConsumerGroupTransaction
+internal sealed class SqliteStoreTransaction : IStoreTransaction, IDatabaseTransaction, ISagaTransaction, IJobTransaction, IConsumerGroupTransaction, IOperatorLogTransaction
 {
     readonly SqliteMessageStore _store;
     readonly SqliteSession? _session;
@@ -144,6 +144,13 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction, IDatabaseTrans
     {
         ClaimLimits.Validate(policy);
         return await _store.ClaimWithinAsync(this, _commands, _transaction, queue, max, lease, policy, _store.Now, cancellationToken);
+    }
+
+    public ValueTask<long> RecordOperatorActionAsync(OperatorAction action, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(action);
+        ObjectDisposedException.ThrowIf(_finished, this);
+        return ValueTask.FromResult(_store.RecordOperatorAction(_commands, _transaction, action));
     }
 
     public ValueTask RegisterJobQueueAsync(string queue, CancellationToken cancellationToken)

@@ -17,6 +17,8 @@ public sealed class PostgreSqlSagaStorageConformanceTests() : SagaStorageConform
 
 public sealed class PostgreSqlJobStorageConformanceTests() : JobStorageConformanceTests(new PostgreSqlConformanceStore());
 
+public sealed class PostgreSqlDashboardConformanceTests() : DashboardConformanceTests(new PostgreSqlConformanceStore());
+
 public sealed class PostgreSqlDatabaseConformanceTests() : DatabaseConformanceTests(new PostgreSqlConformanceStore());
 
 public sealed class PostgreSqlProjectionConformanceTests() : ProjectionConformanceTests(new PostgreSqlConformanceStore());

@@ -17,6 +17,8 @@ public sealed class SqliteSagaStorageConformanceTests() : SagaStorageConformance
 
 public sealed class SqliteJobStorageConformanceTests() : JobStorageConformanceTests(new SqliteConformanceStore());
 
+public sealed class SqliteDashboardConformanceTests() : DashboardConformanceTests(new SqliteConformanceStore());
+
 public sealed class SqliteDatabaseConformanceTests() : DatabaseConformanceTests(new SqliteConformanceStore());
 
 public sealed class SqliteProjectionConformanceTests() : ProjectionConformanceTests(new SqliteConformanceStore());

@@ -132,6 +132,23 @@ public sealed class SqliteStoreTests : IDisposable
             await using var command = connection.CreateCommand();
             command.CommandText = """
                 DELETE FROM converge_schema_migrations WHERE version >= 4;
+                DROP TABLE converge_operator_log;
+                DROP INDEX converge_sagas_newest;
+                DROP INDEX converge_sagas_state_newest;
+                DROP INDEX converge_sagas_definition_newest;
+                DROP INDEX converge_sagas_definition_state_newest;
+                DROP INDEX converge_sagas_definition_version_newest;
+                DROP INDEX converge_sagas_definition_version_state_newest;
+                DROP INDEX converge_dead_letters_newest;
+                DROP INDEX converge_dead_letters_source_newest;
+                DROP INDEX converge_dead_letters_reason_newest;
+                DROP INDEX converge_dead_letters_reason_source_newest;
+                DROP INDEX converge_dead_letters_key_newest;
+                DROP INDEX converge_inbox_consumer_newest;
+                DROP INDEX converge_inbox_batch_newest;
+                CREATE INDEX converge_sagas_state ON converge_sagas (state, started_at);
+                CREATE INDEX converge_sagas_definition ON converge_sagas (definition, version, started_at);
+                CREATE INDEX converge_dead_letters_source ON converge_dead_letters (source);
                 DROP TABLE converge_projections;
                 ALTER TABLE converge_consumer_groups DROP COLUMN paused;
                 DROP INDEX converge_queue_ordering;

@@ -18,6 +18,8 @@ public sealed class InMemorySagaStorageConformanceTests() : SagaStorageConforman
 
 public sealed class InMemoryJobStorageConformanceTests() : JobStorageConformanceTests(new InMemoryConformanceStore());
 
+public sealed class InMemoryDashboardConformanceTests() : DashboardConformanceTests(new InMemoryConformanceStore());
+
 /// <summary>In-memory stores, one per store name within a test.</summary>
 public sealed class InMemoryConformanceStore : ConformanceStore
 {

@@ -97,9 +97,11 @@ public sealed partial class InMemoryMessageStore
         bool InQueue(string queue) => (query.Queue is null || queue == query.Queue) && jobQueues.Contains(queue);
         bool InBatch(string? batch) => query.BatchId is null || batch == query.BatchId;
 
-        // Each source lists its newest; the merge keeps the newest of all. A waiting or running job counts from when it
-        // was sent, a finished one from when it finished.
-        var found = new List<JobInfo>();
+        // Each source lists its newest after the cursor; the merge keeps the newest of all. A waiting or running job
+        // counts from when it was sent, a finished one from when it finished.
+        var after = query.After is { } cursor ? JobListPosition.Parse(cursor) : new JobListPosition(long.MaxValue, JobListPosition.QueueSource + 1, 0, "", Guid.Empty);
+        bool IsAfterCursor(JobListPosition position) => JobListPosition.Compare(after, position, static (a, b) => a.CompareTo(b)) < 0;
+        var found = new List<(JobInfo, JobListPosition)>();
         if (query.State is null or JobState.Scheduled or JobState.Enqueued or JobState.Processing)
         {
             found.AddRange(state.AllRows
@@ -110,35 +112,32 @@ public sealed partial class InMemoryMessageStore
                     JobState.Processing => row.LeaseToken is not null && row.VisibleAt > now,
                     _ => true,
                 })
-                .OrderByDescending(static row => row.Envelope.SentAt)
-                .ThenByDescending(static row => row.Id)
-                .Take(query.Max)
-                .Select(row => QueuedJob(row, now)));
+                .Select(row => (Job: QueuedJob(row, now), Position: new JobListPosition(row.Envelope.SentAt.UtcTicks, JobListPosition.QueueSource, row.Id, "", Guid.Empty)))
+                .Where(found => IsAfterCursor(found.Position)));
         }
 
         if (query.State is null or JobState.Dead or JobState.Cancelled)
         {
-            found.AddRange(state.DeadLetters.Values.Reverse()
+            found.AddRange(state.DeadLetters.Values
                 .Where(letter => letter.LogPosition is null && InQueue(letter.Source) && InBatch(JobRows.BatchOf(letter.Envelope)) && query.State switch
                 {
                     JobState.Cancelled => letter.Reason == DeadLetterReasons.Cancelled,
                     JobState.Dead => letter.Reason != DeadLetterReasons.Cancelled,
                     _ => true,
                 })
-                .Take(query.Max)
-                .Select(JobRows.DeadJob));
+                .Select(letter => (Job: JobRows.DeadJob(letter), Position: new JobListPosition(letter.DeadLetteredAt.UtcTicks, JobListPosition.DeadLetterSource, letter.Id, "", Guid.Empty)))
+                .Where(found => IsAfterCursor(found.Position)));
         }
 
         if (query.State is null or JobState.Succeeded)
         {
             found.AddRange(state.Inbox.Values
                 .Where(row => InQueue(row.Consumer) && InBatch(row.BatchId))
-                .OrderByDescending(static row => row.HandledAt)
-                .Take(query.Max)
-                .Select(SucceededJob));
+                .Select(row => (Job: SucceededJob(row), Position: new JobListPosition(row.HandledAt.UtcTicks, JobListPosition.InboxSource, 0, row.Consumer, row.MessageId)))
+                .Where(found => IsAfterCursor(found.Position)));
         }
 
-        return ValueTask.FromResult<IReadOnlyList<JobInfo>>([.. JobRows.Newest(found, query.Max).Select(job => WithProgress(state, job))]);
+        return ValueTask.FromResult<IReadOnlyList<JobInfo>>([.. JobListPosition.Newest(found, query.Max, static (a, b) => a.CompareTo(b)).Select(job => WithProgress(state, job))]);
     }
 
     static JobInfo QueuedJob(MemoryQueueRow row, DateTimeOffset now) =>

@@ -15,10 +15,13 @@ public sealed partial class InMemoryMessageStore
     public ValueTask<IReadOnlyList<SagaInstance>> QuerySagasAsync(SagaQuery query, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(query);
+        var (afterTicks, afterId) = query.After is { } after ? PageCursor.Parse(after) : (long.MaxValue, "");
+        bool IsAfterCursor(SagaInstance s) => s.StartedAt.UtcTicks < afterTicks || (s.StartedAt.UtcTicks == afterTicks && string.CompareOrdinal(s.TransactionId, afterId) < 0);
         return ValueTask.FromResult<IReadOnlyList<SagaInstance>>([.. Committed.Sagas.Values
             .Where(s => (query.State is null || s.State == query.State) && (query.Definition is null || s.Definition == query.Definition) && (query.Version is null || s.Version == query.Version))
-            .OrderByDescending(static s => s.StartedAt)
-            .ThenBy(static s => s.TransactionId, StringComparer.Ordinal)
+            .Where(IsAfterCursor)
+            .OrderByDescending(static s => s.StartedAt.UtcTicks)
+            .ThenByDescending(static s => s.TransactionId, StringComparer.Ordinal)
             .Take(Math.Max(0, query.Max))
             .Select(Copy)]);
     }

@@ -70,6 +70,11 @@ internal sealed record InMemoryState
 
     public ImmutableHashSet<Guid> Cancellations { get; init; } = [];
 
+    // The operator log, by id.
+    public ImmutableSortedDictionary<long, OperatorAction> OperatorLog { get; init; } = ImmutableSortedDictionary<long, OperatorAction>.Empty;
+
+    public long LastOperatorActionId { get; init; }
+
     /// <summary>The rows of <paramref name="queue"/>, empty when it has none.</summary>
     public ImmutableSortedDictionary<long, MemoryQueueRow> RowsOf(string queue) =>
         Queues.TryGetValue(queue, out var rows) ? rows : ImmutableSortedDictionary<long, MemoryQueueRow>.Empty;

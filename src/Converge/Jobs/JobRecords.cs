@@ -85,9 +85,18 @@ public sealed record JobInfo
 
     /// <summary>Earlier failed attempts, oldest first.</summary>
     public IReadOnlyList<AttemptRecord> History { get; init; } = [];
+
+    /// <summary>
+    /// Where this job stands in a listing (<c>IJobQueries.ListJobsAsync</c>): pass it as <see cref="JobQuery.After"/>
+    /// to list the jobs after it. Set by listings only; <c>null</c> on a job read by id. Opaque.
+    /// </summary>
+    public string? Cursor { get; init; }
 }
 
-/// <summary>Which jobs to list.</summary>
+/// <summary>
+/// Which jobs to list, newest first: a waiting or running job by when it was sent, a finished one by when it finished.
+/// Keyset-paged: pass the <see cref="JobInfo.Cursor"/> of the last job of a page as <see cref="After"/> for the next.
+/// </summary>
 public sealed record JobQuery
 {
     /// <summary>Only this queue; <c>null</c> for every queue.</summary>
@@ -103,6 +112,13 @@ public sealed record JobQuery
 
     /// <summary>At most this many, newest first. Default 50.</summary>
     public int Max { get; init; } = 50;
+
+    /// <summary>
+    /// Only jobs after (older than) this position: the <see cref="JobInfo.Cursor"/> of the last job of the previous
+    /// page. <c>null</c> (default) starts with the newest.
+    /// </summary>
+    /// <exception cref="FormatException">On query, when the text is not a job cursor.</exception>
+    public string? After { get; init; }
 }
 
 /// <summary>A batch of jobs and its counters.</summary>

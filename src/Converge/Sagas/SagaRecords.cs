@@ -149,7 +149,11 @@ public static class SagaLogKinds
     public const string StateChanged = "state-changed";
 }
 
-/// <summary>A query over stored saga instances. Unset properties do not filter.</summary>
+/// <summary>
+/// A query over stored saga instances, newest (latest started) first, ties by transaction id descending. Unset
+/// properties do not filter. Keyset-paged: pass <see cref="CursorOf"/> of the last instance of a page as
+/// <see cref="After"/> for the next; each combination of filters reads an index in that order.
+/// </summary>
 public sealed class SagaQuery
 {
     /// <summary>Only instances in this state.</summary>
@@ -163,6 +167,20 @@ public sealed class SagaQuery
 
     /// <summary>At most this many, newest first. Default 100.</summary>
     public int Max { get; init; } = 100;
+
+    /// <summary>
+    /// Only instances after (older than) this position: <see cref="CursorOf"/> of the last instance of the previous
+    /// page. <c>null</c> (default) starts with the newest. Opaque; instances started meanwhile do not shift the pages.
+    /// </summary>
+    /// <exception cref="FormatException">On query, when the text is not a cursor made by <see cref="CursorOf"/>.</exception>
+    public string? After { get; init; }
+
+    /// <summary>The cursor that continues a listing after <paramref name="instance"/>: its start time and transaction id.</summary>
+    public static string CursorOf(SagaInstance instance)
+    {
+        ArgumentNullException.ThrowIfNull(instance);
+        return Storage.PageCursor.Create(instance.StartedAt.UtcTicks, instance.TransactionId);
+    }
 }
 
 /// <summary>Instances counted per definition, version and state.</summary>
