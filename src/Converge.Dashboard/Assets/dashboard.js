@@ -20,6 +20,11 @@
   }
 
   function apply(figures) {
+    // The store lists only queues that hold something: a queue on the page but not in the figures has emptied.
+    document.querySelectorAll('[data-live^="queue."], [data-spark^="queue."]').forEach(el => {
+      const key = el.dataset.live || el.dataset.spark;
+      if (!(key in figures)) figures[key] = "0";
+    });
     for (const [key, value] of Object.entries(figures)) {
       document.querySelectorAll(`[data-live="${CSS.escape(key)}"]`).forEach(el => { el.textContent = value; });
       const svg = document.querySelector(`[data-spark="${CSS.escape(key)}"]`);

@@ -1,6 +1,8 @@
 using System.Globalization;
 using Converge.Dashboard.Tests.Browser;
 using Converge.Runtime;
+using Converge.Storage;
+using Converge.Testing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Playwright;
 using Xunit.Abstractions;
@@ -42,5 +44,36 @@ public sealed class LiveOverviewBrowserTests(BrowserFixture browser, ITestOutput
         Assert.True(await page.EvaluateAsync<bool>("() => window.notReloaded === true"), "the page was reloaded");
         await Expect(page.Locator("svg[data-spark=\"queue.pings.ready\"] polyline")).ToHaveCountAsync(1);
         await session.ScreenshotAsync("2-overview-five-pings");
+    }
+
+    [Fact]
+    public async Task The_overview_shows_a_queue_going_back_to_nothing_without_being_reloaded()
+    {
+        var probe = new Probe();
+        await using var server = await OperatorApp.StartAsync(probe, dashboard: d => d.LiveInterval = TimeSpan.FromMilliseconds(200));
+        await server.Services.GetRequiredService<IMessageBus>().SendAsync(new PrintInvoice("INV-9"));
+        await Eventually.UntilAsync(
+            async () => (await server.Store.Queries().ListDeadLettersAsync("invoices", 10, CancellationToken.None)).Count == 1,
+            "the invoice to be dead-lettered");
+
+        await using var session = await browser.OpenAsync(output, OperatorApp.AsOperator());
+        var page = session.Page;
+        await page.GotoAsync(OperatorApp.Url(server, "converge"));
+        var queueLetters = page.Locator("[data-live=\"queue.invoices.dead_letters\"]");
+        await Expect(queueLetters).ToHaveTextAsync("1");
+        await Expect(page.Locator("[data-live=\"dead_letters\"]")).ToHaveTextAsync("1");
+        await page.WaitForFunctionAsync("() => Number(document.body.dataset.liveUpdates || 0) >= 1");
+        await session.ScreenshotAsync("1-overview-one-dead-letter");
+
+        // Retried and handled: the queue holds nothing any more, so the store's status no longer lists it.
+        probe.PrinterBroken = false;
+        var letter = (await server.Store.Queries().ListDeadLettersAsync("invoices", 10, CancellationToken.None)).Single();
+        Assert.True(await server.Store.RetryDeadLetterAsync(letter.Id, CancellationToken.None));
+        await Eventually.UntilAsync(() => probe.Printed.Contains("INV-9"), () => "the retried invoice to be printed");
+
+        await Expect(page.Locator("[data-live=\"dead_letters\"]")).ToHaveTextAsync("0");
+        await Expect(queueLetters).ToHaveTextAsync("0");
+        await Expect(page.Locator("[data-live=\"queue.invoices.ready\"]")).ToHaveTextAsync("0");
+        await session.ScreenshotAsync("2-overview-nothing-left");
     }
 }
