@@ -17,7 +17,7 @@ internal static class DeadLetterActions
             return $"Dead letter {id} was not retried: it is gone (retried or discarded meanwhile), or it is a parked event (reset its consumer group instead).";
         }
 
-        await OperatorAudit.RecordAsync(request, "dead-letter.retry", id.ToString(CultureInfo.InvariantCulture), null);
+        await OperatorAudit.RecordAsync(request, Storage.OperatorActions.RetryDeadLetters, id.ToString(CultureInfo.InvariantCulture), null);
         return $"Dead letter {id} is back on its queue.";
     }
 
@@ -28,7 +28,7 @@ internal static class DeadLetterActions
             return $"Dead letter {id} is gone already.";
         }
 
-        await OperatorAudit.RecordAsync(request, "dead-letter.discard", id.ToString(CultureInfo.InvariantCulture), null);
+        await OperatorAudit.RecordAsync(request, Storage.OperatorActions.DiscardDeadLetters, id.ToString(CultureInfo.InvariantCulture), null);
         return $"Dead letter {id} was discarded.";
     }
 
@@ -39,36 +39,46 @@ internal static class DeadLetterActions
     public static async Task<string> ManyAsync(DashboardRequest request, IFormCollection form, bool retry)
     {
         var verb = retry ? "retry" : "discard";
-        List<long> ids;
+        var source = form["source"].ToString() is { Length: > 0 } s ? s : null;
+        var reason = form["reason"].ToString() is { Length: > 0 } r ? r : null;
+        var key = form["key"].ToString() is { Length: > 0 } k ? k : null;
+        DeadLetterActionOutcome outcome;
         string target;
         if (form["id"].Count > 0)
         {
-            ids = [.. form["id"].Select(v => long.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out var id) ? id : -1).Where(id => id > 0).Distinct().Order()];
-            target = "selection of " + ids.Count;
+            List<long> ids = [.. form["id"].Select(v => long.TryParse(v, NumberStyles.None, CultureInfo.InvariantCulture, out var id) ? id : -1).Where(id => id > 0).Distinct().Order()];
+            target = $"a selection of {ids.Count}";
+            outcome = retry ? await request.Store.RetryDeadLettersAsync(ids, request.Aborted) : await request.Store.DiscardDeadLettersAsync(ids, request.Aborted);
         }
-        else if (form["source"].ToString() is { Length: > 0 } source)
+        else if (source is not null && reason is not null)
         {
-            var key = form["key"].ToString() is { Length: > 0 } k ? k : null;
-            var letters = await request.Store.Queries().ListDeadLettersAsync(source, int.MaxValue, request.Aborted);
-            ids = [.. letters.Where(l => key is null || l.OrderingKey == key).Select(l => l.Id).Order()];
-            target = key is null ? $"source {source}" : $"source {source}, key {key}";
+            target = $"{source} ({reason})";
+            outcome = retry ? await request.Store.RetryDeadLetterGroupAsync(reason, source, request.Aborted) : await request.Store.DiscardDeadLetterGroupAsync(reason, source, request.Aborted);
+        }
+        else if (source is not null && key is not null)
+        {
+            // A key's letters oldest first, so its messages go back in the order they were sent.
+            target = $"{source}, key {key}";
+            var ids = new List<long>();
+            string? after = null;
+            do
+            {
+                var page = await request.Store.DeadLetterQueries().ListDeadLettersAsync(new DeadLetterQuery { Source = source, OrderingKey = key, After = after, Max = 500 }, request.Aborted);
+                ids.AddRange(page.Items.Select(l => l.Id));
+                after = page.Next;
+            }
+            while (after is not null);
+            ids.Sort();
+            outcome = retry ? await request.Store.RetryDeadLettersAsync(ids, request.Aborted) : await request.Store.DiscardDeadLettersAsync(ids, request.Aborted);
         }
         else
         {
             return $"Nothing to {verb}: select dead letters first.";
         }
 
-        var done = 0;
-        foreach (var id in ids)
-        {
-            if (retry ? await request.Store.RetryDeadLetterAsync(id, request.Aborted) : await request.Store.DiscardDeadLetterAsync(id, request.Aborted))
-            {
-                done++;
-            }
-        }
-
-        await OperatorAudit.RecordAsync(request, "dead-letter." + verb, target, $"{done} of {ids.Count}");
-        return retry ? $"{done} of {ids.Count} dead letters ({target}) are back on their queues." : $"{done} of {ids.Count} dead letters ({target}) were discarded.";
+        var total = outcome.Done.Count + outcome.Skipped.Count;
+        await OperatorAudit.RecordAsync(request, retry ? Storage.OperatorActions.RetryDeadLetters : Storage.OperatorActions.DiscardDeadLetters, target, $"{outcome.Done.Count} of {total}");
+        return retry ? $"{outcome.Done.Count} of {total} dead letters ({target}) are back on their queues." : $"{outcome.Done.Count} of {total} dead letters ({target}) were discarded.";
     }
 }
 
@@ -86,7 +96,7 @@ internal static class StoreActions
 
         await using var transaction = await request.Store.BeginAsync(request.Aborted);
         var (queue, _) = await SagaResumeRequested.EnqueueAsync(transaction, instance, "dashboard: " + OperatorAudit.Who(request), request.Time.GetUtcNow(), request.Aborted);
-        await OperatorAudit.RecordAsync(request, "saga.resume", transactionId, $"step {SagaProgressText(instance)}");
+        await OperatorAudit.RecordAsync(request, transaction, Storage.OperatorActions.ResumeSaga, transactionId, $"step {SagaProgressText(instance)}");
         await transaction.CommitAsync(request.Aborted);
         return $"Resume of saga {transactionId} requested: its application sends the step again when it handles the request on queue {queue}.";
     }
@@ -99,7 +109,7 @@ internal static class StoreActions
             return $"Job {id} was not cancelled: it has finished or does not exist.";
         }
 
-        await OperatorAudit.RecordAsync(request, "job.cancel", id.ToString(), outcome.ToString().ToLowerInvariant());
+        await OperatorAudit.RecordAsync(request, Storage.OperatorActions.CancelJob, id.ToString(), outcome.ToString().ToLowerInvariant());
         return outcome == JobCancelOutcome.Cancelled
             ? $"Job {id} was cancelled before it ran."
             : $"Cancellation of job {id} requested: it is running, and its handler's token is cancelled within moments.";
@@ -111,7 +121,7 @@ internal static class StoreActions
             ?? throw new DashboardNotFoundException($"No recurring job is named '{name}'.");
         await using var transaction = await request.Store.BeginAsync(request.Aborted);
         var id = await transaction.TriggerRecurringAsync(schedule, request.Time.GetUtcNow(), request.Aborted);
-        await OperatorAudit.RecordAsync(request, "job.trigger", name, $"job {id}");
+        await OperatorAudit.RecordAsync(request, transaction, "jobs.trigger", name, $"job {id}");
         await transaction.CommitAsync(request.Aborted);
         return $"Recurring job {name} was triggered: job {id} is on queue {schedule.Queue}.";
     }
@@ -125,7 +135,7 @@ internal static class StoreActions
 
         await using var transaction = await request.Store.BeginAsync(request.Aborted);
         await transaction.ConsumerGroups().SetConsumerGroupPausedAsync(group, paused, request.Aborted);
-        await OperatorAudit.RecordAsync(request, paused ? "group.pause" : "group.resume", group, null);
+        await OperatorAudit.RecordAsync(request, transaction, paused ? Storage.OperatorActions.PauseGroup : "groups.resume", group, null);
         await transaction.CommitAsync(request.Aborted);
         return paused
             ? $"Consumer group {group} is paused: its runners finish their batch and start no other (within their poll interval)."
@@ -153,7 +163,7 @@ internal static class StoreActions
             return $"Consumer group {group} moved while it was being reset (it is running and busy): nothing was changed; try again.";
         }
 
-        await OperatorAudit.RecordAsync(request, "group.reset", group, $"from {before.Position} to {position}");
+        await OperatorAudit.RecordAsync(request, transaction, "groups.reset", group, $"from {before.Position} to {position}");
         await transaction.CommitAsync(request.Aborted);
         return $"Consumer group {group} was moved from {before.Position} to {position}; its runners pick it up within their poll interval.";
     }
@@ -166,7 +176,7 @@ internal static class StoreActions
             return $"Readers of {name} were not switched to version {version}: {result.Reason}";
         }
 
-        await OperatorAudit.RecordAsync(request, "projection.switch", $"{name}@{version}", result.Previous is { } previous ? $"from version {previous}" : null);
+        await OperatorAudit.RecordAsync(request, "projections.switch", $"{name}@{version}", result.Previous is { } previous ? $"from version {previous}" : null);
         return $"Readers of {name} now read version {version}.";
     }
 
@@ -181,7 +191,7 @@ internal static class StoreActions
             return $"{name} version {version} was not rebuilt: {refused.Message}";
         }
 
-        await OperatorAudit.RecordAsync(request, "projection.rebuild", $"{name}@{version}", null);
+        await OperatorAudit.RecordAsync(request, "projections.rebuild", $"{name}@{version}", null);
         return $"{name} version {version} is rebuilt from the start of the log by the application that runs it (within its poll interval).";
     }
 

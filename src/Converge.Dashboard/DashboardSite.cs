@@ -30,6 +30,7 @@ internal sealed class DashboardSite(ConvergeDashboardOptions options, string pat
         Page(group, "/dead-letters", r => DeadLetterPages.ListAsync(r));
         Page(group, "/dead-letters/{id:long}", r => DeadLetterPages.ShowAsync(r, long.Parse(Route(r, "id"), CultureInfo.InvariantCulture)));
         Page(group, "/log", r => LogPage.RenderAsync(r));
+        Page(group, "/audit", r => AuditPage.RenderAsync(r));
         group.MapGet("/log/tail", async (HttpContext http) => Fragment(await LogPage.TailAsync(await RequestAsync(http))));
         group.MapGet("/live", async (HttpContext http) => await LiveFeed.ServeAsync(await RequestAsync(http)));
         group.MapGet("/assets/{name}", (string name) => Assets.Serve(name));

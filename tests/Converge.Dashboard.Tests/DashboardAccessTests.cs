@@ -84,6 +84,27 @@ public sealed class DashboardAccessTests
     }
 
     [Fact]
+    public async Task An_action_with_its_token_is_done_recorded_in_the_store_with_who_did_it_and_shown()
+    {
+        await using var server = await DashboardServer.StartAsync(o => o.RunConsumers = false);
+        var letter = await DeadLetterAsync(server, "test.failed@1");
+        using var operatorClient = server.Client("operator");
+        var page = await operatorClient.GetStringAsync("converge/dead-letters");
+        var token = System.Text.RegularExpressions.Regex.Match(page, "name=\"__RequestVerificationToken\" value=\"([^\"]+)\"").Groups[1].Value;
+
+        using var done = await operatorClient.PostAsync($"converge/dead-letters/{letter}/retry", new FormUrlEncodedContent([new("__RequestVerificationToken", token), new("return", "/converge/dead-letters")]));
+
+        Assert.Equal(HttpStatusCode.SeeOther, done.StatusCode);
+        Assert.Contains("notice=", done.Headers.Location!.OriginalString, StringComparison.Ordinal);
+        Assert.Empty(await server.Store.Queries().ListDeadLettersAsync(null, 10, CancellationToken.None));
+        var recorded = Assert.Single((await server.Store.OperatorLog().ListAsync(null, 10, CancellationToken.None)).Items);
+        Assert.Equal(("ops@example.test", OperatorActions.RetryDeadLetters, letter.ToString(System.Globalization.CultureInfo.InvariantCulture)), (recorded.Actor, recorded.Action, recorded.Target));
+        var audit = await operatorClient.GetStringAsync("converge/audit");
+        Assert.Contains("ops@example.test", audit, StringComparison.Ordinal);
+        Assert.Contains(OperatorActions.RetryDeadLetters, audit, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Mapping_refuses_without_a_policy_or_the_dashboard_services()
     {
         var builder = WebApplication.CreateSlimBuilder();

@@ -8,19 +8,33 @@ internal static class DeadLetterPages
 {
     public static async Task<Html> ListAsync(DashboardRequest request)
     {
-        var queries = request.Store.Queries();
+        var queries = request.Store.DeadLetterQueries();
         var source = request.Query("source");
-        var status = await queries.GetStatusAsync(request.Aborted);
-        var letters = await queries.ListDeadLettersAsync(source, request.Options.PageSize, request.Aborted);
+        var reason = request.Query("reason");
+        var key = request.Query("key");
+        var after = request.Query("after");
+        var groups = await queries.GroupDeadLettersAsync(request.Aborted);
+        Page<DeadLetter> page;
+        try
+        {
+            page = await queries.ListDeadLettersAsync(new DeadLetterQuery { Source = source, Reason = reason, OrderingKey = key, After = after, Max = request.Options.PageSize }, request.Aborted);
+        }
+        catch (FormatException)
+        {
+            throw new DashboardNotFoundException($"'{after}' is not a position in this list; start again from the first page.");
+        }
 
-        var groups = Layout.Table(
-            ["Source", "Dead letters", ""],
-            status.Queues.Where(q => q.DeadLetters > 0).Select(q => Layout.Row(
-                Html.Of($"""<a href="{request.Link("/dead-letters", ("source", q.Queue))}">{q.Queue}</a>"""),
-                DashboardRequest.Count(q.DeadLetters),
+        var letters = page.Items;
+        var groupTable = Layout.Table(
+            ["Reason", "Source", "Dead letters", "Newest", ""],
+            groups.Select(g => Layout.Row(
+                Html.Of($"""<a href="{request.Link("/dead-letters", ("reason", g.Reason), ("source", g.Source))}">{g.Reason}</a>"""),
+                g.Source,
+                DashboardRequest.Count(g.Count),
+                request.Ago(g.NewestAt),
                 Html.Join([
-                    request.Action("/dead-letters/retry", "Retry all", DashboardRequest.Hidden("source", q.Queue), $"Retry all {q.DeadLetters} dead letters of {q.Queue}?"),
-                    request.Action("/dead-letters/discard", "Discard all", DashboardRequest.Hidden("source", q.Queue), $"Discard all {q.DeadLetters} dead letters of {q.Queue} for good?", "danger"),
+                    request.Action("/dead-letters/retry", "Retry all", Html.Join([DashboardRequest.Hidden("reason", g.Reason), DashboardRequest.Hidden("source", g.Source)]), $"Retry all {g.Count} dead letters of {g.Source} ({g.Reason})?"),
+                    request.Action("/dead-letters/discard", "Discard all", Html.Join([DashboardRequest.Hidden("reason", g.Reason), DashboardRequest.Hidden("source", g.Source)]), $"Discard all {g.Count} dead letters of {g.Source} ({g.Reason}) for good?", "danger"),
                 ]))),
             "No dead letters.",
             "dead-letter-groups");
@@ -30,22 +44,31 @@ internal static class DeadLetterPages
             <td>{(request.CanAct ? Html.Of($"""<input type="checkbox" name="id" value="{l.Id}" form="selection" aria-label="select dead letter {l.Id}">""") : Html.Empty)}</td>
             <td><a href="{request.Link("/dead-letters/" + l.Id.ToString(System.Globalization.CultureInfo.InvariantCulture))}">{l.Id}</a></td>
             <td>{l.Source}</td><td>{l.Envelope.MessageType}</td><td>{Layout.Badge(l.Reason)}</td><td>{l.Attempts}</td>
-            <td>{l.OrderingKey}</td><td>{request.Ago(l.DeadLetteredAt)}</td>
+            <td>{(l.OrderingKey is { } k ? Html.Of($"""<a href="{request.Link("/dead-letters", ("source", l.Source), ("key", k))}">{k}</a>""") : Html.Empty)}</td><td>{request.Ago(l.DeadLetteredAt)}</td>
             <td>{request.Action("/dead-letters/" + l.Id.ToString(System.Globalization.CultureInfo.InvariantCulture) + "/retry", "Retry", kind: "primary")}{request.Action("/dead-letters/" + l.Id.ToString(System.Globalization.CultureInfo.InvariantCulture) + "/discard", "Discard", confirm: $"Discard dead letter {l.Id} for good?", kind: "danger")}</td>
             </tr>
             """));
         var list = Layout.Table(["", "Id", "Source", "Message", "Reason", "Attempts", "Key", "When", ""], rows, "No dead letters here.", "dead-letters");
         var selection = letters.Count > 0 ? request.Action("/dead-letters/retry", "Retry selected", kind: "primary", formId: "selection") : Html.Empty;
+        var redrive = key is not null && source is not null && letters.Count > 0
+            ? request.Action("/dead-letters/retry", $"Redrive key {key} in order", Html.Join([DashboardRequest.Hidden("source", source), DashboardRequest.Hidden("key", key)]), $"Retry every dead letter of key {key} on {source}, oldest first?", "primary")
+            : Html.Empty;
+        var title = (source, reason, key) switch
+        {
+            (null, null, null) => "Dead letters",
+            _ => "Dead letters of " + string.Join(", ", new[] { source, reason, key is null ? null : "key " + key }.Where(p => p is not null)),
+        };
 
-        return Layout.Page(request, "/dead-letters", source is null ? "Dead letters" : $"Dead letters of {source}", Html.Of($"""
-            <section><h2>By source</h2>{groups}</section>
-            <section><h2>Newest first</h2>{selection}{list}</section>
+        return Layout.Page(request, "/dead-letters", title, Html.Of($"""
+            <section><h2>By reason and source</h2>{groupTable}</section>
+            <section><h2>Newest first</h2>{selection}{redrive}{list}
+            {Layout.Next(request, page.Next is not null, "/dead-letters", ("source", source), ("reason", reason), ("key", key), ("after", page.Next))}</section>
             """));
     }
 
     public static async Task<Html> ShowAsync(DashboardRequest request, long id)
     {
-        var letter = (await request.Store.Queries().ListDeadLettersAsync(null, int.MaxValue, request.Aborted)).FirstOrDefault(l => l.Id == id)
+        var letter = await request.Store.DeadLetterQueries().GetDeadLetterAsync(id, request.Aborted)
             ?? throw new DashboardNotFoundException($"No dead letter has id {id}: it was retried or discarded.");
         var envelope = letter.Envelope;
         var history = Layout.Table(

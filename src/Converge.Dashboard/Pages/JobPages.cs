@@ -15,7 +15,17 @@ internal static class JobPages
         var queue = request.Query("queue");
         var batch = request.Query("batch");
         JobState? state = Enum.TryParse<JobState>(request.Query("state"), ignoreCase: true, out var s) ? s : null;
-        var list = await jobs.ListJobsAsync(new JobQuery { Queue = queue, State = state, BatchId = batch, Max = request.Options.PageSize }, request.Aborted);
+        var after = request.Query("after");
+        IReadOnlyList<JobInfo> list;
+        try
+        {
+            list = await jobs.ListJobsAsync(new JobQuery { Queue = queue, State = state, BatchId = batch, After = after, Max = request.Options.PageSize }, request.Aborted);
+        }
+        catch (FormatException)
+        {
+            throw new DashboardNotFoundException($"'{after}' is not a position in this list; start again from the first page.");
+        }
+
 
         var states = Html.Join(Enum.GetNames<JobState>().Select(n => n.ToLowerInvariant()).Prepend("").Select(name =>
             Html.Of($"""<option value="{name}"{(state?.ToString().Equals(name, StringComparison.OrdinalIgnoreCase) == true ? Html.Raw(" selected") : Html.Empty)}>{(name.Length == 0 ? "any" : name)}</option>""")));
@@ -43,9 +53,10 @@ internal static class JobPages
             "jobs");
         return Layout.Page(request, "/jobs", "Jobs", Html.Of($"""
             {filter}
-            <p class="hint">Newest first, at most {request.Options.PageSize}. <a href="{request.Link("/jobs/recurring")}">Recurring jobs</a></p>
+            <p class="hint">Newest first, {request.Options.PageSize} a page. <a href="{request.Link("/jobs/recurring")}">Recurring jobs</a></p>
             {batchLink}
             {table}
+            {Layout.Next(request, list.Count == request.Options.PageSize, "/jobs", ("queue", queue), ("state", state?.ToString().ToLowerInvariant()), ("batch", batch), ("after", list.Count > 0 ? list[^1].Cursor : null))}
             """));
     }
 

@@ -14,7 +14,17 @@ internal static class SagaPages
         var definition = request.Query("definition");
         int? version = int.TryParse(request.Query("version"), out var v) ? v : null;
         SagaState? state = SagaStates.TryParse(request.Query("state"), out var s) ? s : null;
-        var instances = await sagas.QuerySagasAsync(new SagaQuery { Definition = definition, Version = version, State = state, Max = request.Options.PageSize }, request.Aborted);
+        var after = request.Query("after");
+        IReadOnlyList<SagaInstance> instances;
+        try
+        {
+            instances = await sagas.QuerySagasAsync(new SagaQuery { Definition = definition, Version = version, State = state, After = after, Max = request.Options.PageSize }, request.Aborted);
+        }
+        catch (FormatException)
+        {
+            throw new DashboardNotFoundException($"'{after}' is not a position in this list; start again from the first page.");
+        }
+
         var counts = await sagas.CountSagasAsync(request.Aborted);
 
         var states = Html.Join(Enum.GetValues<SagaState>().Select(SagaStates.ToText).Prepend("any").Select(name =>
@@ -53,8 +63,9 @@ internal static class SagaPages
 
         return Layout.Page(request, "/sagas", "Sagas", Html.Of($"""
             {filter}
-            <p class="hint">Most recently started first, at most {request.Options.PageSize}.</p>
+            <p class="hint">Most recently started first, {request.Options.PageSize} a page.</p>
             {list}
+            {Layout.Next(request, instances.Count == request.Options.PageSize, "/sagas", ("definition", definition), ("version", version?.ToString(System.Globalization.CultureInfo.InvariantCulture)), ("state", state is { } st ? SagaStates.ToText(st) : null), ("after", instances.Count > 0 ? SagaQuery.CursorOf(instances[^1]) : null))}
             <section><h2>Instances by definition, version and state</h2>{countTable}</section>
             """));
     }

@@ -12,6 +12,7 @@ internal static class Layout
         ("/jobs", "Jobs"),
         ("/dead-letters", "Dead letters"),
         ("/log", "Log"),
+        ("/audit", "Operator actions"),
     ];
 
     public static Html Page(DashboardRequest request, string section, string title, Html body)
