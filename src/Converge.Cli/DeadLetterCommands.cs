@@ -111,6 +111,7 @@ internal static class DeadLetterCommands
             var report = parsed.GetValue(id) is { } one
                 ? await OneAsync(opened, name, retry, one, cancellationToken)
                 : await AllAsync(opened.Store, name, retry, parsed.GetValue(source), parsed.GetValue(key), cancellationToken);
+            await RecordAsync(opened.Store, retry, parsed.GetValue(id) is not null, report, cancellationToken);
             if (parsed.GetValue(json))
             {
                 await output.WriteJsonAsync(report);
@@ -151,8 +152,11 @@ internal static class DeadLetterCommands
     {
         var store = opened.Store;
 
-        // Look the letter up first, so a failure says exactly why (unknown, or a parked event that has no queue).
-        var letter = (await store.Queries().ListDeadLettersAsync(null, int.MaxValue, cancellationToken)).FirstOrDefault(l => l.Id == id)
+        // Look the letter up first, so a failure says exactly why (unknown, or a parked event that has no queue). By id
+        // when the store can; listing every dead letter to find one is slow with many of them.
+        var letter = (StoreContracts.Find<IDeadLetterQueries>(store) is { } queries
+                ? await queries.GetDeadLetterAsync(id, cancellationToken)
+                : (await store.Queries().ListDeadLettersAsync(null, int.MaxValue, cancellationToken)).FirstOrDefault(l => l.Id == id))
             ?? throw new CliException(CliApp.Failure, $"No dead letter has id {id} in {opened.Name}. List them with: converge dead-letters list {opened.Arguments}");
         if (retry && letter.LogPosition is { } position)
         {
@@ -201,6 +205,32 @@ internal static class DeadLetterCommands
         }
 
         return new ActionReport(name, source, acted, acted.Count, skipped) { Key = key };
+    }
+
+    /// <summary>
+    /// Records what was done in the store's operator log, when it has one, so the dashboard shows the CLI's actions
+    /// beside its own. After the fact: each dead letter was acted on in a transaction of its own.
+    /// </summary>
+    static async Task RecordAsync(IMessageStore store, bool retry, bool one, ActionReport report, CancellationToken cancellationToken)
+    {
+        if (report.Count == 0 || StoreContracts.Find<IOperatorLog>(store) is not { } log)
+        {
+            return;
+        }
+
+        var target = one
+            ? "dead-letter:" + report.Letters[0].Id.ToString(System.Globalization.CultureInfo.InvariantCulture)
+            : "dead-letters:" + (report.Source ?? "*") + (report.Key is null ? "" : "#" + report.Key);
+        await log.RecordAsync(
+            new OperatorAction
+            {
+                At = CliApp.Clock.GetUtcNow(),
+                Actor = Environment.UserName,
+                Action = retry ? OperatorActions.RetryDeadLetters : OperatorActions.DiscardDeadLetters,
+                Target = target,
+                Detail = $"converge dead-letters {report.Action}: ids {string.Join(',', report.Letters.Select(l => l.Id))}; {report.Skipped.Count} skipped",
+            },
+            cancellationToken);
     }
 
     static EntryReport Entry(DeadLetter letter) => new(

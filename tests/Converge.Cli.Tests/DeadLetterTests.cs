@@ -1,4 +1,5 @@
 using Converge.Contracts;
+using Converge.Storage;
 
 namespace Converge.Cli.Tests;
 
@@ -69,6 +70,13 @@ public sealed class DeadLetterTests
         var status = (await Cli.RunAsync("status", "--db", db, "--json")).Json();
         Assert.Equal(0, status.GetProperty("dead_letters").GetInt64());
         Assert.Equal(1, failSwitch.Handled);
+
+        // Both actions are in the store's operator log, newest first; the failed second retry did nothing and is not.
+        var actions = (await host.Store.OperatorLog().ListAsync(null, 10, CancellationToken.None)).Items;
+        Assert.Equal(
+            [(OperatorActions.DiscardDeadLetters, "dead-letters:*"), (OperatorActions.RetryDeadLetters, "dead-letter:" + id.ToString(System.Globalization.CultureInfo.InvariantCulture))],
+            actions.Select(a => (a.Action, a.Target)));
+        Assert.All(actions, a => Assert.Equal(Environment.UserName, a.Actor));
     }
 
     [Fact]
