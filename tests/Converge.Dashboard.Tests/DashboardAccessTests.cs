@@ -48,6 +48,24 @@ public sealed class DashboardAccessTests
     }
 
     [Fact]
+    public async Task Every_page_and_fragment_says_how_long_its_body_took_to_build_in_a_server_timing_header()
+    {
+        await using var server = await DashboardServer.StartAsync();
+        using var reader = server.Client("reader");
+        var pages = Routes(server).Where(r => r.Method == "GET" && !r.Route.EndsWith("/live", StringComparison.Ordinal) && !r.Route.Contains("/assets/", StringComparison.Ordinal)).ToList();
+
+        Assert.Contains(pages, p => p.Route.EndsWith("/log/tail", StringComparison.Ordinal));
+        foreach (var (_, route) in pages)
+        {
+            // Found or not found (the ids are made up): a page either way, timed either way.
+            using var response = await reader.GetAsync(Url(route));
+            Assert.True(response.StatusCode is HttpStatusCode.OK or HttpStatusCode.NotFound, $"{route}: {response.StatusCode}");
+            var timing = Assert.Single(response.Headers.GetValues("Server-Timing"));
+            Assert.Matches(@"^page;dur=\d+\.\d$", timing);
+        }
+    }
+
+    [Fact]
     public async Task Every_action_without_the_antiforgery_token_is_refused_with_400_and_changes_nothing()
     {
         await using var server = await DashboardServer.StartAsync();
