@@ -8,7 +8,7 @@ namespace Converge.Sqlite;
 /// How much history to write into a store for measuring the dashboard's listings: finished jobs (inbox records of job
 /// queues), saga instances and dead letters, spread over time and over the values the listings filter by.
 /// </summary>
-/// <param name="FinishedJobs">Succeeded jobs, over <see cref="SeedShape.JobQueues"/> job queues; every 100th in a batch.</param>
+/// <param name="FinishedJobs">Succeeded jobs, over <see cref="SeedShape.JobQueues"/> job queues; every 100th in a batch (with the batch's row, finished).</param>
 /// <param name="Sagas">Saga instances over three definitions, two versions and every state (1 in 50 stuck).</param>
 /// <param name="DeadLetters">Dead letters over four sources and three reasons; 1 in 20 has an ordering key.</param>
 internal sealed record SeedShape(int FinishedJobs, int Sagas, int DeadLetters)
@@ -64,6 +64,9 @@ internal static class SqliteSeeder
                 .With("$sent_at", shape.TicksOf(i) - TimeSpan.TicksPerSecond)
                 .With("$batch_id", SeedShape.BatchOf(i)),
             cancellationToken);
+
+        // The batches' own rows (their counters, as the batch page shows them): every batch finished, all succeeded.
+        Execute(connection, $"INSERT INTO {schema.Batches} (id, description, total, pending, succeeded, failed, sealed, created_at, finished_at) SELECT batch_id, 'bench batch', count(*), 0, count(*), 0, 1, min(sent_at), max(handled_at) FROM {schema.Inbox} WHERE batch_id IS NOT NULL GROUP BY batch_id");
 
         Insert(connection, shape, shape.Sagas,
             $"""
