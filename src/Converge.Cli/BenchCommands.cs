@@ -14,8 +14,108 @@ internal static class BenchCommands
         Sagas(output),
         Jobs(output),
         Log(output),
+        Dashboard(output),
         Ceiling(output),
     };
+
+    static Command Dashboard(CliOutput output)
+    {
+        var jobs = new Option<int>("--jobs") { Description = "Finished jobs seeded, over four job queues; every 100th in a batch.", HelpName = "N", DefaultValueFactory = _ => 1_000_000 };
+        var sagas = new Option<int>("--sagas") { Description = "Saga instances seeded, over three definitions and every state.", HelpName = "N", DefaultValueFactory = _ => 100_000 };
+        var deadLetters = new Option<int>("--dead-letters") { Description = "Dead letters seeded, over four sources and three reasons.", HelpName = "N", DefaultValueFactory = _ => 100_000 };
+        var requests = new Option<int>("--requests") { Description = "Requests per page: rounds over every page, one request per page a round.", HelpName = "N", DefaultValueFactory = _ => 20 };
+        var budget = new Option<double>("--budget-ms") { Description = "The most a page's median server time (its Server-Timing) may be.", HelpName = "MS", DefaultValueFactory = _ => 300 };
+        var heapGrowth = new Option<double>("--heap-growth-mb") { Description = "The most the GC heap, after a full collection, may grow from the first round to the last.", HelpName = "MB", DefaultValueFactory = _ => 64 };
+        var db = new Option<string>("--db") { Description = "Where to put the database (a new file, kept after the run). Default: a temporary file, deleted.", HelpName = "FILE" };
+        var postgres = new Option<string>("--postgres") { Description = "Run on PostgreSQL instead of SQLite: an Npgsql connection string. The store gets a new schema, dropped after the run.", HelpName = "CONN" };
+        var schema = new Option<string>("--schema") { Description = "With --postgres: the new schema to seed (kept after the run) instead of a generated one.", HelpName = "S" };
+        var json = CommonOptions.Json();
+        AtLeast(jobs, 300);
+        AtLeast(sagas, 300);
+        AtLeast(deadLetters, 300);
+        AtLeast(requests, 1);
+        budget.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<double>() is var ms && !(ms >= 0 && double.IsFinite(ms)))
+            {
+                result.AddError("--budget-ms must be a number of milliseconds, 0 or more.");
+            }
+        });
+        heapGrowth.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<double>() is var mb && !(mb >= 0 && double.IsFinite(mb)))
+            {
+                result.AddError("--heap-growth-mb must be a number of megabytes, 0 or more.");
+            }
+        });
+        var command = new Command("dashboard", "Seed a new store with finished jobs, sagas and dead letters, serve the dashboard in-process on 127.0.0.1 as 'converge dashboard' does, request every page (lists with and without filters, pages six deep, one of each item, the log, the audit) --requests times, and report each page's median and p99 server time (its Server-Timing header) and client time, and the process's memory. Fails if a page answers other than 200, a median is over --budget-ms, or the GC heap grows over --heap-growth-mb from the first round to the last.")
+        {
+            jobs, sagas, deadLetters, requests, budget, heapGrowth, db, postgres, schema, json,
+        };
+        command.Validators.Add(result =>
+        {
+            if (result.GetValue(db) is not null && result.GetValue(postgres) is not null)
+            {
+                result.AddError("Give either --db (SQLite) or --postgres (PostgreSQL), not both.");
+            }
+
+            if (result.GetValue(schema) is not null && result.GetValue(postgres) is null)
+            {
+                result.AddError("--schema needs --postgres.");
+            }
+        });
+        command.SetAction(output, async (parsed, cancellationToken) =>
+        {
+            var path = parsed.GetValue(db);
+            if (path is not null && (File.Exists(path) || Directory.Exists(path)))
+            {
+                throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file: the bench seeds it from empty.");
+            }
+
+            var report = await DashboardBench.RunAsync(
+                new DashboardBenchSettings
+                {
+                    Jobs = parsed.GetValue(jobs),
+                    Sagas = parsed.GetValue(sagas),
+                    DeadLetters = parsed.GetValue(deadLetters),
+                    Requests = parsed.GetValue(requests),
+                    BudgetMs = parsed.GetValue(budget),
+                    HeapGrowthMb = parsed.GetValue(heapGrowth),
+                    DbPath = path is null ? null : Path.GetFullPath(path),
+                    Postgres = parsed.GetValue(postgres),
+                    Schema = parsed.GetValue(schema),
+                },
+                output.Error,
+                cancellationToken);
+            if (parsed.GetValue(json))
+            {
+                await output.WriteMeasuredJsonAsync(report);
+                return CliApp.Success;
+            }
+
+            var table = CliOutput.Table("Page", "Server p50 (ms)", "Server p99 (ms)", "Client p50 (ms)", "Client p99 (ms)", "Bytes");
+            foreach (var page in report.Pages)
+            {
+                CliOutput.AddRow(table, page.Page, page.ServerMedianMs, page.ServerP99Ms, page.ClientMedianMs, page.ClientP99Ms, page.Bytes);
+            }
+
+            output.Console().Write(table);
+            var figures = CliOutput.Table("Figure", "Value");
+            CliOutput.AddRow(figures, "store", report.Store);
+            CliOutput.AddRow(figures, "seeded", $"{report.Jobs:N0} finished jobs, {report.Sagas:N0} sagas, {report.DeadLetters:N0} dead letters");
+            CliOutput.AddRow(figures, "seeding (s)", report.SeedSeconds);
+            CliOutput.AddRow(figures, "requests per page", report.Requests);
+            CliOutput.AddRow(figures, "slowest page (server p50, ms)", $"{report.SlowestPage}: {CliOutput.Format(report.SlowestServerMedianMs)}");
+            CliOutput.AddRow(figures, "working set before seeding / after seeding / after requests (MB)", $"{CliOutput.Format(report.WorkingSetBeforeSeedMb)} / {CliOutput.Format(report.WorkingSetAfterSeedMb)} / {CliOutput.Format(report.WorkingSetAfterRequestsMb)}");
+            CliOutput.AddRow(figures, "GC heap after a full collection, round 1 / last (MB)", $"{CliOutput.Format(report.HeapAfterFirstRoundMb)} / {CliOutput.Format(report.HeapAfterLastRoundMb)}");
+            CliOutput.AddRow(figures, "load average before / after", $"{report.LoadAverageBefore?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-"} / {report.LoadAverageAfter?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "-"}");
+            CliOutput.AddRow(figures, "verified", $"every page answered 200 with its Server-Timing, every median within {CliOutput.Format(report.BudgetMs)} ms, the heap bounded");
+            CliOutput.AddRow(figures, "peak working set (MB)", CliOutput.PeakWorkingSetMegabytes());
+            output.Console().Write(figures);
+            return CliApp.Success;
+        });
+        return command;
+    }
 
     static Command Log(CliOutput output)
     {
