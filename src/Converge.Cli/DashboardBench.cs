@@ -336,9 +336,13 @@ internal static partial class DashboardBench
 
     static double HeapMb()
     {
+        // What survives a full, compacting collection (finalizers run in between): the heap's size after it, without
+        // its free fragments. GC.GetTotalMemory is not used: on this runtime it can come out negative.
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
         GC.WaitForPendingFinalizers();
-        return Math.Round(GC.GetTotalMemory(forceFullCollection: true) / (1024.0 * 1024.0), 1);
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Forced, blocking: true, compacting: true);
+        var info = GC.GetGCMemoryInfo(GCKind.FullBlocking);
+        return Math.Round((info.HeapSizeBytes - info.FragmentedBytes) / (1024.0 * 1024.0), 1);
     }
 
     /// <summary>The machine's one-minute load average (Linux), for reading the figures; null elsewhere.</summary>
