@@ -81,9 +81,19 @@ internal static partial class DashboardBench
         var temporary = settings.Postgres is null && settings.DbPath is null;
         var path = settings.DbPath ?? Path.Combine(Path.GetTempPath(), "converge-dashbench-" + Guid.NewGuid().ToString("N")[..12] + ".db");
         var schema = settings.Postgres is null ? null : settings.Schema ?? "bench_" + Guid.NewGuid().ToString("N")[..12];
-        IMessageStore store = settings.Postgres is null
-            ? new SqliteMessageStore(new SqliteStoreOptions { Path = path }, CliApp.Clock)
-            : new PostgreSqlMessageStore(new PostgreSqlStoreOptions { ConnectionString = settings.Postgres, Schema = schema! }, CliApp.Clock);
+        IMessageStore store;
+        try
+        {
+            store = settings.Postgres is null
+                ? new SqliteMessageStore(new SqliteStoreOptions { Path = path }, CliApp.Clock)
+                : new PostgreSqlMessageStore(new PostgreSqlStoreOptions { ConnectionString = settings.Postgres, Schema = schema! }, CliApp.Clock);
+        }
+        catch (ArgumentException invalid)
+        {
+            // A reserved schema name, a connection string Npgsql cannot read.
+            throw new CliException(CliApp.Usage, invalid.Message);
+        }
+
         try
         {
             if (schema is not null && await SchemaExistsAsync(settings.Postgres!, schema, cancellationToken))

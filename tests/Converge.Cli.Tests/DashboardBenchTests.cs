@@ -154,4 +154,38 @@ public sealed class DashboardBenchTests
         Assert.Matches(@"the GC heap grew from \d+\.\d MB after round 1 to \d+\.\d MB after round 2; at most 64 MB of growth is allowed", failure.Message);
         GC.KeepAlive(kept);
     }
+
+    [Fact]
+    public async Task Bench_dashboard_on_postgresql_seeds_the_schema_it_is_given_and_keeps_it()
+    {
+        var schema = PostgresStore.UniqueSchema();
+        try
+        {
+            await RunOnPostgreSqlAsync(schema);
+        }
+        finally
+        {
+            await using var connection = new Npgsql.NpgsqlConnection(PostgresStore.ConnectionString);
+            await connection.OpenAsync();
+            await using var drop = new Npgsql.NpgsqlCommand($"DROP SCHEMA IF EXISTS {schema} CASCADE", connection);
+            await drop.ExecuteNonQueryAsync();
+        }
+    }
+
+    static async Task RunOnPostgreSqlAsync(string schema)
+    {
+        var result = await Cli.RunAsync("bench", "dashboard", "--postgres", PostgresStore.ConnectionString, "--schema", schema, "--jobs", "2000", "--sagas", "400", "--dead-letters", "400", "--requests", "2", "--json");
+
+        Assert.True(result.ExitCode == 0, result.ToString());
+        var json = result.Json();
+        Assert.Equal("postgresql", json.GetProperty("store").GetString());
+        Assert.Equal(Pages, json.GetProperty("pages").EnumerateArray().Select(p => p.GetProperty("page").GetString()));
+        Assert.True(json.GetProperty("verified").GetBoolean());
+        var status = await Cli.RunAsync("status", "--postgres", PostgresStore.ConnectionString, "--schema", schema, "--json");
+        Assert.Equal(2000, status.Json().GetProperty("inbox_records").GetInt64());
+
+        var again = await Cli.RunAsync("bench", "dashboard", "--postgres", PostgresStore.ConnectionString, "--schema", schema, "--jobs", "2000", "--sagas", "400", "--dead-letters", "400", "--requests", "2");
+        Assert.Equal(2, again.ExitCode);
+        Assert.Contains($"Schema {schema} already exists", again.Error, StringComparison.Ordinal);
+    }
 }
