@@ -109,6 +109,9 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
         await _notifications.StartAsync(cancellationToken);
     }
 
+    /// <summary>The schema version this build writes and reads: what <see cref="MigrateAsync"/> brings a schema to.</summary>
+    internal int LatestSchemaVersion => Schema.Versions.Count;
+
     /// <summary>The schema version in the database, or 0 when Converge has never migrated this schema.</summary>
     public async ValueTask<int> GetSchemaVersionAsync(CancellationToken cancellationToken = default)
     {

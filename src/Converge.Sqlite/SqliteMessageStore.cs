@@ -138,6 +138,9 @@ public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQu
         _schemaCurrent = true;
     }
 
+    /// <summary>The schema version this build writes and reads: what <see cref="MigrateAsync"/> brings a file to.</summary>
+    internal int LatestSchemaVersion => Schema.Versions.Count;
+
     /// <summary>The schema version of the file, or 0 when Converge has never migrated it.</summary>
     public int GetSchemaVersion()
     {
