@@ -20,6 +20,18 @@ internal static class StoreAccess
         _ => throw new ArgumentOutOfRangeException(nameof(target), target, "Unknown kind of store."),
     };
 
+    /// <summary>
+    /// Refuses a store an older Converge wrote: this tool's queries read the tables and indexes of its own schema
+    /// version, and it never migrates (the application does, when it starts).
+    /// </summary>
+    static void RequireCurrent(string store, int version, int latest)
+    {
+        if (version < latest)
+        {
+            throw new CliException(CliApp.Usage, $"{store} holds Converge schema version {version}, written by an older Converge; this tool reads version {latest}. Start your application once with this version of Converge (it migrates the store when it starts), or use the converge tool of the application's version. (This command never migrates a store.)");
+        }
+    }
+
     static async Task<OpenedStore> OpenSqliteAsync(SqliteTarget target)
     {
         var path = target.Path;
@@ -56,6 +68,7 @@ internal static class StoreAccess
                 throw new CliException(CliApp.Usage, $"{path} is not a Converge store: no Converge tables (prefix '{tablePrefix}'). Start an application with options.UseSqlite(\"{path}\") first.{prefixHint}");
             }
 
+            RequireCurrent(path, version, store.LatestSchemaVersion);
             return new OpenedStore(store, store.Path, version, target);
         }
         catch (SqliteException exception) when (exception.SqliteErrorCode is 26 /* SQLITE_NOTADB */)
@@ -98,6 +111,7 @@ internal static class StoreAccess
                 throw new CliException(CliApp.Usage, $"{server} is not a Converge store: schema '{target.Schema}' has no Converge tables. Start an application with options.UsePostgreSql(...) first, or pass --schema{schemaHint}. (This command never creates the schema.)");
             }
 
+            RequireCurrent($"{server}, schema {store.SchemaName}", version, store.LatestSchemaVersion);
             return new OpenedStore(store, $"{server}, schema {store.SchemaName}", version, target);
         }
         catch

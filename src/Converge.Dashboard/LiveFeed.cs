@@ -20,11 +20,15 @@ internal static class LiveFeed
         response.Headers["X-Accel-Buffering"] = "no";
         var aborted = request.Aborted;
         using var timer = new PeriodicTimer(request.Options.LiveInterval, request.Time);
+        var since = request.Time.GetUtcNow() - request.Options.LiveInterval;
         try
         {
             do
             {
+                var now = request.Time.GetUtcNow();
                 var figures = await FiguresAsync(request);
+                await AddRatesAsync(request, figures, since, now);
+                since = now;
                 await response.WriteAsync("event: figures\ndata: " + JsonSerializer.Serialize(figures) + "\n\n", aborted);
                 await response.Body.FlushAsync(aborted);
             }
@@ -35,6 +39,27 @@ internal static class LiveFeed
             // The page was closed.
         }
     }
+
+    /// <summary>
+    /// Handled and dead-lettered messages per second of each queue between two ticks (<see cref="IActivityQueries"/>),
+    /// for the overview's charts; nothing when the store cannot tell.
+    /// </summary>
+    static async Task AddRatesAsync(DashboardRequest request, Dictionary<string, string> figures, DateTimeOffset since, DateTimeOffset now)
+    {
+        if (StoreContracts.Find<IActivityQueries>(request.Store) is not { } activity)
+        {
+            return;
+        }
+
+        var seconds = Math.Max((now - since).TotalSeconds, 0.001);
+        foreach (var queue in await activity.CountActivitySinceAsync(since, request.Aborted))
+        {
+            figures[$"queue.{queue.Queue}.handled_per_s"] = Rate(queue.Handled / seconds);
+            figures[$"queue.{queue.Queue}.dead_lettered_per_s"] = Rate(queue.DeadLettered / seconds);
+        }
+    }
+
+    static string Rate(double perSecond) => perSecond.ToString(perSecond < 10 ? "0.#" : "N0", System.Globalization.CultureInfo.InvariantCulture);
 
     internal static async Task<Dictionary<string, string>> FiguresAsync(DashboardRequest request)
     {

@@ -15,7 +15,7 @@ namespace Converge.PostgreSql;
 /// with <c>FOR UPDATE SKIP LOCKED</c>, so competing workers never wait on each other's messages; commits that
 /// write to a queue or the log notify the schema's channel, which wakes workers in every process at once.
 /// </summary>
-public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, IStoreQueries, ISagaQueries, IJobStore, IJobQueries, IDeadLetterQueries, IOperatorLog
+public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, IStoreQueries, ISagaQueries, IJobStore, IJobQueries, IDeadLetterQueries, IOperatorLog, IActivityQueries
 {
     const int PurgeChunk = 5000;
 
@@ -108,6 +108,9 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
 
         await _notifications.StartAsync(cancellationToken);
     }
+
+    /// <summary>The schema version this build writes and reads: what <see cref="MigrateAsync"/> brings a schema to.</summary>
+    internal int LatestSchemaVersion => Schema.Versions.Count;
 
     /// <summary>The schema version in the database, or 0 when Converge has never migrated this schema.</summary>
     public async ValueTask<int> GetSchemaVersionAsync(CancellationToken cancellationToken = default)
@@ -742,6 +745,13 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
         ReadAsync<IReadOnlyList<DeadLetterGroup>>(
             async connection => await Command(connection, null, Schema.GroupDeadLetters)
                 .ReadAllAsync(static reader => new DeadLetterGroup(reader.GetString(0), reader.GetString(1), reader.GetInt64(2), PostgreSqlMapping.FromTicks(reader.GetInt64(3))), cancellationToken),
+            cancellationToken);
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<QueueActivity>> CountActivitySinceAsync(DateTimeOffset since, CancellationToken cancellationToken) =>
+        ReadAsync<IReadOnlyList<QueueActivity>>(
+            async connection => await Command(connection, null, Schema.CountActivity).With("since", since.UtcTicks)
+                .ReadAllAsync(static reader => new QueueActivity(reader.GetString(0), reader.GetInt64(1), reader.GetInt64(2)), cancellationToken),
             cancellationToken);
 
     /// <inheritdoc />

@@ -346,6 +346,7 @@ internal sealed class PostgreSqlSchema
             ORDER BY dead_lettered_at DESC, id DESC LIMIT @max
             """)];
         GetDeadLetterForRead = $"SELECT {deadLetterColumns}, {envelopeColumns}, ordering_key FROM {DeadLetters} WHERE id = @id";
+        CountActivity = $"""SELECT queue, sum(handled)::bigint, sum(dead_lettered)::bigint FROM (SELECT consumer AS queue, count(*) AS handled, 0 AS dead_lettered FROM {Inbox} WHERE handled_at >= @since GROUP BY consumer UNION ALL SELECT source, 0, count(*) FROM {DeadLetters} WHERE dead_lettered_at >= @since GROUP BY source) AS activity GROUP BY queue ORDER BY queue COLLATE "C" """;
         GroupDeadLetters = $"""SELECT reason, source, count(*), max(dead_lettered_at) FROM {DeadLetters} GROUP BY reason, source ORDER BY reason COLLATE "C", source COLLATE "C" """;
         RecordOperatorAction = $"INSERT INTO {OperatorLog} (at, actor, action, target, detail) VALUES (@at, @actor, @action, @target, @detail) RETURNING id";
         ListOperatorActions = $"SELECT id, at, actor, action, target, detail FROM {OperatorLog} WHERE id < @before ORDER BY id DESC LIMIT @max";
@@ -603,6 +604,8 @@ internal sealed class PostgreSqlSchema
     public IReadOnlyList<string> PageDeadLetters { get; }
     public string GetDeadLetterForRead { get; }
     public string GroupDeadLetters { get; }
+
+    public string CountActivity { get; }
     public string OperatorLog { get; }
     public string RecordOperatorAction { get; }
     public string ListOperatorActions { get; }

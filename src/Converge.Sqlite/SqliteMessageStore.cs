@@ -14,7 +14,7 @@ namespace Converge.Sqlite;
 /// process queue on an in-process gate (never spinning on SQLITE_BUSY among themselves) and group their work
 /// into few commits; other processes on the same file wait on SQLite's busy timeout.
 /// </summary>
-public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQueries, ISagaQueries, IJobStore, IJobQueries, IDeadLetterQueries, IOperatorLog
+public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQueries, ISagaQueries, IJobStore, IJobQueries, IDeadLetterQueries, IOperatorLog, IActivityQueries
 {
     const int MaxPooledSessions = 16;
     const int PurgeChunk = 5000;
@@ -137,6 +137,9 @@ public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQu
 
         _schemaCurrent = true;
     }
+
+    /// <summary>The schema version this build writes and reads: what <see cref="MigrateAsync"/> brings a file to.</summary>
+    internal int LatestSchemaVersion => Schema.Versions.Count;
 
     /// <summary>The schema version of the file, or 0 when Converge has never migrated it.</summary>
     public int GetSchemaVersion()
@@ -750,6 +753,11 @@ public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQu
     public ValueTask<IReadOnlyList<DeadLetterGroup>> GroupDeadLettersAsync(CancellationToken cancellationToken) =>
         ValueTask.FromResult<IReadOnlyList<DeadLetterGroup>>(Read(session => session.Commands.Get(Schema.GroupDeadLetters, null)
             .ReadAll(static reader => new DeadLetterGroup(reader.GetString(0), reader.GetString(1), reader.GetInt64(2), SqliteMapping.FromTicks(reader.GetInt64(3))))));
+
+    /// <inheritdoc />
+    public ValueTask<IReadOnlyList<QueueActivity>> CountActivitySinceAsync(DateTimeOffset since, CancellationToken cancellationToken) =>
+        ValueTask.FromResult<IReadOnlyList<QueueActivity>>(Read(session => session.Commands.Get(Schema.CountActivity, null).With("$since", since.UtcTicks)
+            .ReadAll(static reader => new QueueActivity(reader.GetString(0), reader.GetInt64(1), reader.GetInt64(2)))));
 
     /// <inheritdoc />
     public ValueTask<DeadLetter?> GetDeadLetterAsync(long id, CancellationToken cancellationToken) =>

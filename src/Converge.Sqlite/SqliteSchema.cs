@@ -330,6 +330,7 @@ internal sealed class SqliteSchema
                 """;
         })];
         GroupDeadLetters = $"SELECT reason, source, count(*), max(dead_lettered_at) FROM {DeadLetters} INDEXED BY {Quote(prefix + "dead_letters_reason_source_newest")} GROUP BY reason, source ORDER BY reason, source";
+        CountActivity = $"SELECT queue, sum(handled), sum(dead_lettered) FROM (SELECT consumer AS queue, count(*) AS handled, 0 AS dead_lettered FROM {Inbox} INDEXED BY {Quote(prefix + "inbox_handled_at")} WHERE handled_at >= $since GROUP BY consumer UNION ALL SELECT source, 0, count(*) FROM {DeadLetters} INDEXED BY {Quote(prefix + "dead_letters_newest")} WHERE dead_lettered_at >= $since GROUP BY source) GROUP BY queue ORDER BY queue";
         RecordOperatorAction = $"INSERT INTO {OperatorLog} (at, actor, action, target, detail) VALUES ($at, $actor, $action, $target, $detail) RETURNING id";
         ListOperatorActions = $"SELECT id, at, actor, action, target, detail FROM {OperatorLog} WHERE id < $before ORDER BY id DESC LIMIT $max";
 
@@ -526,6 +527,8 @@ internal sealed class SqliteSchema
     /// <summary>Dead-letter pages by filter combination: index bit 0 source, bit 1 reason, bit 2 ordering key.</summary>
     public IReadOnlyList<string> PageDeadLetters { get; }
     public string GroupDeadLetters { get; }
+
+    public string CountActivity { get; }
     public string OperatorLog { get; }
     public string RecordOperatorAction { get; }
     public string ListOperatorActions { get; }

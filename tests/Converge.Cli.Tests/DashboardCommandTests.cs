@@ -57,4 +57,29 @@ public sealed class DashboardCommandTests
         Assert.Equal(readOnly ? HttpStatusCode.NotFound : HttpStatusCode.BadRequest, action.StatusCode);
         await app.StopAsync();
     }
+
+    [Theory]
+    [InlineData("dashboard")]
+    [InlineData("sagas", "list")]
+    [InlineData("status")]
+    public async Task A_store_an_older_Converge_wrote_is_refused_with_what_to_do(params string[] command)
+    {
+        using var folder = new TempFolder();
+        var path = folder.File("old.db");
+        await using (var created = new SqliteMessageStore(new SqliteStoreOptions { Path = path }, TimeProvider.System))
+        {
+            await created.MigrateAsync(CancellationToken.None);
+            using var db = created.OpenConnection();
+            using var forget = db.CreateCommand();
+            forget.CommandText = "DELETE FROM converge_schema_migrations WHERE version = (SELECT max(version) FROM converge_schema_migrations)";
+            Assert.Equal(1, forget.ExecuteNonQuery());
+        }
+
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        var result = await Cli.RunAsync([.. command, "--db", path]);
+
+        Assert.Equal(2, result.ExitCode);
+        Assert.Contains("written by an older Converge", result.Error, StringComparison.Ordinal);
+        Assert.Contains("Start your application once with this version", result.Error, StringComparison.Ordinal);
+    }
 }

@@ -13,15 +13,26 @@ internal static class OverviewPage
     {
         var store = request.Store;
         var status = await store.Queries().GetStatusAsync(request.Aborted);
+
+        // Queues that hold nothing now but handled messages in the last minute get a row too, for their rates.
+        var active = StoreContracts.Find<IActivityQueries>(store) is { } activity
+            ? await activity.CountActivitySinceAsync(request.Time.GetUtcNow() - TimeSpan.FromMinutes(1), request.Aborted)
+            : [];
+        var rows = status.Queues
+            .Concat(active.Where(a => status.Queues.All(q => q.Queue != a.Queue)).Select(a => new QueueStatus(a.Queue, 0, 0, 0, 0)))
+            .OrderBy(q => q.Queue, StringComparer.Ordinal)
+            .ToList();
         var queues = Layout.Table(
-            ["Queue", "Ready", "Scheduled", "In flight", "Dead letters", "Ready over time"],
-            status.Queues.Select(q => Html.Of($"""
+            ["Queue", "Ready", "Scheduled", "In flight", "Dead letters", "Ready over time", "Handled/s", "Dead-lettered/s"],
+            rows.Select(q => Html.Of($"""
                 <tr><td>{q.Queue}</td>
                 <td data-live="queue.{q.Queue}.ready">{DashboardRequest.Count(q.Ready)}</td>
                 <td data-live="queue.{q.Queue}.scheduled">{DashboardRequest.Count(q.Scheduled)}</td>
                 <td data-live="queue.{q.Queue}.in_flight">{DashboardRequest.Count(q.InFlight)}</td>
                 <td><a href="{request.Link("/dead-letters", ("source", q.Queue))}" data-live="queue.{q.Queue}.dead_letters">{DashboardRequest.Count(q.DeadLetters)}</a></td>
-                <td><svg class="spark" data-spark="queue.{q.Queue}.ready" viewBox="0 0 120 24" role="img" aria-label="ready messages of {q.Queue} while this page is open"></svg></td></tr>
+                <td>{Spark(q.Queue, "ready", "ready messages")}</td>
+                <td><span data-live="queue.{q.Queue}.handled_per_s">-</span> {Spark(q.Queue, "handled_per_s", "messages handled per second")}</td>
+                <td><span data-live="queue.{q.Queue}.dead_lettered_per_s">-</span> {Spark(q.Queue, "dead_lettered_per_s", "messages dead-lettered per second")}</td></tr>
                 """)),
             "No queue holds messages or dead letters.",
             "queues");
@@ -50,6 +61,9 @@ internal static class OverviewPage
             {recurring}
             """));
     }
+
+    static Html Spark(string queue, string figure, string what) =>
+        Html.Of($"""<svg class="spark" data-spark="queue.{queue}.{figure}" viewBox="0 0 120 24" role="img" aria-label="{what} of {queue} while this page is open"></svg>""");
 
     static async Task<Html> StuckSagasAsync(DashboardRequest request)
     {

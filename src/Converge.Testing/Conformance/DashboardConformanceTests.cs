@@ -376,6 +376,39 @@ public abstract class DashboardConformanceTests : StoreConformanceBase
     }
 
     /// <summary>
+    /// Activity counts what each queue handled (its inbox records) and dead-lettered at or after a moment, and nothing
+    /// before it.
+    /// </summary>
+    [Fact]
+    public async Task Activity_counts_handled_and_dead_lettered_messages_per_queue_since_a_moment()
+    {
+        var time = new FakeTimeProvider(T0);
+        await using var host = await StartIdleAsync(time);
+        var store = host.Store;
+        async Task HandledAsync(string queue) => await InTransactionAsync(store, t => t.TryRecordInboxAsync(
+            queue,
+            new Envelope { MessageId = Guid.NewGuid(), MessageType = "conformance.probe@1", SentAt = T0, Body = Array.Empty<byte>() },
+            CancellationToken.None));
+
+        await HandledAsync("a");
+        await DeadLetterAsync(store, "b", DeadLetterReasons.PermanentFailure, null);
+        time.Advance(TimeSpan.FromSeconds(10));
+        var since = time.GetUtcNow();
+        await HandledAsync("a");
+        await HandledAsync("a");
+        await HandledAsync("c");
+        await DeadLetterAsync(store, "a", DeadLetterReasons.MaxAttemptsExceeded, null);
+
+        Assert.Equal(
+            [new QueueActivity("a", 2, 1), new QueueActivity("c", 1, 0)],
+            await store.ActivityQueries().CountActivitySinceAsync(since, CancellationToken.None));
+        Assert.Equal(
+            [new QueueActivity("a", 3, 1), new QueueActivity("b", 0, 1), new QueueActivity("c", 1, 0)],
+            await store.ActivityQueries().CountActivitySinceAsync(T0, CancellationToken.None));
+        Assert.Empty(await store.ActivityQueries().CountActivitySinceAsync(since.AddSeconds(1), CancellationToken.None));
+    }
+
+    /// <summary>
     /// Dead-letters a conformance command on <paramref name="source"/> with <paramref name="reason"/> (and ordering key
     /// <paramref name="key"/>, by way of a keyed queue row) at the store's current time; returns its id.
     /// </summary>

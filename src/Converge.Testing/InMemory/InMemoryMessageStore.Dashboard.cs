@@ -36,6 +36,16 @@ public sealed partial class InMemoryMessageStore
             .ThenBy(static g => g.Source, StringComparer.Ordinal)]);
 
     /// <inheritdoc />
+    public ValueTask<IReadOnlyList<QueueActivity>> CountActivitySinceAsync(DateTimeOffset since, CancellationToken cancellationToken)
+    {
+        var state = Committed;
+        var handled = state.Inbox.Values.Where(r => r.HandledAt >= since).GroupBy(static r => r.Consumer).ToDictionary(static g => g.Key, static g => g.LongCount(), StringComparer.Ordinal);
+        var dead = state.DeadLetters.Values.Where(l => l.DeadLetteredAt >= since).GroupBy(static l => l.Source).ToDictionary(static g => g.Key, static g => g.LongCount(), StringComparer.Ordinal);
+        return ValueTask.FromResult<IReadOnlyList<QueueActivity>>([.. handled.Keys.Union(dead.Keys).Order(StringComparer.Ordinal)
+            .Select(q => new QueueActivity(q, handled.GetValueOrDefault(q), dead.GetValueOrDefault(q)))]);
+    }
+
+    /// <inheritdoc />
     public ValueTask<DeadLetter?> GetDeadLetterAsync(long id, CancellationToken cancellationToken) =>
         ValueTask.FromResult(Committed.DeadLetters.GetValueOrDefault(id));
 

@@ -26,7 +26,7 @@ namespace Converge.Testing.InMemory;
 /// </para>
 /// <para>Thread-safe.</para>
 /// </remarks>
-public sealed partial class InMemoryMessageStore : IMessageStore, IStoreQueries, ISagaQueries, IJobStore, IJobQueries, IDeadLetterQueries, IOperatorLog
+public sealed partial class InMemoryMessageStore : IMessageStore, IStoreQueries, ISagaQueries, IJobStore, IJobQueries, IDeadLetterQueries, IOperatorLog, IActivityQueries
 {
     // One writer at a time: held from BeginAsync until the transaction commits or ends.
     readonly SemaphoreSlim _writeGate = new(1, 1);

@@ -60,6 +60,29 @@ public static class ConvergeDiagnostics
         public const string Queue = "queue";
     }
 
+    /// <summary>
+    /// The consumer span of one delivery of <paramref name="envelope"/> (a handled message, a job run): a child of the
+    /// span that sent it (its <c>traceparent</c> header), so a trace follows it from process to process.
+    /// </summary>
+    internal static Activity? StartDelivery(string name, string operation, string destination, Contracts.Envelope envelope, int attempt)
+    {
+        if (!ActivitySource.HasListeners())
+        {
+            return null;
+        }
+
+        var activity = Start(name, ActivityKind.Consumer, "process", operation, destination, ParentOf(envelope));
+        if (activity is { IsAllDataRequested: true })
+        {
+            activity.SetTag(Tags.MessageId, envelope.MessageId.ToString());
+            activity.SetTag(Tags.ConversationId, envelope.CorrelationId);
+            activity.SetTag(Tags.MessageType, envelope.MessageType);
+            activity.SetTag(Tags.DeliveryCount, attempt);
+        }
+
+        return activity;
+    }
+
     /// <summary>Starts a span of the <c>Converge</c> source with the messaging attributes every one has.</summary>
     internal static Activity? Start(string name, ActivityKind kind, string operationType, string operationName, string destination, ActivityContext parent = default, IEnumerable<ActivityLink>? links = null)
     {

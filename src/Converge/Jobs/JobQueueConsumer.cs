@@ -286,24 +286,7 @@ internal sealed class JobQueueConsumer : IDisposable
     /// The span of one job run: a child of the span that enqueued it (its <c>traceparent</c> header), so a trace
     /// follows the job from the process that enqueued it to the one that ran it.
     /// </summary>
-    Activity? StartActivity(Envelope envelope, int attempt)
-    {
-        if (!ConvergeDiagnostics.ActivitySource.HasListeners())
-        {
-            return null;
-        }
-
-        var activity = ConvergeDiagnostics.Start($"job {_queue.Name}", ActivityKind.Consumer, "process", "run", _queue.Name, ConvergeDiagnostics.ParentOf(envelope));
-        if (activity is { IsAllDataRequested: true })
-        {
-            activity.SetTag(ConvergeDiagnostics.Tags.MessageId, envelope.MessageId.ToString());
-            activity.SetTag(ConvergeDiagnostics.Tags.ConversationId, envelope.CorrelationId);
-            activity.SetTag(ConvergeDiagnostics.Tags.MessageType, envelope.MessageType);
-            activity.SetTag(ConvergeDiagnostics.Tags.DeliveryCount, attempt);
-        }
-
-        return activity;
-    }
+    Activity? StartActivity(Envelope envelope, int attempt) => ConvergeDiagnostics.StartDelivery($"job {_queue.Name}", "run", _queue.Name, envelope, attempt);
 
     /// <summary>Records how long a job ran on <c>converge.job.duration</c>, and its outcome on its span.</summary>
     void Measure(Envelope envelope, Outcome outcome, TimeSpan elapsed, Activity? activity)

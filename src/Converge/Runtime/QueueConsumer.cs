@@ -684,24 +684,7 @@ internal sealed class QueueConsumer
     /// The consumer span of one handled message: a child of the span that sent it (its <c>traceparent</c> header), so a
     /// trace follows a message from process to process.
     /// </summary>
-    Activity? StartActivity(Envelope envelope, int attempt)
-    {
-        if (!ConvergeDiagnostics.ActivitySource.HasListeners())
-        {
-            return null;
-        }
-
-        var activity = ConvergeDiagnostics.Start($"process {_queue.Name}", ActivityKind.Consumer, "process", "handle", _queue.Name, ConvergeDiagnostics.ParentOf(envelope));
-        if (activity is { IsAllDataRequested: true })
-        {
-            activity.SetTag(ConvergeDiagnostics.Tags.MessageId, envelope.MessageId.ToString());
-            activity.SetTag(ConvergeDiagnostics.Tags.ConversationId, envelope.CorrelationId);
-            activity.SetTag(ConvergeDiagnostics.Tags.MessageType, envelope.MessageType);
-            activity.SetTag(ConvergeDiagnostics.Tags.DeliveryCount, attempt);
-        }
-
-        return activity;
-    }
+    Activity? StartActivity(Envelope envelope, int attempt) => ConvergeDiagnostics.StartDelivery($"process {_queue.Name}", "handle", _queue.Name, envelope, attempt);
 
     Task ReleaseQuietlyAsync(IReadOnlyList<QueuedMessage> messages, bool countAttempt) =>
         _committer.HandBackAsync(messages, countAttempt);

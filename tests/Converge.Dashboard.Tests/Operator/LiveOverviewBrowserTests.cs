@@ -47,6 +47,50 @@ public sealed class LiveOverviewBrowserTests(BrowserFixture browser, ITestOutput
     }
 
     [Fact]
+    public async Task The_overview_charts_dead_lettered_then_handled_messages_per_second()
+    {
+        var probe = new Probe();
+        await using var server = await OperatorApp.StartAsync(probe, dashboard: d => d.LiveInterval = TimeSpan.FromMilliseconds(200));
+        var bus = server.Services.GetRequiredService<IMessageBus>();
+        await bus.SendAsync(new PrintInvoice("INV-1"));
+        await Eventually.UntilAsync(
+            async () => (await server.Store.Queries().ListDeadLettersAsync("invoices", 10, CancellationToken.None)).Count == 1,
+            "the first invoice to be dead-lettered");
+
+        await using var session = await browser.OpenAsync(output, OperatorApp.AsOperator());
+        var page = session.Page;
+        await page.GotoAsync(OperatorApp.Url(server, "converge"));
+
+        // Rates last one tick: remember every positive value each cell shows.
+        await page.EvaluateAsync("""
+            () => {
+              window.peaks = {};
+              for (const key of ["queue.invoices.handled_per_s", "queue.invoices.dead_lettered_per_s"]) {
+                const cell = document.querySelector(`[data-live="${key}"]`);
+                new MutationObserver(() => { const v = Number(cell.textContent); if (v > 0) window.peaks[key] = v; })
+                  .observe(cell, { childList: true, characterData: true, subtree: true });
+              }
+            }
+            """);
+        for (var n = 2; n <= 6; n++)
+        {
+            await bus.SendAsync(new PrintInvoice("INV-" + n.ToString(CultureInfo.InvariantCulture)));
+        }
+
+        await page.WaitForFunctionAsync("() => window.peaks['queue.invoices.dead_lettered_per_s'] > 0");
+        Assert.Null(await page.EvaluateAsync<double?>("() => window.peaks['queue.invoices.handled_per_s'] ?? null"));
+        probe.PrinterBroken = false;
+        for (var n = 7; n <= 11; n++)
+        {
+            await bus.SendAsync(new PrintInvoice("INV-" + n.ToString(CultureInfo.InvariantCulture)));
+        }
+
+        await page.WaitForFunctionAsync("() => window.peaks['queue.invoices.handled_per_s'] > 0");
+        await Expect(page.Locator("svg[data-spark=\"queue.invoices.handled_per_s\"] polyline")).ToHaveCountAsync(1);
+        await session.ScreenshotAsync("overview-rates");
+    }
+
+    [Fact]
     public async Task The_overview_shows_a_queue_going_back_to_nothing_without_being_reloaded()
     {
         var probe = new Probe();
