@@ -135,8 +135,21 @@ internal sealed class BrokerQueue : IDisposable
 
     public bool IsConsuming => _channel is { IsOpen: true };
 
-    /// <summary>Set when this process stopped consuming because nobody claimed; the next claim clears it.</summary>
-    public bool Paused { get; set; }
+    int _paused;
+
+    /// <summary>
+    /// Set when this process stops consuming because nobody claimed; the next claim clears it. Written with a full
+    /// fence, as <see cref="ClaimStarting"/> writes the claim's time: a pause sets this before it checks for a claim, a
+    /// claim notes its time before it reads this, so one of them always sees the other.
+    /// </summary>
+    public bool Paused
+    {
+        get => Volatile.Read(ref _paused) != 0;
+        set => Interlocked.Exchange(ref _paused, value ? 1 : 0);
+    }
+
+    /// <summary>Held while a claim starts the consumer or the supervisor pauses it, so that neither finds it half done.</summary>
+    public SemaphoreSlim Lifecycle { get; } = new(1, 1);
 
     /// <summary>Whether the queue is consumed here while no worker claims from it and nothing is claimed.</summary>
     public bool IsIdle(TimeSpan timeout)
@@ -304,7 +317,7 @@ internal sealed class BrokerQueue : IDisposable
     /// supervisor could find it with nothing claimed and its last claim long ago, and pause it while the claim waits
     /// for the redelivery of what it handed back.
     /// </summary>
-    public void ClaimStarting() => Volatile.Write(ref _lastClaim, _transport.Time.GetTimestamp());
+    public void ClaimStarting() => Interlocked.Exchange(ref _lastClaim, _transport.Time.GetTimestamp());
 
     /// <summary>Claims up to <paramref name="max"/> buffered deliveries under a lease until <paramref name="leaseUntil"/>.</summary>
     public List<QueuedMessage> Take(int max, DateTimeOffset leaseUntil)

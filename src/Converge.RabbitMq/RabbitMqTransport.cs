@@ -466,11 +466,21 @@ public sealed class RabbitMqTransport : IMessageTransport, ILogMirror, ITranspor
     }
 
     /// <summary>This process's consumer of <paramref name="route"/>, started (and the queue declared) on first use.</summary>
+    /// <summary>
+    /// This process's consumer of <paramref name="route"/>, marked in use by a starting claim, consuming: started when it
+    /// was not, or was paused for idleness (a pause under way is waited for, then undone).
+    /// </summary>
     async Task<BrokerQueue> ConsumerAsync(QueueRoute route, CancellationToken cancellationToken)
     {
-        if (route.Consumer is { IsConsuming: true } running)
+        if (route.Consumer is { } running)
         {
-            return running;
+            // The claim's time first, then the pause flag: a pause that has not set the flag yet checks for a claim after
+            // it does, finds this one and leaves the consumer alone.
+            running.ClaimStarting();
+            if (running is { Paused: false, IsConsuming: true })
+            {
+                return running;
+            }
         }
 
         await EnsureTopologyAsync(cancellationToken);
@@ -480,9 +490,18 @@ public sealed class RabbitMqTransport : IMessageTransport, ILogMirror, ITranspor
             consumer = route.Consumer ??= new BrokerQueue(this, route.Name, route.BrokerName);
         }
 
-        consumer.Paused = false;
+        consumer.ClaimStarting();
+        await consumer.Lifecycle.WaitAsync(cancellationToken);
+        try
+        {
+            consumer.Paused = false;
+            await consumer.StartAsync(cancellationToken);
+        }
+        finally
+        {
+            consumer.Lifecycle.Release();
+        }
 
-        await consumer.StartAsync(cancellationToken);
         route.Set(RouteMode.Broker);
         Relay.Wake();
         return consumer;
@@ -495,10 +514,26 @@ public sealed class RabbitMqTransport : IMessageTransport, ILogMirror, ITranspor
     /// </summary>
     async Task PauseAsync(BrokerQueue consumer)
     {
-        consumer.Paused = true;
-        await consumer.CancelConsumersAsync();
-        await HandBackAsync(consumer.TakeBuffered());
-        await consumer.StopAsync();
+        await consumer.Lifecycle.WaitAsync();
+        try
+        {
+            // The flag first, then the check for a claim: a claim that began meanwhile is seen here and keeps the consumer;
+            // one that begins after this sees the flag and waits for the pause to end, then starts the consumer again.
+            consumer.Paused = true;
+            if (!consumer.IsIdle(Options.IdleConsumerTimeout))
+            {
+                consumer.Paused = false;
+                return;
+            }
+
+            await consumer.CancelConsumersAsync();
+            await HandBackAsync(consumer.TakeBuffered());
+            await consumer.StopAsync();
+        }
+        finally
+        {
+            consumer.Lifecycle.Release();
+        }
     }
 
     /// <inheritdoc />
