@@ -11,7 +11,13 @@ namespace Converge.Sqlite;
 internal sealed class CommandCache
 {
     static readonly ConditionalWeakTable<SqliteConnection, CommandCache> ForeignConnections = new();
+    /// <summary>Application statements kept prepared per connection; more are prepared again when next used.</summary>
+    internal const int ApplicationStatements = 128;
+
+    // Converge's own statements: a fixed set of strings, so the reference is the key.
     readonly Dictionary<string, SqliteCommand> _commands = new(ReferenceEqualityComparer.Instance);
+    readonly Dictionary<string, SqliteCommand> _application = new(StringComparer.Ordinal);
+    readonly Queue<string> _applicationOrder = new();
     readonly SqliteConnection _connection;
 
     public CommandCache(SqliteConnection connection) => _connection = connection;
@@ -32,14 +38,43 @@ internal sealed class CommandCache
         return command;
     }
 
+    /// <summary>
+    /// A command for SQL the application wrote (a handler's or a projection's statement): keyed by its text, not by
+    /// reference, since an application may build the same text anew for every call, and bounded, since it may also
+    /// put values in the text. Each prepared statement holds native memory until disposed.
+    /// </summary>
+    public SqliteCommand GetApplication(string sql, SqliteTransaction? transaction)
+    {
+        if (!_application.TryGetValue(sql, out var command))
+        {
+            if (_application.Count >= ApplicationStatements)
+            {
+                // The oldest prepared goes: statements in steady use are prepared again at most once per round.
+                var oldest = _applicationOrder.Dequeue();
+                _application.Remove(oldest, out var evicted);
+                evicted!.Dispose();
+            }
+
+            command = _connection.CreateCommand();
+            command.CommandText = sql;
+            _application[sql] = command;
+            _applicationOrder.Enqueue(sql);
+        }
+
+        command.Transaction = transaction;
+        return command;
+    }
+
     public void Dispose()
     {
-        foreach (var command in _commands.Values)
+        foreach (var command in _commands.Values.Concat(_application.Values))
         {
             command.Dispose();
         }
 
         _commands.Clear();
+        _application.Clear();
+        _applicationOrder.Clear();
     }
 }
 

@@ -347,7 +347,8 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction, IDatabaseTrans
     public ValueTask<int> ExecuteAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(parameters);
-        var command = Command(sql);
+        ObjectDisposedException.ThrowIf(_finished, this);
+        var command = _commands.GetApplication(sql, _transaction);
         command.Parameters.Clear();
         foreach (var (name, value) in parameters)
         {

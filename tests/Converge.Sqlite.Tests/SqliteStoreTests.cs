@@ -68,6 +68,48 @@ public sealed class SqliteStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task Application_statements_are_prepared_once_per_text_and_no_more_than_the_bound_stay_prepared()
+    {
+        await using var store = new SqliteMessageStore(new SqliteStoreOptions { Path = DbPath() }, TimeProvider.System);
+        await store.MigrateAsync(CancellationToken.None);
+        await using var transaction = await store.BeginAsync(CancellationToken.None);
+        var database = (IDatabaseTransaction)transaction;
+        var connection = (SqliteConnection)database.Transaction.Connection!;
+        await database.ExecuteAsync("CREATE TABLE totals (k INTEGER PRIMARY KEY, v INTEGER NOT NULL)", [], CancellationToken.None);
+        var before = PreparedStatementBytes(connection);
+
+        // The same text built anew for every call, as an interpolated string is.
+        for (var i = 0; i < 500; i++)
+        {
+            await database.ExecuteAsync(string.Concat("INSERT INTO totals (k, v) VALUES (@k, ", "@v)"), [new("@k", i), new("@v", i)], CancellationToken.None);
+        }
+
+        var afterOneText = PreparedStatementBytes(connection);
+
+        // A text for every call, values written into it.
+        for (var i = 0; i < 2_000; i++)
+        {
+            await database.ExecuteAsync($"UPDATE totals SET v = v + 1 WHERE k = {i % 500}", [], CancellationToken.None);
+        }
+
+        var afterManyTexts = PreparedStatementBytes(connection);
+        await transaction.CommitAsync(CancellationToken.None);
+
+        // One statement's memory for 500 calls; for 2,000 texts, at most the bound's worth (without it, 2,000 statements'),
+        // with room for the UPDATE being larger than the INSERT.
+        var oneStatement = afterOneText - before;
+        Assert.InRange(oneStatement, 1, 64 * 1024);
+        Assert.InRange(afterManyTexts - afterOneText, 0, 3 * CommandCache.ApplicationStatements * oneStatement);
+    }
+
+    /// <summary>The memory SQLite holds for the statements prepared on <paramref name="connection"/>.</summary>
+    static int PreparedStatementBytes(SqliteConnection connection)
+    {
+        Assert.Equal(0, SQLitePCL.raw.sqlite3_db_status(connection.Handle, SQLitePCL.raw.SQLITE_DBSTATUS_STMT_USED, out var current, out _, 0));
+        return current;
+    }
+
+    [Fact]
     public async Task Expired_unique_keys_are_purged_by_the_job_store_not_by_the_inbox_clean_up()
     {
         var time = new FakeTimeProvider();
