@@ -244,7 +244,6 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
         return claimed;
     }
 
-
     async Task<long> CountLiveLeasesAsync(NpgsqlConnection connection, NpgsqlTransaction? transaction, string queue, DateTimeOffset now, CancellationToken cancellationToken) =>
         (long)(await Command(connection, transaction, Schema.CountLiveLeases).With("queue", queue).With("now", now.UtcTicks).ExecuteScalarAsync(cancellationToken))!;
 
@@ -714,7 +713,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
         var (afterTicks, afterId) = query.After is { } after ? PageCursor.ParseNumbered(after) : (long.MaxValue, long.MaxValue);
         var filters = (query.Source is null ? 0 : 1) | (query.Reason is null ? 0 : 2) | (query.OrderingKey is null ? 0 : 4);
         return ReadAsync(
-            async connection => Paged(
+            async connection => Page.OfFirst(
                 await Command(connection, null, Schema.PageDeadLetters[filters])
                     .With("source", NpgsqlDbType.Text, query.Source)
                     .With("reason", NpgsqlDbType.Text, query.Reason)
@@ -726,18 +725,6 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
                 query.Max,
                 DeadLetterQuery.CursorOf),
             cancellationToken);
-    }
-
-    /// <summary>A page of the first <paramref name="max"/> of <paramref name="items"/>, read one more than that to know whether more follow.</summary>
-    static Page<T> Paged<T>(List<T> items, int max, Func<T, string> cursorOf)
-    {
-        if (items.Count <= max)
-        {
-            return new Page<T>(items, null);
-        }
-
-        items.RemoveRange(max, items.Count - max);
-        return new Page<T>(items, cursorOf(items[^1]));
     }
 
     /// <inheritdoc />
@@ -786,7 +773,7 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
 
         var before = after is null ? long.MaxValue : PageCursor.ParseNumbered(after).Number;
         return ReadAsync(
-            async connection => Paged(
+            async connection => Page.OfFirst(
                 await Command(connection, null, Schema.ListOperatorActions).With("before", before).With("max", max + 1).ReadAllAsync(
                     static reader => new OperatorAction
                     {

@@ -734,19 +734,7 @@ public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQu
             .With("$t", afterTicks)
             .With("$id", afterId)
             .With("$max", query.Max + 1)));
-        return ValueTask.FromResult(Paged(letters, query.Max, DeadLetterQuery.CursorOf));
-    }
-
-    /// <summary>A page of the first <paramref name="max"/> of <paramref name="items"/>, read one more than that to know whether more follow.</summary>
-    static Page<T> Paged<T>(List<T> items, int max, Func<T, string> cursorOf)
-    {
-        if (items.Count <= max)
-        {
-            return new Page<T>(items, null);
-        }
-
-        items.RemoveRange(max, items.Count - max);
-        return new Page<T>(items, cursorOf(items[^1]));
+        return ValueTask.FromResult(Page.OfFirst(letters, query.Max, DeadLetterQuery.CursorOf));
     }
 
     /// <inheritdoc />
@@ -797,7 +785,7 @@ public sealed class SqliteMessageStore : IMessageStore, IDatabaseStore, IStoreQu
             Target = reader.GetString(4),
             Detail = reader.IsDBNull(5) ? null : reader.GetString(5),
         }));
-        return ValueTask.FromResult(Paged(actions, max, static action => PageCursor.CreateNumbered(action.At.UtcTicks, action.Id)));
+        return ValueTask.FromResult(Page.OfFirst(actions, max, static action => PageCursor.CreateNumbered(action.At.UtcTicks, action.Id)));
     }
 
     /// <summary>Reads an inbox row: consumer, handled_at, message_type, correlation_id, sent_at, message_id, batch_id.</summary>

@@ -24,7 +24,7 @@ public sealed partial class InMemoryMessageStore
             .ThenByDescending(static letter => letter.Id)
             .Take(query.Max + 1)
             .ToList();
-        return ValueTask.FromResult(Paged(letters, query.Max, DeadLetterQuery.CursorOf));
+        return ValueTask.FromResult(Page.OfFirst(letters, query.Max, DeadLetterQuery.CursorOf));
     }
 
     /// <inheritdoc />
@@ -63,20 +63,9 @@ public sealed partial class InMemoryMessageStore
 
         var before = after is null ? long.MaxValue : PageCursor.ParseNumbered(after).Number;
         var actions = Committed.OperatorLog.Values.Reverse().Where(action => action.Id < before).Take(max + 1).ToList();
-        return ValueTask.FromResult(Paged(actions, max, static action => PageCursor.CreateNumbered(action.At.UtcTicks, action.Id)));
+        return ValueTask.FromResult(Page.OfFirst(actions, max, static action => PageCursor.CreateNumbered(action.At.UtcTicks, action.Id)));
     }
 
-    /// <summary>A page of the first <paramref name="max"/> of <paramref name="items"/>, read one more than that to know whether more follow.</summary>
-    static Page<T> Paged<T>(List<T> items, int max, Func<T, string> cursorOf)
-    {
-        if (items.Count <= max)
-        {
-            return new Page<T>(items, null);
-        }
-
-        items.RemoveRange(max, items.Count - max);
-        return new Page<T>(items, cursorOf(items[^1]));
-    }
 }
 
 internal sealed partial class InMemoryStoreTransaction

@@ -15,6 +15,28 @@ namespace Converge.Storage;
 /// </param>
 public sealed record Page<T>(IReadOnlyList<T> Items, string? Next);
 
+/// <summary>Builds pages for the stores that list by keyset.</summary>
+public static class Page
+{
+    /// <summary>
+    /// The page of the first <paramref name="max"/> of <paramref name="read"/>, which the store read one more than
+    /// <paramref name="max"/> of to know whether more follow: the extra item is dropped, and the page's
+    /// <see cref="Page{T}.Next"/> is the cursor of its last item then, <c>null</c> otherwise.
+    /// </summary>
+    public static Page<T> OfFirst<T>(List<T> read, int max, Func<T, string> cursorOf)
+    {
+        ArgumentNullException.ThrowIfNull(read);
+        ArgumentNullException.ThrowIfNull(cursorOf);
+        if (read.Count <= max)
+        {
+            return new Page<T>(read, null);
+        }
+
+        read.RemoveRange(max, read.Count - max);
+        return new Page<T>(read, cursorOf(read[^1]));
+    }
+}
+
 /// <summary>
 /// The opaque cursors of keyset-paged listings, for the stores that write and read them: a time in UTC ticks and the
 /// rest of the position, as <c>TICKS:REST</c>. Callers pass cursors through as the store returned them.
