@@ -120,6 +120,11 @@ public sealed class RabbitMqTransport : IMessageTransport, ILogMirror, ITranspor
 
     internal ICollection<QueueRoute> Routes => _routes.Values;
 
+    /// <summary>What this transport holds, for a diagnosis: the connection, and each queue's route and consumer.</summary>
+    internal string Describe() =>
+        $"connection to {Connection.Display} {(Connection.IsOpen ? "open" : "closed")}; " + string.Join(", ", _routes.Values.Select(r =>
+            $"{r.Name}: {r.Mode}" + (r.Consumer is { } c ? $", {(c.IsConsuming ? "consuming" : "not consuming")}{(c.Paused ? ", paused" : "")}, {c.BufferedCount} buffered, {c.ClaimedCount} claimed" : ", no consumer")));
+
     /// <summary>The log's stream; <c>null</c> when the log stays in the store only.</summary>
     internal LogStream? Log => _log;
 

@@ -125,9 +125,15 @@ public sealed class BrokerOutageTests : IAsyncLifetime
         await start();
         await SendAsync("after", 200);
 
+        // A failure says where the missing messages are: still in the outbox, or relayed and not handled.
+        var (handled, outbox) = (0L, 0L);
         await Eventually.UntilAsync(
-            async () => await CountAsync("SELECT count(*) FROM conformance_effects") >= sent && await OutboxAsync() == 0,
-            "every message handled after the broker returned",
+            async () =>
+            {
+                (handled, outbox) = (await CountAsync("SELECT count(*) FROM conformance_effects"), await OutboxAsync());
+                return handled >= sent && outbox == 0;
+            },
+            () => $"every message handled after the broker returned: {handled} of {sent} handled, {outbox} in the outbox, {string.Join("; ", _transports.Select(t => t.Describe()))}",
             TimeSpan.FromSeconds(120));
         Assert.True(handledBefore < 2000, $"all {handledBefore} messages sent before the outage were handled before it began");
         Assert.True(waiting >= 20 * (burst - 1), $"the outbox held {waiting} messages at the end of the outage; {burst} bursts of 20 were sent");
