@@ -86,7 +86,18 @@ public sealed class ConvergeTestHost : IAsyncDisposable
         builder.Services.AddSingleton<IMessageObserver>(tracker);
         services?.Invoke(builder.Services);
         var host = builder.Build();
-        await host.StartAsync(cancellationToken);
+        try
+        {
+            await host.StartAsync(cancellationToken);
+        }
+        catch
+        {
+            // What started stops, and nothing of the host is left running behind the caller's back.
+            await host.StopAsync(CancellationToken.None);
+            host.Dispose();
+            throw;
+        }
+
         return new ConvergeTestHost(host, tracker, folder);
     }
 

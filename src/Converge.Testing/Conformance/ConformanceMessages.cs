@@ -70,7 +70,7 @@ public static class Effects
     public static async Task WriteAsync(MessageContext context, string consumer, string key, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(context);
-        if (context.Transaction is InMemoryStoreTransaction memory)
+        if (Faults.CrashingStore.Unwrap(context.Transaction) is InMemoryStoreTransaction memory)
         {
             var effects = Committed.GetOrCreateValue(memory.Store);
             memory.OnCommitted(() => effects.Enqueue(key));

@@ -1,0 +1,426 @@
+using System.Diagnostics;
+using Converge.Runtime;
+using Converge.Sagas;
+using Converge.Storage;
+using Converge.Testing.Conformance;
+using Converge.Testing.Faults;
+using Converge.Sqlite;
+using Converge.Testing.InMemory;
+using Microsoft.Extensions.DependencyInjection;
+using Xunit.Abstractions;
+
+namespace Converge.Testing.Tests;
+
+public sealed record Reserve(string Order);
+public sealed record Reserved(string Order);
+public sealed record Release(string Order);
+public sealed record Released(string Order);
+public sealed record Charge(string Order);
+public sealed record Charged(string Order);
+public sealed record ChargeRefused(string Order, string Reason);
+public sealed record Refund(string Order);
+public sealed record Refunded(string Order);
+public sealed record Ship(string Order);
+public sealed record Shipped(string Order);
+
+public sealed class ShopOrder
+{
+    public string Order { get; set; } = "";
+}
+
+/// <summary>Reserve stock (undone by releasing it), charge (undone by refunding), ship (the pivot).</summary>
+public sealed class ShopOrderSaga : SagaDefinition<ShopOrder>
+{
+    public override string Name => "shop-order";
+
+    protected override void Define(SagaBuilder<ShopOrder> saga)
+    {
+        saga.Compensatable("reserve")
+            .Send(d => new Reserve(d.Order))
+            .OnReply<Reserved>()
+            .CompensateWith(d => new Release(d.Order))
+            .OnCompensated<Released>();
+        saga.Compensatable("charge")
+            .Send(d => new Charge(d.Order))
+            .OnReply<Charged>()
+            .FailOn<ChargeRefused>(r => r.Reason)
+            .CompensateWith(d => new Refund(d.Order))
+            .OnCompensated<Refunded>();
+        saga.Pivot("ship")
+            .Send(d => new Ship(d.Order))
+            .OnReply<Shipped>();
+    }
+}
+
+/// <summary>
+/// Where the shop's participants keep their effects: in the handler's transaction (<see cref="Effects"/>), kept exactly
+/// when the message is recorded as handled; or, when <see cref="Careless"/>, in a list of their own the moment the handler
+/// runs, which a crash between the handler and its commit leaves behind (the fault the matrix must find).
+/// </summary>
+public sealed class ShopRecords(bool careless)
+{
+    readonly System.Collections.Concurrent.ConcurrentQueue<string> _careless = new();
+
+    public bool Careless { get; } = careless;
+
+    public Task WriteAsync(MessageContext context, string effect, CancellationToken cancellationToken)
+    {
+        if (Careless)
+        {
+            _careless.Enqueue(effect);
+            return Task.CompletedTask;
+        }
+
+        return Effects.WriteAsync(context, context.Queue!, effect, cancellationToken);
+    }
+
+    /// <summary>The effects kept, one per effect.</summary>
+    public IReadOnlyList<string> Kept(IMessageStore store) => Careless ? [.. _careless] : Effects.CommittedKeys(store);
+}
+
+/// <summary>The shop's participants; orders named <c>broke-*</c> are refused their charge.</summary>
+public sealed class ShopDesk(ShopRecords records) :
+    IHandler<Reserve>, IHandler<Release>, IHandler<Charge>, IHandler<Refund>, IHandler<Ship>
+{
+    async Task DoAsync(MessageContext context, string order, string effect, object reply, CancellationToken cancellationToken)
+    {
+        await records.WriteAsync(context, order + ":" + effect, cancellationToken);
+        await context.ReplyAsync(reply, cancellationToken);
+    }
+
+    public Task HandleAsync(Reserve message, MessageContext context, CancellationToken cancellationToken) => DoAsync(context, message.Order, "reserve", new Reserved(message.Order), cancellationToken);
+
+    public Task HandleAsync(Release message, MessageContext context, CancellationToken cancellationToken) => DoAsync(context, message.Order, "release", new Released(message.Order), cancellationToken);
+
+    public async Task HandleAsync(Charge message, MessageContext context, CancellationToken cancellationToken)
+    {
+        if (message.Order.StartsWith("broke-", StringComparison.Ordinal))
+        {
+            await context.ReplyAsync(new ChargeRefused(message.Order, "card declined"), cancellationToken);
+            return;
+        }
+
+        await DoAsync(context, message.Order, "charge", new Charged(message.Order), cancellationToken);
+    }
+
+    public Task HandleAsync(Refund message, MessageContext context, CancellationToken cancellationToken) => DoAsync(context, message.Order, "refund", new Refunded(message.Order), cancellationToken);
+
+    public Task HandleAsync(Ship message, MessageContext context, CancellationToken cancellationToken) => DoAsync(context, message.Order, "ship", new Shipped(message.Order), cancellationToken);
+}
+
+/// <summary>
+/// The crash-point matrix on the in-memory store: the shop's orders run on a host that dies at its Nth store
+/// operation, for every N until a run finishes without dying; a new host then starts on the same store and runs to
+/// quiescence, and the orders are judged from the participants' own records.
+/// </summary>
+public sealed class CrashMatrixTests(ITestOutputHelper output)
+{
+    static readonly string[] Orders = ["o-1", "o-2", "o-3", "o-4", "o-5", "broke-6"];
+
+    [Theory]
+    [InlineData("in-memory")]
+    [InlineData("sqlite")]
+    public async Task The_shop_survives_a_crash_at_every_store_operation(string database)
+    {
+        var (points, violations) = await RunMatrixAsync(database, careless: false);
+
+        Assert.True(points >= 200, $"only {points} crash points");
+        Assert.Empty(violations);
+    }
+
+    [Theory]
+    [InlineData("in-memory")]
+    [InlineData("sqlite")]
+    public async Task The_matrix_finds_a_participant_whose_effect_is_not_in_its_handlers_transaction(string database)
+    {
+        var (_, violations) = await RunMatrixAsync(database, careless: true);
+
+        Assert.Contains(violations, v => v.Contains(": effects ", StringComparison.Ordinal));
+    }
+
+    /// <summary>Crashes the host at operation 1, 2, ... until a run finishes without crashing; the crash points and what went wrong.</summary>
+    async Task<(int Points, List<string> Violations)> RunMatrixAsync(string database, bool careless)
+    {
+        var points = new List<string>();
+        var violations = new List<string>();
+        var started = Stopwatch.GetTimestamp();
+        for (var at = 1; ; at++)
+        {
+            ShopDatabase db = database == "sqlite" ? new SqliteShopDatabase() : new InMemoryShopDatabase();
+            CrashPlan plan;
+            List<string> found;
+            await using (db)
+            {
+                (plan, found) = await RunWithCrashAsync(at, db, new ShopRecords(careless));
+            }
+
+            violations.AddRange(found.Select(v => $"crash at {at} ({plan.CrashedAt}): {v}"));
+            if (!plan.Crashed)
+            {
+                output.WriteLine($"{database}: {points.Count} crash points over runs of up to {plan.Operations} store operations, {violations.Count} violation(s), {Stopwatch.GetElapsedTime(started).TotalSeconds:F1} s");
+                foreach (var kind in points.GroupBy(p => p).OrderByDescending(g => g.Count()))
+                {
+                    output.WriteLine($"  {kind.Count(),4}  {kind.Key}");
+                }
+
+                foreach (var violation in violations.Take(10))
+                {
+                    output.WriteLine(violation);
+                }
+
+                return (points.Count, violations);
+            }
+
+            points.Add(plan.CrashedAt!);
+        }
+    }
+
+    [Fact]
+    public void The_judge_names_a_lost_order_a_repeated_effect_and_a_compensation_out_of_order()
+    {
+        Assert.Equal(
+            ["o-1: effects reserve, reserve, charge, ship, not reserve, charge, ship", "o-2: saga missing", "o-3: saga Running, not Completed", "o-4: saga missing", "o-5: saga missing", "broke-6: effects reserve, release, refund, not reserve, release"],
+            Judge(
+                new Dictionary<string, SagaState> { ["o-1"] = SagaState.Completed, ["o-3"] = SagaState.Running, ["broke-6"] = SagaState.Compensated },
+                ["o-1:reserve", "o-1:reserve", "o-1:charge", "o-1:ship", "o-3:reserve", "o-3:charge", "o-3:ship", "broke-6:reserve", "broke-6:release", "broke-6:refund"]));
+    }
+
+    /// <summary>Runs the orders on a host that dies at operation <paramref name="at"/>, then on a new host to the end; the plan and what is wrong.</summary>
+    static async Task<(CrashPlan Plan, List<string> Violations)> RunWithCrashAsync(int at, ShopDatabase database, ShopRecords records)
+    {
+        var plan = new CrashPlan(at);
+        ConvergeTestHost? doomed = null;
+        try
+        {
+            doomed = await StartAsync(database, plan, records);
+            foreach (var order in Orders)
+            {
+                await doomed.Sagas.StartAsync("shop-order", order, new ShopOrder { Order = order });
+            }
+
+            await Eventually.UntilAsync(async () => plan.Crashed || await SettledAsync(database.Observer), () => "the orders to settle or the host to die");
+        }
+        catch (SimulatedCrashException)
+        {
+            // The host died starting or placing the orders: what it committed goes on.
+        }
+        finally
+        {
+            if (doomed is not null)
+            {
+                await doomed.DisposeAsync();
+            }
+        }
+
+        if (plan.Crashed)
+        {
+            // The new host starts after the dead one's leases have run out, as a process restarted by its supervisor does.
+            database.Clock.Jump(TimeSpan.FromSeconds(2));
+            await using var restarted = await StartAsync(database, null, records);
+            foreach (var order in Orders)
+            {
+                // An order the dead host had not placed yet is placed again, as its client would retry.
+                if (await database.Observer.SagaQueries().GetSagaAsync(order, CancellationToken.None) is null)
+                {
+                    await restarted.Sagas.StartAsync("shop-order", order, new ShopOrder { Order = order });
+                }
+            }
+
+            await Eventually.UntilAsync(() => SettledAsync(database.Observer), () => $"the orders to settle after a crash at {at} ({plan.CrashedAt})");
+        }
+
+        var states = new Dictionary<string, SagaState>();
+        foreach (var order in Orders)
+        {
+            if (await database.Observer.SagaQueries().GetSagaAsync(order, CancellationToken.None) is { } saga)
+            {
+                states[order] = saga.State;
+            }
+        }
+
+        var violations = Judge(states, await database.EffectsAsync(records));
+        var status = await database.Observer.Queries().GetStatusAsync(CancellationToken.None);
+        violations.AddRange(status.Queues.Where(q => q.Ready + q.InFlight + q.Scheduled > 0).Select(q => $"queue {q.Queue} still holds {q.Ready + q.InFlight + q.Scheduled}"));
+        if (status.DeadLetters > 0)
+        {
+            violations.Add($"{status.DeadLetters} dead letter(s)");
+        }
+
+        return (plan, violations);
+    }
+
+    /// <summary>
+    /// What is wrong with the orders' outcome: every order's saga ended, and the participants' records show each step
+    /// once, in order: reserve, charge, ship for a completed order; reserve then release for a refused one.
+    /// </summary>
+    static List<string> Judge(Dictionary<string, SagaState> states, IReadOnlyList<string> effects)
+    {
+        var violations = new List<string>();
+        foreach (var order in Orders)
+        {
+            var done = effects.Where(e => e.StartsWith(order + ":", StringComparison.Ordinal)).Select(e => e[(order.Length + 1)..]).ToList();
+            string[] expected = order.StartsWith("broke-", StringComparison.Ordinal) ? ["reserve", "release"] : ["reserve", "charge", "ship"];
+            var want = order.StartsWith("broke-", StringComparison.Ordinal) ? SagaState.Compensated : SagaState.Completed;
+            if (!states.TryGetValue(order, out var state))
+            {
+                violations.Add($"{order}: saga missing");
+            }
+            else if (state != want)
+            {
+                violations.Add($"{order}: saga {state}, not {want}");
+            }
+
+            if (states.ContainsKey(order) && !done.SequenceEqual(expected))
+            {
+                violations.Add($"{order}: effects {string.Join(", ", done)}, not {string.Join(", ", expected)}");
+            }
+        }
+
+        return violations;
+    }
+
+    static async Task<bool> SettledAsync(IMessageStore store)
+    {
+        foreach (var order in Orders)
+        {
+            if (await store.SagaQueries().GetSagaAsync(order, CancellationToken.None) is not { State: SagaState.Completed or SagaState.Compensated })
+            {
+                return false;
+            }
+        }
+
+        var status = await store.Queries().GetStatusAsync(CancellationToken.None);
+        return status.Queues.All(q => q.Ready + q.InFlight + q.Scheduled == 0);
+    }
+
+    static Task<ConvergeTestHost> StartAsync(ShopDatabase database, CrashPlan? plan, ShopRecords records) => ConvergeTestHost.StartAsync(
+        o =>
+        {
+            o.TimeProvider = database.Clock;
+            database.Use(o, plan);
+
+            // The new host looks for work often.
+            o.LeaseDuration = TimeSpan.FromSeconds(1);
+            o.PollInterval = TimeSpan.FromMilliseconds(20);
+            o.Messages.Register<Reserve>("shop.reserve").Register<Reserved>("shop.reserved").Register<Release>("shop.release")
+                .Register<Released>("shop.released").Register<Charge>("shop.charge").Register<Charged>("shop.charged")
+                .Register<ChargeRefused>("shop.charge-refused").Register<Refund>("shop.refund").Register<Refunded>("shop.refunded")
+                .Register<Ship>("shop.ship").Register<Shipped>("shop.shipped");
+            o.Handle<Reserve, ShopDesk>("stock").Handle<Release, ShopDesk>("stock").Handle<Charge, ShopDesk>("payments")
+                .Handle<Refund, ShopDesk>("payments").Handle<Ship, ShopDesk>("shipping");
+            o.AddSaga<ShopOrderSaga>();
+        },
+        s => s.AddSingleton(records).AddSingleton<ShopDesk>());
+}
+
+/// <summary>The system's clock, moved forward by the jumps a test makes (timers keep real durations).</summary>
+public sealed class JumpingClock : TimeProvider
+{
+    long _offsetTicks;
+
+    /// <summary>Moves the clock <paramref name="by"/> forward.</summary>
+    public void Jump(TimeSpan by) => Interlocked.Add(ref _offsetTicks, by.Ticks);
+
+    /// <inheritdoc />
+    public override DateTimeOffset GetUtcNow() => System.GetUtcNow() + TimeSpan.FromTicks(Interlocked.Read(ref _offsetTicks));
+}
+
+/// <summary>The database the shop's hosts share across a crash, with the clock they all read.</summary>
+public abstract class ShopDatabase : IAsyncDisposable
+{
+    /// <summary>The clock of the store and of every host.</summary>
+    public JumpingClock Clock { get; } = new();
+
+    /// <summary>A store on the database for reading outcomes, outside any host.</summary>
+    public abstract IMessageStore Observer { get; }
+
+    /// <summary>Points a host's options at the database, behind <paramref name="plan"/> when there is one.</summary>
+    public abstract void Use(ConvergeOptions options, CrashPlan? plan);
+
+    /// <summary>The effects the participants kept.</summary>
+    public abstract Task<IReadOnlyList<string>> EffectsAsync(ShopRecords records);
+
+    /// <inheritdoc />
+    public abstract ValueTask DisposeAsync();
+}
+
+/// <summary>One in-memory store, shared by the hosts as processes share a database.</summary>
+public sealed class InMemoryShopDatabase : ShopDatabase
+{
+    readonly InMemoryMessageStore _store;
+
+    public InMemoryShopDatabase() => _store = new InMemoryMessageStore(Clock);
+
+    public override IMessageStore Observer => _store;
+
+    public override void Use(ConvergeOptions options, CrashPlan? plan)
+    {
+        options.UseInMemory(_store);
+        if (plan is not null)
+        {
+            options.StoreFactory = _ => CrashingStore.Wrap(_store, plan, ownsStore: false);
+        }
+    }
+
+    public override Task<IReadOnlyList<string>> EffectsAsync(ShopRecords records) => Task.FromResult(records.Kept(_store));
+
+    public override ValueTask DisposeAsync() => _store.DisposeAsync();
+}
+
+/// <summary>A SQLite file; each host opens a store of its own on it, as a process would.</summary>
+public sealed class SqliteShopDatabase : ShopDatabase
+{
+    readonly string _folder = Directory.CreateTempSubdirectory("converge-crash-").FullName;
+    readonly SqliteMessageStore _observer;
+
+    public SqliteShopDatabase()
+    {
+        _observer = new SqliteMessageStore(new SqliteStoreOptions { Path = Path }, Clock);
+        _observer.MigrateAsync(CancellationToken.None).AsTask().GetAwaiter().GetResult();
+        using var connection = _observer.OpenConnection();
+        using var create = connection.CreateCommand();
+        create.CommandText = Effects.CreateTable;
+        create.ExecuteNonQuery();
+    }
+
+    string Path => System.IO.Path.Combine(_folder, "shop.db");
+
+    public override IMessageStore Observer => _observer;
+
+    public override void Use(ConvergeOptions options, CrashPlan? plan)
+    {
+        options.UseSqlite(Path);
+        if (plan is not null)
+        {
+            var open = options.StoreFactory!;
+            options.StoreFactory = context => CrashingStore.Wrap(open(context), plan, ownsStore: true);
+        }
+    }
+
+    public override async Task<IReadOnlyList<string>> EffectsAsync(ShopRecords records)
+    {
+        if (records.Careless)
+        {
+            return records.Kept(_observer);
+        }
+
+        await using var connection = _observer.OpenConnection();
+        await using var read = connection.CreateCommand();
+        read.CommandText = "SELECT item_key FROM conformance_effects ORDER BY rowid";
+        var effects = new List<string>();
+        await using var reader = await read.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            effects.Add(reader.GetString(0));
+        }
+
+        return effects;
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        await _observer.DisposeAsync();
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        Directory.Delete(_folder, recursive: true);
+    }
+}
