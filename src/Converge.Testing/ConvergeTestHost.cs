@@ -90,10 +90,19 @@ public sealed class ConvergeTestHost : IAsyncDisposable
         {
             await host.StartAsync(cancellationToken);
         }
-        catch
+        catch (Exception failure)
         {
-            // What started stops, and nothing of the host is left running behind the caller's back.
-            await host.StopAsync(CancellationToken.None);
+            // What started stops, and nothing of the host is left running behind the caller's back. A host that failed
+            // before its services started cannot stop; the start's failure is the one to report either way.
+            try
+            {
+                await host.StopAsync(CancellationToken.None);
+            }
+            catch (Exception stopFailure) when (stopFailure is not OperationCanceledException)
+            {
+                failure.Data["Converge.StopFailure"] = stopFailure.Message;
+            }
+
             host.Dispose();
             throw;
         }
