@@ -1,0 +1,236 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using Converge.Jobs;
+using Converge.Storage;
+using Converge.Testing.Conformance;
+using Converge.Testing.Faults;
+using Microsoft.Extensions.DependencyInjection;
+using Xunit.Abstractions;
+
+namespace Converge.Testing.Tests;
+
+public sealed record CloseAccount(int Account);
+
+public sealed record CloseFinished(string Batch);
+
+/// <summary>
+/// Where the close's jobs keep their effects: in the transaction that completes the job (<see cref="JobContext.Execute"/>);
+/// or, when <see cref="Careless"/>, in a list of their own the moment the job runs (the fault the matrix must find).
+/// </summary>
+public sealed class CloseRecords(bool careless)
+{
+    readonly ConcurrentQueue<string> _careless = new();
+
+    public bool Careless { get; } = careless;
+
+    public void Write(JobContext context, string effect)
+    {
+        if (Careless)
+        {
+            _careless.Enqueue(effect);
+            return;
+        }
+
+        context.Execute(
+            "INSERT INTO conformance_effects (message_id, consumer, item_key) VALUES (@id, @consumer, @key)",
+            ("@id", context.JobId.ToString("N")),
+            ("@consumer", context.Queue),
+            ("@key", effect));
+    }
+
+    public IReadOnlyList<string> CarelessEffects => [.. _careless];
+}
+
+public sealed class CloseDesk(CloseRecords records) : IJobHandler<CloseAccount>, IJobHandler<CloseFinished>
+{
+    public Task ExecuteAsync(CloseAccount job, JobContext context, CancellationToken cancellationToken)
+    {
+        records.Write(context, "account-" + job.Account);
+        return Task.CompletedTask;
+    }
+
+    public Task ExecuteAsync(CloseFinished job, JobContext context, CancellationToken cancellationToken)
+    {
+        records.Write(context, "finished-" + job.Batch);
+        return Task.CompletedTask;
+    }
+}
+
+/// <summary>
+/// The crash-point matrix of a month close's shape on SQLite: a sealed batch of jobs, one per account, whose callback
+/// job runs when the last one finishes. A worker host dies at its Nth store operation, for every N until a run finishes
+/// without dying; a new worker then runs the close to the end. Judged from the jobs' own records and the batch's
+/// counters. (SQLite only: a job's effects are SQL run in its completing transaction, which the in-memory store lacks.)
+/// </summary>
+public sealed class JobCrashMatrixTests(ITestOutputHelper output)
+{
+    const int Accounts = 30;
+    const string Batch = "close-2026-11";
+
+    [Fact]
+    public async Task A_batch_of_jobs_survives_a_crash_at_every_store_operation()
+    {
+        var (points, violations) = await RunMatrixAsync(careless: false);
+
+        Assert.True(points >= 200, $"only {points} crash points");
+        Assert.Empty(violations);
+    }
+
+    [Fact]
+    public async Task The_matrix_finds_a_job_whose_effect_is_not_in_its_completing_transaction()
+    {
+        var (_, violations) = await RunMatrixAsync(careless: true);
+
+        Assert.Contains(violations, v => v.Contains(" times", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void The_judge_names_a_repeated_effect_a_missing_one_and_counters_that_are_off()
+    {
+        var effects = Enumerable.Range(0, Accounts).Select(i => "account-" + i).Where(e => e != "account-7").Append("account-3").ToList();
+        var batch = new JobBatchRecord { Id = Batch, Total = Accounts, Succeeded = Accounts - 1, Pending = 1, Sealed = true };
+
+        Assert.Equal(
+            ["account-3 taken 2 times", "account-7 taken 0 times", $"finished-{Batch} taken 0 times", $"batch counters total {Accounts}, succeeded {Accounts - 1}, failed 0, pending 1"],
+            Judge(effects, batch));
+    }
+
+    async Task<(int Points, List<string> Violations)> RunMatrixAsync(bool careless)
+    {
+        var points = new List<string>();
+        var violations = new List<string>();
+        var started = Stopwatch.GetTimestamp();
+        for (var at = 1; ; at++)
+        {
+            var records = new CloseRecords(careless);
+            CrashPlan plan;
+            List<string> found;
+            await using (var database = new SqliteShopDatabase())
+            {
+                (plan, found) = await RunWithCrashAsync(at, database, records);
+            }
+
+            violations.AddRange(found.Select(v => $"crash at {at} ({plan.CrashedAt}): {v}"));
+            if (!plan.Crashed)
+            {
+                output.WriteLine($"{points.Count} crash points over runs of up to {plan.Operations} store operations, {violations.Count} violation(s), {Stopwatch.GetElapsedTime(started).TotalSeconds:F1} s");
+                foreach (var kind in points.GroupBy(p => p).OrderByDescending(g => g.Count()))
+                {
+                    output.WriteLine($"  {kind.Count(),4}  {kind.Key}");
+                }
+
+                foreach (var violation in violations.Take(10))
+                {
+                    output.WriteLine(violation);
+                }
+
+                return (points.Count, violations);
+            }
+
+            points.Add(plan.CrashedAt!);
+        }
+    }
+
+    static async Task<(CrashPlan Plan, List<string> Violations)> RunWithCrashAsync(int at, ShopDatabase database, CloseRecords records)
+    {
+        // The close is placed first, by a process that does not run jobs and does not die.
+        await using (var client = await StartAsync(database, null, records, runJobs: false))
+        {
+            await client.Jobs.StartBatchAsync(new JobBatchOptions { Id = Batch, OnComplete = new CloseFinished(Batch) });
+            for (var i = 0; i < Accounts; i++)
+            {
+                await client.Jobs.EnqueueAsync(new CloseAccount(i), new JobOptions { BatchId = Batch });
+            }
+
+            await client.Jobs.SealBatchAsync(Batch);
+        }
+
+        var plan = new CrashPlan(at);
+        ConvergeTestHost? doomed = null;
+        try
+        {
+            doomed = await StartAsync(database, plan, records, runJobs: true);
+            await Eventually.UntilAsync(async () => plan.Crashed || await SettledAsync(database.Observer), () => "the close to finish or the worker to die");
+        }
+        catch (SimulatedCrashException)
+        {
+            // The worker died while starting.
+        }
+        finally
+        {
+            if (doomed is not null)
+            {
+                await doomed.DisposeAsync();
+            }
+        }
+
+        if (plan.Crashed)
+        {
+            database.Clock.Jump(TimeSpan.FromSeconds(2));
+            await using var restarted = await StartAsync(database, null, records, runJobs: true);
+            await Eventually.UntilAsync(() => SettledAsync(database.Observer), () => $"the close to finish after a crash at {at} ({plan.CrashedAt})");
+        }
+
+        var effects = records.Careless ? records.CarelessEffects : await database.EffectsAsync(new ShopRecords(careless: false));
+        var violations = Judge(effects, await database.Observer.JobQueries().GetBatchAsync(Batch, CancellationToken.None));
+        var status = await database.Observer.Queries().GetStatusAsync(CancellationToken.None);
+        violations.AddRange(status.Queues.Where(q => q.Ready + q.InFlight + q.Scheduled > 0).Select(q => $"queue {q.Queue} still holds {q.Ready + q.InFlight + q.Scheduled}"));
+        if (status.DeadLetters > 0)
+        {
+            violations.Add($"{status.DeadLetters} dead letter(s)");
+        }
+
+        return (plan, violations);
+    }
+
+    /// <summary>What is wrong with the close: each account's job and the callback took effect once, and the batch's counters are exact.</summary>
+    static List<string> Judge(IReadOnlyList<string> effects, JobBatchRecord? batch)
+    {
+        var violations = new List<string>();
+        var counts = effects.GroupBy(e => e).ToDictionary(g => g.Key, g => g.Count());
+        foreach (var expected in Enumerable.Range(0, Accounts).Select(i => "account-" + i).Append("finished-" + Batch))
+        {
+            if (counts.GetValueOrDefault(expected) != 1)
+            {
+                violations.Add($"{expected} taken {counts.GetValueOrDefault(expected)} times");
+            }
+        }
+
+        if (batch is null)
+        {
+            violations.Add("the batch is missing");
+        }
+        else if ((batch.Total, batch.Succeeded, batch.Failed, batch.Pending) != (Accounts, Accounts, 0, 0))
+        {
+            violations.Add($"batch counters total {batch.Total}, succeeded {batch.Succeeded}, failed {batch.Failed}, pending {batch.Pending}");
+        }
+
+        return violations;
+    }
+
+    static async Task<bool> SettledAsync(IMessageStore store)
+    {
+        var batch = await store.JobQueries().GetBatchAsync(Batch, CancellationToken.None);
+        if (batch is not { Pending: 0, FinishedAt: not null })
+        {
+            return false;
+        }
+
+        var status = await store.Queries().GetStatusAsync(CancellationToken.None);
+        return status.Queues.All(q => q.Ready + q.InFlight + q.Scheduled == 0);
+    }
+
+    static Task<ConvergeTestHost> StartAsync(ShopDatabase database, CrashPlan? plan, CloseRecords records, bool runJobs) => ConvergeTestHost.StartAsync(
+        o =>
+        {
+            o.TimeProvider = database.Clock;
+            database.Use(o, plan);
+            o.RunConsumers = runJobs;
+            o.LeaseDuration = TimeSpan.FromSeconds(1);
+            o.PollInterval = TimeSpan.FromMilliseconds(20);
+            o.Messages.Register<CloseAccount>("close.account").Register<CloseFinished>("close.finished");
+            o.Job<CloseAccount, CloseDesk>("close");
+            o.Job<CloseFinished, CloseDesk>("close");
+        },
+        s => s.AddSingleton(records).AddSingleton<CloseDesk>());
+}
