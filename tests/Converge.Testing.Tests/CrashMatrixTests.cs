@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Converge.Runtime;
 using Converge.Sagas;
 using Converge.Storage;
@@ -122,10 +121,10 @@ public sealed class CrashMatrixTests(ITestOutputHelper output)
     [InlineData("sqlite")]
     public async Task The_shop_survives_a_crash_at_every_store_operation(string database)
     {
-        var (points, violations) = await RunMatrixAsync(database, careless: false);
+        var result = await RunMatrixAsync(database, careless: false);
 
-        Assert.True(points >= 200, $"only {points} crash points");
-        Assert.Empty(violations);
+        Assert.True(result.Points.Count >= 200, $"only {result.Points.Count} crash points");
+        Assert.Empty(result.Violations);
     }
 
     [Theory]
@@ -133,46 +132,21 @@ public sealed class CrashMatrixTests(ITestOutputHelper output)
     [InlineData("sqlite")]
     public async Task The_matrix_finds_a_participant_whose_effect_is_not_in_its_handlers_transaction(string database)
     {
-        var (_, violations) = await RunMatrixAsync(database, careless: true);
+        var result = await RunMatrixAsync(database, careless: true);
 
-        Assert.Contains(violations, v => v.Contains(": effects ", StringComparison.Ordinal));
+        Assert.Contains(result.Violations, v => v.Contains(": effects ", StringComparison.Ordinal));
     }
 
-    /// <summary>Crashes the host at operation 1, 2, ... until a run finishes without crashing; the crash points and what went wrong.</summary>
-    async Task<(int Points, List<string> Violations)> RunMatrixAsync(string database, bool careless)
+    /// <summary>The matrix of the shop's orders on <paramref name="database"/>, reported to the test's output.</summary>
+    async Task<CrashMatrixResult> RunMatrixAsync(string database, bool careless)
     {
-        var points = new List<string>();
-        var violations = new List<string>();
-        var started = Stopwatch.GetTimestamp();
-        for (var at = 1; ; at++)
+        var result = await CrashMatrix.RunAsync(async plan =>
         {
-            ShopDatabase db = database == "sqlite" ? new SqliteShopDatabase() : new InMemoryShopDatabase();
-            CrashPlan plan;
-            List<string> found;
-            await using (db)
-            {
-                (plan, found) = await RunWithCrashAsync(at, db, new ShopRecords(careless));
-            }
-
-            violations.AddRange(found.Select(v => $"crash at {at} ({plan.CrashedAt}): {v}"));
-            if (!plan.Crashed)
-            {
-                output.WriteLine($"{database}: {points.Count} crash points over runs of up to {plan.Operations} store operations, {violations.Count} violation(s), {Stopwatch.GetElapsedTime(started).TotalSeconds:F1} s");
-                foreach (var kind in points.GroupBy(p => p).OrderByDescending(g => g.Count()))
-                {
-                    output.WriteLine($"  {kind.Count(),4}  {kind.Key}");
-                }
-
-                foreach (var violation in violations.Take(10))
-                {
-                    output.WriteLine(violation);
-                }
-
-                return (points.Count, violations);
-            }
-
-            points.Add(plan.CrashedAt!);
-        }
+            await using ShopDatabase db = database == "sqlite" ? new SqliteShopDatabase() : new InMemoryShopDatabase();
+            return await RunWithCrashAsync(plan, db, new ShopRecords(careless));
+        });
+        CrashMatrix.Report(output, database, result);
+        return result;
     }
 
     [Fact]
@@ -185,49 +159,25 @@ public sealed class CrashMatrixTests(ITestOutputHelper output)
                 ["o-1:reserve", "o-1:reserve", "o-1:charge", "o-1:ship", "o-3:reserve", "o-3:charge", "o-3:ship", "broke-6:reserve", "broke-6:release", "broke-6:refund"]));
     }
 
-    /// <summary>Runs the orders on a host that dies at operation <paramref name="at"/>, then on a new host to the end; the plan and what is wrong.</summary>
-    static async Task<(CrashPlan Plan, List<string> Violations)> RunWithCrashAsync(int at, ShopDatabase database, ShopRecords records)
+    /// <summary>Runs the orders on a host that dies as <paramref name="plan"/> says, then on a new host to the end; what is wrong.</summary>
+    static async Task<List<string>> RunWithCrashAsync(CrashPlan plan, ShopDatabase database, ShopRecords records)
     {
-        var plan = new CrashPlan(at);
-        ConvergeTestHost? doomed = null;
-        try
-        {
-            doomed = await StartAsync(database, plan, records);
-            foreach (var order in Orders)
+        await CrashMatrix.CrashThenRecoverAsync(
+            plan,
+            database.Clock,
+            crash => StartAsync(database, crash, records),
+            async host =>
             {
-                await doomed.Sagas.StartAsync("shop-order", order, new ShopOrder { Order = order });
-            }
-
-            await Eventually.UntilAsync(async () => plan.Crashed || await SettledAsync(database.Observer), () => "the orders to settle or the host to die");
-        }
-        catch (SimulatedCrashException)
-        {
-            // The host died starting or placing the orders: what it committed goes on.
-        }
-        finally
-        {
-            if (doomed is not null)
-            {
-                await doomed.DisposeAsync();
-            }
-        }
-
-        if (plan.Crashed)
-        {
-            // The new host starts after the dead one's leases have run out, as a process restarted by its supervisor does.
-            database.Clock.Jump(TimeSpan.FromSeconds(2));
-            await using var restarted = await StartAsync(database, null, records);
-            foreach (var order in Orders)
-            {
-                // An order the dead host had not placed yet is placed again, as its client would retry.
-                if (await database.Observer.SagaQueries().GetSagaAsync(order, CancellationToken.None) is null)
+                foreach (var order in Orders)
                 {
-                    await restarted.Sagas.StartAsync("shop-order", order, new ShopOrder { Order = order });
+                    // An order the dead host had not placed is placed again, as its client would retry.
+                    if (await database.Observer.SagaQueries().GetSagaAsync(order, CancellationToken.None) is null)
+                    {
+                        await host.Sagas.StartAsync("shop-order", order, new ShopOrder { Order = order });
+                    }
                 }
-            }
-
-            await Eventually.UntilAsync(() => SettledAsync(database.Observer), () => $"the orders to settle after a crash at {at} ({plan.CrashedAt})");
-        }
+            },
+            () => SettledAsync(database.Observer));
 
         var states = new Dictionary<string, SagaState>();
         foreach (var order in Orders)
@@ -239,14 +189,8 @@ public sealed class CrashMatrixTests(ITestOutputHelper output)
         }
 
         var violations = Judge(states, await database.EffectsAsync(records));
-        var status = await database.Observer.Queries().GetStatusAsync(CancellationToken.None);
-        violations.AddRange(status.Queues.Where(q => q.Ready + q.InFlight + q.Scheduled > 0).Select(q => $"queue {q.Queue} still holds {q.Ready + q.InFlight + q.Scheduled}"));
-        if (status.DeadLetters > 0)
-        {
-            violations.Add($"{status.DeadLetters} dead letter(s)");
-        }
-
-        return (plan, violations);
+        violations.AddRange(await CrashMatrix.LeftoversAsync(database.Observer));
+        return violations;
     }
 
     /// <summary>
@@ -289,8 +233,7 @@ public sealed class CrashMatrixTests(ITestOutputHelper output)
             }
         }
 
-        var status = await store.Queries().GetStatusAsync(CancellationToken.None);
-        return status.Queues.All(q => q.Ready + q.InFlight + q.Scheduled == 0);
+        return await CrashMatrix.QueuesEmptyAsync(store);
     }
 
     static Task<ConvergeTestHost> StartAsync(ShopDatabase database, CrashPlan? plan, ShopRecords records) => ConvergeTestHost.StartAsync(

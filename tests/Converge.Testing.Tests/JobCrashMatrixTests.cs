@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 using Converge.Jobs;
 using Converge.Storage;
 using Converge.Testing.Conformance;
@@ -64,24 +63,24 @@ public sealed class CloseDesk(CloseRecords records) : IJobHandler<CloseAccount>,
 /// </summary>
 public sealed class JobCrashMatrixTests(ITestOutputHelper output)
 {
-    const int Accounts = 30;
+    const int Accounts = 50;
     const string Batch = "close-2026-11";
 
     [Fact]
     public async Task A_batch_of_jobs_survives_a_crash_at_every_store_operation()
     {
-        var (points, violations) = await RunMatrixAsync(careless: false);
+        var result = await RunMatrixAsync(careless: false);
 
-        Assert.True(points >= 200, $"only {points} crash points");
-        Assert.Empty(violations);
+        Assert.True(result.Points.Count >= 200, $"only {result.Points.Count} crash points");
+        Assert.Empty(result.Violations);
     }
 
     [Fact]
     public async Task The_matrix_finds_a_job_whose_effect_is_not_in_its_completing_transaction()
     {
-        var (_, violations) = await RunMatrixAsync(careless: true);
+        var result = await RunMatrixAsync(careless: true);
 
-        Assert.Contains(violations, v => v.Contains(" times", StringComparison.Ordinal));
+        Assert.Contains(result.Violations, v => v.Contains(" times", StringComparison.Ordinal));
     }
 
     [Fact]
@@ -95,43 +94,20 @@ public sealed class JobCrashMatrixTests(ITestOutputHelper output)
             Judge(effects, batch));
     }
 
-    async Task<(int Points, List<string> Violations)> RunMatrixAsync(bool careless)
+    /// <summary>The matrix of the close, reported to the test's output.</summary>
+    async Task<CrashMatrixResult> RunMatrixAsync(bool careless)
     {
-        var points = new List<string>();
-        var violations = new List<string>();
-        var started = Stopwatch.GetTimestamp();
-        for (var at = 1; ; at++)
+        var result = await CrashMatrix.RunAsync(async plan =>
         {
-            var records = new CloseRecords(careless);
-            CrashPlan plan;
-            List<string> found;
-            await using (var database = new SqliteShopDatabase())
-            {
-                (plan, found) = await RunWithCrashAsync(at, database, records);
-            }
-
-            violations.AddRange(found.Select(v => $"crash at {at} ({plan.CrashedAt}): {v}"));
-            if (!plan.Crashed)
-            {
-                output.WriteLine($"{points.Count} crash points over runs of up to {plan.Operations} store operations, {violations.Count} violation(s), {Stopwatch.GetElapsedTime(started).TotalSeconds:F1} s");
-                foreach (var kind in points.GroupBy(p => p).OrderByDescending(g => g.Count()))
-                {
-                    output.WriteLine($"  {kind.Count(),4}  {kind.Key}");
-                }
-
-                foreach (var violation in violations.Take(10))
-                {
-                    output.WriteLine(violation);
-                }
-
-                return (points.Count, violations);
-            }
-
-            points.Add(plan.CrashedAt!);
-        }
+            await using var database = new SqliteShopDatabase();
+            return await RunWithCrashAsync(plan, database, new CloseRecords(careless));
+        });
+        CrashMatrix.Report(output, "sqlite", result);
+        return result;
     }
 
-    static async Task<(CrashPlan Plan, List<string> Violations)> RunWithCrashAsync(int at, ShopDatabase database, CloseRecords records)
+    /// <summary>Places the close, then runs it on a worker that dies as <paramref name="plan"/> says and on a new one to the end; what is wrong.</summary>
+    static async Task<List<string>> RunWithCrashAsync(CrashPlan plan, ShopDatabase database, CloseRecords records)
     {
         // The close is placed first, by a process that does not run jobs and does not die.
         await using (var client = await StartAsync(database, null, records, runJobs: false))
@@ -145,42 +121,17 @@ public sealed class JobCrashMatrixTests(ITestOutputHelper output)
             await client.Jobs.SealBatchAsync(Batch);
         }
 
-        var plan = new CrashPlan(at);
-        ConvergeTestHost? doomed = null;
-        try
-        {
-            doomed = await StartAsync(database, plan, records, runJobs: true);
-            await Eventually.UntilAsync(async () => plan.Crashed || await SettledAsync(database.Observer), () => "the close to finish or the worker to die");
-        }
-        catch (SimulatedCrashException)
-        {
-            // The worker died while starting.
-        }
-        finally
-        {
-            if (doomed is not null)
-            {
-                await doomed.DisposeAsync();
-            }
-        }
-
-        if (plan.Crashed)
-        {
-            database.Clock.Jump(TimeSpan.FromSeconds(2));
-            await using var restarted = await StartAsync(database, null, records, runJobs: true);
-            await Eventually.UntilAsync(() => SettledAsync(database.Observer), () => $"the close to finish after a crash at {at} ({plan.CrashedAt})");
-        }
+        await CrashMatrix.CrashThenRecoverAsync(
+            plan,
+            database.Clock,
+            crash => StartAsync(database, crash, records, runJobs: true),
+            _ => Task.CompletedTask,
+            () => SettledAsync(database.Observer));
 
         var effects = records.Careless ? records.CarelessEffects : await database.EffectsAsync(new ShopRecords(careless: false));
         var violations = Judge(effects, await database.Observer.JobQueries().GetBatchAsync(Batch, CancellationToken.None));
-        var status = await database.Observer.Queries().GetStatusAsync(CancellationToken.None);
-        violations.AddRange(status.Queues.Where(q => q.Ready + q.InFlight + q.Scheduled > 0).Select(q => $"queue {q.Queue} still holds {q.Ready + q.InFlight + q.Scheduled}"));
-        if (status.DeadLetters > 0)
-        {
-            violations.Add($"{status.DeadLetters} dead letter(s)");
-        }
-
-        return (plan, violations);
+        violations.AddRange(await CrashMatrix.LeftoversAsync(database.Observer));
+        return violations;
     }
 
     /// <summary>What is wrong with the close: each account's job and the callback took effect once, and the batch's counters are exact.</summary>
@@ -216,8 +167,7 @@ public sealed class JobCrashMatrixTests(ITestOutputHelper output)
             return false;
         }
 
-        var status = await store.Queries().GetStatusAsync(CancellationToken.None);
-        return status.Queues.All(q => q.Ready + q.InFlight + q.Scheduled == 0);
+        return await CrashMatrix.QueuesEmptyAsync(store);
     }
 
     static Task<ConvergeTestHost> StartAsync(ShopDatabase database, CrashPlan? plan, CloseRecords records, bool runJobs) => ConvergeTestHost.StartAsync(
@@ -231,6 +181,9 @@ public sealed class JobCrashMatrixTests(ITestOutputHelper output)
             o.Messages.Register<CloseAccount>("close.account").Register<CloseFinished>("close.finished");
             o.Job<CloseAccount, CloseDesk>("close");
             o.Job<CloseFinished, CloseDesk>("close");
+
+            // One job a claim and a commit, one at a time: more commits to die between, and the same number in every run.
+            o.Queue("close", q => (q.BatchSize, q.Concurrency) = (1, 1));
         },
         s => s.AddSingleton(records).AddSingleton<CloseDesk>());
 }
