@@ -3,6 +3,7 @@ using Converge.Sagas;
 using Converge.Storage;
 using Converge.Testing.Conformance;
 using Converge.Testing.Faults;
+using Converge.PostgreSql;
 using Converge.Sqlite;
 using Converge.Testing.InMemory;
 using Microsoft.Extensions.DependencyInjection;
@@ -127,6 +128,15 @@ public sealed class CrashMatrixTests(ITestOutputHelper output)
         Assert.Empty(result.Violations);
     }
 
+    [Fact]
+    public async Task The_shop_survives_a_crash_at_every_tenth_store_operation_on_postgresql()
+    {
+        var result = await RunMatrixAsync("postgresql", careless: false, every: 10);
+
+        Assert.True(result.Points.Count >= 20, $"only {result.Points.Count} crash points");
+        Assert.Empty(result.Violations);
+    }
+
     [Theory]
     [InlineData("in-memory")]
     [InlineData("sqlite")]
@@ -138,13 +148,20 @@ public sealed class CrashMatrixTests(ITestOutputHelper output)
     }
 
     /// <summary>The matrix of the shop's orders on <paramref name="database"/>, reported to the test's output.</summary>
-    async Task<CrashMatrixResult> RunMatrixAsync(string database, bool careless)
+    async Task<CrashMatrixResult> RunMatrixAsync(string database, bool careless, int every = 1)
     {
-        var result = await CrashMatrix.RunAsync(async plan =>
-        {
-            await using ShopDatabase db = database == "sqlite" ? new SqliteShopDatabase() : new InMemoryShopDatabase();
-            return await RunWithCrashAsync(plan, db, new ShopRecords(careless));
-        });
+        var result = await CrashMatrix.RunAsync(
+            async plan =>
+            {
+                await using ShopDatabase db = database switch
+                {
+                    "sqlite" => new SqliteShopDatabase(),
+                    "postgresql" => await PostgreSqlShopDatabase.CreateAsync(),
+                    _ => new InMemoryShopDatabase(),
+                };
+                return await RunWithCrashAsync(plan, db, new ShopRecords(careless));
+            },
+            every);
         CrashMatrix.Report(output, database, result);
         return result;
     }
@@ -365,5 +382,75 @@ public sealed class SqliteShopDatabase : ShopDatabase
         await _observer.DisposeAsync();
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         Directory.Delete(_folder, recursive: true);
+    }
+}
+
+/// <summary>A schema of its own on the PostgreSQL server of <c>CONVERGE_TEST_POSTGRES</c>, dropped at the end.</summary>
+public sealed class PostgreSqlShopDatabase : ShopDatabase
+{
+    readonly string _schema = "crash" + Guid.NewGuid().ToString("N")[..12];
+    readonly PostgreSqlMessageStore _observer;
+
+    PostgreSqlShopDatabase()
+    {
+        var server = Environment.GetEnvironmentVariable("CONVERGE_TEST_POSTGRES") is { Length: > 0 } value
+            ? value
+            : throw new InvalidOperationException("CONVERGE_TEST_POSTGRES is not set. Run ./test.sh, which starts PostgreSQL, or start it with scripts/services.sh start DIR and source DIR/services.env.");
+        ConnectionString = new Npgsql.NpgsqlConnectionStringBuilder(server) { SearchPath = _schema }.ConnectionString;
+        _observer = new PostgreSqlMessageStore(new PostgreSqlStoreOptions { ConnectionString = ConnectionString, Schema = _schema }, Clock);
+    }
+
+    string ConnectionString { get; }
+
+    public static async Task<PostgreSqlShopDatabase> CreateAsync()
+    {
+        var database = new PostgreSqlShopDatabase();
+        await database._observer.MigrateAsync(CancellationToken.None);
+        await using var connection = await database._observer.OpenConnectionAsync(CancellationToken.None);
+        await using var create = new Npgsql.NpgsqlCommand(Effects.CreateTable, connection);
+        await create.ExecuteNonQueryAsync();
+        return database;
+    }
+
+    public override IMessageStore Observer => _observer;
+
+    public override void Use(ConvergeOptions options, CrashPlan? plan)
+    {
+        options.UsePostgreSql(ConnectionString, s => s.Schema = _schema);
+        if (plan is not null)
+        {
+            var open = options.StoreFactory!;
+            options.StoreFactory = context => CrashingStore.Wrap(open(context), plan, ownsStore: true);
+        }
+    }
+
+    public override async Task<IReadOnlyList<string>> EffectsAsync(ShopRecords records)
+    {
+        if (records.Careless)
+        {
+            return records.Kept(_observer);
+        }
+
+        await using var connection = await _observer.OpenConnectionAsync(CancellationToken.None);
+        await using var read = new Npgsql.NpgsqlCommand("SELECT item_key FROM conformance_effects ORDER BY ctid", connection);
+        var effects = new List<string>();
+        await using var reader = await read.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            effects.Add(reader.GetString(0));
+        }
+
+        return effects;
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        await using (var connection = await _observer.OpenConnectionAsync(CancellationToken.None))
+        await using (var drop = new Npgsql.NpgsqlCommand($"DROP SCHEMA IF EXISTS {_schema} CASCADE", connection))
+        {
+            await drop.ExecuteNonQueryAsync();
+        }
+
+        await _observer.DisposeAsync();
     }
 }
