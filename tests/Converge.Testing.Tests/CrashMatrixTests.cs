@@ -300,6 +300,40 @@ public abstract class ShopDatabase : IAsyncDisposable
     /// <summary>The effects the participants kept.</summary>
     public abstract Task<IReadOnlyList<string>> EffectsAsync(ShopRecords records);
 
+    /// <summary>Puts <paramref name="plan"/>, when there is one, in front of the store each host opens for itself.</summary>
+    protected static void CrashOwnStores(ConvergeOptions options, CrashPlan? plan)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (plan is not null)
+        {
+            var open = options.StoreFactory!;
+            options.StoreFactory = context => CrashingStore.Wrap(open(context), plan, ownsStore: true);
+        }
+    }
+
+    /// <summary>The effects kept: the careless list, or the rows of the effects table in the order they were written.</summary>
+    protected async Task<IReadOnlyList<string>> EffectsAsync(ShopRecords records, Func<Task<System.Data.Common.DbConnection>> open, string writtenOrder)
+    {
+        ArgumentNullException.ThrowIfNull(records);
+        ArgumentNullException.ThrowIfNull(open);
+        if (records.Careless)
+        {
+            return records.Kept(Observer);
+        }
+
+        await using var connection = await open();
+        await using var read = connection.CreateCommand();
+        read.CommandText = "SELECT item_key FROM conformance_effects ORDER BY " + writtenOrder;
+        var effects = new List<string>();
+        await using var reader = await read.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            effects.Add(reader.GetString(0));
+        }
+
+        return effects;
+    }
+
     /// <inheritdoc />
     public abstract ValueTask DisposeAsync();
 }
@@ -350,32 +384,11 @@ public sealed class SqliteShopDatabase : ShopDatabase
     public override void Use(ConvergeOptions options, CrashPlan? plan)
     {
         options.UseSqlite(Path);
-        if (plan is not null)
-        {
-            var open = options.StoreFactory!;
-            options.StoreFactory = context => CrashingStore.Wrap(open(context), plan, ownsStore: true);
-        }
+        CrashOwnStores(options, plan);
     }
 
-    public override async Task<IReadOnlyList<string>> EffectsAsync(ShopRecords records)
-    {
-        if (records.Careless)
-        {
-            return records.Kept(_observer);
-        }
-
-        await using var connection = _observer.OpenConnection();
-        await using var read = connection.CreateCommand();
-        read.CommandText = "SELECT item_key FROM conformance_effects ORDER BY rowid";
-        var effects = new List<string>();
-        await using var reader = await read.ExecuteReaderAsync();
-        while (await reader.ReadAsync())
-        {
-            effects.Add(reader.GetString(0));
-        }
-
-        return effects;
-    }
+    public override Task<IReadOnlyList<string>> EffectsAsync(ShopRecords records) =>
+        EffectsAsync(records, () => Task.FromResult<System.Data.Common.DbConnection>(_observer.OpenConnection()), "rowid");
 
     public override async ValueTask DisposeAsync()
     {
@@ -417,31 +430,11 @@ public sealed class PostgreSqlShopDatabase : ShopDatabase
     public override void Use(ConvergeOptions options, CrashPlan? plan)
     {
         options.UsePostgreSql(ConnectionString, s => s.Schema = _schema);
-        if (plan is not null)
-        {
-            var open = options.StoreFactory!;
-            options.StoreFactory = context => CrashingStore.Wrap(open(context), plan, ownsStore: true);
-        }
+        CrashOwnStores(options, plan);
     }
 
-    public override async Task<IReadOnlyList<string>> EffectsAsync(ShopRecords records)
-    {
-        if (records.Careless)
-        {
-            return records.Kept(_observer);
-        }
-
-        await using var connection = await _observer.OpenConnectionAsync(CancellationToken.None);
-        await using var read = new Npgsql.NpgsqlCommand("SELECT item_key FROM conformance_effects ORDER BY ctid", connection);
-        var effects = new List<string>();
-        await using var reader = await read.ExecuteReaderAsync();
-        while (await reader.ReadAsync())
-        {
-            effects.Add(reader.GetString(0));
-        }
-
-        return effects;
-    }
+    public override Task<IReadOnlyList<string>> EffectsAsync(ShopRecords records) =>
+        EffectsAsync(records, async () => await _observer.OpenConnectionAsync(CancellationToken.None), "ctid");
 
     public override async ValueTask DisposeAsync()
     {
