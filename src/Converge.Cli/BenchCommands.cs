@@ -26,8 +26,9 @@ internal static class BenchCommands
         var requests = new Option<int>("--requests") { Description = "Requests per page: rounds over every page, one request per page a round.", HelpName = "N", DefaultValueFactory = _ => 20 };
         var budget = new Option<double>("--budget-ms") { Description = "The most a page's median server time (its Server-Timing) may be.", HelpName = "MS", DefaultValueFactory = _ => 300 };
         var heapGrowth = new Option<double>("--heap-growth-mb") { Description = "The most the GC heap, after a full collection, may grow from the first round to the last.", HelpName = "MB", DefaultValueFactory = _ => 64 };
-        var db = new Option<string>("--db") { Description = "Where to put the database (a new file, kept after the run). Default: a temporary file, deleted.", HelpName = "FILE" };
-        var postgres = new Option<string>("--postgres") { Description = "Run on PostgreSQL instead of SQLite: an Npgsql connection string. The store gets a new schema, dropped after the run.", HelpName = "CONN" };
+        var store = new BenchStoreOptions(
+            "Where to put the database (a new file, kept after the run). Default: a temporary file, deleted.",
+            "Run on PostgreSQL instead of SQLite: an Npgsql connection string. The store gets a new schema, dropped after the run.");
         var schema = new Option<string>("--schema") { Description = "With --postgres: the new schema to seed (kept after the run) instead of a generated one.", HelpName = "S" };
         var json = CommonOptions.Json();
         AtLeast(jobs, 300);
@@ -50,26 +51,16 @@ internal static class BenchCommands
         });
         var command = new Command("dashboard", "Seed a new store with finished jobs, sagas and dead letters, serve the dashboard in-process on 127.0.0.1 as 'converge dashboard' does, request every page (lists with and without filters, pages six deep, one of each item, the log, the audit) --requests times, and report each page's median and p99 server time (its Server-Timing header) and client time, and the process's memory. Fails if a page answers other than 200, a median is over --budget-ms, or the GC heap grows over --heap-growth-mb from the first round to the last.")
         {
-            jobs, sagas, deadLetters, requests, budget, heapGrowth, db, postgres, schema, json,
+            jobs, sagas, deadLetters, requests, budget, heapGrowth, schema, json,
         };
-        command.Validators.Add(result =>
-        {
-            if (result.GetValue(db) is not null && result.GetValue(postgres) is not null)
-            {
-                result.AddError("Give either --db (SQLite) or --postgres (PostgreSQL), not both.");
-            }
-
-            if (result.GetValue(schema) is not null && result.GetValue(postgres) is null)
-            {
-                result.AddError("--schema needs --postgres.");
-            }
-        });
+        // The dashboard reads the store: no broker option.
+        store.AddTo(command, broker: false);
         command.SetAction(output, async (parsed, cancellationToken) =>
         {
-            var path = parsed.GetValue(db);
-            if (path is not null && (File.Exists(path) || Directory.Exists(path)))
+            var (path, postgres, _) = store.Resolve(parsed);
+            if (parsed.GetValue(schema) is not null && postgres is null)
             {
-                throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file: the bench seeds it from empty.");
+                throw new CliException(CliApp.Usage, "--schema needs --postgres.");
             }
 
             var report = await DashboardBench.RunAsync(
@@ -81,8 +72,8 @@ internal static class BenchCommands
                     Requests = parsed.GetValue(requests),
                     BudgetMs = parsed.GetValue(budget),
                     HeapGrowthMb = parsed.GetValue(heapGrowth),
-                    DbPath = path is null ? null : Path.GetFullPath(path),
-                    Postgres = parsed.GetValue(postgres),
+                    DbPath = path,
+                    Postgres = postgres,
                     Schema = parsed.GetValue(schema),
                 },
                 output.Error,

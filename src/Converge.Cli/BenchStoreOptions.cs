@@ -10,17 +10,18 @@ internal sealed class BenchStoreOptions
 {
     readonly Option<string> _db;
 
-    readonly Option<string> _postgres = new("--postgres")
-    {
-        Description = "Run on PostgreSQL instead of SQLite: an Npgsql connection string. Every run gets a new schema, dropped after it.",
-        HelpName = "CONN",
-    };
+    readonly Option<string> _postgres;
 
     readonly Option<string> _rabbitMq = CommonOptions.RabbitMq(
         "Carry the message queues through RabbitMQ (amqp://user:password@host:port/); the store stays the outbox and inbox. Job queues stay in the store.");
 
     /// <param name="db">What <c>--db</c> means for this bench.</param>
-    public BenchStoreOptions(string db) => _db = new("--db") { Description = db, HelpName = "FILE" };
+    /// <param name="postgres">What <c>--postgres</c> means, when not a new schema for every run.</param>
+    public BenchStoreOptions(string db, string postgres = "Run on PostgreSQL instead of SQLite: an Npgsql connection string. Every run gets a new schema, dropped after it.")
+    {
+        _db = new("--db") { Description = db, HelpName = "FILE" };
+        _postgres = new("--postgres") { Description = postgres, HelpName = "CONN" };
+    }
 
     bool _broker = true;
 
@@ -50,7 +51,7 @@ internal sealed class BenchStoreOptions
 
         if (path is not null && (File.Exists(path) || Directory.Exists(path)))
         {
-            throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file: the bench recreates it for every run.");
+            throw new CliException(CliApp.Usage, $"{path} already exists. Pass a path for a new file: the bench writes it from empty.");
         }
 
         return (path is null ? null : Path.GetFullPath(path), postgres, _broker && parsed.GetValue(_rabbitMq) is { } text ? CommonOptions.Broker(text) : null);

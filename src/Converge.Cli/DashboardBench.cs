@@ -125,17 +125,10 @@ internal static partial class DashboardBench
         finally
         {
             await store.DisposeAsync();
-            if (temporary)
+            if (temporary || (settings.Postgres is not null && settings.Schema is null))
             {
                 Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
-                foreach (var suffix in new[] { "", "-wal", "-shm", "-journal" })
-                {
-                    File.Delete(path + suffix);
-                }
-            }
-            else if (settings.Postgres is not null && settings.Schema is null)
-            {
-                await DropSchemaAsync(settings.Postgres, schema!);
+                await BenchStores.DeleteAsync(settings.Postgres, schema ?? path);
             }
         }
     }
@@ -335,17 +328,9 @@ internal static partial class DashboardBench
         return null;
     }
 
-    /// <summary>Nearest-rank percentile; 0 for no samples.</summary>
-    static double Percentile(List<double> samples, double p)
-    {
-        if (samples.Count == 0)
-        {
-            return 0;
-        }
-
-        var sorted = samples.Order().ToList();
-        return Math.Round(sorted[Math.Max(0, (int)Math.Ceiling(p * sorted.Count) - 1)], 1);
-    }
+    /// <summary>Nearest-rank percentile, to a tenth; 0 for no samples.</summary>
+    static double Percentile(List<double> samples, double p) =>
+        samples.Count == 0 ? 0 : Math.Round(MessagesBench.Percentile([.. samples.Order()], p), 1);
 
     static double WorkingSetMb() => Math.Round(Environment.WorkingSet / (1024.0 * 1024.0), 1);
 
@@ -381,13 +366,5 @@ internal static partial class DashboardBench
         await using var command = new NpgsqlCommand("SELECT EXISTS (SELECT 1 FROM information_schema.schemata WHERE schema_name = @s)", connection);
         command.Parameters.AddWithValue("s", schema);
         return (bool)(await command.ExecuteScalarAsync(cancellationToken))!;
-    }
-
-    static async Task DropSchemaAsync(string postgres, string schema)
-    {
-        await using var connection = new NpgsqlConnection(postgres);
-        await connection.OpenAsync();
-        await using var drop = new NpgsqlCommand($"DROP SCHEMA IF EXISTS \"{schema.Replace("\"", "\"\"", StringComparison.Ordinal)}\" CASCADE", connection);
-        await drop.ExecuteNonQueryAsync();
     }
 }

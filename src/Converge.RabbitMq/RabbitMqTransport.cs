@@ -555,8 +555,8 @@ public sealed class RabbitMqTransport : IMessageTransport, ILogMirror, ITranspor
             return [];
         }
 
+        // Marked in use by ConsumerAsync, before the expired leases below are handed back.
         var consumer = await ConsumerAsync(route, cancellationToken);
-        consumer.ClaimStarting();
         var now = Time.GetUtcNow();
         var returned = consumer.ExpireLeases(now);
         await consumer.WaitForBurstAsync(max, cancellationToken);
