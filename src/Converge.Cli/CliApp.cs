@@ -8,7 +8,7 @@ namespace Converge.Cli;
 /// <summary>
 /// The <c>converge</c> command line: <c>status</c>, <c>dead-letters list|retry|discard</c>, <c>sagas list|show|resume</c>,
 /// <c>jobs list|show|retry|cancel|batch|recurring</c>, <c>flow</c>, <c>groups list|reset|pause|resume</c>,
-/// <c>projections list|status|compare|switch|rebuild|drop</c>, <c>contracts snapshot|check</c>, <c>bench messages|sagas|jobs|log|ceiling</c> and <c>demo</c>. Every command prints a table, or one JSON object with <c>--json</c>.
+/// <c>projections list|status|compare|switch|rebuild|drop</c>, <c>contracts snapshot|check</c>, <c>bench messages|sagas|jobs|log|ceiling</c>, <c>demo</c> and <c>sim</c>. Every command prints a table, or one JSON object with <c>--json</c>.
 /// </summary>
 public static class CliApp
 {
@@ -49,7 +49,7 @@ public static class CliApp
     /// A plain command named "converge" rather than a <see cref="RootCommand"/>, whose name would be the executable's
     /// file name (Converge.Cli, or the test host) in help and usage lines.
     /// </summary>
-    static Command BuildRoot(CliOutput output) => new("converge", "Inspect and operate Converge stores (SQLite with --db, PostgreSQL with --postgres): queues, dead letters, sagas, jobs, consumer groups and projections; run the demos, benchmark, and check message contracts against a committed snapshot. Exit codes: 0 done, 1 failed, 2 misuse or not a Converge store.")
+    static Command BuildRoot(CliOutput output) => new("converge", "Inspect and operate Converge stores (SQLite with --db, PostgreSQL with --postgres): queues, dead letters, sagas, jobs, consumer groups and projections; run the demos, benchmark, simulate, and check message contracts against a committed snapshot. Exit codes: 0 done, 1 failed, 2 misuse or not a Converge store.")
     {
         new HelpOption(),
         new VersionOption(),
@@ -64,6 +64,7 @@ public static class CliApp
         ContractCommands.Create(output),
         BenchCommands.Create(output),
         DemoCommands.Create(output),
+        SimCommand.Create(output),
     };
 
     /// <summary>Prints what was wrong, then the help of the command the user was aiming at.</summary>

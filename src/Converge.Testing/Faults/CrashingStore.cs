@@ -83,7 +83,7 @@ public static class CrashingStore
     public static object Unwrap(object maybeProxy) =>
         maybeProxy is IProxyTargetAccessor accessor ? accessor.DynProxyGetTarget() ?? maybeProxy : maybeProxy;
 
-    static object Proxy(Type main, object target, IInterceptor interceptor)
+    internal static object Proxy(Type main, object target, IInterceptor interceptor)
     {
         var others = target.GetType().GetInterfaces()
             .Where(i => i != main && i.IsPublic && !i.IsGenericTypeDefinition && i != typeof(IDisposable))

@@ -1,3 +1,4 @@
+using Converge.Runtime;
 using System.Data.Common;
 using Converge.Jobs;
 using Converge.Sagas;
@@ -29,21 +30,34 @@ namespace Converge.Testing.InMemory;
 public sealed partial class InMemoryMessageStore : IMessageStore, IStoreQueries, ISagaQueries, IJobStore, IJobQueries, IDeadLetterQueries, IOperatorLog, IActivityQueries
 {
     // One writer at a time: held from BeginAsync until the transaction commits or ends.
-    readonly SemaphoreSlim _writeGate = new(1, 1);
+    readonly AsyncSlots _writeGate;
     readonly TimeProvider _time;
     InMemoryState _committed = InMemoryState.Empty;
 
     /// <summary>Creates an empty store that reads every time from <paramref name="timeProvider"/> (the options' clock).</summary>
     public InMemoryMessageStore(TimeProvider timeProvider)
+        : this(timeProvider, deterministic: false)
+    {
+    }
+
+    /// <summary>
+    /// Creates an empty store on <paramref name="timeProvider"/>. When <paramref name="deterministic"/>, every wake-up
+    /// it gives (a commit's signal to a waiting consumer, the write gate to a waiting writer) completes on the thread
+    /// that gives it rather than through the thread pool: for a simulation whose scheduler queues every continuation
+    /// itself and must choose when each runs. Default <c>false</c>.
+    /// </summary>
+    public InMemoryMessageStore(TimeProvider timeProvider, bool deterministic)
     {
         _time = timeProvider ?? throw new ArgumentNullException(nameof(timeProvider));
+        _writeGate = new AsyncSlots(1, deterministic);
+        Signals = new CommitSignals(deterministic);
     }
 
     /// <inheritdoc />
     public string Name => "in-memory";
 
     /// <inheritdoc />
-    public CommitSignals Signals { get; } = new();
+    public CommitSignals Signals { get; }
 
     internal DateTimeOffset Now => _time.GetUtcNow();
 
@@ -58,14 +72,14 @@ public sealed partial class InMemoryMessageStore : IMessageStore, IStoreQueries,
 
     internal async ValueTask<InMemoryStoreTransaction> BeginOwnAsync(CancellationToken cancellationToken)
     {
-        await _writeGate.WaitAsync(cancellationToken);
+        await _writeGate.EnterAsync(cancellationToken);
         return new InMemoryStoreTransaction(this, Committed);
     }
 
     /// <summary>Publishes <paramref name="state"/> as committed; called by the transaction that holds the write gate.</summary>
     internal void Publish(InMemoryState state) => Volatile.Write(ref _committed, state);
 
-    internal void EndWrite() => _writeGate.Release();
+    internal void EndWrite() => _writeGate.Exit();
 
     /// <summary>Runs <paramref name="write"/> in a transaction of its own and commits it.</summary>
     internal async ValueTask<T> WriteAsync<T>(Func<InMemoryStoreTransaction, ValueTask<T>> write, CancellationToken cancellationToken)

@@ -13,6 +13,13 @@ public static class MessageIds
     [ThreadStatic]
     static Random? _random;
 
+    /// <summary>
+    /// Restarts this thread's generator from <paramref name="seed"/>: the ids made on this thread from now on repeat
+    /// with the seed and the clock. For a deterministic simulation, which runs all of its work on one thread; a
+    /// process that shares a database with others must never call it, as its ids could then collide with theirs.
+    /// </summary>
+    public static void ReseedThisThread(int seed) => _random = new Random(seed);
+
     /// <summary>A new version 7 id for the moment <paramref name="now"/>.</summary>
     public static Guid New(DateTimeOffset now)
     {

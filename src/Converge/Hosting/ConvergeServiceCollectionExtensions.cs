@@ -98,18 +98,17 @@ public sealed class ConvergeHost : IHostedService, IAsyncDisposable
         var work = new List<Task>();
         foreach (var queue in _options.Queues.Values.Where(q => q.RunsJobs))
         {
-            work.Add(Task.Run(
+            work.Add(_options.Run(
                 async () =>
                 {
-                    using var consumer = new Jobs.JobQueueConsumer(queue, jobs, observers, scopes, loggers.CreateLogger($"Converge.Jobs.{queue.Name}"));
+                    var consumer = new Jobs.JobQueueConsumer(queue, jobs, observers, scopes, loggers.CreateLogger($"Converge.Jobs.{queue.Name}"));
                     await consumer.RunAsync(_stopping.Token, _abort.Token);
-                },
-                CancellationToken.None));
+                }));
         }
 
         if (_options.Jobs.RunScheduler && _options.RecurringJobs.Count > 0)
         {
-            work.Add(Task.Run(() => scheduler.RunAsync(_stopping.Token), CancellationToken.None));
+            work.Add(_options.Run(() => scheduler.RunAsync(_stopping.Token)));
         }
 
         foreach (var queue in _options.Queues.Values.Where(q => !q.RunsJobs))
@@ -121,7 +120,7 @@ public sealed class ConvergeHost : IHostedService, IAsyncDisposable
         foreach (var group in _options.ConsumerGroups.Values)
         {
             var runner = new ConsumerGroupRunner(group, _options, _store, bus, observers, scopes, loggers.CreateLogger($"Converge.Group.{group.Name}"));
-            work.Add(Task.Run(() => runner.RunAsync(_stopping.Token, _abort.Token), CancellationToken.None));
+            work.Add(_options.Run(() => runner.RunAsync(_stopping.Token, _abort.Token)));
         }
 
         if (_options.Projections.Count > 0)
@@ -136,11 +135,11 @@ public sealed class ConvergeHost : IHostedService, IAsyncDisposable
                     _store,
                     catalog,
                     loggers.CreateLogger($"Converge.Projection.{projection.Name}"));
-                work.Add(Task.Run(() => runner.RunAsync(_stopping.Token, _abort.Token), CancellationToken.None));
+                work.Add(_options.Run(() => runner.RunAsync(_stopping.Token, _abort.Token)));
             }
         }
 
-        work.Add(Task.Run(() => PurgeInboxAsync(_stopping.Token), CancellationToken.None));
+        work.Add(_options.Run(() => PurgeInboxAsync(_stopping.Token)));
         _running = Task.WhenAll(work);
         Diagnostics.Log.Started(_logger, _store.Name, _options.Queues.Count, _options.ConsumerGroups.Count, _options.Projections.Count);
     }

@@ -101,7 +101,7 @@ internal sealed class StatusMonitor : IHostedService, IDisposable
         // The timer starts here, before the host's start returns: a test that advances its clock afterwards reaches it.
         _timer = new PeriodicTimer(_options.StatusInterval, _options.TimeProvider);
         Running.TryAdd(this, 0);
-        _loop = Task.Run(() => RunAsync(_timer, _stopping.Token), CancellationToken.None);
+        _loop = _options.Run(() => RunAsync(_timer, _stopping.Token));
         return Task.CompletedTask;
     }
 

@@ -18,7 +18,7 @@ namespace Converge.Jobs;
 /// a thousand fast ones cost a handful of commits. The group commit itself is <see cref="GroupCommitter"/>'s; what a
 /// job's outcome writes (its recorded effects, batch counters, job state to forget) is this consumer's.
 /// </summary>
-internal sealed class JobQueueConsumer : IDisposable
+internal sealed class JobQueueConsumer
 {
     const int MaxCommitGroup = 1024;
 
@@ -32,8 +32,8 @@ internal sealed class JobQueueConsumer : IDisposable
     readonly Dictionary<string, JobRegistration> _registrations;
     readonly Channel<Finished> _finished = Channel.CreateUnbounded<Finished>(new UnboundedChannelOptions { SingleReader = false });
     readonly ConcurrentDictionary<long, Running> _running = new();
-    readonly SemaphoreSlim _executing;
-    readonly Doorbell _slotFreed = new();
+    readonly AsyncSlots _executing;
+    readonly Doorbell _slotFreed;
     readonly ClaimPolicy _byPriority;
     readonly ClaimPolicy _oldestFirst;
     readonly bool _limited;
@@ -59,7 +59,8 @@ internal sealed class JobQueueConsumer : IDisposable
         _registrations = _options.JobHandlers
             .Where(j => j.Queue == queue.Name)
             .ToDictionary(j => _options.Messages.GetName(j.JobType), StringComparer.Ordinal);
-        _executing = new SemaphoreSlim(queue.Concurrency, queue.Concurrency);
+        _executing = new AsyncSlots(queue.Concurrency, _options.OwnScheduler);
+        _slotFreed = new Doorbell(_options.OwnScheduler);
         _byPriority = new ClaimPolicy { MaxInFlight = queue.MaxInFlight, RateLimit = queue.RateLimit };
         _oldestFirst = _byPriority with { OldestFirst = true };
         _limited = queue.MaxInFlight is not null || queue.RateLimit is not null;
@@ -81,7 +82,7 @@ internal sealed class JobQueueConsumer : IDisposable
         // One committer per writer the store can take at once: on a server, while one group waits for its commit to
         // reach the disk, the next is already on its way.
         var committers = Task.WhenAll(Enumerable.Range(0, Math.Clamp(_store.ParallelWriters, 1, 16))
-            .Select(_ => Task.Run(() => CommitLoopAsync(abort), CancellationToken.None)));
+            .Select(_ => _options.Run(() => CommitLoopAsync(abort))));
         var tick = Min(_options.LeaseDuration / 3, _options.Jobs.CancellationCheckInterval);
         _renewedAt = _options.TimeProvider.GetUtcNow();
         using (_options.TimeProvider.CreateTimer(_ => OnTick(), null, tick, tick))
@@ -136,7 +137,7 @@ internal sealed class JobQueueConsumer : IDisposable
         {
             var running = new Running(message, CancellationTokenSource.CreateLinkedTokenSource(_abort));
             _running[message.Id] = running;
-            var job = Task.Run(() => ExecuteAsync(running, _abort), CancellationToken.None);
+            var job = _options.Run(() => ExecuteAsync(running, _abort));
             _jobs[job] = 0;
             _ = job.ContinueWith(static (t, state) => ((ConcurrentDictionary<Task, byte>)state!).TryRemove(t, out _), _jobs, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         }
@@ -207,7 +208,7 @@ internal sealed class JobQueueConsumer : IDisposable
         try
         {
             // A job still waiting for a slot when the worker stops is handed back unstarted, attempt uncounted.
-            await _executing.WaitAsync(_stopping);
+            await _executing.EnterAsync(_stopping);
         }
         catch (OperationCanceledException)
         {
@@ -221,7 +222,7 @@ internal sealed class JobQueueConsumer : IDisposable
         }
         finally
         {
-            _executing.Release();
+            _executing.Exit();
         }
 
         _finished.Writer.TryWrite(finished);
@@ -615,7 +616,7 @@ internal sealed class JobQueueConsumer : IDisposable
             return;
         }
 
-        _ = Task.Run(async () =>
+        _ = _options.Run(async () =>
         {
             try
             {
@@ -663,8 +664,6 @@ internal sealed class JobQueueConsumer : IDisposable
 
     Task ReleaseQuietlyAsync(IReadOnlyList<QueuedMessage> messages, bool countAttempt) =>
         _committer.HandBackAsync(messages, countAttempt);
-
-    public void Dispose() => _executing.Dispose();
 
     enum Outcome
     {

@@ -107,6 +107,21 @@ public sealed partial class ConvergeOptions
     /// <summary>The random source for retry jitter. Default <see cref="SharedRandomSource"/>.</summary>
     public IRandomSource Random { get; set; } = SharedRandomSource.Instance;
 
+    /// <summary>
+    /// Where the runtime's loops (consumers, job workers, the scheduler of recurring jobs, projections, the status
+    /// monitor) and the work they start run. Default <see cref="TaskScheduler.Default"/>, the thread pool. A
+    /// deterministic simulation passes a scheduler that runs one piece of work at a time in an order it chooses; the
+    /// loops' continuations return to the scheduler they started on.
+    /// </summary>
+    public TaskScheduler Scheduler { get; set; } = TaskScheduler.Default;
+
+    /// <summary>Whether the loops run on a scheduler of their own (<see cref="Scheduler"/> is not the thread pool): their wake-ups then complete on the waking thread.</summary>
+    internal bool OwnScheduler => Scheduler != TaskScheduler.Default;
+
+    /// <summary>Starts <paramref name="work"/> on <see cref="Scheduler"/>, as <c>Task.Run</c> starts it on the thread pool.</summary>
+    internal Task Run(Func<Task> work) =>
+        Task.Factory.StartNew(work, CancellationToken.None, TaskCreationOptions.DenyChildAttach, Scheduler).Unwrap();
+
     /// <summary>Creates the store. Set by a provider's extension such as <c>UseSqlite</c>.</summary>
     public Func<StoreContext, IMessageStore>? StoreFactory { get; set; }
 

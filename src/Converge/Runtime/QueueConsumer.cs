@@ -43,7 +43,7 @@ internal sealed class QueueConsumer
     }
 
     public Task RunAsync(CancellationToken stopping, CancellationToken abort) =>
-        Task.WhenAll(Enumerable.Range(0, _queue.Concurrency).Select(_ => Task.Run(() => WorkAsync(stopping, abort), CancellationToken.None)));
+        Task.WhenAll(Enumerable.Range(0, _queue.Concurrency).Select(_ => _options.Run(() => WorkAsync(stopping, abort))));
 
     async Task WorkAsync(CancellationToken stopping, CancellationToken abort)
     {
@@ -52,12 +52,13 @@ internal sealed class QueueConsumer
         var renewEvery = _options.LeaseDuration / 3;
         using var renewal = _options.TimeProvider.CreateTimer(_ => RenewIfLong(inFlight), null, renewEvery, renewEvery);
         var failures = 0;
+        var pace = new Pace();
         while (!stopping.IsCancellationRequested)
         {
             IReadOnlyList<QueuedMessage> batch;
             try
             {
-                batch = await _store.ClaimAsync(_queue.Name, _queue.BatchSize, _options.LeaseDuration, stopping);
+                batch = await _store.ClaimAsync(_queue.Name, pace.NextBatchSize(_queue.BatchSize), _options.LeaseDuration, stopping);
                 if (batch.Count == 0)
                 {
                     await _committer.WaitForWorkAsync(bell, null, stopping);
@@ -76,7 +77,7 @@ internal sealed class QueueConsumer
                 continue;
             }
 
-            if (await ProcessWithRenewalAsync(batch, inFlight, abort) is { } abandoned)
+            if (await ProcessWithRenewalAsync(batch, inFlight, pace, abort) is { } abandoned)
             {
                 await WaitForAbandonedAsync(abandoned, stopping);
             }
@@ -117,7 +118,29 @@ internal sealed class QueueConsumer
         Log.AbandonedHandlerReturned(_logger, message.MessageId, message.MessageType, _queue.Name, held);
     }
 
-    async Task<HandlerAbandonedException?> ProcessWithRenewalAsync(IReadOnlyList<QueuedMessage> batch, InFlight inFlight, CancellationToken abort)
+    /// <summary>
+    /// How many messages a worker claims next: its queue's batch size, or one at a time for as many claims as the last
+    /// failed batch held, so the message that broke it (if one did) fails alone and is the only one charged.
+    /// </summary>
+    sealed class Pace
+    {
+        int _oneAtATime;
+
+        public int NextBatchSize(int batchSize)
+        {
+            if (_oneAtATime == 0)
+            {
+                return batchSize;
+            }
+
+            _oneAtATime--;
+            return 1;
+        }
+
+        public void AfterFailedBatch(int size) => _oneAtATime = Math.Max(_oneAtATime, size);
+    }
+
+    async Task<HandlerAbandonedException?> ProcessWithRenewalAsync(IReadOnlyList<QueuedMessage> batch, InFlight inFlight, Pace pace, CancellationToken abort)
     {
         inFlight.Start(batch, _options.TimeProvider.GetUtcNow());
         try
@@ -140,15 +163,22 @@ internal sealed class QueueConsumer
         }
         catch (Exception exception)
         {
-            // The batch transaction rolled back: nothing of it took effect. Hand the messages back at once
-            // (counting the attempt, so a message that breaks every batch still reaches the dead letters).
+            // The batch transaction rolled back: nothing of it took effect. Hand the messages back at once. A batch of
+            // one counts its attempt, so a message that breaks every transaction it is in still reaches the dead
+            // letters; a larger one goes back uncounted and this worker takes the next ones one at a time: a passing
+            // failure of the store (a dropped connection, a failed commit) must not charge every message of the batch,
+            // or a few of them would dead-letter healthy messages (a saga's replies among them, leaving it waiting).
             if (!abort.IsCancellationRequested)
             {
                 ConvergeDiagnostics.ConsumerErrors.Add(1);
                 Log.BatchFailed(_logger, exception, _queue.Name, batch.Count);
+                if (batch.Count > 1)
+                {
+                    pace.AfterFailedBatch(batch.Count);
+                }
             }
 
-            await ReleaseQuietlyAsync(batch, countAttempt: !abort.IsCancellationRequested && exception is not LeasesLostException);
+            await ReleaseQuietlyAsync(batch, countAttempt: batch.Count == 1 && !abort.IsCancellationRequested && exception is not LeasesLostException);
         }
         finally
         {
@@ -230,7 +260,7 @@ internal sealed class QueueConsumer
             return;
         }
 
-        _ = Task.Run(async () =>
+        _ = _options.Run(async () =>
         {
             try
             {

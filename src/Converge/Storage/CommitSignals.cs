@@ -9,19 +9,39 @@ namespace Converge.Storage;
 public sealed class CommitSignals
 {
     readonly ConcurrentDictionary<string, Doorbell> _queues = new(StringComparer.Ordinal);
+    readonly bool _wakeOnRingingThread;
+
+    /// <summary>Signals whose rings wake their waiters on another thread, never on the committing one.</summary>
+    public CommitSignals()
+        : this(wakeOnRingingThread: false)
+    {
+    }
+
+    /// <summary>
+    /// Signals that, when <paramref name="wakeOnRingingThread"/>, complete a waiter on the ringing thread: only for
+    /// waiters on a scheduler that queues every continuation itself, as a deterministic simulation's does, where a hop
+    /// through the thread pool would land at a moment nobody chose. Default (the other constructor) <c>false</c>: a
+    /// commit never runs a consumer's loop on its own thread.
+    /// </summary>
+    public CommitSignals(bool wakeOnRingingThread)
+    {
+        _wakeOnRingingThread = wakeOnRingingThread;
+        Log = new Doorbell(wakeOnRingingThread);
+        Checkpoints = new Doorbell(wakeOnRingingThread);
+    }
 
     /// <summary>The bell rung when events are appended to the log.</summary>
-    public Doorbell Log { get; } = new();
+    public Doorbell Log { get; }
 
     /// <summary>
     /// The bell rung after a consumer group or projection version run by this process commits its checkpoint, and after a
     /// projection version is switched live here: read-your-writes waits (<c>IConsistency</c>) listen to it through
     /// <see cref="Doorbell.Rung"/>. Checkpoints moved by another process ring nothing; such waits also read on an interval.
     /// </summary>
-    public Doorbell Checkpoints { get; } = new();
+    public Doorbell Checkpoints { get; }
 
     /// <summary>The bell of one queue.</summary>
-    public Doorbell Queue(string queue) => _queues.GetOrAdd(queue, static _ => new Doorbell());
+    public Doorbell Queue(string queue) => _queues.GetOrAdd(queue, static (_, synchronous) => new Doorbell(synchronous), _wakeOnRingingThread);
 
     /// <summary>Rings the bell of <paramref name="queue"/>.</summary>
     public void RingQueue(string queue)
@@ -45,8 +65,22 @@ public sealed class CommitSignals
 /// <summary>An auto-reset signal: a ring is remembered until the next wait consumes it.</summary>
 public sealed class Doorbell
 {
-    TaskCompletionSource _waiter = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    readonly TaskCreationOptions _waiterOptions;
+    TaskCompletionSource _waiter;
     int _rung;
+
+    /// <summary>A bell that wakes its waiter on another thread than the ringing one.</summary>
+    public Doorbell()
+        : this(wakeOnRingingThread: false)
+    {
+    }
+
+    /// <summary>A bell that wakes its waiter on the ringing thread when <paramref name="wakeOnRingingThread"/> (see <see cref="CommitSignals(bool)"/>).</summary>
+    public Doorbell(bool wakeOnRingingThread)
+    {
+        _waiterOptions = wakeOnRingingThread ? TaskCreationOptions.None : TaskCreationOptions.RunContinuationsAsynchronously;
+        _waiter = new TaskCompletionSource(_waiterOptions);
+    }
 
     /// <summary>
     /// Raised by every <see cref="Ring"/>, before the waiter wakes: for listeners that must each hear every ring (a
@@ -65,7 +99,7 @@ public sealed class Doorbell
             return;
         }
 
-        Interlocked.Exchange(ref _waiter, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+        Interlocked.Exchange(ref _waiter, new TaskCompletionSource(_waiterOptions)).TrySetResult();
     }
 
     /// <summary>Waits until rung or <paramref name="timeout"/> passes on <paramref name="timeProvider"/>; <c>true</c> when rung.</summary>
@@ -81,7 +115,11 @@ public sealed class Doorbell
         using var delayCancellation = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var delay = Task.Delay(timeout, timeProvider, delayCancellation.Token);
         var first = await Task.WhenAny(waiter, delay);
-        await delayCancellation.CancelAsync();
+        // Cancelled here, not through CancelAsync: the only callback is the delay's own (it drops its timer), and
+        // resuming after CancelAsync would hop through the thread pool, out of a simulation scheduler's hands.
+#pragma warning disable CA1849
+        delayCancellation.Cancel();
+#pragma warning restore CA1849
         cancellationToken.ThrowIfCancellationRequested();
         if (first == waiter)
         {
