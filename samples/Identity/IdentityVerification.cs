@@ -1,3 +1,5 @@
+using Converge.Verification;
+
 namespace Converge.Samples.Identity;
 
 /// <summary>
@@ -31,14 +33,24 @@ public sealed record IdentityVerification(
         int gaps = 0, duplicates = 0, mismatches = 0, completed = 0, undecided = 0;
         foreach (var client in clients)
         {
+            // Each version of the client's stream received once and in order, judged as every reader of the log is.
             var ids = new HashSet<Guid>();
-            var versions = new HashSet<long>();
+            var received = client.Events.Select(e => e.Version).ToList();
+            var last = received.Count == 0 ? 0 : received.Max();
+            foreach (var found in Invariants.ReadExactlyOnceInOrder(client.RequestId, [.. Enumerable.Range(1, (int)last).Select(v => (long)v)], received, "version"))
+            {
+                gaps += found.Contains(" skipped ", StringComparison.Ordinal) ? 1 : 0;
+                duplicates += found.Contains(" repeated ", StringComparison.Ordinal) ? 1 : 0;
+                Note(found);
+            }
+
             foreach (var seen in client.Events)
             {
-                if (!ids.Add(seen.Id) || !versions.Add(seen.Version))
+                if (!ids.Add(seen.Id) && received.Count(v => v == seen.Version) == 1)
                 {
+                    // The same event at two versions: the repeat the versions alone do not show.
                     duplicates++;
-                    Note($"{client.RequestId}: version {seen.Version} ({seen.Type}, {seen.Id:N}) was received twice");
+                    Note($"{client.RequestId}: event {seen.Id:N} ({seen.Type}) was received twice");
                 }
 
                 if (stored is not null && stored.TryGetValue(client.RequestId, out var truth)
@@ -46,24 +58,6 @@ public sealed record IdentityVerification(
                 {
                     mismatches++;
                     Note($"{client.RequestId}: version {seen.Version} was received as {seen.Id:N}, which the store does not hold there");
-                }
-            }
-
-            var last = client.Events.Count == 0 ? 0 : client.Events.Max(e => e.Version);
-            for (var version = 1L; version <= last; version++)
-            {
-                if (!versions.Contains(version))
-                {
-                    gaps++;
-                    Note($"{client.RequestId}: version {version} of {last} was never received");
-                }
-            }
-
-            for (var i = 1; i < client.Events.Count; i++)
-            {
-                if (client.Events[i].Version < client.Events[i - 1].Version)
-                {
-                    Note($"{client.RequestId}: version {client.Events[i].Version} arrived after version {client.Events[i - 1].Version}");
                 }
             }
 

@@ -76,8 +76,9 @@ internal static class SimCommand
                 reports.Add(await RunAsync(output, name, planted, first, count, parsed.GetValue(parallel), parsed.GetValue(verbose), parsed.GetValue(json), cancellationToken));
             }
 
-            await output.ReportAsync(reports, parsed.GetValue(json), Render);
-            return reports.Any(r => r.Failed > 0) ? CliApp.Failure : CliApp.Success;
+            var summary = new SimSummary(reports.Sum(r => r.Seeds), reports.Sum(r => r.Failed), reports);
+            await output.ReportAsync(summary, parsed.GetValue(json), Render);
+            return summary.Failed > 0 ? CliApp.Failure : CliApp.Success;
         });
         return command;
     }
@@ -132,8 +133,9 @@ internal static class SimCommand
     static string Replay(SimulationResult result, PlantedBug planted) =>
         Simulator.ReplayCommand(result) + (planted == PlantedBug.None ? "" : " --plant " + PlantOutsideTransaction);
 
-    static void Render(IAnsiConsole console, List<SimReport> reports)
+    static void Render(IAnsiConsole console, SimSummary summary)
     {
+        var reports = summary.Scenarios;
         var table = CliOutput.Table("scenario", "seeds", "passed", "failed", "crashes", "crash points", "store faults", "steps", "store ops", "seconds", "seeds/s");
         foreach (var r in reports)
         {
@@ -146,6 +148,8 @@ internal static class SimCommand
             console.WriteLine($"first failure of {failure.Scenario}: seed {failure.f.Seed}, trace {failure.f.Trace}; replay: {failure.f.Replay}");
         }
     }
+
+    sealed record SimSummary(int Seeds, int Failed, IReadOnlyList<SimReport> Scenarios);
 
     sealed record SimFailure(int Seed, IReadOnlyList<string> Violations, IReadOnlyList<string> Crashes, string Trace, string Replay);
 

@@ -49,7 +49,7 @@ public sealed class DemoIdentityTests
 
         Assert.False(verification.Passed);
         Assert.Equal(1, verification.Gaps);
-        Assert.Contains("idv-000005: version 3 of 6 was never received", verification.Problems);
+        Assert.Contains("idv-000005 skipped version 3", verification.Problems);
     }
 
     [Fact]
@@ -64,7 +64,7 @@ public sealed class DemoIdentityTests
 
         Assert.False(verification.Passed);
         Assert.Equal(1, verification.Duplicates);
-        Assert.Contains(verification.Problems, p => p.StartsWith("idv-000008: version 3 (identity.partial-result@1, ", StringComparison.Ordinal) && p.EndsWith(") was received twice", StringComparison.Ordinal));
+        Assert.Contains("idv-000008 repeated version 3", verification.Problems);
     }
 
     [Fact]

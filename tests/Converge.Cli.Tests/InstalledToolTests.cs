@@ -49,6 +49,26 @@ public sealed class InstalledToolTests
     }
 
     [Fact]
+    public async Task The_installed_tool_replays_a_failing_seed_the_same_way_in_three_processes()
+    {
+        var found = await RunAsync(Tool, ["sim", "--scenario", "identity", "--seeds", "10", "--plant", "effect-outside-transaction"]);
+        Assert.True(found.ExitCode == 1, found.ToString());
+        var replay = found.Out.Split('\n').Select(l => l.Trim()).First(l => l.StartsWith("replay: converge sim ", StringComparison.Ordinal))["replay: converge ".Length..];
+
+        var runs = new List<string>();
+        for (var i = 0; i < 3; i++)
+        {
+            var again = await RunAsync(Tool, replay.Split(' '));
+            Assert.True(again.ExitCode == 1, again.ToString());
+            runs.Add(string.Join('\n', again.Out.Split('\n').Where(l => l.StartsWith("identity ", StringComparison.Ordinal))));
+        }
+
+        Assert.True(runs[0].Split('\n').Length > 100, runs[0]);
+        Assert.Equal(runs[0], runs[1]);
+        Assert.Equal(runs[0], runs[2]);
+    }
+
+    [Fact]
     public async Task The_installed_tool_runs_the_month_close_in_two_worker_processes()
     {
         using var folder = new TempFolder();

@@ -1,6 +1,6 @@
 using Converge.Jobs;
 using Converge.Sagas;
-using Converge.Testing.Properties;
+using Converge.Verification;
 
 namespace Converge.Testing.Tests;
 
@@ -50,10 +50,10 @@ public sealed class InvariantsTests
     [Fact]
     public void A_group_that_skips_repeats_or_reorders_an_event_is_named()
     {
-        Assert.Empty(Invariants.ReadExactlyOnceInOrder("g", [3, 5, 9], [3, 5, 9]));
-        Assert.Equal(["group g skipped position 5"], Invariants.ReadExactlyOnceInOrder("g", [3, 5, 9], [3, 9]));
-        Assert.Equal(["group g repeated position 5"], Invariants.ReadExactlyOnceInOrder("g", [3, 5, 9], [3, 5, 5, 9]));
-        Assert.Equal(["group g handled position 3 after 5"], Invariants.ReadExactlyOnceInOrder("g", [3, 5, 9], [5, 3, 9]));
+        Assert.Empty(Invariants.ReadExactlyOnceInOrder("group g", [3, 5, 9], [3, 5, 9]));
+        Assert.Equal(["group g skipped position 5"], Invariants.ReadExactlyOnceInOrder("group g", [3, 5, 9], [3, 9]));
+        Assert.Equal(["group g repeated position 5"], Invariants.ReadExactlyOnceInOrder("group g", [3, 5, 9], [3, 5, 5, 9]));
+        Assert.Equal(["group g read position 3 after 5"], Invariants.ReadExactlyOnceInOrder("group g", [3, 5, 9], [5, 3, 9]));
     }
 
     [Fact]

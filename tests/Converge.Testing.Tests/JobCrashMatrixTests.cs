@@ -3,6 +3,7 @@ using Converge.Jobs;
 using Converge.Storage;
 using Converge.Testing.Conformance;
 using Converge.Testing.Faults;
+using Converge.Verification;
 using Microsoft.Extensions.DependencyInjection;
 using Xunit.Abstractions;
 
@@ -90,7 +91,7 @@ public sealed class JobCrashMatrixTests(ITestOutputHelper output)
         var batch = new JobBatchRecord { Id = Batch, Total = Accounts, Succeeded = Accounts - 1, Pending = 1, Sealed = true };
 
         Assert.Equal(
-            ["account-3 taken 2 times", "account-7 taken 0 times", $"finished-{Batch} taken 0 times", $"batch counters total {Accounts}, succeeded {Accounts - 1}, failed 0, pending 1"],
+            ["account-3 taken 2 times", "account-7 taken 0 times", $"finished-{Batch} taken 0 times", $"batch {Batch} counts total {Accounts}, succeeded {Accounts - 1}, failed 0, pending 1, not finished; expected total {Accounts}, succeeded {Accounts}, failed 0"],
             Judge(effects, batch));
     }
 
@@ -134,28 +135,11 @@ public sealed class JobCrashMatrixTests(ITestOutputHelper output)
         return violations;
     }
 
-    /// <summary>What is wrong with the close: each account's job and the callback took effect once, and the batch's counters are exact.</summary>
+    /// <summary>What is wrong with the close, judged as the simulation judges it: each account's job and the callback took effect once, and the batch's counters are exact.</summary>
     static List<string> Judge(IReadOnlyList<string> effects, JobBatchRecord? batch)
     {
-        var violations = new List<string>();
-        var counts = effects.GroupBy(e => e).ToDictionary(g => g.Key, g => g.Count());
-        foreach (var expected in Enumerable.Range(0, Accounts).Select(i => "account-" + i).Append("finished-" + Batch))
-        {
-            if (counts.GetValueOrDefault(expected) != 1)
-            {
-                violations.Add($"{expected} taken {counts.GetValueOrDefault(expected)} times");
-            }
-        }
-
-        if (batch is null)
-        {
-            violations.Add("the batch is missing");
-        }
-        else if ((batch.Total, batch.Succeeded, batch.Failed, batch.Pending) != (Accounts, Accounts, 0, 0))
-        {
-            violations.Add($"batch counters total {batch.Total}, succeeded {batch.Succeeded}, failed {batch.Failed}, pending {batch.Pending}");
-        }
-
+        var violations = Invariants.ExactlyOnce(Enumerable.Range(0, Accounts).Select(i => "account-" + i).Append("finished-" + Batch), effects);
+        violations.AddRange(Invariants.BatchCounters(Batch, batch, Accounts));
         return violations;
     }
 

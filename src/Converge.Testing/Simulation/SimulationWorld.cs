@@ -71,7 +71,8 @@ public sealed class SimulationWorld
         {
             lock (_uncontrolled)
             {
-                _uncontrolled.Add($"{what} on thread {Environment.CurrentManagedThreadId}" + (_uncontrolled.Count == 0 ? Environment.StackTrace : ""));
+                // The first one's stack says where the escape came from.
+                _uncontrolled.Add($"{what} on thread {Environment.CurrentManagedThreadId}" + (_uncontrolled.Count == 0 ? Environment.NewLine + Environment.StackTrace : ""));
             }
         }
     }
@@ -140,14 +141,6 @@ public sealed class SimulationWorld
 
     internal void Enqueue(ProcessScheduler scheduler, Task task)
     {
-        if (Environment.CurrentManagedThreadId != _thread)
-        {
-            var action = typeof(Task).GetField("m_action", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)!.GetValue(task) as Delegate;
-            var target = action?.Target;
-            var box = target?.GetType().GetField("m_action", System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Instance)?.GetValue(target) as Delegate;
-            EnsureOnThread($"DEBUG {(task.AsyncState as Delegate)?.Target?.GetType()} {task.AsyncState?.GetType()} ");
-        }
-
         EnsureOnThread($"work of {scheduler.Name}");
         lock (_ready)
         {

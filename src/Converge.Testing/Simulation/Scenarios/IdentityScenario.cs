@@ -2,7 +2,7 @@ using Converge.Jobs;
 using Converge.Runtime;
 using Converge.Storage;
 using Converge.Testing.Conformance;
-using Converge.Testing.Properties;
+using Converge.Verification;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace Converge.Testing.Simulation.Scenarios;
@@ -82,7 +82,7 @@ public sealed class IdentityScenario(PlantedBug planted = PlantedBug.None) : Sim
             events.Where(e => e.Stream == Verdicts).Select(e => "verdict:" + ScenarioParts.Body<Verdict>(e).Request)));
         var positions = partials.GroupBy(e => Key(ScenarioParts.Body<PartialResult>(e))).ToDictionary(g => g.Key, g => g.First().Position);
         var handled = Effects.CommittedKeys(store).Select(k => positions.TryGetValue(k, out var p) ? p : -1).ToList();
-        violations.AddRange(Invariants.ReadExactlyOnceInOrder(Group, [.. partials.Select(e => e.Position)], handled));
+        violations.AddRange(Invariants.ReadExactlyOnceInOrder("group " + Group, [.. partials.Select(e => e.Position)], handled));
         return violations;
     }
 

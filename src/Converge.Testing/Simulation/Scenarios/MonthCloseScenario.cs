@@ -2,7 +2,7 @@ using Converge.Jobs;
 using Converge.Runtime;
 using Converge.Storage;
 using Converge.Testing.Conformance;
-using Converge.Testing.Properties;
+using Converge.Verification;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace Converge.Testing.Simulation.Scenarios;
@@ -96,7 +96,7 @@ public sealed class MonthCloseScenario(PlantedBug planted = PlantedBug.None) : S
         // The ledger's records, in the order it committed them, against the positions of the accounts' events.
         var positions = closed.GroupBy(e => ScenarioParts.Body<AccountClosed>(e).Account).ToDictionary(g => "ledger:account-" + g.Key, g => g.First().Position);
         var handled = Effects.CommittedKeys(store).Where(k => k.StartsWith("ledger:", StringComparison.Ordinal)).Select(k => positions.TryGetValue(k, out var p) ? p : -1).ToList();
-        violations.AddRange(Invariants.ReadExactlyOnceInOrder(Ledger, [.. closed.Select(e => e.Position)], handled));
+        violations.AddRange(Invariants.ReadExactlyOnceInOrder("group " + Ledger, [.. closed.Select(e => e.Position)], handled));
         return violations;
     }
 

@@ -2,7 +2,7 @@ using Converge.Runtime;
 using Converge.Sagas;
 using Converge.Storage;
 using Converge.Testing.Conformance;
-using Converge.Testing.Properties;
+using Converge.Verification;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace Converge.Testing.Simulation.Scenarios;

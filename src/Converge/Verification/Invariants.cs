@@ -1,11 +1,11 @@
 using Converge.Jobs;
 using Converge.Sagas;
 
-namespace Converge.Testing.Properties;
+namespace Converge.Verification;
 
 /// <summary>
 /// The properties Converge promises, written once and judged the same way by the crash-point matrices, the seeded
-/// simulation and the demos: every effect exactly once, every saga either done or undone in reverse order, batch
+/// simulation (<c>converge sim</c>) and the demos, and open to an application's own tests: every effect exactly once, every saga either done or undone in reverse order, batch
 /// counters exact, a consumer group never skipping or repeating an event. Each returns what is wrong, in words; an
 /// empty list when the property holds.
 /// </summary>
@@ -93,10 +93,12 @@ public static class Invariants
     }
 
     /// <summary>
-    /// A consumer group handled the events at <paramref name="handled"/> positions (in the order it committed them)
-    /// over a log whose events of interest sit at <paramref name="logged"/>: each exactly once, and in log order.
+    /// A reader (a consumer group, a client following a stream) took the events at <paramref name="handled"/> (in the
+    /// order it took them) from a log or stream whose events of interest sit at <paramref name="logged"/>: each exactly
+    /// once, and in order. Named as <c>"group g skipped position 5"</c>, <c>"... repeated position 5"</c>,
+    /// <c>"... read position 3 after 5"</c>, with <paramref name="reader"/> and <paramref name="unit"/> as given.
     /// </summary>
-    public static List<string> ReadExactlyOnceInOrder(string group, IReadOnlyList<long> logged, IReadOnlyList<long> handled)
+    public static List<string> ReadExactlyOnceInOrder(string reader, IReadOnlyList<long> logged, IReadOnlyList<long> handled, string unit = "position")
     {
         ArgumentNullException.ThrowIfNull(logged);
         ArgumentNullException.ThrowIfNull(handled);
@@ -107,17 +109,17 @@ public static class Invariants
         {
             if (!seen.Add(position))
             {
-                violations.Add($"group {group} repeated position {position}");
+                violations.Add($"{reader} repeated {unit} {position}");
             }
             else if (position < last)
             {
-                violations.Add($"group {group} handled position {position} after {last}");
+                violations.Add($"{reader} read {unit} {position} after {last}");
             }
 
             last = Math.Max(last, position);
         }
 
-        violations.AddRange(logged.Where(p => !seen.Contains(p)).Select(p => $"group {group} skipped position {p}"));
+        violations.AddRange(logged.Where(p => !seen.Contains(p)).Select(p => $"{reader} skipped {unit} {p}"));
         return violations;
     }
 }
