@@ -138,6 +138,15 @@ public sealed class CrashMatrixTests(ITestOutputHelper output)
         Assert.Empty(result.Violations);
     }
 
+    [Fact]
+    public async Task The_shop_survives_a_crash_at_every_thirtieth_store_operation_on_postgresql_with_rabbitmq()
+    {
+        var result = await RunMatrixAsync("postgresql+rabbitmq", careless: false, every: 30);
+
+        Assert.True(result.Points.Count >= 10, $"only {result.Points.Count} crash points");
+        Assert.Empty(result.Violations);
+    }
+
     [Theory]
     [InlineData("in-memory")]
     [InlineData("sqlite")]
@@ -158,6 +167,7 @@ public sealed class CrashMatrixTests(ITestOutputHelper output)
                 {
                     "sqlite" => new SqliteShopDatabase(),
                     "postgresql" => await PostgreSqlShopDatabase.CreateAsync(),
+                    "postgresql+rabbitmq" => new RabbitMqShopDatabase(await PostgreSqlShopDatabase.CreateAsync()),
                     _ => new InMemoryShopDatabase(),
                 };
                 return await RunWithCrashAsync(plan, db, new ShopRecords(careless));
@@ -449,5 +459,65 @@ public sealed class PostgreSqlShopDatabase : ShopDatabase
         }
 
         await _observer.DisposeAsync();
+    }
+}
+
+/// <summary>
+/// PostgreSQL with every queue on the RabbitMQ broker of <c>CONVERGE_TEST_RABBITMQ</c>, under a prefix of its own: the
+/// crash kills the host's store calls, and the dead host's broker channels close with it, handing back what it held.
+/// </summary>
+public sealed class RabbitMqShopDatabase(PostgreSqlShopDatabase postgres) : ShopDatabase
+{
+    readonly string _prefix = "crash" + Guid.NewGuid().ToString("N")[..12] + ".";
+    readonly System.Collections.Concurrent.ConcurrentBag<Converge.RabbitMq.RabbitMqTransport> _transports = [];
+
+    static Uri Broker => Environment.GetEnvironmentVariable("CONVERGE_TEST_RABBITMQ") is { Length: > 0 } value
+        ? new Uri(value)
+        : throw new InvalidOperationException("CONVERGE_TEST_RABBITMQ is not set. Run ./test.sh, which starts RabbitMQ, or start it with scripts/services.sh start DIR and source DIR/services.env.");
+
+    public override IMessageStore Observer => postgres.Observer;
+
+    public override void Use(ConvergeOptions options, CrashPlan? plan)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        postgres.Use(options, plan);
+        Converge.RabbitMq.RabbitMqConvergeExtensions.UseRabbitMq(options, Broker, t =>
+        {
+            t.QueuePrefix = _prefix;
+            t.LogStream = null;
+
+            // The dead host's relay lease runs out as soon as its queue leases do (the broker's clock is the wall clock).
+            t.PublishTimeout = TimeSpan.FromMilliseconds(500);
+            t.RelayLease = TimeSpan.FromSeconds(1);
+            t.ReconnectDelay = TimeSpan.FromMilliseconds(50);
+            t.MaxReconnectDelay = TimeSpan.FromMilliseconds(500);
+        });
+        var create = options.TransportFactory!;
+        options.TransportFactory = context =>
+        {
+            var transport = (Converge.RabbitMq.RabbitMqTransport)create(context);
+            _transports.Add(transport);
+            return transport;
+        };
+    }
+
+    public override Task<IReadOnlyList<string>> EffectsAsync(ShopRecords records) => postgres.EffectsAsync(records);
+
+    public override async ValueTask DisposeAsync()
+    {
+        var factory = new RabbitMQ.Client.ConnectionFactory { Uri = Broker, AutomaticRecoveryEnabled = false, ClientProvidedName = "converge-crash-matrix" };
+        await using (var connection = await factory.CreateConnectionAsync())
+        {
+            foreach (var queue in _transports.SelectMany(t => t.BrokerQueues).Distinct(StringComparer.Ordinal))
+            {
+                await using var channel = await connection.CreateChannelAsync();
+                await channel.QueueDeleteAsync(queue, ifUnused: false, ifEmpty: false);
+            }
+
+            await using var exchanges = await connection.CreateChannelAsync();
+            await exchanges.ExchangeDeleteAsync(_prefix + "converge.dead-letters", ifUnused: false);
+        }
+
+        await postgres.DisposeAsync();
     }
 }
