@@ -3,6 +3,8 @@ using System.Reflection;
 using Castle.DynamicProxy;
 using Converge.Storage;
 using Converge.Testing.Faults;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 
 namespace Converge.Testing.Simulation;
 
@@ -86,10 +88,35 @@ public sealed class SimulatedProcess : IDisposable
         }
 
         _open.Clear();
+        ReleaseStatics();
+    }
+
+    /// <summary>
+    /// Lets go of what the process registered process-wide (the status monitor the gauges read), as its death would
+    /// in a real process: otherwise every simulated process stays reachable, and a long run of seeds runs out of memory.
+    /// </summary>
+    internal void ReleaseStatics()
+    {
+        if (Services is null)
+        {
+            return;
+        }
+
+        foreach (var hosted in Services.GetServices<IHostedService>())
+        {
+            if (hosted is IDisposable disposable and not IAsyncDisposable)
+            {
+                disposable.Dispose();
+            }
+        }
     }
 
     /// <inheritdoc />
-    public void Dispose() => _death.Dispose();
+    public void Dispose()
+    {
+        ReleaseStatics();
+        _death.Dispose();
+    }
 
     sealed class Interceptor(SimulatedProcess process) : IInterceptor
     {
