@@ -6,108 +6,12 @@ using Converge.Testing.Faults;
 using Converge.PostgreSql;
 using Converge.Sqlite;
 using Converge.Testing.InMemory;
+using Converge.Testing.Simulation.Scenarios;
 using Converge.Verification;
 using Microsoft.Extensions.DependencyInjection;
 using Xunit.Abstractions;
 
 namespace Converge.Testing.Tests;
-
-public sealed record Reserve(string Order);
-public sealed record Reserved(string Order);
-public sealed record Release(string Order);
-public sealed record Released(string Order);
-public sealed record Charge(string Order);
-public sealed record Charged(string Order);
-public sealed record ChargeRefused(string Order, string Reason);
-public sealed record Refund(string Order);
-public sealed record Refunded(string Order);
-public sealed record Ship(string Order);
-public sealed record Shipped(string Order);
-
-public sealed class ShopOrder
-{
-    public string Order { get; set; } = "";
-}
-
-/// <summary>Reserve stock (undone by releasing it), charge (undone by refunding), ship (the pivot).</summary>
-public sealed class ShopOrderSaga : SagaDefinition<ShopOrder>
-{
-    public override string Name => "shop-order";
-
-    protected override void Define(SagaBuilder<ShopOrder> saga)
-    {
-        saga.Compensatable("reserve")
-            .Send(d => new Reserve(d.Order))
-            .OnReply<Reserved>()
-            .CompensateWith(d => new Release(d.Order))
-            .OnCompensated<Released>();
-        saga.Compensatable("charge")
-            .Send(d => new Charge(d.Order))
-            .OnReply<Charged>()
-            .FailOn<ChargeRefused>(r => r.Reason)
-            .CompensateWith(d => new Refund(d.Order))
-            .OnCompensated<Refunded>();
-        saga.Pivot("ship")
-            .Send(d => new Ship(d.Order))
-            .OnReply<Shipped>();
-    }
-}
-
-/// <summary>
-/// Where the shop's participants keep their effects: in the handler's transaction (<see cref="Effects"/>), kept exactly
-/// when the message is recorded as handled; or, when <see cref="Careless"/>, in a list of their own the moment the handler
-/// runs, which a crash between the handler and its commit leaves behind (the fault the matrix must find).
-/// </summary>
-public sealed class ShopRecords(bool careless)
-{
-    readonly System.Collections.Concurrent.ConcurrentQueue<string> _careless = new();
-
-    public bool Careless { get; } = careless;
-
-    public Task WriteAsync(MessageContext context, string effect, CancellationToken cancellationToken)
-    {
-        if (Careless)
-        {
-            _careless.Enqueue(effect);
-            return Task.CompletedTask;
-        }
-
-        return Effects.WriteAsync(context, context.Queue!, effect, cancellationToken);
-    }
-
-    /// <summary>The effects kept, one per effect.</summary>
-    public IReadOnlyList<string> Kept(IMessageStore store) => Careless ? [.. _careless] : Effects.CommittedKeys(store);
-}
-
-/// <summary>The shop's participants; orders named <c>broke-*</c> are refused their charge.</summary>
-public sealed class ShopDesk(ShopRecords records) :
-    IHandler<Reserve>, IHandler<Release>, IHandler<Charge>, IHandler<Refund>, IHandler<Ship>
-{
-    async Task DoAsync(MessageContext context, string order, string effect, object reply, CancellationToken cancellationToken)
-    {
-        await records.WriteAsync(context, order + ":" + effect, cancellationToken);
-        await context.ReplyAsync(reply, cancellationToken);
-    }
-
-    public Task HandleAsync(Reserve message, MessageContext context, CancellationToken cancellationToken) => DoAsync(context, message.Order, "reserve", new Reserved(message.Order), cancellationToken);
-
-    public Task HandleAsync(Release message, MessageContext context, CancellationToken cancellationToken) => DoAsync(context, message.Order, "release", new Released(message.Order), cancellationToken);
-
-    public async Task HandleAsync(Charge message, MessageContext context, CancellationToken cancellationToken)
-    {
-        if (message.Order.StartsWith("broke-", StringComparison.Ordinal))
-        {
-            await context.ReplyAsync(new ChargeRefused(message.Order, "card declined"), cancellationToken);
-            return;
-        }
-
-        await DoAsync(context, message.Order, "charge", new Charged(message.Order), cancellationToken);
-    }
-
-    public Task HandleAsync(Refund message, MessageContext context, CancellationToken cancellationToken) => DoAsync(context, message.Order, "refund", new Refunded(message.Order), cancellationToken);
-
-    public Task HandleAsync(Ship message, MessageContext context, CancellationToken cancellationToken) => DoAsync(context, message.Order, "ship", new Shipped(message.Order), cancellationToken);
-}
 
 /// <summary>
 /// The crash-point matrix on the in-memory store: the shop's orders run on a host that dies at its Nth store
@@ -116,8 +20,6 @@ public sealed class ShopDesk(ShopRecords records) :
 /// </summary>
 public sealed class CrashMatrixTests(ITestOutputHelper output)
 {
-    static readonly string[] Orders = ["o-1", "o-2", "o-3", "o-4", "o-5", "broke-6"];
-
     [Theory]
     [InlineData("in-memory")]
     [InlineData("sqlite")]
@@ -170,7 +72,7 @@ public sealed class CrashMatrixTests(ITestOutputHelper output)
                     "postgresql+rabbitmq" => new RabbitMqShopDatabase(await PostgreSqlShopDatabase.CreateAsync()),
                     _ => new InMemoryShopDatabase(),
                 };
-                return await RunWithCrashAsync(plan, db, new ShopRecords(careless));
+                return await RunWithCrashAsync(plan, db, new ShopScenario(careless ? PlantedBug.EffectOutsideTransaction : PlantedBug.None));
             },
             every);
         CrashMatrix.Report(output, database, result);
@@ -180,43 +82,35 @@ public sealed class CrashMatrixTests(ITestOutputHelper output)
     [Fact]
     public void The_judge_names_a_lost_order_a_repeated_effect_and_a_compensation_out_of_order()
     {
+        string[] completed = ["o-2", "o-4", "o-5", "o-7"];
+        var done = completed.SelectMany(o => (string[])[o + ":reserve", o + ":charge", o + ":ship"]);
         Assert.Equal(
             [
                 "o-1: effects reserve, reserve, charge, ship (saga Completed): neither every step nor the steps done then undone in reverse",
-                "o-2: saga missing",
-                "o-3: every step done, but the saga is Running",
-                "o-3: saga Running, not Completed",
-                "o-4: saga missing",
-                "o-5: saga missing",
+                "o-3: saga missing",
                 "broke-6: effects reserve, release, refund (saga Compensated): neither every step nor the steps done then undone in reverse",
+                "broke-8: every step done, but the saga is Running",
+                "broke-8: saga Running, expected Compensated",
             ],
-            Judge(
-                new Dictionary<string, SagaState> { ["o-1"] = SagaState.Completed, ["o-3"] = SagaState.Running, ["broke-6"] = SagaState.Compensated },
-                ["o-1:reserve", "o-1:reserve", "o-1:charge", "o-1:ship", "o-3:reserve", "o-3:charge", "o-3:ship", "broke-6:reserve", "broke-6:release", "broke-6:refund"]));
+            ShopScenario.Judge(
+                new Dictionary<string, SagaState> { ["o-1"] = SagaState.Completed, ["o-2"] = SagaState.Completed, ["o-4"] = SagaState.Completed, ["o-5"] = SagaState.Completed, ["o-7"] = SagaState.Completed, ["broke-6"] = SagaState.Compensated, ["broke-8"] = SagaState.Running },
+                ["o-1:reserve", "o-1:reserve", "o-1:charge", "o-1:ship", .. done, "broke-6:reserve", "broke-6:release", "broke-6:refund", "broke-8:reserve", "broke-8:charge", "broke-8:ship"]));
     }
 
     /// <summary>Runs the orders on a host that dies as <paramref name="plan"/> says, then on a new host to the end; what is wrong.</summary>
-    static async Task<List<string>> RunWithCrashAsync(CrashPlan plan, ShopDatabase database, ShopRecords records)
+    static async Task<List<string>> RunWithCrashAsync(CrashPlan plan, ShopDatabase database, ShopScenario scenario)
     {
         await CrashMatrix.CrashThenRecoverAsync(
             plan,
             database.Clock,
-            crash => StartAsync(database, crash, records),
-            async host =>
-            {
-                foreach (var order in Orders)
-                {
-                    // An order the dead host had not placed is placed again, as its client would retry.
-                    if (await database.Observer.SagaQueries().GetSagaAsync(order, CancellationToken.None) is null)
-                    {
-                        await host.Sagas.StartAsync("shop-order", order, new ShopOrder { Order = order });
-                    }
-                }
-            },
-            () => SettledAsync(database.Observer));
+            crash => StartAsync(database, crash, scenario),
+
+            // An order the dead host had not placed is placed again, as its client would retry (placing is idempotent).
+            host => scenario.PlaceAsync(host.Services, host.Store, CancellationToken.None),
+            () => SettledAsync(database.Observer, scenario));
 
         var states = new Dictionary<string, SagaState>();
-        foreach (var order in Orders)
+        foreach (var order in ShopScenario.Orders)
         {
             if (await database.Observer.SagaQueries().GetSagaAsync(order, CancellationToken.None) is { } saga)
             {
@@ -224,69 +118,24 @@ public sealed class CrashMatrixTests(ITestOutputHelper output)
             }
         }
 
-        var violations = Judge(states, await database.EffectsAsync(records));
+        var effects = scenario.Planted == PlantedBug.EffectOutsideTransaction ? scenario.CarelessEffects : await database.EffectsAsync();
+        var violations = ShopScenario.Judge(states, effects);
         violations.AddRange(await CrashMatrix.LeftoversAsync(database.Observer));
         return violations;
     }
 
-    /// <summary>
-    /// What is wrong with the orders' outcome, judged by the properties the simulation judges too: every order's saga
-    /// ended as its order should (completed, or compensated when its charge is refused), and the participants' records
-    /// show its steps once each, in order, or the steps done then undone in reverse.
-    /// </summary>
-    static List<string> Judge(Dictionary<string, SagaState> states, IReadOnlyList<string> effects)
-    {
-        var violations = new List<string>();
-        foreach (var order in Orders)
-        {
-            var done = effects.Where(e => e.StartsWith(order + ":", StringComparison.Ordinal)).Select(e => e[(order.Length + 1)..]).ToList();
-            SagaState? state = states.TryGetValue(order, out var found) ? found : null;
-            violations.AddRange(Invariants.SagaOutcome(order, state, done, Steps));
-            var want = order.StartsWith("broke-", StringComparison.Ordinal) ? SagaState.Compensated : SagaState.Completed;
-            if (state is { } ended && ended != want)
-            {
-                violations.Add($"{order}: saga {ended}, not {want}");
-            }
-        }
+    static async Task<bool> SettledAsync(IMessageStore store, ShopScenario scenario) =>
+        await scenario.SettledAsync(store, CancellationToken.None) && await CrashMatrix.QueuesEmptyAsync(store);
 
-        return violations;
-    }
-
-    static readonly (string, string?)[] Steps = [("reserve", "release"), ("charge", "refund"), ("ship", null)];
-
-    static async Task<bool> SettledAsync(IMessageStore store)
-    {
-        foreach (var order in Orders)
-        {
-            if (await store.SagaQueries().GetSagaAsync(order, CancellationToken.None) is not { State: SagaState.Completed or SagaState.Compensated })
-            {
-                return false;
-            }
-        }
-
-        return await CrashMatrix.QueuesEmptyAsync(store);
-    }
-
-    static Task<ConvergeTestHost> StartAsync(ShopDatabase database, CrashPlan? plan, ShopRecords records) => ConvergeTestHost.StartAsync(
+    static Task<ConvergeTestHost> StartAsync(ShopDatabase database, CrashPlan? plan, ShopScenario scenario) => ConvergeTestHost.StartAsync(
         o =>
         {
+            scenario.Configure(o);
             o.TimeProvider = database.Clock;
             database.Use(o, plan);
-
-            // The new host looks for work often.
-            o.LeaseDuration = TimeSpan.FromSeconds(1);
-            o.PollInterval = TimeSpan.FromMilliseconds(20);
-            o.Messages.Register<Reserve>("shop.reserve").Register<Reserved>("shop.reserved").Register<Release>("shop.release")
-                .Register<Released>("shop.released").Register<Charge>("shop.charge").Register<Charged>("shop.charged")
-                .Register<ChargeRefused>("shop.charge-refused").Register<Refund>("shop.refund").Register<Refunded>("shop.refunded")
-                .Register<Ship>("shop.ship").Register<Shipped>("shop.shipped");
-            o.Handle<Reserve, ShopDesk>("stock").Handle<Release, ShopDesk>("stock").Handle<Charge, ShopDesk>("payments")
-                .Handle<Refund, ShopDesk>("payments").Handle<Ship, ShopDesk>("shipping");
-            o.AddSaga<ShopOrderSaga>();
         },
-        s => s.AddSingleton(records).AddSingleton<ShopDesk>());
+        scenario.ConfigureServices);
 }
-
 /// <summary>The system's clock, moved forward by the jumps a test makes (timers keep real durations).</summary>
 public sealed class JumpingClock : TimeProvider
 {
@@ -311,8 +160,8 @@ public abstract class ShopDatabase : IAsyncDisposable
     /// <summary>Points a host's options at the database, behind <paramref name="plan"/> when there is one.</summary>
     public abstract void Use(ConvergeOptions options, CrashPlan? plan);
 
-    /// <summary>The effects the participants kept.</summary>
-    public abstract Task<IReadOnlyList<string>> EffectsAsync(ShopRecords records);
+    /// <summary>The effects the participants kept in their handlers' transactions, in the order they were committed.</summary>
+    public abstract Task<IReadOnlyList<string>> EffectsAsync();
 
     /// <summary>Puts <paramref name="plan"/>, when there is one, in front of the store each host opens for itself.</summary>
     protected static void CrashOwnStores(ConvergeOptions options, CrashPlan? plan)
@@ -325,16 +174,10 @@ public abstract class ShopDatabase : IAsyncDisposable
         }
     }
 
-    /// <summary>The effects kept: the careless list, or the rows of the effects table in the order they were written.</summary>
-    protected async Task<IReadOnlyList<string>> EffectsAsync(ShopRecords records, Func<Task<System.Data.Common.DbConnection>> open, string writtenOrder)
+    /// <summary>The rows of the effects table, in the order they were written.</summary>
+    protected static async Task<IReadOnlyList<string>> EffectsAsync(Func<Task<System.Data.Common.DbConnection>> open, string writtenOrder)
     {
-        ArgumentNullException.ThrowIfNull(records);
         ArgumentNullException.ThrowIfNull(open);
-        if (records.Careless)
-        {
-            return records.Kept(Observer);
-        }
-
         await using var connection = await open();
         await using var read = connection.CreateCommand();
         read.CommandText = "SELECT item_key FROM conformance_effects ORDER BY " + writtenOrder;
@@ -370,7 +213,7 @@ public sealed class InMemoryShopDatabase : ShopDatabase
         }
     }
 
-    public override Task<IReadOnlyList<string>> EffectsAsync(ShopRecords records) => Task.FromResult(records.Kept(_store));
+    public override Task<IReadOnlyList<string>> EffectsAsync() => Task.FromResult(Effects.CommittedKeys(_store));
 
     public override ValueTask DisposeAsync() => _store.DisposeAsync();
 }
@@ -401,8 +244,8 @@ public sealed class SqliteShopDatabase : ShopDatabase
         CrashOwnStores(options, plan);
     }
 
-    public override Task<IReadOnlyList<string>> EffectsAsync(ShopRecords records) =>
-        EffectsAsync(records, () => Task.FromResult<System.Data.Common.DbConnection>(_observer.OpenConnection()), "rowid");
+    public override Task<IReadOnlyList<string>> EffectsAsync() =>
+        EffectsAsync(() => Task.FromResult<System.Data.Common.DbConnection>(_observer.OpenConnection()), "rowid");
 
     public override async ValueTask DisposeAsync()
     {
@@ -447,8 +290,8 @@ public sealed class PostgreSqlShopDatabase : ShopDatabase
         CrashOwnStores(options, plan);
     }
 
-    public override Task<IReadOnlyList<string>> EffectsAsync(ShopRecords records) =>
-        EffectsAsync(records, async () => await _observer.OpenConnectionAsync(CancellationToken.None), "ctid");
+    public override Task<IReadOnlyList<string>> EffectsAsync() =>
+        EffectsAsync(async () => await _observer.OpenConnectionAsync(CancellationToken.None), "ctid");
 
     public override async ValueTask DisposeAsync()
     {
@@ -501,7 +344,7 @@ public sealed class RabbitMqShopDatabase(PostgreSqlShopDatabase postgres) : Shop
         };
     }
 
-    public override Task<IReadOnlyList<string>> EffectsAsync(ShopRecords records) => postgres.EffectsAsync(records);
+    public override Task<IReadOnlyList<string>> EffectsAsync() => postgres.EffectsAsync();
 
     public override async ValueTask DisposeAsync()
     {

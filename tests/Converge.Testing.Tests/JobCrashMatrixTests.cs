@@ -129,7 +129,7 @@ public sealed class JobCrashMatrixTests(ITestOutputHelper output)
             _ => Task.CompletedTask,
             () => SettledAsync(database.Observer));
 
-        var effects = records.Careless ? records.CarelessEffects : await database.EffectsAsync(new ShopRecords(careless: false));
+        var effects = records.Careless ? records.CarelessEffects : await database.EffectsAsync();
         var violations = Judge(effects, await database.Observer.JobQueries().GetBatchAsync(Batch, CancellationToken.None));
         violations.AddRange(await CrashMatrix.LeftoversAsync(database.Observer));
         return violations;

@@ -19,11 +19,18 @@ namespace Converge.Testing.Simulation.Scenarios;
 /// </param>
 public sealed class ShopScenario(PlantedBug planted = PlantedBug.None) : SimulationScenario
 {
-    static readonly string[] Orders = ["o-1", "o-2", "o-3", "o-4", "o-5", "broke-6", "o-7", "broke-8"];
+    /// <summary>The orders placed; those named <c>broke-*</c> are refused their charge.</summary>
+    public static IReadOnlyList<string> Orders { get; } = ["o-1", "o-2", "o-3", "o-4", "o-5", "broke-6", "o-7", "broke-8"];
 
     static readonly (string Effect, string? Compensation)[] Steps = [("reserve", "release"), ("charge", "refund"), ("ship", null)];
 
-    readonly List<string> _carelessEffects = [];
+    readonly System.Collections.Concurrent.ConcurrentQueue<string> _carelessEffects = new();
+
+    /// <summary>The bug planted, if any.</summary>
+    public PlantedBug Planted => planted;
+
+    /// <summary>The effects kept outside the handlers' transactions when <see cref="PlantedBug.EffectOutsideTransaction"/> is planted, in the order they were kept.</summary>
+    public IReadOnlyList<string> CarelessEffects => [.. _carelessEffects];
 
     /// <inheritdoc />
     public override string Name => "shop";
@@ -76,17 +83,38 @@ public sealed class ShopScenario(PlantedBug planted = PlantedBug.None) : Simulat
     /// <inheritdoc />
     public override async Task<IReadOnlyList<string>> JudgeAsync(IMessageStore store, CancellationToken cancellationToken)
     {
-        var effects = planted == PlantedBug.EffectOutsideTransaction ? [.. _carelessEffects] : Effects.CommittedKeys(store);
+        var states = new Dictionary<string, SagaState>(StringComparer.Ordinal);
+        foreach (var order in Orders)
+        {
+            if (await store.SagaQueries().GetSagaAsync(order, cancellationToken) is { } saga)
+            {
+                states[order] = saga.State;
+            }
+        }
+
+        return Judge(states, planted == PlantedBug.EffectOutsideTransaction ? CarelessEffects : Effects.CommittedKeys(store));
+    }
+
+    /// <summary>
+    /// What is wrong with the orders, from their sagas' <paramref name="states"/> and the participants' records
+    /// (<paramref name="effects"/>, as <c>order:effect</c> in the order they were kept): every order's saga ended as
+    /// it should (completed; compensated when its charge is refused), its steps kept once each and in order, or the
+    /// steps done then undone in reverse.
+    /// </summary>
+    public static List<string> Judge(IReadOnlyDictionary<string, SagaState> states, IReadOnlyList<string> effects)
+    {
+        ArgumentNullException.ThrowIfNull(states);
+        ArgumentNullException.ThrowIfNull(effects);
         var violations = new List<string>();
         foreach (var order in Orders)
         {
-            var saga = await store.SagaQueries().GetSagaAsync(order, cancellationToken);
             var done = effects.Where(e => e.StartsWith(order + ":", StringComparison.Ordinal)).Select(e => e[(order.Length + 1)..]).ToList();
-            violations.AddRange(Invariants.SagaOutcome(order, saga?.State, done, Steps));
-            var refused = order.StartsWith("broke-", StringComparison.Ordinal);
-            if (saga is not null && saga.State != (refused ? SagaState.Compensated : SagaState.Completed))
+            SagaState? state = states.TryGetValue(order, out var found) ? found : null;
+            violations.AddRange(Invariants.SagaOutcome(order, state, done, Steps));
+            var want = order.StartsWith("broke-", StringComparison.Ordinal) ? SagaState.Compensated : SagaState.Completed;
+            if (state is { } ended && ended != want)
             {
-                violations.Add($"{order}: saga {saga.State}, expected {(refused ? SagaState.Compensated : SagaState.Completed)}");
+                violations.Add($"{order}: saga {ended}, expected {want}");
             }
         }
 
@@ -98,7 +126,7 @@ public sealed class ShopScenario(PlantedBug planted = PlantedBug.None) : Simulat
     {
         if (planted == PlantedBug.EffectOutsideTransaction)
         {
-            _carelessEffects.Add(effect);
+            _carelessEffects.Enqueue(effect);
             return Task.CompletedTask;
         }
 
