@@ -93,6 +93,12 @@ public static class CrashMatrix
         return leftovers;
     }
 
+    /// <summary>
+    /// How far apart a sampled matrix's crash points are: <paramref name="sample"/> in the test command, every
+    /// operation when <c>CONVERGE_CRASH_MATRIX=full</c> (the full matrix's own run, minutes on a server).
+    /// </summary>
+    public static int Every(int sample) => Environment.GetEnvironmentVariable("CONVERGE_CRASH_MATRIX") == "full" ? 1 : sample;
+
     /// <summary>Whether nothing is ready, in flight or scheduled in <paramref name="store"/>.</summary>
     public static async Task<bool> QueuesEmptyAsync(IMessageStore store) =>
         (await store.Queries().GetStatusAsync(CancellationToken.None)).Queues.All(q => q.Ready + q.InFlight + q.Scheduled == 0);

@@ -34,7 +34,7 @@ public sealed class CrashMatrixTests(ITestOutputHelper output)
     [Fact]
     public async Task The_shop_survives_a_crash_at_every_tenth_store_operation_on_postgresql()
     {
-        var result = await RunMatrixAsync("postgresql", careless: false, every: 10);
+        var result = await RunMatrixAsync("postgresql", careless: false, every: CrashMatrix.Every(10));
 
         Assert.True(result.Points.Count >= 20, $"only {result.Points.Count} crash points");
         Assert.Empty(result.Violations);
@@ -43,7 +43,7 @@ public sealed class CrashMatrixTests(ITestOutputHelper output)
     [Fact]
     public async Task The_shop_survives_a_crash_at_every_thirtieth_store_operation_on_postgresql_with_rabbitmq()
     {
-        var result = await RunMatrixAsync("postgresql+rabbitmq", careless: false, every: 30);
+        var result = await RunMatrixAsync("postgresql+rabbitmq", careless: false, every: CrashMatrix.Every(30));
 
         Assert.True(result.Points.Count >= 10, $"only {result.Points.Count} crash points");
         Assert.Empty(result.Violations);
