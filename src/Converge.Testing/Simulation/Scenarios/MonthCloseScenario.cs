@@ -12,7 +12,8 @@ namespace Converge.Testing.Simulation.Scenarios;
 /// account closed by publishing an event in the transaction that completes it. The batch's completion callback, a job
 /// too, publishes that the close finished. A consumer group (the ledger) keeps each account's event in its handler's
 /// transaction. Judged from the log and the ledger's records: every account closed once, the close finished once, the
-/// batch's counters exact, and the ledger handled every event once and in log order.
+/// batch's counters exact, and the ledger handled every event once and in log order. A recurring reminder, every five
+/// seconds and scheduled by every process, must run once per occurrence.
 /// </summary>
 /// <param name="planted"><see cref="PlantedBug.EffectOutsideTransaction"/>: the jobs publish on their own, outside the transaction that completes them.</param>
 public sealed class MonthCloseScenario(PlantedBug planted = PlantedBug.None) : SimulationScenario
@@ -21,6 +22,7 @@ public sealed class MonthCloseScenario(PlantedBug planted = PlantedBug.None) : S
     const string Batch = "close-2026-11";
     const string Stream = "close-2026-11";
     const string Ledger = "ledger";
+    const string Reminders = "close-reminders";
 
     /// <inheritdoc />
     public override string Name => "month-close";
@@ -35,9 +37,12 @@ public sealed class MonthCloseScenario(PlantedBug planted = PlantedBug.None) : S
         options.Retry.MaxDelay = TimeSpan.FromMilliseconds(500);
         options.Retry.MaxAttempts = 10;
         options.Messages.Register<CloseAccount>("close.account").Register<CloseFinished>("close.finished")
-            .Register<AccountClosed>("close.account-closed").Register<CloseCompleted>("close.completed");
+            .Register<AccountClosed>("close.account-closed").Register<CloseCompleted>("close.completed")
+            .Register<Remind>("close.remind").Register<Reminded>("close.reminded");
         options.Job<CloseAccount, CloseDesk>("close");
         options.Job<CloseFinished, CloseDesk>("close");
+        options.Job<Remind, CloseDesk>("close");
+        options.AddRecurringJob("close-reminder", "*/5 * * * * *", new Remind());
         options.Queue("close", q => q.Concurrency = 3);
         options.Subscribe<AccountClosed, LedgerDesk>(Ledger);
     }
@@ -78,6 +83,7 @@ public sealed class MonthCloseScenario(PlantedBug planted = PlantedBug.None) : S
         var events = await ScenarioParts.ReadLogAsync(store, cancellationToken);
         var group = await store.GetConsumerGroupAsync(Ledger, cancellationToken);
         return events.Any(e => e.Envelope.MessageType.StartsWith("close.completed", StringComparison.Ordinal))
+            && events.Count(e => e.Stream == Reminders) >= 2
             && group is not null && group.Position == events[^1].Position;
     }
 
@@ -85,13 +91,16 @@ public sealed class MonthCloseScenario(PlantedBug planted = PlantedBug.None) : S
     public override async Task<IReadOnlyList<string>> JudgeAsync(IMessageStore store, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(store);
-        var events = (await ScenarioParts.ReadLogAsync(store, cancellationToken)).Where(e => e.Stream == Stream).ToList();
+        var log = await ScenarioParts.ReadLogAsync(store, cancellationToken);
+        var events = log.Where(e => e.Stream == Stream).ToList();
         var closed = events.Where(e => e.Envelope.MessageType.StartsWith("close.account-closed", StringComparison.Ordinal)).ToList();
         var expected = Enumerable.Range(0, Accounts).Select(a => "account-" + a).Append("finished-" + Batch);
         var logged = closed.Select(e => "account-" + ScenarioParts.Body<AccountClosed>(e).Account)
             .Concat(events.Where(e => e.Envelope.MessageType.StartsWith("close.completed", StringComparison.Ordinal)).Select(e => "finished-" + ScenarioParts.Body<CloseCompleted>(e).Batch));
         var violations = Invariants.ExactlyOnce(expected, logged);
         violations.AddRange(Invariants.BatchCounters(Batch, await store.JobQueries().GetBatchAsync(Batch, cancellationToken), Accounts));
+        var reminded = log.Where(e => e.Stream == Reminders).Select(e => "reminder at " + ScenarioParts.Body<Reminded>(e).Occurrence.ToString("HH:mm:ss", System.Globalization.CultureInfo.InvariantCulture)).ToList();
+        violations.AddRange(Invariants.ExactlyOnce(reminded.Distinct(StringComparer.Ordinal), reminded));
 
         // The ledger's records, in the order it committed them, against the positions of the accounts' events.
         var positions = closed.GroupBy(e => ScenarioParts.Body<AccountClosed>(e).Account).ToDictionary(g => "ledger:account-" + g.Key, g => g.First().Position);
@@ -101,8 +110,16 @@ public sealed class MonthCloseScenario(PlantedBug planted = PlantedBug.None) : S
     }
 
     /// <summary>The close's jobs.</summary>
-    public sealed class CloseDesk(ConvergeOptions options, MonthCloseScenario scenario, IMessageBus bus) : IJobHandler<CloseAccount>, IJobHandler<CloseFinished>
+    public sealed class CloseDesk(ConvergeOptions options, MonthCloseScenario scenario, IMessageBus bus) : IJobHandler<CloseAccount>, IJobHandler<CloseFinished>, IJobHandler<Remind>
     {
+        /// <inheritdoc />
+        public Task ExecuteAsync(Remind job, JobContext context, CancellationToken cancellationToken)
+        {
+            ArgumentNullException.ThrowIfNull(context);
+            context.Publish(Reminders, new Reminded(context.AsOf ?? context.EnqueuedAt));
+            return Task.CompletedTask;
+        }
+
         /// <inheritdoc />
         public async Task ExecuteAsync(CloseAccount job, JobContext context, CancellationToken cancellationToken)
         {
@@ -154,5 +171,7 @@ public sealed class MonthCloseScenario(PlantedBug planted = PlantedBug.None) : S
     public sealed record CloseFinished(string Batch);
     public sealed record AccountClosed(int Account);
     public sealed record CloseCompleted(string Batch);
+    public sealed record Remind;
+    public sealed record Reminded(DateTimeOffset Occurrence);
 #pragma warning restore CS1591
 }
