@@ -87,7 +87,8 @@ public static class CrashMatrix
         var leftovers = status.Queues.Where(q => q.Ready + q.InFlight + q.Scheduled > 0).Select(q => $"queue {q.Queue} still holds {q.Ready + q.InFlight + q.Scheduled}").ToList();
         if (status.DeadLetters > 0)
         {
-            leftovers.Add($"{status.DeadLetters} dead letter(s)");
+            var letters = await store.DeadLetterQueries().ListDeadLettersAsync(new DeadLetterQuery(), CancellationToken.None);
+            leftovers.Add($"{status.DeadLetters} dead letter(s): " + string.Join("; ", letters.Items.Take(3).Select(l => $"{l.Envelope.MessageType} from {l.Source}: {l.Reason} after {l.Attempts} ({l.Exception?.Split('\n')[0]})")));
         }
 
         return leftovers;

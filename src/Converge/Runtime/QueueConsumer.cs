@@ -81,6 +81,25 @@ internal sealed class QueueConsumer
             {
                 await WaitForAbandonedAsync(abandoned, stopping);
             }
+            else if (pace.FailedInARow > 0)
+            {
+                // Whatever broke the batch's transaction (the database, most often) is given the retry backoff before
+                // the next claim. Claiming again at once would spin through the queue, and on a broker that counts
+                // every return a database outage would use up a message's deliveries in moments.
+                await WaitAsync(_options.Retry.DelayBefore(pace.FailedInARow + 1, _options.Random.NextDouble()), stopping);
+            }
+        }
+    }
+
+    async Task WaitAsync(TimeSpan delay, CancellationToken stopping)
+    {
+        try
+        {
+            await Task.Delay(delay, _options.TimeProvider, stopping);
+        }
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+        {
+            // Stopping: the loop ends.
         }
     }
 
@@ -119,12 +138,16 @@ internal sealed class QueueConsumer
     }
 
     /// <summary>
-    /// How many messages a worker claims next: its queue's batch size, or one at a time for as many claims as the last
-    /// failed batch held, so the message that broke it (if one did) fails alone and is the only one charged.
+    /// How a worker goes on after its batches: its queue's batch size, or one at a time for as many claims as the last
+    /// failed batch held, so the message that broke it (if one did) fails alone and is the only one charged; and after
+    /// batches that failed as a whole, a wait of the retry backoff before the next claim.
     /// </summary>
     sealed class Pace
     {
         int _oneAtATime;
+
+        /// <summary>Batches in a row that failed as a whole; 0 after one that committed.</summary>
+        public int FailedInARow { get; private set; }
 
         public int NextBatchSize(int batchSize)
         {
@@ -137,7 +160,16 @@ internal sealed class QueueConsumer
             return 1;
         }
 
-        public void AfterFailedBatch(int size) => _oneAtATime = Math.Max(_oneAtATime, size);
+        public void AfterFailedBatch(int size)
+        {
+            FailedInARow++;
+            if (size > 1)
+            {
+                _oneAtATime = Math.Max(_oneAtATime, size);
+            }
+        }
+
+        public void AfterCommittedBatch() => FailedInARow = 0;
     }
 
     async Task<HandlerAbandonedException?> ProcessWithRenewalAsync(IReadOnlyList<QueuedMessage> batch, InFlight inFlight, Pace pace, CancellationToken abort)
@@ -146,6 +178,7 @@ internal sealed class QueueConsumer
         try
         {
             await ProcessAsync(batch, inFlight, abort);
+            pace.AfterCommittedBatch();
         }
         catch (HandlerAbandonedException abandoned) when (!abort.IsCancellationRequested)
         {
@@ -172,10 +205,7 @@ internal sealed class QueueConsumer
             {
                 ConvergeDiagnostics.ConsumerErrors.Add(1);
                 Log.BatchFailed(_logger, exception, _queue.Name, batch.Count);
-                if (batch.Count > 1)
-                {
-                    pace.AfterFailedBatch(batch.Count);
-                }
+                pace.AfterFailedBatch(batch.Count);
             }
 
             await ReleaseQuietlyAsync(batch, countAttempt: batch.Count == 1 && !abort.IsCancellationRequested && exception is not LeasesLostException);
