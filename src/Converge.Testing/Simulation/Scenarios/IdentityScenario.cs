@@ -31,11 +31,7 @@ public sealed class IdentityScenario(PlantedBug planted = PlantedBug.None) : Sim
     public override void Configure(ConvergeOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        options.LeaseDuration = TimeSpan.FromSeconds(1);
-        options.PollInterval = TimeSpan.FromMilliseconds(20);
-        options.Retry.InitialDelay = TimeSpan.FromMilliseconds(50);
-        options.Retry.MaxDelay = TimeSpan.FromMilliseconds(500);
-        options.Retry.MaxAttempts = 10;
+        ScenarioParts.Timings(options, quickRetries: true);
         options.Messages.Register<RunCheck>("identity.run-check").Register<PartialResult>("identity.partial-result").Register<Verdict>("identity.verdict");
         options.Job<RunCheck, CheckDesk>("identity.checks");
         options.Queue("identity.checks", q => q.Concurrency = 8);

@@ -31,11 +31,7 @@ public sealed class MonthCloseScenario(PlantedBug planted = PlantedBug.None) : S
     public override void Configure(ConvergeOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        options.LeaseDuration = TimeSpan.FromSeconds(1);
-        options.PollInterval = TimeSpan.FromMilliseconds(20);
-        options.Retry.InitialDelay = TimeSpan.FromMilliseconds(50);
-        options.Retry.MaxDelay = TimeSpan.FromMilliseconds(500);
-        options.Retry.MaxAttempts = 10;
+        ScenarioParts.Timings(options, quickRetries: true);
         options.Messages.Register<CloseAccount>("close.account").Register<CloseFinished>("close.finished")
             .Register<AccountClosed>("close.account-closed").Register<CloseCompleted>("close.completed")
             .Register<Remind>("close.remind").Register<Reminded>("close.reminded");

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Converge.Runtime;
 using Converge.Storage;
 
 namespace Converge.Testing.Simulation.Scenarios;
@@ -7,6 +8,22 @@ namespace Converge.Testing.Simulation.Scenarios;
 internal static class ScenarioParts
 {
     static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+
+    /// <summary>
+    /// The scenarios' timings: a lease of 1 second (so a crash's leases run out soon), polls every 20 ms, and, with
+    /// <paramref name="quickRetries"/>, a failed job retried after 50 ms up to 500 ms, ten attempts in all.
+    /// </summary>
+    public static void Timings(ConvergeOptions options, bool quickRetries)
+    {
+        options.LeaseDuration = TimeSpan.FromSeconds(1);
+        options.PollInterval = TimeSpan.FromMilliseconds(20);
+        if (quickRetries)
+        {
+            options.Retry.InitialDelay = TimeSpan.FromMilliseconds(50);
+            options.Retry.MaxDelay = TimeSpan.FromMilliseconds(500);
+            options.Retry.MaxAttempts = 10;
+        }
+    }
 
     /// <summary>A fixed id for job <paramref name="number"/> of <paramref name="kind"/>: enqueued again after a crash, it is the same job.</summary>
     public static Guid JobId(int kind, int number) => new(kind, 0, unchecked((short)0x8000), [0x80, 0, 0, 0, (byte)(number >> 24), (byte)(number >> 16), (byte)(number >> 8), (byte)number]);

@@ -39,8 +39,7 @@ public sealed class ShopScenario(PlantedBug planted = PlantedBug.None) : Simulat
     public override void Configure(ConvergeOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        options.LeaseDuration = TimeSpan.FromSeconds(1);
-        options.PollInterval = TimeSpan.FromMilliseconds(20);
+        ScenarioParts.Timings(options, quickRetries: false);
         options.Messages.Register<Reserve>("shop.reserve").Register<Reserved>("shop.reserved").Register<Release>("shop.release")
             .Register<Released>("shop.released").Register<Charge>("shop.charge").Register<Charged>("shop.charged")
             .Register<ChargeRefused>("shop.charge-refused").Register<Refund>("shop.refund").Register<Refunded>("shop.refunded")
