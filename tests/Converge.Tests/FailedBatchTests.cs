@@ -1,7 +1,9 @@
 using System.Collections.Concurrent;
 using Castle.DynamicProxy;
 using Converge.Runtime;
+using Converge.Contracts;
 using Converge.Storage;
+using Converge.Transports;
 using Converge.Testing;
 using Converge.Testing.InMemory;
 using Microsoft.Extensions.Time.Testing;
@@ -9,9 +11,9 @@ using Microsoft.Extensions.Time.Testing;
 namespace Converge.Tests;
 
 /// <summary>
-/// A worker whose batch fails as a whole (its transaction cannot begin: the database is down) waits the retry backoff
-/// before it claims again, rather than spin through the queue; on a broker that counts every return, spinning used up
-/// a message's deliveries in moments.
+/// A worker whose batch of a transport's deliveries fails as a whole (its transaction cannot begin: the database is
+/// down, the broker is not) waits the retry backoff before it receives again, rather than spin through the queue; on a
+/// broker that counts every return, spinning used up a message's deliveries in moments.
 /// </summary>
 public sealed class FailedBatchTests
 {
@@ -23,50 +25,92 @@ public sealed class FailedBatchTests
     }
 
     [Fact]
-    public async Task A_worker_whose_batch_failed_waits_the_retry_backoff_before_it_claims_again()
+    public async Task A_worker_whose_batch_of_deliveries_failed_waits_the_retry_backoff_before_it_receives_again()
     {
         var clock = new WatchedClock(new FakeTimeProvider(new DateTimeOffset(2026, 12, 1, 0, 0, 0, TimeSpan.Zero)));
-        var store = new InMemoryMessageStore(clock);
-        await using (var sender = await StartAsync(clock, store, consumers: false))
-        {
-            for (var i = 0; i < 3; i++)
-            {
-                await sender.Bus.SendAsync(new Ping(i));
-            }
-        }
-
         var database = new DownDatabase();
-        await using var worker = await StartAsync(clock, (IMessageStore)new ProxyGenerator().CreateInterfaceProxyWithTargetInterface(typeof(IMessageStore), [typeof(IStoreQueries)], store, database), consumers: true);
+        var transport = new EndlessTransport();
+        await using var worker = await ConvergeTestHost.StartAsync(o =>
+        {
+            o.TimeProvider = clock;
+            var store = new InMemoryMessageStore(clock);
+            o.StoreFactory = _ => (IMessageStore)new ProxyGenerator().CreateInterfaceProxyWithTargetInterface(typeof(IMessageStore), [typeof(IStoreQueries)], store, database);
+            o.TransportFactory = _ => transport;
+            o.LeaseDuration = TimeSpan.FromMinutes(1);
+            o.StatusInterval = TimeSpan.FromMinutes(10);
+            o.Retry.InitialDelay = TimeSpan.FromSeconds(7);
+            o.Retry.MaxDelay = TimeSpan.FromSeconds(7);
+            o.Messages.Register<Ping>("test.ping");
+            o.Handle<Ping, PingHandler>("work");
+        });
 
-        // The batch failed; the worker set the backoff's timer (3.5 to 7 s) and claimed nothing more meanwhile.
+        // The batch failed; the worker set the backoff's timer (3.5 to 7 s) and received nothing more meanwhile.
         await Eventually.UntilAsync(() => Task.FromResult(database.FailedBegins > 0), () => "a batch to fail");
         await Eventually.UntilAsync(() => Task.FromResult(clock.Set.Any(d => d >= TimeSpan.FromSeconds(3.5) && d <= TimeSpan.FromSeconds(7))), () => $"the backoff's timer; set: {string.Join(", ", clock.Set)}");
-        Assert.Equal(1, database.Claims);
+        Assert.Equal(1, transport.Receives);
 
         clock.Inner.Advance(TimeSpan.FromSeconds(7));
-        await Eventually.UntilAsync(() => Task.FromResult(database.Claims >= 2), () => "the claim after the backoff");
+        await Eventually.UntilAsync(() => Task.FromResult(transport.Receives >= 2), () => "the claim after the backoff");
     }
 
-    static Task<ConvergeTestHost> StartAsync(TimeProvider clock, IMessageStore store, bool consumers) => ConvergeTestHost.StartAsync(o =>
+    /// <summary>A transport that always has a delivery of queue <c>work</c> to give, and counts how often it is asked.</summary>
+    sealed class EndlessTransport : IMessageTransport
     {
-        o.TimeProvider = clock;
-        o.StoreFactory = _ => store;
-        o.RunConsumers = consumers;
-        o.LeaseDuration = TimeSpan.FromMinutes(1);
-        o.StatusInterval = TimeSpan.FromMinutes(10);
-        o.Retry.InitialDelay = TimeSpan.FromSeconds(7);
-        o.Retry.MaxDelay = TimeSpan.FromSeconds(7);
-        o.Messages.Register<Ping>("test.ping");
-        o.Handle<Ping, PingHandler>("work");
-    });
+        int _receives;
 
-    /// <summary>Claims pass; every transaction fails to begin, as when the database is down but the queue is not.</summary>
+        public int Receives => Volatile.Read(ref _receives);
+
+        public string Name => "endless";
+
+        public CommitSignals Signals { get; } = new();
+
+        public ValueTask StartAsync(IMessageStore store, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+        public bool Carries(string queue) => queue == "work";
+
+        public void KeepInStore(string queue)
+        {
+        }
+
+        public ValueTask<IReadOnlyList<QueuedMessage>> ReceiveAsync(string queue, int max, TimeSpan lease, CancellationToken cancellationToken)
+        {
+            var number = Interlocked.Increment(ref _receives);
+            var delivery = new QueuedMessage
+            {
+                Id = -number,
+                Queue = queue,
+                Attempt = 1,
+                LeaseToken = Guid.NewGuid(),
+                Envelope = new Envelope { MessageId = Guid.CreateVersion7(), MessageType = "test.ping@1", SentAt = DateTimeOffset.UnixEpoch, Body = System.Text.Encoding.UTF8.GetBytes($"{{\"number\":{number}}}") },
+            };
+            return ValueTask.FromResult<IReadOnlyList<QueuedMessage>>([delivery]);
+        }
+
+        public bool Holds(QueuedMessage delivery) => delivery.Id < 0;
+
+        public ValueTask<int> RenewAsync(IReadOnlyList<QueuedMessage> deliveries, TimeSpan lease, CancellationToken cancellationToken) => ValueTask.FromResult(deliveries.Count);
+
+        public ValueTask ReleaseAsync(IReadOnlyList<QueuedMessage> deliveries, bool countAttempt, CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
+        public void Acknowledge(QueuedMessage delivery)
+        {
+        }
+
+        public void Sent(string queue)
+        {
+        }
+
+        public ValueTask<T> ReadSettledAsync<T>(Func<ValueTask<T>> read, CancellationToken cancellationToken) => read();
+
+        public ValueTask<StoreStatus> AddStatusAsync(StoreStatus stored, CancellationToken cancellationToken) => ValueTask.FromResult(stored);
+
+        public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+    }
+
+    /// <summary>Every transaction fails to begin, as when the database is down.</summary>
     sealed class DownDatabase : IInterceptor
     {
-        int _claims;
         int _failedBegins;
-
-        public int Claims => Volatile.Read(ref _claims);
 
         public int FailedBegins => Volatile.Read(ref _failedBegins);
 
@@ -77,9 +121,6 @@ public sealed class FailedBatchTests
                 case nameof(IStore.BeginAsync):
                     Interlocked.Increment(ref _failedBegins);
                     throw new InvalidOperationException("The database is down.");
-                case nameof(IQueueStore.ClaimAsync):
-                    Interlocked.Increment(ref _claims);
-                    break;
             }
 
             invocation.Proceed();

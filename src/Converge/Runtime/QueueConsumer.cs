@@ -81,11 +81,14 @@ internal sealed class QueueConsumer
             {
                 await WaitForAbandonedAsync(abandoned, stopping);
             }
-            else if (pace.FailedInARow > 0)
+            else if (pace.FailedInARow > 0 && batch.Any(Transports.TransportedStore.IsDelivery))
             {
-                // Whatever broke the batch's transaction (the database, most often) is given the retry backoff before
-                // the next claim. Claiming again at once would spin through the queue, and on a broker that counts
-                // every return a database outage would use up a message's deliveries in moments.
+                // A transport's deliveries arrive without the database: when the batch's transaction fails (the
+                // database is down), the next claim would succeed at once and fail the same way, spinning through the
+                // queue while the broker counts every return, so a database outage would use up a message's
+                // deliveries in moments. The worker waits the retry backoff first. A claim from the store needs no
+                // wait: it reaches the database itself and backs off when that fails, while contention between
+                // processes (SQLite busy) is best retried at once.
                 await WaitAsync(_options.Retry.DelayBefore(pace.FailedInARow + 1, _options.Random.NextDouble()), stopping);
             }
         }
