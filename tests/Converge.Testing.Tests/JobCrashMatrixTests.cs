@@ -13,6 +13,8 @@ public sealed record CloseAccount(int Account);
 
 public sealed record CloseFinished(string Batch);
 
+public sealed record CloseEffect(string Key);
+
 /// <summary>
 /// Where the close's jobs keep their effects: in the transaction that completes the job (<see cref="JobContext.Execute"/>);
 /// or, when <see cref="Careless"/>, in a list of their own the moment the job runs (the fault the matrix must find).
@@ -31,12 +33,22 @@ public sealed class CloseRecords(bool careless)
             return;
         }
 
+        if (context.Services.GetRequiredService<IMessageStore>() is var store && Faults.CrashingStore.Unwrap(store) is InMemory.InMemoryMessageStore)
+        {
+            // No SQL in memory: the effect is an event on the log, which the completing transaction appends.
+            context.Publish(EffectStream, new CloseEffect(effect));
+            return;
+        }
+
         context.Execute(
             "INSERT INTO conformance_effects (message_id, consumer, item_key) VALUES (@id, @consumer, @key)",
             ("@id", context.JobId.ToString("N")),
             ("@consumer", context.Queue),
             ("@key", effect));
     }
+
+    /// <summary>The stream the in-memory store's effects go to.</summary>
+    public const string EffectStream = "close-effects";
 
     public IReadOnlyList<string> CarelessEffects => [.. _careless];
 }
@@ -57,29 +69,34 @@ public sealed class CloseDesk(CloseRecords records) : IJobHandler<CloseAccount>,
 }
 
 /// <summary>
-/// The crash-point matrix of a month close's shape on SQLite: a sealed batch of jobs, one per account, whose callback
+/// The crash-point matrix of a month close's shape on SQLite and on the in-memory store: a sealed batch of jobs, one per account, whose callback
 /// job runs when the last one finishes. A worker host dies at its Nth store operation, for every N until a run finishes
 /// without dying; a new worker then runs the close to the end. Judged from the jobs' own records and the batch's
-/// counters. (SQLite only: a job's effects are SQL run in its completing transaction, which the in-memory store lacks.)
+/// counters. A job's effect is SQL run in its completing transaction on SQLite, an event its completing transaction
+/// appends to the log in memory (which has no SQL).
 /// </summary>
 public sealed class JobCrashMatrixTests(ITestOutputHelper output)
 {
     const int Accounts = 50;
     const string Batch = "close-2026-11";
 
-    [Fact]
-    public async Task A_batch_of_jobs_survives_a_crash_at_every_store_operation()
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("in-memory")]
+    public async Task A_batch_of_jobs_survives_a_crash_at_every_store_operation(string database)
     {
-        var result = await RunMatrixAsync(careless: false);
+        var result = await RunMatrixAsync(database, careless: false);
 
         Assert.True(result.Points.Count >= 200, $"only {result.Points.Count} crash points");
         Assert.Empty(result.Violations);
     }
 
-    [Fact]
-    public async Task The_matrix_finds_a_job_whose_effect_is_not_in_its_completing_transaction()
+    [Theory]
+    [InlineData("sqlite")]
+    [InlineData("in-memory")]
+    public async Task The_matrix_finds_a_job_whose_effect_is_not_in_its_completing_transaction(string database)
     {
-        var result = await RunMatrixAsync(careless: true);
+        var result = await RunMatrixAsync(database, careless: true);
 
         Assert.Contains(result.Violations, v => v.Contains(" times", StringComparison.Ordinal));
     }
@@ -96,14 +113,14 @@ public sealed class JobCrashMatrixTests(ITestOutputHelper output)
     }
 
     /// <summary>The matrix of the close, reported to the test's output.</summary>
-    async Task<CrashMatrixResult> RunMatrixAsync(bool careless)
+    async Task<CrashMatrixResult> RunMatrixAsync(string name, bool careless)
     {
         var result = await CrashMatrix.RunAsync(async plan =>
         {
-            await using var database = new SqliteShopDatabase();
+            await using ShopDatabase database = name == "sqlite" ? new SqliteShopDatabase() : new InMemoryShopDatabase();
             return await RunWithCrashAsync(plan, database, new CloseRecords(careless));
         });
-        CrashMatrix.Report(output, "sqlite", result);
+        CrashMatrix.Report(output, name, result);
         return result;
     }
 
@@ -129,7 +146,9 @@ public sealed class JobCrashMatrixTests(ITestOutputHelper output)
             _ => Task.CompletedTask,
             () => SettledAsync(database.Observer));
 
-        var effects = records.Careless ? records.CarelessEffects : await database.EffectsAsync();
+        var effects = records.Careless ? records.CarelessEffects
+            : database is InMemoryShopDatabase ? await LoggedEffectsAsync(database.Observer)
+            : await database.EffectsAsync();
         var violations = Judge(effects, await database.Observer.JobQueries().GetBatchAsync(Batch, CancellationToken.None));
         violations.AddRange(await CrashMatrix.LeftoversAsync(database.Observer));
         return violations;
@@ -141,6 +160,15 @@ public sealed class JobCrashMatrixTests(ITestOutputHelper output)
         var violations = Invariants.ExactlyOnce(Enumerable.Range(0, Accounts).Select(i => "account-" + i).Append("finished-" + Batch), effects);
         violations.AddRange(Invariants.BatchCounters(Batch, batch, Accounts));
         return violations;
+    }
+
+    static readonly System.Text.Json.JsonSerializerOptions Json = new(System.Text.Json.JsonSerializerDefaults.Web);
+
+    /// <summary>The effects the in-memory store's jobs appended to the log, in order.</summary>
+    static async Task<IReadOnlyList<string>> LoggedEffectsAsync(IMessageStore store)
+    {
+        var events = await store.ReadStreamAsync(CloseRecords.EffectStream, 1, 10_000, CancellationToken.None);
+        return [.. events.Select(e => System.Text.Json.JsonSerializer.Deserialize<CloseEffect>(e.Envelope.Body.Span, Json)!.Key)];
     }
 
     static async Task<bool> SettledAsync(IMessageStore store)
@@ -162,7 +190,7 @@ public sealed class JobCrashMatrixTests(ITestOutputHelper output)
             o.RunConsumers = runJobs;
             o.LeaseDuration = TimeSpan.FromSeconds(1);
             o.PollInterval = TimeSpan.FromMilliseconds(20);
-            o.Messages.Register<CloseAccount>("close.account").Register<CloseFinished>("close.finished");
+            o.Messages.Register<CloseAccount>("close.account").Register<CloseFinished>("close.finished").Register<CloseEffect>("close.effect");
             o.Job<CloseAccount, CloseDesk>("close");
             o.Job<CloseFinished, CloseDesk>("close");
 
