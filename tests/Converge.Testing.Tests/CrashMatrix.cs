@@ -81,18 +81,7 @@ public static class CrashMatrix
     }
 
     /// <summary>What is still queued or dead-lettered in <paramref name="store"/>.</summary>
-    public static async Task<List<string>> LeftoversAsync(IMessageStore store)
-    {
-        var status = await store.Queries().GetStatusAsync(CancellationToken.None);
-        var leftovers = status.Queues.Where(q => q.Ready + q.InFlight + q.Scheduled > 0).Select(q => $"queue {q.Queue} still holds {q.Ready + q.InFlight + q.Scheduled}").ToList();
-        if (status.DeadLetters > 0)
-        {
-            var letters = await store.DeadLetterQueries().ListDeadLettersAsync(new DeadLetterQuery(), CancellationToken.None);
-            leftovers.Add($"{status.DeadLetters} dead letter(s): " + string.Join("; ", letters.Items.Take(3).Select(l => $"{l.Envelope.MessageType} from {l.Source}: {l.Reason} after {l.Attempts} ({l.Exception?.Split('\n')[0]})")));
-        }
-
-        return leftovers;
-    }
+    public static async Task<List<string>> LeftoversAsync(IMessageStore store) => (await StoreLeftovers.ReadAsync(store)).All;
 
     /// <summary>
     /// How far apart a sampled matrix's crash points are: <paramref name="sample"/> in the test command, every
@@ -101,8 +90,7 @@ public static class CrashMatrix
     public static int Every(int sample) => Environment.GetEnvironmentVariable("CONVERGE_CRASH_MATRIX") == "full" ? 1 : sample;
 
     /// <summary>Whether nothing is ready, in flight or scheduled in <paramref name="store"/>.</summary>
-    public static async Task<bool> QueuesEmptyAsync(IMessageStore store) =>
-        (await store.Queries().GetStatusAsync(CancellationToken.None)).Queues.All(q => q.Ready + q.InFlight + q.Scheduled == 0);
+    public static async Task<bool> QueuesEmptyAsync(IMessageStore store) => (await StoreLeftovers.ReadAsync(store)).Queued.Count == 0;
 
     /// <summary>Writes the matrix's size, the operations it crashed at by kind, and the first violations.</summary>
     public static void Report(ITestOutputHelper output, string title, CrashMatrixResult result)

@@ -83,6 +83,14 @@ public static class CrashingStore
     public static object Unwrap(object maybeProxy) =>
         maybeProxy is IProxyTargetAccessor accessor ? accessor.DynProxyGetTarget() ?? maybeProxy : maybeProxy;
 
+    /// <summary>An asynchronous member: one that reaches the store.</summary>
+    internal static bool IsOperation(MethodInfo method)
+    {
+        var type = method.ReturnType;
+        return type == typeof(Task) || type == typeof(ValueTask)
+            || (type.IsGenericType && (type.GetGenericTypeDefinition() == typeof(Task<>) || type.GetGenericTypeDefinition() == typeof(ValueTask<>)));
+    }
+
     internal static object Proxy(Type main, object target, IInterceptor interceptor)
     {
         var others = target.GetType().GetInterfaces()
@@ -136,14 +144,6 @@ public static class CrashingStore
         {
             var transaction = await begun;
             return (IStoreTransaction)Proxy(typeof(IStoreTransaction), transaction, this);
-        }
-
-        /// <summary>An asynchronous member: one that reaches the store.</summary>
-        static bool IsOperation(MethodInfo method)
-        {
-            var type = method.ReturnType;
-            return type == typeof(Task) || type == typeof(ValueTask)
-                || (type.IsGenericType && (type.GetGenericTypeDefinition() == typeof(Task<>) || type.GetGenericTypeDefinition() == typeof(ValueTask<>)));
         }
     }
 }

@@ -142,7 +142,7 @@ public sealed class SimulatedProcess : IDisposable
                 return;
             }
 
-            if (!Operation.GetOrAdd(method, IsOperation))
+            if (!Operation.GetOrAdd(method, CrashingStore.IsOperation))
             {
                 if (!method.IsSpecialName && process.DiedAt is { } died)
                 {
@@ -253,13 +253,6 @@ public sealed class SimulatedProcess : IDisposable
             CancellationToken => "",
             _ => argument.ToString() ?? "",
         };
-
-        static bool IsOperation(MethodInfo method)
-        {
-            var type = method.ReturnType;
-            return type == typeof(Task) || type == typeof(ValueTask)
-                || (type.IsGenericType && (type.GetGenericTypeDefinition() == typeof(Task<>) || type.GetGenericTypeDefinition() == typeof(ValueTask<>)));
-        }
     }
 }
 

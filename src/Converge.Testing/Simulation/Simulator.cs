@@ -121,17 +121,18 @@ public static class Simulator
                     }
                 }
 
-                var leftovers = await LeftoversAsync();
-                if (leftovers.All(l => l.Contains(DeadLetters, StringComparison.Ordinal)) && await scenario.SettledAsync(_store, CancellationToken.None))
+                var leftovers = await StoreLeftovers.ReadAsync(_store);
+                if (leftovers.Queued.Count == 0 && await scenario.SettledAsync(_store, CancellationToken.None))
                 {
                     break;
                 }
 
+
                 var alive = Processes.Count(p => p.DiedAt is null);
-                Pending = $"{alive} process(es) alive, {Processes.Count - alive} dead; {(leftovers.Count > 0 ? string.Join(", ", leftovers) : "queues empty, the scenario unsettled")}";
+                Pending = $"{alive} process(es) alive, {Processes.Count - alive} dead; {(leftovers.All.Count > 0 ? string.Join(", ", leftovers.All) : "queues empty, the scenario unsettled")}";
             }
 
-            Violations = [.. await scenario.JudgeAsync(_store, CancellationToken.None), .. await LeftoversAsync()];
+            Violations = [.. await scenario.JudgeAsync(_store, CancellationToken.None), .. (await StoreLeftovers.ReadAsync(_store)).All];
         }
 
         void StartProcess()
@@ -196,23 +197,6 @@ public static class Simulator
                     await Task.Delay(TimeSpan.FromMilliseconds(50 * Math.Min(attempt, 10)), world.Clock, process.Death);
                 }
             }
-        }
-
-        const string DeadLetters = " dead letter(s)";
-
-        /// <summary>What is still queued, in flight, scheduled or dead-lettered.</summary>
-        async Task<List<string>> LeftoversAsync()
-        {
-            var status = await _store.Queries().GetStatusAsync(CancellationToken.None);
-            var leftovers = status.Queues.Where(q => q.Ready + q.InFlight + q.Scheduled > 0).OrderBy(q => q.Queue, StringComparer.Ordinal)
-                .Select(q => $"queue {q.Queue} still holds {q.Ready + q.InFlight + q.Scheduled}").ToList();
-            if (status.DeadLetters > 0)
-            {
-                var letters = await _store.DeadLetterQueries().ListDeadLettersAsync(new DeadLetterQuery(), CancellationToken.None);
-                leftovers.Add(status.DeadLetters + DeadLetters + " (" + string.Join("; ", letters.Items.Take(3).Select(l => $"{l.Envelope.MessageType} from {l.Source}: {l.Reason} after {l.Attempts}: {l.Exception?.Split('\n')[0]}")) + ")");
-            }
-
-            return leftovers;
         }
     }
 }

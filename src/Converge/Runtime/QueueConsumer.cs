@@ -89,20 +89,8 @@ internal sealed class QueueConsumer
                 // deliveries in moments. The worker waits the retry backoff first. A claim from the store needs no
                 // wait: it reaches the database itself and backs off when that fails, while contention between
                 // processes (SQLite busy) is best retried at once.
-                await WaitAsync(_options.Retry.DelayBefore(pace.FailedInARow + 1, _options.Random.NextDouble()), stopping);
+                await _committer.PauseAsync(_options.Retry.DelayBefore(pace.FailedInARow + 1, _options.Random.NextDouble()), stopping);
             }
-        }
-    }
-
-    async Task WaitAsync(TimeSpan delay, CancellationToken stopping)
-    {
-        try
-        {
-            await Task.Delay(delay, _options.TimeProvider, stopping);
-        }
-        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
-        {
-            // Stopping: the loop ends.
         }
     }
 

@@ -50,11 +50,17 @@ internal sealed class GroupCommitter(IMessageStore store, string queue, Converge
     /// it, and waits the retry backoff before the next claim.
     /// </summary>
     /// <returns><c>false</c> when <paramref name="stopping"/> cut the wait short.</returns>
-    public async Task<bool> BackOffAsync(Exception exception, int failures, CancellationToken stopping)
+    public Task<bool> BackOffAsync(Exception exception, int failures, CancellationToken stopping)
     {
         ConvergeDiagnostics.ConsumerErrors.Add(1);
         var delay = options.Retry.DelayBefore(failures + 1, options.Random.NextDouble());
         Log.ClaimFailed(logger, exception, queue, delay);
+        return PauseAsync(delay, stopping);
+    }
+
+    /// <summary>Waits <paramref name="delay"/> on the options' clock; <c>false</c> when <paramref name="stopping"/> cut it short.</summary>
+    public async Task<bool> PauseAsync(TimeSpan delay, CancellationToken stopping)
+    {
         try
         {
             await Task.Delay(delay, options.TimeProvider, stopping);
