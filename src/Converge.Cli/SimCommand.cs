@@ -36,21 +36,21 @@ internal static class SimCommand
         var json = CommonOptions.Json();
         seeds.Validators.Add(result =>
         {
-            if (result.GetValueOrDefault<int>() < 1)
+            if (result.Parsed<int>() < 1)
             {
                 result.AddError("--seeds must be 1 or more.");
             }
         });
         from.Validators.Add(result =>
         {
-            if (result.GetValueOrDefault<int>() < 0)
+            if (result.Parsed<int>() < 0)
             {
                 result.AddError("--from must be 0 or more.");
             }
         });
         parallel.Validators.Add(result =>
         {
-            if (result.GetValueOrDefault<int>() < 1)
+            if (result.Parsed<int>() < 1)
             {
                 result.AddError("--parallel must be 1 or more.");
             }

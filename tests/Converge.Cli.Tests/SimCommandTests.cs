@@ -50,6 +50,9 @@ public sealed class SimCommandTests
     [InlineData("Argument 'checkout' not recognized", "sim", "--scenario", "checkout")]
     [InlineData("--seeds must be 1 or more", "sim", "--scenario", "shop", "--seeds", "0")]
     [InlineData("--from must be 0 or more", "sim", "--scenario", "shop", "--from", "-3")]
+    [InlineData("Cannot parse argument 'abc' for option '--from'", "sim", "--scenario", "shop", "--from", "abc")]
+    [InlineData("Cannot parse argument 'x' for option '--seeds'", "sim", "--scenario", "shop", "--seeds", "x")]
+    [InlineData("--parallel must be 1 or more", "sim", "--scenario", "shop", "--parallel", "0")]
     [InlineData("Argument 'lost-reply' not recognized", "sim", "--scenario", "shop", "--plant", "lost-reply")]
     public async Task Misuse_says_what_to_do_and_exits_2(string expected, params string[] args)
     {
