@@ -78,6 +78,8 @@ internal sealed class BrokerConnection : IAsyncDisposable
 
             var connection = await _factory.CreateConnectionAsync(cancellationToken);
             connection.ConnectionShutdownAsync += OnShutdownAsync;
+            connection.ConnectionBlockedAsync += OnBlockedAsync;
+            connection.ConnectionUnblockedAsync += OnUnblockedAsync;
             _connection = connection;
             Generation++;
             RabbitMqLog.Connected(_logger, _display);
@@ -97,6 +99,20 @@ internal sealed class BrokerConnection : IAsyncDisposable
             Lost?.Invoke();
         }
 
+        return Task.CompletedTask;
+    }
+
+    // A resource alarm on the broker (memory, disk) blocks publishing connections: said in the log, or an outage
+    // looks like a hang.
+    Task OnBlockedAsync(object sender, ConnectionBlockedEventArgs args)
+    {
+        RabbitMqLog.ConnectionBlocked(_logger, args.Reason);
+        return Task.CompletedTask;
+    }
+
+    Task OnUnblockedAsync(object sender, AsyncEventArgs args)
+    {
+        RabbitMqLog.ConnectionUnblocked(_logger);
         return Task.CompletedTask;
     }
 

@@ -116,6 +116,12 @@ internal sealed class BrokerQueue : IDisposable
     long _returnedAt;
     IChannel? _channel;
     string? _consumerTag;
+
+    /// <summary>
+    /// 1 from the moment this process cancels its consumer until it starts the next: a cancellation it did not ask for
+    /// is the broker's.
+    /// </summary>
+    int _cancelling;
     TaskCompletionSource _unregistered = new(TaskCreationOptions.RunContinuationsAsynchronously);
     long _lastClaim;
 
@@ -211,9 +217,20 @@ internal sealed class BrokerQueue : IDisposable
             consumer.UnregisteredAsync += (_, _) =>
             {
                 unregistered.TrySetResult();
+                if (Volatile.Read(ref _cancelling) == 0)
+                {
+                    // Cancelled by the broker (its queue deleted, say), not by this process: the channel stays open and
+                    // would look like a consumer forever. Closed, its deliveries go back and the supervisor (or the next
+                    // claim) declares the queue and consumes it again. Not awaited here: a close waits for the
+                    // consumer's dispatch, which is running this.
+                    RabbitMqLog.ConsumerCancelled(_transport.Logger, Name);
+                    _ = Task.Run(() => CloseAsync(current), CancellationToken.None);
+                }
+
                 return Task.CompletedTask;
             };
             _unregistered = unregistered;
+            Volatile.Write(ref _cancelling, 0);
             channel.ChannelShutdownAsync += (_, _) =>
             {
                 Drop(current);
@@ -547,6 +564,7 @@ internal sealed class BrokerQueue : IDisposable
             return;
         }
 
+        Volatile.Write(ref _cancelling, 1);
         try
         {
             // Bounded: a broker that does not answer (just back from an outage, say) must not hold up stopping, and

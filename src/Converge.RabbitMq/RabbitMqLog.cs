@@ -14,6 +14,12 @@ internal static partial class RabbitMqLog
     [LoggerMessage(EventId = 3002, Level = LogLevel.Warning, Message = "The connection to RabbitMQ was lost: {Reason}")]
     public static partial void ConnectionLost(ILogger logger, string reason);
 
+    [LoggerMessage(EventId = 3003, Level = LogLevel.Warning, Message = "RabbitMQ blocked the connection ({Reason}): it takes no publishes until the alarm clears, and messages wait in the outbox")]
+    public static partial void ConnectionBlocked(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 3004, Level = LogLevel.Information, Message = "RabbitMQ unblocked the connection")]
+    public static partial void ConnectionUnblocked(ILogger logger);
+
     [LoggerMessage(EventId = 3100, Level = LogLevel.Warning, Message = "The outbox relay could not move messages of queue {Queue} to RabbitMQ; they stay in the outbox. Trying again in {Delay}")]
     public static partial void RelayFailed(ILogger logger, Exception exception, string queue, TimeSpan delay);
 
@@ -43,6 +49,9 @@ internal static partial class RabbitMqLog
 
     [LoggerMessage(EventId = 3204, Level = LogLevel.Warning, Message = "Could not hand {Count} delivery(ies) of queue {Queue} back to the outbox; returned them to RabbitMQ instead (their attempt is counted)")]
     public static partial void HandBackFailed(ILogger logger, Exception exception, string queue, int count);
+
+    [LoggerMessage(EventId = 3206, Level = LogLevel.Warning, Message = "RabbitMQ cancelled the consumer of queue {Queue} (the queue was deleted or is unavailable); consuming it again")]
+    public static partial void ConsumerCancelled(ILogger logger, string queue);
 
     [LoggerMessage(EventId = 3205, Level = LogLevel.Debug, Message = "The lease of {Count} delivery(ies) of queue {Queue} expired; returned them to RabbitMQ for another consumer")]
     public static partial void LeasesExpired(ILogger logger, string queue, int count);

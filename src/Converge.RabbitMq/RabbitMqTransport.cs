@@ -303,11 +303,6 @@ public sealed class RabbitMqTransport : IMessageTransport, ILogMirror, ITranspor
         }
     }
 
-    /// <summary>
-    /// Keeps the connection, the topology and this process's consumers alive: after the broker was lost it connects
-    /// again (backing off while it stays unreachable) and starts every consumer afresh. Also ends leases that ran out
-    /// while nobody claimed, so that a hung handler's message moves on.
-    /// </summary>
     /// <summary>Waits out <paramref name="pause"/> of a background loop; <c>false</c> when it ended because the process is stopping.</summary>
     internal static async Task<bool> PausedAsync(Task pause)
     {
@@ -322,6 +317,11 @@ public sealed class RabbitMqTransport : IMessageTransport, ILogMirror, ITranspor
         }
     }
 
+    /// <summary>
+    /// Keeps the connection, the topology and this process's consumers alive: after the broker was lost it connects
+    /// again (backing off while it stays unreachable) and starts every consumer afresh. Also ends leases that ran out
+    /// while nobody claimed, so that a hung handler's message moves on.
+    /// </summary>
     async Task SuperviseAsync(CancellationToken stopping)
     {
         var failures = 0;

@@ -4,6 +4,8 @@ using Converge.Storage;
 using Converge.Transports;
 using Converge.Testing;
 using Converge.Testing.Conformance;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Npgsql;
 
 namespace Converge.RabbitMq.Tests;
@@ -42,7 +44,7 @@ public sealed class BrokerOutageTests : IAsyncLifetime
     {
         await using var broker = await PrivateBroker.StartAsync();
         _broker = broker.Uri;
-        await RunThroughOutageAsync(broker.Uri, broker.StopAppAsync, broker.StartAppAsync);
+        await RunThroughOutageAsync(broker.Uri, broker.StopAppAsync, broker.StartAppAsync, () => broker.DescribeAsync());
     }
 
     [Fact]
@@ -54,12 +56,17 @@ public sealed class BrokerOutageTests : IAsyncLifetime
         {
             proxy.Open();
             return Task.CompletedTask;
-        });
+        }, () => Task.FromResult("the broker is the one the other tests share"));
     }
 
-    /// <summary>Sends, takes the broker at <paramref name="broker"/> away with <paramref name="stop"/> for 30 s while sending, brings it back, sends again.</summary>
-    async Task RunThroughOutageAsync(Uri broker, Func<Task> stop, Func<Task> start)
+    /// <summary>
+    /// Sends, takes the broker at <paramref name="broker"/> away with <paramref name="stop"/> for 30 s while sending,
+    /// brings it back, sends again. A timeout reports the transport's state and log, and <paramref name="describe"/>'s
+    /// account of the broker.
+    /// </summary>
+    async Task RunThroughOutageAsync(Uri broker, Func<Task> stop, Func<Task> start, Func<Task<string>> describe)
     {
+        using var log = new RecentLog(TimeProvider.System);
         await using var host = await ConvergeTestHost.StartAsync(o =>
         {
             o.UsePostgreSql(new NpgsqlConnectionStringBuilder(Postgres) { SearchPath = _schema }.ConnectionString, s => s.Schema = _schema);
@@ -78,7 +85,7 @@ public sealed class BrokerOutageTests : IAsyncLifetime
             };
             o.Messages.Register<ConformanceCommand>("conformance.command");
             o.Handle<ConformanceCommand, ConformanceCommandHandler>("orders");
-        });
+        }, services => services.AddLogging(logging => logging.AddProvider(log)));
         await using (var connection = await ((PostgreSqlMessageStore)((TransportedStore)host.Store).Store).OpenConnectionAsync())
         await using (var create = new NpgsqlCommand(Effects.CreateTable, connection))
         {
@@ -127,14 +134,21 @@ public sealed class BrokerOutageTests : IAsyncLifetime
 
         // A failure says where the missing messages are: still in the outbox, or relayed and not handled.
         var (handled, outbox) = (0L, 0L);
-        await Eventually.UntilAsync(
-            async () =>
-            {
-                (handled, outbox) = (await CountAsync("SELECT count(*) FROM conformance_effects"), await OutboxAsync());
-                return handled >= sent && outbox == 0;
-            },
-            () => $"every message handled after the broker returned: {handled} of {sent} handled, {outbox} in the outbox, {string.Join("; ", _transports.Select(t => t.Describe()))}",
-            TimeSpan.FromSeconds(120));
+        try
+        {
+            await Eventually.UntilAsync(
+                async () =>
+                {
+                    (handled, outbox) = (await CountAsync("SELECT count(*) FROM conformance_effects"), await OutboxAsync());
+                    return handled >= sent && outbox == 0;
+                },
+                () => $"every message handled after the broker returned: {handled} of {sent} handled, {outbox} in the outbox, {string.Join("; ", _transports.Select(t => t.Describe()))}",
+                TimeSpan.FromSeconds(120));
+        }
+        catch (TimeoutException timeout)
+        {
+            throw new TimeoutException($"{timeout.Message}{Environment.NewLine}The transport's log:{Environment.NewLine}{log}{Environment.NewLine}The broker:{Environment.NewLine}{await describe()}", timeout);
+        }
         Assert.True(handledBefore < 2000, $"all {handledBefore} messages sent before the outage were handled before it began");
         Assert.True(waiting >= 20 * (burst - 1), $"the outbox held {waiting} messages at the end of the outage; {burst} bursts of 20 were sent");
         Assert.Equal(sent, await CountAsync("SELECT count(*) FROM conformance_effects"));

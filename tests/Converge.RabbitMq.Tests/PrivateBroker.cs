@@ -44,6 +44,37 @@ internal sealed class PrivateBroker : IAsyncDisposable
     /// <summary>Starts the stopped broker again; its durable queues come back with the messages they held.</summary>
     public Task StartAppAsync() => RunAsync(null, "rabbitmqctl", _folder, "start_app");
 
+    /// <summary>
+    /// What the broker holds (its queues with their state and counts, its consumers and channels) and the end of its own
+    /// log, for a failure to say what the broker went through.
+    /// </summary>
+    public async Task<string> DescribeAsync(int logLines = 60)
+    {
+        var text = new System.Text.StringBuilder();
+        foreach (var command in new[]
+        {
+            new[] { "list_queues", "name", "type", "state", "messages_ready", "messages_unacknowledged", "consumers" },
+            ["list_consumers"],
+            ["list_channels", "name", "consumer_count", "messages_unacknowledged", "confirm"],
+            ["list_connections", "name", "state"],
+        })
+        {
+            try
+            {
+                text.AppendLine($"rabbitmqctl {string.Join(' ', command)}:").AppendLine(await RunAsync(null, ["rabbitmqctl", _folder, .. command]));
+            }
+            catch (Exception exception) when (exception is InvalidOperationException or TimeoutException)
+            {
+                text.AppendLine($"rabbitmqctl {command[0]} failed: {exception.Message}");
+            }
+        }
+
+        var logs = Path.Combine(_folder, "rabbitmq", "log");
+        var file = Directory.Exists(logs) ? Directory.GetFiles(logs, "*.log").FirstOrDefault(f => !f.EndsWith("_upgrade.log", StringComparison.Ordinal)) : null;
+        text.AppendLine("the broker's log:").Append(file is null ? "(none)" : string.Join(Environment.NewLine, File.ReadLines(file).TakeLast(logLines)));
+        return text.ToString();
+    }
+
     public async ValueTask DisposeAsync() => await StopQuietlyAsync(_folder);
 
     static async Task StopQuietlyAsync(string folder)
@@ -61,7 +92,8 @@ internal sealed class PrivateBroker : IAsyncDisposable
         }
     }
 
-    static async Task RunAsync(IReadOnlyDictionary<string, string>? environment, params string[] arguments)
+    /// <summary>Runs scripts/services.sh with <paramref name="arguments"/>; returns what it printed.</summary>
+    static async Task<string> RunAsync(IReadOnlyDictionary<string, string>? environment, params string[] arguments)
     {
         var start = new ProcessStartInfo("bash") { RedirectStandardOutput = true, RedirectStandardError = true };
         start.ArgumentList.Add(Path.Combine(RepositoryRoot(), "scripts", "services.sh"));
@@ -93,6 +125,8 @@ internal sealed class PrivateBroker : IAsyncDisposable
         {
             throw new InvalidOperationException($"scripts/services.sh {string.Join(' ', arguments)} failed with exit code {process.ExitCode}:\n{await output}\n{await errors}");
         }
+
+        return await output;
     }
 
     static string RepositoryRoot()

@@ -227,6 +227,27 @@ public sealed class RabbitMqTransportTests(ITestOutputHelper output) : BrokerTes
     }
 
     [Fact]
+    public async Task A_consumer_the_broker_cancels_is_started_again_and_its_queue_declared_again()
+    {
+        await using var host = await StartAsync();
+        await host.SendAndWaitAsync(new ConformanceCommand("declares-the-queue"));
+        Assert.True(Transport(host).Route(Queue).Consumer!.IsConsuming);
+
+        // Deleting a queue cancels its consumers with a basic.cancel from the broker; their channels stay open.
+        await TestBroker.DeleteAsync([BrokerQueue(Queue)], []);
+        for (var i = 0; i < 10; i++)
+        {
+            await host.Bus.SendAsync(new ConformanceCommand("after-delete-" + i));
+        }
+
+        var (handled, outbox) = (0L, 0L);
+        await Eventually.UntilAsync(
+            async () => ((handled, outbox) = (await CountEffectsAsync(host), await OutboxCountAsync(host))) == (11, 0),
+            () => $"every message handled after the broker cancelled the consumer: {handled} of 11 handled, {outbox} in the outbox, {Transport(host).Describe()}");
+        Assert.Equal(11, await CountDistinctEffectsAsync(host));
+    }
+
+    [Fact]
     public async Task A_message_that_is_not_a_Converge_envelope_is_dead_lettered_with_the_reason()
     {
         await using var host = await StartAsync();
