@@ -4,6 +4,9 @@
 # working set of the process that ran it), plus a markdown table of the figures the README quotes.
 #
 # Usage: bench/run.sh [--quick] [--runs N] [--out DIR]
+#        bench/run.sh --peers [--quick] [--runs N] [--out DIR]
+#   --peers   instead: Converge and the peers of ../shared/peers in one window, with the ratios to the speed targets
+#             (bench/peers.sh; 3 rounds by default)
 #   --quick   small sizes, for a smoke test of this script (a minute or two); its files end in -quick and are not
 #             meant for the README
 #   --runs N  measured runs per bench, whose medians are reported (default 5; 3 with --quick)
@@ -16,12 +19,19 @@ cd "$(dirname "$0")/.."
 quick=false
 runs=
 out=bench/results
+for argument in "$@"; do
+  if [ "$argument" = --peers ]; then
+    args=()
+    for a in "$@"; do [ "$a" = --peers ] || args+=("$a"); done
+    exec bench/peers.sh "${args[@]}"
+  fi
+done
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=true; shift ;;
     --runs) runs=${2:?--runs needs a number}; shift 2 ;;
     --out) out=${2:?--out needs a folder}; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench/run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
