@@ -31,6 +31,9 @@ public sealed class MessagesBenchSettings
     /// <summary>The queue's batch size; <c>null</c> keeps the library default.</summary>
     public int? BatchSize { get; init; }
 
+    /// <summary>Consumers of the queue at once (the queue's <see cref="QueueOptions.Concurrency"/>). Default 1.</summary>
+    public int Concurrency { get; init; } = 1;
+
     /// <summary>Commit durability of the store.</summary>
     public SqliteDurability Durability { get; init; } = SqliteDurability.Full;
 
@@ -90,6 +93,7 @@ public sealed record MessagesBenchReport(
     double SendMaxMs,
     double? Rate,
     int BatchSize,
+    int Concurrency,
     string Durability,
     string Sender,
     int Runs,
@@ -119,6 +123,7 @@ public static class MessagesBench
                     // Throughput mode whatever is measured, so the code the measured runs use reaches its final tier.
                     Count = count,
                     BatchSize = settings.BatchSize,
+                    Concurrency = settings.Concurrency,
                     Durability = settings.Durability,
                     Postgres = settings.Postgres,
                     RabbitMq = settings.RabbitMq,
@@ -142,6 +147,7 @@ public static class MessagesBench
             SendMaxMs: Round(Median(results.Select(r => r.SendMaxMs)), 3),
             Rate: settings.Rate,
             BatchSize: results[0].BatchSize,
+            Concurrency: settings.Concurrency,
             Durability: settings.Postgres is not null ? (settings.RabbitMq is null ? "postgresql" : "postgresql+rabbitmq") : settings.Durability == SqliteDurability.Full ? "full" : "normal",
             Sender: settings.Sender == OutboxSender.Converge ? "converge" : "own",
             Runs: settings.Runs,
@@ -162,6 +168,7 @@ public static class MessagesBench
             o.Handle<BenchMessage, BenchHandler>(Queue);
             o.Queue(Queue, q =>
             {
+                q.Concurrency = settings.Concurrency;
                 if (settings.BatchSize is { } batchSize)
                 {
                     q.BatchSize = batchSize;

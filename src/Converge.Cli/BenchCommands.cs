@@ -334,6 +334,7 @@ internal static class BenchCommands
         var rate = new Option<double?>("--rate") { Description = "Send at this fixed rate (messages per second, one per transaction) and measure latency from each message's scheduled time. Without it: send as fast as possible in transactions of 1,000.", HelpName = "R" };
         var store = new BenchStoreOptions("Where to put the bench database (a new file; kept after the last run). Default: a temporary file, deleted.");
         var batchSize = new Option<int?>("--batch-size") { Description = "The queue's BatchSize (default: the library default).", HelpName = "B" };
+        var concurrency = new Option<int>("--concurrency") { Description = "Consumers of the queue at once in the process, each with a batch in a transaction of its own (the queue's Concurrency). On SQLite writes take turns, so more only help handlers that wait on something else.", HelpName = "N", DefaultValueFactory = _ => 1 };
         var durability = new Option<string>("--durability") { Description = "SQLite synchronous setting of the store.", DefaultValueFactory = _ => "full" };
         durability.AcceptOnlyFromAmong("full", "normal");
         var sender = new Option<string>("--sender") { Description = "Whose transaction the outbox sends are made in: 'converge' (bus.BeginTransactionAsync, queued with Converge's own writers) or 'own' (the caller's own SqliteConnection transaction).", DefaultValueFactory = _ => "converge" };
@@ -351,6 +352,13 @@ internal static class BenchCommands
                 result.AddError("--batch-size must be between 1 and 10000.");
             }
         });
+        concurrency.Validators.Add(result =>
+        {
+            if (result.Parsed<int>() is < 1 or > 64)
+            {
+                result.AddError("--concurrency must be between 1 and 64.");
+            }
+        });
         rate.Validators.Add(result =>
         {
             if (result.ParsedNullable<double>() is { } r && !(r > 0 && double.IsFinite(r)))
@@ -361,7 +369,7 @@ internal static class BenchCommands
 
         var command = new Command("messages", "Send N messages through the outbox to an in-process consumer whose handler writes one row per message, and verify every one was handled exactly once.")
         {
-            count, rate, batchSize, durability, sender, runs, warmup, json,
+            count, rate, batchSize, concurrency, durability, sender, runs, warmup, json,
         };
         store.AddTo(command);
         command.SetAction(output, async (parsed, cancellationToken) =>
@@ -375,6 +383,7 @@ internal static class BenchCommands
                 Postgres = postgres,
                 RabbitMq = rabbitMq,
                 BatchSize = parsed.GetValue(batchSize),
+                Concurrency = parsed.GetValue(concurrency),
                 Durability = parsed.GetValue(durability) == "normal" ? SqliteDurability.Normal : SqliteDurability.Full,
                 Sender = parsed.GetValue(sender) == "own" ? OutboxSender.Own : OutboxSender.Converge,
                 Runs = parsed.GetValue(runs),
@@ -396,6 +405,7 @@ internal static class BenchCommands
             CliOutput.AddRow(table, "latency p99 (ms)", report.P99Ms);
             CliOutput.AddRow(table, "latency max (ms)", report.MaxMs);
             CliOutput.AddRow(table, "batch size", report.BatchSize);
+            CliOutput.AddRow(table, "consumers (concurrency)", report.Concurrency);
             CliOutput.AddRow(table, "durability", report.Durability);
             CliOutput.AddRow(table, "outbox sender", report.Sender);
             CliOutput.AddRow(table, "runs", report.Runs);

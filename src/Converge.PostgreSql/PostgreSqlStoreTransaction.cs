@@ -28,6 +28,11 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
     bool _logLocked;
     bool _finished;
 
+    // Savepoint statements held back to go with the next statement, one round trip fewer each (in Converge's own
+    // transaction only: nothing but the runtime uses its connection between them).
+    bool _releaseHeld;
+    bool _savepointHeld;
+
     PostgreSqlStoreTransaction(PostgreSqlMessageStore store, NpgsqlConnection connection, NpgsqlTransaction transaction, bool owned)
     {
         _store = store;
@@ -54,7 +59,20 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
     public static PostgreSqlStoreTransaction Enlisted(PostgreSqlMessageStore store, NpgsqlConnection connection, NpgsqlTransaction transaction) =>
         new(store, connection, transaction, owned: false);
 
-    NpgsqlCommand Command(string sql) => PostgreSqlMessageStore.Command(_connection, _transaction, sql);
+    NpgsqlCommand Command(string sql) => PostgreSqlMessageStore.Command(_connection, _transaction, TakeHeld() + sql);
+
+    /// <summary>The held savepoint statements, to run before the next one; nothing is held after this.</summary>
+    string TakeHeld()
+    {
+        if (!_releaseHeld && !_savepointHeld)
+        {
+            return "";
+        }
+
+        var held = (_releaseHeld ? PostgreSqlSchema.ReleaseSavepoint + "; " : "") + (_savepointHeld ? PostgreSqlSchema.Savepoint + "; " : "");
+        (_releaseHeld, _savepointHeld) = (false, false);
+        return held;
+    }
 
     /// <summary>A command that runs after the held sends are written, so that it sees them.</summary>
     async ValueTask<NpgsqlCommand> CommandAsync(string sql, CancellationToken cancellationToken)
@@ -254,6 +272,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
     public async ValueTask<IReadOnlyList<QueuedMessage>> ClaimAsync(string queue, int max, TimeSpan lease, ClaimPolicy policy, CancellationToken cancellationToken)
     {
         await FlushAsync(cancellationToken);
+        await SendHeldAsync(cancellationToken);
         return await _store.ClaimWithinAsync(_connection, _transaction, queue, max, lease, policy, _store.Now, cancellationToken);
     }
 
@@ -261,6 +280,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
     {
         ArgumentNullException.ThrowIfNull(action);
         await FlushAsync(cancellationToken);
+        await SendHeldAsync(cancellationToken);
         return await _store.RecordOperatorActionAsync(_connection, _transaction, action, cancellationToken);
     }
 
@@ -704,13 +724,59 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
     public async ValueTask SavepointAsync(CancellationToken cancellationToken)
     {
         await ExecuteAsync((await CommandAsync(PostgreSqlSchema.Savepoint, cancellationToken)), cancellationToken);
+        MarkSavepoint();
+    }
+
+    /// <inheritdoc />
+    /// <remarks>In Converge's own transaction the savepoint goes with the next statement (with a held release of the one before).</remarks>
+    public async ValueTask SavepointBeforeNextAsync(CancellationToken cancellationToken)
+    {
+        if (!_owned)
+        {
+            await SavepointAsync(cancellationToken);
+            return;
+        }
+
+        // Held sends are written before it, as a savepoint sent now would be after them.
+        await FlushAsync(cancellationToken);
+        _savepointHeld = true;
+        MarkSavepoint();
+    }
+
+    void MarkSavepoint()
+    {
         _batchAddsAtSavepoint = _batchAdds is null ? null : new Dictionary<string, long>(_batchAdds, StringComparer.Ordinal);
         _callbacksAtSavepoint = _afterCommit?.Count ?? 0;
     }
 
+    /// <inheritdoc />
+    async ValueTask IStoreTransaction.FlushAsync(CancellationToken cancellationToken)
+    {
+        await FlushAsync(cancellationToken);
+        await SendHeldAsync(cancellationToken);
+    }
+
+    /// <summary>Sends the held savepoint statements on their own, for a statement that does not go through <see cref="Command"/>.</summary>
+    async ValueTask SendHeldAsync(CancellationToken cancellationToken)
+    {
+        if (TakeHeld() is { Length: > 0 } held)
+        {
+            await ExecuteAsync(PostgreSqlMessageStore.Command(_connection, _transaction, held.TrimEnd(' ', ';')), cancellationToken);
+        }
+    }
+
     public async ValueTask RollbackToSavepointAsync(CancellationToken cancellationToken)
     {
-        await ExecuteAsync((await CommandAsync(PostgreSqlSchema.RollbackToSavepoint, cancellationToken)), cancellationToken);
+        if (_savepointHeld && _pendingEnqueues is not { Count: > 0 })
+        {
+            // Never sent, and nothing written since: there is nothing to undo on the server.
+            _savepointHeld = false;
+        }
+        else
+        {
+            await ExecuteAsync((await CommandAsync(PostgreSqlSchema.RollbackToSavepoint, cancellationToken)), cancellationToken);
+        }
+
         _batchAdds = _batchAddsAtSavepoint;
         _batchAddsAtSavepoint = null;
 
@@ -719,9 +785,27 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
         _afterCommit?.RemoveRange(_callbacksAtSavepoint, _afterCommit.Count - _callbacksAtSavepoint);
     }
 
+    /// <remarks>
+    /// In Converge's own transaction the release goes with the next statement: until then the savepoint merely stays,
+    /// which changes nothing for what runs meanwhile.
+    /// </remarks>
     public async ValueTask ReleaseSavepointAsync(CancellationToken cancellationToken)
     {
-        await ExecuteAsync((await CommandAsync(PostgreSqlSchema.ReleaseSavepoint, cancellationToken)), cancellationToken);
+        if (_savepointHeld && _pendingEnqueues is not { Count: > 0 })
+        {
+            // Never sent, and nothing written since: released before it began.
+            _savepointHeld = false;
+        }
+        else if (_owned)
+        {
+            await FlushAsync(cancellationToken);
+            _releaseHeld = true;
+        }
+        else
+        {
+            await ExecuteAsync((await CommandAsync(PostgreSqlSchema.ReleaseSavepoint, cancellationToken)), cancellationToken);
+        }
+
         _batchAddsAtSavepoint = null;
     }
 

@@ -87,6 +87,49 @@ public sealed class PostgreSqlStoreTests : IAsyncDisposable
         return (long)(await count.ExecuteScalarAsync())!;
     }
 
+    /// <summary>
+    /// The savepoint of a handled message goes with the store's next statement; a handler writes on the transaction's
+    /// connection only after the runtime flushed it. Then the rollback to it undoes the handler's row. Without the flush
+    /// the row is written before the savepoint and survives the rollback: the obligation is real.
+    /// </summary>
+    [Fact]
+    public async Task Writes_on_the_connection_after_a_flush_are_inside_the_held_savepoint()
+    {
+        var (host, _) = await StartAsync("held_savepoint", runConsumers: false);
+        await using (host)
+        {
+            await using (var transaction = await host.Store.BeginAsync(CancellationToken.None))
+            {
+                var connection = (NpgsqlConnection)((IDatabaseTransaction)transaction).Transaction.Connection!;
+                async Task InsertAsync(string id)
+                {
+                    await using var insert = new NpgsqlCommand("INSERT INTO orders (id, quantity) VALUES (@id, 1)", connection);
+                    insert.Parameters.AddWithValue("id", id);
+                    await insert.ExecuteNonQueryAsync();
+                }
+
+                await transaction.SavepointBeforeNextAsync(CancellationToken.None);
+                await transaction.FlushAsync(CancellationToken.None);
+                await InsertAsync("flushed-then-undone");
+                await transaction.RollbackToSavepointAsync(CancellationToken.None);
+
+                await transaction.SavepointBeforeNextAsync(CancellationToken.None);
+                await InsertAsync("not-flushed");
+                await transaction.RollbackToSavepointAsync(CancellationToken.None);
+
+                await transaction.SavepointBeforeNextAsync(CancellationToken.None);
+                await transaction.FlushAsync(CancellationToken.None);
+                await InsertAsync("flushed-and-kept");
+                await transaction.ReleaseSavepointAsync(CancellationToken.None);
+                await transaction.CommitAsync(CancellationToken.None);
+            }
+
+            await using var read = await ((PostgreSqlMessageStore)host.Store).OpenConnectionAsync();
+            await using var ids = new NpgsqlCommand("SELECT string_agg(id, ',' ORDER BY id) FROM orders", read);
+            Assert.Equal("flushed-and-kept,not-flushed", (string)(await ids.ExecuteScalarAsync())!);
+        }
+    }
+
     [Theory]
     [InlineData("")]
     [InlineData("Converge")]

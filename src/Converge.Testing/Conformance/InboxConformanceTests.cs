@@ -1,3 +1,4 @@
+using Converge.Contracts;
 using Converge.Storage;
 using Microsoft.Extensions.Time.Testing;
 using Xunit;
@@ -55,6 +56,54 @@ public abstract class InboxConformanceTests : StoreConformanceBase
         Assert.False(stillHeld);
         Assert.Equal(2, purged);
         Assert.True(afterPurge);
+    }
+
+    /// <summary>
+    /// A savepoint a store may hold back until its next statement (<see cref="IStoreTransaction.SavepointBeforeNextAsync"/>)
+    /// undoes exactly what followed it, like one sent at once: a released item stays, a rolled-back one is gone, and a
+    /// savepoint with nothing after it (rolled back or released, or only flushed) changes nothing.
+    /// </summary>
+    [Fact]
+    public async Task A_savepoint_held_until_the_next_statement_undoes_exactly_what_followed_it()
+    {
+        await using var host = await StartIdleAsync(new FakeTimeProvider());
+        var store = host.Store;
+        var kept = RawEnvelope("conformance.probe@1", []);
+        var undone = RawEnvelope("conformance.probe@1", []);
+        var afterFlush = RawEnvelope("conformance.probe@1", []);
+        var beforeAll = RawEnvelope("conformance.probe@1", []);
+        ValueTask<bool> RecordAsync(IStoreTransaction t, Envelope envelope) => t.TryRecordInboxAsync(Queue, envelope, CancellationToken.None);
+
+        await using (var transaction = await store.BeginAsync(CancellationToken.None))
+        {
+            Assert.True(await RecordAsync(transaction, beforeAll));
+            await transaction.SavepointBeforeNextAsync(CancellationToken.None);
+            Assert.True(await RecordAsync(transaction, kept));
+            await transaction.ReleaseSavepointAsync(CancellationToken.None);
+
+            await transaction.SavepointBeforeNextAsync(CancellationToken.None);
+            Assert.True(await RecordAsync(transaction, undone));
+            await transaction.RollbackToSavepointAsync(CancellationToken.None);
+
+            await transaction.SavepointBeforeNextAsync(CancellationToken.None);
+            await transaction.RollbackToSavepointAsync(CancellationToken.None);
+            await transaction.SavepointBeforeNextAsync(CancellationToken.None);
+            await transaction.ReleaseSavepointAsync(CancellationToken.None);
+
+            await transaction.SavepointBeforeNextAsync(CancellationToken.None);
+            await transaction.FlushAsync(CancellationToken.None);
+            Assert.True(await RecordAsync(transaction, afterFlush));
+            await transaction.RollbackToSavepointAsync(CancellationToken.None);
+            await transaction.SavepointBeforeNextAsync(CancellationToken.None);
+            Assert.True(await RecordAsync(transaction, afterFlush));
+            await transaction.ReleaseSavepointAsync(CancellationToken.None);
+            await transaction.CommitAsync(CancellationToken.None);
+        }
+
+        Assert.False(await InTransactionAsync(store, t => RecordAsync(t, beforeAll)));
+        Assert.False(await InTransactionAsync(store, t => RecordAsync(t, kept)));
+        Assert.True(await InTransactionAsync(store, t => RecordAsync(t, undone)));
+        Assert.False(await InTransactionAsync(store, t => RecordAsync(t, afterFlush)));
     }
 
     /// <summary>Inbox records older than the retention are deleted; newer ones are kept.</summary>

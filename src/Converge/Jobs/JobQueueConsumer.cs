@@ -537,6 +537,8 @@ internal sealed class JobQueueConsumer
                     return HandlingOutcome.Duplicate;
                 }
 
+                // Effects may use the transaction's connection themselves: whatever the store held back goes first.
+                await transaction.FlushAsync(cancellationToken);
                 foreach (var effect in item.Context!.Effects)
                 {
                     await effect(transaction, cancellationToken);

@@ -591,6 +591,8 @@ internal sealed class QueueConsumer
         {
             try
             {
+                // The handler may use the transaction's connection: the message's savepoint must be on the server first.
+                await transaction.FlushAsync(abort);
                 var scope = _scopes.CreateAsyncScope();
                 var context = new MessageContext(_bus, transaction, envelope, _queue.Name, null, message.Attempt, scope.ServiceProvider);
                 var started = _options.TimeProvider.GetUtcNow();

@@ -44,6 +44,20 @@ public interface IStoreTransaction : IQueueTransaction, ILogTransaction, IInboxT
     /// <summary>Marks the point that <see cref="RollbackToSavepointAsync"/> returns to (one level; not nested).</summary>
     ValueTask SavepointAsync(CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Marks the same savepoint as <see cref="SavepointAsync"/>, but a store may hold it back and send it with its next
+    /// statement (a server store saves a round trip per item). The caller's obligation: before anything but this
+    /// object uses the transaction's connection (a handler, a projection), call <see cref="FlushAsync"/>; calls through
+    /// this object send it first by themselves. Default: <see cref="SavepointAsync"/>.
+    /// </summary>
+    ValueTask SavepointBeforeNextAsync(CancellationToken cancellationToken) => SavepointAsync(cancellationToken);
+
+    /// <summary>
+    /// Sends the statements the store held back (a savepoint from <see cref="SavepointBeforeNextAsync"/>), so that code
+    /// outside the store may use the transaction's connection. Default: nothing is ever held back.
+    /// </summary>
+    ValueTask FlushAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
+
     /// <summary>Undoes everything since <see cref="SavepointAsync"/> and ends the savepoint.</summary>
     ValueTask RollbackToSavepointAsync(CancellationToken cancellationToken);
 

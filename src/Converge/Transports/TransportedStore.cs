@@ -313,6 +313,10 @@ internal sealed class TransportedTransaction(IMessageTransport transport, IStore
 
     public ValueTask SavepointAsync(CancellationToken cancellationToken) => inner.SavepointAsync(cancellationToken);
 
+    public ValueTask SavepointBeforeNextAsync(CancellationToken cancellationToken) => inner.SavepointBeforeNextAsync(cancellationToken);
+
+    public ValueTask FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
+
     public ValueTask RollbackToSavepointAsync(CancellationToken cancellationToken) => inner.RollbackToSavepointAsync(cancellationToken);
 
     public ValueTask ReleaseSavepointAsync(CancellationToken cancellationToken) => inner.ReleaseSavepointAsync(cancellationToken);

@@ -84,6 +84,8 @@ public sealed class RacingStore(IMessageStore inner, Func<SagaInstance, bool> lo
         public ValueTask<IReadOnlyList<SagaLogEntry>> ReadSagaLogAsync(string transactionId, CancellationToken cancellationToken) => inner.Sagas().ReadSagaLogAsync(transactionId, cancellationToken);
         public ValueTask AppendSagaLogAsync(IReadOnlyList<SagaLogEntry> entries, CancellationToken cancellationToken) => inner.Sagas().AppendSagaLogAsync(entries, cancellationToken);
         public ValueTask SavepointAsync(CancellationToken cancellationToken) => inner.SavepointAsync(cancellationToken);
+        public ValueTask SavepointBeforeNextAsync(CancellationToken cancellationToken) => inner.SavepointBeforeNextAsync(cancellationToken);
+        public ValueTask FlushAsync(CancellationToken cancellationToken) => inner.FlushAsync(cancellationToken);
         public ValueTask RollbackToSavepointAsync(CancellationToken cancellationToken) => inner.RollbackToSavepointAsync(cancellationToken);
         public ValueTask ReleaseSavepointAsync(CancellationToken cancellationToken) => inner.ReleaseSavepointAsync(cancellationToken);
         public void OnCommitted(Action callback) => inner.OnCommitted(callback);

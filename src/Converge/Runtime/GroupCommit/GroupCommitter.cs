@@ -228,10 +228,14 @@ internal sealed class GroupCommitter(IMessageStore store, string queue, Converge
         }
     }
 
-    /// <summary>Applies one item under a savepoint of its own, so its failure undoes only its writes.</summary>
+    /// <summary>
+    /// Applies one item under a savepoint of its own, so its failure undoes only its writes. The savepoint may go with
+    /// the item's first statement (<see cref="IStoreTransaction.SavepointBeforeNextAsync"/>): a writer flushes before
+    /// anything else uses the transaction.
+    /// </summary>
     static async ValueTask<HandlingOutcome?> ApplyIsolatedAsync<TItem, TScratch>(IOutcomeWriter<TItem, TScratch> writer, IStoreTransaction transaction, TItem item, TScratch scratch, List<QueuedMessage>? completions, CancellationToken cancellationToken)
     {
-        await transaction.SavepointAsync(cancellationToken);
+        await transaction.SavepointBeforeNextAsync(cancellationToken);
         HandlingOutcome? outcome;
         try
         {
@@ -249,7 +253,7 @@ internal sealed class GroupCommitter(IMessageStore store, string queue, Converge
         {
             // Its handler, or its recorded effects, failed (a constraint, a bad statement): that is the item failing.
             await transaction.RollbackToSavepointAsync(cancellationToken);
-            await transaction.SavepointAsync(cancellationToken);
+            await transaction.SavepointBeforeNextAsync(cancellationToken);
             outcome = await writer.ApplyFailedAsync(transaction, item, exception, scratch, cancellationToken);
             await transaction.ReleaseSavepointAsync(cancellationToken);
         }

@@ -39,6 +39,11 @@ internal interface IOutcomeWriter<TItem, TScratch>
     /// when <see cref="RecordInboxAsync"/> recorded it already. Its removal from the queue goes to
     /// <paramref name="completions"/> when given (the committer removes them all in one statement), or is done at once.
     /// </summary>
+    /// <remarks>
+    /// An isolated item runs under a savepoint the store may hold back until its next statement: before anything
+    /// outside the store uses <paramref name="transaction"/> (a handler), call <see cref="IStoreTransaction.FlushAsync"/>.
+    /// The same holds for <see cref="ApplyFailedAsync"/>.
+    /// </remarks>
     /// <returns>The outcome, or <c>null</c> when the lease was lost and nothing of this item may commit.</returns>
     ValueTask<HandlingOutcome?> ApplyAsync(IStoreTransaction transaction, TItem item, TScratch scratch, bool? recordedInbox, List<QueuedMessage>? completions, CancellationToken cancellationToken);
 
