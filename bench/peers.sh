@@ -41,16 +41,8 @@ else
   suffix=-peers
 fi
 
-dotnet build src/Converge.Cli -c Release -nologo -v quiet >&2
-converge() { dotnet src/Converge.Cli/bin/Release/net10.0/Converge.Cli.dll "$@"; }
-
-commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-if [ "$commit" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
-  commit="$commit-dirty"
-fi
-stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
-mkdir -p "$out"
-base="$out/$stamp-$commit$suffix"
+# shellcheck source=bench/common.sh
+. bench/common.sh
 work=$(mktemp -d -t converge-peers.XXXXXX)
 chmod 755 "$work" # PostgreSQL runs as its own user, which must reach its folder under it
 services="$work/services"

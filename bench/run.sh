@@ -49,16 +49,8 @@ else
 fi
 case "$runs" in ''|*[!0-9]*|0) echo "bench/run.sh: --runs must be a positive number" >&2; exit 2 ;; esac
 
-dotnet build src/Converge.Cli -c Release -nologo -v quiet >&2
-converge() { dotnet src/Converge.Cli/bin/Release/net10.0/Converge.Cli.dll "$@"; }
-
-commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-if [ "$commit" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
-  commit="$commit-dirty"
-fi
-stamp=$(date -u +%Y-%m-%dT%H%M%SZ)
-mkdir -p "$out"
-base="$out/$stamp-$commit$suffix"
+# shellcheck source=bench/common.sh
+. bench/common.sh
 work=$(mktemp -d -t converge-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
