@@ -93,9 +93,10 @@ for round in $(seq 1 "$runs"); do
   ours pg_jobs "$round" bench jobs --count "$pg" --warmup $((pg / 5)) --postgres "$postgres"
   BATCHED=1 peer graphile "$round" graphile "$graphile" 24
   ours pg_messages "$round" bench messages --count "$pg" --warmup $((pg / 5)) --postgres "$postgres"
-  ours pg_messages_4 "$round" bench messages --count "$pg" --warmup $((pg / 5)) --postgres "$postgres" --concurrency 4
+  ours pg_messages_4 "$round" bench messages --count "$pg" --warmup $((pg / 5)) --postgres "$postgres" --concurrency 4 --isolation on-failure
   peer wolverine_postgres "$round" wolverine postgres "$wolverine"
   ours pg_rabbitmq "$round" bench messages --count "$pg" --warmup $((pg / 5)) --postgres "$postgres" --rabbitmq "$rabbitmq"
+  ours pg_rabbitmq_fast "$round" bench messages --count "$pg" --warmup $((pg / 5)) --postgres "$postgres" --rabbitmq "$rabbitmq" --isolation on-failure
   peer mt_rabbitmq "$round" mt-rabbitmq consume "$rabbit"
   peer rabbitmq_raw "$round" mt-rabbitmq raw "$rabbit"
   # The first run of a process, on purpose: no warm-up.

@@ -34,6 +34,9 @@ public sealed class MessagesBenchSettings
     /// <summary>Consumers of the queue at once (the queue's <see cref="QueueOptions.Concurrency"/>). Default 1.</summary>
     public int Concurrency { get; init; } = 1;
 
+    /// <summary>How a batch isolates a failing message (the queue's <see cref="QueueOptions.Isolation"/>). Default per message.</summary>
+    public BatchIsolation Isolation { get; init; } = BatchIsolation.PerMessage;
+
     /// <summary>Commit durability of the store.</summary>
     public SqliteDurability Durability { get; init; } = SqliteDurability.Full;
 
@@ -94,6 +97,7 @@ public sealed record MessagesBenchReport(
     double? Rate,
     int BatchSize,
     int Concurrency,
+    string Isolation,
     string Durability,
     string Sender,
     int Runs,
@@ -124,6 +128,7 @@ public static class MessagesBench
                     Count = count,
                     BatchSize = settings.BatchSize,
                     Concurrency = settings.Concurrency,
+                    Isolation = settings.Isolation,
                     Durability = settings.Durability,
                     Postgres = settings.Postgres,
                     RabbitMq = settings.RabbitMq,
@@ -148,6 +153,7 @@ public static class MessagesBench
             Rate: settings.Rate,
             BatchSize: results[0].BatchSize,
             Concurrency: settings.Concurrency,
+            Isolation: settings.Isolation == BatchIsolation.OnFailure ? "on-failure" : "per-message",
             Durability: settings.Postgres is not null ? (settings.RabbitMq is null ? "postgresql" : "postgresql+rabbitmq") : settings.Durability == SqliteDurability.Full ? "full" : "normal",
             Sender: settings.Sender == OutboxSender.Converge ? "converge" : "own",
             Runs: settings.Runs,
@@ -169,6 +175,7 @@ public static class MessagesBench
             o.Queue(Queue, q =>
             {
                 q.Concurrency = settings.Concurrency;
+                q.Isolation = settings.Isolation;
                 if (settings.BatchSize is { } batchSize)
                 {
                     q.BatchSize = batchSize;

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
 using Converge.Bench;
+using Converge.Runtime;
 using Converge.Sqlite;
 
 namespace Converge.Cli;
@@ -335,6 +336,8 @@ internal static class BenchCommands
         var store = new BenchStoreOptions("Where to put the bench database (a new file; kept after the last run). Default: a temporary file, deleted.");
         var batchSize = new Option<int?>("--batch-size") { Description = "The queue's BatchSize (default: the library default).", HelpName = "B" };
         var concurrency = new Option<int>("--concurrency") { Description = "Consumers of the queue at once in the process, each with a batch in a transaction of its own (the queue's Concurrency). On SQLite writes take turns, so more only help handlers that wait on something else.", HelpName = "N", DefaultValueFactory = _ => 1 };
+        var isolation = new Option<string>("--isolation") { Description = "The queue's Isolation: per-message (a savepoint per message) or on-failure (no savepoints unless a handler fails; then the batch runs again with them).", HelpName = "per-message|on-failure", DefaultValueFactory = _ => "per-message" };
+        isolation.AcceptOnlyFromAmong("per-message", "on-failure");
         var durability = new Option<string>("--durability") { Description = "SQLite synchronous setting of the store.", DefaultValueFactory = _ => "full" };
         durability.AcceptOnlyFromAmong("full", "normal");
         var sender = new Option<string>("--sender") { Description = "Whose transaction the outbox sends are made in: 'converge' (bus.BeginTransactionAsync, queued with Converge's own writers) or 'own' (the caller's own SqliteConnection transaction).", DefaultValueFactory = _ => "converge" };
@@ -369,7 +372,7 @@ internal static class BenchCommands
 
         var command = new Command("messages", "Send N messages through the outbox to an in-process consumer whose handler writes one row per message, and verify every one was handled exactly once.")
         {
-            count, rate, batchSize, concurrency, durability, sender, runs, warmup, json,
+            count, rate, batchSize, concurrency, isolation, durability, sender, runs, warmup, json,
         };
         store.AddTo(command);
         command.SetAction(output, async (parsed, cancellationToken) =>
@@ -384,6 +387,7 @@ internal static class BenchCommands
                 RabbitMq = rabbitMq,
                 BatchSize = parsed.GetValue(batchSize),
                 Concurrency = parsed.GetValue(concurrency),
+                Isolation = parsed.GetValue(isolation) == "on-failure" ? BatchIsolation.OnFailure : BatchIsolation.PerMessage,
                 Durability = parsed.GetValue(durability) == "normal" ? SqliteDurability.Normal : SqliteDurability.Full,
                 Sender = parsed.GetValue(sender) == "own" ? OutboxSender.Own : OutboxSender.Converge,
                 Runs = parsed.GetValue(runs),
@@ -406,6 +410,7 @@ internal static class BenchCommands
             CliOutput.AddRow(table, "latency max (ms)", report.MaxMs);
             CliOutput.AddRow(table, "batch size", report.BatchSize);
             CliOutput.AddRow(table, "consumers (concurrency)", report.Concurrency);
+            CliOutput.AddRow(table, "isolation", report.Isolation);
             CliOutput.AddRow(table, "durability", report.Durability);
             CliOutput.AddRow(table, "outbox sender", report.Sender);
             CliOutput.AddRow(table, "runs", report.Runs);

@@ -36,13 +36,17 @@ public sealed class ChargeHandler(ChargeCalls calls) : IHandler<Charge>
 
 public sealed class HandlerFailureTests
 {
-    static Task<ConvergeTestHost> StartAsync(ChargeCalls calls, int batchSize = 256) =>
+    static Task<ConvergeTestHost> StartAsync(ChargeCalls calls, int batchSize = 256, BatchIsolation isolation = BatchIsolation.PerMessage) =>
         ConvergeTestHost.StartAsync(
             o =>
             {
                 o.Messages.Register<Charge>("test.charge");
                 o.Handle<Charge, ChargeHandler>("charges");
-                o.Queue("charges", q => q.BatchSize = batchSize);
+                o.Queue("charges", q =>
+                {
+                    q.BatchSize = batchSize;
+                    q.Isolation = isolation;
+                });
                 o.Retry.MaxAttempts = 4;
                 o.Retry.InitialDelay = TimeSpan.Zero;
                 o.Retry.MaxDelay = TimeSpan.Zero;
@@ -104,6 +108,38 @@ public sealed class HandlerFailureTests
     {
         var calls = new ChargeCalls();
         await using var host = await StartAsync(calls);
+        await RunFailingBatchAsync(host);
+
+        Assert.Equal(new Dictionary<string, int> { ["a"] = 1, ["b"] = 4, ["c"] = 1, ["d"] = 1, ["e"] = 1 }, calls.Calls.OrderBy(c => c.Key).ToDictionary());
+        await AssertOnlyGoodChargesAsync(host);
+    }
+
+    /// <summary>
+    /// Isolated on failure only, the batch ran without savepoints until b failed, then again with them: a and b ran
+    /// twice in that first attempt, the messages after b once. b's later attempts run isolated from the start (it failed
+    /// before), once each. The writes are the same as with a savepoint per message.
+    /// </summary>
+    [Fact]
+    public async Task Isolated_on_failure_a_failure_reruns_the_batch_before_it_once_and_undoes_only_its_own_writes()
+    {
+        var calls = new ChargeCalls();
+        await using var host = await StartAsync(calls, isolation: BatchIsolation.OnFailure);
+        await RunFailingBatchAsync(host);
+
+        Assert.Equal(new Dictionary<string, int> { ["a"] = 2, ["b"] = 2 + 3, ["c"] = 1, ["d"] = 1, ["e"] = 1 }, calls.Calls.OrderBy(c => c.Key).ToDictionary());
+        await AssertOnlyGoodChargesAsync(host);
+    }
+
+    static async Task AssertOnlyGoodChargesAsync(ConvergeTestHost host)
+    {
+        Assert.Equal(1 + 3, await CountChargesAsync(host));
+        var letters = await host.Store.Queries().ListDeadLettersAsync(null, 10, CancellationToken.None);
+        Assert.Equal([DeadLetterReasons.MaxAttemptsExceeded, DeadLetterReasons.PermanentFailure], letters.Select(l => l.Reason).Order());
+    }
+
+    /// <summary>Sends a to e in one transaction (so the consumer claims them as one batch): b throws, d breaks a constraint.</summary>
+    static async Task RunFailingBatchAsync(ConvergeTestHost host)
+    {
         await TakeKeyAsync(host);
         var ids = new List<Guid>();
 
@@ -122,11 +158,6 @@ public sealed class HandlerFailureTests
         }
 
         await host.WaitForQuiescenceAsync();
-
-        Assert.Equal(new Dictionary<string, int> { ["a"] = 1, ["b"] = 4, ["c"] = 1, ["d"] = 1, ["e"] = 1 }, calls.Calls.OrderBy(c => c.Key).ToDictionary());
-        Assert.Equal(1 + 3, await CountChargesAsync(host));
-        var letters = await host.Store.Queries().ListDeadLettersAsync(null, 10, CancellationToken.None);
-        Assert.Equal([DeadLetterReasons.MaxAttemptsExceeded, DeadLetterReasons.PermanentFailure], letters.Select(l => l.Reason).Order());
     }
 
     [Fact]

@@ -421,6 +421,42 @@ public abstract partial class QueueConformanceTests : StoreConformanceBase
         await AssertQueuesEmptyAsync(host);
     }
 
+    /// <summary>
+    /// A queue isolated on failure only (<see cref="BatchIsolation.OnFailure"/>) keeps every promise of the default: the
+    /// good messages' effects commit once each, a copy of one is recognised by the batch's inbox records, and the
+    /// failing message is dead-lettered with none of its writes.
+    /// </summary>
+    [Fact]
+    public async Task Isolation_on_failure_keeps_each_effect_once_when_a_handler_in_the_batch_fails()
+    {
+        await using var host = await StartAsync(configure: o => o.Queue(Queue, q => q.Isolation = BatchIsolation.OnFailure));
+        var copied = Guid.NewGuid();
+        await host.SendAndWaitAsync(new ConformanceCommand("copy"), new SendOptions { MessageId = copied });
+        for (var i = 0; i < 10; i++)
+        {
+            await host.Bus.SendAsync(new ConformanceCommand($"good-{i}"));
+            if (i == 4)
+            {
+                await host.Bus.SendAsync(new ConformanceCommand("poison", "permanent"));
+                await host.Bus.SendAsync(new ConformanceCommand("copy"), new SendOptions { MessageId = copied });
+            }
+        }
+
+        IReadOnlyList<DeadLetter> letters = [];
+        await Eventually.UntilAsync(
+            async () => (letters = await host.Store.Queries().ListDeadLettersAsync(Queue, 10, CancellationToken.None)).Count == 1
+                && (await StatusAsync(host)).Queues.All(q => q.Ready + q.Scheduled + q.InFlight == 0),
+            "the batch handled and its poison dead-lettered");
+        for (var i = 0; i < 10; i++)
+        {
+            Assert.Equal(1, await CountEffectsAsync(host, $"good-{i}"));
+        }
+
+        Assert.Equal(1, await CountEffectsAsync(host, "copy"));
+        Assert.Equal(0, await CountEffectsAsync(host, "poison"));
+        Assert.Equal((DeadLetterReasons.PermanentFailure, 1), (letters[0].Reason, letters[0].Attempts));
+    }
+
     /// <summary>A transient failure is retried; after the maximum attempts it is dead-lettered with every attempt in its history.</summary>
     [Fact]
     public async Task Transient_failure_is_retried_then_dead_lettered_with_its_history()

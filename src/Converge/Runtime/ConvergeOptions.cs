@@ -406,6 +406,25 @@ public sealed partial class ConvergeOptions
     }
 }
 
+/// <summary>How a queue's batch keeps one message's failure from the other messages' writes.</summary>
+public enum BatchIsolation
+{
+    /// <summary>
+    /// Every message runs under a savepoint of its own: a failure undoes only its writes, and no handler runs twice for
+    /// one attempt, so calls to outside services stay bounded by the retry limit. On PostgreSQL a message costs a round
+    /// trip for its savepoint and inbox record besides its handler's own statements.
+    /// </summary>
+    PerMessage,
+
+    /// <summary>
+    /// The batch runs without savepoints, and its inbox records are one statement: on PostgreSQL a message costs only its
+    /// handler's statements. When a handler fails (or a lease was lost), the whole batch is undone and run again with a
+    /// savepoint per message, so the other handlers of that batch run a second time in the same attempt. Choose it for
+    /// handlers whose effects are all written in the message's transaction.
+    /// </summary>
+    OnFailure,
+}
+
 /// <summary>Settings of one queue's consumer in this process.</summary>
 public sealed class QueueOptions
 {
@@ -462,6 +481,13 @@ public sealed class QueueOptions
     /// durable disk); a failure in one message never affects the others. Default 256.
     /// </summary>
     public int BatchSize { get; set; } = 256;
+
+    /// <summary>
+    /// Message queues: how a batch keeps one message's failure from the others' writes. Default
+    /// <see cref="BatchIsolation.PerMessage"/>. Either way a failure undoes only the failing message's writes and records
+    /// its attempt; they differ in what runs again.
+    /// </summary>
+    public BatchIsolation Isolation { get; set; } = BatchIsolation.PerMessage;
 
     internal IEnumerable<string> Validate()
     {

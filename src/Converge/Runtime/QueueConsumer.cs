@@ -500,7 +500,10 @@ internal sealed class QueueConsumer
         // attempt, and nobody's handler runs twice for one attempt (calls to outside services stay bounded by the
         // retry limit). The batch's removals are one statement; a lease lost meanwhile (the batch outlived it and
         // another consumer claimed a message) undoes the whole batch rather than commit effects someone else now owns.
-        await _committer.CommitAsync(new Handlers(this, inFlight, batch.Count, abort), deliveries, null, abort);
+        // Isolated on failure only, a batch runs without savepoints first, unless it holds a message that failed before
+        // (likely to fail again, and its handler would run twice per attempt).
+        var replayable = _queue.Isolation == BatchIsolation.OnFailure && batch.All(m => m.Attempt == 1);
+        await _committer.CommitAsync(new Handlers(this, inFlight, batch.Count, replayable, abort), deliveries, null, abort);
         ConvergeDiagnostics.BatchDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 
@@ -515,19 +518,38 @@ internal sealed class QueueConsumer
     /// What a message's outcome writes in its batch's commit: its handler runs there, inside the transaction, so it
     /// is not replayable (each message has its savepoint from the start).
     /// </summary>
-    sealed class Handlers(QueueConsumer consumer, InFlight inFlight, int batchSize, CancellationToken abort) : IOutcomeWriter<Delivery, object?>
+    sealed class Handlers(QueueConsumer consumer, InFlight inFlight, int batchSize, bool replayable, CancellationToken abort) : IOutcomeWriter<Delivery, object?>
     {
-        public bool Replayable => false;
+        // With isolation on failure only, a batch runs without savepoints first and again with them when a handler
+        // failed: its handlers may run twice, as the queue's options allow.
+        public bool Replayable => replayable;
 
         public QueuedMessage MessageOf(Delivery item) => item.Message;
 
         public object? NewScratch() => null;
 
-        public ValueTask<bool?[]?> RecordInboxAsync(IStoreTransaction transaction, IReadOnlyList<Delivery> group, CancellationToken cancellationToken) =>
-            ValueTask.FromResult<bool?[]?>(null);
+        /// <summary>The inbox records of the messages whose handlers will run, in one statement.</summary>
+        public async ValueTask<bool?[]?> RecordInboxAsync(IStoreTransaction transaction, IReadOnlyList<Delivery> group, CancellationToken cancellationToken)
+        {
+            if (!consumer._queue.RecordsInbox)
+            {
+                return null;
+            }
+
+            var maxAttempts = consumer._options.Retry.MaxAttempts;
+            var handled = group.Where(d => !d.Rejected(maxAttempts)).ToList();
+            var recorded = handled.Count == 0 ? [] : await transaction.TryRecordInboxAsync(consumer._queue.Name, handled.Select(d => d.Message.Envelope).ToList(), cancellationToken);
+            var result = new bool?[group.Count];
+            for (int i = 0, h = 0; i < group.Count; i++)
+            {
+                result[i] = group[i].Rejected(maxAttempts) ? null : recorded[h++];
+            }
+
+            return result;
+        }
 
         public ValueTask<HandlingOutcome?> ApplyAsync(IStoreTransaction transaction, Delivery item, object? scratch, bool? recordedInbox, List<QueuedMessage>? completions, CancellationToken cancellationToken) =>
-            consumer.HandleOneAsync(transaction, item.Message, item.Decoded, completions!, inFlight, cancellationToken);
+            consumer.HandleOneAsync(transaction, item.Message, item.Decoded, recordedInbox, completions, inFlight, cancellationToken);
 
         // The handler failed (or its inbox record): only that message's attempt. A message dead-lettered without
         // running that fails to write, an abandoned handler and a shutdown are the batch's.
@@ -562,10 +584,12 @@ internal sealed class QueueConsumer
 
     /// <summary>
     /// Handles one message in <paramref name="transaction"/>, under the savepoint its batch's commit gave it; its
-    /// removal from the queue is added to <paramref name="completions"/>, to go with the batch's others in one statement.
+    /// removal from the queue is added to <paramref name="completions"/>, to go with the batch's others in one statement
+    /// (made at once without it). <paramref name="recordedInbox"/> tells whether its inbox record was new, when the
+    /// batch recorded them together.
     /// </summary>
     /// <returns>The outcome, or <c>null</c> when the lease was lost and nothing was recorded.</returns>
-    async ValueTask<HandlingOutcome?> HandleOneAsync(IStoreTransaction transaction, QueuedMessage message, QueueOutcomes.Decoded<HandlerRegistration> decoded, List<QueuedMessage> completions, InFlight inFlight, CancellationToken abort)
+    async ValueTask<HandlingOutcome?> HandleOneAsync(IStoreTransaction transaction, QueuedMessage message, QueueOutcomes.Decoded<HandlerRegistration> decoded, bool? recordedInbox, List<QueuedMessage>? completions, InFlight inFlight, CancellationToken abort)
     {
         var envelope = message.Envelope;
         if (decoded.RejectedFor is { } reason)
@@ -580,9 +604,13 @@ internal sealed class QueueConsumer
             return await DeadLetterAsync(transaction, message, DeadLetterReasons.MaxAttemptsExceeded, null, abort);
         }
 
-        if (_queue.RecordsInbox && !await transaction.TryRecordInboxAsync(_queue.Name, envelope, abort))
+        if (_queue.RecordsInbox && !(recordedInbox ?? await transaction.TryRecordInboxAsync(_queue.Name, envelope, abort)))
         {
-            completions.Add(message);
+            if (!await CompleteAsync(transaction, message, completions, abort))
+            {
+                return null;
+            }
+
             Log.Duplicate(_logger, envelope.MessageId, _queue.Name);
             return HandlingOutcome.Duplicate;
         }
@@ -629,8 +657,23 @@ internal sealed class QueueConsumer
             }
         }
 
+        return await CompleteAsync(transaction, message, completions, abort) ? HandlingOutcome.Completed : null;
+    }
+
+    /// <summary>
+    /// Removes a handled message: into <paramref name="completions"/>, to go with its batch's others in one statement,
+    /// or at once when there is none (the isolated pass of a batch isolated on failure only).
+    /// </summary>
+    /// <returns><c>false</c> when its lease was lost.</returns>
+    static async ValueTask<bool> CompleteAsync(IStoreTransaction transaction, QueuedMessage message, List<QueuedMessage>? completions, CancellationToken cancellationToken)
+    {
+        if (completions is null)
+        {
+            return await transaction.CompleteAsync(message, cancellationToken);
+        }
+
         completions.Add(message);
-        return HandlingOutcome.Completed;
+        return true;
     }
 
     /// <summary>

@@ -149,8 +149,10 @@ internal sealed class GroupCommitter(IMessageStore store, string queue, Converge
                     {
                         outcomes[i] = await writer.ApplyAsync(transaction, item, scratch, recordedInbox?[i], completions, cancellationToken);
                     }
-                    catch (Exception)
+                    catch (Exception exception) when (!writer.Abandons(exception) && !cancellationToken.IsCancellationRequested)
                     {
+                        // An item failed: the isolated pass finds which. An abandoned handler still holds the
+                        // transaction, and a stop is the group's: those are not retried.
                         return false;
                     }
 
