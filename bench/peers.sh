@@ -87,6 +87,7 @@ for round in $(seq 1 "$runs"); do
   peer masstransit "$round" masstransit consume "$mt"
   peer wolverine_sqlite "$round" wolverine sqlite "$wolverine"
   ours sagas "$round" bench sagas --count "$sagas" --warmup $((sagas / 5))
+  ours sagas_fast "$round" bench sagas --count "$sagas" --warmup $((sagas / 5)) --isolation on-failure
   peer masstransit_saga "$round" masstransit saga "$sagas"
   ours jobs "$round" bench jobs --count "$jobs" --warmup $((jobs / 5))
   peer sidekiq "$round" sidekiq "$sidekiq" 10

@@ -74,7 +74,7 @@ def peak(reports):
     return f"{n(max(values))} MB" if values and None not in values else "?"
 
 
-benches = {name: ours(name) for name in ["messages", "sagas", "jobs", "pg_jobs", "pg_messages", "pg_messages_4", "pg_rabbitmq", "pg_rabbitmq_fast", "latency", "month_close", "month_close_pg"]}
+benches = {name: ours(name) for name in ["messages", "sagas", "sagas_fast", "jobs", "pg_jobs", "pg_messages", "pg_messages_4", "pg_rabbitmq", "pg_rabbitmq_fast", "latency", "month_close", "month_close_pg"]}
 peers = {name: peer(name) for name in ["masstransit", "wolverine_sqlite", "masstransit_saga", "sidekiq", "graphile", "wolverine_postgres", "mt_rabbitmq", "rabbitmq_raw"]}
 
 rows = []
@@ -97,6 +97,7 @@ def compare(path, name, key, unit, peer_name, peer_label, target, absolute=None)
 compare("SQLite, durable messages (outbox, handler row + inbox, complete)", "messages", "per_second", "msg", "masstransit", "MassTransit 8 in-memory, not durable", 2.0)
 compare("same, vs a durable peer", "messages", "per_second", "msg", "wolverine_sqlite", "Wolverine 6 durable local queue on SQLite", 10.0)
 compare("durable 3-step saga", "sagas", "per_second", "saga", "masstransit_saga", "MassTransit state machine in-memory", 2.0)
+compare("same, isolated on failure only (`--isolation on-failure`)", "sagas_fast", "per_second", "saga", "masstransit_saga", "MassTransit state machine in-memory", 2.0)
 compare("SQLite no-op jobs", "jobs", "jobs_per_second", "job", "sidekiq", "Sidekiq on Redis, no persistence", 10.0)
 compare("PostgreSQL no-op jobs", "pg_jobs", "jobs_per_second", "job", "graphile", "graphile-worker batched", 1.5)
 compare("PostgreSQL messages, one consumer", "pg_messages", "per_second", "msg", "wolverine_postgres", "Wolverine durable on PostgreSQL", 5.0, 20000)

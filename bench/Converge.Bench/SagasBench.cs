@@ -38,6 +38,9 @@ public sealed class SagasBenchSettings
     /// <summary>Every queue's batch size; <c>null</c> keeps the library default.</summary>
     public int? BatchSize { get; init; }
 
+    /// <summary>How every queue's batch isolates a failing message (<see cref="QueueOptions.Isolation"/>). Default per message.</summary>
+    public BatchIsolation Isolation { get; init; } = BatchIsolation.PerMessage;
+
     /// <summary>Give every step a timeout (a scheduled message per step), as a production saga would.</summary>
     public bool Timeouts { get; init; }
 
@@ -49,7 +52,7 @@ public sealed class SagasBenchSettings
 }
 
 /// <summary>Figures: medians over the runs, and each run's throughput.</summary>
-public sealed record SagasBenchReport(int Sagas, double Seconds, double PerSecond, double P50Ms, double P99Ms, int Runs, IReadOnlyList<double>? PerSecondRuns, bool Timeouts, string Durability, bool Verified);
+public sealed record SagasBenchReport(int Sagas, double Seconds, double PerSecond, double P50Ms, double P99Ms, int Runs, IReadOnlyList<double>? PerSecondRuns, bool Timeouts, string Isolation, string Durability, bool Verified);
 
 /// <summary>
 /// The three-step orchestrated saga (reserve credit, charge, ship), fully durable: every start, command, reply,
@@ -80,6 +83,7 @@ public static class SagasBench
             settings.Runs,
             settings.Runs > 1 ? results.Select(r => Math.Round(r.PerSecond, 1)).ToList() : null,
             settings.Timeouts,
+            settings.Isolation == BatchIsolation.OnFailure ? "on-failure" : "per-message",
             settings.Postgres is not null ? (settings.RabbitMq is null ? "postgresql" : "postgresql+rabbitmq") : settings.Durability == SqliteDurability.Full ? "full" : "normal",
             Verified: true);
     }
@@ -102,6 +106,11 @@ public static class SagasBench
                 .Handle<ChargeOrder, BenchParticipant>("bench.payments").Handle<RefundOrder, BenchParticipant>("bench.payments")
                 .Handle<ShipOrder, BenchParticipant>("bench.shipping");
             o.AddSaga<BenchSaga>();
+            foreach (var queue in o.Queues.Keys.ToList())
+            {
+                o.Queue(queue, q => q.Isolation = settings.Isolation);
+            }
+
             if (settings.BatchSize is { } batchSize)
             {
                 foreach (var queue in o.Queues.Keys.ToList())

@@ -276,6 +276,7 @@ internal static class BenchCommands
         var warmup = new Option<int>("--warmup") { Description = "Sagas of an unreported warm-up run first; at most --count; 0 to skip.", HelpName = "N", DefaultValueFactory = _ => 20_000 };
         var sagaBatch = new Option<int?>("--batch-size") { Description = "Messages claimed and handled per transaction on every queue. Default: the library's (256).", HelpName = "N" };
         var timeouts = new Option<bool>("--timeouts") { Description = "Give every step a timeout (one scheduled message per step), as production sagas usually have." };
+        var sagaIsolation = CommonOptions.Isolation("every queue (the saga's and its participants')");
         var durability = new Option<string>("--durability") { Description = "full (default: every commit reaches the disk) or normal.", HelpName = "full|normal", DefaultValueFactory = _ => "full" };
         durability.AcceptOnlyFromAmong("full", "normal");
         var json = CommonOptions.Json();
@@ -283,7 +284,7 @@ internal static class BenchCommands
         AtLeast(runs, 1);
         var command = new Command("sagas", "Run N three-step orchestrated sagas (reserve credit, charge, ship) with participants on their own queues, fully durable on SQLite (or PostgreSQL with --postgres), and verify each completed exactly once.")
         {
-            count, runs, warmup, sagaBatch, timeouts, durability, json,
+            count, runs, warmup, sagaBatch, sagaIsolation, timeouts, durability, json,
         };
         store.AddTo(command);
         command.SetAction(output, async (parsed, cancellationToken) =>
@@ -299,6 +300,7 @@ internal static class BenchCommands
                 WarmupCount = parsed.GetValue(warmup),
                 Timeouts = parsed.GetValue(timeouts),
                 BatchSize = parsed.GetValue(sagaBatch),
+                Isolation = CommonOptions.IsolationOf(parsed.GetValue(sagaIsolation)),
                 Durability = parsed.GetValue(durability) == "normal" ? SqliteDurability.Normal : SqliteDurability.Full,
             };
             var report = await SagasBench.RunAsync(settings, output.Error, cancellationToken);
@@ -314,6 +316,7 @@ internal static class BenchCommands
             CliOutput.AddRow(table, "sagas per second", report.PerSecond);
             CliOutput.AddRow(table, "saga duration p50 / p99 (ms)", $"{CliOutput.Format(report.P50Ms)} / {CliOutput.Format(report.P99Ms)}");
             CliOutput.AddRow(table, "step timeouts", report.Timeouts ? "yes" : "no");
+            CliOutput.AddRow(table, "isolation", report.Isolation);
             CliOutput.AddRow(table, "durability", report.Durability);
             CliOutput.AddRow(table, "runs", report.Runs);
             if (report.PerSecondRuns is { } each)
@@ -336,8 +339,7 @@ internal static class BenchCommands
         var store = new BenchStoreOptions("Where to put the bench database (a new file; kept after the last run). Default: a temporary file, deleted.");
         var batchSize = new Option<int?>("--batch-size") { Description = "The queue's BatchSize (default: the library default).", HelpName = "B" };
         var concurrency = new Option<int>("--concurrency") { Description = "Consumers of the queue at once in the process, each with a batch in a transaction of its own (the queue's Concurrency). On SQLite writes take turns, so more only help handlers that wait on something else.", HelpName = "N", DefaultValueFactory = _ => 1 };
-        var isolation = new Option<string>("--isolation") { Description = "The queue's Isolation: per-message (a savepoint per message) or on-failure (no savepoints unless a handler fails; then the batch runs again with them).", HelpName = "per-message|on-failure", DefaultValueFactory = _ => "per-message" };
-        isolation.AcceptOnlyFromAmong("per-message", "on-failure");
+        var isolation = CommonOptions.Isolation("the queue");
         var durability = new Option<string>("--durability") { Description = "SQLite synchronous setting of the store.", DefaultValueFactory = _ => "full" };
         durability.AcceptOnlyFromAmong("full", "normal");
         var sender = new Option<string>("--sender") { Description = "Whose transaction the outbox sends are made in: 'converge' (bus.BeginTransactionAsync, queued with Converge's own writers) or 'own' (the caller's own SqliteConnection transaction).", DefaultValueFactory = _ => "converge" };
@@ -387,7 +389,7 @@ internal static class BenchCommands
                 RabbitMq = rabbitMq,
                 BatchSize = parsed.GetValue(batchSize),
                 Concurrency = parsed.GetValue(concurrency),
-                Isolation = parsed.GetValue(isolation) == "on-failure" ? BatchIsolation.OnFailure : BatchIsolation.PerMessage,
+                Isolation = CommonOptions.IsolationOf(parsed.GetValue(isolation)),
                 Durability = parsed.GetValue(durability) == "normal" ? SqliteDurability.Normal : SqliteDurability.Full,
                 Sender = parsed.GetValue(sender) == "own" ? OutboxSender.Own : OutboxSender.Converge,
                 Runs = parsed.GetValue(runs),

@@ -28,6 +28,22 @@ internal static class CommonOptions
         DefaultValueFactory = _ => "converge_",
     };
 
+    /// <summary><c>--isolation per-message|on-failure</c> for the benches: the queues' <see cref="Runtime.QueueOptions.Isolation"/>.</summary>
+    public static Option<string> Isolation(string which)
+    {
+        var option = new Option<string>("--isolation")
+        {
+            Description = $"The Isolation of {which}: per-message (a savepoint per message) or on-failure (no savepoints unless a handler fails; then the batch runs again with them).",
+            HelpName = "per-message|on-failure",
+            DefaultValueFactory = _ => "per-message",
+        };
+        option.AcceptOnlyFromAmong("per-message", "on-failure");
+        return option;
+    }
+
+    /// <summary>The <see cref="Runtime.BatchIsolation"/> an <see cref="Isolation"/> option's value names.</summary>
+    public static Runtime.BatchIsolation IsolationOf(string? value) => value == "on-failure" ? Runtime.BatchIsolation.OnFailure : Runtime.BatchIsolation.PerMessage;
+
     /// <summary>A RabbitMQ address (<c>amqp://</c> or <c>amqps://</c>); <c>null</c> when <paramref name="text"/> is not one.</summary>
     public static Uri? Broker(string text) =>
         Uri.TryCreate(text, UriKind.Absolute, out var uri) && uri.Scheme is "amqp" or "amqps" ? uri : null;
