@@ -38,6 +38,46 @@ public sealed class SimulationTests(ITestOutputHelper output)
         Assert.True(results.Count(r => r.Faults > 0) > 500, "too few runs met a store fault");
     }
 
+    /// <summary>
+    /// Every message queue isolated on failure only (<see cref="BatchIsolation.OnFailure"/>): batches run without
+    /// savepoints and again with them after a failure, under the same crashes, faults and lost acknowledgements.
+    /// </summary>
+    [Theory]
+    [InlineData("shop")]
+    [InlineData("identity")]
+    public void Queues_isolated_on_failure_only_keep_every_property(string scenario)
+    {
+        var results = Enumerable.Range(0, 300).Select(seed => Simulator.Run(new IsolatedOnFailure(SimulationScenarios.Create(scenario)), seed)).ToList();
+
+        var failed = results.Where(r => !r.Passed).ToList();
+        output.WriteLine($"{scenario} isolated on failure: {results.Count} seeds, {failed.Count} failed, {results.Sum(r => r.Crashes.Count)} crashes, {results.Sum(r => r.Faults)} store faults");
+        Assert.Empty(failed.Select(f => $"seed {f.Seed}: {f.Violations[0]}"));
+        Assert.True(results.Count(r => r.Faults > 0) > 150, "too few runs met a store fault");
+    }
+
+    /// <summary>A scenario with every message queue it configures isolated on failure only.</summary>
+    sealed class IsolatedOnFailure(SimulationScenario inner) : SimulationScenario
+    {
+        public override string Name => inner.Name;
+
+        public override void Configure(ConvergeOptions options)
+        {
+            inner.Configure(options);
+            foreach (var queue in options.Queues.Values.Where(q => !q.RunsJobs))
+            {
+                queue.Isolation = BatchIsolation.OnFailure;
+            }
+        }
+
+        public override void ConfigureServices(IServiceCollection services) => inner.ConfigureServices(services);
+
+        public override Task PlaceAsync(IServiceProvider services, IMessageStore store, CancellationToken cancellationToken) => inner.PlaceAsync(services, store, cancellationToken);
+
+        public override Task<bool> SettledAsync(IMessageStore store, CancellationToken cancellationToken) => inner.SettledAsync(store, cancellationToken);
+
+        public override Task<IReadOnlyList<string>> JudgeAsync(IMessageStore store, CancellationToken cancellationToken) => inner.JudgeAsync(store, cancellationToken);
+    }
+
     [Theory]
     [InlineData("shop", 0)]
     [InlineData("month-close", 7)]
