@@ -743,6 +743,9 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
         MarkSavepoint();
     }
 
+    /// <summary>A held savepoint with nothing written after it: ending it needs no statement.</summary>
+    bool HeldSavepointUnused => _savepointHeld && _pendingEnqueues is not { Count: > 0 };
+
     void MarkSavepoint()
     {
         _batchAddsAtSavepoint = _batchAdds is null ? null : new Dictionary<string, long>(_batchAdds, StringComparer.Ordinal);
@@ -767,7 +770,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
 
     public async ValueTask RollbackToSavepointAsync(CancellationToken cancellationToken)
     {
-        if (_savepointHeld && _pendingEnqueues is not { Count: > 0 })
+        if (HeldSavepointUnused)
         {
             // Never sent, and nothing written since: there is nothing to undo on the server.
             _savepointHeld = false;
@@ -791,7 +794,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
     /// </remarks>
     public async ValueTask ReleaseSavepointAsync(CancellationToken cancellationToken)
     {
-        if (_savepointHeld && _pendingEnqueues is not { Count: > 0 })
+        if (HeldSavepointUnused)
         {
             // Never sent, and nothing written since: released before it began.
             _savepointHeld = false;

@@ -66,7 +66,7 @@ public sealed class BrokerOutageTests : IAsyncLifetime
     /// </summary>
     async Task RunThroughOutageAsync(Uri broker, Func<Task> stop, Func<Task> start, Func<Task<string>> describe)
     {
-        using var log = new RecentLog(TimeProvider.System);
+        var log = new RecentLog();
         await using var host = await ConvergeTestHost.StartAsync(o =>
         {
             o.UsePostgreSql(new NpgsqlConnectionStringBuilder(Postgres) { SearchPath = _schema }.ConnectionString, s => s.Schema = _schema);
@@ -85,7 +85,7 @@ public sealed class BrokerOutageTests : IAsyncLifetime
             };
             o.Messages.Register<ConformanceCommand>("conformance.command");
             o.Handle<ConformanceCommand, ConformanceCommandHandler>("orders");
-        }, services => services.AddLogging(logging => logging.AddProvider(log)));
+        }, services => services.AddLogging(logging => logging.AddProvider(log.Provider)));
         await using (var connection = await ((PostgreSqlMessageStore)((TransportedStore)host.Store).Store).OpenConnectionAsync())
         await using (var create = new NpgsqlCommand(Effects.CreateTable, connection))
         {

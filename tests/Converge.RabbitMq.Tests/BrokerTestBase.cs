@@ -49,7 +49,7 @@ public abstract class BrokerTestBase(ITestOutputHelper output) : IAsyncLifetime
             o.Retry.InitialDelay = TimeSpan.FromMilliseconds(20);
             o.Retry.MaxDelay = TimeSpan.FromMilliseconds(200);
             configure?.Invoke(o);
-        }, services => services.AddSingleton<ILoggerFactory>(LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Debug).AddProvider(new TestOutputLoggerProvider(output)))));
+        }, services => services.AddSingleton<ILoggerFactory>(LoggerFactory.Create(b => b.SetMinimumLevel(LogLevel.Debug).AddProvider(TestOutputLogger.Provider(output)))));
         await using var connection = Sqlite(host).OpenConnection();
         await using var create = connection.CreateCommand();
         create.CommandText = Effects.CreateTable;

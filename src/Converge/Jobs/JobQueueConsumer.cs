@@ -492,17 +492,6 @@ internal sealed class JobQueueConsumer
         return byJob;
     }
 
-    /// <summary>Removes a job from its queue now, or, when <paramref name="completions"/> collects them, with the group's others.</summary>
-    static async ValueTask<bool> CompleteAsync(IStoreTransaction transaction, QueuedMessage message, List<QueuedMessage>? completions, CancellationToken cancellationToken)
-    {
-        if (completions is null)
-        {
-            return await transaction.CompleteAsync(message, cancellationToken);
-        }
-
-        completions.Add(message);
-        return true;
-    }
 
     /// <summary>
     /// Applies one finished job in <paramref name="transaction"/>. <paramref name="recordedInbox"/> tells whether its inbox
@@ -523,7 +512,7 @@ internal sealed class JobQueueConsumer
                     // It ran before and that run committed (a lease lost mid-job, a crash after the commit, or the same
                     // job id enqueued twice). A second copy counted into a batch is taken out of it again, so the
                     // batch still finishes.
-                    if (!await CompleteAsync(transaction, message, completions, cancellationToken))
+                    if (!await QueueOutcomes.CompleteAsync(transaction, message, completions, cancellationToken))
                     {
                         return null;
                     }
@@ -544,7 +533,7 @@ internal sealed class JobQueueConsumer
                     await effect(transaction, cancellationToken);
                 }
 
-                if (!await CompleteAsync(transaction, message, completions, cancellationToken))
+                if (!await QueueOutcomes.CompleteAsync(transaction, message, completions, cancellationToken))
                 {
                     Log.LeaseLost(_logger, envelope.MessageId, _queue.Name);
                     return null;

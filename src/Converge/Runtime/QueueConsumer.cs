@@ -496,12 +496,12 @@ internal sealed class QueueConsumer
             deliveries[i] = new Delivery(batch[i], Decode(batch[i]));
         }
 
-        // A savepoint per message from the start: a failure undoes only that message's writes and records its
-        // attempt, and nobody's handler runs twice for one attempt (calls to outside services stay bounded by the
+        // By default a savepoint per message from the start: a failure undoes only that message's writes and records
+        // its attempt, and nobody's handler runs twice for one attempt (calls to outside services stay bounded by the
         // retry limit). The batch's removals are one statement; a lease lost meanwhile (the batch outlived it and
         // another consumer claimed a message) undoes the whole batch rather than commit effects someone else now owns.
-        // Isolated on failure only, a batch runs without savepoints first, unless it holds a message that failed before
-        // (likely to fail again, and its handler would run twice per attempt).
+        // Isolated on failure only, a batch runs without savepoints first (replayable), unless it holds a message that
+        // failed before: likely to fail again, its handler would run twice per attempt.
         var replayable = _queue.Isolation == BatchIsolation.OnFailure && batch.All(m => m.Attempt == 1);
         await _committer.CommitAsync(new Handlers(this, inFlight, batch.Count, replayable, abort), deliveries, null, abort);
         ConvergeDiagnostics.BatchDuration.Record(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
@@ -516,7 +516,7 @@ internal sealed class QueueConsumer
 
     /// <summary>
     /// What a message's outcome writes in its batch's commit: its handler runs there, inside the transaction, so it
-    /// is not replayable (each message has its savepoint from the start).
+    /// is replayable only when the queue allows its handlers to run twice (<see cref="BatchIsolation.OnFailure"/>).
     /// </summary>
     sealed class Handlers(QueueConsumer consumer, InFlight inFlight, int batchSize, bool replayable, CancellationToken abort) : IOutcomeWriter<Delivery, object?>
     {
@@ -606,7 +606,7 @@ internal sealed class QueueConsumer
 
         if (_queue.RecordsInbox && !(recordedInbox ?? await transaction.TryRecordInboxAsync(_queue.Name, envelope, abort)))
         {
-            if (!await CompleteAsync(transaction, message, completions, abort))
+            if (!await QueueOutcomes.CompleteAsync(transaction, message, completions, abort))
             {
                 return null;
             }
@@ -657,24 +657,9 @@ internal sealed class QueueConsumer
             }
         }
 
-        return await CompleteAsync(transaction, message, completions, abort) ? HandlingOutcome.Completed : null;
+        return await QueueOutcomes.CompleteAsync(transaction, message, completions, abort) ? HandlingOutcome.Completed : null;
     }
 
-    /// <summary>
-    /// Removes a handled message: into <paramref name="completions"/>, to go with its batch's others in one statement,
-    /// or at once when there is none (the isolated pass of a batch isolated on failure only).
-    /// </summary>
-    /// <returns><c>false</c> when its lease was lost.</returns>
-    static async ValueTask<bool> CompleteAsync(IStoreTransaction transaction, QueuedMessage message, List<QueuedMessage>? completions, CancellationToken cancellationToken)
-    {
-        if (completions is null)
-        {
-            return await transaction.CompleteAsync(message, cancellationToken);
-        }
-
-        completions.Add(message);
-        return true;
-    }
 
     /// <summary>
     /// Calls the handler; one that throws before returning its task (a handler that is not <c>async</c>) fails the same

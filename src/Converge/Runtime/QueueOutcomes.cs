@@ -48,6 +48,22 @@ internal static class QueueOutcomes
     }
 
     /// <summary>
+    /// Removes a handled message: into <paramref name="completions"/>, to go with its group's others in one statement,
+    /// or at once when there is none (an isolated pass that removes each item on its own).
+    /// </summary>
+    /// <returns><c>false</c> when its lease was lost.</returns>
+    public static async ValueTask<bool> CompleteAsync(IStoreTransaction transaction, QueuedMessage message, List<QueuedMessage>? completions, CancellationToken cancellationToken)
+    {
+        if (completions is null)
+        {
+            return await transaction.CompleteAsync(message, cancellationToken);
+        }
+
+        completions.Add(message);
+        return true;
+    }
+
+    /// <summary>
     /// Records a failed attempt: a permanent failure or the last allowed attempt is dead-lettered, anything else is
     /// retried after the backoff (or the delay a <see cref="HandlerFailureException"/> asks for).
     /// </summary>
