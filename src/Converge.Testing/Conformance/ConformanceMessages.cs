@@ -60,7 +60,8 @@ public sealed class ConformanceEventHandler : IHandler<ConformanceEvent>
 /// </summary>
 public static class Effects
 {
-    static readonly ConditionalWeakTable<IMessageStore, ConcurrentQueue<string>> Committed = new();
+    static readonly ConditionalWeakTable<IMessageStore, ConcurrentQueue<(long Order, string Key)>> Committed = new();
+    static long _written;
 
     /// <summary>
     /// Writes one effect of the message <paramref name="context"/> handles, sharing the fate of its transaction: a
@@ -72,17 +73,20 @@ public static class Effects
         ArgumentNullException.ThrowIfNull(context);
         if (Faults.CrashingStore.Unwrap(context.Transaction) is InMemoryStoreTransaction memory)
         {
+            // Numbered now, inside the transaction, which holds the store's write gate until it commits: the numbers
+            // follow the commits, while the callbacks of two commits may run in either order.
             var effects = Committed.GetOrCreateValue(memory.Store);
-            memory.OnCommitted(() => effects.Enqueue(key));
+            var order = Interlocked.Increment(ref _written);
+            memory.OnCommitted(() => effects.Enqueue((order, key)));
             return;
         }
 
         await WriteAsync(await context.GetTransactionAsync(cancellationToken), context.MessageId, consumer, key, cancellationToken);
     }
 
-    /// <summary>The keys of the effects committed on an in-memory <paramref name="store"/>, one per effect.</summary>
+    /// <summary>The keys of the effects committed on an in-memory <paramref name="store"/>, one per effect, in commit order.</summary>
     public static IReadOnlyList<string> CommittedKeys(IMessageStore store) =>
-        Committed.TryGetValue(store, out var effects) ? [.. effects] : [];
+        Committed.TryGetValue(store, out var effects) ? [.. effects.OrderBy(e => e.Order).Select(e => e.Key)] : [];
 
     /// <summary>The table's DDL.</summary>
     public const string CreateTable = "CREATE TABLE IF NOT EXISTS conformance_effects (message_id VARCHAR(64) NOT NULL, consumer VARCHAR(200) NOT NULL, item_key VARCHAR(200) NOT NULL)";
