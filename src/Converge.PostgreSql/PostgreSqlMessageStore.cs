@@ -33,7 +33,8 @@ public sealed class PostgreSqlMessageStore : IMessageStore, IDatabaseStore, ISto
         _options = options;
         _time = timeProvider ?? throw new ArgumentNullException(nameof(timeProvider));
         var builder = new NpgsqlConnectionStringBuilder(options.ConnectionString);
-        if (!new NpgsqlConnectionStringBuilder(options.ConnectionString).ContainsKey("Max Auto Prepare"))
+        // The builder's own ContainsKey says whether a keyword is known, not whether it was given: its Keys are the given ones.
+        if (!((System.Data.Common.DbConnectionStringBuilder)builder).Keys.Cast<string>().Contains("Max Auto Prepare", StringComparer.OrdinalIgnoreCase))
         {
             // Converge runs the same few statements all day: prepared once per connection, each costs one round trip less parsing.
             builder.MaxAutoPrepare = 64;

@@ -156,6 +156,31 @@ public sealed class PostgreSqlStoreTests : IAsyncDisposable
         Assert.Contains("Choose a schema of your own (for example 'converge')", error.Message, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// The store's connections prepare the statements they repeat (Converge runs a few statements all day), unless
+    /// the connection string says otherwise: a builder's ContainsKey once made every connection string look as if it
+    /// had said so, and nothing was ever prepared.
+    /// </summary>
+    [Theory]
+    [InlineData("", true)]
+    [InlineData(";Max Auto Prepare=0", false)]
+    public async Task Repeated_statements_are_prepared_unless_the_connection_string_says_not_to(string setting, bool prepared)
+    {
+        await using var store = new PostgreSqlMessageStore(
+            new PostgreSqlStoreOptions { ConnectionString = TestDatabase.ConnectionString + setting, Schema = _database.Schema("prepare") },
+            new Microsoft.Extensions.Time.Testing.FakeTimeProvider());
+        await using var connection = await store.OpenConnectionAsync();
+        for (var i = 0; i < 10; i++)
+        {
+            await using var repeated = new NpgsqlCommand("SELECT @value + 1", connection);
+            repeated.Parameters.AddWithValue("value", i);
+            await repeated.ExecuteScalarAsync();
+        }
+
+        await using var count = new NpgsqlCommand("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE 'SELECT $1 + 1%'", connection);
+        Assert.Equal(prepared ? 1L : 0L, await count.ExecuteScalarAsync());
+    }
+
     [Fact]
     public void The_information_schema_is_refused_with_the_fix()
     {
