@@ -456,6 +456,31 @@ internal sealed class PostgreSqlSchema
             RETURNING {batchColumns}
             """;
 
+        // The same count, and the batch's callbacks enqueued (and announced) by the statement that finishes it, so that
+        // the count can go in one round trip with the commit: the batch row is then held for the commit's flush only.
+        // One row: how many batches were counted (0: finished or gone), and a queue a callback went to, if any.
+        static string CallbackFrom(string prefix, string condition) => $"""
+            SELECT {prefix}_queue, {prefix}_priority, @now, {prefix}_message_id, {prefix}_message_type, {prefix}_correlation_id,
+                {prefix}_causation_id, {prefix}_sent_at, {prefix}_as_of, {prefix}_headers, {prefix}_body
+            FROM counted WHERE finished_at IS NOT NULL AND {prefix}_queue IS NOT NULL{condition}
+            """;
+        CountIntoBatchWithCallbacks = $"""
+            WITH counted AS (
+                UPDATE {Batches} SET total = total + @added,
+                    pending = pending + @added - (@succeeded + @failed), succeeded = succeeded + @succeeded, failed = failed + @failed,
+                    finished_at = CASE WHEN sealed AND pending + @added - (@succeeded + @failed) <= 0 THEN @now END
+                WHERE id = @id AND finished_at IS NULL
+                RETURNING *),
+            callbacks AS (
+                INSERT INTO {Queue} (queue, priority, visible_at, {envelopeColumns})
+                {CallbackFrom("on_success", " AND failed = 0")}
+                UNION ALL
+                {CallbackFrom("on_complete", "")}
+                RETURNING queue)
+            SELECT c.n, q.queue, CASE WHEN q.queue IS NOT NULL THEN pg_notify(@channel, @prefix || q.queue) END
+            FROM (SELECT count(*) AS n FROM counted) c LEFT JOIN (SELECT DISTINCT queue FROM callbacks) q ON true
+            """;
+
         const string recurringColumns = "name, cron, time_zone, queue, message_type, body, priority, misfire, next_at, last_at";
         UpsertRecurring = $"""
             INSERT INTO {Recurring} AS r ({recurringColumns}) VALUES (@name, @cron, @time_zone, @queue, @message_type, @body, @priority, @misfire, @next_at, @last_at)
@@ -628,6 +653,8 @@ internal sealed class PostgreSqlSchema
     public string SealBatch { get; }
     public string FinishBatch { get; }
     public string CountIntoBatch { get; }
+
+    public string CountIntoBatchWithCallbacks { get; }
     public string UpsertRecurring { get; }
     public string LoadDueRecurring { get; }
     public string ListRecurring { get; }

@@ -23,6 +23,8 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
     List<(OutgoingMessage Message, long VisibleAt)>? _pendingEnqueues;
     Dictionary<string, long>? _batchAdds;
     Dictionary<string, long>? _batchAddsAtSavepoint;
+    Dictionary<string, (long Succeeded, long Failed)>? _heldOutcomes;
+    Dictionary<string, (long Succeeded, long Failed)>? _heldOutcomesAtSavepoint;
     HashSet<string>? _notified;
     HashSet<string>? _notifiedSent;
     bool _logLocked;
@@ -623,6 +625,129 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
         return null;
     }
 
+    /// <inheritdoc />
+    /// <remarks>Held in Converge's own transaction only: a caller's transaction is committed by the caller.</remarks>
+    public ValueTask<bool> TryHoldBatchOutcomesAsync(string batchId, int succeeded, int failed, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(batchId);
+        if (!_owned)
+        {
+            return ValueTask.FromResult(false);
+        }
+
+        _heldOutcomes ??= new Dictionary<string, (long, long)>(StringComparer.Ordinal);
+        var (heldSucceeded, heldFailed) = _heldOutcomes.GetValueOrDefault(batchId);
+        _heldOutcomes[batchId] = (heldSucceeded + succeeded, heldFailed + failed);
+        return ValueTask.FromResult(true);
+    }
+
+    /// <summary>
+    /// Takes the held outcome counts for the commit. A batch that also took jobs in this transaction is counted now,
+    /// as a finished batch must fail the transaction before it commits; the others are returned, to go with the commit.
+    /// </summary>
+    async ValueTask<List<(string BatchId, long Succeeded, long Failed)>> TakeHeldOutcomesAsync(CancellationToken cancellationToken)
+    {
+        var withCommit = new List<(string, long, long)>();
+        if (_heldOutcomes is not { Count: > 0 } held)
+        {
+            return withCommit;
+        }
+
+        _heldOutcomes = null;
+        foreach (var (batchId, (succeeded, failed)) in held)
+        {
+            if (_batchAdds is { } adds && adds.Remove(batchId, out var added) && added != 0)
+            {
+                await using var count = Command(Sql.CountIntoBatchWithCallbacks);
+                AddCountParameters(count.Parameters, batchId, added, succeeded, failed);
+                if (!await ReadCountWithCallbacksAsync(await count.ExecuteReaderAsync(cancellationToken), cancellationToken))
+                {
+                    // The batch finished (or is gone) since the adds were checked: say so as an add would.
+                    await ApplyBatchAddAsync(batchId, added, cancellationToken);
+                }
+            }
+            else if (succeeded != 0 || failed != 0)
+            {
+                withCommit.Add((batchId, succeeded, failed));
+            }
+        }
+
+        return withCommit;
+    }
+
+    /// <summary>The parameters of <see cref="PostgreSqlSchema.CountIntoBatchWithCallbacks"/>.</summary>
+    void AddCountParameters(NpgsqlParameterCollection parameters, string batchId, long added, long succeeded, long failed)
+    {
+        parameters.AddWithValue("id", batchId);
+        parameters.AddWithValue("added", added);
+        parameters.AddWithValue("succeeded", succeeded);
+        parameters.AddWithValue("failed", failed);
+        parameters.AddWithValue("now", _store.Now.UtcTicks);
+        parameters.AddWithValue("channel", Sql.Channel);
+        parameters.AddWithValue("prefix", PostgreSqlNotifications.QueuePrefix);
+    }
+
+    /// <summary>
+    /// Reads one count's result (<see cref="PostgreSqlSchema.CountIntoBatchWithCallbacks"/>): whether the batch was
+    /// counted; a queue a callback went to is announced in this process after the commit. Moves to the next result.
+    /// </summary>
+    async ValueTask<bool> ReadCountWithCallbacksAsync(NpgsqlDataReader reader, CancellationToken cancellationToken, bool dispose = true)
+    {
+        var counted = false;
+        try
+        {
+            while (await reader.ReadAsync(cancellationToken))
+            {
+                counted = reader.GetInt64(0) > 0;
+                if (!reader.IsDBNull(1))
+                {
+                    var payload = PostgreSqlNotifications.QueuePrefix + reader.GetString(1);
+                    (_notified ??= new HashSet<string>(StringComparer.Ordinal)).Add(payload);
+                    (_notifiedSent ??= new HashSet<string>(StringComparer.Ordinal)).Add(payload);
+                }
+            }
+        }
+        finally
+        {
+            if (dispose)
+            {
+                await reader.DisposeAsync();
+            }
+        }
+
+        return counted;
+    }
+
+    /// <summary>
+    /// Makes the held outcome counts and commits, in one round trip: the batches' rows are locked from their count to
+    /// the end of the commit, with no round trip to this process between.
+    /// </summary>
+    async ValueTask CountAndCommitAsync(List<(string BatchId, long Succeeded, long Failed)> counts, CancellationToken cancellationToken)
+    {
+        // A held savepoint or release has nothing after it: the commit ends it.
+        TakeHeld();
+        await using var batch = new NpgsqlBatch(_connection, _transaction);
+        foreach (var (batchId, succeeded, failed) in counts)
+        {
+            var count = new NpgsqlBatchCommand(Sql.CountIntoBatchWithCallbacks);
+            AddCountParameters(count.Parameters, batchId, 0, succeeded, failed);
+            batch.BatchCommands.Add(count);
+        }
+
+        batch.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
+        await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
+        for (var i = 0; i < counts.Count; i++)
+        {
+            await ReadCountWithCallbacksAsync(reader, cancellationToken, dispose: false);
+            await reader.NextResultAsync(cancellationToken);
+        }
+
+        // The commit's own result: an error there (the connection lost, a deferred check) surfaces here.
+        while (await reader.NextResultAsync(cancellationToken))
+        {
+        }
+    }
+
     public async ValueTask<JobBatchRecord?> SealBatchAsync(string batchId, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batchId);
@@ -749,6 +874,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
     void MarkSavepoint()
     {
         _batchAddsAtSavepoint = _batchAdds is null ? null : new Dictionary<string, long>(_batchAdds, StringComparer.Ordinal);
+        _heldOutcomesAtSavepoint = _heldOutcomes is null ? null : new Dictionary<string, (long, long)>(_heldOutcomes, StringComparer.Ordinal);
         _callbacksAtSavepoint = _afterCommit?.Count ?? 0;
     }
 
@@ -782,6 +908,8 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
 
         _batchAdds = _batchAddsAtSavepoint;
         _batchAddsAtSavepoint = null;
+        _heldOutcomes = _heldOutcomesAtSavepoint;
+        _heldOutcomesAtSavepoint = null;
 
         // What was undone must not be announced: callbacks registered since the savepoint go with it (a caller's own
         // transaction announces through NOTIFY, which the rollback undoes by itself).
@@ -810,6 +938,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
         }
 
         _batchAddsAtSavepoint = null;
+        _heldOutcomesAtSavepoint = null;
     }
 
     public void OnCommitted(Action callback)
@@ -839,11 +968,19 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
         await FlushAndNotifyAsync(cancellationToken);
 
         // Last before the commit: each count locks its batch's row until then.
+        var countsWithCommit = await TakeHeldOutcomesAsync(cancellationToken);
         await FlushBatchAddsAsync(null, cancellationToken);
 
         try
         {
-            await _transaction.CommitAsync(cancellationToken);
+            if (countsWithCommit.Count > 0)
+            {
+                await CountAndCommitAsync(countsWithCommit, cancellationToken);
+            }
+            else
+            {
+                await _transaction.CommitAsync(cancellationToken);
+            }
         }
         finally
         {

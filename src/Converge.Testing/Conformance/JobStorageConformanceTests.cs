@@ -141,6 +141,75 @@ public abstract class JobStorageConformanceTests : StoreConformanceBase
     }
 
     /// <summary>
+    /// Outcomes counted as a job worker counts them (held for the commit where the store can, else at once with the
+    /// callbacks enqueued by the caller) finish a batch in the commit that counts its last job, whose callbacks are
+    /// then enqueued once: the success callback only when none failed. A count undone with its transaction, or with a
+    /// savepoint rolled back to, counts nothing; a count after the batch finished changes nothing and calls back no more.
+    /// </summary>
+    [Fact]
+    public async Task Outcomes_counted_with_the_commit_finish_the_batch_once_and_enqueue_its_callbacks()
+    {
+        var time = new FakeTimeProvider();
+        await using var host = await StartIdleAsync(time);
+        var store = host.Store;
+        var failing = NewBatch("held:failing", time.GetUtcNow());
+        var succeeding = NewBatch("held:succeeding", time.GetUtcNow());
+        foreach (var batch in new[] { failing, succeeding })
+        {
+            await InTransactionAsync(store, t => t.Jobs().CreateBatchAsync(batch, CancellationToken.None));
+            await InTransactionAsync(store, t => t.Jobs().AddToBatchAsync(batch.Id, 3, CancellationToken.None));
+            await InTransactionAsync(store, t => t.Jobs().SealBatchAsync(batch.Id, CancellationToken.None));
+        }
+
+        async ValueTask CountAsync(IStoreTransaction t, string batchId, int succeeded, int failed)
+        {
+            var jobs = t.Jobs();
+            if (!await jobs.TryHoldBatchOutcomesAsync(batchId, succeeded, failed, CancellationToken.None)
+                && await jobs.RecordBatchOutcomesAsync(batchId, succeeded, failed, CancellationToken.None) is { } finished)
+            {
+                await JobRows.EnqueueBatchCallbacksAsync(t, finished, CancellationToken.None);
+            }
+        }
+
+        await using (var abandoned = await store.BeginAsync(CancellationToken.None))
+        {
+            await CountAsync(abandoned, failing.Id, 3, 0);
+        }
+
+        await InTransactionAsync(store, async t =>
+        {
+            await t.SavepointAsync(CancellationToken.None);
+            await CountAsync(t, failing.Id, 2, 0);
+            await t.RollbackToSavepointAsync(CancellationToken.None);
+            await CountAsync(t, failing.Id, 1, 0);
+            await CountAsync(t, succeeding.Id, 2, 0);
+        });
+        var running = await store.JobQueries().GetBatchAsync(failing.Id, CancellationToken.None);
+        await InTransactionAsync(store, t => CountAsync(t, failing.Id, 1, 0));
+        time.Advance(TimeSpan.FromMinutes(1));
+        await InTransactionAsync(store, async t =>
+        {
+            await CountAsync(t, failing.Id, 0, 1);
+            await CountAsync(t, succeeding.Id, 1, 0);
+        });
+        await InTransactionAsync(store, t => CountAsync(t, failing.Id, 1, 0));
+        var failed = await store.JobQueries().GetBatchAsync(failing.Id, CancellationToken.None);
+        var succeeded = await store.JobQueries().GetBatchAsync(succeeding.Id, CancellationToken.None);
+        var callbacks = await store.ClaimAsync("callbacks", 10, TimeSpan.FromMinutes(5), CancellationToken.None);
+
+        Assert.Equal((3L, 2L, 1L, 0L, null as DateTimeOffset?), (running!.Total, running.Pending, running.Succeeded, running.Failed, running.FinishedAt));
+        Assert.Equal((3L, 0L, 2L, 1L, time.GetUtcNow()), (failed!.Total, failed.Pending, failed.Succeeded, failed.Failed, failed.FinishedAt));
+        Assert.Equal((3L, 0L, 3L, 0L, time.GetUtcNow()), (succeeded!.Total, succeeded.Pending, succeeded.Succeeded, succeeded.Failed, succeeded.FinishedAt));
+        Assert.Equal(
+            new[] { failing.OnComplete!.Envelope.MessageId, succeeding.OnSuccess!.Envelope.MessageId, succeeding.OnComplete!.Envelope.MessageId }.Order(),
+            callbacks.Select(c => c.Envelope.MessageId).Order());
+        var called = callbacks.Single(c => c.Envelope.MessageId == succeeding.OnSuccess.Envelope.MessageId);
+        Assert.Equal((succeeding.OnSuccess.Priority, succeeding.OnSuccess.Envelope.MessageType, succeeding.OnSuccess.Envelope.CorrelationId, succeeding.OnSuccess.Envelope.SentAt), (called.Priority, called.Envelope.MessageType, called.Envelope.CorrelationId, called.Envelope.SentAt));
+        Assert.Equal(succeeding.OnSuccess.Envelope.Headers, called.Envelope.Headers);
+        Assert.Equal(succeeding.OnSuccess.Envelope.Body.ToArray(), called.Envelope.Body.ToArray());
+    }
+
+    /// <summary>
     /// Retrying a dead job of a running batch takes its failure back (pending again); once the batch finished, a retry
     /// leaves its counts as they ended.
     /// </summary>

@@ -59,6 +59,16 @@ public interface IJobTransaction
     /// </summary>
     ValueTask<JobBatchRecord?> RecordBatchOutcomesAsync(string batchId, int succeeded, int failed, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Holds the count of <see cref="RecordBatchOutcomesAsync"/> to be made with the commit, and returns <c>true</c>; or
+    /// returns <c>false</c> (the default) when the store does not hold counts, and then the caller records them at once.
+    /// A store that holds a count makes it in the commit's round trip, and when that finishes the batch, it enqueues the
+    /// batch's callbacks on its own queues in the same statement (the success callback when none failed, and the
+    /// completion callback), as the caller would: the batch's row, which every job of the batch updates, is then
+    /// locked for the commit only. A held count is undone with the transaction or with a savepoint rolled back to.
+    /// </summary>
+    ValueTask<bool> TryHoldBatchOutcomesAsync(string batchId, int succeeded, int failed, CancellationToken cancellationToken) => ValueTask.FromResult(false);
+
     /// <summary>Seals a batch: it finishes once nothing is pending. Returns the batch when sealing finished it.</summary>
     ValueTask<JobBatchRecord?> SealBatchAsync(string batchId, CancellationToken cancellationToken);
 

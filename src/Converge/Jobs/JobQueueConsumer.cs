@@ -455,10 +455,13 @@ internal sealed class JobQueueConsumer
             await transaction.Jobs().ForgetJobStateAsync(group.Forget, cancellationToken);
         }
 
-        // Batch counters last: many groups of one batch update its row, and each holds the row until its commit.
+        // Batch counters last: many groups of one batch update its row, and each holds the row until its commit (a
+        // store that can make the count with its commit holds it there).
         foreach (var (batchId, counts) in group.Batches)
         {
-            if (await transaction.Jobs().RecordBatchOutcomesAsync(batchId, counts.Succeeded, counts.Failed, cancellationToken) is { } finished)
+            var jobs = transaction.Jobs();
+            if (!await jobs.TryHoldBatchOutcomesAsync(batchId, counts.Succeeded, counts.Failed, cancellationToken)
+                && await jobs.RecordBatchOutcomesAsync(batchId, counts.Succeeded, counts.Failed, cancellationToken) is { } finished)
             {
                 await JobClient.EnqueueCallbacksAsync(transaction, finished, cancellationToken);
             }
