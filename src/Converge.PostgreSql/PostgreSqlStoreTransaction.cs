@@ -689,7 +689,8 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
 
     /// <summary>
     /// Reads one count's result (<see cref="PostgreSqlSchema.CountIntoBatchWithCallbacks"/>): whether the batch was
-    /// counted; a queue a callback went to is announced in this process after the commit. Moves to the next result.
+    /// counted; a queue a callback went to is announced in this process after the commit. Disposes the reader unless
+    /// <paramref name="dispose"/> is <c>false</c> (the caller then moves it to the next result).
     /// </summary>
     async ValueTask<bool> ReadCountWithCallbacksAsync(NpgsqlDataReader reader, CancellationToken cancellationToken, bool dispose = true)
     {
