@@ -66,6 +66,7 @@ public interface IJobTransaction
     /// batch's callbacks on its own queues in the same statement (the success callback when none failed, and the
     /// completion callback), as the caller would: the batch's row, which every job of the batch updates, is then
     /// locked for the commit only. A held count is undone with the transaction or with a savepoint rolled back to.
+    /// After <c>true</c> the caller neither counts these outcomes again nor enqueues the callbacks itself.
     /// </summary>
     ValueTask<bool> TryHoldBatchOutcomesAsync(string batchId, int succeeded, int failed, CancellationToken cancellationToken) => ValueTask.FromResult(false);
 
