@@ -448,13 +448,13 @@ internal sealed class PostgreSqlSchema
         FinishBatch = $"UPDATE {Batches} SET finished_at = @now WHERE id = @id AND sealed AND pending <= 0 AND finished_at IS NULL RETURNING {batchColumns}";
         // Jobs counted in, outcomes counted, and the batch finished if that was the last: one statement, so the batch
         // row, which every job of the batch updates, is held from this statement to the commit and no longer.
-        CountIntoBatch = $"""
+        var countBatch = $"""
             UPDATE {Batches} SET total = total + @added,
                 pending = pending + @added - (@succeeded + @failed), succeeded = succeeded + @succeeded, failed = failed + @failed,
                 finished_at = CASE WHEN sealed AND pending + @added - (@succeeded + @failed) <= 0 THEN @now END
             WHERE id = @id AND finished_at IS NULL
-            RETURNING {batchColumns}
             """;
+        CountIntoBatch = $"{countBatch} RETURNING {batchColumns}";
 
         // The same count, and the batch's callbacks enqueued (and announced) by the statement that finishes it, so that
         // the count can go in one round trip with the commit: the batch row is then held for the commit's flush only.
@@ -465,12 +465,7 @@ internal sealed class PostgreSqlSchema
             FROM counted WHERE finished_at IS NOT NULL AND {prefix}_queue IS NOT NULL{condition}
             """;
         CountIntoBatchWithCallbacks = $"""
-            WITH counted AS (
-                UPDATE {Batches} SET total = total + @added,
-                    pending = pending + @added - (@succeeded + @failed), succeeded = succeeded + @succeeded, failed = failed + @failed,
-                    finished_at = CASE WHEN sealed AND pending + @added - (@succeeded + @failed) <= 0 THEN @now END
-                WHERE id = @id AND finished_at IS NULL
-                RETURNING *),
+            WITH counted AS ({countBatch} RETURNING *),
             callbacks AS (
                 INSERT INTO {Queue} (queue, priority, visible_at, {envelopeColumns})
                 {CallbackFrom("on_success", " AND failed = 0")}

@@ -660,7 +660,8 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
             {
                 await using var count = Command(Sql.CountIntoBatchWithCallbacks);
                 AddCountParameters(count.Parameters, batchId, added, succeeded, failed);
-                if (!await ReadCountWithCallbacksAsync(await count.ExecuteReaderAsync(cancellationToken), cancellationToken))
+                await using var reader = await count.ExecuteReaderAsync(cancellationToken);
+                if (!await ReadCountWithCallbacksAsync(reader, cancellationToken))
                 {
                     // The batch finished (or is gone) since the adds were checked: say so as an add would.
                     await ApplyBatchAddAsync(batchId, added, cancellationToken);
@@ -688,31 +689,20 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
     }
 
     /// <summary>
-    /// Reads one count's result (<see cref="PostgreSqlSchema.CountIntoBatchWithCallbacks"/>): whether the batch was
-    /// counted; a queue a callback went to is announced in this process after the commit. Disposes the reader unless
-    /// <paramref name="dispose"/> is <c>false</c> (the caller then moves it to the next result).
+    /// Reads the current result of a count (<see cref="PostgreSqlSchema.CountIntoBatchWithCallbacks"/>): whether the
+    /// batch was counted. A queue a callback went to is announced in this process after the commit.
     /// </summary>
-    async ValueTask<bool> ReadCountWithCallbacksAsync(NpgsqlDataReader reader, CancellationToken cancellationToken, bool dispose = true)
+    async ValueTask<bool> ReadCountWithCallbacksAsync(NpgsqlDataReader reader, CancellationToken cancellationToken)
     {
         var counted = false;
-        try
+        while (await reader.ReadAsync(cancellationToken))
         {
-            while (await reader.ReadAsync(cancellationToken))
+            counted = reader.GetInt64(0) > 0;
+            if (!reader.IsDBNull(1))
             {
-                counted = reader.GetInt64(0) > 0;
-                if (!reader.IsDBNull(1))
-                {
-                    var payload = PostgreSqlNotifications.QueuePrefix + reader.GetString(1);
-                    (_notified ??= new HashSet<string>(StringComparer.Ordinal)).Add(payload);
-                    (_notifiedSent ??= new HashSet<string>(StringComparer.Ordinal)).Add(payload);
-                }
-            }
-        }
-        finally
-        {
-            if (dispose)
-            {
-                await reader.DisposeAsync();
+                var payload = PostgreSqlNotifications.QueuePrefix + reader.GetString(1);
+                (_notified ??= new HashSet<string>(StringComparer.Ordinal)).Add(payload);
+                (_notifiedSent ??= new HashSet<string>(StringComparer.Ordinal)).Add(payload);
             }
         }
 
@@ -739,7 +729,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
         await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
         for (var i = 0; i < counts.Count; i++)
         {
-            await ReadCountWithCallbacksAsync(reader, cancellationToken, dispose: false);
+            await ReadCountWithCallbacksAsync(reader, cancellationToken);
             await reader.NextResultAsync(cancellationToken);
         }
 

@@ -450,16 +450,16 @@ internal sealed class JobQueueConsumer
     /// <summary>Writes what a group collected: the job state to forget, then the batch counters and their callbacks.</summary>
     static async ValueTask RecordGroupAsync(IStoreTransaction transaction, JobGroup group, CancellationToken cancellationToken)
     {
+        var jobs = transaction.Jobs();
         if (group.Forget.Count > 0)
         {
-            await transaction.Jobs().ForgetJobStateAsync(group.Forget, cancellationToken);
+            await jobs.ForgetJobStateAsync(group.Forget, cancellationToken);
         }
 
         // Batch counters last: many groups of one batch update its row, and each holds the row until its commit (a
         // store that can make the count with its commit holds it there).
         foreach (var (batchId, counts) in group.Batches)
         {
-            var jobs = transaction.Jobs();
             if (!await jobs.TryHoldBatchOutcomesAsync(batchId, counts.Succeeded, counts.Failed, cancellationToken)
                 && await jobs.RecordBatchOutcomesAsync(batchId, counts.Succeeded, counts.Failed, cancellationToken) is { } finished)
             {
@@ -471,30 +471,13 @@ internal sealed class JobQueueConsumer
     /// <summary>Records the inbox entries of the group's succeeded jobs in one call; element i is job i's (null when it did not succeed).</summary>
     async ValueTask<bool?[]?> RecordInboxOfSucceededAsync(IStoreTransaction transaction, IReadOnlyList<Finished> group, CancellationToken cancellationToken)
     {
-        var succeeded = new List<int>(group.Count);
-        for (var i = 0; i < group.Count; i++)
-        {
-            if (group[i].Outcome == Outcome.Succeeded)
-            {
-                succeeded.Add(i);
-            }
-        }
-
-        if (succeeded.Count < 2)
+        if (group.Count(f => f.Outcome == Outcome.Succeeded) < 2)
         {
             return null;
         }
 
-        var recorded = await transaction.TryRecordInboxAsync(_queue.Name, [.. succeeded.Select(i => group[i].Running.Message.Envelope)], cancellationToken);
-        var byJob = new bool?[group.Count];
-        for (var k = 0; k < succeeded.Count; k++)
-        {
-            byJob[succeeded[k]] = recorded[k];
-        }
-
-        return byJob;
+        return await QueueOutcomes.RecordInboxOfAsync(transaction, _queue.Name, group.Count, i => group[i].Outcome == Outcome.Succeeded ? group[i].Running.Message.Envelope : null, cancellationToken);
     }
-
 
     /// <summary>
     /// Applies one finished job in <paramref name="transaction"/>. <paramref name="recordedInbox"/> tells whether its inbox

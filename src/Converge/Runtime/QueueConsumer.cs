@@ -537,15 +537,7 @@ internal sealed class QueueConsumer
             }
 
             var maxAttempts = consumer._options.Retry.MaxAttempts;
-            var handled = group.Where(d => !d.Rejected(maxAttempts)).ToList();
-            var recorded = handled.Count == 0 ? [] : await transaction.TryRecordInboxAsync(consumer._queue.Name, handled.Select(d => d.Message.Envelope).ToList(), cancellationToken);
-            var result = new bool?[group.Count];
-            for (int i = 0, h = 0; i < group.Count; i++)
-            {
-                result[i] = group[i].Rejected(maxAttempts) ? null : recorded[h++];
-            }
-
-            return result;
+            return await QueueOutcomes.RecordInboxOfAsync(transaction, consumer._queue.Name, group.Count, i => group[i].Rejected(maxAttempts) ? null : group[i].Message.Envelope, cancellationToken);
         }
 
         public ValueTask<HandlingOutcome?> ApplyAsync(IStoreTransaction transaction, Delivery item, object? scratch, bool? recordedInbox, List<QueuedMessage>? completions, CancellationToken cancellationToken) =>
@@ -659,7 +651,6 @@ internal sealed class QueueConsumer
 
         return await QueueOutcomes.CompleteAsync(transaction, message, completions, abort) ? HandlingOutcome.Completed : null;
     }
-
 
     /// <summary>
     /// Calls the handler; one that throws before returning its task (a handler that is not <c>async</c>) fails the same

@@ -48,6 +48,39 @@ internal static class QueueOutcomes
     }
 
     /// <summary>
+    /// Records, in one statement, the inbox entries of the items of a group that <paramref name="envelopeOf"/> names
+    /// (<c>null</c>: the item records none). Element i tells whether item i's record was new; <c>null</c> for an item
+    /// that records none.
+    /// </summary>
+    public static async ValueTask<bool?[]> RecordInboxOfAsync(IStoreTransaction transaction, string consumer, int count, Func<int, Envelope?> envelopeOf, CancellationToken cancellationToken)
+    {
+        var recording = new List<int>(count);
+        var envelopes = new List<Envelope>(count);
+        for (var i = 0; i < count; i++)
+        {
+            if (envelopeOf(i) is { } envelope)
+            {
+                recording.Add(i);
+                envelopes.Add(envelope);
+            }
+        }
+
+        var byItem = new bool?[count];
+        if (envelopes.Count == 0)
+        {
+            return byItem;
+        }
+
+        var recorded = await transaction.TryRecordInboxAsync(consumer, envelopes, cancellationToken);
+        for (var k = 0; k < recording.Count; k++)
+        {
+            byItem[recording[k]] = recorded[k];
+        }
+
+        return byItem;
+    }
+
+    /// <summary>
     /// Removes a handled message: into <paramref name="completions"/>, to go with its group's others in one statement,
     /// or at once when there is none (an isolated pass that removes each item on its own).
     /// </summary>
