@@ -328,6 +328,7 @@ internal sealed class PostgreSqlSchema
             WHERE q.id IN (SELECT l.id FROM {Queue} l JOIN unnest(@ids, @tokens) AS r(id, token) ON l.id = r.id AND l.lease_token = r.token FOR UPDATE OF l SKIP LOCKED)
             """;
         RecordInbox = $"INSERT INTO {Inbox} (consumer, message_id, handled_at, message_type, correlation_id, causation_id, sent_at, batch_id) VALUES (@consumer, @message_id, @at, @message_type, @correlation_id, @causation_id, @sent_at, @batch_id) ON CONFLICT DO NOTHING";
+        ForgetInbox = $"DELETE FROM {Inbox} WHERE consumer = @consumer AND message_id = @message_id";
         PurgeInbox = $"DELETE FROM {Inbox} WHERE ctid IN (SELECT ctid FROM {Inbox} WHERE handled_at < @cutoff LIMIT @chunk)";
         PurgeUniqueKeys = $"DELETE FROM {UniqueKeys} WHERE ctid IN (SELECT ctid FROM {UniqueKeys} WHERE expires_at <= @now LIMIT @chunk)";
 
@@ -595,6 +596,8 @@ internal sealed class PostgreSqlSchema
     public string Release { get; }
     public string Renew { get; }
     public string RecordInbox { get; }
+
+    public string ForgetInbox { get; }
     public string PurgeInbox { get; }
     public string PurgeUniqueKeys { get; }
     public string InsertDeadLetter { get; }

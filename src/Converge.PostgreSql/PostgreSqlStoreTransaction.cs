@@ -10,7 +10,7 @@ using NpgsqlTypes;
 namespace Converge.PostgreSql;
 
 /// <summary>A write transaction on the store's database: Converge's own (owning its pooled connection) or the caller's.</summary>
-internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseTransaction, ISagaTransaction, IJobTransaction, IConsumerGroupTransaction, IOperatorLogTransaction
+internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IInboxRemovalTransaction, IDatabaseTransaction, ISagaTransaction, IJobTransaction, IConsumerGroupTransaction, IOperatorLogTransaction
 {
     static readonly ConditionalWeakTable<NpgsqlTransaction, PostgreSqlStoreTransaction> OwnedTransactions = new();
 
@@ -304,6 +304,9 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IDatabaseT
                 .With("batch_id", NpgsqlDbType.Text, JobRows.BatchOf(envelope)),
             cancellationToken) == 1;
     }
+
+    public async ValueTask<bool> ForgetInboxAsync(string consumer, Guid messageId, CancellationToken cancellationToken) =>
+        await ExecuteAsync((await CommandAsync(Sql.ForgetInbox, cancellationToken)).With("consumer", consumer).With("message_id", messageId), cancellationToken) == 1;
 
     public async ValueTask<IReadOnlyList<bool>> TryRecordInboxAsync(string consumer, IReadOnlyList<Envelope> envelopes, CancellationToken cancellationToken)
     {

@@ -300,6 +300,7 @@ internal sealed class SqliteSchema
         Release = $"UPDATE {Queue} SET visible_at = $now, lease_token = NULL, attempts = attempts - $uncount WHERE id = $id AND lease_token = $token";
         Renew = $"UPDATE {Queue} SET visible_at = $until WHERE id = $id AND lease_token = $token";
         RecordInbox = $"INSERT INTO {Inbox} (consumer, message_id, handled_at, message_type, correlation_id, causation_id, sent_at, batch_id) VALUES ($consumer, $message_id, $at, $message_type, $correlation_id, $causation_id, $sent_at, $batch_id) ON CONFLICT DO NOTHING";
+        ForgetInbox = $"DELETE FROM {Inbox} WHERE consumer = $consumer AND message_id = $message_id";
         PurgeInbox = $"DELETE FROM {Inbox} WHERE (consumer, message_id) IN (SELECT consumer, message_id FROM {Inbox} WHERE handled_at < $cutoff LIMIT $chunk)";
         PurgeUniqueKeys = $"DELETE FROM {UniqueKeys} WHERE key IN (SELECT key FROM {UniqueKeys} WHERE expires_at <= $now LIMIT $chunk)";
 
@@ -615,6 +616,8 @@ internal sealed class SqliteSchema
     public string Release { get; }
     public string Renew { get; }
     public string RecordInbox { get; }
+
+    public string ForgetInbox { get; }
     public string PurgeInbox { get; }
     public string PurgeUniqueKeys { get; }
     public string JobQueues { get; }

@@ -9,7 +9,7 @@ using Microsoft.Data.Sqlite;
 namespace Converge.Sqlite;
 
 /// <summary>A write transaction on the SQLite file: Converge's own (holding the process's write gate) or the caller's.</summary>
-internal sealed class SqliteStoreTransaction : IStoreTransaction, IDatabaseTransaction, ISagaTransaction, IJobTransaction, IConsumerGroupTransaction, IOperatorLogTransaction
+internal sealed class SqliteStoreTransaction : IStoreTransaction, IInboxRemovalTransaction, IDatabaseTransaction, ISagaTransaction, IJobTransaction, IConsumerGroupTransaction, IOperatorLogTransaction
 {
     readonly SqliteMessageStore _store;
     readonly SqliteSession? _session;
@@ -170,6 +170,9 @@ internal sealed class SqliteStoreTransaction : IStoreTransaction, IDatabaseTrans
             .With("$causation_id", envelope.CausationId)
             .With("$sent_at", envelope.SentAt.UtcTicks)
             .ExecuteNonQuery() == 1);
+
+    public ValueTask<bool> ForgetInboxAsync(string consumer, Guid messageId, CancellationToken cancellationToken) =>
+        ValueTask.FromResult(Command(Sql.ForgetInbox).With("$consumer", consumer).With("$message_id", messageId).ExecuteNonQuery() == 1);
 
     public ValueTask<bool> CancelScheduledAsync(string queue, Guid messageId, DateTimeOffset dueAt, CancellationToken cancellationToken) =>
         ValueTask.FromResult(Command(Sql.CancelScheduled)

@@ -11,6 +11,8 @@ public sealed class PostgreSqlLogConformanceTests() : LogConformanceTests(new Po
 
 public sealed class PostgreSqlInboxConformanceTests() : InboxConformanceTests(new PostgreSqlConformanceStore());
 
+public sealed class PostgreSqlInboxRemovalConformanceTests() : InboxRemovalConformanceTests(new PostgreSqlConformanceStore());
+
 public sealed class PostgreSqlStoreQueriesConformanceTests() : StoreQueriesConformanceTests(new PostgreSqlConformanceStore());
 
 public sealed class PostgreSqlSagaStorageConformanceTests() : SagaStorageConformanceTests(new PostgreSqlConformanceStore());

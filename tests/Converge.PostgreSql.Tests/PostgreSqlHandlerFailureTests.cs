@@ -41,6 +41,25 @@ public sealed class DebitHandler(DebitCalls calls) : IHandler<Debit>
     }
 }
 
+/// <summary>Writes its debit through the message's own <c>DbTransaction</c>, as an ORM would, then fails when told to.</summary>
+public sealed class RawDebitHandler(DebitCalls calls) : IHandler<RawDebit>
+{
+    public async Task HandleAsync(RawDebit message, MessageContext context, CancellationToken cancellationToken)
+    {
+        calls.Calls.AddOrUpdate(message.Key, 1, static (_, n) => n + 1);
+        var transaction = (NpgsqlTransaction)await context.GetTransactionAsync(cancellationToken);
+        await using var insert = new NpgsqlCommand("INSERT INTO debits (key, amount) VALUES (@key, 1)", transaction.Connection, transaction);
+        insert.Parameters.AddWithValue("key", message.Key);
+        await insert.ExecuteNonQueryAsync(cancellationToken);
+        if (message.Fail)
+        {
+            throw new InvalidOperationException("the provider is down");
+        }
+    }
+}
+
+public sealed record RawDebit(string Key, bool Fail);
+
 public sealed class PostgreSqlHandlerFailureTests : IAsyncDisposable
 {
     readonly TestDatabase _database = new();
@@ -96,6 +115,38 @@ public sealed class PostgreSqlHandlerFailureTests : IAsyncDisposable
         var letter = Assert.Single(await host.Store.Queries().ListDeadLettersAsync(null, 10, CancellationToken.None));
         Assert.Equal((DeadLetterReasons.MaxAttemptsExceeded, 4), (letter.Reason, letter.Attempts));
         Assert.Equal(4, calls.Calls["d-1"]);
+    }
+
+    /// <summary>
+    /// A handler's own statements on the message's transaction are undone with its failure: the message's savepoint,
+    /// which the store may hold back until the next statement, reaches the server before the handler's first one.
+    /// </summary>
+    [Fact]
+    public async Task Writes_a_failing_handler_made_through_its_own_transaction_are_undone_with_it()
+    {
+        var calls = new DebitCalls();
+        await using var host = await StartAsync("raw", calls, o =>
+        {
+            o.Messages.Register<RawDebit>("test.raw-debit");
+            o.Handle<RawDebit, RawDebitHandler>("raw-debits");
+        });
+
+        await host.SendAndWaitAsync(new RawDebit("r-failed", Fail: true));
+        await host.SendAndWaitAsync(new RawDebit("r-kept", Fail: false));
+
+        var letter = Assert.Single(await host.Store.Queries().ListDeadLettersAsync(null, 10, CancellationToken.None));
+        Assert.Equal((DeadLetterReasons.MaxAttemptsExceeded, 4), (letter.Reason, letter.Attempts));
+        Assert.Equal(4, calls.Calls["r-failed"]);
+        await using var connection = await ((PostgreSqlMessageStore)host.Store).OpenConnectionAsync();
+        await using var count = new NpgsqlCommand("SELECT key FROM debits WHERE key LIKE 'r-%' ORDER BY key", connection);
+        await using var reader = await count.ExecuteReaderAsync();
+        var keys = new List<string>();
+        while (await reader.ReadAsync())
+        {
+            keys.Add(reader.GetString(0));
+        }
+
+        Assert.Equal(["r-kept"], keys);
     }
 
     [Fact]

@@ -15,6 +15,8 @@ public sealed class PostgreSqlRabbitMqLogConformanceTests() : LogConformanceTest
 
 public sealed class PostgreSqlRabbitMqInboxConformanceTests() : InboxConformanceTests(new PostgreSqlRabbitMqConformanceStore());
 
+public sealed class PostgreSqlRabbitMqInboxRemovalConformanceTests() : InboxRemovalConformanceTests(new PostgreSqlRabbitMqConformanceStore());
+
 public sealed class PostgreSqlRabbitMqStoreQueriesConformanceTests() : StoreQueriesConformanceTests(new PostgreSqlRabbitMqConformanceStore());
 
 public sealed class PostgreSqlRabbitMqSagaStorageConformanceTests() : SagaStorageConformanceTests(new PostgreSqlRabbitMqConformanceStore());

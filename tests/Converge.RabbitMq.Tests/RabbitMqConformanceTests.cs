@@ -14,6 +14,8 @@ public sealed class RabbitMqLogConformanceTests() : LogConformanceTests(new Rabb
 
 public sealed class RabbitMqInboxConformanceTests() : InboxConformanceTests(new RabbitMqConformanceStore());
 
+public sealed class RabbitMqInboxRemovalConformanceTests() : InboxRemovalConformanceTests(new RabbitMqConformanceStore());
+
 public sealed class RabbitMqStoreQueriesConformanceTests() : StoreQueriesConformanceTests(new RabbitMqConformanceStore());
 
 public sealed class RabbitMqSagaStorageConformanceTests() : SagaStorageConformanceTests(new RabbitMqConformanceStore());

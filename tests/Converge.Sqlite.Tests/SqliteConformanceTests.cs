@@ -11,6 +11,8 @@ public sealed class SqliteLogConformanceTests() : LogConformanceTests(new Sqlite
 
 public sealed class SqliteInboxConformanceTests() : InboxConformanceTests(new SqliteConformanceStore());
 
+public sealed class SqliteInboxRemovalConformanceTests() : InboxRemovalConformanceTests(new SqliteConformanceStore());
+
 public sealed class SqliteStoreQueriesConformanceTests() : StoreQueriesConformanceTests(new SqliteConformanceStore());
 
 public sealed class SqliteSagaStorageConformanceTests() : SagaStorageConformanceTests(new SqliteConformanceStore());

@@ -12,6 +12,8 @@ public sealed class InMemoryLogConformanceTests() : LogConformanceTests(new InMe
 
 public sealed class InMemoryInboxConformanceTests() : InboxConformanceTests(new InMemoryConformanceStore());
 
+public sealed class InMemoryInboxRemovalConformanceTests() : InboxRemovalConformanceTests(new InMemoryConformanceStore());
+
 public sealed class InMemoryStoreQueriesConformanceTests() : StoreQueriesConformanceTests(new InMemoryConformanceStore());
 
 public sealed class InMemorySagaStorageConformanceTests() : SagaStorageConformanceTests(new InMemoryConformanceStore());

@@ -42,6 +42,20 @@ internal sealed partial class InMemoryStoreTransaction
         return ValueTask.FromResult(true);
     }
 
+    public ValueTask<bool> ForgetInboxAsync(string consumer, Guid messageId, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(consumer);
+        var state = State;
+        var key = (consumer, messageId);
+        if (!state.Inbox.ContainsKey(key))
+        {
+            return ValueTask.FromResult(false);
+        }
+
+        State = state with { Inbox = state.Inbox.Remove(key) };
+        return ValueTask.FromResult(true);
+    }
+
     public int PurgeInbox(DateTimeOffset handledBefore)
     {
         var state = State;

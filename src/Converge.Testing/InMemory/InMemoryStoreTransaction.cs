@@ -10,7 +10,7 @@ namespace Converge.Testing.InMemory;
 /// works on its own version of the state (<see cref="InMemoryState"/>): commit publishes that version, rollback drops
 /// it, and a savepoint remembers it.
 /// </summary>
-internal sealed partial class InMemoryStoreTransaction : IStoreTransaction, ISagaTransaction, IJobTransaction, IConsumerGroupTransaction, IOperatorLogTransaction
+internal sealed partial class InMemoryStoreTransaction : IStoreTransaction, IInboxRemovalTransaction, ISagaTransaction, IJobTransaction, IConsumerGroupTransaction, IOperatorLogTransaction
 {
     readonly InMemoryMessageStore _store;
     InMemoryState _state;

@@ -44,6 +44,9 @@ internal static partial class Log
     [LoggerMessage(EventId = 1201, Level = LogLevel.Error, Message = "Consumer of queue {Queue} could not claim work; retrying in {Delay}")]
     public static partial void ClaimFailed(ILogger logger, Exception exception, string queue, TimeSpan delay);
 
+    [LoggerMessage(EventId = 1203, Level = LogLevel.Warning, Message = "Consumer of queue {Queue} could not record the inbox entries of its batch of {Count} in one statement; each message records its own instead")]
+    public static partial void InboxAheadFailed(ILogger logger, Exception exception, string queue, int count);
+
     [LoggerMessage(EventId = 1202, Level = LogLevel.Warning, Message = "Consumer of queue {Queue} could not renew the leases of its batch of {Count}; another consumer may receive them again (the inbox makes that harmless)")]
     public static partial void RenewalFailed(ILogger logger, Exception exception, string queue, int count);
 

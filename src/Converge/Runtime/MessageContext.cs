@@ -54,8 +54,12 @@ public sealed class MessageContext
     /// it (use <c>transaction.Connection</c> and set each command's <c>Transaction</c>) commit exactly when the
     /// message is acknowledged, and roll back when the handler throws.
     /// </summary>
-    public ValueTask<DbTransaction> GetTransactionAsync(CancellationToken cancellationToken = default) =>
-        ValueTask.FromResult(_transaction.Database().Transaction);
+    public async ValueTask<DbTransaction> GetTransactionAsync(CancellationToken cancellationToken = default)
+    {
+        // What the store held back (the message's savepoint) must be on the server before the caller's own statements.
+        await _transaction.FlushAsync(cancellationToken);
+        return _transaction.Database().Transaction;
+    }
 
     /// <summary>
     /// Executes <paramref name="sql"/> in the message's transaction and returns the rows affected. Parameters are

@@ -611,8 +611,8 @@ internal sealed class QueueConsumer
         {
             try
             {
-                // The handler may use the transaction's connection: the message's savepoint must be on the server first.
-                await transaction.FlushAsync(abort);
+                // The message's savepoint may still be held back: it goes with the handler's first statement through
+                // the context, or is sent when the handler asks for the transaction itself (GetTransactionAsync).
                 var scope = _scopes.CreateAsyncScope();
                 var context = new MessageContext(_bus, transaction, envelope, _queue.Name, null, message.Attempt, scope.ServiceProvider);
                 var started = _options.TimeProvider.GetUtcNow();

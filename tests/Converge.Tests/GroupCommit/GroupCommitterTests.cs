@@ -82,6 +82,47 @@ public sealed class GroupCommitterTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task An_isolated_group_records_its_inbox_entries_ahead_and_an_undone_item_forgets_its_own()
+    {
+        var claimed = await EnqueueAndClaimAsync(3, 3);
+        var writer = new Writer(replayable: false, _time) { RecordsInbox = true };
+
+        var outcomes = await _committer.CommitAsync(writer, [new Item(claimed[0]), new Item(claimed[1], Fails: true), new Item(claimed[2])], null, CancellationToken.None);
+
+        Assert.Equal([HandlingOutcome.Completed, HandlingOutcome.RetryScheduled, HandlingOutcome.Completed], outcomes);
+        Assert.Equal([true, true, true], writer.RecordedAhead);
+
+        // The failed message is new to the inbox again, so its retry runs; the two handled ones are not.
+        var recordedAgain = await RecordInboxAsync(claimed);
+        Assert.Equal([false, true, false], recordedAgain);
+    }
+
+    [Fact]
+    public async Task A_later_copy_of_an_undone_message_in_the_same_isolated_group_is_handled_not_dropped_as_a_duplicate()
+    {
+        // Two queue rows carry one message (sent twice): the group's statement made the entry for the first copy and
+        // told the second it existed. The first copy fails, so its entry is taken back, and the second is handled.
+        var envelope = NewEnvelope();
+        await using (var transaction = await _store.BeginAsync(CancellationToken.None))
+        {
+            await transaction.EnqueueAsync(new OutgoingMessage(Work, envelope), CancellationToken.None);
+            await transaction.EnqueueAsync(new OutgoingMessage(Work, envelope), CancellationToken.None);
+            await transaction.CommitAsync(CancellationToken.None);
+        }
+
+        var claimed = await _store.ClaimAsync(Work, 2, Lease, CancellationToken.None);
+        var writer = new Writer(replayable: false, _time) { RecordsInbox = true };
+
+        var outcomes = await _committer.CommitAsync(writer, [new Item(claimed[0], Fails: true), new Item(claimed[1])], null, CancellationToken.None);
+
+        Assert.Equal([HandlingOutcome.RetryScheduled, HandlingOutcome.Completed], outcomes);
+        Assert.Equal([true, null], writer.RecordedAhead);
+        Assert.Equal(1, await EffectsAsync());
+        var recordedAgain = await RecordInboxAsync([claimed[1]]);
+        Assert.Equal([false], recordedAgain);
+    }
+
+    [Fact]
     public async Task The_next_items_are_claimed_in_the_same_commit()
     {
         var claimed = await EnqueueAndClaimAsync(6, 3);
@@ -230,6 +271,20 @@ public sealed class GroupCommitterTests : IAsyncDisposable
         return claimed;
     }
 
+    /// <summary>Records <paramref name="messages"/> in the work queue's inbox, committed: whether each was new.</summary>
+    async Task<bool[]> RecordInboxAsync(IReadOnlyList<QueuedMessage> messages)
+    {
+        await using var transaction = await _store.BeginAsync(CancellationToken.None);
+        var recorded = new bool[messages.Count];
+        for (var i = 0; i < messages.Count; i++)
+        {
+            recorded[i] = await transaction.TryRecordInboxAsync(Work, messages[i].Envelope, CancellationToken.None);
+        }
+
+        await transaction.CommitAsync(CancellationToken.None);
+        return recorded;
+    }
+
     Envelope NewEnvelope() => new() { MessageId = Guid.NewGuid(), MessageType = "test.work@1", SentAt = _time.GetUtcNow(), Body = "{}"u8.ToArray() };
 
     /// <summary>The work queue's messages not yet done: (ready now, in flight or scheduled).</summary>
@@ -271,12 +326,27 @@ public sealed class GroupCommitterTests : IAsyncDisposable
             return [];
         }
 
-        public ValueTask<bool?[]?> RecordInboxAsync(IStoreTransaction transaction, IReadOnlyList<Item> group, CancellationToken cancellationToken) =>
-            ValueTask.FromResult<bool?[]?>(null);
+        /// <summary>Records the work queue's inbox entries as a consumer does: the group's in one call, or each item its own.</summary>
+        public bool RecordsInbox { get; init; }
+
+        /// <summary>What each applied item was told of its inbox entry (<c>null</c>: its own to record).</summary>
+        public List<bool?> RecordedAhead { get; } = [];
+
+        public async ValueTask<bool?[]?> RecordInboxAsync(IStoreTransaction transaction, IReadOnlyList<Item> group, CancellationToken cancellationToken) =>
+            RecordsInbox ? await QueueOutcomes.RecordInboxOfAsync(transaction, Work, group.Count, i => group[i].Message.Envelope, cancellationToken) : null;
 
         public async ValueTask<HandlingOutcome?> ApplyAsync(IStoreTransaction transaction, Item item, List<Guid> scratch, bool? recordedInbox, List<QueuedMessage>? completions, CancellationToken cancellationToken)
         {
             Applies++;
+            if (RecordsInbox)
+            {
+                RecordedAhead.Add(recordedInbox);
+                if (!(recordedInbox ?? await transaction.TryRecordInboxAsync(Work, item.Message.Envelope, cancellationToken)))
+                {
+                    return await transaction.CompleteAsync(item.Message, cancellationToken) ? HandlingOutcome.Duplicate : null;
+                }
+            }
+
             await transaction.EnqueueAsync(new OutgoingMessage(Effects, item.Message.Envelope), cancellationToken);
             if (item.Fails)
             {

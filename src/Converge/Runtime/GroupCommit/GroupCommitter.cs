@@ -123,10 +123,10 @@ internal sealed class GroupCommitter(IMessageStore store, string queue, Converge
         var transaction = begun ?? await store.BeginAsync(cancellationToken);
         try
         {
-            // Optimistically, the group's inbox records and its removals from the queue are one statement each
-            // (a store that pays a round trip per statement spends most of a no-op item's commit on those two). An
-            // isolated replay removes each item on its own, so one lost lease costs only that item.
-            bool?[]? recordedInbox = null;
+            // The group's inbox records and its removals from the queue are one statement each (a store that pays a
+            // round trip per statement spends most of a no-op item's commit on those two). An isolated replay removes
+            // each item on its own, so one lost lease costs only that item.
+            bool?[]? recordedInbox;
             var completions = retryable || !writer.Replayable ? new List<QueuedMessage>(group.Count) : null;
             if (retryable)
             {
@@ -138,6 +138,12 @@ internal sealed class GroupCommitter(IMessageStore store, string queue, Converge
                 {
                     return false;
                 }
+            }
+            else
+            {
+                recordedInbox = StoreContracts.Find<IInboxRemovalTransaction>(transaction) is not null
+                    ? await RecordInboxAheadAsync(writer, transaction, group, cancellationToken)
+                    : null;
             }
 
             for (var i = 0; i < group.Count; i++)
@@ -163,7 +169,7 @@ internal sealed class GroupCommitter(IMessageStore store, string queue, Converge
                 }
                 else
                 {
-                    outcomes[i] = await ApplyIsolatedAsync(writer, transaction, item, scratch, completions, cancellationToken);
+                    outcomes[i] = await ApplyIsolatedAsync(writer, transaction, group, i, scratch, recordedInbox, completions, cancellationToken);
                 }
 
                 writer.Applied(item);
@@ -231,20 +237,50 @@ internal sealed class GroupCommitter(IMessageStore store, string queue, Converge
     }
 
     /// <summary>
-    /// Applies one item under a savepoint of its own, so its failure undoes only its writes. The savepoint may go with
-    /// the item's first statement (<see cref="IStoreTransaction.SavepointBeforeNextAsync"/>): a writer flushes before
-    /// anything else uses the transaction.
+    /// Records the inbox entries of an isolated group in one statement before its first item, under a savepoint of its
+    /// own, on a store that can take an entry back (<see cref="IInboxRemovalTransaction"/>): they stand outside the
+    /// items' savepoints, so an item whose writes are undone forgets its entry (<see cref="ApplyIsolatedAsync"/>). On
+    /// PostgreSQL that saves each item a round trip. When the statement fails, nothing is lost: each item records its
+    /// own entry under its savepoint instead, and a failure there is that item's.
     /// </summary>
-    static async ValueTask<HandlingOutcome?> ApplyIsolatedAsync<TItem, TScratch>(IOutcomeWriter<TItem, TScratch> writer, IStoreTransaction transaction, TItem item, TScratch scratch, List<QueuedMessage>? completions, CancellationToken cancellationToken)
+    /// <returns>Item i's entry was new, was there already, or (<c>null</c>) is the item's to record.</returns>
+    async ValueTask<bool?[]?> RecordInboxAheadAsync<TItem, TScratch>(IOutcomeWriter<TItem, TScratch> writer, IStoreTransaction transaction, IReadOnlyList<TItem> group, CancellationToken cancellationToken)
     {
+        await transaction.SavepointBeforeNextAsync(cancellationToken);
+        try
+        {
+            var recorded = await writer.RecordInboxAsync(transaction, group, cancellationToken);
+            await transaction.ReleaseSavepointAsync(cancellationToken);
+            return recorded;
+        }
+        catch (Exception exception) when (exception is not OperationCanceledException)
+        {
+            await transaction.RollbackToSavepointAsync(cancellationToken);
+            Log.InboxAheadFailed(logger, exception, queue, group.Count);
+            return null;
+        }
+    }
+
+    /// <summary>
+    /// Applies item <paramref name="index"/> of <paramref name="group"/> under a savepoint of its own, so its failure
+    /// undoes only its writes. The savepoint may go with the item's first statement
+    /// (<see cref="IStoreTransaction.SavepointBeforeNextAsync"/>): a writer flushes before anything else uses the
+    /// transaction. <paramref name="recordedInbox"/> holds what the group's statement recorded before the items'
+    /// savepoints (<c>null</c> when it did not run): undoing an item whose entry it made new forgets the entry too, or a
+    /// later delivery would be taken for a duplicate.
+    /// </summary>
+    async ValueTask<HandlingOutcome?> ApplyIsolatedAsync<TItem, TScratch>(IOutcomeWriter<TItem, TScratch> writer, IStoreTransaction transaction, IReadOnlyList<TItem> group, int index, TScratch scratch, bool?[]? recordedInbox, List<QueuedMessage>? completions, CancellationToken cancellationToken)
+    {
+        var item = group[index];
         await transaction.SavepointBeforeNextAsync(cancellationToken);
         HandlingOutcome? outcome;
         try
         {
-            outcome = await writer.ApplyAsync(transaction, item, scratch, null, completions, cancellationToken);
+            outcome = await writer.ApplyAsync(transaction, item, scratch, recordedInbox?[index], completions, cancellationToken);
             if (outcome is null)
             {
                 await transaction.RollbackToSavepointAsync(cancellationToken);
+                await ForgetInboxAsync(writer, transaction, group, index, recordedInbox, cancellationToken);
             }
             else
             {
@@ -255,12 +291,36 @@ internal sealed class GroupCommitter(IMessageStore store, string queue, Converge
         {
             // Its handler, or its recorded effects, failed (a constraint, a bad statement): that is the item failing.
             await transaction.RollbackToSavepointAsync(cancellationToken);
+            await ForgetInboxAsync(writer, transaction, group, index, recordedInbox, cancellationToken);
             await transaction.SavepointBeforeNextAsync(cancellationToken);
             outcome = await writer.ApplyFailedAsync(transaction, item, exception, scratch, cancellationToken);
             await transaction.ReleaseSavepointAsync(cancellationToken);
         }
 
         return outcome;
+    }
+
+    /// <summary>
+    /// Takes back the inbox entry that the group's statement made for item <paramref name="index"/>, when it made one.
+    /// A later copy of the same message in the group was told the entry existed because this item made it: it records
+    /// its own under its savepoint instead, so it is handled rather than dropped as a duplicate.
+    /// </summary>
+    async ValueTask ForgetInboxAsync<TItem, TScratch>(IOutcomeWriter<TItem, TScratch> writer, IStoreTransaction transaction, IReadOnlyList<TItem> group, int index, bool?[]? recordedInbox, CancellationToken cancellationToken)
+    {
+        if (recordedInbox?[index] != true)
+        {
+            return;
+        }
+
+        var messageId = writer.MessageOf(group[index]).Envelope.MessageId;
+        await StoreContracts.Require<IInboxRemovalTransaction>(transaction, "Inbox entries recorded ahead").ForgetInboxAsync(queue, messageId, cancellationToken);
+        for (var later = index + 1; later < group.Count; later++)
+        {
+            if (recordedInbox[later] == false && writer.MessageOf(group[later]).Envelope.MessageId == messageId)
+            {
+                recordedInbox[later] = null;
+            }
+        }
     }
 
     /// <summary>

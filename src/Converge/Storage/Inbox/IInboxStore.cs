@@ -37,3 +37,19 @@ public interface IInboxTransaction
         return recorded;
     }
 }
+
+/// <summary>
+/// Optional: taking an inbox record back inside a transaction. With it, a consumer that gives each message of a batch a
+/// savepoint of its own still records the batch's inbox entries in one statement before the handlers run, and forgets
+/// the entry of a message whose handling it undoes; without it, each message records its entry under its savepoint
+/// (a statement per message).
+/// </summary>
+public interface IInboxRemovalTransaction
+{
+    /// <summary>
+    /// Removes the record that <paramref name="consumer"/> handled message <paramref name="messageId"/>, in this
+    /// transaction, so the message is new again when the transaction commits; <c>false</c> when there was none. Other
+    /// consumers' records of the message stay.
+    /// </summary>
+    ValueTask<bool> ForgetInboxAsync(string consumer, Guid messageId, CancellationToken cancellationToken);
+}
