@@ -35,6 +35,10 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IInboxRemo
     bool _releaseHeld;
     bool _savepointHeld;
 
+    // Statements made for their effect alone (WriteAsync), held back to go in one round trip with the held sends and
+    // savepoint statements before whatever statement comes next (in Converge's own transaction only).
+    List<NpgsqlBatchCommand>? _pendingWrites;
+
     PostgreSqlStoreTransaction(PostgreSqlMessageStore store, NpgsqlConnection connection, NpgsqlTransaction transaction, bool owned)
     {
         _store = store;
@@ -195,8 +199,60 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IInboxRemo
     /// <summary>Writes the held sends; every other statement of the transaction runs after this, so it sees them.</summary>
     ValueTask FlushAsync(CancellationToken cancellationToken) => FlushAsync(null, cancellationToken);
 
-    /// <summary>Writes the held sends, with <paramref name="notifications"/> in the same round trip.</summary>
+    /// <summary>
+    /// Writes the held sends, then the held writes, with <paramref name="notifications"/> in the same round trip as the
+    /// last of them.
+    /// </summary>
     async ValueTask FlushAsync(IReadOnlyList<string>? notifications, CancellationToken cancellationToken)
+    {
+        if (_pendingWrites is { Count: > 0 } writes)
+        {
+            await FlushEnqueuesAsync(null, cancellationToken);
+            _pendingWrites = null;
+            await SendWritesAsync(writes, notifications, cancellationToken);
+            return;
+        }
+
+        await FlushEnqueuesAsync(notifications, cancellationToken);
+    }
+
+    /// <summary>
+    /// Sends <paramref name="writes"/> in one round trip: after the held savepoint statements, which go first as they
+    /// would with any statement, and before <paramref name="notifications"/>.
+    /// </summary>
+    async ValueTask SendWritesAsync(List<NpgsqlBatchCommand> writes, IReadOnlyList<string>? notifications, CancellationToken cancellationToken)
+    {
+        await using var batch = new NpgsqlBatch(_connection, _transaction);
+        var (release, savepoint) = (_releaseHeld, _savepointHeld);
+        (_releaseHeld, _savepointHeld) = (false, false);
+        if (release)
+        {
+            batch.BatchCommands.Add(new NpgsqlBatchCommand(PostgreSqlSchema.ReleaseSavepoint));
+        }
+
+        if (savepoint)
+        {
+            batch.BatchCommands.Add(new NpgsqlBatchCommand(PostgreSqlSchema.Savepoint));
+        }
+
+        foreach (var write in writes)
+        {
+            batch.BatchCommands.Add(write);
+        }
+
+        if (notifications is { Count: > 0 })
+        {
+            var notify = new NpgsqlBatchCommand(PostgreSqlMessageStore.NotifySql);
+            notify.Parameters.AddWithValue("channel", Sql.Channel);
+            notify.Parameters.AddWithValue("payloads", notifications.ToArray());
+            batch.BatchCommands.Add(notify);
+        }
+
+        await batch.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <summary>Writes the held sends, with <paramref name="notifications"/> in the same round trip.</summary>
+    async ValueTask FlushEnqueuesAsync(IReadOnlyList<string>? notifications, CancellationToken cancellationToken)
     {
         if (_pendingEnqueues is not { Count: > 0 } pending)
         {
@@ -511,6 +567,34 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IInboxRemo
 
         return await ExecuteAsync(command, cancellationToken);
     }
+
+    /// <remarks>
+    /// In Converge's own transaction the statement is held until the next statement, <see cref="FlushWritesAsync"/> or
+    /// the commit, and goes with the other held writes in one round trip. A statement holding several (a <c>;</c>) is
+    /// run at once: one command of a batch is one statement.
+    /// </remarks>
+    public async ValueTask WriteAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(sql);
+        ArgumentNullException.ThrowIfNull(parameters);
+        ObjectDisposedException.ThrowIf(_finished, this);
+        if (!_owned || sql.Contains(';', StringComparison.Ordinal))
+        {
+            await ExecuteAsync(sql, parameters, cancellationToken);
+            return;
+        }
+
+        var write = new NpgsqlBatchCommand(sql);
+        foreach (var (name, value) in parameters)
+        {
+            write.Parameters.AddWithValue(name, value ?? DBNull.Value);
+        }
+
+        (_pendingWrites ??= []).Add(write);
+    }
+
+    public ValueTask FlushWritesAsync(CancellationToken cancellationToken) =>
+        _pendingWrites is { Count: > 0 } ? FlushAsync(cancellationToken) : ValueTask.CompletedTask;
 
     public async ValueTask<Guid?> TryReserveUniqueKeyAsync(string key, Guid jobId, DateTimeOffset expiresAt, CancellationToken cancellationToken)
     {
@@ -863,7 +947,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IInboxRemo
     }
 
     /// <summary>A held savepoint with nothing written after it: ending it needs no statement.</summary>
-    bool HeldSavepointUnused => _savepointHeld && _pendingEnqueues is not { Count: > 0 };
+    bool HeldSavepointUnused => _savepointHeld && _pendingEnqueues is not { Count: > 0 } && _pendingWrites is not { Count: > 0 };
 
     void MarkSavepoint()
     {
@@ -890,6 +974,8 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IInboxRemo
 
     public async ValueTask RollbackToSavepointAsync(CancellationToken cancellationToken)
     {
+        // Writes are held only after the savepoint (making it sends what was held before): undone, they need not be sent.
+        _pendingWrites = null;
         if (HeldSavepointUnused)
         {
             // Never sent, and nothing written since: there is nothing to undo on the server.

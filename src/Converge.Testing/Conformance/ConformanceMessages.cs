@@ -38,6 +38,36 @@ public sealed class ConformanceCommandHandler : IHandler<ConformanceCommand>
     }
 }
 
+/// <summary>A command whose handler records its effect as a statement (<see cref="MessageContext.Execute"/>).</summary>
+/// <param name="Key">Written to the effect row.</param>
+/// <param name="Breaks">Record a statement that breaks the effect table's NOT NULL constraint instead.</param>
+public sealed record RecordedCommand(string Key, bool Breaks = false);
+
+/// <summary>Records one effect row as a statement that runs when it returns (or, told to, one that fails there).</summary>
+public sealed class RecordedCommandHandler : IHandler<RecordedCommand>
+{
+    /// <inheritdoc />
+    public Task HandleAsync(RecordedCommand message, MessageContext context, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(message);
+        ArgumentNullException.ThrowIfNull(context);
+        if (message.Breaks)
+        {
+            context.Execute("INSERT INTO conformance_effects (message_id, item_key) VALUES (@id, @key)", ("@id", context.MessageId.ToString("N")), ("@key", message.Key));
+        }
+        else
+        {
+            context.Execute(
+                "INSERT INTO conformance_effects (message_id, consumer, item_key) VALUES (@id, @consumer, @key)",
+                ("@id", context.MessageId.ToString("N")),
+                ("@consumer", context.Queue),
+                ("@key", message.Key));
+        }
+
+        return Task.CompletedTask;
+    }
+}
+
 /// <summary>Writes one effect row per event in the consumer group's transaction.</summary>
 public sealed class ConformanceEventHandler : IHandler<ConformanceEvent>
 {

@@ -307,6 +307,127 @@ public abstract class DatabaseConformanceTests : StoreConformanceBase
         Assert.Equal(1, await CountEffectsAsync(host));
     }
 
+    /// <summary>
+    /// Statements written for their effect alone (<see cref="IDatabaseTransaction.WriteAsync"/>) run in the order made,
+    /// before the transaction's next statement sees the table; a rollback to a savepoint undoes those written since it;
+    /// one that fails raises its error by the release of the savepoint it was written under, or by
+    /// <see cref="IDatabaseTransaction.FlushWritesAsync"/>, at the latest.
+    /// </summary>
+    [Fact]
+    public async Task Writes_run_in_order_go_with_their_savepoint_and_fail_by_the_flush_at_the_latest()
+    {
+        await using var host = await StartAsync(configure: o => o.RunConsumers = false);
+        const string insert = "INSERT INTO conformance_effects (message_id, consumer, item_key) VALUES (@id, @consumer, @key)";
+        const string breaks = "INSERT INTO conformance_effects (message_id) VALUES (@id)";
+        var id = Guid.NewGuid().ToString("N");
+        KeyValuePair<string, object?>[] Row(string key) => [new("@id", id), new("@consumer", "writes"), new("@key", key)];
+
+        int seen;
+        await using (var transaction = await host.Store.BeginAsync(CancellationToken.None))
+        {
+            var database = transaction.Database();
+            await database.WriteAsync(insert, Row("first"), CancellationToken.None);
+            seen = await database.ExecuteAsync("UPDATE conformance_effects SET item_key = 'first-seen' WHERE consumer = 'writes' AND item_key = 'first'", [], CancellationToken.None);
+            await transaction.SavepointBeforeNextAsync(CancellationToken.None);
+            await database.WriteAsync(insert, Row("undone"), CancellationToken.None);
+            await transaction.RollbackToSavepointAsync(CancellationToken.None);
+            await transaction.SavepointBeforeNextAsync(CancellationToken.None);
+            await database.WriteAsync(insert, Row("kept"), CancellationToken.None);
+            await transaction.ReleaseSavepointAsync(CancellationToken.None);
+
+            // A write that fails under a savepoint fails by the savepoint's release; rolled back to it, the transaction goes on.
+            await transaction.SavepointBeforeNextAsync(CancellationToken.None);
+            await database.WriteAsync(insert, Row("before-the-failed"), CancellationToken.None);
+            await Assert.ThrowsAnyAsync<DbException>(async () =>
+            {
+                await database.WriteAsync(breaks, [new("@id", id)], CancellationToken.None);
+                await transaction.ReleaseSavepointAsync(CancellationToken.None);
+            });
+            await transaction.RollbackToSavepointAsync(CancellationToken.None);
+            await database.WriteAsync(insert, Row("last"), CancellationToken.None);
+            await transaction.CommitAsync(CancellationToken.None);
+        }
+
+        await using (var transaction = await host.Store.BeginAsync(CancellationToken.None))
+        {
+            var database = transaction.Database();
+            await database.WriteAsync(insert, Row("with-the-failed"), CancellationToken.None);
+            await Assert.ThrowsAnyAsync<DbException>(async () =>
+            {
+                await database.WriteAsync(breaks, [new("@id", id)], CancellationToken.None);
+                await database.FlushWritesAsync(CancellationToken.None);
+            });
+        }
+
+        await using var connection = await OpenConnectionAsync(host.Store);
+        await using var read = connection.CreateCommand();
+        read.CommandText = "SELECT item_key FROM conformance_effects WHERE consumer = 'writes' ORDER BY item_key";
+        var keys = new List<string>();
+        await using (var reader = await read.ExecuteReaderAsync())
+        {
+            while (await reader.ReadAsync())
+            {
+                keys.Add(reader.GetString(0));
+            }
+        }
+
+        Assert.Equal(1, seen);
+        Assert.Equal(["first-seen", "kept", "last"], keys);
+    }
+
+    /// <summary>
+    /// A statement a handler records (<see cref="MessageContext.Execute"/>) commits with its message and only then; one
+    /// that fails (a constraint) fails its own message, as the handler throwing would, and the other messages of its
+    /// batch commit their statements once, whatever the queue's isolation.
+    /// </summary>
+    [Theory]
+    [InlineData(BatchIsolation.PerMessage)]
+    [InlineData(BatchIsolation.OnFailure)]
+    public async Task A_recorded_statement_that_fails_fails_only_its_message(BatchIsolation isolation)
+    {
+        await using var host = await StartAsync(configure: o =>
+        {
+            o.Messages.Register<RecordedCommand>("conformance.recorded-command");
+            o.Handle<RecordedCommand, RecordedCommandHandler>("recorded");
+            o.Queue("recorded", q => q.Isolation = isolation);
+        });
+        var keys = Enumerable.Range(0, 6).Select(i => $"recorded-{isolation}-{i}").ToList();
+        await using (var connection = await OpenConnectionAsync(host.Store))
+        await using (var transaction = await connection.BeginTransactionAsync())
+        {
+            // One transaction, so the consumer finds them together: one batch as a rule.
+            foreach (var key in keys)
+            {
+                await host.Bus.SendAsync(new RecordedCommand(key, Breaks: key.EndsWith("-3", StringComparison.Ordinal)), transaction);
+            }
+
+            await transaction.CommitAsync();
+        }
+
+        IReadOnlyList<DeadLetter> letters = [];
+        long effects = 0;
+        await Eventually.UntilAsync(
+            async () =>
+            {
+                letters = await host.Store.Queries().ListDeadLettersAsync("recorded", 10, CancellationToken.None);
+                effects = 0;
+                foreach (var key in keys)
+                {
+                    effects += await CountEffectsAsync(host, key);
+                }
+
+                return letters.Count > 0 && effects >= keys.Count - 1 && (await host.Store.Queries().GetStatusAsync(CancellationToken.None)).Queues.All(q => q.Queue != "recorded" || q.Ready + q.InFlight + q.Scheduled == 0);
+            },
+            () => $"the batch to be handled: {letters.Count} dead letters, {effects} effects");
+
+        var letter = Assert.Single(letters);
+        Assert.Equal((DeadLetterReasons.PermanentFailure, 1), (letter.Reason, letter.Attempts));
+        foreach (var key in keys)
+        {
+            Assert.Equal(key.EndsWith("-3", StringComparison.Ordinal) ? 0 : 1, await CountEffectsAsync(host, key));
+        }
+    }
+
     static void AddParameter(DbCommand command, string name, object value)
     {
         var parameter = command.CreateParameter();

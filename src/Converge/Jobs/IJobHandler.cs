@@ -100,14 +100,17 @@ public sealed class JobContext
 
     /// <summary>
     /// Records <paramref name="sql"/> to run in the transaction that completes this job: it takes effect exactly
-    /// once, when the job succeeds, and never when it fails. Parameters are (name, value) pairs (<c>@name</c>).
+    /// once, when the job succeeds, and never when it fails. Parameters are (name, value) pairs (<c>@name</c>). The
+    /// statements of the jobs completed together run in the order recorded; PostgreSQL sends them in one round trip
+    /// (<see cref="Storage.IDatabaseTransaction.WriteAsync"/>), so one that fails (a constraint) fails its job when the
+    /// group is written again job by job.
     /// </summary>
     public void Execute(string sql, params (string Name, object? Value)[] parameters)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(sql);
         ArgumentNullException.ThrowIfNull(parameters);
         var pairs = parameters.Select(p => new KeyValuePair<string, object?>(p.Name, p.Value)).ToArray();
-        Effects.Add((transaction, ct) => Discard(transaction.Database().ExecuteAsync(sql, pairs, ct)));
+        Effects.Add((transaction, ct) => transaction.Database().WriteAsync(sql, pairs, ct));
     }
 
     /// <summary>

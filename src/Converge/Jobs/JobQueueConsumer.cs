@@ -512,8 +512,8 @@ internal sealed class JobQueueConsumer
                     return HandlingOutcome.Duplicate;
                 }
 
-                // Effects may use the transaction's connection themselves: whatever the store held back goes first.
-                await transaction.FlushAsync(cancellationToken);
+                // Every effect writes through the store's transaction (none uses its connection directly), so what the
+                // store held back (sends, writes, a savepoint) may stay held and go with the group's next statement.
                 foreach (var effect in item.Context!.Effects)
                 {
                     await effect(transaction, cancellationToken);

@@ -207,6 +207,8 @@ internal sealed class ConsumerGroupRunner
                     await handler.Invoker.InvokeAsync(scope.ServiceProvider, body, context, abort);
                 }
 
+                await context.WriteRecordedAsync(abort);
+
                 await transaction.ReleaseSavepointAsync(abort);
                 position = logEvent.Position;
                 failedAttempts = 0;

@@ -9,6 +9,7 @@ public sealed class MessageContext
 {
     readonly MessageBus _bus;
     readonly IStoreTransaction _transaction;
+    List<(string Sql, KeyValuePair<string, object?>[] Parameters)>? _writes;
 
     internal MessageContext(MessageBus bus, IStoreTransaction transaction, Envelope envelope, string? queue, string? group, int attempt, IServiceProvider services)
     {
@@ -80,6 +81,43 @@ public sealed class MessageContext
         }
 
         return _transaction.Database().ExecuteAsync(sql, pairs, cancellationToken);
+    }
+
+    /// <summary>
+    /// Records <paramref name="sql"/> to run in the message's transaction when the handler returns, after its own
+    /// statements, for its effect alone (nobody reads the rows affected). It commits exactly when the message is
+    /// acknowledged, and never runs when the handler throws. Statements recorded by the handlers of a batch run in the
+    /// order recorded, and PostgreSQL may send them together in one round trip
+    /// (<see cref="IDatabaseTransaction.WriteAsync"/>): one that fails (a constraint) fails its message as the handler
+    /// throwing would. Parameters are (name, value) pairs (<c>@name</c> works on every store).
+    /// </summary>
+    public void Execute(string sql, params (string Name, object? Value)[] parameters)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(sql);
+        ArgumentNullException.ThrowIfNull(parameters);
+        var pairs = new KeyValuePair<string, object?>[parameters.Length];
+        for (var i = 0; i < parameters.Length; i++)
+        {
+            pairs[i] = new KeyValuePair<string, object?>(parameters[i].Name, parameters[i].Value);
+        }
+
+        (_writes ??= []).Add((sql, pairs));
+    }
+
+    /// <summary>Runs the statements the handler recorded with <see cref="Execute"/>; the consumer calls it when the handler returned.</summary>
+    internal async ValueTask WriteRecordedAsync(CancellationToken cancellationToken)
+    {
+        if (_writes is not { } writes)
+        {
+            return;
+        }
+
+        _writes = null;
+        var database = _transaction.Database();
+        foreach (var (sql, parameters) in writes)
+        {
+            await database.WriteAsync(sql, parameters, cancellationToken);
+        }
     }
 
     /// <summary>Sends a message in this handler's transaction; it carries this message's correlation id and is caused by it.</summary>

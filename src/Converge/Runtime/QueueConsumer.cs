@@ -625,6 +625,7 @@ internal sealed class QueueConsumer
                     }
 
                     await handling;
+                    await context.WriteRecordedAsync(abort);
                 }
                 finally
                 {

@@ -196,6 +196,21 @@ internal sealed class GroupCommitter(IMessageStore store, string queue, Converge
                 }
             }
 
+            // Writes the store held back went with the removals when those were a statement; otherwise (none, or a
+            // broker's acknowledgements after the commit) they are sent here, where a failure is still the group's to
+            // replay rather than its commit's.
+            if (retryable && StoreContracts.Find<IDatabaseTransaction>(transaction) is { } database)
+            {
+                try
+                {
+                    await database.FlushWritesAsync(cancellationToken);
+                }
+                catch (Exception exception) when (exception is not OperationCanceledException)
+                {
+                    return false;
+                }
+            }
+
             // The slots these items held free up with this commit: fill them in the same transaction, in a savepoint
             // of its own: a claim that fails must not undo the outcomes it rides with.
             IReadOnlyList<QueuedMessage> next = [];
@@ -272,6 +287,7 @@ internal sealed class GroupCommitter(IMessageStore store, string queue, Converge
     async ValueTask<HandlingOutcome?> ApplyIsolatedAsync<TItem, TScratch>(IOutcomeWriter<TItem, TScratch> writer, IStoreTransaction transaction, IReadOnlyList<TItem> group, int index, TScratch scratch, bool?[]? recordedInbox, List<QueuedMessage>? completions, CancellationToken cancellationToken)
     {
         var item = group[index];
+        var completing = completions?.Count ?? 0;
         await transaction.SavepointBeforeNextAsync(cancellationToken);
         HandlingOutcome? outcome;
         try
@@ -284,12 +300,15 @@ internal sealed class GroupCommitter(IMessageStore store, string queue, Converge
             }
             else
             {
+                // A store that held the item's writes sends them here at the latest, so their failure is still the item's.
                 await transaction.ReleaseSavepointAsync(cancellationToken);
             }
         }
         catch (Exception exception) when (writer.FailsAlone(item, exception))
         {
-            // Its handler, or its recorded effects, failed (a constraint, a bad statement): that is the item failing.
+            // Its handler, or its recorded effects, failed (a constraint, a bad statement): that is the item failing. A
+            // removal it asked for goes with the rest of its writes.
+            completions?.RemoveRange(completing, completions.Count - completing);
             await transaction.RollbackToSavepointAsync(cancellationToken);
             await ForgetInboxAsync(writer, transaction, group, index, recordedInbox, cancellationToken);
             await transaction.SavepointBeforeNextAsync(cancellationToken);

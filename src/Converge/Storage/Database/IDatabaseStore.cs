@@ -59,4 +59,22 @@ public interface IDatabaseTransaction
     /// small writes much cheaper than a new command each time.
     /// </summary>
     ValueTask<int> ExecuteAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Runs <paramref name="sql"/> in this transaction for its effect alone: nobody reads what it returns. A store may
+    /// hold it back and send it with the statements that follow (PostgreSQL sends everything it held in one round
+    /// trip), so an error it raises (a constraint it breaks) may surface at a later call on this transaction: at the
+    /// release of the savepoint it was written under (<see cref="IStoreTransaction.ReleaseSavepointAsync"/>) or at
+    /// <see cref="FlushWritesAsync"/> at the latest, and otherwise at the next statement or the commit. Writes run in the
+    /// order they were made, after the transaction's held sends; a rollback to a savepoint drops the writes held since.
+    /// Default: <see cref="ExecuteAsync"/> at once.
+    /// </summary>
+    async ValueTask WriteAsync(string sql, IReadOnlyList<KeyValuePair<string, object?>> parameters, CancellationToken cancellationToken) =>
+        await ExecuteAsync(sql, parameters, cancellationToken);
+
+    /// <summary>
+    /// Sends the writes <see cref="WriteAsync"/> held back, so that their errors surface here; does nothing (and sends
+    /// nothing, not even a held savepoint) when none is held. Default: nothing is ever held.
+    /// </summary>
+    ValueTask FlushWritesAsync(CancellationToken cancellationToken) => ValueTask.CompletedTask;
 }
