@@ -94,6 +94,7 @@ for round in $(seq 1 "$runs"); do
   ours pg_jobs "$round" bench jobs --count "$pg" --warmup $((pg / 5)) --postgres "$postgres"
   BATCHED=1 peer graphile "$round" graphile "$graphile" 24
   ours pg_messages "$round" bench messages --count "$pg" --warmup $((pg / 5)) --postgres "$postgres"
+  ours pg_messages_fast "$round" bench messages --count "$pg" --warmup $((pg / 5)) --postgres "$postgres" --isolation on-failure
   ours pg_messages_4 "$round" bench messages --count "$pg" --warmup $((pg / 5)) --postgres "$postgres" --concurrency 4 --isolation on-failure
   peer wolverine_postgres "$round" wolverine postgres "$wolverine"
   ours pg_rabbitmq "$round" bench messages --count "$pg" --warmup $((pg / 5)) --postgres "$postgres" --rabbitmq "$rabbitmq"

@@ -74,7 +74,7 @@ def peak(reports):
     return f"{n(max(values))} MB" if values and None not in values else "?"
 
 
-benches = {name: ours(name) for name in ["messages", "sagas", "sagas_fast", "jobs", "pg_jobs", "pg_messages", "pg_messages_4", "pg_rabbitmq", "pg_rabbitmq_fast", "latency", "month_close", "month_close_pg"]}
+benches = {name: ours(name) for name in ["messages", "sagas", "sagas_fast", "jobs", "pg_jobs", "pg_messages", "pg_messages_fast", "pg_messages_4", "pg_rabbitmq", "pg_rabbitmq_fast", "latency", "month_close", "month_close_pg"]}
 peers = {name: peer(name) for name in ["masstransit", "wolverine_sqlite", "masstransit_saga", "sidekiq", "graphile", "wolverine_postgres", "mt_rabbitmq", "rabbitmq_raw"]}
 
 rows = []
@@ -101,6 +101,7 @@ compare("same, isolated on failure only (`--isolation on-failure`)", "sagas_fast
 compare("SQLite no-op jobs", "jobs", "jobs_per_second", "job", "sidekiq", "Sidekiq on Redis, no persistence", 10.0)
 compare("PostgreSQL no-op jobs", "pg_jobs", "jobs_per_second", "job", "graphile", "graphile-worker batched", 1.5)
 compare("PostgreSQL messages, one consumer", "pg_messages", "per_second", "msg", "wolverine_postgres", "Wolverine durable on PostgreSQL", 5.0, 20000)
+compare("same, one consumer isolated on failure only (`--isolation on-failure`)", "pg_messages_fast", "per_second", "msg", "wolverine_postgres", "Wolverine durable on PostgreSQL", 5.0, 20000)
 compare("same, 4 consumers isolated on failure only (`--concurrency 4 --isolation on-failure`)", "pg_messages_4", "per_second", "msg", "wolverine_postgres", "Wolverine durable on PostgreSQL", 5.0, 20000)
 compare("PostgreSQL + RabbitMQ messages", "pg_rabbitmq", "per_second", "msg", "mt_rabbitmq", "MassTransit 8 on RabbitMQ (quorum, confirms)", 2.0)
 compare("same, isolated on failure only (`--isolation on-failure`)", "pg_rabbitmq_fast", "per_second", "msg", "mt_rabbitmq", "MassTransit 8 on RabbitMQ (quorum, confirms)", 2.0)
