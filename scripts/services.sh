@@ -194,7 +194,9 @@ pg_start() {
 listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$sock'
-max_connections = 300
+# The test projects run in parallel, and several start worker processes whose pools (up to 200 connections each,
+# as CONVERGE_TEST_POSTGRES says) grow with their jobs' concurrency; at 300 a run of the suites hit "too many clients".
+max_connections = 1000
 shared_buffers = 256MB
 fsync = on
 synchronous_commit = on
