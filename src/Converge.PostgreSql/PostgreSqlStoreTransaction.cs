@@ -70,12 +70,14 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IInboxRemo
     /// <summary>The held savepoint statements, to run before the next one; nothing is held after this.</summary>
     string TakeHeld()
     {
-        if (!_releaseHeld && !_savepointHeld)
-        {
-            return "";
-        }
+        var (release, savepoint) = TakeHeldFlags();
+        return (release ? PostgreSqlSchema.ReleaseSavepoint + "; " : "") + (savepoint ? PostgreSqlSchema.Savepoint + "; " : "");
+    }
 
-        var held = (_releaseHeld ? PostgreSqlSchema.ReleaseSavepoint + "; " : "") + (_savepointHeld ? PostgreSqlSchema.Savepoint + "; " : "");
+    /// <summary>Which savepoint statements are held (a release, then a savepoint); nothing is held after this.</summary>
+    (bool Release, bool Savepoint) TakeHeldFlags()
+    {
+        var held = (_releaseHeld, _savepointHeld);
         (_releaseHeld, _savepointHeld) = (false, false);
         return held;
     }
@@ -223,8 +225,7 @@ internal sealed class PostgreSqlStoreTransaction : IStoreTransaction, IInboxRemo
     async ValueTask SendWritesAsync(List<NpgsqlBatchCommand> writes, IReadOnlyList<string>? notifications, CancellationToken cancellationToken)
     {
         await using var batch = new NpgsqlBatch(_connection, _transaction);
-        var (release, savepoint) = (_releaseHeld, _savepointHeld);
-        (_releaseHeld, _savepointHeld) = (false, false);
+        var (release, savepoint) = TakeHeldFlags();
         if (release)
         {
             batch.BatchCommands.Add(new NpgsqlBatchCommand(PostgreSqlSchema.ReleaseSavepoint));

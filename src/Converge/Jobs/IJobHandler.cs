@@ -108,8 +108,7 @@ public sealed class JobContext
     public void Execute(string sql, params (string Name, object? Value)[] parameters)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(sql);
-        ArgumentNullException.ThrowIfNull(parameters);
-        var pairs = parameters.Select(p => new KeyValuePair<string, object?>(p.Name, p.Value)).ToArray();
+        var pairs = StatementParameters.From(parameters);
         Effects.Add((transaction, ct) => transaction.Database().WriteAsync(sql, pairs, ct));
     }
 

@@ -73,14 +73,7 @@ public sealed class MessageContext
     /// <inheritdoc cref="ExecuteAsync(string, ValueTuple{string, object}[])"/>
     public ValueTask<int> ExecuteAsync(string sql, (string Name, object? Value)[] parameters, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(parameters);
-        var pairs = new KeyValuePair<string, object?>[parameters.Length];
-        for (var i = 0; i < parameters.Length; i++)
-        {
-            pairs[i] = new KeyValuePair<string, object?>(parameters[i].Name, parameters[i].Value);
-        }
-
-        return _transaction.Database().ExecuteAsync(sql, pairs, cancellationToken);
+        return _transaction.Database().ExecuteAsync(sql, StatementParameters.From(parameters), cancellationToken);
     }
 
     /// <summary>
@@ -94,14 +87,7 @@ public sealed class MessageContext
     public void Execute(string sql, params (string Name, object? Value)[] parameters)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(sql);
-        ArgumentNullException.ThrowIfNull(parameters);
-        var pairs = new KeyValuePair<string, object?>[parameters.Length];
-        for (var i = 0; i < parameters.Length; i++)
-        {
-            pairs[i] = new KeyValuePair<string, object?>(parameters[i].Name, parameters[i].Value);
-        }
-
-        (_writes ??= []).Add((sql, pairs));
+        (_writes ??= []).Add((sql, StatementParameters.From(parameters)));
     }
 
     /// <summary>Runs the statements the handler recorded with <see cref="Execute"/>; the consumer calls it when the handler returned.</summary>

@@ -32,14 +32,7 @@ public abstract class SagaContext
     /// <summary>Executes <paramref name="sql"/> in the saga's transaction; see <see cref="MessageContext.ExecuteAsync(string, ValueTuple{string, object}[])"/>.</summary>
     public ValueTask<int> ExecuteAsync(string sql, params (string Name, object? Value)[] parameters)
     {
-        ArgumentNullException.ThrowIfNull(parameters);
-        var pairs = new KeyValuePair<string, object?>[parameters.Length];
-        for (var i = 0; i < parameters.Length; i++)
-        {
-            pairs[i] = new KeyValuePair<string, object?>(parameters[i].Name, parameters[i].Value);
-        }
-
-        return _core.Transaction.Database().ExecuteAsync(sql, pairs, CancellationToken.None);
+        return _core.Transaction.Database().ExecuteAsync(sql, StatementParameters.From(parameters), CancellationToken.None);
     }
 
     /// <summary>Sends a command in the saga's transaction, carrying its transaction id.</summary>
